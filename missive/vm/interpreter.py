@@ -1,0 +1,478 @@
+"""The register machine: runs a translated :class:`~missive.vm.translate.Program`.
+
+One :class:`Frame` runs one piece of code: the actor's own code for the
+message, or another contract's code through DELEGATECALL/CALLCODE (which share
+the actor's :class:`~missive.vm.state.RunState`).  ``Frame.run`` is the hot
+loop.  It is written for mypyc: locals rather than attributes, an ``if`` chain
+ordered by how often instructions occur in compiled contracts, and the common
+arithmetic written inline; every other instruction is a small method named
+after its opcode.  The pure-Python build runs the very same source.
+
+Values are Python ints in [0, 2**256).  Each operand field is a stack slot
+(``>= 0``, relative to the block's entry stack pointer, see ``translate``) or
+a constant (``< 0``).
+"""
+
+from __future__ import annotations
+
+from typing import Final, final
+
+from missive.vm import arith, opcodes as op
+from missive.vm import messages
+from missive.vm.errors import Halt
+from missive.vm.keccak import EMPTY_KECCAK, keccak256
+from missive.vm.state import RunState
+from missive.vm.translate import (
+    BIAS,
+    R_BAD_JUMP,
+    R_END,
+    R_INVALID,
+    R_JUMP,
+    R_JUMPI,
+    R_JUMPI_S,
+    R_MOV,
+    STACK_LIMIT,
+    Program,
+)
+from missive.vm.types import Log, Status
+
+MASK: Final = (1 << 256) - 1
+#: Memory is capped far above what any realistic gas limit can pay for (32 MiB
+#: costs over two billion gas), so a huge gas limit cannot become a memory bomb.
+MAX_MEMORY: Final = 32 * 1024 * 1024
+MAX_CALL_DEPTH: Final = 1024
+
+
+def memory_cost(words: int) -> int:
+    return 3 * words + words * words // 512
+
+
+@final
+class Frame:
+    def __init__(
+        self,
+        state: RunState,
+        program: Program,
+        caller: int,
+        value: int,
+        data: bytes,
+        gas: int,
+        is_static: bool,
+        depth: int,
+    ) -> None:
+        self.state = state
+        self.program = program
+        self.caller = caller
+        self.value = value
+        self.data = data
+        self.gas = gas
+        self.is_static = is_static
+        self.depth = depth
+        self.memory = bytearray()
+        self.memory_words = 0
+        self.returndata = b""
+        self.reverted = False
+        self.regs: list[int] = [0] * program.reg_count
+
+    # -- gas and memory --------------------------------------------------
+
+    def charge(self, amount: int) -> None:
+        gas = self.gas - amount
+        if gas < 0:
+            raise Halt(Status.OUT_OF_GAS, f"out of gas: needed {amount}, had {self.gas}")
+        self.gas = gas
+
+    def expand(self, offset: int, size: int) -> None:
+        """Grow memory to cover [offset, offset+size) and charge for the growth."""
+        if size == 0:
+            return
+        end = offset + size
+        if end > MAX_MEMORY:
+            raise Halt(Status.OUT_OF_GAS, f"memory access [{offset}, {end}) exceeds the {MAX_MEMORY}-byte memory limit")
+        words = (end + 31) >> 5
+        if words > self.memory_words:
+            self.charge(memory_cost(words) - memory_cost(self.memory_words))
+            self.memory.extend(bytes((words - self.memory_words) * 32))
+            self.memory_words = words
+
+    def read_memory(self, offset: int, size: int) -> bytes:
+        self.expand(offset, size)
+        return bytes(self.memory[offset : offset + size]) if size else b""
+
+    def write_padded(self, dest: int, source: bytes, start: int, size: int) -> None:
+        """Copy ``size`` bytes of ``source`` from ``start`` into memory, zero-filling past its end."""
+        if size == 0:
+            return
+        self.expand(dest, size)
+        self.charge(3 * ((size + 31) >> 5))
+        chunk = source[start : start + size] if start < len(source) else b""
+        if len(chunk) < size:
+            chunk = chunk + bytes(size - len(chunk))
+        self.memory[dest : dest + size] = chunk
+
+    def need_writable(self, what: str) -> None:
+        if self.is_static:
+            raise Halt(Status.STATIC_VIOLATION, f"{what} in a read-only (static) run")
+
+    # -- the loop ----------------------------------------------------------
+
+    def run(self) -> bytes:
+        """Run to completion; return the output (REVERT sets ``reverted``).
+
+        Raises :class:`Halt` on an exceptional halt.
+        """
+        blocks = self.program.blocks
+        jump_table = self.program.jump_table
+        code_size = len(jump_table)
+        regs = self.regs
+        state = self.state
+        sp = 0
+        bi = 0
+        while True:
+            blk = blocks[bi]
+            if sp + blk.min_pos < 0:
+                raise Halt(Status.STACK_UNDERFLOW, f"stack underflow in the block at pc {blk.start_pc}")
+            if sp + blk.max_height > STACK_LIMIT:
+                raise Halt(Status.STACK_OVERFLOW, f"stack overflow (over {STACK_LIMIT}) in the block at pc {blk.start_pc}")
+            gas = self.gas - blk.gas
+            if gas < 0:
+                raise Halt(Status.OUT_OF_GAS, f"out of gas in the block at pc {blk.start_pc}")
+            self.gas = gas
+            ops = blk.ops
+            consts = blk.consts
+            base = sp - BIAS
+            nxt = blk.next_block
+            pc = 0
+            while True:
+                o = ops[pc]
+                if o == R_MOV:
+                    x = ops[pc + 2]
+                    regs[base + ops[pc + 1]] = regs[base + x] if x >= 0 else consts[~x]
+                    pc += 3
+                elif o == op.ADD:
+                    x = ops[pc + 2]
+                    a = regs[base + x] if x >= 0 else consts[~x]
+                    x = ops[pc + 3]
+                    b = regs[base + x] if x >= 0 else consts[~x]
+                    c = a + b
+                    if c >> 256:
+                        c &= MASK
+                    regs[base + ops[pc + 1]] = c
+                    pc += 4
+                elif o == R_JUMPI_S:
+                    x = ops[pc + 2]
+                    if (regs[base + x] if x >= 0 else consts[~x]) != 0:
+                        nxt = ops[pc + 1]
+                        if nxt < 0:
+                            raise Halt(Status.BAD_JUMP, f"JUMPI to a non-JUMPDEST in the block at pc {blk.start_pc}")
+                    pc += 3
+                elif o == R_END:
+                    break
+                elif o == op.LT or o == op.GT or o == op.EQ or o == op.SUB or o == op.AND or o == op.OR:
+                    x = ops[pc + 2]
+                    a = regs[base + x] if x >= 0 else consts[~x]
+                    x = ops[pc + 3]
+                    b = regs[base + x] if x >= 0 else consts[~x]
+                    if o == op.LT:
+                        c = 1 if a < b else 0
+                    elif o == op.GT:
+                        c = 1 if a > b else 0
+                    elif o == op.EQ:
+                        c = 1 if a == b else 0
+                    elif o == op.SUB:
+                        c = a - b
+                        if c < 0:
+                            c &= MASK
+                    elif o == op.AND:
+                        c = a & b
+                    else:
+                        c = a | b
+                    regs[base + ops[pc + 1]] = c
+                    pc += 4
+                elif o == op.ISZERO:
+                    x = ops[pc + 2]
+                    regs[base + ops[pc + 1]] = 1 if (regs[base + x] if x >= 0 else consts[~x]) == 0 else 0
+                    pc += 3
+                elif o == R_JUMP or o == R_JUMPI:
+                    x = ops[pc + 1]
+                    target = regs[base + x] if x >= 0 else consts[~x]
+                    taken = True
+                    if o == R_JUMPI:
+                        x = ops[pc + 2]
+                        taken = (regs[base + x] if x >= 0 else consts[~x]) != 0
+                    if taken:
+                        nxt = jump_table[target] if target < code_size else -1
+                        if nxt < 0:
+                            raise Halt(Status.BAD_JUMP, f"jump to {target}, which is not a JUMPDEST")
+                    pc += 3 if o == R_JUMPI else 2
+                elif o == op.MLOAD:
+                    x = ops[pc + 2]
+                    a = regs[base + x] if x >= 0 else consts[~x]
+                    if a + 32 > (self.memory_words << 5):
+                        self.expand(a, 32)
+                    regs[base + ops[pc + 1]] = int.from_bytes(self.memory[a : a + 32], "big")
+                    pc += 3
+                elif o == op.MSTORE:
+                    x = ops[pc + 1]
+                    a = regs[base + x] if x >= 0 else consts[~x]
+                    x = ops[pc + 2]
+                    b = regs[base + x] if x >= 0 else consts[~x]
+                    if a + 32 > (self.memory_words << 5):
+                        self.expand(a, 32)
+                    self.memory[a : a + 32] = b.to_bytes(32, "big")
+                    pc += 3
+                elif o == op.SHR or o == op.SHL or o == op.XOR or o == op.MUL or o == op.DIV or o == op.MOD:
+                    x = ops[pc + 2]
+                    a = regs[base + x] if x >= 0 else consts[~x]
+                    x = ops[pc + 3]
+                    b = regs[base + x] if x >= 0 else consts[~x]
+                    if o == op.SHR:
+                        c = b >> a if a < 256 else 0
+                    elif o == op.SHL:
+                        c = (b << a) & MASK if a < 256 else 0
+                    elif o == op.XOR:
+                        c = a ^ b
+                    elif o == op.MUL:
+                        c = a * b
+                        if c >> 256:
+                            c &= MASK
+                    elif o == op.DIV:
+                        c = a // b if b else 0
+                    else:
+                        c = a % b if b else 0
+                    regs[base + ops[pc + 1]] = c
+                    pc += 4
+                elif o == op.NOT:
+                    x = ops[pc + 2]
+                    regs[base + ops[pc + 1]] = MASK ^ (regs[base + x] if x >= 0 else consts[~x])
+                    pc += 3
+                elif o == op.CALLDATALOAD:
+                    x = ops[pc + 2]
+                    a = regs[base + x] if x >= 0 else consts[~x]
+                    regs[base + ops[pc + 1]] = self.op_calldataload(a)
+                    pc += 3
+                elif o == op.SLOAD:
+                    x = ops[pc + 2]
+                    a = regs[base + x] if x >= 0 else consts[~x]
+                    self.charge(state.sload_cost(a))
+                    regs[base + ops[pc + 1]] = state.load(a)
+                    pc += 3
+                elif o == op.SSTORE:
+                    x = ops[pc + 1]
+                    a = regs[base + x] if x >= 0 else consts[~x]
+                    x = ops[pc + 2]
+                    b = regs[base + x] if x >= 0 else consts[~x]
+                    self.op_sstore(a, b, ops[pc + 3])
+                    pc += 4
+                elif o == op.RETURN or o == op.REVERT:
+                    x = ops[pc + 1]
+                    a = regs[base + x] if x >= 0 else consts[~x]
+                    x = ops[pc + 2]
+                    b = regs[base + x] if x >= 0 else consts[~x]
+                    output = self.read_memory(a, b)
+                    self.reverted = o == op.REVERT
+                    return output
+                elif o == op.STOP:
+                    return b""
+                elif o == R_INVALID:
+                    raise Halt(Status.INVALID_OPCODE, f"invalid opcode {op.name(ops[pc + 1])}")
+                elif o == R_BAD_JUMP:
+                    x = ops[pc + 1]
+                    raise Halt(Status.BAD_JUMP, f"jump to {consts[~x]}, which is not a JUMPDEST")
+                elif o == op.SELFDESTRUCT:
+                    x = ops[pc + 1]
+                    messages.selfdestruct(self, regs[base + x] if x >= 0 else consts[~x])
+                    return b""
+                else:
+                    pc = self.execute_other(o, ops, pc, base, consts)
+            sp += blk.delta
+            if nxt < 0:
+                return b""
+            bi = nxt
+
+    # -- everything else, one method per instruction family --------------------
+
+    def execute_other(self, o: int, ops: list[int], pc: int, base: int, consts: list[int]) -> int:
+        """Run one less frequent instruction at ``ops[pc]``; return the next ``pc``."""
+        regs = self.regs
+
+        def arg(i: int) -> int:
+            x = ops[pc + i]
+            return regs[base + x] if x >= 0 else consts[~x]
+
+        width = 1 + (1 if op.PUSHES[o] else 0) + op.POPS[o]
+        if o in _BINARY:
+            regs[base + ops[pc + 1]] = _binary(o, arg(2), arg(3))
+        elif o == op.ADDMOD:
+            regs[base + ops[pc + 1]] = arith.addmod(arg(2), arg(3), arg(4))
+        elif o == op.MULMOD:
+            regs[base + ops[pc + 1]] = arith.mulmod(arg(2), arg(3), arg(4))
+        elif o == op.EXP:
+            exponent = arg(3)
+            self.charge(50 * arith.exp_byte_length(exponent))
+            regs[base + ops[pc + 1]] = arith.exp(arg(2), exponent)
+        elif o == op.KECCAK256:
+            offset, size = arg(2), arg(3)
+            data = self.read_memory(offset, size)
+            self.charge(6 * ((size + 31) >> 5))
+            regs[base + ops[pc + 1]] = int.from_bytes(keccak256(data), "big")
+        elif op.PUSHES[o] and op.POPS[o] == 0 and o != op.GAS:
+            regs[base + ops[pc + 1]] = self.environment(o)
+        elif o == op.GAS:
+            regs[base + ops[pc + 1]] = self.gas + ops[pc + 2]
+            width += 1
+        elif o in _ACCOUNT_READS:
+            regs[base + ops[pc + 1]] = self.account_read(o, arg(2))
+        elif o == op.BLOCKHASH:
+            regs[base + ops[pc + 1]] = self.op_blockhash(arg(2))
+        elif o == op.BLOBHASH:
+            index = arg(2)
+            hashes = self.state.block.blob_hashes
+            regs[base + ops[pc + 1]] = int.from_bytes(hashes[index], "big") if index < len(hashes) else 0
+        elif o == op.CALLDATACOPY:
+            self.write_padded(arg(1), self.data, arg(2), arg(3))
+        elif o == op.CODECOPY:
+            self.write_padded(arg(1), self.program.code, arg(2), arg(3))
+        elif o == op.EXTCODECOPY:
+            address = arg(1) & messages.ADDRESS_MASK
+            self.charge(self.state.warm_address(address))
+            self.write_padded(arg(2), messages.code_of(self, address), arg(3), arg(4))
+        elif o == op.RETURNDATACOPY:
+            self.op_returndatacopy(arg(1), arg(2), arg(3))
+        elif o == op.MSTORE8:
+            offset = arg(1)
+            self.expand(offset, 1)
+            self.memory[offset] = arg(2) & 0xFF
+        elif o == op.MCOPY:
+            self.op_mcopy(arg(1), arg(2), arg(3))
+        elif o == op.TLOAD:
+            regs[base + ops[pc + 1]] = self.state.tload(arg(2))
+        elif o == op.TSTORE:
+            self.need_writable("TSTORE")
+            self.state.tstore(arg(1), arg(2))
+        elif op.LOG0 <= o <= op.LOG4:
+            self.op_log(arg(1), arg(2), tuple(arg(3 + i) for i in range(o - op.LOG0)))
+        elif o in _MESSAGE_OPS:
+            args = [arg(2 + i) for i in range(op.POPS[o])]
+            regs[base + ops[pc + 1]] = messages.dispatch(self, o, args, ops[pc + width])
+            width += 1
+        else:  # pragma: no cover - the translator only emits opcodes handled above
+            raise Halt(Status.INVALID_OPCODE, f"opcode {op.name(o)} has no implementation")
+        return pc + width
+
+    def op_calldataload(self, offset: int) -> int:
+        data = self.data
+        if offset >= len(data):
+            return 0
+        word = data[offset : offset + 32]
+        if len(word) < 32:
+            word = word + bytes(32 - len(word))
+        return int.from_bytes(word, "big")
+
+    def op_sstore(self, key: int, value: int, rest: int) -> None:
+        self.need_writable("SSTORE")
+        if self.gas + rest <= 2300:
+            raise Halt(Status.OUT_OF_GAS, "SSTORE needs more than 2300 gas left (EIP-2200)")
+        self.charge(self.state.sstore(key, value))
+
+    def environment(self, o: int) -> int:
+        """Instructions that push a fact about the run and read nothing."""
+        state = self.state
+        block = state.block
+        if o == op.ADDRESS:
+            return state.address
+        if o == op.CALLER:
+            return self.caller
+        if o == op.CALLVALUE:
+            return self.value
+        if o == op.CALLDATASIZE:
+            return len(self.data)
+        if o == op.RETURNDATASIZE:
+            return len(self.returndata)
+        if o == op.MSIZE:
+            return self.memory_words << 5
+        if o == op.SELFBALANCE:
+            return state.balance
+        if o == op.ORIGIN:
+            return int.from_bytes(block.origin, "big")
+        if o == op.GASPRICE:
+            return block.gas_price
+        if o == op.COINBASE:
+            return int.from_bytes(block.coinbase, "big")
+        if o == op.TIMESTAMP:
+            return block.timestamp
+        if o == op.NUMBER:
+            return block.number
+        if o == op.PREVRANDAO:
+            return block.prevrandao
+        if o == op.GASLIMIT:
+            return block.gas_limit
+        if o == op.CHAINID:
+            return block.chain_id
+        if o == op.BASEFEE:
+            return block.base_fee
+        if o == op.BLOBBASEFEE:
+            return block.blob_base_fee
+        raise Halt(Status.INVALID_OPCODE, f"opcode {op.name(o)} has no implementation")  # pragma: no cover
+
+    def account_read(self, o: int, word: int) -> int:
+        """BALANCE, EXTCODESIZE, EXTCODEHASH: through the host, which may refuse."""
+        address = word & messages.ADDRESS_MASK
+        self.charge(self.state.warm_address(address))
+        if o == op.BALANCE:
+            return messages.balance_of(self, address)
+        code = messages.code_of(self, address)
+        if o == op.EXTCODESIZE:
+            return len(code)
+        return int.from_bytes(keccak256(code), "big") if code else 0
+
+    def op_blockhash(self, number: int) -> int:
+        current = self.state.block.number
+        if number >= current or number < current - 256:
+            return 0
+        return self.state.host.block_hash(number)
+
+    def op_returndatacopy(self, dest: int, start: int, size: int) -> None:
+        if start + size > len(self.returndata):
+            raise Halt(
+                Status.RETURNDATA_OUT_OF_BOUNDS,
+                f"RETURNDATACOPY of [{start}, {start + size}) past the {len(self.returndata)} bytes of return data",
+            )
+        self.write_padded(dest, self.returndata, start, size)
+
+    def op_mcopy(self, dest: int, source: int, size: int) -> None:
+        if size == 0:
+            return
+        self.expand(max(dest, source), size)
+        self.charge(3 * ((size + 31) >> 5))
+        self.memory[dest : dest + size] = self.memory[source : source + size]
+
+    def op_log(self, offset: int, size: int, topics: tuple[int, ...]) -> None:
+        self.need_writable(f"LOG{len(topics)}")
+        data = self.read_memory(offset, size)
+        self.charge(8 * size)
+        self.state.logs.append(Log(self.state.address_bytes, topics, data))
+
+
+_BINARY: Final = frozenset({op.SDIV, op.SMOD, op.SIGNEXTEND, op.SLT, op.SGT, op.BYTE, op.SAR})
+_ACCOUNT_READS: Final = frozenset({op.BALANCE, op.EXTCODESIZE, op.EXTCODEHASH})
+_MESSAGE_OPS: Final = frozenset({op.CALL, op.CALLCODE, op.DELEGATECALL, op.STATICCALL, op.CREATE, op.CREATE2})
+
+
+def _binary(o: int, a: int, b: int) -> int:
+    if o == op.SDIV:
+        return arith.sdiv(a, b)
+    if o == op.SMOD:
+        return arith.smod(a, b)
+    if o == op.SIGNEXTEND:
+        return arith.signextend(a, b)
+    if o == op.SLT:
+        return arith.slt(a, b)
+    if o == op.SGT:
+        return arith.sgt(a, b)
+    if o == op.BYTE:
+        return arith.byte(a, b)
+    return arith.sar(a, b)
+
+
+__all__ = ["Frame", "Halt", "EMPTY_KECCAK", "MAX_CALL_DEPTH", "memory_cost"]

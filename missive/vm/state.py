@@ -1,0 +1,180 @@
+"""What one handler run can change, and how to take a change back.
+
+A handler run is one message handled by one actor.  Its frames (the top one
+plus any DELEGATECALL/CALLCODE frames, which run other code on this same
+state) share one :class:`RunState`.  Every change goes through a method here
+that records the old value in a journal, so a failed sub-frame rolls back to
+its checkpoint exactly; the top frame's failure simply drops the whole state.
+
+Gas rules for storage live here too (EIP-2929 access lists, EIP-2200/3529
+SSTORE net metering and refunds) because they depend on the original and
+current values that only this object knows.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Mapping, final
+
+from missive.vm.host import Host
+from missive.vm.types import BlockContext, Log, OutgoingMessage
+
+COLD_SLOAD: Final = 2100
+WARM_ACCESS: Final = 100
+COLD_ACCOUNT_ACCESS: Final = 2600
+SSTORE_SET: Final = 20000
+SSTORE_RESET: Final = 2900  # 5000 - COLD_SLOAD
+SSTORE_CLEAR_REFUND: Final = 4800
+SSTORE_STIPEND: Final = 2300
+
+_STORAGE: Final = 0
+_TRANSIENT: Final = 1
+_SLOT_WARMED: Final = 2
+_ADDRESS_WARMED: Final = 3
+_ABSENT: Final = -1
+
+
+@final
+class RunState:
+    def __init__(
+        self,
+        address: bytes,
+        own_code: bytes,
+        storage: Mapping[int, int] | None,
+        balance: int,
+        nonce: int,
+        block: BlockContext,
+        host: Host,
+        message_id: bytes,
+    ) -> None:
+        self.address_bytes = address
+        self.address = int.from_bytes(address, "big")
+        #: the actor's own code (EXTCODE* of ADDRESS sees it even inside DELEGATECALL)
+        self.own_code = own_code
+        self.source = storage
+        self.original: dict[int, int] = {}
+        self.current: dict[int, int] = {}
+        self.transient: dict[int, int] = {}
+        self.accessed_slots: set[int] = set()
+        self.accessed_addresses: set[int] = set()
+        self.journal: list[tuple[int, int, int]] = []
+        self.logs: list[Log] = []
+        self.outbox: list[OutgoingMessage] = []
+        self.refund = 0
+        self.balance = balance
+        self.nonce = nonce
+        self.block = block
+        self.host = host
+        self.message_id = message_id
+        self.code_reads: list[bytes] = []
+
+    # -- storage ---------------------------------------------------------
+
+    def original_value(self, key: int) -> int:
+        value = self.original.get(key)
+        if value is None:
+            value = 0
+            if self.source is not None:
+                value = self.source.get(key, 0)
+            self.original[key] = value
+        return value
+
+    def load(self, key: int) -> int:
+        value = self.current.get(key)
+        if value is None:
+            return self.original_value(key)
+        return value
+
+    def warm_slot(self, key: int) -> int:
+        """Mark ``key`` accessed; return the access cost (cold 2100, warm 0 extra)."""
+        if key in self.accessed_slots:
+            return 0
+        self.accessed_slots.add(key)
+        self.journal.append((_SLOT_WARMED, key, 0))
+        return COLD_SLOAD
+
+    def sload_cost(self, key: int) -> int:
+        return WARM_ACCESS if key in self.accessed_slots else self.warm_slot(key)
+
+    def sstore(self, key: int, new: int) -> int:
+        """Write ``new`` to ``key``; return the gas cost and adjust the refund."""
+        cost = self.warm_slot(key)
+        current = self.load(key)
+        original = self.original_value(key)
+        if new == current:
+            cost += WARM_ACCESS
+        elif current == original:
+            if original == 0:
+                cost += SSTORE_SET
+            else:
+                cost += SSTORE_RESET
+                if new == 0:
+                    self.refund += SSTORE_CLEAR_REFUND
+        else:
+            cost += WARM_ACCESS
+            if original != 0:
+                if current == 0:
+                    self.refund -= SSTORE_CLEAR_REFUND
+                elif new == 0:
+                    self.refund += SSTORE_CLEAR_REFUND
+            if new == original:
+                self.refund += (SSTORE_SET - WARM_ACCESS) if original == 0 else (SSTORE_RESET - WARM_ACCESS)
+        if new != current:
+            old = self.current.get(key)
+            self.journal.append((_STORAGE, key, _ABSENT if old is None else old))
+            self.current[key] = new
+        return cost
+
+    def storage_writes(self) -> dict[int, int]:
+        """Slots whose final value differs from the value before the run: the state diff."""
+        return {k: v for k, v in self.current.items() if v != self.original_value(k)}
+
+    # -- transient storage (EIP-1153) ------------------------------------
+
+    def tload(self, key: int) -> int:
+        return self.transient.get(key, 0)
+
+    def tstore(self, key: int, value: int) -> None:
+        old = self.transient.get(key)
+        self.journal.append((_TRANSIENT, key, _ABSENT if old is None else old))
+        self.transient[key] = value
+
+    # -- accounts ----------------------------------------------------------
+
+    def warm_address(self, address: int) -> int:
+        """Mark ``address`` accessed; return the EIP-2929 access cost."""
+        if address in self.accessed_addresses:
+            return WARM_ACCESS
+        self.accessed_addresses.add(address)
+        self.journal.append((_ADDRESS_WARMED, address, 0))
+        return COLD_ACCOUNT_ACCESS
+
+    # -- checkpoints -------------------------------------------------------
+
+    def checkpoint(self) -> tuple[int, int, int, int, int, int]:
+        return (len(self.journal), len(self.logs), len(self.outbox), self.refund, self.balance, self.nonce)
+
+    def rollback(self, mark: tuple[int, int, int, int, int, int]) -> None:
+        """Undo everything since ``mark`` except code reads: a replay must read that code too."""
+        journal_len, logs_len, outbox_len, refund, balance, nonce = mark
+        journal = self.journal
+        while len(journal) > journal_len:
+            kind, key, old = journal.pop()
+            if kind == _STORAGE:
+                if old == _ABSENT:
+                    del self.current[key]
+                else:
+                    self.current[key] = old
+            elif kind == _TRANSIENT:
+                if old == _ABSENT:
+                    del self.transient[key]
+                else:
+                    self.transient[key] = old
+            elif kind == _SLOT_WARMED:
+                self.accessed_slots.discard(key)
+            else:
+                self.accessed_addresses.discard(key)
+        del self.logs[logs_len:]
+        del self.outbox[outbox_len:]
+        self.refund = refund
+        self.balance = balance
+        self.nonce = nonce
