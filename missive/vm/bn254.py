@@ -215,7 +215,7 @@ def fp6_mul(a: Fp6, b: Fp6) -> Fp6:
 
 
 def fp6_sqr(a: Fp6) -> Fp6:
-    """Chung-Hasan squaring (CH-SQR2): two squarings fewer than a multiplication."""
+    """Chung-Hasan squaring (CH-SQR2): two multiplications and three squarings, not six products."""
     a0, a1, a2 = a
     s0 = _fp2_sqr_lazy(a0)
     s1 = fp2_double(_fp2_mul_lazy(a0, a1))
@@ -383,9 +383,7 @@ def fp12_frobenius(a: Fp12, power: int) -> Fp12:
         g = FROB3
     (c0, c2, c4), (c1, c3, c5) = a
     if power & 1:
-        c0, c1, c2, c3, c4, c5 = (
-            fp2_conj(c0), fp2_conj(c1), fp2_conj(c2), fp2_conj(c3), fp2_conj(c4), fp2_conj(c5)
-        )
+        c0, c1, c2, c3, c4, c5 = (fp2_conj(c0), fp2_conj(c1), fp2_conj(c2), fp2_conj(c3), fp2_conj(c4), fp2_conj(c5))
     return (
         (fp2_reduce(c0), fp2_mul(c2, g[2]), fp2_mul(c4, g[4])),
         (fp2_mul(c1, g[1]), fp2_mul(c3, g[3]), fp2_mul(c5, g[5])),
@@ -395,10 +393,7 @@ def fp12_frobenius(a: Fp12, power: int) -> Fp12:
 def fp12_eq(a: Fp12, b: Fp12) -> bool:
     (a0, a1, a2), (a3, a4, a5) = a
     (b0, b1, b2), (b3, b4, b5) = b
-    return (
-        fp2_eq(a0, b0) and fp2_eq(a1, b1) and fp2_eq(a2, b2)
-        and fp2_eq(a3, b3) and fp2_eq(a4, b4) and fp2_eq(a5, b5)
-    )
+    return fp2_eq(a0, b0) and fp2_eq(a1, b1) and fp2_eq(a2, b2) and fp2_eq(a3, b3) and fp2_eq(a4, b4) and fp2_eq(a5, b5)
 
 
 # ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ no effects, and so does a bug in a host callback, reported by its message.
 from __future__ import annotations
 
 import sys
-from typing import Mapping
+from collections.abc import Mapping
 
 from missive.vm.errors import Halt
 from missive.vm.host import Host

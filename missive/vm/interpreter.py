@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from typing import Final, final
 
-from missive.vm import arith, opcodes as op
-from missive.vm import messages
+from mypy_extensions import i64
+
+from missive.vm import arith, messages
+from missive.vm import opcodes as op
 from missive.vm.errors import Halt
 from missive.vm.keccak import EMPTY_KECCAK, keccak256
 from missive.vm.state import RunState
@@ -27,9 +29,13 @@ from missive.vm.translate import (
     R_BAD_JUMP,
     R_END,
     R_INVALID,
+    R_JEQ,
+    R_JGT,
+    R_JLT,
     R_JUMP,
     R_JUMPI,
     R_JUMPI_S,
+    R_JZ,
     R_MOV,
     STACK_LIMIT,
     Program,
@@ -126,8 +132,15 @@ class Frame:
         code_size = len(jump_table)
         regs = self.regs
         state = self.state
-        sp = 0
-        bi = 0
+        # Native 64-bit integers for everything that indexes (mypyc compiles
+        # them to C integers; in pure Python i64 is just int).
+        sp: i64 = 0
+        bi: i64 = 0
+        base: i64 = 0
+        pc: i64 = 0
+        o: i64 = 0
+        x: i64 = 0
+        nxt: i64 = 0
         while True:
             blk = blocks[bi]
             if sp + blk.min_pos < 0:
@@ -168,6 +181,23 @@ class Frame:
                     pc += 3
                 elif o == R_END:
                     break
+                elif o == R_JLT or o == R_JGT or o == R_JEQ:
+                    x = ops[pc + 2]
+                    a = regs[base + x] if x >= 0 else consts[~x]
+                    x = ops[pc + 3]
+                    b = regs[base + x] if x >= 0 else consts[~x]
+                    if a < b if o == R_JLT else (a > b if o == R_JGT else a == b):
+                        nxt = ops[pc + 1]
+                        if nxt < 0:
+                            raise Halt(Status.BAD_JUMP, f"JUMPI to a non-JUMPDEST in the block at pc {blk.start_pc}")
+                    pc += 4
+                elif o == R_JZ:
+                    x = ops[pc + 2]
+                    if (regs[base + x] if x >= 0 else consts[~x]) == 0:
+                        nxt = ops[pc + 1]
+                        if nxt < 0:
+                            raise Halt(Status.BAD_JUMP, f"JUMPI to a non-JUMPDEST in the block at pc {blk.start_pc}")
+                    pc += 3
                 elif o == op.LT or o == op.GT or o == op.EQ or o == op.SUB or o == op.AND or o == op.OR:
                     x = ops[pc + 2]
                     a = regs[base + x] if x >= 0 else consts[~x]
@@ -292,7 +322,7 @@ class Frame:
 
     # -- everything else, one method per instruction family --------------------
 
-    def execute_other(self, o: int, ops: list[int], pc: int, base: int, consts: list[int]) -> int:
+    def execute_other(self, o: i64, ops: list[i64], pc: i64, base: i64, consts: list[int]) -> i64:
         """Run one less frequent instruction at ``ops[pc]``; return the next ``pc``."""
         regs = self.regs
 

@@ -9,7 +9,7 @@ cannot be built.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 _impl: Callable[[bytes], bytes]
 

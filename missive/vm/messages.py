@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
+from missive.vm import opcodes as op
 from missive.vm.errors import Halt
 from missive.vm.host import ForbiddenRead
 from missive.vm.keccak import keccak256
-from missive.vm.state import COLD_ACCOUNT_ACCESS, WARM_ACCESS
 from missive.vm.precompiles import is_precompile, run_precompile
-from missive.vm import opcodes as op
+from missive.vm.state import COLD_ACCOUNT_ACCESS, WARM_ACCESS
 from missive.vm.translate import program_for
 from missive.vm.types import SYSTEM_CONTRACT, MessageKind, OutgoingMessage, Status
 

@@ -260,6 +260,14 @@ def _modexp_iterations(exponent_length: int, exponent_head: int) -> int:
 
 
 def _modexp(data: bytes, gas: int) -> PrecompileResult:
+    """``base ** exponent % modulus`` on big-endian operands of declared lengths.
+
+    Gas bounds the work, not the input size: an exponent declared longer than
+    the data is zero-padded, so a few bytes of input can ask for millions of
+    squarings (8 per padded byte).  EIP-2565 prices that at 8/3 gas per byte
+    for small moduli, which assumes native bignum speed; CPython's ``pow`` is
+    within a small factor of that.
+    """
     cost = modexp_gas(data)
     if gas < cost:
         return _fail(gas, OUT_OF_GAS)
@@ -350,6 +358,12 @@ def _ecpairing(data: bytes, gas: int) -> PrecompileResult:
 
 
 def _blake2f(data: bytes, gas: int) -> PrecompileResult:
+    """BLAKE2b's compression function F with a caller-chosen number of rounds.
+
+    EIP-152 charges 1 gas per round, a price set for native code (tens of
+    nanoseconds a round); this implementation takes microseconds a round, so
+    blake2f is by far the cheapest way to buy CPU time from Missive.
+    """
     if len(data) != BLAKE2F_INPUT_SIZE:
         return _fail(gas, f"blake2f: input must be exactly 213 bytes, got {len(data)}")
     cost = BLAKE2F_ROUND_GAS * int.from_bytes(data[0:4], "big")
@@ -372,9 +386,7 @@ def _point_evaluation(data: bytes, gas: int) -> PrecompileResult:
     order, so a malformed call fails for the same reason as on Ethereum.
     """
     if len(data) != POINT_EVALUATION_INPUT_SIZE:
-        return _fail(
-            gas, f"point evaluation: input must be exactly 192 bytes, got {len(data)}"
-        )
+        return _fail(gas, f"point evaluation: input must be exactly 192 bytes, got {len(data)}")
     if gas < POINT_EVALUATION_GAS:
         return _fail(gas, OUT_OF_GAS)
     return _fail(gas, POINT_EVALUATION_UNSUPPORTED)

@@ -13,7 +13,8 @@ current values that only this object knows.
 
 from __future__ import annotations
 
-from typing import Final, Mapping, final
+from collections.abc import Mapping
+from typing import Final, final
 
 from missive.vm.host import Host
 from missive.vm.types import BlockContext, Log, OutgoingMessage

@@ -50,6 +50,8 @@ from __future__ import annotations
 
 from typing import Final, final
 
+from mypy_extensions import i64
+
 from missive.vm import opcodes as op
 from missive.vm.keccak import keccak256
 
@@ -65,6 +67,13 @@ R_JUMPI: Final = 0x103  # [R_JUMPI, target, cond]    target computed at run time
 R_JUMPI_S: Final = 0x104  # [R_JUMPI_S, block, cond]  static target (-1: invalid)
 R_BAD_JUMP: Final = 0x105  # [R_BAD_JUMP, target]      static JUMP to a non-JUMPDEST
 R_INVALID: Final = 0x106  # [R_INVALID, opcode byte]
+# A comparison whose only use is the JUMPI after it fuses with it (static target):
+R_JLT: Final = 0x107  # [R_JLT, block, a, b]  jump if a < b
+R_JGT: Final = 0x108  # [R_JGT, block, a, b]  jump if a > b
+R_JEQ: Final = 0x109  # [R_JEQ, block, a, b]  jump if a == b
+R_JZ: Final = 0x10A  # [R_JZ, block, a]      jump if a == 0 (ISZERO then JUMPI)
+
+_FUSED_BRANCH: Final = {op.LT: R_JLT, op.GT: R_JGT, op.EQ: R_JEQ, op.ISZERO: R_JZ}
 
 #: Instructions that read the exact gas left and so carry ``rest``.
 GAS_READERS: Final = frozenset(
@@ -79,13 +88,13 @@ class Block:
     def __init__(
         self,
         start_pc: int,
-        ops: list[int],
+        ops: list[i64],
         consts: list[int],
         gas: int,
-        min_pos: int,
-        max_height: int,
-        delta: int,
-        next_block: int,
+        min_pos: i64,
+        max_height: i64,
+        delta: i64,
+        next_block: i64,
     ) -> None:
         self.start_pc = start_pc
         self.ops = ops
@@ -106,7 +115,7 @@ class Block:
 class Program:
     """Translated code: blocks, the JUMPDEST table, and the register file size."""
 
-    def __init__(self, code: bytes, code_hash: bytes, blocks: list[Block], jump_table: list[int], reg_count: int) -> None:
+    def __init__(self, code: bytes, code_hash: bytes, blocks: list[Block], jump_table: list[i64], reg_count: int) -> None:
         self.code = code
         self.code_hash = code_hash
         self.blocks = blocks
@@ -156,7 +165,7 @@ class _BlockBuilder:
     """Symbolic stack and emitted code for one block while it is translated."""
 
     def __init__(self, max_height: int) -> None:
-        self.ops: list[int] = []
+        self.ops: list[i64] = []
         self.consts: list[int] = []
         self.const_index: dict[int, int] = {}
         self.sym: dict[int, int] = {}  # stack position -> operand
@@ -165,6 +174,7 @@ class _BlockBuilder:
         self.max_height = max_height
         self.next_temp = max_height
         self.temps_used = 0
+        self.last_op_at = -1  # where the last emitted computing instruction starts
 
     def const(self, value: int) -> int:
         index = self.const_index.get(value)
@@ -309,7 +319,20 @@ def _translate_block(
             else:
                 dest = bb.consts[~target]
                 blk = block_at[dest] if dest < n and jumpdests[dest] else -1
-                bb.ops += [R_JUMPI_S, blk, cond]
+                last = bb.last_op_at
+                if (
+                    last >= 0
+                    and bb.ops[last] in _FUSED_BRANCH
+                    and bb.ops[last + 1] == cond
+                    and cond not in bb.sym.values()
+                ):
+                    # The comparison's result feeds this JUMPI only: fuse them.
+                    fused = _FUSED_BRANCH[bb.ops[last]]
+                    operands = bb.ops[last + 2 :]
+                    del bb.ops[last:]
+                    bb.ops += [fused, blk, *operands]
+                else:
+                    bb.ops += [R_JUMPI_S, blk, cond]
             break
         else:
             operands = [bb.pop() for _ in range(op.POPS[b])]
@@ -321,6 +344,7 @@ def _translate_block(
             fields += operands
             if b in GAS_READERS:
                 fields.append(_rest_gas(code, pc_here, end))
+            bb.last_op_at = len(bb.ops)
             bb.ops += fields
             if op.PUSHES[b]:
                 bb.push(dst)
@@ -348,7 +372,7 @@ def translate(code: bytes) -> Program:
         block, temps = _translate_block(code, start, end, block_at, jumpdests, nxt)
         blocks.append(block)
         max_temps = max(max_temps, temps)
-    jump_table = [-1] * len(code)
+    jump_table: list[i64] = [-1] * len(code)
     for pc, i in block_at.items():
         if pc < len(code) and jumpdests[pc]:
             jump_table[pc] = i
