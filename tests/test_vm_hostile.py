@@ -56,6 +56,15 @@ def test_deep_stack_overflows_at_1025() -> None:
     assert ok.status is Status.SUCCESS
 
 
+def test_halts_name_the_failing_instruction() -> None:
+    r = execute(bytes.fromhex("60003560005560206000a1"), gas=GAS)  # LOG1 at pc 10 has 2 of 3 items
+    assert r.status is Status.STACK_UNDERFLOW and "pc 10 (LOG1" in r.error
+    r = execute(assemble("PUSH 1 PUSH 2 ADD PUSH 3 MUL"), gas=12)  # MUL at pc 7 is 3+3+3+3+5
+    assert r.status is Status.OUT_OF_GAS and "pc 7 (MUL)" in r.error
+    r = execute(assemble("PUSH0 " * 1025), gas=GAS)
+    assert r.status is Status.STACK_OVERFLOW and "pc 1024 (PUSH0)" in r.error
+
+
 def test_deep_stack_through_a_loop_overflows() -> None:
     assert_clean_halt(assemble("top: PUSH0 PUSH @top JUMP"), Status.STACK_OVERFLOW)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 
+from mypy_extensions import mypyc_attr
+
 from missive.vm.types import OutgoingMessage
 
 
@@ -21,8 +23,13 @@ class ForbiddenRead(Exception):
     """
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Host:
-    """Default host: code is empty, other actors' balances are off limits."""
+    """Default host: code is empty, other actors' balances are off limits.
+
+    Subclass it (from plain Python too: the compiled class allows it) to give
+    the VM other accounts' code, block hashes, or the ledger's message ids.
+    """
 
     def code_at(self, address: bytes) -> bytes:
         """Immutable code deployed at ``address`` (b"" when none)."""

@@ -143,13 +143,9 @@ class Frame:
         nxt: i64 = 0
         while True:
             blk = blocks[bi]
-            if sp + blk.min_pos < 0:
-                raise Halt(Status.STACK_UNDERFLOW, f"stack underflow in the block at pc {blk.start_pc}")
-            if sp + blk.max_height > STACK_LIMIT:
-                raise Halt(Status.STACK_OVERFLOW, f"stack overflow (over {STACK_LIMIT}) in the block at pc {blk.start_pc}")
             gas = self.gas - blk.gas
-            if gas < 0:
-                raise Halt(Status.OUT_OF_GAS, f"out of gas in the block at pc {blk.start_pc}")
+            if sp + blk.min_pos < 0 or sp + blk.max_height > STACK_LIMIT or gas < 0:
+                raise self.block_fault(blk.start_pc, sp)
             self.gas = gas
             ops = blk.ops
             consts = blk.consts
@@ -319,6 +315,33 @@ class Frame:
             if nxt < 0:
                 return b""
             bi = nxt
+
+    def block_fault(self, start_pc: int, sp: int) -> Halt:
+        """The halt a block's entry checks found, located at its instruction.
+
+        The checks run once per block; only when one fails do we walk the
+        block's EVM code to find the first instruction that underflows, runs
+        out of gas or overflows, in the order the EVM checks them.
+        """
+        code = self.program.code
+        height = sp
+        gas = self.gas
+        pc = start_pc
+        while pc < len(code):
+            b = code[pc]
+            name = op.name(b)
+            if not op.is_defined(b):
+                break
+            if height < op.POPS[b]:
+                return Halt(Status.STACK_UNDERFLOW, f"stack underflow at pc {pc} ({name} needs {op.POPS[b]}, stack has {height})")
+            gas -= op.STATIC_GAS[b]
+            if gas < 0:
+                return Halt(Status.OUT_OF_GAS, f"out of gas at pc {pc} ({name})")
+            height += op.PUSHES[b] - op.POPS[b]
+            if height > STACK_LIMIT:
+                return Halt(Status.STACK_OVERFLOW, f"stack overflow at pc {pc} ({name}): more than {STACK_LIMIT} items")
+            pc += 1 + (b - op.PUSH1 + 1 if op.PUSH1 <= b <= op.PUSH32 else 0)
+        return Halt(Status.OUT_OF_GAS, f"out of gas in the block at pc {start_pc}")  # pragma: no cover
 
     # -- everything else, one method per instruction family --------------------
 

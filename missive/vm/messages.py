@@ -16,6 +16,11 @@
   send a ``deploy`` message carrying the init code.
 * SELFDESTRUCT (EIP-6780 meaning) sends the whole balance to the beneficiary in
   a ``call`` message with empty payload, and stops.
+
+One EVM charge is deliberately absent: the 25000 gas for a value transfer that
+creates a new account.  Whether the recipient exists is another actor's state,
+which a handler cannot know synchronously (and must not depend on, or replay
+on another node could differ).
 """
 
 from __future__ import annotations

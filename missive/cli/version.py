@@ -1,0 +1,86 @@
+"""``missive version``: which Missive, which Python, and whether the VM is the mypyc-compiled one.
+
+The last point matters for bug reports and benchmarks: the compiled and the
+pure-Python VM must behave identically but differ a lot in speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from typing import Any
+
+from missive.cli.common import EXIT_OK, make_console, print_json
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("version", help="show versions and whether the VM is compiled by mypyc")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=run)
+
+
+def missive_version() -> str:
+    """``missive.__version__``, else the installed distribution's version."""
+    import missive
+
+    version = getattr(missive, "__version__", None)
+    if isinstance(version, str):
+        return version
+    try:
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as dist_version
+
+        return dist_version("missive")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def vm_build_info() -> dict[str, Any]:
+    """``missive.vm.build_info()``, or a description of why it is unavailable."""
+    try:
+        import missive.vm as vm
+    except Exception as exc:  # a broken VM must not break `missive version`
+        return {"compiled": None, "modules": {}, "error": f"cannot import missive.vm: {exc}"}
+    build_info = getattr(vm, "build_info", None)
+    if build_info is None:
+        return {"compiled": None, "modules": {}, "error": "missive.vm.build_info() is not available"}
+    info = dict(build_info())
+    info.setdefault("modules", {})
+    return info
+
+
+def describe_build(info: dict[str, Any]) -> str:
+    if info.get("error"):
+        return f"unknown ({info['error']})"
+    modules: dict[str, bool] = info.get("modules", {})
+    if info.get("compiled"):
+        return f"compiled by mypyc ({len(modules)} modules)"
+    compiled = sorted(name for name, flag in modules.items() if flag)
+    if compiled:
+        pure = sorted(name for name, flag in modules.items() if not flag)
+        return f"partly compiled by mypyc; pure Python: {', '.join(pure)}"
+    return "pure Python (not compiled by mypyc)"
+
+
+def run(args: argparse.Namespace) -> int:
+    info = vm_build_info()
+    data: dict[str, Any] = {
+        "missive": missive_version(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": sys.platform,
+        "vm": {
+            "compiled": info.get("compiled"),
+            "modules": info.get("modules", {}),
+            "description": describe_build(info),
+        },
+    }
+    if args.json:
+        print_json(data)
+        return EXIT_OK
+    console = make_console()
+    console.print(f"missive {data['missive']}", markup=False)
+    console.print(f"Python {data['python']} ({data['implementation']}) on {data['platform']}", markup=False)
+    console.print(f"VM: {data['vm']['description']}", markup=False)
+    return EXIT_OK

@@ -1,0 +1,265 @@
+"""Turn contract sources into EVM bytecode a Missive actor can be deployed from.
+
+Two inputs are accepted:
+
+* Vyper sources (``.vy``), compiled in-process with the ``vyper`` package's
+  Python API for the Cancun EVM (the schedule Missive's VM implements), so a
+  user needs no separate compiler binary;
+* a file holding hex-encoded *runtime* bytecode (``.hex``/``.bin``), e.g. what
+  ``solc --bin-runtime`` printed.  Missive does not ship a Solidity compiler, so
+  this is how Solidity contracts come in.  Their ABI is picked up from a
+  sibling ``.abi``/``.json`` file when there is one.
+
+Every failure is a :class:`CompileError` whose message says what was wrong and
+where (file, line, byte offset), because the CLI shows it to a user verbatim.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+#: EVM version Vyper compiles for unless the source pins one with a pragma.
+DEFAULT_EVM_VERSION: Final = "cancun"
+#: EVM versions whose Vyper output Missive's VM can run: its Cancun instruction
+#: set is a superset of the older ones, and Vyper emits no Prague-only opcode.
+SUPPORTED_EVM_VERSIONS: Final = ("london", "paris", "shanghai", "cancun", "prague")
+
+VYPER_SUFFIXES: Final = (".vy",)
+HEX_SUFFIXES: Final = (".hex", ".bin")
+
+_EVM_PRAGMA = re.compile(r"^\s*#\s*pragma\s+evm-version\s+(\S+)", re.MULTILINE)
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+class CompileError(Exception):
+    """A contract could not be turned into bytecode; the message says why.
+
+    Raised as is when the compiler rejected the source (a user must fix the
+    contract); see :class:`CompileInputError` for input that never got that far.
+    """
+
+
+class CompileInputError(CompileError):
+    """The input itself is unusable: missing file, unknown extension, malformed hex or ABI.
+
+    Kept distinct so a CLI can tell "you pointed me at the wrong thing" (usage,
+    exit 2) from "your contract does not compile" (exit 1).
+    """
+
+
+@attrs.frozen
+class CompiledContract:
+    """The result of compiling one contract.
+
+    ``bytecode`` is what a deploy message carries (init code; for hex input
+    it equals the runtime code, since nothing else is known), and
+    ``runtime_bytecode`` is what ends up stored at the actor's address.
+    """
+
+    name: str
+    bytecode: bytes
+    runtime_bytecode: bytes
+    abi: list[dict[str, Any]] = attrs.field(hash=False)
+    source_path: Path | None = None
+    #: "vyper" or "hex": where the bytecode came from.
+    language: str = "vyper"
+
+
+def parse_hex(text: str, *, what: str = "hex input") -> bytes:
+    """Decode hex text with an optional ``0x`` prefix; whitespace is ignored.
+
+    Unlike ``bytes.fromhex`` the error names the offending character's
+    offset (and line/column for multi-line files), so a user can find a stray
+    character in a long bytecode file.
+    """
+    stripped = text.strip()
+    start = len(text) - len(text.lstrip())
+    if stripped[:2] in ("0x", "0X"):
+        start += 2
+    digits: list[str] = []
+    for offset in range(start, len(text)):
+        char = text[offset]
+        if char in _HEX_DIGITS:
+            digits.append(char)
+        elif not char.isspace():
+            line = text.count("\n", 0, offset) + 1
+            column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+            where = f"offset {offset}" + (f" (line {line}, column {column})" if "\n" in text.rstrip() else "")
+            raise CompileInputError(f"{what}: invalid hex character {char!r} at {where}")
+    if len(digits) % 2:
+        raise CompileInputError(f"{what}: odd number of hex digits ({len(digits)}); the last byte is incomplete")
+    return bytes.fromhex("".join(digits))
+
+
+def compile_source(
+    path_or_source: str | Path,
+    *,
+    name: str | None = None,
+    evm_version: str | None = None,
+    language: str | None = None,
+) -> CompiledContract:
+    """Compile a contract from a file or from source text.
+
+    ``path_or_source`` is a file when it is a :class:`~pathlib.Path`, or a
+    single-line string naming an existing file or ending in a known suffix;
+    any other string is source text (Vyper, or hex if ``language="hex"`` or it
+    is nothing but hex digits).  ``evm_version`` defaults to Cancun unless the
+    source has an ``# pragma evm-version`` line.
+    """
+    if language not in (None, "vyper", "hex"):
+        raise CompileInputError(f"unknown language {language!r} (expected 'vyper' or 'hex')")
+    if evm_version is not None and evm_version not in SUPPORTED_EVM_VERSIONS:
+        raise CompileInputError(
+            f"EVM version {evm_version!r} is not supported (Missive runs {', '.join(SUPPORTED_EVM_VERSIONS)})"
+        )
+    if _looks_like_path(path_or_source):
+        return _compile_file(Path(path_or_source), name=name, evm_version=evm_version, language=language)
+    source = str(path_or_source)
+    if language == "hex" or (language is None and _is_hex_text(source)):
+        code = parse_hex(source)
+        if not code:
+            raise CompileInputError("hex input: no bytecode")
+        return CompiledContract(name=name or "contract", bytecode=code, runtime_bytecode=code, abi=[], language="hex")
+    return _compile_vyper(source, name=name or "contract", path=None, evm_version=evm_version)
+
+
+def _looks_like_path(value: str | Path) -> bool:
+    if isinstance(value, Path):
+        return True
+    if "\n" in value or not value.strip():
+        return False
+    candidate = Path(value)
+    return candidate.suffix.lower() in VYPER_SUFFIXES + HEX_SUFFIXES or candidate.is_file()
+
+
+def _is_hex_text(text: str) -> bool:
+    body = text.strip()
+    if body[:2] in ("0x", "0X"):
+        body = body[2:]
+    return bool(body) and all(c in _HEX_DIGITS or c.isspace() for c in body)
+
+
+def _compile_file(path: Path, *, name: str | None, evm_version: str | None, language: str | None) -> CompiledContract:
+    if not path.exists():
+        raise CompileInputError(f"{path}: no such file")
+    if not path.is_file():
+        raise CompileInputError(f"{path}: not a file")
+    suffix = path.suffix.lower()
+    if language is None:
+        if suffix in VYPER_SUFFIXES:
+            language = "vyper"
+        elif suffix in HEX_SUFFIXES:
+            language = "hex"
+        else:
+            raise CompileInputError(
+                f"{path}: unknown extension {path.suffix or '(none)'!r}; expected .vy (Vyper source) "
+                "or .hex/.bin (hex runtime bytecode, e.g. from solc --bin-runtime)"
+            )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CompileInputError(f"{path}: not UTF-8 text (byte offset {exc.start})") from exc
+    except OSError as exc:
+        raise CompileInputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if language == "vyper":
+        return _compile_vyper(text, name=name or path.stem, path=path, evm_version=evm_version)
+    code = parse_hex(text, what=str(path))
+    if not code:
+        raise CompileInputError(f"{path}: no bytecode in file")
+    base = _hex_base_name(path)
+    return CompiledContract(
+        name=name or base,
+        bytecode=code,
+        runtime_bytecode=code,
+        abi=_sibling_abi(path, base),
+        source_path=path,
+        language="hex",
+    )
+
+
+def _hex_base_name(path: Path) -> str:
+    """``Token.runtime.bin`` (as ``missive compile --out`` writes) names ``Token``."""
+    stem = path.stem
+    return stem[: -len(".runtime")] if stem.endswith(".runtime") and len(stem) > len(".runtime") else stem
+
+
+def _sibling_abi(path: Path, base: str) -> list[dict[str, Any]]:
+    """The ABI from ``STEM.abi``, ``STEM.abi.json`` or ``STEM.json`` next to ``path``, else []."""
+    stems = dict.fromkeys([path.stem, base])
+    for stem in stems:
+        for suffix in (".abi", ".abi.json", ".json"):
+            candidate = path.with_name(stem + suffix)
+            if candidate.is_file():
+                return _load_abi(candidate)
+    return []
+
+
+def _load_abi(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CompileInputError(f"{path}: cannot read ABI: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise CompileInputError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+    if isinstance(data, dict) and "abi" in data:  # solc/hardhat/foundry artifacts
+        data = data["abi"]
+    if not isinstance(data, list) or not all(isinstance(entry, dict) for entry in data):
+        raise CompileInputError(f"{path}: an ABI must be a JSON list of objects (or an object with an 'abi' list)")
+    return data
+
+
+def _compile_vyper(source: str, *, name: str, path: Path | None, evm_version: str | None) -> CompiledContract:
+    # Imported here: vyper takes a while to import and most commands never compile.
+    from vyper.compiler import compile_from_file_input
+    from vyper.compiler.input_bundle import FilesystemInputBundle
+    from vyper.compiler.settings import Settings
+    from vyper.exceptions import VyperException
+
+    pragma = _EVM_PRAGMA.search(source)
+    if pragma is not None:
+        pinned = pragma.group(1)
+        if pinned not in SUPPORTED_EVM_VERSIONS:
+            where = f"{path}" if path else "source"
+            raise CompileError(
+                f"{where}: '#pragma evm-version {pinned}' is not supported "
+                f"(Missive runs {', '.join(SUPPORTED_EVM_VERSIONS)})"
+            )
+        if evm_version is not None and evm_version != pinned:
+            raise CompileInputError(f"requested EVM version {evm_version!r} but the source pins {pinned!r}")
+        settings = Settings()  # the pragma decides; passing both would be a conflict for vyper
+    else:
+        settings = Settings(evm_version=evm_version or DEFAULT_EVM_VERSION)
+
+    contract_path = path if path is not None else Path(f"{name}.vy")
+    search_paths = [contract_path.parent.resolve(), Path.cwd()] if path is not None else [Path.cwd()]
+    bundle = FilesystemInputBundle(search_paths)
+    try:
+        if path is not None:
+            file_input = bundle.load_file(path)
+        else:
+            from vyper.compiler.input_bundle import FileInput
+
+            file_input = FileInput(source_id=-1, contents=source, path=contract_path, resolved_path=contract_path)
+        output = compile_from_file_input(
+            file_input,
+            input_bundle=bundle,
+            settings=settings,
+            output_formats=["bytecode", "bytecode_runtime", "abi"],
+        )
+    except VyperException as exc:
+        raise CompileError(f"Vyper {type(exc).__name__}: {str(exc).rstrip()}") from exc
+    except Exception as exc:  # vyper's internal errors are not VyperExceptions
+        raise CompileError(f"Vyper failed on {contract_path}: {type(exc).__name__}: {exc}") from exc
+    return CompiledContract(
+        name=name,
+        bytecode=bytes.fromhex(output["bytecode"].removeprefix("0x")),
+        runtime_bytecode=bytes.fromhex(output["bytecode_runtime"].removeprefix("0x")),
+        abi=list(output["abi"]),
+        source_path=path,
+        language="vyper",
+    )
