@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from missive.vm.errors import Halt
 from missive.vm.host import Host
 from missive.vm.interpreter import Frame
-from missive.vm.state import RunState
+from missive.vm.state import RunState, StorageSource
 from missive.vm.translate import program_for
 from missive.vm.types import SYSTEM_CONTRACT, BlockContext, ExecutionResult, Status
 
@@ -42,7 +42,7 @@ def execute(
     value: int = 0,
     data: bytes = b"",
     gas: int = 10_000_000,
-    storage: Mapping[int, int] | None = None,
+    storage: StorageSource | Mapping[int, int] | None = None,
     balance: int = 0,
     nonce: int = 0,
     block: BlockContext | None = None,

@@ -13,8 +13,7 @@ current values that only this object knows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Final, final
+from typing import Final, Protocol, final
 
 from missive.vm.host import Host
 from missive.vm.types import BlockContext, Log, OutgoingMessage
@@ -34,13 +33,19 @@ _ADDRESS_WARMED: Final = 3
 _ABSENT: Final = -1
 
 
+class StorageSource(Protocol):
+    """Where a run reads the actor's committed storage: a dict, or a lazy view of the store."""
+
+    def get(self, key: int, default: int, /) -> int: ...
+
+
 @final
 class RunState:
     def __init__(
         self,
         address: bytes,
         own_code: bytes,
-        storage: Mapping[int, int] | None,
+        storage: StorageSource | None,
         balance: int,
         nonce: int,
         block: BlockContext,

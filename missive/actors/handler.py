@@ -1,0 +1,265 @@
+"""Handling one message by one actor: the step the live runtime and replay share.
+
+``handle`` is deterministic: its result depends only on the actor's state, the
+message, and the code of other accounts it inspects (recorded in the receipt
+by code hash).  The runtime runs it live; replay runs it again from the ledger
+and compares receipts.  It never touches the store: what it changes comes back
+as an :class:`~missive.mailbox.store.Outcome` that the caller commits.
+
+Per kind (SPEC §3):
+
+* ``call``/``scheduled``: run the code with the payload as calldata and the
+  value credited first (no code: just credit the value).
+* ``query``: run read-only, no value.
+* ``deploy``: run the payload as init code; its output becomes the code.
+* ``reply``: run ``onReply(bytes32 requestId, bool success, bytes data)`` on a
+  contract; an external account just receives it in its mailbox.
+* ``bounce``: credit the value back; no code runs.
+
+On failure nothing of the run stands and any value goes back in a ``bounce``.
+A message that asked for a reply gets one, success or not, carrying the gas
+the run did not use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+import msgpack
+
+from missive.mailbox.envelope import Envelope, Kind, int_bytes
+from missive.mailbox.records import Account, Receipt
+from missive.mailbox.store import Outcome
+from missive.vm import BlockContext, ExecutionResult, Host, MessageKind, OutgoingMessage, Status, execute
+from missive.vm.keccak import EMPTY_KECCAK, keccak256
+
+ON_REPLY = keccak256(b"onReply(bytes32,bool,bytes)")[:4]
+MAX_CODE_SIZE = 24576  # EIP-170
+
+_KIND_OF = {
+    MessageKind.CALL: Kind.CALL,
+    MessageKind.QUERY: Kind.QUERY,
+    MessageKind.DEPLOY: Kind.DEPLOY,
+    MessageKind.SCHEDULED: Kind.SCHEDULED,
+}
+
+#: reads another account's code by address: (code, code hash); b"" / b"" when none
+CodeReader = Callable[[bytes], tuple[bytes, bytes]]
+#: reads one committed storage slot of the actor
+SlotReader = Callable[[int], int]
+
+
+@attrs.define
+class ActorState:
+    """An actor's state as its handler sees it; the runtime keeps it while the actor is loaded."""
+
+    address: bytes
+    account: Account
+    code: bytes
+    #: slots read or written so far (committed values, plus this actor's later writes)
+    storage: dict[int, int] = attrs.field(factory=dict)
+
+
+class _StorageView:
+    """The VM's read-only view of the actor's storage: cache first, then the store."""
+
+    __slots__ = ("cache", "load")
+
+    def __init__(self, cache: dict[int, int], load: SlotReader) -> None:
+        self.cache = cache
+        self.load = load
+
+    def get(self, key: int, default: int = 0) -> int:
+        value = self.cache.get(key)
+        if value is None:
+            value = self.load(key)
+            self.cache[key] = value
+        return value
+
+
+def outgoing_envelope(message: OutgoingMessage, parent: bytes, time: int) -> Envelope:
+    """The envelope a VM outbox entry becomes; its id is what the handler was told."""
+    return Envelope(
+        kind=_KIND_OF[message.kind],
+        sender=message.sender,
+        recipient=message.recipient,
+        value=message.value,
+        payload=message.payload,
+        gas=message.gas,
+        nonce=message.index,
+        time=time,
+        wants_reply=message.wants_reply,
+        parent=parent,
+        not_before=time + message.delay if message.kind is MessageKind.SCHEDULED else 0,
+    )
+
+
+class ActorHost(Host):
+    """What a handler may see beyond its own state: immutable code, and message ids."""
+
+    def __init__(self, parent: bytes, time: int, read_code: CodeReader) -> None:
+        self.parent = parent
+        self.time = time
+        self.read_code = read_code
+        self.reads: dict[bytes, bytes] = {}
+
+    def code_at(self, address: bytes) -> bytes:
+        code, code_hash = self.read_code(address)
+        self.reads[address] = code_hash
+        return code
+
+    def message_id(self, message: OutgoingMessage, parent_id: bytes) -> bytes:
+        return outgoing_envelope(message, self.parent, self.time).id
+
+
+def reply_payload_for_contract(envelope: Envelope) -> bytes:
+    """Calldata of ``onReply(bytes32 requestId, bool success, bytes data)``."""
+    data = envelope.payload
+    return (
+        ON_REPLY
+        + envelope.request_id
+        + (1 if envelope.success else 0).to_bytes(32, "big")
+        + (96).to_bytes(32, "big")
+        + len(data).to_bytes(32, "big")
+        + data
+        + bytes(-len(data) % 32)
+    )
+
+
+def next_root(root: bytes, message_id: bytes, writes: dict[int, int], balance_delta: int, nonce: int, code_hash: bytes) -> bytes:
+    """The actor's state root: a hash chain over every state change, so equal roots mean equal histories.
+
+    It hashes the balance *change*, not the balance: an external account's
+    balance also moves when its own messages are accepted, at points that
+    depend on batching, while the change a handler makes does not.
+    """
+    diff = msgpack.packb(
+        [[[int_bytes(k), int_bytes(v)] for k, v in sorted(writes.items())], balance_delta < 0, int_bytes(abs(balance_delta)), nonce, code_hash],
+        use_bin_type=True,
+    )
+    return keccak256(root + message_id + diff)
+
+
+def handle(
+    actor: ActorState,
+    envelope: Envelope,
+    message_id: bytes,
+    queue_key: tuple[str, bytes],
+    read_slot: SlotReader,
+    read_code: CodeReader,
+) -> Outcome:
+    """Handle ``envelope`` as ``actor``; update ``actor`` in place and return what to commit."""
+    account = actor.account
+    time = max(account.clock, envelope.time) + 1
+    host = ActorHost(message_id, time, read_code)
+    kind = envelope.kind
+    value = envelope.value if kind in (Kind.CALL, Kind.DEPLOY, Kind.SCHEDULED, Kind.BOUNCE) else 0
+    code = actor.code
+    run_code = b""
+    data = envelope.payload
+    if kind is Kind.DEPLOY:
+        run_code = envelope.payload
+        data = b""
+    elif kind is Kind.REPLY:
+        if code:
+            run_code = code
+            data = reply_payload_for_contract(envelope)
+    elif kind is not Kind.BOUNCE:
+        run_code = code
+
+    result: ExecutionResult | None = None
+    status, output, gas_used, error = "success", b"", 0, ""
+    writes: dict[int, int] = {}
+    balance, nonce, new_code = account.balance + value, account.nonce, None
+    outgoing: list[Envelope] = []
+    logs: tuple[tuple[bytes, tuple[int, ...], bytes], ...] = ()
+
+    if kind is Kind.DEPLOY and account.code_hash:
+        status, error, gas_used = "failed", f"address 0x{actor.address.hex()} already has code", envelope.gas
+    elif run_code:
+        result = execute(
+            run_code,
+            address=actor.address,
+            caller=envelope.sender,
+            value=value,
+            data=data,
+            gas=envelope.gas,
+            storage=_StorageView(actor.storage, read_slot),
+            balance=balance,
+            nonce=nonce,
+            block=BlockContext(logical_time=time, timestamp=time, number=time, origin=envelope.sender),
+            host=host,
+            is_static=kind is Kind.QUERY,
+            message_id=message_id,
+        )
+        status, output, gas_used, error = result.status.value, result.output, result.gas_used, result.error
+        if kind is Kind.DEPLOY and result.status is Status.SUCCESS:
+            if len(output) > MAX_CODE_SIZE:
+                status, error = "failed", f"deployed code of {len(output)} bytes exceeds {MAX_CODE_SIZE} (EIP-170)"
+            elif output[:1] == b"\xef":
+                status, error = "failed", "deployed code starts with 0xEF (EIP-3541)"
+        if status == "success":
+            writes = result.storage_writes
+            balance, nonce = result.balance, result.nonce
+            outgoing = [outgoing_envelope(m, message_id, time) for m in result.outbox]
+            logs = tuple((log.address, log.topics, log.data) for log in result.logs)
+            if kind is Kind.DEPLOY:
+                new_code = output
+        else:
+            gas_used = gas_used if result.status is Status.REVERT else envelope.gas
+
+    succeeded = status == "success"
+    if not succeeded:
+        balance, nonce = account.balance, account.nonce
+    follow = len(outgoing)
+    if not succeeded and value and kind is not Kind.BOUNCE:
+        outgoing.append(
+            Envelope(kind=Kind.BOUNCE, sender=actor.address, recipient=envelope.sender, value=value, gas=0,
+                     nonce=follow, time=time, request_id=message_id, parent=message_id)
+        )
+        follow += 1
+    if envelope.wants_reply and kind in (Kind.CALL, Kind.QUERY):
+        outgoing.append(
+            Envelope(kind=Kind.REPLY, sender=actor.address, recipient=envelope.sender, payload=output,
+                     gas=max(envelope.gas - gas_used, 0), nonce=follow, time=time, request_id=message_id,
+                     success=succeeded, parent=message_id)
+        )
+
+    code_hash = account.code_hash
+    if new_code is not None:
+        code_hash = keccak256(new_code) if new_code else b""
+        actor.code = new_code
+    root = next_root(account.state_root, message_id, writes, balance - account.balance, nonce, code_hash)
+    actor.storage.update(writes)
+    actor.account = attrs.evolve(
+        account, balance=balance, nonce=nonce, code_hash=code_hash, handled=account.handled + 1, clock=time, state_root=root
+    )
+    receipt = Receipt(
+        message_id=message_id,
+        recipient=actor.address,
+        position=account.handled,
+        status=status,
+        gas_used=gas_used,
+        output=output,
+        state_root=root,
+        logs=logs,
+        outgoing=tuple(e.id for e in outgoing),
+        code_reads=tuple(sorted(host.reads.items())),
+        time=time,
+        error=error,
+    )
+    return Outcome(
+        message_id=message_id,
+        recipient=actor.address,
+        queue_key=queue_key,
+        receipt=receipt,
+        account=actor.account,
+        balance_delta=balance - account.balance,
+        storage_writes=writes,
+        code=new_code if new_code else None,
+        new_messages=tuple(outgoing),
+    )
+
+
+EMPTY_CODE_HASH = EMPTY_KECCAK

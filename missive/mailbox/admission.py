@@ -1,0 +1,79 @@
+"""Admission of external messages: the checks a signed message passes before it is accepted.
+
+Everything here runs inside the accepting LMDB transaction, so it sees the
+sender's account exactly as the acceptance will leave it.  A rejected message
+changes nothing; the error names what was wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+import lmdb
+import nacl.exceptions
+import nacl.signing
+
+from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
+from missive.mailbox.records import Account
+from missive.mailbox.store import Store
+from missive.vm.keccak import keccak256
+from missive.vm.messages import create_address
+
+EXTERNAL_KINDS = (Kind.CALL, Kind.QUERY, Kind.DEPLOY)
+
+
+def address_of(public_key: bytes) -> bytes:
+    """An external account's address: the last 20 bytes of keccak256(Ed25519 public key)."""
+    return keccak256(public_key)[12:]
+
+
+def verify_signature(envelope: Envelope, public_key: bytes, signature: bytes) -> None:
+    if len(public_key) != 32:
+        raise EnvelopeError("public key must be 32 bytes (Ed25519)")
+    if address_of(public_key) != envelope.sender:
+        raise EnvelopeError(f"public key does not belong to sender 0x{envelope.sender.hex()}")
+    try:
+        nacl.signing.VerifyKey(public_key).verify(envelope.id, signature)
+    except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
+        raise EnvelopeError(f"bad signature on message from 0x{envelope.sender.hex()}") from None
+
+
+Check = Callable[[lmdb.Transaction, Envelope, bytes, bytes, dict[bytes, Account]], Account]
+
+
+def checker(store: Store) -> Check:
+    def check(txn: lmdb.Transaction, envelope: Envelope, public_key: bytes, signature: bytes,
+              updated: dict[bytes, Account]) -> Account:
+        envelope.validate()
+        if envelope.kind not in EXTERNAL_KINDS:
+            raise EnvelopeError(f"an external account cannot send a {envelope.kind.name.lower()} message")
+        if envelope.parent:
+            raise EnvelopeError("an external message cannot name a parent message")
+        verify_signature(envelope, public_key, signature)
+        sender = updated.get(envelope.sender) or store.account(envelope.sender, txn)
+        if sender is None:
+            raise EnvelopeError(f"unknown account 0x{envelope.sender.hex()} (create it with `missive account new`)")
+        if sender.is_contract:
+            raise EnvelopeError(f"0x{envelope.sender.hex()} is a contract; only its own handlers send its messages")
+        if envelope.nonce != sender.nonce:
+            raise EnvelopeError(f"nonce {envelope.nonce} is wrong for 0x{envelope.sender.hex()}: expected {sender.nonce}")
+        if envelope.value > sender.balance:
+            raise EnvelopeError(
+                f"balance too low: 0x{envelope.sender.hex()} has {sender.balance}, the message carries {envelope.value}"
+            )
+        if envelope.kind is Kind.QUERY and envelope.value:
+            raise EnvelopeError("a query cannot carry value")
+        if envelope.kind is Kind.DEPLOY:
+            expected = create_address(envelope.sender, envelope.nonce)
+            if envelope.recipient != expected:
+                raise EnvelopeError(f"deploy address must be 0x{expected.hex()} (sender and nonce decide it)")
+            if not envelope.payload:
+                raise EnvelopeError("deploy message carries no init code")
+        elif envelope.payload:
+            target = store.account(envelope.recipient, txn)
+            if target is None or not target.is_contract:
+                raise EnvelopeError(f"unknown contract 0x{envelope.recipient.hex()}: no code there to call")
+        return attrs.evolve(sender, balance=sender.balance - envelope.value, nonce=sender.nonce + 1)
+
+    return check

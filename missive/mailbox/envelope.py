@@ -1,0 +1,166 @@
+"""The message envelope: what travels, what is signed, what the ledger stores.
+
+An envelope's **id** is the keccak-256 of its canonical msgpack encoding (a
+fixed-order array of its fields, format version first), so the same message
+has the same id on every node and a duplicate delivery is recognised by id
+alone.  The signature of an external message is over that id and is not part
+of it; internal messages (sent by a handler) carry no signature, they are
+vouched for by the receipt of the run that produced them (``parent``).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Final, cast
+
+import attrs
+import msgpack
+
+from missive.vm.keccak import keccak256
+
+#: Version of the envelope's canonical encoding (and of the on-disk records).
+FORMAT_VERSION: Final = 1
+#: The largest payload a message may carry (init code + constructor args fit easily).
+MAX_PAYLOAD: Final = 128 * 1024
+MAX_GAS: Final = 30_000_000
+
+
+class Kind(enum.IntEnum):
+    """SPEC §1 message kinds.  Integers on the wire, names for people."""
+
+    DEPLOY = 1
+    CALL = 2
+    QUERY = 3
+    REPLY = 4
+    BOUNCE = 5
+    SCHEDULED = 6
+
+
+class EnvelopeError(ValueError):
+    """A message that cannot be accepted; the text names what is wrong."""
+
+
+def int_bytes(value: int) -> bytes:
+    """A 256-bit quantity as msgpack carries it: big-endian, no leading zeros (canonical)."""
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
+def bytes_int(raw: object, name: str) -> int:
+    if not isinstance(raw, bytes) or len(raw) > 32 or raw[:1] == b"\x00":
+        raise EnvelopeError(f"{name} must be a canonical big-endian integer of at most 32 bytes")
+    return int.from_bytes(raw, "big")
+
+
+@attrs.frozen
+class Envelope:
+    kind: Kind
+    sender: bytes
+    recipient: bytes
+    value: int = 0
+    payload: bytes = b""
+    gas: int = 1_000_000
+    bid: int = 0
+    #: external: the account's message counter; internal: position in the parent's outbox
+    nonce: int = 0
+    #: Lamport time of the send
+    time: int = 0
+    #: for reply and bounce: the id of the request they answer
+    request_id: bytes = b""
+    #: for replies: whether the request succeeded
+    success: bool = True
+    #: for call/query: whether the sender wants a reply
+    wants_reply: bool = False
+    #: id of the message whose handling sent this one (b"" for external messages)
+    parent: bytes = b""
+    #: for scheduled messages: the logical time before which it is not delivered
+    not_before: int = 0
+
+    @property
+    def is_external(self) -> bool:
+        return not self.parent
+
+    def canonical(self) -> bytes:
+        return cast(bytes, msgpack.packb(
+            [
+                FORMAT_VERSION,
+                int(self.kind),
+                self.sender,
+                self.recipient,
+                int_bytes(self.value),
+                self.payload,
+                self.gas,
+                int_bytes(self.bid),
+                self.nonce,
+                self.time,
+                self.request_id,
+                self.success,
+                self.wants_reply,
+                self.parent,
+                self.not_before,
+            ],
+            use_bin_type=True,
+        ))
+
+    @property
+    def id(self) -> bytes:
+        return keccak256(self.canonical())
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Envelope:
+        """Parse a canonical encoding; raise EnvelopeError naming the problem."""
+        try:
+            fields: Any = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+        except Exception as exc:
+            raise EnvelopeError(f"malformed envelope: not msgpack ({exc})") from None
+        if not isinstance(fields, list) or len(fields) != 15:
+            raise EnvelopeError("malformed envelope: expected an array of 15 fields")
+        if fields[0] != FORMAT_VERSION:
+            raise EnvelopeError(f"envelope format version {fields[0]!r} is not supported (this node reads {FORMAT_VERSION})")
+        try:
+            envelope = cls(
+                kind=Kind(fields[1]),
+                sender=fields[2],
+                recipient=fields[3],
+                value=bytes_int(fields[4], "value"),
+                payload=fields[5],
+                gas=fields[6],
+                bid=bytes_int(fields[7], "bid"),
+                nonce=fields[8],
+                time=fields[9],
+                request_id=fields[10],
+                success=fields[11],
+                wants_reply=fields[12],
+                parent=fields[13],
+                not_before=fields[14],
+            )
+        except EnvelopeError:
+            raise
+        except (ValueError, TypeError) as exc:
+            raise EnvelopeError(f"malformed envelope: {exc}") from None
+        envelope.validate()
+        return envelope
+
+    def validate(self) -> None:
+        """Check types and bounds; raise EnvelopeError naming the first bad field."""
+        for name in ("sender", "recipient"):
+            v = getattr(self, name)
+            if not isinstance(v, bytes) or len(v) != 20:
+                raise EnvelopeError(f"{name} must be a 20-byte address")
+        for name, bits in (("value", 256), ("bid", 256), ("gas", 64), ("nonce", 64), ("time", 64), ("not_before", 64)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0 or v >> bits:
+                raise EnvelopeError(f"{name} must be an integer in [0, 2**{bits})")
+        if not isinstance(self.payload, bytes):
+            raise EnvelopeError("payload must be bytes")
+        if len(self.payload) > MAX_PAYLOAD:
+            raise EnvelopeError(f"payload of {len(self.payload)} bytes exceeds the {MAX_PAYLOAD}-byte limit")
+        if self.gas > MAX_GAS:
+            raise EnvelopeError(f"gas {self.gas} exceeds the per-message limit {MAX_GAS}")
+        for name in ("request_id", "parent"):
+            v = getattr(self, name)
+            if not isinstance(v, bytes) or len(v) not in (0, 32):
+                raise EnvelopeError(f"{name} must be empty or a 32-byte message id")
+        if not isinstance(self.success, bool) or not isinstance(self.wants_reply, bool):
+            raise EnvelopeError("success and wants_reply must be booleans")
+        if self.kind in (Kind.REPLY, Kind.BOUNCE) and len(self.request_id) != 32:
+            raise EnvelopeError(f"a {self.kind.name.lower()} must name the request it answers")

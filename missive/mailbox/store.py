@@ -1,0 +1,310 @@
+"""The ledger and the mailboxes, in one LMDB environment.
+
+Tables (LMDB named databases; every value is msgpack or raw bytes):
+
+============  =====================================  ==========================================
+table         key                                    value
+============  =====================================  ==========================================
+meta          b"format", b"seq", b"clock"            format version, next ledger seq, node clock
+ledger        seq (8 bytes, big-endian)              ["genesis", addr, pubkey, balance] |
+                                                     ["accept", message id] | ["receipt", message id]
+messages      message id                             [canonical envelope, public key, signature]
+pending       recipient + seq                        message id   (each actor's queue, in order)
+scheduled     not_before (32 bytes) + message id     b""          (waiting for logical time)
+receipts      message id                             Receipt
+mailbox       recipient + position (8 bytes)         message id   (handled, in order)
+accounts      address                                Account
+code          code hash                              code
+storage       address + slot (32 bytes)              value (big-endian, no leading zeros)
+============  =====================================  ==========================================
+
+``ledger`` + ``messages`` + ``receipts`` are the ledger proper: replay reads
+only those.  ``accounts``, ``code`` and ``storage`` are the state they imply,
+kept so actors load in O(1).
+
+Durability: the environment is opened with ``sync=True``, so a committed write
+transaction is on disk when ``commit`` returns.  Callers batch: one transaction
+accepts many external messages or commits many handler outcomes (group commit),
+so throughput does not pay one fsync per message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import attrs
+import lmdb
+import msgpack
+
+from missive.mailbox.envelope import FORMAT_VERSION, Envelope, EnvelopeError, Kind
+from missive.mailbox.records import Account, Receipt
+
+TABLES = ("meta", "ledger", "messages", "pending", "scheduled", "receipts", "mailbox", "accounts", "code", "storage")
+MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as used
+
+
+class StoreError(Exception):
+    """The store cannot be used as asked (missing, wrong format, locked)."""
+
+
+def u64(n: int) -> bytes:
+    return n.to_bytes(8, "big")
+
+
+def word_bytes(value: int) -> bytes:
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
+@attrs.frozen
+class Outcome:
+    """Everything one handler run changes, committed together or not at all."""
+
+    message_id: bytes
+    recipient: bytes
+    #: (table, key) of the queue entry the message leaves
+    queue_key: tuple[str, bytes]
+    receipt: Receipt
+    #: the actor's account after the run; the commit takes every field from it
+    #: except the balance (applied as ``balance_delta``) and an external
+    #: account's nonce, which acceptance of its own messages moves
+    account: Account
+    balance_delta: int
+    storage_writes: dict[int, int]
+    code: bytes | None
+    new_messages: tuple[Envelope, ...]
+
+
+@attrs.frozen
+class Accepted:
+    message_id: bytes
+    duplicate: bool
+
+
+class Store:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = False, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if not create and not (self.path / "data.mdb").exists():
+            raise StoreError(f"no Missive node at {self.path} (run `missive init` first)")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.env = lmdb.open(
+            str(self.path), map_size=MAP_SIZE, max_dbs=len(TABLES) + 2, sync=True, metasync=True, readonly=readonly
+        )
+        self.db = {name: self.env.open_db(name.encode(), create=not readonly) for name in TABLES}
+        with self.env.begin(write=not readonly) as txn:
+            version = txn.get(b"format", db=self.db["meta"])
+            if version is None and not readonly:
+                txn.put(b"format", msgpack.packb(FORMAT_VERSION), db=self.db["meta"])
+            elif version is not None and msgpack.unpackb(version) != FORMAT_VERSION:
+                raise StoreError(f"{self.path} has store format {msgpack.unpackb(version)}, this Missive reads {FORMAT_VERSION}")
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reads -----------------------------------------------------------------
+
+    def read(self) -> lmdb.Transaction:
+        return self.env.begin(buffers=False)
+
+    def account(self, address: bytes, txn: lmdb.Transaction | None = None) -> Account | None:
+        raw = self._get(txn, "accounts", address)
+        return Account.decode(raw) if raw is not None else None
+
+    def code(self, code_hash: bytes, txn: lmdb.Transaction | None = None) -> bytes:
+        return self._get(txn, "code", code_hash) or b""
+
+    def slot(self, address: bytes, slot: int, txn: lmdb.Transaction | None = None) -> int:
+        raw = self._get(txn, "storage", address + slot.to_bytes(32, "big"))
+        return int.from_bytes(raw, "big") if raw else 0
+
+    def storage(self, address: bytes) -> dict[int, int]:
+        out: dict[int, int] = {}
+        with self.read() as txn:
+            cursor = txn.cursor(db=self.db["storage"])
+            if cursor.set_range(address):
+                for key, value in cursor:
+                    if key[:20] != address:
+                        break
+                    out[int.from_bytes(key[20:], "big")] = int.from_bytes(value, "big")
+        return out
+
+    def message(self, message_id: bytes, txn: lmdb.Transaction | None = None) -> tuple[Envelope, bytes, bytes] | None:
+        raw = self._get(txn, "messages", message_id)
+        if raw is None:
+            return None
+        canonical, public_key, signature = msgpack.unpackb(raw)
+        return Envelope.decode(canonical), public_key, signature
+
+    def receipt(self, message_id: bytes, txn: lmdb.Transaction | None = None) -> Receipt | None:
+        raw = self._get(txn, "receipts", message_id)
+        return Receipt.decode(raw) if raw is not None else None
+
+    def mailbox(self, address: bytes) -> list[bytes]:
+        """Ids of the messages ``address`` has handled, in order."""
+        return [v for _, v in self._scan("mailbox", address)]
+
+    def pending(self, address: bytes | None = None, limit: int | None = None) -> list[tuple[bytes, bytes]]:
+        """(queue key, message id) of messages waiting, for one actor or all, in queue order."""
+        return self._scan("pending", address or b"", limit)
+
+    def scheduled(self) -> list[tuple[int, bytes]]:
+        """(due logical time, message id) of scheduled messages not yet due, soonest first."""
+        return [(int.from_bytes(k[:32], "big"), k[32:]) for k, _ in self._scan("scheduled", b"")]
+
+    def next_scheduled(self) -> int | None:
+        """Logical time of the soonest scheduled message, if any."""
+        with self.read() as txn:
+            cursor = txn.cursor(db=self.db["scheduled"])
+            return int.from_bytes(cursor.key()[:32], "big") if cursor.first() else None
+
+    def ledger(self, start: int = 0) -> Iterator[tuple[int, list[Any]]]:
+        with self.read() as txn:
+            cursor = txn.cursor(db=self.db["ledger"])
+            if cursor.set_range(u64(start)):
+                for key, value in cursor:
+                    yield int.from_bytes(key, "big"), msgpack.unpackb(value)
+
+    def clock(self, txn: lmdb.Transaction | None = None) -> int:
+        raw = self._get(txn, "meta", b"clock")
+        return msgpack.unpackb(raw) if raw else 0
+
+    def accounts(self) -> list[tuple[bytes, Account]]:
+        return [(k, Account.decode(v)) for k, v in self._scan("accounts", b"")]
+
+    def _get(self, txn: lmdb.Transaction | None, table: str, key: bytes) -> bytes | None:
+        if txn is not None:
+            return cast("bytes | None", txn.get(key, db=self.db[table]))
+        with self.read() as own:
+            return cast("bytes | None", own.get(key, db=self.db[table]))
+
+    def _scan(self, table: str, prefix: bytes, limit: int | None = None) -> list[tuple[bytes, bytes]]:
+        out: list[tuple[bytes, bytes]] = []
+        with self.read() as txn:
+            cursor = txn.cursor(db=self.db[table])
+            if cursor.set_range(prefix):
+                for key, value in cursor:
+                    assert isinstance(key, bytes) and isinstance(value, bytes)  # buffers=False
+                    if not key.startswith(prefix) or (limit is not None and len(out) >= limit):
+                        break
+                    out.append((key, value))
+        return out
+
+    # -- writes ----------------------------------------------------------------
+
+    def _next_seq(self, txn: lmdb.Transaction) -> int:
+        raw = txn.get(b"seq", db=self.db["meta"])
+        seq = msgpack.unpackb(raw) if raw else 0
+        txn.put(b"seq", msgpack.packb(seq + 1), db=self.db["meta"])
+        return seq
+
+    def _append(self, txn: lmdb.Transaction, record: list[Any]) -> int:
+        seq = self._next_seq(txn)
+        txn.put(u64(seq), msgpack.packb(record, use_bin_type=True), db=self.db["ledger"])
+        return seq
+
+    def _advance_clock(self, txn: lmdb.Transaction, time: int) -> None:
+        if time > self.clock(txn):
+            txn.put(b"clock", msgpack.packb(time), db=self.db["meta"])
+
+    def _enqueue(self, txn: lmdb.Transaction, envelope: Envelope, message_id: bytes, public_key: bytes, signature: bytes) -> None:
+        txn.put(message_id, msgpack.packb([envelope.canonical(), public_key, signature]), db=self.db["messages"])
+        if envelope.kind is Kind.SCHEDULED:
+            txn.put(envelope.not_before.to_bytes(32, "big") + message_id, b"", db=self.db["scheduled"])
+        else:
+            txn.put(envelope.recipient + u64(self._next_seq(txn)), message_id, db=self.db["pending"])
+
+    def create_account(self, address: bytes, public_key: bytes, balance: int) -> None:
+        """Genesis: an external account with a starting balance (the dev faucet)."""
+        with self.env.begin(write=True) as txn:
+            if txn.get(address, db=self.db["accounts"]) is not None:
+                raise StoreError(f"account 0x{address.hex()} already exists")
+            txn.put(address, Account(balance=balance, public_key=public_key).encode(), db=self.db["accounts"])
+            self._append(txn, ["genesis", address, public_key, word_bytes(balance)])
+
+    def accept(self, submissions: list[tuple[Envelope, bytes, bytes]], check: Any) -> list[Accepted | EnvelopeError]:
+        """Accept external messages in one transaction (group commit).
+
+        ``check(txn, envelope, accounts)`` validates one submission against the
+        state as it stands in this transaction (signature, nonce, balance...)
+        and returns the sender's updated Account or raises EnvelopeError.  A
+        rejected submission changes nothing; the others still commit.
+        """
+        results: list[Accepted | EnvelopeError] = []
+        with self.env.begin(write=True) as txn:
+            updated: dict[bytes, Account] = {}
+            for envelope, public_key, signature in submissions:
+                message_id = envelope.id
+                if txn.get(message_id, db=self.db["messages"]) is not None:
+                    results.append(Accepted(message_id, duplicate=True))
+                    continue
+                try:
+                    sender = check(txn, envelope, public_key, signature, updated)
+                except EnvelopeError as err:
+                    results.append(err)
+                    continue
+                updated[envelope.sender] = sender
+                txn.put(envelope.sender, sender.encode(), db=self.db["accounts"])
+                self._enqueue(txn, envelope, message_id, public_key, signature)
+                self._append(txn, ["accept", message_id])
+                self._advance_clock(txn, envelope.time)
+                results.append(Accepted(message_id, duplicate=False))
+        return results
+
+    def commit(self, outcomes: list[Outcome]) -> None:
+        """Commit handler runs: queue removal, receipt, state and sent messages, atomically."""
+        with self.env.begin(write=True) as txn:
+            db = self.db
+            for o in outcomes:
+                table, key = o.queue_key
+                txn.delete(key, db=db[table])
+                txn.put(o.message_id, o.receipt.encode(), db=db["receipts"])
+                txn.put(o.recipient + u64(o.receipt.position), o.message_id, db=db["mailbox"])
+                raw = txn.get(o.recipient, db=db["accounts"])
+                current = Account.decode(raw) if raw is not None else Account()
+                merged = attrs.evolve(
+                    o.account,
+                    balance=current.balance + o.balance_delta,
+                    nonce=o.account.nonce if o.account.code_hash else current.nonce,
+                    public_key=current.public_key,
+                )
+                txn.put(o.recipient, merged.encode(), db=db["accounts"])
+                if o.code is not None:
+                    txn.put(o.account.code_hash, o.code, db=db["code"])
+                for slot, value in o.storage_writes.items():
+                    skey = o.recipient + slot.to_bytes(32, "big")
+                    if value:
+                        txn.put(skey, word_bytes(value), db=db["storage"])
+                    else:
+                        txn.delete(skey, db=db["storage"])
+                self._append(txn, ["receipt", o.message_id])
+                for envelope in o.new_messages:
+                    self._enqueue(txn, envelope, envelope.id, b"", b"")
+                self._advance_clock(txn, o.account.clock)
+
+    def release_scheduled(self, up_to: int) -> int:
+        """Move scheduled messages due at or before logical time ``up_to`` into their queues."""
+        moved = 0
+        with self.env.begin(write=True) as txn:
+            cursor = txn.cursor(db=self.db["scheduled"])
+            due = []
+            if cursor.first():
+                for key, _ in cursor:
+                    if int.from_bytes(key[:32], "big") > up_to:
+                        break
+                    due.append(key)
+            for key in due:
+                message_id = key[32:]
+                envelope = Envelope.decode(msgpack.unpackb(txn.get(message_id, db=self.db["messages"]))[0])
+                txn.delete(key, db=self.db["scheduled"])
+                txn.put(envelope.recipient + u64(self._next_seq(txn)), message_id, db=self.db["pending"])
+                moved += 1
+            self._advance_clock(txn, up_to)
+        return moved

@@ -1,0 +1,223 @@
+"""Contract actors on the LMDB ledger (one node): real Vyper, real LMDB files in temp dirs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+import vyper
+from eth_abi import decode, encode
+
+from missive.actors.runtime import Runtime
+from missive.keys import Key, Keystore
+from missive.mailbox.admission import checker
+from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
+from missive.mailbox.store import Store
+from missive.vm.keccak import keccak256
+from missive.vm.messages import create_address
+
+TOKEN = """
+# pragma version ^0.4.0
+balanceOf: public(HashMap[address, uint256])
+
+@deploy
+def __init__(supply: uint256):
+    self.balanceOf[msg.sender] = supply
+
+@external
+def transfer(to: address, amount: uint256) -> bool:
+    self.balanceOf[msg.sender] -= amount
+    self.balanceOf[to] += amount
+    return True
+"""
+
+ASKER = """
+# pragma version ^0.4.0
+interface System:
+    def lastMessageId() -> bytes32: view
+
+SYSTEM: constant(address) = 0x000000000000000000000000006D697373697665
+answer: public(uint256)
+asked: public(bytes32)
+replies: public(uint256)
+
+@external
+def ask(token: address, who: address):
+    ignored: Bytes[32] = raw_call(token, concat(method_id("balanceOf(address)"), convert(who, bytes32)), max_outsize=32, gas=100000, is_static_call=True)
+    self.asked = staticcall System(SYSTEM).lastMessageId()
+
+@external
+def onReply(request_id: bytes32, success: bool, data: Bytes[256]):
+    assert request_id == self.asked
+    self.replies += 1
+    if success:
+        self.answer = convert(slice(data, 0, 32), uint256)
+
+@external
+@payable
+def fail():
+    raise "no"
+"""
+
+
+def selector(signature: str) -> bytes:
+    return keccak256(signature.encode())[:4]
+
+
+def compile_init(source: str) -> bytes:
+    return bytes.fromhex(vyper.compile_code(source, output_formats=["bytecode"])["bytecode"][2:])
+
+
+class Ledger:
+    """A node directory with two funded accounts, driven synchronously."""
+
+    def __init__(self, path: Path) -> None:
+        self.store = Store(path, create=True)
+        self.keys = Keystore(path)
+        self.alice = self.keys.new("alice")
+        self.bob = self.keys.new("bob")
+        for key in (self.alice, self.bob):
+            self.store.create_account(key.address, key.public_key, 10**18)
+        self.check = checker(self.store)
+        self.runtime = Runtime(self.store)
+
+    def nonce(self, key: Key) -> int:
+        account = self.store.account(key.address)
+        return account.nonce if account is not None else 0
+
+    def submit(self, key: Key, kind: Kind, to: bytes, payload: bytes = b"", value: int = 0, gas: int = 500_000,
+               wants_reply: bool = False) -> bytes:
+        env = Envelope(kind, key.address, to, value=value, payload=payload, gas=gas, nonce=self.nonce(key), wants_reply=wants_reply)
+        (result,) = self.store.accept([key.sign(env)], self.check)
+        if isinstance(result, EnvelopeError):
+            raise result
+        return result.message_id
+
+    def deploy(self, key: Key, source: str, args: bytes = b"") -> bytes:
+        address = create_address(key.address, self.nonce(key))
+        message_id = self.submit(key, Kind.DEPLOY, address, compile_init(source) + args, gas=3_000_000)
+        self.run()
+        receipt = self.store.receipt(message_id)
+        assert receipt is not None and receipt.success, receipt
+        return address
+
+    def run(self) -> int:
+        return trio.run(self.runtime.run)
+
+    def balance_of(self, token: bytes, who: bytes) -> int:
+        qid = self.submit(self.bob, Kind.QUERY, token, selector("balanceOf(address)") + encode(["address"], [who]), wants_reply=True)
+        self.run()
+        for message_id in reversed(self.store.mailbox(self.bob.address)):
+            envelope = self.store.message(message_id)[0]  # type: ignore[index]
+            if envelope.kind is Kind.REPLY and envelope.request_id == qid:
+                assert envelope.success
+                return int(decode(["uint256"], envelope.payload)[0])
+        raise AssertionError("no reply")
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    return Ledger(tmp_path / "node")
+
+
+def transfer(to: bytes, amount: int) -> bytes:
+    return selector("transfer(address,uint256)") + encode(["address", "uint256"], [to, amount])
+
+
+def test_deploy_transfer_and_query_reply(ledger: Ledger) -> None:
+    token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [1000]))
+    ids = [ledger.submit(ledger.alice, Kind.CALL, token, transfer(ledger.bob.address, 10)) for _ in range(5)]
+    assert ledger.run() == 5
+    assert all(ledger.store.receipt(i).success for i in ids)  # type: ignore[union-attr]
+    assert ledger.balance_of(token, ledger.bob.address) == 50
+    assert ledger.balance_of(token, ledger.alice.address) == 950
+    # the mailbox is the ordered record of what the token handled
+    assert ledger.store.mailbox(token)[1:6] == ids
+
+
+def test_contract_query_reply_reaches_on_reply(ledger: Ledger) -> None:
+    token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [777]))
+    asker = ledger.deploy(ledger.alice, ASKER)
+    call = selector("ask(address,address)") + encode(["address", "address"], [token, ledger.alice.address])
+    ledger.submit(ledger.alice, Kind.CALL, asker, call)
+    ledger.run()  # ask -> query to token -> reply to asker -> onReply
+    storage = ledger.store.storage(asker)
+    assert 777 in storage.values()
+    assert ledger.store.account(asker).handled == 3  # type: ignore[union-attr]  # deploy, ask, reply
+
+
+def test_failed_call_bounces_value_and_changes_nothing(ledger: Ledger) -> None:
+    asker = ledger.deploy(ledger.alice, ASKER)
+    before = ledger.store.account(ledger.alice.address).balance  # type: ignore[union-attr]
+    message_id = ledger.submit(ledger.alice, Kind.CALL, asker, selector("fail()"), value=12345)
+    assert ledger.store.account(ledger.alice.address).balance == before - 12345  # type: ignore[union-attr]  # in flight
+    ledger.run()
+    receipt = ledger.store.receipt(message_id)
+    assert receipt is not None and receipt.status == "revert"
+    assert ledger.store.account(asker).balance == 0  # type: ignore[union-attr]
+    assert ledger.store.account(ledger.alice.address).balance == before  # type: ignore[union-attr]  # bounced back
+
+
+def test_duplicate_delivery_is_handled_once(ledger: Ledger) -> None:
+    token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [100]))
+    env = Envelope(Kind.CALL, ledger.alice.address, token, payload=transfer(ledger.bob.address, 1), gas=200_000,
+                   nonce=ledger.nonce(ledger.alice))
+    signed = ledger.alice.sign(env)
+    first, again = ledger.store.accept([signed, signed], ledger.check)
+    assert not first.duplicate and again.duplicate  # type: ignore[union-attr]
+    ledger.run()
+    assert ledger.store.accept([signed], ledger.check)[0].duplicate  # type: ignore[union-attr]
+    ledger.run()
+    assert ledger.balance_of(token, ledger.bob.address) == 1
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda env, pk, sig: (env, pk, bytes(64)), "bad signature"),
+        (lambda env, pk, sig: (env, bytes(32), sig), "does not belong"),
+        (lambda env, pk, sig: (Envelope(env.kind, env.sender, env.recipient, payload=env.payload, nonce=env.nonce + 5, gas=env.gas), pk, sig), "bad signature"),
+    ],
+)
+def test_forged_messages_are_rejected_and_change_nothing(ledger: Ledger, mutate, message: str) -> None:  # type: ignore[no-untyped-def]
+    token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [100]))
+    seq_before = list(ledger.store.ledger())
+    env = Envelope(Kind.CALL, ledger.alice.address, token, payload=transfer(ledger.bob.address, 1), nonce=ledger.nonce(ledger.alice))
+    (result,) = ledger.store.accept([mutate(*ledger.alice.sign(env))], ledger.check)
+    assert isinstance(result, EnvelopeError) and message in str(result)
+    assert list(ledger.store.ledger()) == seq_before
+
+
+def test_admission_errors_name_the_problem(ledger: Ledger) -> None:
+    token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [100]))
+    stranger = ledger.keys.new("stranger")
+    with pytest.raises(EnvelopeError, match="unknown account"):
+        ledger.submit(stranger, Kind.CALL, token, transfer(ledger.bob.address, 1))
+    with pytest.raises(EnvelopeError, match="balance too low"):
+        ledger.submit(ledger.alice, Kind.CALL, token, transfer(ledger.bob.address, 1), value=10**19)
+    with pytest.raises(EnvelopeError, match="unknown contract"):
+        ledger.submit(ledger.alice, Kind.CALL, b"\x42" * 20, b"\x01\x02\x03\x04")
+    with pytest.raises(EnvelopeError, match="exceeds"):
+        ledger.submit(ledger.alice, Kind.CALL, token, b"\x00" * (200 * 1024))
+    env = Envelope(Kind.CALL, ledger.alice.address, token, payload=b"", nonce=ledger.nonce(ledger.alice) + 1)
+    (result,) = ledger.store.accept([ledger.alice.sign(env)], ledger.check)
+    assert isinstance(result, EnvelopeError) and "nonce" in str(result)
+
+
+def test_malformed_envelope_bytes_are_rejected_clearly() -> None:
+    for raw, message in [(b"\xc1", "not msgpack"), (b"\x90", "15 fields"), (Envelope(Kind.CALL, bytes(20), bytes(20)).canonical()[:-3], "not msgpack")]:
+        with pytest.raises(EnvelopeError, match=message):
+            Envelope.decode(raw)
+
+
+def test_fifo_per_sender_and_state_survives_reopen(ledger: Ledger, tmp_path: Path) -> None:
+    token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [100]))
+    ids = [ledger.submit(ledger.alice, Kind.CALL, token, transfer(ledger.bob.address, 1)) for _ in range(20)]
+    ledger.run()
+    positions = [ledger.store.receipt(i).position for i in ids]  # type: ignore[union-attr]
+    assert positions == sorted(positions)
+    ledger.store.close()
+    reopened = Store(tmp_path / "node")
+    assert reopened.account(token).handled == 21  # type: ignore[union-attr]
+    assert sum(reopened.storage(token).values()) == 100
