@@ -221,3 +221,17 @@ def test_fifo_per_sender_and_state_survives_reopen(ledger: Ledger, tmp_path: Pat
     reopened = Store(tmp_path / "node")
     assert reopened.account(token).handled == 21  # type: ignore[union-attr]
     assert sum(reopened.storage(token).values()) == 100
+
+
+def test_a_busy_actor_does_not_starve_the_others(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "node")
+    busy = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [10**6]))
+    quiet = ledger.deploy(ledger.bob, TOKEN, encode(["uint256"], [10]))
+    ledger.runtime = Runtime(ledger.store, batch=8, per_actor=4)
+    for _ in range(40):
+        ledger.submit(ledger.alice, Kind.CALL, busy, transfer(ledger.bob.address, 1))
+    quiet_id = ledger.submit(ledger.bob, Kind.CALL, quiet, transfer(ledger.alice.address, 1))
+    runtime = ledger.runtime
+    trio.run(lambda: runtime.run(until=lambda: runtime.rounds >= 1))
+    assert runtime.handled_total == 5  # 4 (the cap) from the busy actor, 1 from the quiet one
+    assert ledger.store.receipt(quiet_id) is not None  # handled in the first round, not after the 40

@@ -92,5 +92,8 @@ def test_changed_vm_is_reported_at_the_first_message_it_affects(
     monkeypatch.setattr(handler_module, "execute", drifting)
     report = replay(ledger.store)
     assert report.divergence is not None
-    first_call = ledger.store.mailbox(token)[1]  # the token's deploy has no calldata; its first transfer does
-    assert report.divergence.message_id == first_call
+    handled_in_order = [record[1] for _, record in ledger.store.ledger() if record[0] == "receipt"]
+    first_with_calldata = next(
+        i for i in handled_in_order if (m := ledger.store.message(i)) and m[0].payload and m[0].kind is not Kind.DEPLOY
+    )
+    assert report.divergence.message_id == first_with_calldata

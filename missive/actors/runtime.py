@@ -77,9 +77,11 @@ class ExecutorLock:
 class Runtime:
     """Runs the actors of one node directory until idle or cancelled."""
 
-    def __init__(self, store: Store, *, batch: int = 2048, max_live: int = 10_000) -> None:
+    def __init__(self, store: Store, *, batch: int = 2048, per_actor: int = 256, max_live: int = 10_000) -> None:
         self.store = store
         self.batch = batch
+        self.per_actor = per_actor
+        self._cursor = b""  # the last actor of the previous round: the next round starts after it
         self.max_live = max_live
         self.live: OrderedDict[bytes, Actor] = OrderedDict()
         self.observers: list[Observer] = []
@@ -138,12 +140,15 @@ class Runtime:
     # -- rounds ---------------------------------------------------------------------------
 
     def _due_work(self) -> list[tuple[bytes, bytes]]:
-        pending = self.store.pending(limit=self.batch)
+        pending = self.store.pending_batch(self.batch, self.per_actor, self._cursor)
         soonest = self.store.next_scheduled()
-        if soonest is not None and (not pending or soonest <= self.store.clock()):
-            # Logical time jumps to the next scheduled message when nothing else is waiting.
-            self.store.release_scheduled(max(soonest, self.store.clock()) if not pending else self.store.clock())
-            pending = self.store.pending(limit=self.batch)
+        clock = self.store.clock()
+        if soonest is not None and (not pending or soonest <= clock):
+            # Release what is due; when nothing else waits, logical time jumps to the soonest.
+            self.store.release_scheduled(clock if pending else max(soonest, clock))
+            pending = self.store.pending_batch(self.batch, self.per_actor, self._cursor)
+        if pending:
+            self._cursor = pending[-1][0][:20]
         return pending
 
     async def step(self) -> int:

@@ -155,6 +155,37 @@ class Store:
         """(queue key, message id) of messages waiting, for one actor or all, in queue order."""
         return self._scan("pending", address or b"", limit)
 
+    def pending_batch(self, limit: int, per_actor: int, start_after: bytes = b"") -> list[tuple[bytes, bytes]]:
+        """A fair batch of waiting messages: at most ``per_actor`` from each actor's queue
+        (the oldest ones), visiting actors in address order from ``start_after`` and
+        wrapping around, so one busy actor cannot starve the others."""
+        out: list[tuple[bytes, bytes]] = []
+        with self.read() as txn:
+            cursor = txn.cursor(db=self.db["pending"])
+            seen: set[bytes] = set()
+            positioned = cursor.set_range(start_after + b"\xff" * 8) if start_after else cursor.first()
+            if not positioned:
+                positioned = cursor.first()
+            while positioned and len(out) < limit:
+                key, value = cursor.item()
+                actor = bytes(key[:20])
+                if actor in seen:
+                    break  # wrapped around to where we started
+                seen.add(actor)
+                taken = 0
+                while positioned and len(out) < limit and taken < per_actor:
+                    key, value = cursor.item()
+                    if key[:20] != actor:
+                        break
+                    out.append((bytes(key), bytes(value)))
+                    taken += 1
+                    positioned = cursor.next()
+                if positioned and cursor.key()[:20] == actor:
+                    positioned = cursor.set_range(actor + b"\xff" * 8)
+                if not positioned:
+                    positioned = cursor.first()
+        return out
+
     def scheduled(self) -> list[tuple[int, bytes]]:
         """(due logical time, message id) of scheduled messages not yet due, soonest first."""
         return [(int.from_bytes(k[:32], "big"), k[32:]) for k, _ in self._scan("scheduled", b"")]
