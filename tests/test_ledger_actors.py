@@ -235,3 +235,24 @@ def test_a_busy_actor_does_not_starve_the_others(tmp_path: Path) -> None:
     trio.run(lambda: runtime.run(until=lambda: runtime.rounds >= 1))
     assert runtime.handled_total == 5  # 4 (the cap) from the busy actor, 1 from the quiet one
     assert ledger.store.receipt(quiet_id) is not None  # handled in the first round, not after the 40
+
+
+def test_on_reply_cannot_be_forged_by_a_call(ledger: Ledger) -> None:
+    asker = ledger.deploy(ledger.alice, ASKER)
+    forged = selector("onReply(bytes32,bool,bytes)") + encode(["bytes32", "bool", "bytes"], [bytes(32), True, bytes(32)])
+    message_id = ledger.submit(ledger.bob, Kind.CALL, asker, forged, value=5)
+    ledger.run()
+    receipt = ledger.store.receipt(message_id)
+    assert receipt is not None and receipt.status == "failed" and "reply message" in receipt.error
+    assert ledger.store.account(asker).balance == 0  # type: ignore[union-attr]  # the value bounced
+
+
+def test_replies_carry_at_least_the_reply_gas_floor(ledger: Ledger) -> None:
+    token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [10]))
+    asker = ledger.deploy(ledger.alice, ASKER)
+    # so that onReply can run even after a callee halted and used all of the request's gas
+    ledger.submit(ledger.alice, Kind.CALL, asker, selector("ask(address,address)") + encode(["address", "address"], [token, ledger.bob.address]))
+    ledger.run()
+    replies = [ledger.store.message(m)[0] for m in ledger.store.mailbox(asker)]  # type: ignore[index]
+    reply = next(e for e in replies if e.kind is Kind.REPLY)
+    assert reply.gas >= 100_000

@@ -36,6 +36,9 @@ from missive.vm.keccak import EMPTY_KECCAK, keccak256
 
 ON_REPLY = keccak256(b"onReply(bytes32,bool,bytes)")[:4]
 MAX_CODE_SIZE = 24576  # EIP-170
+#: A reply always carries at least this much gas, so a requester learns of a
+#: callee's exceptional halt (which used all the request's gas) in onReply.
+REPLY_GAS_FLOOR = 100_000
 
 _KIND_OF = {
     MessageKind.CALL: Kind.CALL,
@@ -151,7 +154,8 @@ def handle(
 ) -> Outcome:
     """Handle ``envelope`` as ``actor``; update ``actor`` in place and return what to commit."""
     account = actor.account
-    time = max(account.clock, envelope.time) + 1
+    # A scheduled message runs no earlier than it was due, so now() >= its due time.
+    time = max(account.clock, envelope.time, envelope.not_before) + 1
     host = ActorHost(message_id, time, read_code)
     kind = envelope.kind
     value = envelope.value if kind in (Kind.CALL, Kind.DEPLOY, Kind.SCHEDULED, Kind.BOUNCE) else 0
@@ -177,6 +181,9 @@ def handle(
 
     if kind is Kind.DEPLOY and account.code_hash:
         status, error, gas_used = "failed", f"address 0x{actor.address.hex()} already has code", envelope.gas
+    elif run_code and kind is not Kind.REPLY and data[:4] == ON_REPLY:
+        # Only a reply message may run onReply: otherwise anyone could forge an answer.
+        status, error, gas_used = "failed", "onReply can only be delivered by a reply message", 0
     elif run_code:
         result = execute(
             run_code,
@@ -222,7 +229,7 @@ def handle(
     if envelope.wants_reply and kind in (Kind.CALL, Kind.QUERY):
         outgoing.append(
             Envelope(kind=Kind.REPLY, sender=actor.address, recipient=envelope.sender, payload=output,
-                     gas=max(envelope.gas - gas_used, 0), nonce=follow, time=time, request_id=message_id,
+                     gas=max(envelope.gas - gas_used, REPLY_GAS_FLOOR), nonce=follow, time=time, request_id=message_id,
                      success=succeeded, parent=message_id)
         )
 

@@ -48,6 +48,7 @@ CALL_STIPEND: Final = 2300
 MAX_INITCODE_SIZE: Final = 49152
 MAX_CALL_DEPTH: Final = 1024
 SYSTEM_CALL_COST: Final = 100
+SYSTEM_CODE: Final = b"\xfe"
 
 
 def to_address(word: int) -> bytes:
@@ -79,6 +80,10 @@ def code_of(frame: Frame, address: int) -> bytes:
     state = frame.state
     if address == state.address:
         return state.own_code
+    if address == SYSTEM_ADDRESS:
+        # The system contract answers natively; it shows one byte of code so that
+        # compilers' "is there a contract?" checks (EXTCODESIZE > 0) pass.
+        return SYSTEM_CODE
     raw = to_address(address)
     try:
         code = state.host.code_at(raw)
