@@ -21,7 +21,8 @@ from missive.vm.types import SYSTEM_CONTRACT, BlockContext, ExecutionResult, Sta
 
 _DEFAULT_BLOCK = BlockContext()
 _DEFAULT_HOST = Host()
-_PRECOMPILES = tuple(range(1, 11))
+#: Warm at the start of every run (EIP-2929/3651): precompiles and the system contract.
+_ALWAYS_WARM = frozenset([*range(1, 11), int.from_bytes(SYSTEM_CONTRACT, "big")])
 
 # DELEGATECALL may nest 1024 frames deep, each a Python-level call in the pure
 # build; make sure the interpreter's recursion limit is not what stops it.
@@ -69,9 +70,8 @@ def execute(
         raise ValueError("value and balance must fit in 256 bits")
     block = block if block is not None else _DEFAULT_BLOCK
     state = RunState(address, code, storage, balance, nonce, block, host if host is not None else _DEFAULT_HOST, message_id)
-    warm = state.accessed_addresses
-    warm.update(_PRECOMPILES)
-    for account in (address, caller, block.origin, block.coinbase, SYSTEM_CONTRACT):
+    warm = state.accessed_addresses = set(_ALWAYS_WARM)
+    for account in (address, caller, block.origin, block.coinbase):
         warm.add(int.from_bytes(account, "big"))
     frame = Frame(state, program_for(code), int.from_bytes(caller, "big"), value, data, gas, is_static, 0)
     try:

@@ -349,23 +349,19 @@ class Frame:
         """Run one less frequent instruction at ``ops[pc]``; return the next ``pc``."""
         regs = self.regs
 
-        def arg(i: int) -> int:
-            x = ops[pc + i]
-            return regs[base + x] if x >= 0 else consts[~x]
-
         width = 1 + (1 if op.PUSHES[o] else 0) + op.POPS[o]
         if o in _BINARY:
-            regs[base + ops[pc + 1]] = _binary(o, arg(2), arg(3))
+            regs[base + ops[pc + 1]] = _binary(o, _operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3]))
         elif o == op.ADDMOD:
-            regs[base + ops[pc + 1]] = arith.addmod(arg(2), arg(3), arg(4))
+            regs[base + ops[pc + 1]] = arith.addmod(_operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3]), _operand(regs, consts, base, ops[pc + 4]))
         elif o == op.MULMOD:
-            regs[base + ops[pc + 1]] = arith.mulmod(arg(2), arg(3), arg(4))
+            regs[base + ops[pc + 1]] = arith.mulmod(_operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3]), _operand(regs, consts, base, ops[pc + 4]))
         elif o == op.EXP:
-            exponent = arg(3)
+            exponent = _operand(regs, consts, base, ops[pc + 3])
             self.charge(50 * arith.exp_byte_length(exponent))
-            regs[base + ops[pc + 1]] = arith.exp(arg(2), exponent)
+            regs[base + ops[pc + 1]] = arith.exp(_operand(regs, consts, base, ops[pc + 2]), exponent)
         elif o == op.KECCAK256:
-            offset, size = arg(2), arg(3)
+            offset, size = _operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3])
             data = self.read_memory(offset, size)
             self.charge(6 * ((size + 31) >> 5))
             regs[base + ops[pc + 1]] = int.from_bytes(keccak256(data), "big")
@@ -375,38 +371,38 @@ class Frame:
             regs[base + ops[pc + 1]] = self.gas + ops[pc + 2]
             width += 1
         elif o in _ACCOUNT_READS:
-            regs[base + ops[pc + 1]] = self.account_read(o, arg(2))
+            regs[base + ops[pc + 1]] = self.account_read(o, _operand(regs, consts, base, ops[pc + 2]))
         elif o == op.BLOCKHASH:
-            regs[base + ops[pc + 1]] = self.op_blockhash(arg(2))
+            regs[base + ops[pc + 1]] = self.op_blockhash(_operand(regs, consts, base, ops[pc + 2]))
         elif o == op.BLOBHASH:
-            index = arg(2)
+            index = _operand(regs, consts, base, ops[pc + 2])
             hashes = self.state.block.blob_hashes
             regs[base + ops[pc + 1]] = int.from_bytes(hashes[index], "big") if index < len(hashes) else 0
         elif o == op.CALLDATACOPY:
-            self.write_padded(arg(1), self.data, arg(2), arg(3))
+            self.write_padded(_operand(regs, consts, base, ops[pc + 1]), self.data, _operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3]))
         elif o == op.CODECOPY:
-            self.write_padded(arg(1), self.program.code, arg(2), arg(3))
+            self.write_padded(_operand(regs, consts, base, ops[pc + 1]), self.program.code, _operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3]))
         elif o == op.EXTCODECOPY:
-            address = arg(1) & messages.ADDRESS_MASK
+            address = _operand(regs, consts, base, ops[pc + 1]) & messages.ADDRESS_MASK
             self.charge(self.state.warm_address(address))
-            self.write_padded(arg(2), messages.code_of(self, address), arg(3), arg(4))
+            self.write_padded(_operand(regs, consts, base, ops[pc + 2]), messages.code_of(self, address), _operand(regs, consts, base, ops[pc + 3]), _operand(regs, consts, base, ops[pc + 4]))
         elif o == op.RETURNDATACOPY:
-            self.op_returndatacopy(arg(1), arg(2), arg(3))
+            self.op_returndatacopy(_operand(regs, consts, base, ops[pc + 1]), _operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3]))
         elif o == op.MSTORE8:
-            offset = arg(1)
+            offset = _operand(regs, consts, base, ops[pc + 1])
             self.expand(offset, 1)
-            self.memory[offset] = arg(2) & 0xFF
+            self.memory[offset] = _operand(regs, consts, base, ops[pc + 2]) & 0xFF
         elif o == op.MCOPY:
-            self.op_mcopy(arg(1), arg(2), arg(3))
+            self.op_mcopy(_operand(regs, consts, base, ops[pc + 1]), _operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3]))
         elif o == op.TLOAD:
-            regs[base + ops[pc + 1]] = self.state.tload(arg(2))
+            regs[base + ops[pc + 1]] = self.state.tload(_operand(regs, consts, base, ops[pc + 2]))
         elif o == op.TSTORE:
             self.need_writable("TSTORE")
-            self.state.tstore(arg(1), arg(2))
+            self.state.tstore(_operand(regs, consts, base, ops[pc + 1]), _operand(regs, consts, base, ops[pc + 2]))
         elif op.LOG0 <= o <= op.LOG4:
-            self.op_log(arg(1), arg(2), tuple(arg(3 + i) for i in range(o - op.LOG0)))
+            self.op_log(_operand(regs, consts, base, ops[pc + 1]), _operand(regs, consts, base, ops[pc + 2]), tuple(_operand(regs, consts, base, ops[pc + 3 + i]) for i in range(o - op.LOG0)))
         elif o in _MESSAGE_OPS:
-            args = [arg(2 + i) for i in range(op.POPS[o])]
+            args = [_operand(regs, consts, base, ops[pc + 2 + i]) for i in range(op.POPS[o])]
             regs[base + ops[pc + 1]] = messages.dispatch(self, o, args, ops[pc + width])
             width += 1
         else:  # pragma: no cover - the translator only emits opcodes handled above
@@ -510,6 +506,11 @@ class Frame:
 _BINARY: Final = frozenset({op.SDIV, op.SMOD, op.SIGNEXTEND, op.SLT, op.SGT, op.BYTE, op.SAR})
 _ACCOUNT_READS: Final = frozenset({op.BALANCE, op.EXTCODESIZE, op.EXTCODEHASH})
 _MESSAGE_OPS: Final = frozenset({op.CALL, op.CALLCODE, op.DELEGATECALL, op.STATICCALL, op.CREATE, op.CREATE2})
+
+
+def _operand(regs: list[int], consts: list[int], base: i64, x: i64) -> int:
+    """The value of one operand field: a stack slot (x >= 0) or a constant."""
+    return regs[base + x] if x >= 0 else consts[~x]
 
 
 def _binary(o: int, a: int, b: int) -> int:
