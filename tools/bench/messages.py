@@ -1,0 +1,146 @@
+"""Benchmark: durable ERC20 transfer messages on one node, then a full replay.
+
+Many external accounts send signed ``transfer`` messages to one Vyper ERC20
+actor.  Figures (wall clock, one process, one core for the handling):
+
+* accept: signed messages made durable per second (group commit, 1,000 per txn);
+* handled: messages handled by the actor *and committed* (receipt, state,
+  queue removal in one LMDB transaction per round) per second;
+* replay: receipts re-executed and checked per second, from the ledger alone;
+* py-evm: the same transfers executed bare by py-evm (no ledger at all), in
+  the same run, and the ratio handled/py-evm.
+
+Targets (issue 3): 20,000 handled durable messages/s; replay 50,000/s.
+Prints a table and writes JSON (default tools/bench/results/messages.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+import vm as vm_bench  # noqa: E402
+
+from missive.actors.replay import replay  # noqa: E402
+from missive.actors.runtime import Runtime  # noqa: E402
+from missive.keys import Keystore  # noqa: E402
+from missive.mailbox.admission import checker  # noqa: E402
+from missive.mailbox.envelope import Envelope, Kind  # noqa: E402
+from missive.mailbox.store import Store  # noqa: E402
+from missive.vm import build_info  # noqa: E402
+from missive.vm.messages import create_address  # noqa: E402
+
+TRANSFER = bytes.fromhex("a9059cbb")
+
+
+def transfer(to: bytes, amount: int) -> bytes:
+    return TRANSFER + bytes(12) + to + amount.to_bytes(32, "big")
+
+
+def run(messages: int, senders: int, node_dir: Path) -> dict[str, Any]:
+    store = Store(node_dir, create=True)
+    keys = Keystore(node_dir)
+    check = checker(store)
+    owner = keys.new("owner")
+    store.create_account(owner.address, owner.public_key, 10**24)
+    accounts = [keys.new(f"s{i}") for i in range(senders)]
+    for key in accounts:
+        store.create_account(key.address, key.public_key, 10**18)
+    init, _ = vm_bench._compile_token()
+    token = create_address(owner.address, 0)
+    nonces = {owner.address: 0, **{k.address: 0 for k in accounts}}
+
+    def signed(key: Any, kind: Kind, to: bytes, payload: bytes) -> Any:
+        env = Envelope(kind, key.address, to, payload=payload, gas=200_000, nonce=nonces[key.address])
+        nonces[key.address] += 1
+        return key.sign(env)
+
+    runtime = Runtime(store)
+    store.accept([signed(owner, Kind.DEPLOY, token, init + (10**30).to_bytes(32, "big"))], check)
+    store.accept([signed(owner, Kind.CALL, token, transfer(k.address, 10**12)) for k in accounts], check)
+    trio.run(runtime.run)
+
+    batch = [signed(accounts[i % senders], Kind.CALL, token, transfer(accounts[(i + 1) % senders].address, 1)) for i in range(messages)]
+    started = time.perf_counter()
+    for i in range(0, messages, 1000):
+        results = store.accept(batch[i : i + 1000], check)
+        assert all(not isinstance(r, Exception) for r in results), results[0]
+    accept_s = time.perf_counter() - started
+
+    started = time.perf_counter()
+    handled = trio.run(runtime.run)
+    handle_s = time.perf_counter() - started
+    assert handled == messages, (handled, messages)
+
+    started = time.perf_counter()
+    report = replay(store)
+    replay_s = time.perf_counter() - started
+    assert report.ok, report.divergence and report.divergence.describe()
+    store.close()
+    keys.close()
+    return {
+        "messages": messages,
+        "senders": senders,
+        "accept_per_s": messages / accept_s,
+        "handled_per_s": handled / handle_s,
+        "rounds": runtime.rounds,
+        "replay_per_s": report.checked / replay_s,
+        "replayed": report.checked,
+    }
+
+
+def pyevm_transfers_per_s(calls: int) -> float | None:
+    pyevm = vm_bench._load_pyevm()
+    if pyevm is None:
+        return None
+    workload = vm_bench.transfer_workload(calls, 1, 1, pyevm, None)
+    seconds, _ = vm_bench._time_peer(workload.peers["py-evm"])
+    return calls / seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--senders", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="2,000 messages (a smoke run)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "messages.json")
+    args = parser.parse_args(argv)
+    messages = 2_000 if args.quick else args.messages
+    console = Console()
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = run(messages, min(args.senders, messages), Path(tmp) / "node")
+    pe = pyevm_transfers_per_s(min(messages, 2_000))
+    figures["pyevm_bare_transfers_per_s"] = pe
+    figures["handled_vs_pyevm"] = figures["handled_per_s"] / pe if pe else None
+    figures["vm_compiled"] = build_info()["compiled"]
+    figures["machine"] = _common.machine_info()
+
+    table = Table(title=f"{messages:,} ERC20 transfer messages, one node (VM compiled: {figures['vm_compiled']})")
+    for column in ("figure", "per second", "target"):
+        table.add_column(column)
+    table.add_row("accepted (signed, durable)", f"{figures['accept_per_s']:,.0f}", "-")
+    table.add_row("handled + committed", f"{figures['handled_per_s']:,.0f}", "20,000")
+    table.add_row("replayed and checked", f"{figures['replay_per_s']:,.0f}", "50,000")
+    table.add_row("py-evm bare execution", f"{pe:,.0f}" if pe else "n/a (py-evm missing)", "-")
+    if pe:
+        table.add_row("handled / py-evm", f"{figures['handled_vs_pyevm']:.1f}x", "-")
+    console.print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=2, default=str))
+    console.print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
