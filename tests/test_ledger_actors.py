@@ -256,3 +256,12 @@ def test_replies_carry_at_least_the_reply_gas_floor(ledger: Ledger) -> None:
     replies = [ledger.store.message(m)[0] for m in ledger.store.mailbox(asker)]  # type: ignore[index]
     reply = next(e for e in replies if e.kind is Kind.REPLY)
     assert reply.gas >= 100_000
+
+
+def test_a_message_stamped_far_in_the_future_is_refused(ledger: Ledger) -> None:
+    token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [10]))
+    env = Envelope(Kind.QUERY, ledger.alice.address, token, payload=selector("balanceOf(address)") + encode(["address"], [token]),
+                   nonce=ledger.nonce(ledger.alice), time=2**64 - 1, wants_reply=True)
+    (result,) = ledger.store.accept([ledger.alice.sign(env)], ledger.check)
+    assert isinstance(result, EnvelopeError) and "too far ahead" in str(result)
+    assert ledger.store.pending() == []

@@ -238,3 +238,10 @@ def test_schedule_is_refused_in_a_query() -> None:
     calldata = selector("schedule(uint256,uint256,bytes)") + bytes(64) + (96).to_bytes(32, "big") + bytes(32)
     r = execute(assemble(system_call("STATICCALL", calldata) + "PUSH 0 SSTORE STOP"), address=ME)
     assert r.storage_writes == {} and r.outbox == ()
+
+
+def test_schedule_refuses_a_delay_that_would_overflow_logical_time() -> None:
+    calldata = (selector("schedule(uint256,uint256,bytes)") + (2**200).to_bytes(32, "big") + (1000).to_bytes(32, "big")
+                + (96).to_bytes(32, "big") + bytes(32))
+    r = execute(assemble(system_call("CALL", calldata) + "PUSH 0 SSTORE STOP"), address=ME, storage={0: 7})
+    assert r.status is Status.SUCCESS and r.outbox == () and r.storage_writes == {0: 0}  # the call failed

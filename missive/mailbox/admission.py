@@ -21,6 +21,10 @@ from missive.vm.keccak import keccak256
 from missive.vm.messages import create_address
 
 EXTERNAL_KINDS = (Kind.CALL, Kind.QUERY, Kind.DEPLOY)
+#: How far ahead of the node's logical clock an external message may be stamped.
+#: Without a bound one message could push the clock (and every actor's time)
+#: to the end of the 64-bit range.
+MAX_CLOCK_SKEW = 1 << 20
 
 
 def address_of(public_key: bytes) -> bytes:
@@ -50,6 +54,9 @@ def checker(store: Store) -> Check:
             raise EnvelopeError(f"an external account cannot send a {envelope.kind.name.lower()} message")
         if envelope.parent:
             raise EnvelopeError("an external message cannot name a parent message")
+        clock = store.clock(txn)
+        if envelope.time > clock + MAX_CLOCK_SKEW:
+            raise EnvelopeError(f"time {envelope.time} is too far ahead of the node's logical clock ({clock})")
         verify_signature(envelope, public_key, signature)
         sender = updated.get(envelope.sender) or store.account(envelope.sender, txn)
         if sender is None:

@@ -39,6 +39,8 @@ CURRENT_MESSAGE_ID: Final = selector("currentMessageId()")
 NOW: Final = selector("now()")
 SCHEDULE: Final = selector("schedule(uint256,uint256,bytes)")
 ERROR_SELECTOR: Final = bytes.fromhex("08c379a0")
+#: Logical time stays far inside 64 bits: a schedule() delay is at most 2**32.
+MAX_DELAY: Final = 1 << 32
 
 
 def error_data(message: str) -> bytes:
@@ -81,6 +83,8 @@ def _schedule(frame: Frame, payload: bytes, gas: int, static: bool) -> tuple[boo
     if static:
         return False, error_data("system contract: schedule() sends a message and cannot run read-only"), 0
     delay, message_gas, offset = _word(payload, 0), _word(payload, 1), _word(payload, 2)
+    if delay > MAX_DELAY:
+        return False, error_data(f"system contract: schedule() delay {delay} exceeds {MAX_DELAY}"), 0
     start = 4 + offset + 32
     if start > len(payload):
         return False, error_data("system contract: schedule() payload offset points past the calldata"), 0

@@ -34,8 +34,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # run as a script: make `missive` and `tools` importable
-    sys.path.insert(0, str(REPO))
+if str(REPO) not in sys.path:
+    # Run as a script: make `tools` (and an uninstalled `missive`) importable.
+    # Appended, not prepended, so an installed (compiled) missive still wins.
+    sys.path.append(str(REPO))
 
 import missive.vm as missive_vm  # noqa: E402
 from missive.vm import execute  # noqa: E402
