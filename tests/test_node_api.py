@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import trio
+from test_ledger_actors import ASKER  # the query -> reply -> onReply contract
 
 import missive.node as mn
 from missive.actors.runtime import ExecutorLock
@@ -17,29 +18,6 @@ from missive.toolchain.compiler import CompiledContract, compile_source
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN_PATH = REPO / "examples" / "Token.vy"
-
-ASKER = """
-# pragma version ^0.4.0
-interface System:
-    def lastMessageId() -> bytes32: view
-
-SYSTEM: constant(address) = 0x000000000000000000000000006D697373697665
-answer: public(uint256)
-asked: public(bytes32)
-replies: public(uint256)
-
-@external
-def ask(token: address, who: address):
-    ignored: Bytes[32] = raw_call(token, concat(method_id("balanceOf(address)"), convert(who, bytes32)), max_outsize=32, gas=100000, is_static_call=True)
-    self.asked = staticcall System(SYSTEM).lastMessageId()
-
-@external
-def onReply(request_id: bytes32, success: bool, data: Bytes[256]):
-    assert request_id == self.asked
-    self.replies += 1
-    if success:
-        self.answer = convert(slice(data, 0, 32), uint256)
-"""
 
 GADGET = """
 # pragma version ^0.4.0
