@@ -32,7 +32,7 @@ from missive.mailbox.envelope import Envelope, Kind, int_bytes
 from missive.mailbox.records import Account, Receipt
 from missive.mailbox.store import Outcome
 from missive.vm import BlockContext, ExecutionResult, Host, MessageKind, OutgoingMessage, Status, execute
-from missive.vm.keccak import EMPTY_KECCAK, keccak256
+from missive.vm.keccak import keccak256
 
 ON_REPLY = keccak256(b"onReply(bytes32,bool,bytes)")[:4]
 MAX_CODE_SIZE = 24576  # EIP-170
@@ -268,5 +268,3 @@ def handle(
         new_messages=tuple(outgoing),
     )
 
-
-EMPTY_CODE_HASH = EMPTY_KECCAK

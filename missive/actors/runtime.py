@@ -18,7 +18,6 @@ makes a second one fail with a clear error instead of handling messages twice.
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable
@@ -32,8 +31,6 @@ from missive.actors.handler import ActorState, handle
 from missive.mailbox.envelope import Envelope
 from missive.mailbox.records import Account
 from missive.mailbox.store import Outcome, Store
-
-log = logging.getLogger(__name__)
 
 Observer = Callable[[list[tuple[Envelope, Outcome]]], None]
 

@@ -11,6 +11,7 @@ vouched for by the receipt of the run that produced them (``parent``).
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Any, Final, cast
 
 import attrs
@@ -51,7 +52,7 @@ def bytes_int(raw: object, name: str) -> int:
     return int.from_bytes(raw, "big")
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)  # slots off so that ``id`` can be cached on the instance
 class Envelope:
     kind: Kind
     sender: bytes
@@ -101,8 +102,10 @@ class Envelope:
             use_bin_type=True,
         ))
 
-    @property
+    @functools.cached_property
     def id(self) -> bytes:
+        """keccak256 of the canonical encoding; computed once per envelope (the handler,
+        the receipt and the commit all need it)."""
         return keccak256(self.canonical())
 
     @classmethod

@@ -22,7 +22,7 @@ from mypy_extensions import i64
 from missive.vm import arith, messages
 from missive.vm import opcodes as op
 from missive.vm.errors import Halt
-from missive.vm.keccak import EMPTY_KECCAK, keccak256
+from missive.vm.keccak import keccak256
 from missive.vm.state import RunState
 from missive.vm.translate import (
     BIAS,
@@ -46,7 +46,6 @@ MASK: Final = (1 << 256) - 1
 #: Memory is capped far above what any realistic gas limit can pay for (32 MiB
 #: costs over two billion gas), so a huge gas limit cannot become a memory bomb.
 MAX_MEMORY: Final = 32 * 1024 * 1024
-MAX_CALL_DEPTH: Final = 1024
 
 
 def memory_cost(words: int) -> int:
@@ -529,4 +528,4 @@ def _binary(o: int, a: int, b: int) -> int:
     return arith.sar(a, b)
 
 
-__all__ = ["Frame", "Halt", "EMPTY_KECCAK", "MAX_CALL_DEPTH", "memory_cost"]
+__all__ = ["Frame", "Halt", "memory_cost"]
