@@ -664,6 +664,10 @@ class Contract:
     def function_names(self) -> list[str]:
         return sorted({f.name for f in self._by_signature.values()})
 
+    def functions(self) -> list[ContractFunction]:
+        """Every ABI function, overloads included."""
+        return list(self._by_signature.values())
+
     def function(self, signature: str) -> ContractFunction:
         """The function with this exact signature, e.g. ``"transfer(address,uint256)"``."""
         name, inputs, _ = parse_signature(signature)
@@ -865,15 +869,20 @@ class Node:
     def _key(self, sender: object) -> Key:
         return (self.default if sender is None else self.wallet(sender)).key
 
-    def _submit(self, kind: Kind, to: bytes | None, payload: bytes, *, sender: object, value: int,
-                gas: int | None, wants_reply: bool) -> tuple[Envelope, bool]:
-        """Sign and accept one external message; (envelope, duplicate) once it is durable."""
-        key = self._key(sender)
+    def _check_message(self, kind: Kind, value: int, gas: int | None) -> int:
+        """Validate what the caller chose for a message; return its gas."""
         if not isinstance(value, int) or isinstance(value, bool) or value < 0 or value >> 256:
             raise ArgumentError(f"value must be an integer in [0, 2**256), got {value!r}")
         gas = (DEFAULT_DEPLOY_GAS if kind is Kind.DEPLOY else DEFAULT_GAS) if gas is None else gas
         if not isinstance(gas, int) or isinstance(gas, bool) or not 0 < gas <= MAX_GAS:
             raise ArgumentError(f"gas must be an integer in [1, {MAX_GAS}], got {gas!r}")
+        return gas
+
+    def _submit(self, kind: Kind, to: bytes | None, payload: bytes, *, sender: object, value: int,
+                gas: int | None, wants_reply: bool) -> tuple[Envelope, bool]:
+        """Sign and accept one external message; (envelope, duplicate) once it is durable."""
+        key = self._key(sender)
+        gas = self._check_message(kind, value, gas)
         with self._submit_lock:
             for attempt in range(8):
                 account = self.store.account(key.address)
@@ -890,6 +899,53 @@ class Node:
                     raise result
                 return envelope, result.duplicate
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def send_many(self, calls: Sequence[tuple[object, object, bytes]], *, value: int = 0,
+                  gas: int | None = None) -> list[Sent]:
+        """Send many ``call`` messages, each ``(sender, to, data)``, in one group commit.
+
+        One transaction (one fsync) for the lot, which is what makes bulk
+        traffic cheap.  Nonces are taken in list order per sender.  If any
+        message is refused, none is sent and the error names which one.
+        """
+        gas = self._check_message(Kind.CALL, value, gas)
+        prepared = [(self._key(sender), to_address(to, "recipient"), bytes(data)) for sender, to, data in calls]
+        with self._submit_lock:
+            nonces: dict[bytes, int] = {}
+            clock = self.store.clock()
+            signed = []
+            for key, to, data in prepared:
+                if key.address not in nonces:
+                    account = self.store.account(key.address)
+                    nonces[key.address] = account.nonce if account is not None else 0
+                envelope = Envelope(Kind.CALL, key.address, to, value=value, payload=data, gas=gas,
+                                    nonce=nonces[key.address], time=clock)
+                envelope.validate()
+                nonces[key.address] += 1
+                signed.append(key.sign(envelope))
+            results = self.store.accept(signed, self._check, all_or_nothing=True)
+        for index, result in enumerate(results):
+            if isinstance(result, EnvelopeError):
+                raise EnvelopeError(f"message {index} of {len(results)} refused, none sent: {result}")
+        return [Sent(self, envelope, duplicate=bool(getattr(r, "duplicate", False)))
+                for (envelope, _, _), r in zip(signed, results, strict=True)]
+
+    def observe(self, observer: Callable[[list[tuple[Envelope, Receipt]]], None]) -> Callable[[], None]:
+        """Call ``observer`` with each round's (message, receipt) pairs as this process commits them.
+
+        Returns a function that stops the observation.  The observer runs
+        inside the runtime's loop: keep it quick.
+        """
+        def forward(outcomes: list[tuple[Envelope, Any]]) -> None:
+            observer([(envelope, outcome.receipt) for envelope, outcome in outcomes])
+
+        self._runtime.observers.append(forward)
+
+        def stop() -> None:
+            if forward in self._runtime.observers:
+                self._runtime.observers.remove(forward)
+
+        return stop
 
     def send(self, to: object, data: bytes = b"", *, value: int = 0, sender: object = None, gas: int | None = None,
              wants_reply: bool = False) -> Sent:

@@ -295,3 +295,26 @@ def test_waits_for_another_executor(node: mn.Node, token_code: CompiledContract)
         releaser.join()
     finally:
         other.release()
+
+
+def test_send_many_is_one_group_commit_all_or_nothing(node: mn.Node, token_code: CompiledContract) -> None:
+    alice = node.new_account("alice", balance=10**21)
+    bob = node.new_account("bob", balance=10)
+    token = deploy_token(node, token_code, alice)
+    seen: list[tuple[bytes, bool]] = []
+    stop = node.observe(lambda pairs: seen.extend((e.id, r.success) for e, r in pairs))
+    sent = node.send_many([(alice, token, token.transfer.encode(bob.address, i)) for i in range(1, 6)]
+                          + [(bob, token, token.approve.encode(alice.address, 3))])
+    assert [s.envelope.nonce for s in sent[:5]] == list(range(alice.nonce - 5, alice.nonce))  # per-sender order
+    node.run_until_idle()
+    assert token.balanceOf(bob.address) == 15
+    assert [message_id for message_id, _ in seen[:6]] and {s.id for s in sent} <= {i for i, _ in seen}
+    stop()
+    seen.clear()
+    ledger_before, alice_nonce = node.ledger_length(), alice.nonce
+    # one refused message (bob has 10 wei, asks to send 11) and nothing of the batch is sent
+    with pytest.raises(EnvelopeError, match="message 1 of 2 refused.*balance too low"):
+        node.send_many([(alice, token, token.transfer.encode(bob.address, 1)), (bob, token, b"")], value=11)
+    assert node.ledger_length() == ledger_before and alice.nonce == alice_nonce and node.inbox(token) == []
+    token.transfer(bob.address, 1, sender=alice).receipt()
+    assert seen == []  # the observer was stopped

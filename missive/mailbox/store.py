@@ -260,16 +260,19 @@ class Store:
             txn.put(address, Account(balance=balance, public_key=public_key).encode(), db=self.db["accounts"])
             self._append(txn, ["genesis", address, public_key, word_bytes(balance)])
 
-    def accept(self, submissions: list[tuple[Envelope, bytes, bytes]], check: Any) -> list[Accepted | EnvelopeError]:
+    def accept(self, submissions: list[tuple[Envelope, bytes, bytes]], check: Any, *,
+               all_or_nothing: bool = False) -> list[Accepted | EnvelopeError]:
         """Accept external messages in one transaction (group commit).
 
         ``check(txn, envelope, accounts)`` validates one submission against the
         state as it stands in this transaction (signature, nonce, balance...)
         and returns the sender's updated Account or raises EnvelopeError.  A
-        rejected submission changes nothing; the others still commit.
+        rejected submission changes nothing; the others still commit, unless
+        ``all_or_nothing``: then one rejection aborts the whole transaction.
         """
         results: list[Accepted | EnvelopeError] = []
-        with self.env.begin(write=True) as txn:
+        txn = self.env.begin(write=True)
+        try:
             updated: dict[bytes, Account] = {}
             for envelope, public_key, signature in submissions:
                 message_id = envelope.id
@@ -287,6 +290,13 @@ class Store:
                 self._append(txn, ["accept", message_id])
                 self._advance_clock(txn, envelope.time)
                 results.append(Accepted(message_id, duplicate=False))
+        except BaseException:
+            txn.abort()
+            raise
+        if all_or_nothing and any(isinstance(r, EnvelopeError) for r in results):
+            txn.abort()
+        else:
+            txn.commit()
         return results
 
     def commit(self, outcomes: list[Outcome]) -> None:

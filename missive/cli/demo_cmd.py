@@ -1,0 +1,190 @@
+"""``missive demo``: the scenario of :mod:`missive.demo`, shown live in the terminal.
+
+Each round the runtime commits is printed as it happens: one line per handled
+message (kind, who → whom, what, outcome, what it sent and logged).  The bulk
+phase shows a progress bar instead, then the final state and the checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from missive.cli.common import EXIT_FAILED, EXIT_OK, CliError, make_console
+
+KIND_STYLE = {"deploy": "magenta", "call": "cyan", "query": "blue", "reply": "green", "bounce": "yellow",
+              "scheduled": "bright_magenta"}
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="contract actors messaging each other on a fresh embedded store, shown live",
+        description="Deploys a token, an escrow and a ticker on a fresh node, drives traffic through "
+                    "calls, queries, replies, bounces and scheduled messages, shows each message as it "
+                    "is handled, then the final state, the conservation checks and a full replay.",
+    )
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="node directory to create and keep (must not exist yet); default: a temporary one")
+    parser.add_argument("--messages", type=int, default=2000, help="transfers in the traffic phase (default 2000)")
+    parser.add_argument("--senders", type=int, default=20, help="accounts sending them (default 20)")
+    parser.add_argument("--pace", type=float, default=0.3,
+                        help="seconds to pause between scenes so the flow can be followed (default 0.3)")
+    parser.add_argument("--seed", type=int, default=7, help="random seed of the traffic")
+    parser.set_defaults(handler=run_demo_command)
+
+
+class TerminalView:
+    """Renders the demo's events with rich."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.names: dict[bytes, str] = {}
+        self.node: Any = None
+        self.round_number = 0
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._namer: Any = None
+
+    def begin(self, node: Any, names: dict[bytes, str]) -> None:
+        self.node, self.names = node, names
+
+    def step(self, number: int, title: str, explanation: str) -> None:
+        self._namer = None  # contracts may have been deployed since
+        self.console.print()
+        self.console.rule(f"[bold]{number}. {title}", align="left")
+        self.console.print(explanation, style="dim")
+
+    def round(self, pairs: list[Any]) -> None:
+        from missive.demo import describe, function_namer, stage_name
+        from missive.node import decode_log, revert_reason
+
+        node = self.node
+        if self._namer is None:
+            self._namer = function_namer(node, self.names)
+        self.round_number += 1
+        abis = node.abis()
+        for envelope, receipt in pairs:
+            kind = envelope.kind.name.lower()
+            line = describe(envelope, receipt, self.names, self._namer, node.message)
+            if receipt.success:
+                outcome = "[green]✓[/]"
+            else:
+                reason = revert_reason(receipt.output) or receipt.error or receipt.status
+                outcome = f"[red]✗ {escape(reason)}[/]"
+            self.console.print(f"[dim]round {self.round_number:>3}[/]  [{KIND_STYLE.get(kind, 'white')}]{kind:<9}[/] "
+                               f"{escape(line)}  {outcome}")
+            for address, topics, data in receipt.logs:
+                decoded = decode_log(abis[address][1], topics, data) if address in abis else None
+                if decoded is not None:
+                    args = ", ".join(f"{k}={stage_name(v) if k == 'stage' else self._value(v)}"
+                                     for k, v in decoded[1].items())
+                    self.console.print(f"{'':25}[dim]event[/] {escape(decoded[0])}({escape(args)})")
+            for message_id in receipt.outgoing:
+                sent = node.message(message_id)
+                if sent is not None:
+                    whom = self.names.get(sent.recipient, "0x" + sent.recipient.hex()[:8])
+                    what = "reply" if sent.kind.name == "REPLY" else sent.kind.name.lower()
+                    self.console.print(f"{'':25}[dim]sends[/] {what} → {escape(whom)}")
+
+    def _value(self, value: Any) -> str:
+        if isinstance(value, str) and value.startswith("0x") and len(value) == 42:
+            return self.names.get(bytes.fromhex(value[2:]), value[:10])
+        return str(value)
+
+    def bulk_start(self, total: int) -> None:
+        self._progress = Progress(TextColumn("handled"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                  console=self.console, transient=True)
+        self._progress.start()
+        self._task = self._progress.add_task("traffic", total=total)
+
+    def bulk_advance(self, handled: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=handled)
+
+    def bulk_done(self, handled: int, seconds: float) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        rate = handled / seconds if seconds else 0.0
+        self.console.print(f"handled {handled} messages in {seconds:.2f} s: [bold]{rate:,.0f} messages/s[/] "
+                           "(signed, admitted, executed and durably committed)")
+
+    def note(self, text: str) -> None:
+        self.console.print(text)
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    from missive.demo import DemoError, run_demo
+    from missive.node import NodeError
+
+    if args.messages < 0 or args.senders < 2:
+        raise CliError("--messages must be >= 0 and --senders >= 2")
+    if args.dir is not None and args.dir.exists() and any(args.dir.iterdir()):
+        raise CliError(f"{args.dir} is not empty; the demo needs a fresh directory")
+    console = make_console()
+    workdir = args.dir or Path(tempfile.mkdtemp(prefix="missive-demo-"))
+    view = TerminalView(console)
+    console.print(f"[bold]Missive demo[/]: contract actors on a fresh embedded store at {workdir}")
+    try:
+        result = run_demo(workdir, view, bulk=args.messages, senders=args.senders, pace=args.pace, seed=args.seed)
+    except (DemoError, NodeError) as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    finally:
+        if args.dir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    show_final(console, result)
+    if args.dir is not None:
+        console.print(f"\nThe node is kept at {args.dir}; look around with "
+                      f"`missive ledger --dir {args.dir}` or `missive inbox --dir {args.dir} ADDR`.")
+    ok = result.supply_conserved and result.native_conserved and result.replay_problem is None
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def show_final(console: Console, result: Any) -> None:
+    console.print()
+    console.rule("[bold]Final state", align="left")
+    balances = Table(title="balances", title_justify="left")
+    balances.add_column("account")
+    balances.add_column("DEMO tokens", justify="right")
+    balances.add_column("native coin (wei)", justify="right")
+    for name, native in result.native_balances.items():
+        tokens = result.token_balances.get(name)
+        if not name.startswith("sender"):
+            balances.add_row(name, f"{tokens:,}" if tokens is not None else "-", f"{native:,}")
+    senders = {k: v for k, v in result.token_balances.items() if k.startswith("sender")}
+    if senders:
+        balances.add_row(f"{len(senders)} senders", f"{sum(senders.values()):,}", "0")
+    console.print(balances)
+    deals = Table(title="escrow deals", title_justify="left")
+    for column in ("deal", "buyer", "seller", "token", "amount", "stage"):
+        deals.add_column(column)
+    for deal in result.deals:
+        deals.add_row(*(str(deal[c]) for c in ("deal", "buyer", "seller", "token", "amount", "stage")))
+    console.print(deals)
+    console.print(f"ticker ran at logical times {result.ticks}")
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(result.messages_by_kind.items()))
+    statuses = ", ".join(f"{n} {k}" for k, n in sorted(result.receipts_by_status.items()))
+    console.print(f"ledger: {result.ledger_records} records; handled {kinds}; receipts {statuses}")
+
+    def check(ok: bool, text: str) -> str:
+        return f"[green]✓[/] {text}" if ok else f"[red]✗ {text}[/]"
+
+    console.print(check(result.supply_conserved, "token supply conserved (sum of balances = 1,000,000)"))
+    console.print(check(result.native_conserved, "native coin conserved (balances + value in flight = genesis)"))
+    replayed = f"replay from the ledger alone re-executed {result.replay_checked} messages, every receipt matches"
+    console.print(check(result.replay_problem is None, replayed if result.replay_problem is None
+                        else f"replay diverged: {result.replay_problem}"))
