@@ -5,8 +5,18 @@ order, gives each loaded actor its share in one channel send (a channel hop
 costs microseconds, so actors get batches, not single messages), lets every
 actor handle its messages one at a time to completion, then commits every
 outcome in one LMDB transaction (one fsync for the round) on a worker thread.
-Only after that commit do the messages the round sent become visible to the
-next round: nothing is delivered before it is durable.
+Only after that commit do the messages the round sent become visible to a
+later round: nothing is delivered before it is durable.
+
+Commits are pipelined: while round N's transaction is being written and
+synced, round N+1 already runs, on messages that were durable before it
+started.  That is safe because a loaded actor's state lives in memory (its
+account and every slot it read or wrote), so round N+1 sees round N's effects
+without reading them back; because an actor touched by an uncommitted round is
+never unloaded; and because commits happen one at a time, in round order, so
+round N+1 is durable only after round N.  Observers hear about a round, and
+callers see its receipts, only once it is committed.  Without the pipeline
+the CPU would sit idle during every fsync.
 
 Actors are loaded on demand, when a message for them is waiting, and unloaded
 (least recently used first) when more than ``max_live`` are loaded, so a node
@@ -46,6 +56,8 @@ class Actor:
     state: ActorState
     send: trio.MemorySendChannel[list[tuple[bytes, bytes, Envelope]]]
     receive: trio.MemoryReceiveChannel[list[tuple[bytes, bytes, Envelope]]]
+    #: the last round that gave it messages (it may not be unloaded before that round commits)
+    last_round: int = 0
 
 
 class ExecutorLock:
@@ -89,6 +101,11 @@ class Runtime:
         self._remaining = 0
         self._round_done = trio.Event()
         self._nursery: trio.Nursery | None = None
+        # the pipeline: the round being committed, its queue keys, and round numbers
+        self._committing: trio.Event | None = None
+        self._committing_keys: set[bytes] = set()
+        self._executed_rounds = 0
+        self._committed_rounds = 0
 
     # -- reading committed state during a round -----------------------------------
 
@@ -96,6 +113,9 @@ class Runtime:
         return lambda slot: self.store.slot(address, slot, self._txn)
 
     def _read_code(self, address: bytes) -> tuple[bytes, bytes]:
+        loaded = self.live.get(address)
+        if loaded is not None:  # may be deployed by a round still being committed
+            return loaded.state.code, loaded.state.account.code_hash
         account = self.store.account(address, self._txn)
         if account is None or not account.code_hash:
             return b"", b""
@@ -130,34 +150,52 @@ class Runtime:
                     self._round_done.set()
 
     def _unload_idle(self) -> None:
+        """Unload least recently used actors beyond ``max_live``, but none whose last round is
+        not yet committed (its state in memory is newer than the store's)."""
         while len(self.live) > self.max_live:
-            _, actor = self.live.popitem(last=False)
+            address, actor = next(iter(self.live.items()))
+            if actor.last_round > self._committed_rounds:
+                break  # LRU order: every later actor was used at least as recently
+            del self.live[address]
             actor.send.close()
 
     # -- rounds ---------------------------------------------------------------------------
 
-    def _due_work(self) -> list[tuple[bytes, bytes]]:
-        pending = self.store.pending_batch(self.batch, self.per_actor, self._cursor)
+    async def _due_work(self) -> list[tuple[bytes, bytes]]:
+        skip = self._committing_keys
+        pending = self.store.pending_batch(self.batch, self.per_actor, self._cursor, skip)
         soonest = self.store.next_scheduled()
-        clock = self.store.clock()
-        if soonest is not None and (not pending or soonest <= clock):
-            # Release what is due; when nothing else waits, logical time jumps to the soonest.
-            self.store.release_scheduled(clock if pending else max(soonest, clock))
-            pending = self.store.pending_batch(self.batch, self.per_actor, self._cursor)
+        if soonest is not None and (not pending or soonest <= self.store.clock()):
+            # Releasing is a write: let the round in flight commit first (it moves the clock too).
+            await self._finish_commit()
+            clock = self.store.clock()
+            if soonest <= clock or not pending:
+                # Release what is due; when nothing else waits, logical time jumps to the soonest.
+                self.store.release_scheduled(clock if pending else max(soonest, clock))
+                pending = self.store.pending_batch(self.batch, self.per_actor, self._cursor)
+        if not pending and self._committing is not None:
+            # What the round in flight sent becomes visible once it is committed.
+            await self._finish_commit()
+            return await self._due_work()
         if pending:
             self._cursor = pending[-1][0][:20]
         return pending
 
     async def step(self) -> int:
-        """Run one round; return how many messages it handled (0: idle)."""
-        pending = self._due_work()
+        """Run one round; return how many messages it handled (0: idle).
+
+        The round's commit may still be under way when this returns; the next
+        ``step`` (or the end of :meth:`run`) waits for it.
+        """
+        pending = await self._due_work()
         if not pending:
             return 0
+        self._executed_rounds += 1
         groups: dict[bytes, list[tuple[bytes, bytes, Envelope]]] = {}
         with self.store.read() as txn:
             self._txn = txn
             for queue_key, message_id in pending:
-                found = self.store.message(message_id, txn)
+                found = self.store.message(message_id, txn, check=False)
                 if found is None:  # pragma: no cover - the store's own invariant
                     raise RuntimeError(f"queued message 0x{message_id.hex()} is missing from the ledger")
                 groups.setdefault(queue_key[:20], []).append((queue_key, message_id, found[0]))
@@ -165,17 +203,38 @@ class Runtime:
             self._remaining = len(groups)
             self._round_done = trio.Event()
             for address, batch in groups.items():
-                await self._load(address).send.send(batch)
+                actor = self._load(address)
+                actor.last_round = self._executed_rounds
+                await actor.send.send(batch)
             await self._round_done.wait()
             self._txn = None
-        outcomes = self._outcomes
+        await self._finish_commit()  # commits stay one at a time, in round order
+        self._start_commit(self._outcomes, {key for key, _ in pending})
+        return len(self._outcomes)
+
+    def _start_commit(self, outcomes: list[tuple[Envelope, Outcome]], keys: set[bytes]) -> None:
+        done = trio.Event()
+        self._committing, self._committing_keys = done, keys
+        assert self._nursery is not None
+        self._nursery.start_soon(self._commit, outcomes, done, name="commit")
+
+    async def _commit(self, outcomes: list[tuple[Envelope, Outcome]], done: trio.Event) -> None:
+        # A failed commit raises out of the nursery and stops the runtime: the
+        # actors' memory is ahead of the store, so nothing may run on it.
         await trio.to_thread.run_sync(self.store.commit, [o for _, o in outcomes])
+        self._committed_rounds += 1
         self.handled_total += len(outcomes)
         self.rounds += 1
+        self._committing, self._committing_keys = None, set()
+        done.set()
         for observer in self.observers:
             observer(outcomes)
         self._unload_idle()
-        return len(outcomes)
+
+    async def _finish_commit(self) -> None:
+        """Wait until the round being committed (if any) is durable."""
+        if self._committing is not None:
+            await self._committing.wait()
 
     async def run(self, *, until_idle: bool = True, poll_interval: float = 0.01,
                   until: Callable[[], bool] | None = None) -> int:
@@ -191,6 +250,9 @@ class Runtime:
                         if until_idle:
                             break
                         await trio.sleep(poll_interval)
+                    elif until is not None:
+                        await self._finish_commit()  # `until` looks at the store
+                await self._finish_commit()
             finally:
                 for actor in self.live.values():
                     actor.send.close()

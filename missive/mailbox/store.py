@@ -31,7 +31,7 @@ so throughput does not pay one fsync per message.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -136,12 +136,17 @@ class Store:
                     out[int.from_bytes(key[20:], "big")] = int.from_bytes(value, "big")
         return out
 
-    def message(self, message_id: bytes, txn: lmdb.Transaction | None = None) -> tuple[Envelope, bytes, bytes] | None:
+    def message(self, message_id: bytes, txn: lmdb.Transaction | None = None, *,
+                check: bool = True) -> tuple[Envelope, bytes, bytes] | None:
+        """(envelope, public key, signature) of a stored message; ``check=False``: see :meth:`Envelope.decode`."""
         raw = self._get(txn, "messages", message_id)
         if raw is None:
             return None
         canonical, public_key, signature = msgpack.unpackb(raw)
-        return Envelope.decode(canonical), public_key, signature
+        envelope = Envelope.decode(canonical, check=check)
+        if not check:
+            envelope.__dict__["id"] = message_id  # trusted: the key it is stored under is its id
+        return envelope, public_key, signature
 
     def receipt(self, message_id: bytes, txn: lmdb.Transaction | None = None) -> Receipt | None:
         raw = self._get(txn, "receipts", message_id)
@@ -155,10 +160,12 @@ class Store:
         """(queue key, message id) of messages waiting, for one actor or all, in queue order."""
         return self._scan("pending", address or b"", limit)
 
-    def pending_batch(self, limit: int, per_actor: int, start_after: bytes = b"") -> list[tuple[bytes, bytes]]:
+    def pending_batch(self, limit: int, per_actor: int, start_after: bytes = b"",
+                      skip: Container[bytes] = frozenset()) -> list[tuple[bytes, bytes]]:
         """A fair batch of waiting messages: at most ``per_actor`` from each actor's queue
         (the oldest ones), visiting actors in address order from ``start_after`` and
-        wrapping around, so one busy actor cannot starve the others."""
+        wrapping around, so one busy actor cannot starve the others.  Queue keys in
+        ``skip`` (messages already handled, whose commit is under way) are passed over."""
         out: list[tuple[bytes, bytes]] = []
         with self.read() as txn:
             cursor = txn.cursor(db=self.db["pending"])
@@ -177,8 +184,9 @@ class Store:
                     key, value = cursor.item()
                     if key[:20] != actor:
                         break
-                    out.append((bytes(key), bytes(value)))
-                    taken += 1
+                    if key not in skip:
+                        out.append((bytes(key), bytes(value)))
+                        taken += 1
                     positioned = cursor.next()
                 if positioned and cursor.key()[:20] == actor:
                     positioned = cursor.set_range(actor + b"\xff" * 8)
@@ -300,35 +308,48 @@ class Store:
         return results
 
     def commit(self, outcomes: list[Outcome]) -> None:
-        """Commit handler runs: queue removal, receipt, state and sent messages, atomically."""
+        """Commit handler runs: queue removal, receipt, state and sent messages, atomically.
+
+        An actor handles many messages per round; its account is written once,
+        from its last outcome, with the round's balance changes summed (each
+        run's ``account`` already includes every earlier run of the round).
+        """
+        accounts: dict[bytes, tuple[Account, int]] = {}
+        clock = 0
         with self.env.begin(write=True) as txn:
             db = self.db
+            receipts, mailbox, storage = db["receipts"], db["mailbox"], db["storage"]
             for o in outcomes:
                 table, key = o.queue_key
                 txn.delete(key, db=db[table])
-                txn.put(o.message_id, o.receipt.encode(), db=db["receipts"])
-                txn.put(o.recipient + u64(o.receipt.position), o.message_id, db=db["mailbox"])
-                raw = txn.get(o.recipient, db=db["accounts"])
-                current = Account.decode(raw) if raw is not None else Account()
-                merged = attrs.evolve(
-                    o.account,
-                    balance=current.balance + o.balance_delta,
-                    nonce=o.account.nonce if o.account.code_hash else current.nonce,
-                    public_key=current.public_key,
-                )
-                txn.put(o.recipient, merged.encode(), db=db["accounts"])
+                txn.put(o.message_id, o.receipt.encode(), db=receipts)
+                txn.put(o.recipient + u64(o.receipt.position), o.message_id, db=mailbox)
+                earlier = accounts.get(o.recipient)
+                accounts[o.recipient] = (o.account, o.balance_delta + (earlier[1] if earlier else 0))
                 if o.code is not None:
                     txn.put(o.account.code_hash, o.code, db=db["code"])
                 for slot, value in o.storage_writes.items():
                     skey = o.recipient + slot.to_bytes(32, "big")
                     if value:
-                        txn.put(skey, word_bytes(value), db=db["storage"])
+                        txn.put(skey, word_bytes(value), db=storage)
                     else:
-                        txn.delete(skey, db=db["storage"])
+                        txn.delete(skey, db=storage)
                 self._append(txn, ["receipt", o.message_id])
                 for envelope in o.new_messages:
                     self._enqueue(txn, envelope, envelope.id, b"", b"")
-                self._advance_clock(txn, o.account.clock)
+                clock = max(clock, o.account.clock)
+            for address, (account, delta) in accounts.items():
+                raw = txn.get(address, db=db["accounts"])
+                current = Account.decode(raw) if raw is not None else Account()
+                merged = attrs.evolve(
+                    account,
+                    balance=current.balance + delta,
+                    nonce=account.nonce if account.code_hash else current.nonce,
+                    public_key=current.public_key,
+                )
+                txn.put(address, merged.encode(), db=db["accounts"])
+            if outcomes:
+                self._advance_clock(txn, clock)
 
     def release_scheduled(self, up_to: int) -> int:
         """Move scheduled messages due at or before logical time ``up_to`` into their queues."""
