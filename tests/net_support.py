@@ -15,11 +15,27 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
+from hypothesis import strategies as st
 
 from missive.net import FrameDecoder, Handler, IsAllowed, NodeId, NodeIdentity, allow_only, serve
 from missive.net.frames import HEADER
 
 HOST = "127.0.0.1"
+
+#: Any value msgpack carries unchanged (lists, not tuples; no NaN, which is not equal to itself).
+msgpack_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=50)
+    | st.binary(max_size=50),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(st.text(max_size=10) | st.binary(max_size=10), children, max_size=5)
+    ),
+    max_leaves=30,
+)
 
 
 def trio_test(timeout: float = 10.0) -> Callable[[Callable[..., Awaitable[None]]], Callable[..., None]]:

@@ -21,11 +21,12 @@ import trio
 import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from net_support import HOST, ListRecords, meddling_proxy, running_server, trio_test
+from net_support import HANDLERS, HOST, ListRecords, meddling_proxy, msgpack_values, running_server, trio_test
 
 from missive.net import (
     CallTimeout,
     ChannelClosed,
+    ChannelError,
     ConnectionLost,
     DecryptionFailed,
     FrameDecoder,
@@ -80,20 +81,6 @@ async def wait_for_log(net_log: ListRecords, text: str, level: int = logging.WAR
 
 
 # -- frames ----------------------------------------------------------------------------------------
-
-msgpack_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=50)
-    | st.binary(max_size=50),
-    lambda children: (
-        st.lists(children, max_size=5)
-        | st.dictionaries(st.text(max_size=10) | st.binary(max_size=10), children, max_size=5)
-    ),
-    max_leaves=30,
-)
 
 
 @settings(max_examples=200, deadline=None)
@@ -424,7 +411,7 @@ async def test_channel_receive_reports_tampering_as_decryption_failed() -> None:
     with pytest.raises(DecryptionFailed, match="frame 0 failed authentication"):
         await server.receive()
     assert server.closed
-    with pytest.raises(Exception, match="closed"):
+    with pytest.raises(ChannelError, match="closed"):
         await server.receive()
 
 
@@ -440,8 +427,6 @@ async def test_rpc_results_remote_errors_unknown_methods_timeouts_and_notificati
     async def note(peer: NodeId, params: Any) -> None:
         seen.append((peer, params))
         got_note.set()
-
-    from net_support import HANDLERS
 
     async with running_server(server, allow_any, {**HANDLERS, "note": note}) as port:
         channel = await initiate(await trio.open_tcp_stream(HOST, port), client, expected_peer=server.node_id)

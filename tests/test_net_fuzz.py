@@ -21,8 +21,7 @@ import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from net_support import HOST, ListRecords, ThreadedNode
-from test_net import msgpack_values
+from net_support import HOST, ListRecords, ThreadedNode, msgpack_values
 
 from missive.net import FrameReader, HandshakeError, NetError, NodeIdentity, encode_frame, initiate, open_rpc
 from missive.net.frames import HEADER

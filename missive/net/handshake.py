@@ -103,14 +103,20 @@ def _parse_hello(body: bytes, role: str) -> _Hello:
         raise HandshakeError(f"malformed hello: {exc}") from exc
     version = hello.get("version")
     if version != PROTOCOL_VERSION:
-        raise HandshakeError(f"protocol version: peer speaks {version!r}, we speak {PROTOCOL_VERSION}")
+        raise HandshakeError(f"protocol version: peer speaks {_quote(version)}, we speak {PROTOCOL_VERSION}")
     if hello.get("role") != role:
-        raise HandshakeError(f"malformed hello: role {hello.get('role')!r}, expected {role!r}")
+        raise HandshakeError(f"malformed hello: role {_quote(hello.get('role'))}, expected {role!r}")
     for field, size in (("id", NODE_ID_SIZE), ("eph", 32), ("nonce", 32)):
         value = hello.get(field)
         if not isinstance(value, bytes) or len(value) != size:
             raise HandshakeError(f"malformed hello: {field!r} must be {size} bytes")
     return _Hello(hello["id"], hello["eph"], body)
+
+
+def _quote(value: object) -> str:
+    """A peer-supplied value for a log line: repr'd (no raw control characters) and short."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _transcript(hello_i: _Hello, hello_r: _Hello) -> bytes:

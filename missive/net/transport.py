@@ -98,8 +98,15 @@ async def serve(
     ``port`` 0 picks a free port; the bound port is reported through
     ``task_status`` (``port = await nursery.start(serve, ...)``).
     ``is_allowed(node_id)`` decides which authenticated nodes may connect.
+    Give ``host`` as an address ("127.0.0.1"): a name that resolves to several
+    addresses gets one listener each, and with port 0 only the first is kept,
+    since each would get a different port.
     """
     listeners = await trio.open_tcp_listeners(port, host=host)
+    if port == 0:
+        for extra in listeners[1:]:
+            await extra.aclose()
+        listeners = listeners[:1]
     bound: int = listeners[0].socket.getsockname()[1]
     slots = trio.Semaphore(max_connections)
     log.info("node %s listening on %s:%d", short_id(identity.node_id), host, bound)
