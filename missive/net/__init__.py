@@ -1,0 +1,114 @@
+"""Cluster transport: authenticated, encrypted RPC between the nodes of a local cluster.
+
+The stack, bottom to top — each layer only knows the one below it:
+
+1. **frames** (:mod:`missive.net.frames`): TCP is a byte stream, so messages are
+   framed as a 4-byte big-endian length plus one msgpack value, with a size
+   limit checked from the header and a strict decoder for hostile input.
+2. **identity** (:mod:`missive.net.identity`): a node is its Ed25519 key; the
+   node id is the 32-byte verify key.
+3. **handshake** (:mod:`missive.net.handshake`): both ends sign a transcript
+   of fresh X25519 keys and nonces, proving their ids; the responder refuses
+   ids its ``is_allowed`` rejects, the dialler refuses anyone but the id it
+   dialled.  Session keys (one per direction) come from the X25519 secret.
+4. **secure channel** (:mod:`missive.net.channel`): every message sealed with
+   XSalsa20-Poly1305 under a per-direction frame counter, so tampering,
+   replay and reordering all fail authentication and close the connection.
+5. **rpc** (:mod:`missive.net.rpc`): calls with ids, timeouts and remote
+   errors, notifications, handlers, and bounded in-flight work per
+   connection (a full connection stops being read: TCP pushes back).
+6. **server / peer link** (:mod:`missive.net.transport`): :func:`serve` runs
+   each inbound connection in its own task so a bad peer only loses its own
+   connection; :class:`PeerLink` keeps an outgoing connection alive with
+   backoff and a bounded queue.
+
+Everything that can go wrong raises a subclass of :class:`NetError`.
+"""
+
+from __future__ import annotations
+
+from missive.net.channel import SecureChannel
+from missive.net.errors import (
+    CallTimeout,
+    ChannelClosed,
+    ChannelError,
+    ConnectionLost,
+    DecryptionFailed,
+    FrameError,
+    FrameMalformed,
+    FrameTooLarge,
+    FrameTruncated,
+    FrameTypeError,
+    HandshakeError,
+    NetError,
+    NotEncodable,
+    ProtocolViolation,
+    RemoteError,
+    RpcError,
+)
+from missive.net.frames import (
+    MAX_FRAME,
+    MAX_MESSAGE,
+    FrameDecoder,
+    FrameReader,
+    decode_frame,
+    encode_frame,
+    read_frame,
+)
+from missive.net.handshake import (
+    HANDSHAKE_TIMEOUT,
+    PROTOCOL_VERSION,
+    IsAllowed,
+    allow_any,
+    allow_only,
+    initiate,
+    respond,
+)
+from missive.net.identity import IdentityError, NodeId, NodeIdentity, short_id
+from missive.net.rpc import Handler, Pending, RpcConnection, open_rpc
+from missive.net.transport import PeerLink, open_peer_link, serve
+
+__all__ = [
+    "HANDSHAKE_TIMEOUT",
+    "MAX_FRAME",
+    "MAX_MESSAGE",
+    "PROTOCOL_VERSION",
+    "CallTimeout",
+    "ChannelClosed",
+    "ChannelError",
+    "ConnectionLost",
+    "DecryptionFailed",
+    "FrameDecoder",
+    "FrameError",
+    "FrameMalformed",
+    "FrameReader",
+    "FrameTooLarge",
+    "FrameTruncated",
+    "FrameTypeError",
+    "Handler",
+    "HandshakeError",
+    "IdentityError",
+    "IsAllowed",
+    "NetError",
+    "NodeId",
+    "NodeIdentity",
+    "NotEncodable",
+    "Pending",
+    "PeerLink",
+    "ProtocolViolation",
+    "RemoteError",
+    "RpcConnection",
+    "RpcError",
+    "SecureChannel",
+    "allow_any",
+    "allow_only",
+    "decode_frame",
+    "encode_frame",
+    "initiate",
+    "open_peer_link",
+    "open_rpc",
+    "read_frame",
+    "respond",
+    "serve",
+    "short_id",
+]

@@ -1,0 +1,392 @@
+"""Request/response multiplexing over one secure channel.
+
+Messages are msgpack lists, tagged by an integer kind::
+
+    [0, id, method, params]   request (expects a response with the same id)
+    [1, id, result]           response: success
+    [2, id, message]          response: error (handler raised, unknown method, ...)
+    [3, method, params]       notification (no response)
+
+Both ends of a connection may call and serve; ids are per caller, and the
+kind tells requests from responses, so the two directions never collide.
+
+Backpressure: at most ``max_in_flight`` requests and notifications run at
+once per connection.  When they are all busy the reader *stops reading*; the
+kernel's receive buffer fills, TCP's window closes and the peer's sends
+block.  Nothing is queued without bound and no message is dropped.
+
+A consequence to keep in mind: responses travel on the same stream as
+requests, so if both ends saturate each other with calls *on one
+connection* they can stall until call timeouts fire.  The peer-link design
+(:mod:`missive.net.transport`) uses one connection per direction — my calls
+go out on the link I dialled, yours on the one you dialled — which keeps the
+flow acyclic.
+
+Failures are contained: an unknown method or a handler exception becomes an
+error response (the connection stays up); a message that is not valid RPC
+(:class:`ProtocolViolation`) or any channel failure ends the connection, and
+every call still waiting on it fails with :class:`ConnectionLost`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from missive.net.channel import SecureChannel
+from missive.net.errors import (
+    CallTimeout,
+    ChannelClosed,
+    ChannelError,
+    ConnectionLost,
+    FrameTooLarge,
+    NetError,
+    NotEncodable,
+    ProtocolViolation,
+    RemoteError,
+)
+from missive.net.identity import NodeId, short_id
+
+log = logging.getLogger(__name__)
+
+REQUEST, RESULT, ERROR, NOTIFY = 0, 1, 2, 3
+
+#: A handler gets the caller's authenticated node id and the params; its return
+#: value (any msgpack-able value) is the result.
+Handler = Callable[[NodeId, Any], Awaitable[Any]]
+
+CALL_TIMEOUT = 10.0
+MAX_IN_FLIGHT = 64
+#: Error messages sent back to a caller are cut to this many characters.
+_MAX_ERROR_TEXT = 1000
+
+
+class Pending:
+    """One outgoing call (or notification) on its way: the caller waits on it.
+
+    Separate from the connection so a :class:`~missive.net.transport.PeerLink`
+    can queue it while no connection exists yet.
+    """
+
+    def __init__(self, method: str, params: Any = None, *, expects_reply: bool = True) -> None:
+        self.method = method
+        self.params = params
+        self.expects_reply = expects_reply
+        #: Set when the caller gave up (timeout); a queued call is then skipped.
+        self.abandoned = False
+        self._done = trio.Event()
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._forget: Callable[[], None] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def set_result(self, value: Any) -> None:
+        if not self.done:
+            self._result = value
+            self._done.set()
+
+    def set_error(self, error: BaseException) -> None:
+        if not self.done:
+            self._error = error
+            self._done.set()
+
+    async def wait(self) -> Any:
+        """The result, or raise the error (:class:`RemoteError`, :class:`ConnectionLost`...)."""
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def abandon(self) -> None:
+        """The caller stopped waiting: skip it if still queued, forget its id if sent."""
+        self.abandoned = True
+        if self._forget is not None:
+            self._forget()
+            self._forget = None
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text[:_MAX_ERROR_TEXT]
+
+
+class RpcConnection:
+    """Calls, notifications and request handling over one :class:`SecureChannel`.
+
+    Run :meth:`run` in a task (or use :func:`open_rpc`); it reads until the
+    connection ends.  :meth:`call` and :meth:`notify` may be used from any
+    number of tasks meanwhile.
+    """
+
+    def __init__(
+        self,
+        channel: SecureChannel,
+        handlers: Mapping[str, Handler] | None = None,
+        *,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        call_timeout: float = CALL_TIMEOUT,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self.channel = channel
+        self.handlers: Mapping[str, Handler] = handlers or {}
+        self.call_timeout = call_timeout
+        self.max_in_flight = max_in_flight
+        self._slots = trio.Semaphore(max_in_flight)
+        self._ids = itertools.count(1)
+        self._pending: dict[int, Pending] = {}
+        self._cancel = trio.CancelScope()
+        self._closed_reason: str | None = None
+        self._finished = trio.Event()
+        self._started = False
+        self._closing = False
+
+    def __repr__(self) -> str:
+        state = f"closed: {self._closed_reason}" if self._closed_reason else "open"
+        return f"<RpcConnection peer={short_id(self.peer_id)} {state}>"
+
+    @property
+    def peer_id(self) -> NodeId:
+        return self.channel.peer_id
+
+    @property
+    def closed_reason(self) -> str | None:
+        return self._closed_reason
+
+    @property
+    def in_flight(self) -> int:
+        """Incoming requests/notifications being handled right now."""
+        return self.max_in_flight - self._slots.value
+
+    # -- caller side -----------------------------------------------------------
+
+    async def call(self, method: str, params: Any = None, *, timeout: float | None = None) -> Any:
+        """Call ``method`` on the peer and return its result.
+
+        Raises :class:`RemoteError` if the peer answered with an error,
+        :class:`CallTimeout` after ``timeout`` seconds (default
+        ``call_timeout``), :class:`ConnectionLost` if the connection ended
+        first, and :class:`NotEncodable` / :class:`FrameTooLarge` if
+        ``params`` cannot be sent.  A timeout while the send itself is
+        blocked (the peer is not reading) closes the connection, since half
+        a frame may have gone out.
+        """
+        limit = self.call_timeout if timeout is None else timeout
+        pending = Pending(method, params)
+        with trio.move_on_after(limit):
+            await self.send_request(pending)
+            return await pending.wait()
+        pending.abandon()
+        raise CallTimeout(method, limit)
+
+    async def notify(self, method: str, params: Any = None) -> None:
+        """Send a one-way notification; returns once it is written to the socket."""
+        self._check_open()
+        try:
+            await self.channel.send([NOTIFY, method, params])
+        except ChannelError as exc:
+            raise ConnectionLost(self._lost_text(str(exc))) from exc
+
+    async def send_request(self, pending: Pending) -> None:
+        """Send ``pending`` as a request; its result arrives through ``pending``.
+
+        The low-level half of :meth:`call`, for callers that queue calls
+        (a peer link).  Notifications (``expects_reply=False``) are sent and
+        resolved at once.
+        """
+        try:
+            await self._send_request(pending)
+        except BaseException as exc:
+            # Whatever happened, whoever waits on ``pending`` must not wait forever.
+            pending.set_error(exc if isinstance(exc, NetError) else ConnectionLost(self._lost_text("send interrupted")))
+            raise
+
+    async def _send_request(self, pending: Pending) -> None:
+        if not pending.expects_reply:
+            await self.notify(pending.method, pending.params)
+            pending.set_result(None)
+            return
+        self._check_open()
+        call_id = next(self._ids)
+        self._pending[call_id] = pending
+
+        def forget() -> None:
+            self._pending.pop(call_id, None)
+
+        pending._forget = forget
+        try:
+            await self.channel.send([REQUEST, call_id, pending.method, pending.params])
+        except (NotEncodable, FrameTooLarge):
+            self._pending.pop(call_id, None)
+            raise  # nothing was sent; the channel is intact
+        except ChannelError as exc:
+            self._pending.pop(call_id, None)
+            raise ConnectionLost(self._lost_text(str(exc))) from exc
+        except BaseException:
+            self._pending.pop(call_id, None)
+            raise
+
+    # -- reading and serving ---------------------------------------------------
+
+    async def run(self) -> None:
+        """Read and dispatch messages until the connection ends.
+
+        Returns normally when the peer closes cleanly or :meth:`aclose` is
+        called; raises a :class:`NetError` saying why otherwise (bad frame,
+        failed decryption, protocol violation...).  Either way the channel
+        is closed, handlers still running are cancelled and waiting calls
+        fail with :class:`ConnectionLost`.
+        """
+        if self._started:
+            raise RuntimeError("RpcConnection.run() called twice")
+        self._started = True
+        reason = "closed locally"
+        error: NetError | None = None
+        try:
+            with self._cancel:
+                async with trio.open_nursery() as handlers:
+                    try:
+                        await self._read_loop(handlers)
+                    except ChannelClosed:
+                        reason = "peer closed the connection"
+                    except NetError as exc:
+                        if self._closing:  # our own aclose() broke the read: not a failure
+                            reason = "closed locally"
+                        else:
+                            reason, error = str(exc), exc
+                    finally:
+                        handlers.cancel_scope.cancel()
+        finally:
+            self._shut(reason)
+            await trio.aclose_forcefully(self.channel)
+            self._finished.set()
+        if error is not None:
+            raise error
+
+    async def aclose(self) -> None:
+        """End the connection: stop reading, cancel handlers, close the channel."""
+        self._closing = True
+        self._shut("closed locally")
+        self._cancel.cancel()
+        await trio.aclose_forcefully(self.channel)
+
+    async def wait_closed(self) -> None:
+        """Wait until :meth:`run` has finished."""
+        await self._finished.wait()
+
+    async def _read_loop(self, handlers: trio.Nursery) -> None:
+        while True:
+            message = await self.channel.receive()
+            if not isinstance(message, list) or not message or type(message[0]) is not int:
+                raise ProtocolViolation(f"not an rpc message: {_describe(message)}")
+            kind = message[0]
+            if kind == REQUEST and len(message) == 4 and type(message[1]) is int and isinstance(message[2], str):
+                # Backpressure: with every slot busy we stop reading right here.
+                await self._slots.acquire()
+                handlers.start_soon(self._serve, message[1], message[2], message[3])
+            elif kind == NOTIFY and len(message) == 3 and isinstance(message[1], str):
+                await self._slots.acquire()
+                handlers.start_soon(self._serve, None, message[1], message[2])
+            elif kind in (RESULT, ERROR) and len(message) == 3 and type(message[1]) is int:
+                self._resolve(kind, message[1], message[2])
+            else:
+                raise ProtocolViolation(f"malformed rpc message of kind {kind}: {_describe(message)}")
+
+    def _resolve(self, kind: int, call_id: int, value: Any) -> None:
+        pending = self._pending.pop(call_id, None)
+        if pending is None:
+            log.debug("response to unknown or abandoned call %d from %s", call_id, short_id(self.peer_id))
+            return
+        pending._forget = None
+        if kind == RESULT:
+            pending.set_result(value)
+        elif isinstance(value, str):
+            pending.set_error(RemoteError(pending.method, value))
+        else:
+            pending.set_error(ProtocolViolation(f"error response with a {type(value).__name__} message"))
+
+    async def _serve(self, call_id: int | None, method: str, params: Any) -> None:
+        """Run one handler and send its answer; never raises (except cancellation)."""
+        try:
+            handler = self.handlers.get(method)
+            if handler is None:
+                log.debug("%s called unknown method %r", short_id(self.peer_id), method)
+                reply = [ERROR, call_id, f"unknown method {method!r}"[:_MAX_ERROR_TEXT]]
+            else:
+                try:
+                    reply = [RESULT, call_id, await handler(self.peer_id, params)]
+                except Exception as exc:
+                    log.warning("handler %r (called by %s) raised", method, short_id(self.peer_id), exc_info=True)
+                    reply = [ERROR, call_id, _error_text(exc)]
+            if call_id is not None:
+                await self._reply(reply)
+        finally:
+            self._slots.release()
+
+    async def _reply(self, reply: list[Any]) -> None:
+        try:
+            try:
+                await self.channel.send(reply)
+            except (NotEncodable, FrameTooLarge) as exc:
+                await self.channel.send([ERROR, reply[1], f"result cannot be sent: {exc}"[:_MAX_ERROR_TEXT]])
+        except ChannelError:
+            pass  # the connection is gone; the reader reports why
+
+    # -- internals -------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed_reason is not None:
+            raise ConnectionLost(self._lost_text(self._closed_reason))
+
+    def _lost_text(self, reason: str) -> str:
+        return f"connection to {short_id(self.peer_id)} lost: {reason}"
+
+    def _shut(self, reason: str) -> None:
+        if self._closed_reason is None:
+            self._closed_reason = reason
+        pending, self._pending = self._pending, {}
+        for call in pending.values():
+            call._forget = None
+            call.set_error(ConnectionLost(self._lost_text(self._closed_reason)))
+
+
+def _describe(message: Any) -> str:
+    text = repr(message)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@asynccontextmanager
+async def open_rpc(
+    channel: SecureChannel,
+    handlers: Mapping[str, Handler] | None = None,
+    *,
+    max_in_flight: int = MAX_IN_FLIGHT,
+    call_timeout: float = CALL_TIMEOUT,
+) -> AsyncIterator[RpcConnection]:
+    """An :class:`RpcConnection` whose reader runs in the background for the ``async with`` block.
+
+    A connection failure is logged (WARNING) and shows up as
+    :class:`ConnectionLost` on calls; it is not raised out of the block.
+    """
+    conn = RpcConnection(channel, handlers, max_in_flight=max_in_flight, call_timeout=call_timeout)
+
+    async def reader() -> None:
+        try:
+            await conn.run()
+        except NetError as exc:
+            log.warning("connection to %s ended: %s", short_id(conn.peer_id), exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        try:
+            yield conn
+        finally:
+            await conn.aclose()
