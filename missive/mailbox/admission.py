@@ -46,7 +46,9 @@ def verify_signature(envelope: Envelope, public_key: bytes, signature: bytes) ->
 Check = Callable[[lmdb.Transaction, Envelope, bytes, bytes, dict[bytes, Account]], Account]
 
 
-def checker(store: Store) -> Check:
+def checker(store: Store, is_local: Callable[[bytes], bool] | None = None) -> Check:
+    """Admission for ``store``.  With ``is_local`` (a cluster node), a recipient whose actor
+    another node executes is not looked up here: its node handles the message."""
     def check(txn: lmdb.Transaction, envelope: Envelope, public_key: bytes, signature: bytes,
               updated: dict[bytes, Account]) -> Account:
         envelope.validate()
@@ -77,7 +79,7 @@ def checker(store: Store) -> Check:
                 raise EnvelopeError(f"deploy address must be 0x{expected.hex()} (sender and nonce decide it)")
             if not envelope.payload:
                 raise EnvelopeError("deploy message carries no init code")
-        elif envelope.payload:
+        elif envelope.payload and (is_local is None or is_local(envelope.recipient)):
             target = store.account(envelope.recipient, txn)
             if target is None or not target.is_contract:
                 raise EnvelopeError(f"unknown contract 0x{envelope.recipient.hex()}: no code there to call")

@@ -31,7 +31,7 @@ so throughput does not pay one fsync per message.
 from __future__ import annotations
 
 import os
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -42,7 +42,8 @@ import msgpack
 from missive.mailbox.envelope import FORMAT_VERSION, Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
 
-TABLES = ("meta", "ledger", "messages", "pending", "scheduled", "receipts", "mailbox", "accounts", "code", "storage")
+TABLES = ("meta", "ledger", "messages", "pending", "scheduled", "receipts", "mailbox", "accounts", "code", "storage",
+          "outbound")
 MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as used
 
 
@@ -84,8 +85,18 @@ class Accepted:
 
 
 class Store:
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = False, readonly: bool = False) -> None:
+    """A node's ledger and state in one LMDB environment.
+
+    ``is_local(address)`` says whether this node executes ``address``'s actor
+    (always, on a single node).  A message for an actor that lives elsewhere is
+    queued in ``outbound`` instead of ``pending``, in send order, until the
+    cluster's forwarder has it durably accepted by the node that executes it.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = False, readonly: bool = False,
+                 is_local: Callable[[bytes], bool] | None = None) -> None:
         self.path = Path(path)
+        self.is_local = is_local
         if not create and not (self.path / "data.mdb").exists():
             raise StoreError(f"no Missive node at {self.path} (run `missive init` first)")
         self.path.mkdir(parents=True, exist_ok=True)
@@ -255,10 +266,65 @@ class Store:
 
     def _enqueue(self, txn: lmdb.Transaction, envelope: Envelope, message_id: bytes, public_key: bytes, signature: bytes) -> None:
         txn.put(message_id, msgpack.packb([envelope.canonical(), public_key, signature]), db=self.db["messages"])
-        if envelope.kind is Kind.SCHEDULED:
+        if self.is_local is not None and not self.is_local(envelope.recipient):
+            txn.put(u64(self._next_seq(txn)), message_id, db=self.db["outbound"])
+        elif envelope.kind is Kind.SCHEDULED:
             txn.put(envelope.not_before.to_bytes(32, "big") + message_id, b"", db=self.db["scheduled"])
         else:
             txn.put(envelope.recipient + u64(self._next_seq(txn)), message_id, db=self.db["pending"])
+
+    # -- between nodes ---------------------------------------------------------------
+
+    def outbound(self, limit: int) -> list[tuple[bytes, bytes, bytes]]:
+        """(queue key, message id, stored record) of messages waiting to leave this node, in send order."""
+        out = []
+        with self.read() as txn:
+            for key, message_id in txn.cursor(db=self.db["outbound"]):
+                if len(out) >= limit:
+                    break
+                out.append((key, message_id, txn.get(message_id, db=self.db["messages"])))
+        return out
+
+    def forwarded(self, keys: list[bytes]) -> None:
+        """The node that executes their recipients has them durably: drop them from ``outbound``."""
+        with self.env.begin(write=True) as txn:
+            for key in keys:
+                txn.delete(key, db=self.db["outbound"])
+
+    def in_transit_value(self) -> int:
+        """Value carried by messages waiting to leave this node (part of the cluster's value in flight)."""
+        total = 0
+        with self.read() as txn:
+            for _, message_id in txn.cursor(db=self.db["outbound"]):
+                raw = txn.get(message_id, db=self.db["messages"])
+                total += Envelope.decode(msgpack.unpackb(raw)[0], check=False).value
+        return total
+
+    def receive(self, records: list[bytes]) -> list[bytes | EnvelopeError]:
+        """Accept messages another node sent here (its stored records), in order, in one transaction.
+
+        Each is checked (decodes, validates) and deduplicated by id, so a retried
+        delivery is harmless; the Lamport clock moves past each message's time.
+        Returns the ids (or the error naming what was wrong with a record).
+        """
+        results: list[bytes | EnvelopeError] = []
+        with self.env.begin(write=True) as txn:
+            for raw in records:
+                try:
+                    canonical, public_key, signature = msgpack.unpackb(raw)
+                    envelope = Envelope.decode(canonical)
+                except EnvelopeError as err:
+                    results.append(err)
+                    continue
+                except (ValueError, TypeError) as err:
+                    results.append(EnvelopeError(f"malformed message record: {err}"))
+                    continue
+                message_id = envelope.id
+                if txn.get(message_id, db=self.db["messages"]) is None:
+                    self._enqueue(txn, envelope, message_id, public_key, signature)
+                    self._advance_clock(txn, envelope.time)
+                results.append(message_id)
+        return results
 
     def create_account(self, address: bytes, public_key: bytes, balance: int) -> None:
         """Genesis: an external account with a starting balance (the dev faucet)."""

@@ -1,0 +1,82 @@
+"""``missive cluster up | status | down``: a local cluster of node processes."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from missive.cli.common import EXIT_FAILED, EXIT_OK, CliError, make_console
+
+DEFAULT_DIR = Path(".missive-cluster")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("cluster", help="run a local cluster of nodes on 127.0.0.1")
+    commands = parser.add_subparsers(dest="cluster_command", metavar="COMMAND")
+    commands.required = True
+    up = commands.add_parser("up", help="start N node processes and wait until they see each other")
+    up.add_argument("--nodes", type=int, default=4)
+    up.add_argument("--replicas", type=int, default=1, help="nodes holding each actor (only 1 for now)")
+    up.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"cluster directory (default {DEFAULT_DIR})")
+    up.set_defaults(handler=run_up)
+    status = commands.add_parser("status", help="every node: up/down, actors, backlog, messages/s, peers")
+    status.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    status.set_defaults(handler=run_status)
+    down = commands.add_parser("down", help="stop every node cleanly")
+    down.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    down.set_defaults(handler=run_down)
+
+
+def _guard(fn: Any) -> Any:
+    from missive.cluster.client import ClusterError
+    from missive.cluster.config import ConfigError
+
+    try:
+        return fn()
+    except (ClusterError, ConfigError) as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+
+
+def run_up(args: argparse.Namespace) -> int:
+    from missive.cluster import launcher
+
+    console = make_console()
+    with console.status(f"starting {args.nodes} nodes in {args.dir}..."):
+        states = _guard(lambda: launcher.up(args.dir, args.nodes, replicas=args.replicas))
+    show(states)
+    console.print(f"funded account `default` in the keystore at {args.dir}; stop with `missive cluster down --dir {args.dir}`",
+                  markup=False)
+    return EXIT_OK
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from missive.cluster import launcher
+
+    states = _guard(lambda: launcher.status(args.dir))
+    show(states)
+    return EXIT_OK if all(s.get("up") for s in states) else EXIT_FAILED
+
+
+def run_down(args: argparse.Namespace) -> int:
+    from missive.cluster import launcher
+
+    stopped = _guard(lambda: launcher.down(args.dir))
+    make_console().print(f"stopped {', '.join(stopped)}", markup=False)
+    return EXIT_OK
+
+
+def show(states: list[dict[str, Any]]) -> None:
+    table = Table()
+    for column in ("node", "address", "state", "actors", "backlog", "outbound", "handled", "msg/s", "peers", "id"):
+        table.add_column(column)
+    for s in states:
+        if not s.get("up"):
+            table.add_row(s["name"], f"127.0.0.1:{s['port']}", "[red]down[/]", "", "", "", "", "", "", "")
+            continue
+        peers = " ".join(f"{name}{'✓' if ok else '✗'}" for name, ok in sorted(s["peers"].items()))
+        table.add_row(s["name"], f"127.0.0.1:{s['port']}", "[green]up[/]", str(s["actors"]), str(s["backlog"]),
+                      str(s["outbound"]), str(s["handled"]), f"{s['rate']:.0f}", peers, s["id"].hex()[:16])
+    make_console().print(table)

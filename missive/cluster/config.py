@@ -1,0 +1,87 @@
+"""A node's configuration file (TOML, since people edit it; everything else on disk is msgpack).
+
+::
+
+    name = "n1"
+    dir = "/path/to/n1"            # LMDB store and identity key live here
+    host = "127.0.0.1"
+    port = 7401                    # 0: pick a free one (written to <dir>/port)
+
+    [[peers]]                      # every member, this node included or not
+    name = "n2"
+    host = "127.0.0.1"
+    port = 7402
+    id = "ab12..."                 # the peer's Ed25519 node id, hex
+
+The same file format runs a node on another machine: list the seed peers
+with their addresses and ids.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import attrs
+
+
+class ConfigError(Exception):
+    """The config file is missing, malformed, or names something impossible."""
+
+
+@attrs.frozen
+class Peer:
+    name: str
+    host: str
+    port: int
+    node_id: bytes
+
+
+@attrs.frozen
+class NodeConfig:
+    name: str
+    dir: Path
+    host: str
+    port: int
+    peers: tuple[Peer, ...] = ()
+
+    def dump(self) -> str:
+        lines = [f'name = "{self.name}"', f'dir = "{self.dir}"', f'host = "{self.host}"', f"port = {self.port}", ""]
+        for peer in self.peers:
+            lines += ["[[peers]]", f'name = "{peer.name}"', f'host = "{peer.host}"', f"port = {peer.port}",
+                      f'id = "{peer.node_id.hex()}"', ""]
+        return "\n".join(lines)
+
+
+def load(path: Path) -> NodeConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    try:
+        peers = tuple(
+            Peer(str(p["name"]), str(p["host"]), _port(p["port"], f"peer {p['name']}"), _node_id(p["id"], str(p["name"])))
+            for p in data.get("peers", [])
+        )
+        return NodeConfig(str(data["name"]), Path(str(data["dir"])), str(data.get("host", "127.0.0.1")),
+                          _port(data.get("port", 0), "port"), peers)
+    except KeyError as exc:
+        raise ConfigError(f"{path}: missing key {exc}") from None
+
+
+def _port(value: object, what: str) -> int:
+    if not isinstance(value, int) or not 0 <= value < 65536:
+        raise ConfigError(f"{what} must be a TCP port number, not {value!r}")
+    return value
+
+
+def _node_id(value: object, name: str) -> bytes:
+    try:
+        raw = bytes.fromhex(str(value))
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigError(f"peer {name}: id must be 64 hex digits (an Ed25519 public key)")
+    return raw

@@ -1,0 +1,172 @@
+"""``missive cluster up/status/down``: N node processes on 127.0.0.1, each with its own
+LMDB store and Ed25519 identity, described by ``<dir>/cluster.msgpack``.
+
+``up`` generates the identities first, so that every node's config file can
+list every other node (address and id) as a seed peer, then starts the
+processes, waits until each sees all the others, and creates a funded
+``default`` account in the cluster's client keystore (``<dir>``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import trio
+
+from missive.cluster.client import ClusterClient, ClusterError, acall, call
+from missive.cluster.config import NodeConfig, Peer
+from missive.cluster.node import IDENTITY_FILE
+from missive.net import NetError, NodeIdentity
+
+CLUSTER_FILE = "cluster.msgpack"
+FORMAT = 1
+DEFAULT_BALANCE = 10**24
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def read_cluster(root: Path) -> dict[str, Any]:
+    path = root / CLUSTER_FILE
+    try:
+        data = msgpack.unpackb(path.read_bytes())
+    except FileNotFoundError:
+        raise ClusterError(f"no cluster at {root} (start one with `missive cluster up --dir {root}`)") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ClusterError(f"{path} is not a cluster file this Missive reads")
+    return data
+
+
+def up(root: Path, nodes: int, *, replicas: int = 1, timeout: float = 30.0) -> list[dict[str, Any]]:
+    if nodes < 1:
+        raise ClusterError("a cluster needs at least one node")
+    if replicas != 1:
+        raise ClusterError("--replicas above 1 is not implemented yet: each actor lives on exactly one node")
+    if (root / CLUSTER_FILE).exists():
+        try:
+            states = status(root)
+        except ClusterError:
+            states = []
+        if any(s.get("up") for s in states):
+            raise ClusterError(f"a cluster is already running at {root}; `missive cluster down --dir {root}` first")
+    root.mkdir(parents=True, exist_ok=True)
+    members = []
+    for i in range(1, nodes + 1):
+        name = f"n{i}"
+        node_dir = root / name
+        identity = NodeIdentity.load_or_generate(node_dir / IDENTITY_FILE)
+        members.append(Peer(name, "127.0.0.1", _free_port(), identity.node_id))
+    records = []
+    for peer in members:
+        node_dir = root / peer.name
+        config = NodeConfig(peer.name, node_dir, peer.host, peer.port, tuple(members))
+        config_path = node_dir / "node.toml"
+        config_path.write_text(config.dump())
+        log = open(node_dir / "node.log", "ab")  # noqa: SIM115 - the child keeps it
+        process = subprocess.Popen([sys.executable, "-m", "missive.cluster.node", str(config_path)], stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        records.append({"name": peer.name, "host": peer.host, "port": peer.port, "id": peer.node_id,
+                        "pid": process.pid, "dir": str(node_dir)})
+    (root / CLUSTER_FILE).write_bytes(msgpack.packb({"format": FORMAT, "replicas": replicas, "nodes": records}))
+    deadline = time.monotonic() + timeout
+    while True:
+        states = status(root)
+        if all(s.get("up") and all(s["peers"].values()) for s in states):
+            break
+        if time.monotonic() > deadline:
+            down(root)
+            waiting = [s["name"] for s in states if not s.get("up")]
+            raise ClusterError(f"the cluster did not come up within {timeout:.0f} s (not answering: "
+                               f"{', '.join(waiting) or 'none'}; see <dir>/nN/node.log)")
+        time.sleep(0.1)
+    _ensure_default_account(root, records[0])
+    return states
+
+
+def _ensure_default_account(root: Path, node: dict[str, Any]) -> None:
+    from missive.keys import Keystore
+
+    keystore = Keystore(root)
+    try:
+        key = keystore.find("default")
+        if key is None:
+            key = keystore.new("default")
+        client = ClusterClient(node["host"], node["port"])
+        if client.account(key.address) is None:
+            client.create_account(key, DEFAULT_BALANCE)
+    finally:
+        keystore.close()
+
+
+def status(root: Path) -> list[dict[str, Any]]:
+    """Every node's status; a node that does not answer is ``{"up": False, ...}``."""
+    nodes = read_cluster(root)["nodes"]
+
+    async def ask_all() -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [{} for _ in nodes]
+
+        async def ask(i: int, node: dict[str, Any]) -> None:
+            try:
+                with trio.fail_after(3.0):
+                    out[i] = {"up": True, **await acall(node["host"], node["port"], "status", timeout=3.0)}
+            except (ClusterError, NetError, trio.TooSlowError) as exc:
+                out[i] = {"up": False, "name": node["name"], "port": node["port"], "error": str(exc) or "timeout",
+                          "peers": {}}
+
+        async with trio.open_nursery() as nursery:
+            for i, node in enumerate(nodes):
+                nursery.start_soon(ask, i, node)
+        return out
+
+    return trio.run(ask_all)
+
+
+def down(root: Path, timeout: float = 10.0) -> list[str]:
+    """Stop every node (shutdown request, then SIGTERM, then SIGKILL); the names stopped."""
+    nodes = read_cluster(root)["nodes"]
+    for node in nodes:
+        try:
+            call(node["host"], node["port"], "shutdown", timeout=2.0)
+        except (ClusterError, NetError, trio.TooSlowError):
+            _signal(node["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    stopped = []
+    for node in nodes:
+        while _alive(node["pid"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(node["pid"]):
+            _signal(node["pid"], signal.SIGKILL)
+        stopped.append(node["name"])
+    return stopped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)  # our own child (tests, `up` in-process)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,296 @@
+"""One cluster node process: ``python -m missive.cluster.node CONFIG``.
+
+A node is a single-node Missive (store, runtime) plus three things:
+
+* an RPC server (:func:`missive.net.serve`) for clients and peers;
+* a link to every peer (:class:`missive.net.PeerLink`), reconnecting on its own;
+* the **forwarder**: the store queues a message for an actor another node
+  executes in its ``outbound`` table (durable, in send order); the forwarder
+  hands those, oldest first and in order per destination, to the executing
+  node's ``deliver``, and drops them only once that node has them durably.
+  Delivery is retried until it succeeds and deduplicated by id at the
+  receiver, so a message is handled exactly once and, since one sender's
+  messages to one recipient leave in send order, in FIFO order.
+
+Client requests may arrive at any node: ``submit`` goes to the node that
+executes the sending account (it holds the nonce and the balance), reads of an
+actor go to the node that executes it.  Placement is rendezvous hashing over
+the configured members (:mod:`missive.cluster.placement`).
+
+Not yet here (issue 4): replicas applying the executor's state diffs, failover
+to the next replica, and membership as an actor; an actor's node being down
+means messages to it wait, durably, in their senders' ``outbound`` queues.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import trio
+
+from missive.actors.runtime import ExecutorLock, Runtime
+from missive.cluster.config import ConfigError, NodeConfig, load
+from missive.cluster.placement import executor
+from missive.mailbox.admission import checker
+from missive.mailbox.envelope import Envelope, EnvelopeError
+from missive.mailbox.store import Store
+from missive.net import NetError, NodeIdentity, PeerLink, allow_any, serve
+from missive.net.identity import short_id
+
+log = logging.getLogger(__name__)
+
+#: Messages the forwarder moves per ``deliver`` call.
+FORWARD_BATCH = 512
+IDENTITY_FILE = "node.key"
+
+
+class ClusterNode:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.identity = NodeIdentity.load_or_generate(config.dir / IDENTITY_FILE)
+        self.me = self.identity.node_id
+        self.names = {p.node_id: p.name for p in config.peers} | {self.me: config.name}
+        self.members = sorted(self.names)
+        self.store = Store(config.dir, create=True, is_local=self.is_local)
+        self.check = checker(self.store, self.is_local)
+        self.runtime = Runtime(self.store)
+        self.links = {
+            p.node_id: PeerLink(self.identity, p.host, p.port, p.node_id, backoff_max=1.0)
+            for p in config.peers if p.node_id != self.me
+        }
+        self.stopping = trio.Event()
+        self.started = time.monotonic()
+        self.forwarded = 0
+        self.rate = 0.0
+        self.port = 0
+        self._nursery: trio.Nursery | None = None
+
+    def is_local(self, address: bytes) -> bool:
+        return executor(address, self.members) == self.me
+
+    # -- running -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        lock = ExecutorLock(self.config.dir)
+        lock.acquire()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self.port = await nursery.start(serve, self.identity, self.config.host, self.config.port,
+                                                self.handlers(), allow_any)
+                (self.config.dir / "port").write_text(str(self.port))
+                for link in self.links.values():
+                    nursery.start_soon(link.run)
+                nursery.start_soon(self._run_actors)
+                nursery.start_soon(self._forward)
+                nursery.start_soon(self._measure)
+                print(f"serving {self.config.name} on {self.config.host}:{self.port} id {self.me.hex()}", flush=True)
+                await self.stopping.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.store.close()
+            lock.release()
+
+    async def _run_actors(self) -> None:
+        await self.runtime.run(until_idle=False, poll_interval=0.002)
+
+    async def _measure(self) -> None:
+        last, then = self.runtime.handled_total, time.monotonic()
+        while True:
+            await trio.sleep(1.0)
+            now = time.monotonic()
+            self.rate = (self.runtime.handled_total - last) / (now - then)
+            last, then = self.runtime.handled_total, now
+
+    async def _forward(self) -> None:
+        """Move ``outbound`` messages to the nodes executing their recipients, in order, durably."""
+        while True:
+            batch = await trio.to_thread.run_sync(self.store.outbound, FORWARD_BATCH * 4)
+            if not batch:
+                await trio.sleep(0.002)
+                continue
+            by_node: dict[bytes, list[tuple[bytes, bytes]]] = {}
+            for key, _message_id, record in batch:
+                recipient = Envelope.decode(msgpack.unpackb(record)[0], check=False).recipient
+                by_node.setdefault(executor(recipient, self.members), []).append((key, record))
+            progressed = False
+            for node_id, items in by_node.items():
+                items = items[:FORWARD_BATCH]
+                try:
+                    await self.links[node_id].call("deliver", [record for _, record in items], timeout=5.0)
+                except NetError as exc:
+                    log.warning("forwarding %d message(s) to %s failed (%s); will retry", len(items),
+                                self.names.get(node_id, short_id(node_id)), exc)
+                    continue
+                await trio.to_thread.run_sync(self.store.forwarded, [key for key, _ in items])
+                self.forwarded += len(items)
+                progressed = True
+            if not progressed:
+                await trio.sleep(0.2)  # every destination is unreachable: back off
+
+    # -- RPC -----------------------------------------------------------------------------
+
+    def handlers(self) -> dict[str, Callable[[bytes, Any], Awaitable[Any]]]:
+        return {
+            "status": self.rpc_status,
+            "submit": self.rpc_submit,
+            "deliver": self.rpc_deliver,
+            "create_account": self.rpc_create_account,
+            "account": self.rpc_account,
+            "receipt": self.rpc_receipt,
+            "message": self.rpc_message,
+            "inbox": self.rpc_inbox,
+            "shutdown": self.rpc_shutdown,
+        }
+
+    async def _at(self, address: bytes, method: str, params: Any,
+                  local: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``local`` if this node executes ``address``, else ask the node that does."""
+        node_id = executor(address, self.members)
+        if node_id == self.me:
+            return await local()
+        return await self.links[node_id].call(method, params, timeout=10.0)
+
+    async def rpc_status(self, peer: bytes, params: Any) -> dict[str, Any]:
+        with self.store.read() as txn:
+            backlog = txn.stat(self.store.db["pending"])["entries"]
+            outbound = txn.stat(self.store.db["outbound"])["entries"]
+        actors = sum(1 for _, account in self.store.accounts() if account.is_contract)
+        return {
+            "name": self.config.name, "id": self.me, "pid": os.getpid(), "port": self.port,
+            "uptime": time.monotonic() - self.started, "actors": actors, "backlog": backlog,
+            "outbound": outbound, "handled": self.runtime.handled_total, "rate": self.rate,
+            "forwarded": self.forwarded,
+            "peers": {self.names[n]: link.connected for n, link in self.links.items()},
+        }
+
+    async def rpc_submit(self, peer: bytes, records: list[bytes]) -> list[dict[str, Any]]:
+        """Signed external messages: admitted by the node executing their sender's account."""
+        groups: dict[bytes, list[int]] = {}
+        parsed: list[tuple[Envelope, bytes, bytes] | None] = []
+        results: list[dict[str, Any]] = [{} for _ in records]
+        for index, raw in enumerate(records):
+            try:
+                canonical, public_key, signature = msgpack.unpackb(raw)
+                envelope = Envelope.decode(canonical)
+            except (EnvelopeError, ValueError, TypeError) as exc:
+                results[index] = {"error": f"malformed message: {exc}"}
+                parsed.append(None)
+                continue
+            parsed.append((envelope, public_key, signature))
+            groups.setdefault(executor(envelope.sender, self.members), []).append(index)
+        for node_id, indexes in groups.items():
+            if node_id == self.me:
+                accepted = await trio.to_thread.run_sync(
+                    self.store.accept, [parsed[i] for i in indexes], self.check)  # type: ignore[misc]
+                answers = [{"error": str(a)} if isinstance(a, EnvelopeError)
+                           else {"id": a.message_id, "duplicate": a.duplicate} for a in accepted]
+            else:
+                answers = await self.links[node_id].call("submit", [records[i] for i in indexes], timeout=10.0)
+            for i, answer in zip(indexes, answers, strict=True):
+                results[i] = answer
+        return results
+
+    async def rpc_deliver(self, peer: bytes, records: list[bytes]) -> int:
+        if peer not in self.names or peer == self.me:
+            raise PermissionError(f"deliver is for cluster members; {short_id(peer)} is not one")
+        results = await trio.to_thread.run_sync(self.store.receive, records)
+        bad = [r for r in results if isinstance(r, EnvelopeError)]
+        if bad:
+            log.warning("%s delivered %d bad message(s): %s", self.names[peer], len(bad), bad[0])
+        return len(results) - len(bad)
+
+    async def rpc_create_account(self, peer: bytes, params: dict[str, Any]) -> bool:
+        address = bytes(params["address"])
+
+        async def local() -> bool:
+            balance = int.from_bytes(bytes(params["balance"]), "big")
+            await trio.to_thread.run_sync(self.store.create_account, address, bytes(params["public_key"]), balance)
+            return True
+
+        return bool(await self._at(address, "create_account", params, local))
+
+    async def rpc_account(self, peer: bytes, address: bytes) -> bytes | None:
+        async def local() -> bytes | None:
+            account = self.store.account(address)
+            return account.encode() if account is not None else None
+
+        return await self._at(address, "account", address, local)  # type: ignore[no-any-return]
+
+    async def rpc_receipt(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any] | None:
+        """A message's receipt, from the node that executes its recipient, with the messages it sent."""
+        message_id, recipient = bytes(params["id"]), bytes(params["recipient"])
+
+        async def local() -> dict[str, Any] | None:
+            receipt = self.store.receipt(message_id)
+            if receipt is None:
+                return None
+            sent = []
+            for out in receipt.outgoing:
+                found = self.store.message(out)
+                if found is not None:
+                    sent.append(found[0].canonical())
+            return {"receipt": receipt.encode(), "sent": sent}
+
+        return await self._at(recipient, "receipt", params, local)  # type: ignore[no-any-return]
+
+    async def rpc_message(self, peer: bytes, message_id: bytes) -> bytes | None:
+        found = self.store.message(message_id)
+        return found[0].canonical() if found is not None else None
+
+    async def rpc_inbox(self, peer: bytes, address: bytes) -> list[bytes]:
+        async def local() -> list[bytes]:
+            out = []
+            for _, message_id in self.store.pending(address):
+                found = self.store.message(message_id)
+                if found is not None:
+                    out.append(found[0].canonical())
+            return out
+
+        return await self._at(address, "inbox", address, local)  # type: ignore[no-any-return]
+
+    async def rpc_shutdown(self, peer: bytes, params: Any) -> bool:
+        async def later() -> None:
+            await trio.sleep(0.05)  # let the answer leave first
+            self.stopping.set()
+
+        assert self._nursery is not None
+        self._nursery.start_soon(later)
+        return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m missive.cluster.node CONFIG.toml", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = load(Path(args[0]))
+    except ConfigError as exc:
+        print(f"missive node: {exc}", file=sys.stderr)
+        return 2
+    node = ClusterNode(config)
+
+    async def main_task() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(node.run)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    node.stopping.set()
+                    break
+
+    trio.run(main_task)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

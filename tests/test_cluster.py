@@ -1,0 +1,208 @@
+"""A local cluster of real node processes on 127.0.0.1: cross-node messages, a killed node, hostile bytes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_abi import decode, encode
+
+from missive.cluster import launcher
+from missive.cluster.client import ClusterClient
+from missive.cluster.placement import executor
+from missive.keys import Key, Keystore
+from missive.mailbox.envelope import Kind
+from missive.toolchain.compiler import compile_source
+from missive.vm.keccak import keccak256
+from missive.vm.messages import create_address
+
+TOKEN = Path(__file__).resolve().parents[1] / "examples" / "Token.vy"
+
+
+def sel(signature: str) -> bytes:
+    return keccak256(signature.encode())[:4]
+
+
+class Cluster:
+    def __init__(self, root: Path, nodes: int) -> None:
+        self.root = root
+        self.states = launcher.up(root, nodes)
+        self.members = sorted(s["id"] for s in self.states)
+        self.by_id = {s["id"]: s for s in self.states}
+        self.keys = Keystore(root)
+        self.alice = self.keys.find("default")
+        assert self.alice is not None
+
+    def client(self, i: int = 0) -> ClusterClient:
+        return ClusterClient("127.0.0.1", self.states[i]["port"])
+
+    def home(self, address: bytes) -> dict[str, Any]:
+        return self.by_id[executor(address, self.members)]
+
+    def account_elsewhere(self, name: str, avoid: set[str]) -> Key:
+        """A new funded account whose node is not one of ``avoid``."""
+        for i in range(200):
+            key = self.keys.new(f"{name}{i}")
+            if self.home(key.address)["name"] not in avoid:
+                self.client().create_account(key, 10**18)
+                return key
+        raise AssertionError("placement never left the avoided nodes")
+
+    def stop(self) -> None:
+        self.keys.close()
+        launcher.down(self.root)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path / "cluster", 3)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def deploy_token_away_from(cluster: Cluster, avoid: set[str]) -> bytes:
+    """Deploy tokens from alice until one lands on a node not in ``avoid``; its address."""
+    code = compile_source(TOKEN)
+    client = cluster.client()
+    for _ in range(30):
+        nonce = client.account(cluster.alice.address).nonce
+        if cluster.home(create_address(cluster.alice.address, nonce))["name"] not in avoid:
+            env = client.submit(cluster.alice, Kind.DEPLOY, None,
+                                code.bytecode + encode(["string", "string", "uint256"], ["T", "T", 10**6]), gas=5_000_000)
+            receipt, _ = client.receipt(env)
+            assert receipt.success, receipt.error
+            return bytes(env.recipient)
+        client.submit(cluster.alice, Kind.CALL, cluster.alice.address)  # spend a nonce
+    raise AssertionError("no deploy address left the avoided nodes")
+
+
+def query_balance(client: ClusterClient, asker: Key, token: bytes, who: bytes) -> int:
+    env = client.submit(asker, Kind.QUERY, token, sel("balanceOf(address)") + encode(["address"], [who]), wants_reply=True)
+    receipt, sent = client.receipt(env)
+    assert receipt.success and sent[0].kind is Kind.REPLY
+    reply_receipt, _ = client.receipt(sent[0])  # the reply crossed back to the asker's node and was handled there
+    assert reply_receipt.success
+    return int(decode(["uint256"], sent[0].payload)[0])
+
+
+def native_total(cluster: Cluster) -> int:
+    """Sum of balances over every node's accounts plus value waiting to leave a node."""
+    from missive.mailbox.store import Store
+
+    total = 0
+    for state in launcher.read_cluster(cluster.root)["nodes"]:
+        store = Store(Path(state["dir"]), readonly=True)
+        try:
+            total += sum(a.balance for _, a in store.accounts()) + store.in_transit_value()
+            total += sum(store.message(m)[0].value for _, m in store.pending())  # type: ignore[index]
+        finally:
+            store.close()
+    return total
+
+
+def test_cross_node_transfers_query_reply_and_conservation(cluster: Cluster) -> None:
+    alice_node = cluster.home(cluster.alice.address)["name"]
+    bob = cluster.account_elsewhere("bob", {alice_node})
+    bob_node = cluster.home(bob.address)["name"]
+    token = deploy_token_away_from(cluster, {alice_node})
+    assert cluster.home(token)["name"] != alice_node  # every transfer crosses nodes
+    # submitted through a node that is neither alice's nor (maybe) the token's: it forwards
+    client = cluster.client(2)
+    sent = [client.submit(cluster.alice, Kind.CALL, token, sel("transfer(address,uint256)") + encode(["address", "uint256"], [bob.address, i]))
+            for i in range(1, 21)]
+    for env in sent:
+        receipt, _ = client.receipt(env)
+        assert receipt.success
+    # FIFO per pair: the token handled alice's transfers in the order she sent them
+    positions = [client.receipt(env)[0].position for env in sent]
+    assert positions == sorted(positions)
+    assert query_balance(client, bob, token, bob.address) == sum(range(1, 21))
+    assert query_balance(cluster.client(1), bob, token, cluster.alice.address) == 10**6 - sum(range(1, 21))
+    # native value from alice's node to bob's node
+    before = client.account(bob.address).balance
+    payment = client.submit(cluster.alice, Kind.CALL, bob.address, value=12345)
+    client.receipt(payment)
+    assert client.account(bob.address).balance == before + 12345
+    genesis = launcher.DEFAULT_BALANCE + 10**18
+    deadline = time.monotonic() + 10
+    while native_total(cluster) != genesis and time.monotonic() < deadline:
+        time.sleep(0.05)  # a reply may still be on its way between nodes
+    assert native_total(cluster) == genesis
+    assert bob_node != alice_node
+    statuses = launcher.status(cluster.root)
+    assert sum(s["forwarded"] for s in statuses) > 0 and all(s["up"] for s in statuses)
+
+
+def test_killed_node_gets_its_messages_after_restart_exactly_once(cluster: Cluster) -> None:
+    alice_node = cluster.home(cluster.alice.address)["name"]
+    bob = cluster.account_elsewhere("bob", {alice_node})
+    token = deploy_token_away_from(cluster, {alice_node})
+    token_state = cluster.home(token)
+    client = cluster.client(cluster.states.index(cluster.home(cluster.alice.address)))
+    os.kill(token_state["pid"], signal.SIGKILL)
+    # alice's node accepts (durably) while the token's node is dead: the messages wait in outbound
+    sent = [client.submit(cluster.alice, Kind.CALL, token, sel("transfer(address,uint256)") + encode(["address", "uint256"], [bob.address, 1]))
+            for _ in range(30)]
+    time.sleep(0.5)
+    (record,) = [n for n in launcher.read_cluster(cluster.root)["nodes"] if n["name"] == token_state["name"]]
+    node_dir = Path(record["dir"])
+    log = open(node_dir / "node.log", "ab")
+    restarted = subprocess.Popen([sys.executable, "-m", "missive.cluster.node", str(node_dir / "node.toml")],
+                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        for env in sent:
+            receipt, _ = client.receipt(env, timeout=60)
+            assert receipt.success
+        assert query_balance(client, bob, token, bob.address) == 30  # each handled once
+    finally:
+        restarted.terminate()
+        restarted.wait(10)
+        log.close()
+
+
+def test_hostile_bytes_do_not_take_a_node_down(cluster: Cluster) -> None:
+    port = cluster.states[0]["port"]
+    for junk in (b"", b"\x00" * 64, b"\xff\xff\xff\xff" + b"x" * 100, os.urandom(4096), b"\x00\x00\x00\x05hello"):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(junk)
+            s.shutdown(socket.SHUT_WR)
+            s.settimeout(5)
+            try:
+                while s.recv(4096):
+                    pass
+            except (ConnectionResetError, TimeoutError):
+                pass
+    status = launcher.status(cluster.root)[0]
+    assert status["up"] and all(status["peers"].values())
+
+
+def test_cluster_cli_up_status_down(tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    env = {**os.environ, "COLUMNS": "200"}
+
+    def missive(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "missive", "cluster", *args, "--dir", str(root)],
+                              capture_output=True, text=True, env=env, timeout=120)
+
+    try:
+        started = missive("up", "--nodes", "2")
+        assert started.returncode == 0, started.stderr
+        assert "n1" in started.stdout and "n2" in started.stdout and "n2✓" in started.stdout
+        again = missive("up", "--nodes", "2")
+        assert again.returncode != 0 and "already running" in again.stderr
+        assert missive("status").returncode == 0
+    finally:
+        stopped = missive("down")
+    assert stopped.returncode == 0 and "stopped n1, n2" in stopped.stdout
+    after = missive("status")
+    assert after.returncode != 0 and "down" in after.stdout
