@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Final, Protocol, final
 
 from missive.vm.host import Host
-from missive.vm.types import BlockContext, Log, OutgoingMessage
+from missive.vm.types import SYSTEM_CONTRACT, BlockContext, Log, OutgoingMessage
 
 COLD_SLOAD: Final = 2100
 WARM_ACCESS: Final = 100
@@ -25,6 +25,8 @@ SSTORE_SET: Final = 20000
 SSTORE_RESET: Final = 2900  # 5000 - COLD_SLOAD
 SSTORE_CLEAR_REFUND: Final = 4800
 SSTORE_STIPEND: Final = 2300
+#: Warm at the start of every run (EIP-2929): precompiles and the system contract.
+ALWAYS_WARM: Final = frozenset([*range(1, 11), int.from_bytes(SYSTEM_CONTRACT, "big")])
 
 _STORAGE: Final = 0
 _TRANSIENT: Final = 1
@@ -51,6 +53,7 @@ class RunState:
         block: BlockContext,
         host: Host,
         message_id: bytes,
+        warm_accounts: tuple[bytes, ...] = (),
     ) -> None:
         self.address_bytes = address
         self.address = int.from_bytes(address, "big")
@@ -61,7 +64,10 @@ class RunState:
         self.current: dict[int, int] = {}
         self.transient: dict[int, int] = {}
         self.accessed_slots: set[int] = set()
+        #: addresses accessed so far (EIP-2929); see :meth:`warm_address` for those warm from the start
         self.accessed_addresses: set[int] = set()
+        self.warm_accounts = warm_accounts
+        self._warm_at_start: frozenset[int] | None = None
         self.journal: list[tuple[int, int, int]] = []
         self.logs: list[Log] = []
         self.outbox: list[OutgoingMessage] = []
@@ -147,12 +153,22 @@ class RunState:
     # -- accounts ----------------------------------------------------------
 
     def warm_address(self, address: int) -> int:
-        """Mark ``address`` accessed; return the EIP-2929 access cost."""
+        """Mark ``address`` accessed; return the EIP-2929 access cost.
+
+        Some addresses are warm from the start (EIP-2929/3651: precompiles,
+        the system contract, and the run's ``warm_accounts``).  They are not
+        put in ``accessed_addresses`` up front, which would cost every run a
+        set of a dozen entries that most runs never look at; they are found
+        warm here instead, the first time they are accessed.
+        """
         if address in self.accessed_addresses:
             return WARM_ACCESS
         self.accessed_addresses.add(address)
         self.journal.append((_ADDRESS_WARMED, address, 0))
-        return COLD_ACCOUNT_ACCESS
+        warm = self._warm_at_start
+        if warm is None:
+            warm = self._warm_at_start = ALWAYS_WARM | {int.from_bytes(a, "big") for a in self.warm_accounts}
+        return WARM_ACCESS if address in warm else COLD_ACCOUNT_ACCESS
 
     # -- checkpoints -------------------------------------------------------
 
