@@ -38,6 +38,7 @@ from missive.vm.translate import (
     R_JZ,
     R_MOV,
     STACK_LIMIT,
+    Block,
     Program,
 )
 from missive.vm.types import Log, Status
@@ -46,6 +47,11 @@ MASK: Final = (1 << 256) - 1
 #: Memory is capped far above what any realistic gas limit can pay for (32 MiB
 #: costs over two billion gas), so a huge gas limit cannot become a memory bomb.
 MAX_MEMORY: Final = 32 * 1024 * 1024
+#: Stack slots a frame's register file starts with.  It grows, up to the EVM's
+#: 1024, the first time a block needs more: most calls never come close, and
+#: allocating (and freeing) all 1024 slots per call cost more than running a
+#: whole ERC20 transfer's arithmetic.
+INITIAL_STACK_ROOM: Final = 64
 
 
 def memory_cost(words: int) -> int:
@@ -77,7 +83,8 @@ class Frame:
         self.memory_words = 0
         self.returndata = b""
         self.reverted = False
-        self.regs: list[int] = [0] * program.reg_count
+        #: the stack, then ``program.temps`` slots for the temporaries of a block at the top
+        self.regs: list[int] = [0] * (INITIAL_STACK_ROOM + program.temps)
 
     # -- gas and memory --------------------------------------------------
 
@@ -131,6 +138,8 @@ class Frame:
         code_size = len(jump_table)
         regs = self.regs
         state = self.state
+        # Highest stack height the register file has room for (with temporaries above it).
+        room: i64 = len(regs) - self.program.temps
         # Native 64-bit integers for everything that indexes (mypyc compiles
         # them to C integers; in pure Python i64 is just int).
         sp: i64 = 0
@@ -143,8 +152,8 @@ class Frame:
         while True:
             blk = blocks[bi]
             gas = self.gas - blk.gas
-            if sp + blk.min_pos < 0 or sp + blk.max_height > STACK_LIMIT or gas < 0:
-                raise self.block_fault(blk.start_pc, sp)
+            if sp + blk.min_pos < 0 or sp + blk.max_height > room or gas < 0:
+                room = self.make_room(blk, sp, gas)
             self.gas = gas
             ops = blk.ops
             consts = blk.consts
@@ -297,6 +306,29 @@ class Frame:
                     output = self.read_memory(a, b)
                     self.reverted = o == op.REVERT
                     return output
+                elif o == op.KECCAK256:
+                    x = ops[pc + 2]
+                    a = regs[base + x] if x >= 0 else consts[~x]
+                    x = ops[pc + 3]
+                    b = regs[base + x] if x >= 0 else consts[~x]
+                    regs[base + ops[pc + 1]] = self.op_keccak256(a, b)
+                    pc += 4
+                elif o == op.CALLER:
+                    regs[base + ops[pc + 1]] = self.caller
+                    pc += 2
+                elif o == op.CALLVALUE:
+                    regs[base + ops[pc + 1]] = self.value
+                    pc += 2
+                elif o == op.CALLDATASIZE:
+                    regs[base + ops[pc + 1]] = len(self.data)
+                    pc += 2
+                elif o >= op.LOG0 and o <= op.LOG4:
+                    x = ops[pc + 1]
+                    a = regs[base + x] if x >= 0 else consts[~x]
+                    x = ops[pc + 2]
+                    b = regs[base + x] if x >= 0 else consts[~x]
+                    self.op_log(a, b, _operands(regs, consts, base, ops, pc + 3, o - op.LOG0))
+                    pc += 3 + (o - op.LOG0)
                 elif o == op.STOP:
                     return b""
                 elif o == R_INVALID:
@@ -314,6 +346,20 @@ class Frame:
             if nxt < 0:
                 return b""
             bi = nxt
+
+    def make_room(self, blk: Block, sp: i64, gas: int) -> i64:
+        """A block's entry check failed: raise its halt, or grow the register file.
+
+        One comparison per block covers both the EVM's stack limit and the
+        register file's current size; only when it fails do we find out which.
+        Returns the new room (highest stack height the register file holds).
+        """
+        if sp + blk.min_pos < 0 or sp + blk.max_height > STACK_LIMIT or gas < 0:
+            raise self.block_fault(blk.start_pc, sp)
+        temps = self.program.temps
+        room = min(STACK_LIMIT, max(2 * (len(self.regs) - temps), sp + blk.max_height))
+        self.regs.extend([0] * (room + temps - len(self.regs)))
+        return room
 
     def block_fault(self, start_pc: int, sp: int) -> Halt:
         """The halt a block's entry checks found, located at its instruction.
@@ -359,11 +405,6 @@ class Frame:
             exponent = _operand(regs, consts, base, ops[pc + 3])
             self.charge(50 * arith.exp_byte_length(exponent))
             regs[base + ops[pc + 1]] = arith.exp(_operand(regs, consts, base, ops[pc + 2]), exponent)
-        elif o == op.KECCAK256:
-            offset, size = _operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3])
-            data = self.read_memory(offset, size)
-            self.charge(6 * ((size + 31) >> 5))
-            regs[base + ops[pc + 1]] = int.from_bytes(keccak256(data), "big")
         elif op.PUSHES[o] and op.POPS[o] == 0 and o != op.GAS:
             regs[base + ops[pc + 1]] = self.environment(o)
         elif o == op.GAS:
@@ -398,8 +439,6 @@ class Frame:
         elif o == op.TSTORE:
             self.need_writable("TSTORE")
             self.state.tstore(_operand(regs, consts, base, ops[pc + 1]), _operand(regs, consts, base, ops[pc + 2]))
-        elif op.LOG0 <= o <= op.LOG4:
-            self.op_log(_operand(regs, consts, base, ops[pc + 1]), _operand(regs, consts, base, ops[pc + 2]), tuple(_operand(regs, consts, base, ops[pc + 3 + i]) for i in range(o - op.LOG0)))
         elif o in _MESSAGE_OPS:
             args = [_operand(regs, consts, base, ops[pc + 2 + i]) for i in range(op.POPS[o])]
             regs[base + ops[pc + 1]] = messages.dispatch(self, o, args, ops[pc + width])
@@ -424,17 +463,15 @@ class Frame:
         self.charge(self.state.sstore(key, value))
 
     def environment(self, o: int) -> int:
-        """Instructions that push a fact about the run and read nothing."""
+        """Instructions that push a fact about the run and read nothing.
+
+        CALLER, CALLVALUE and CALLDATASIZE, which every ABI entry point reads,
+        are in ``run`` itself.
+        """
         state = self.state
         block = state.block
         if o == op.ADDRESS:
             return state.address
-        if o == op.CALLER:
-            return self.caller
-        if o == op.CALLVALUE:
-            return self.value
-        if o == op.CALLDATASIZE:
-            return len(self.data)
         if o == op.RETURNDATASIZE:
             return len(self.returndata)
         if o == op.MSIZE:
@@ -495,8 +532,14 @@ class Frame:
         self.charge(3 * ((size + 31) >> 5))
         self.memory[dest : dest + size] = self.memory[source : source + size]
 
+    def op_keccak256(self, offset: int, size: int) -> int:
+        data = self.read_memory(offset, size)
+        self.charge(6 * ((size + 31) >> 5))
+        return int.from_bytes(keccak256(data), "big")
+
     def op_log(self, offset: int, size: int, topics: tuple[int, ...]) -> None:
-        self.need_writable(f"LOG{len(topics)}")
+        if self.is_static:
+            self.need_writable(f"LOG{len(topics)}")
         data = self.read_memory(offset, size)
         self.charge(8 * size)
         self.state.logs.append(Log(self.state.address_bytes, topics, data))
@@ -510,6 +553,15 @@ _MESSAGE_OPS: Final = frozenset({op.CALL, op.CALLCODE, op.DELEGATECALL, op.STATI
 def _operand(regs: list[int], consts: list[int], base: i64, x: i64) -> int:
     """The value of one operand field: a stack slot (x >= 0) or a constant."""
     return regs[base + x] if x >= 0 else consts[~x]
+
+
+def _operands(regs: list[int], consts: list[int], base: i64, ops: list[i64], start: i64, count: i64) -> tuple[int, ...]:
+    """The values of ``count`` operand fields from ``ops[start]`` on (LOG topics)."""
+    values: list[int] = []
+    for i in range(count):
+        x = ops[start + i]
+        values.append(regs[base + x] if x >= 0 else consts[~x])
+    return tuple(values)
 
 
 def _binary(o: int, a: int, b: int) -> int:
