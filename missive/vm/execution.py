@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from missive.vm.errors import Halt
 from missive.vm.host import Host
-from missive.vm.interpreter import Frame
+from missive.vm.interpreter import Frame, int_from_bytes
 from missive.vm.state import RunState, StorageSource
 from missive.vm.translate import program_for
 from missive.vm.types import BlockContext, ExecutionResult, Status
@@ -71,7 +71,7 @@ def execute(
     warm_accounts = (address, caller, block.origin, block.coinbase)
     host = host if host is not None else _DEFAULT_HOST
     state = RunState(address, code, storage, balance, nonce, block, host, message_id, warm_accounts)
-    frame = Frame(state, program_for(code), int.from_bytes(caller, "big"), value, data, gas, is_static, 0)
+    frame = Frame(state, program_for(code), int_from_bytes(caller, "big"), value, data, gas, is_static, 0)
     try:
         output = frame.run()
     except Halt as halt:

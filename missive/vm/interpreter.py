@@ -52,6 +52,11 @@ MAX_MEMORY: Final = 32 * 1024 * 1024
 #: allocating (and freeing) all 1024 slots per call cost more than running a
 #: whole ERC20 transfer's arithmetic.
 INITIAL_STACK_ROOM: Final = 64
+#: Bytes of memory a frame allocates the first time it touches memory.
+MEMORY_CHUNK: Final = 1024
+#: ``int.from_bytes`` looked up once: compiled code looks a classmethod up on
+#: ``int`` and binds it on every call, which costs more than converting the word.
+int_from_bytes: Final = int.from_bytes
 
 
 def memory_cost(words: int) -> int:
@@ -79,7 +84,16 @@ class Frame:
         self.gas = gas
         self.is_static = is_static
         self.depth = depth
+        #: Memory as allocated: ``memory_words`` (what gas and MSIZE see) is
+        #: the EVM's memory size, and the bytearray may run ahead of it, so
+        #: that a call's small expansions do not each resize it.  Past the
+        #: EVM size it is all zero bytes: every write is checked against that
+        #: size first (``expand``).
         self.memory = bytearray()
+        #: A view of ``memory`` for 32-byte writes: assigning bytes to a
+        #: bytearray slice copies them into a temporary bytearray first,
+        #: assigning them to a memoryview slice does not.
+        self.memview = memoryview(self.memory)
         self.memory_words = 0
         self.returndata = b""
         self.reverted = False
@@ -104,8 +118,17 @@ class Frame:
         words = (end + 31) >> 5
         if words > self.memory_words:
             self.charge(memory_cost(words) - memory_cost(self.memory_words))
-            self.memory.extend(bytes((words - self.memory_words) * 32))
             self.memory_words = words
+            if words << 5 > len(self.memory):
+                self.allocate_memory(words << 5)
+
+    def allocate_memory(self, size: int) -> None:
+        """Make ``memory`` at least ``size`` bytes long, with room to spare."""
+        memory = self.memory
+        target = min(max(size, 2 * len(memory), MEMORY_CHUNK), MAX_MEMORY)
+        self.memview.release()  # a bytearray with a live view cannot be resized
+        memory.extend(bytes(target - len(memory)))
+        self.memview = memoryview(memory)
 
     def read_memory(self, offset: int, size: int) -> bytes:
         self.expand(offset, size)
@@ -120,7 +143,7 @@ class Frame:
         chunk = source[start : start + size] if start < len(source) else b""
         if len(chunk) < size:
             chunk = chunk + bytes(size - len(chunk))
-        self.memory[dest : dest + size] = chunk
+        self.memview[dest : dest + size] = chunk
 
     def need_writable(self, what: str) -> None:
         if self.is_static:
@@ -244,7 +267,7 @@ class Frame:
                     a = regs[base + x] if x >= 0 else consts[~x]
                     if a + 32 > (self.memory_words << 5):
                         self.expand(a, 32)
-                    regs[base + ops[pc + 1]] = int.from_bytes(self.memory[a : a + 32], "big")
+                    regs[base + ops[pc + 1]] = int_from_bytes(self.memory[a : a + 32], "big")
                     pc += 3
                 elif o == op.MSTORE:
                     x = ops[pc + 1]
@@ -253,7 +276,7 @@ class Frame:
                     b = regs[base + x] if x >= 0 else consts[~x]
                     if a + 32 > (self.memory_words << 5):
                         self.expand(a, 32)
-                    self.memory[a : a + 32] = b.to_bytes(32, "big")
+                    self.memview[a : a + 32] = b.to_bytes(32, "big")
                     pc += 3
                 elif o == op.SHR or o == op.SHL or o == op.XOR or o == op.MUL or o == op.DIV or o == op.MOD:
                     x = ops[pc + 2]
@@ -454,7 +477,7 @@ class Frame:
         word = data[offset : offset + 32]
         if len(word) < 32:
             word = word + bytes(32 - len(word))
-        return int.from_bytes(word, "big")
+        return int_from_bytes(word, "big")
 
     def op_sstore(self, key: int, value: int, rest: int) -> None:
         self.need_writable("SSTORE")
@@ -535,7 +558,7 @@ class Frame:
     def op_keccak256(self, offset: int, size: int) -> int:
         data = self.read_memory(offset, size)
         self.charge(6 * ((size + 31) >> 5))
-        return int.from_bytes(keccak256(data), "big")
+        return int_from_bytes(keccak256(data), "big")
 
     def op_log(self, offset: int, size: int, topics: tuple[int, ...]) -> None:
         if self.is_static:
