@@ -311,8 +311,9 @@ class Frame:
                 elif o == op.SLOAD:
                     x = ops[pc + 2]
                     a = regs[base + x] if x >= 0 else consts[~x]
-                    self.charge(state.sload_cost(a))
-                    regs[base + ops[pc + 1]] = state.load(a)
+                    cost, b = state.sload(a)
+                    self.charge(cost)
+                    regs[base + ops[pc + 1]] = b
                     pc += 3
                 elif o == op.SSTORE:
                     x = ops[pc + 1]
@@ -480,7 +481,8 @@ class Frame:
         return int_from_bytes(word, "big")
 
     def op_sstore(self, key: int, value: int, rest: int) -> None:
-        self.need_writable("SSTORE")
+        if self.is_static:
+            self.need_writable("SSTORE")
         if self.gas + rest <= 2300:
             raise Halt(Status.OUT_OF_GAS, "SSTORE needs more than 2300 gas left (EIP-2200)")
         self.charge(self.state.sstore(key, value))
