@@ -12,9 +12,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 
+from missive.vm.arith import int_from_bytes
 from missive.vm.errors import Halt
 from missive.vm.host import Host
-from missive.vm.interpreter import Frame, int_from_bytes
+from missive.vm.interpreter import Frame
 from missive.vm.state import RunState, StorageSource
 from missive.vm.translate import program_for
 from missive.vm.types import BlockContext, ExecutionResult, Status

@@ -21,8 +21,9 @@ from mypy_extensions import i64
 
 from missive.vm import arith, messages
 from missive.vm import opcodes as op
+from missive.vm.arith import int_from_bytes
 from missive.vm.errors import Halt
-from missive.vm.keccak import keccak256
+from missive.vm.keccak import EMPTY_KECCAK, keccak256
 from missive.vm.state import RunState
 from missive.vm.translate import (
     BIAS,
@@ -54,9 +55,8 @@ MAX_MEMORY: Final = 32 * 1024 * 1024
 INITIAL_STACK_ROOM: Final = 64
 #: Bytes of memory a frame allocates the first time it touches memory.
 MEMORY_CHUNK: Final = 1024
-#: ``int.from_bytes`` looked up once: compiled code looks a classmethod up on
-#: ``int`` and binds it on every call, which costs more than converting the word.
-int_from_bytes: Final = int.from_bytes
+EMPTY_KECCAK_WORD: Final = int.from_bytes(EMPTY_KECCAK, "big")
+NO_MEMORY: Final = memoryview(b"")
 
 
 def memory_cost(words: int) -> int:
@@ -90,10 +90,12 @@ class Frame:
         #: EVM size it is all zero bytes: every write is checked against that
         #: size first (``expand``).
         self.memory = bytearray()
-        #: A view of ``memory`` for 32-byte writes: assigning bytes to a
-        #: bytearray slice copies them into a temporary bytearray first,
-        #: assigning them to a memoryview slice does not.
-        self.memview = memoryview(self.memory)
+        #: A view of ``memory`` for writes: assigning bytes to a bytearray
+        #: slice copies them into a temporary bytearray first, assigning them
+        #: to a memoryview slice does not.  Made when memory is first
+        #: allocated (a memoryview costs more to make than a bytearray); until
+        #: then, no write can happen, and this empty read-only one stands in.
+        self.memview = NO_MEMORY
         self.memory_words = 0
         self.returndata = b""
         self.reverted = False
@@ -123,11 +125,15 @@ class Frame:
                 self.allocate_memory(words << 5)
 
     def allocate_memory(self, size: int) -> None:
-        """Make ``memory`` at least ``size`` bytes long, with room to spare."""
-        memory = self.memory
-        target = min(max(size, 2 * len(memory), MEMORY_CHUNK), MAX_MEMORY)
-        self.memview.release()  # a bytearray with a live view cannot be resized
-        memory.extend(bytes(target - len(memory)))
+        """Replace ``memory`` by a copy at least ``size`` bytes long, with room to spare.
+
+        A copy, not a resize: a bytearray with a live view cannot be resized.
+        """
+        old = self.memory
+        memory = bytearray(min(max(size, 2 * len(old), MEMORY_CHUNK), MAX_MEMORY))
+        if old:
+            memory[: len(old)] = old
+        self.memory = memory
         self.memview = memoryview(memory)
 
     def read_memory(self, offset: int, size: int) -> bytes:
@@ -558,9 +564,11 @@ class Frame:
         self.memory[dest : dest + size] = self.memory[source : source + size]
 
     def op_keccak256(self, offset: int, size: int) -> int:
-        data = self.read_memory(offset, size)
+        if size == 0:
+            return EMPTY_KECCAK_WORD
+        self.expand(offset, size)
         self.charge(6 * ((size + 31) >> 5))
-        return int_from_bytes(keccak256(data), "big")
+        return int_from_bytes(keccak256(self.memory[offset : offset + size]), "big")
 
     def op_log(self, offset: int, size: int, topics: tuple[int, ...]) -> None:
         if self.is_static:

@@ -25,7 +25,7 @@ def _pysha3_keccak_256() -> Any:
 _PYSHA3: Final[Any] = _pysha3_keccak_256()
 
 
-def keccak256(data: bytes) -> bytes:
+def keccak256(data: bytes | bytearray) -> bytes:
     if _PYSHA3 is not None:
         digest: bytes = _PYSHA3(data).digest()
         return digest

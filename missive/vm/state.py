@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Final, Protocol, final
 
+from missive.vm.arith import int_from_bytes
 from missive.vm.host import Host
 from missive.vm.types import SYSTEM_CONTRACT, BlockContext, Log, OutgoingMessage
 
@@ -76,7 +77,7 @@ class RunState:
         warm_accounts: tuple[bytes, ...] = (),
     ) -> None:
         self.address_bytes = address
-        self.address = int.from_bytes(address, "big")
+        self.address = int_from_bytes(address, "big")
         #: the actor's own code (EXTCODE* of ADDRESS sees it even inside DELEGATECALL)
         self.own_code = own_code
         self.source = storage
