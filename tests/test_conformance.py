@@ -164,7 +164,7 @@ def test_gas_accounting_is_checked_through_balances() -> None:
 
     def greedy(code: bytes, **kwargs: object) -> ExecutionResult:
         result = execute(code, **kwargs)  # type: ignore[arg-type]
-        return attrs.evolve(result, gas_used=result.gas_used + 1)
+        return result.replace(gas_used=result.gas_used + 1)
 
     result = run_case(_state_case(), execute=greedy)
     assert result.failed
@@ -178,7 +178,7 @@ def test_refund_cap_and_refund_are_modelled() -> None:
     assert run_case(case).outcome is Outcome.PASSED
 
     def no_refund(code: bytes, **kwargs: object) -> ExecutionResult:
-        return attrs.evolve(execute(code, **kwargs), gas_refund=0)  # type: ignore[arg-type]
+        return execute(code, **kwargs).replace(gas_refund=0)  # type: ignore[arg-type]
 
     assert run_case(case, execute=no_refund).failed
 
@@ -194,7 +194,7 @@ def test_vm_exception_is_a_failure_not_a_crash() -> None:
 def test_vm_contract_on_storage_writes_is_checked() -> None:
     def noisy(code: bytes, **kwargs: object) -> ExecutionResult:
         result = execute(code, **kwargs)  # type: ignore[arg-type]
-        return attrs.evolve(result, storage_writes={**result.storage_writes, 9: 0})
+        return result.replace(storage_writes={**result.storage_writes, 9: 0})
 
     result = run_case(_legacy_case(), execute=noisy)
     assert result.failed and "storage_writes[0x09] = 0x00 equals the original value" in result.differences[0]

@@ -87,7 +87,7 @@ def test_changed_vm_is_reported_at_the_first_message_it_affects(
 
     def drifting(code: bytes, **kwargs: object):  # type: ignore[no-untyped-def]
         result = real(code, **kwargs)  # type: ignore[arg-type]
-        return attrs.evolve(result, gas_used=result.gas_used + 3) if kwargs.get("data") else result
+        return result.replace(gas_used=result.gas_used + 3) if kwargs.get("data") else result
 
     monkeypatch.setattr(handler_module, "execute", drifting)
     report = replay(ledger.store)

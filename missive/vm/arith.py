@@ -15,6 +15,10 @@ MASK: Final = (1 << 256) - 1
 SIGN_BIT: Final = 1 << 255
 TWO_256: Final = 1 << 256
 
+#: ``int.from_bytes`` looked up once: compiled code looks a classmethod up on
+#: ``int`` and binds it on every call, which costs more than converting the word.
+int_from_bytes: Final = int.from_bytes
+
 
 def to_signed(x: int) -> int:
     return x - TWO_256 if x & SIGN_BIT else x

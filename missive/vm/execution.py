@@ -12,17 +12,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 
+from missive.vm.arith import int_from_bytes
 from missive.vm.errors import Halt
 from missive.vm.host import Host
 from missive.vm.interpreter import Frame
 from missive.vm.state import RunState, StorageSource
 from missive.vm.translate import program_for
-from missive.vm.types import SYSTEM_CONTRACT, BlockContext, ExecutionResult, Status
+from missive.vm.types import BlockContext, ExecutionResult, Status
 
 _DEFAULT_BLOCK = BlockContext()
 _DEFAULT_HOST = Host()
-#: Warm at the start of every run (EIP-2929/3651): precompiles and the system contract.
-_ALWAYS_WARM = frozenset([*range(1, 11), int.from_bytes(SYSTEM_CONTRACT, "big")])
 
 # DELEGATECALL may nest 1024 frames deep, each a Python-level call in the pure
 # build; make sure the interpreter's recursion limit is not what stops it.
@@ -69,11 +68,11 @@ def execute(
     if value >> 256 or balance >> 256:
         raise ValueError("value and balance must fit in 256 bits")
     block = block if block is not None else _DEFAULT_BLOCK
-    state = RunState(address, code, storage, balance, nonce, block, host if host is not None else _DEFAULT_HOST, message_id)
-    warm = state.accessed_addresses = set(_ALWAYS_WARM)
-    for account in (address, caller, block.origin, block.coinbase):
-        warm.add(int.from_bytes(account, "big"))
-    frame = Frame(state, program_for(code), int.from_bytes(caller, "big"), value, data, gas, is_static, 0)
+    # EIP-2929/3651: the actor, the caller, the origin and the coinbase start warm.
+    warm_accounts = (address, caller, block.origin, block.coinbase)
+    host = host if host is not None else _DEFAULT_HOST
+    state = RunState(address, code, storage, balance, nonce, block, host, message_id, warm_accounts)
+    frame = Frame(state, program_for(code), int_from_bytes(caller, "big"), value, data, gas, is_static, 0)
     try:
         output = frame.run()
     except Halt as halt:

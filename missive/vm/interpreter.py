@@ -21,8 +21,9 @@ from mypy_extensions import i64
 
 from missive.vm import arith, messages
 from missive.vm import opcodes as op
+from missive.vm.arith import int_from_bytes
 from missive.vm.errors import Halt
-from missive.vm.keccak import keccak256
+from missive.vm.keccak import EMPTY_KECCAK, keccak256
 from missive.vm.state import RunState
 from missive.vm.translate import (
     BIAS,
@@ -38,6 +39,7 @@ from missive.vm.translate import (
     R_JZ,
     R_MOV,
     STACK_LIMIT,
+    Block,
     Program,
 )
 from missive.vm.types import Log, Status
@@ -46,6 +48,15 @@ MASK: Final = (1 << 256) - 1
 #: Memory is capped far above what any realistic gas limit can pay for (32 MiB
 #: costs over two billion gas), so a huge gas limit cannot become a memory bomb.
 MAX_MEMORY: Final = 32 * 1024 * 1024
+#: Stack slots a frame's register file starts with.  It grows, up to the EVM's
+#: 1024, the first time a block needs more: most calls never come close, and
+#: allocating (and freeing) all 1024 slots per call cost more than running a
+#: whole ERC20 transfer's arithmetic.
+INITIAL_STACK_ROOM: Final = 64
+#: Bytes of memory a frame allocates the first time it touches memory.
+MEMORY_CHUNK: Final = 1024
+EMPTY_KECCAK_WORD: Final = int.from_bytes(EMPTY_KECCAK, "big")
+NO_MEMORY: Final = memoryview(b"")
 
 
 def memory_cost(words: int) -> int:
@@ -73,11 +84,23 @@ class Frame:
         self.gas = gas
         self.is_static = is_static
         self.depth = depth
+        #: Memory as allocated: ``memory_words`` (what gas and MSIZE see) is
+        #: the EVM's memory size, and the bytearray may run ahead of it, so
+        #: that a call's small expansions do not each resize it.  Past the
+        #: EVM size it is all zero bytes: every write is checked against that
+        #: size first (``expand``).
         self.memory = bytearray()
+        #: A view of ``memory`` for writes: assigning bytes to a bytearray
+        #: slice copies them into a temporary bytearray first, assigning them
+        #: to a memoryview slice does not.  Made when memory is first
+        #: allocated (a memoryview costs more to make than a bytearray); until
+        #: then, no write can happen, and this empty read-only one stands in.
+        self.memview = NO_MEMORY
         self.memory_words = 0
         self.returndata = b""
         self.reverted = False
-        self.regs: list[int] = [0] * program.reg_count
+        #: the stack, then ``program.temps`` slots for the temporaries of a block at the top
+        self.regs: list[int] = [0] * (INITIAL_STACK_ROOM + program.temps)
 
     # -- gas and memory --------------------------------------------------
 
@@ -97,8 +120,21 @@ class Frame:
         words = (end + 31) >> 5
         if words > self.memory_words:
             self.charge(memory_cost(words) - memory_cost(self.memory_words))
-            self.memory.extend(bytes((words - self.memory_words) * 32))
             self.memory_words = words
+            if words << 5 > len(self.memory):
+                self.allocate_memory(words << 5)
+
+    def allocate_memory(self, size: int) -> None:
+        """Replace ``memory`` by a copy at least ``size`` bytes long, with room to spare.
+
+        A copy, not a resize: a bytearray with a live view cannot be resized.
+        """
+        old = self.memory
+        memory = bytearray(min(max(size, 2 * len(old), MEMORY_CHUNK), MAX_MEMORY))
+        if old:
+            memory[: len(old)] = old
+        self.memory = memory
+        self.memview = memoryview(memory)
 
     def read_memory(self, offset: int, size: int) -> bytes:
         self.expand(offset, size)
@@ -113,7 +149,7 @@ class Frame:
         chunk = source[start : start + size] if start < len(source) else b""
         if len(chunk) < size:
             chunk = chunk + bytes(size - len(chunk))
-        self.memory[dest : dest + size] = chunk
+        self.memview[dest : dest + size] = chunk
 
     def need_writable(self, what: str) -> None:
         if self.is_static:
@@ -131,6 +167,8 @@ class Frame:
         code_size = len(jump_table)
         regs = self.regs
         state = self.state
+        # Highest stack height the register file has room for (with temporaries above it).
+        room: i64 = len(regs) - self.program.temps
         # Native 64-bit integers for everything that indexes (mypyc compiles
         # them to C integers; in pure Python i64 is just int).
         sp: i64 = 0
@@ -143,8 +181,8 @@ class Frame:
         while True:
             blk = blocks[bi]
             gas = self.gas - blk.gas
-            if sp + blk.min_pos < 0 or sp + blk.max_height > STACK_LIMIT or gas < 0:
-                raise self.block_fault(blk.start_pc, sp)
+            if sp + blk.min_pos < 0 or sp + blk.max_height > room or gas < 0:
+                room = self.make_room(blk, sp, gas)
             self.gas = gas
             ops = blk.ops
             consts = blk.consts
@@ -235,7 +273,7 @@ class Frame:
                     a = regs[base + x] if x >= 0 else consts[~x]
                     if a + 32 > (self.memory_words << 5):
                         self.expand(a, 32)
-                    regs[base + ops[pc + 1]] = int.from_bytes(self.memory[a : a + 32], "big")
+                    regs[base + ops[pc + 1]] = int_from_bytes(self.memory[a : a + 32], "big")
                     pc += 3
                 elif o == op.MSTORE:
                     x = ops[pc + 1]
@@ -244,7 +282,7 @@ class Frame:
                     b = regs[base + x] if x >= 0 else consts[~x]
                     if a + 32 > (self.memory_words << 5):
                         self.expand(a, 32)
-                    self.memory[a : a + 32] = b.to_bytes(32, "big")
+                    self.memview[a : a + 32] = b.to_bytes(32, "big")
                     pc += 3
                 elif o == op.SHR or o == op.SHL or o == op.XOR or o == op.MUL or o == op.DIV or o == op.MOD:
                     x = ops[pc + 2]
@@ -279,8 +317,9 @@ class Frame:
                 elif o == op.SLOAD:
                     x = ops[pc + 2]
                     a = regs[base + x] if x >= 0 else consts[~x]
-                    self.charge(state.sload_cost(a))
-                    regs[base + ops[pc + 1]] = state.load(a)
+                    cost, b = state.sload(a)
+                    self.charge(cost)
+                    regs[base + ops[pc + 1]] = b
                     pc += 3
                 elif o == op.SSTORE:
                     x = ops[pc + 1]
@@ -297,6 +336,29 @@ class Frame:
                     output = self.read_memory(a, b)
                     self.reverted = o == op.REVERT
                     return output
+                elif o == op.KECCAK256:
+                    x = ops[pc + 2]
+                    a = regs[base + x] if x >= 0 else consts[~x]
+                    x = ops[pc + 3]
+                    b = regs[base + x] if x >= 0 else consts[~x]
+                    regs[base + ops[pc + 1]] = self.op_keccak256(a, b)
+                    pc += 4
+                elif o == op.CALLER:
+                    regs[base + ops[pc + 1]] = self.caller
+                    pc += 2
+                elif o == op.CALLVALUE:
+                    regs[base + ops[pc + 1]] = self.value
+                    pc += 2
+                elif o == op.CALLDATASIZE:
+                    regs[base + ops[pc + 1]] = len(self.data)
+                    pc += 2
+                elif o >= op.LOG0 and o <= op.LOG4:
+                    x = ops[pc + 1]
+                    a = regs[base + x] if x >= 0 else consts[~x]
+                    x = ops[pc + 2]
+                    b = regs[base + x] if x >= 0 else consts[~x]
+                    self.op_log(a, b, _operands(regs, consts, base, ops, pc + 3, o - op.LOG0))
+                    pc += 3 + (o - op.LOG0)
                 elif o == op.STOP:
                     return b""
                 elif o == R_INVALID:
@@ -314,6 +376,20 @@ class Frame:
             if nxt < 0:
                 return b""
             bi = nxt
+
+    def make_room(self, blk: Block, sp: i64, gas: int) -> i64:
+        """A block's entry check failed: raise its halt, or grow the register file.
+
+        One comparison per block covers both the EVM's stack limit and the
+        register file's current size; only when it fails do we find out which.
+        Returns the new room (highest stack height the register file holds).
+        """
+        if sp + blk.min_pos < 0 or sp + blk.max_height > STACK_LIMIT or gas < 0:
+            raise self.block_fault(blk.start_pc, sp)
+        temps = self.program.temps
+        room = min(STACK_LIMIT, max(2 * (len(self.regs) - temps), sp + blk.max_height))
+        self.regs.extend([0] * (room + temps - len(self.regs)))
+        return room
 
     def block_fault(self, start_pc: int, sp: int) -> Halt:
         """The halt a block's entry checks found, located at its instruction.
@@ -359,11 +435,6 @@ class Frame:
             exponent = _operand(regs, consts, base, ops[pc + 3])
             self.charge(50 * arith.exp_byte_length(exponent))
             regs[base + ops[pc + 1]] = arith.exp(_operand(regs, consts, base, ops[pc + 2]), exponent)
-        elif o == op.KECCAK256:
-            offset, size = _operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3])
-            data = self.read_memory(offset, size)
-            self.charge(6 * ((size + 31) >> 5))
-            regs[base + ops[pc + 1]] = int.from_bytes(keccak256(data), "big")
         elif op.PUSHES[o] and op.POPS[o] == 0 and o != op.GAS:
             regs[base + ops[pc + 1]] = self.environment(o)
         elif o == op.GAS:
@@ -398,8 +469,6 @@ class Frame:
         elif o == op.TSTORE:
             self.need_writable("TSTORE")
             self.state.tstore(_operand(regs, consts, base, ops[pc + 1]), _operand(regs, consts, base, ops[pc + 2]))
-        elif op.LOG0 <= o <= op.LOG4:
-            self.op_log(_operand(regs, consts, base, ops[pc + 1]), _operand(regs, consts, base, ops[pc + 2]), tuple(_operand(regs, consts, base, ops[pc + 3 + i]) for i in range(o - op.LOG0)))
         elif o in _MESSAGE_OPS:
             args = [_operand(regs, consts, base, ops[pc + 2 + i]) for i in range(op.POPS[o])]
             regs[base + ops[pc + 1]] = messages.dispatch(self, o, args, ops[pc + width])
@@ -415,26 +484,25 @@ class Frame:
         word = data[offset : offset + 32]
         if len(word) < 32:
             word = word + bytes(32 - len(word))
-        return int.from_bytes(word, "big")
+        return int_from_bytes(word, "big")
 
     def op_sstore(self, key: int, value: int, rest: int) -> None:
-        self.need_writable("SSTORE")
+        if self.is_static:
+            self.need_writable("SSTORE")
         if self.gas + rest <= 2300:
             raise Halt(Status.OUT_OF_GAS, "SSTORE needs more than 2300 gas left (EIP-2200)")
         self.charge(self.state.sstore(key, value))
 
     def environment(self, o: int) -> int:
-        """Instructions that push a fact about the run and read nothing."""
+        """Instructions that push a fact about the run and read nothing.
+
+        CALLER, CALLVALUE and CALLDATASIZE, which every ABI entry point reads,
+        are in ``run`` itself.
+        """
         state = self.state
         block = state.block
         if o == op.ADDRESS:
             return state.address
-        if o == op.CALLER:
-            return self.caller
-        if o == op.CALLVALUE:
-            return self.value
-        if o == op.CALLDATASIZE:
-            return len(self.data)
         if o == op.RETURNDATASIZE:
             return len(self.returndata)
         if o == op.MSIZE:
@@ -495,8 +563,16 @@ class Frame:
         self.charge(3 * ((size + 31) >> 5))
         self.memory[dest : dest + size] = self.memory[source : source + size]
 
+    def op_keccak256(self, offset: int, size: int) -> int:
+        if size == 0:
+            return EMPTY_KECCAK_WORD
+        self.expand(offset, size)
+        self.charge(6 * ((size + 31) >> 5))
+        return int_from_bytes(keccak256(self.memory[offset : offset + size]), "big")
+
     def op_log(self, offset: int, size: int, topics: tuple[int, ...]) -> None:
-        self.need_writable(f"LOG{len(topics)}")
+        if self.is_static:
+            self.need_writable(f"LOG{len(topics)}")
         data = self.read_memory(offset, size)
         self.charge(8 * size)
         self.state.logs.append(Log(self.state.address_bytes, topics, data))
@@ -510,6 +586,15 @@ _MESSAGE_OPS: Final = frozenset({op.CALL, op.CALLCODE, op.DELEGATECALL, op.STATI
 def _operand(regs: list[int], consts: list[int], base: i64, x: i64) -> int:
     """The value of one operand field: a stack slot (x >= 0) or a constant."""
     return regs[base + x] if x >= 0 else consts[~x]
+
+
+def _operands(regs: list[int], consts: list[int], base: i64, ops: list[i64], start: i64, count: i64) -> tuple[int, ...]:
+    """The values of ``count`` operand fields from ``ops[start]`` on (LOG topics)."""
+    values: list[int] = []
+    for i in range(count):
+        x = ops[start + i]
+        values.append(regs[base + x] if x >= 0 else consts[~x])
+    return tuple(values)
 
 
 def _binary(o: int, a: int, b: int) -> int:

@@ -9,28 +9,29 @@ cannot be built.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-_impl: Callable[[bytes], bytes]
-
-try:
-    import sha3  # type: ignore[import-not-found,unused-ignore]
-
-    def _pysha3(data: bytes) -> bytes:
-        return bytes(sha3.keccak_256(data).digest())
-
-    _impl = _pysha3
-except ImportError:  # pragma: no cover - exercised only where the binding is missing
-    from Crypto.Hash import keccak as _cryptodome_keccak
-
-    def _cryptodome(data: bytes) -> bytes:
-        return _cryptodome_keccak.new(digest_bits=256, data=data).digest()
-
-    _impl = _cryptodome
+from typing import Any, Final
 
 
-def keccak256(data: bytes) -> bytes:
-    return _impl(data)
+def _pysha3_keccak_256() -> Any:
+    """The binding's ``keccak_256`` constructor, or None where it is missing."""
+    try:
+        import sha3  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # pragma: no cover - exercised only where the binding is missing
+        return None
+    return sha3.keccak_256
+
+
+#: Bound once: looking it up on the module per hash was a tenth of the hash's cost.
+_PYSHA3: Final[Any] = _pysha3_keccak_256()
+
+
+def keccak256(data: bytes | bytearray) -> bytes:
+    if _PYSHA3 is not None:
+        digest: bytes = _PYSHA3(data).digest()
+        return digest
+    from Crypto.Hash import keccak  # pragma: no cover - only where the binding is missing
+
+    return keccak.new(digest_bits=256, data=data).digest()  # pragma: no cover
 
 
 EMPTY_KECCAK: bytes = keccak256(b"")

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import Final, Protocol, final
 
+from missive.vm.arith import int_from_bytes
 from missive.vm.host import Host
-from missive.vm.types import BlockContext, Log, OutgoingMessage
+from missive.vm.types import SYSTEM_CONTRACT, BlockContext, Log, OutgoingMessage
 
 COLD_SLOAD: Final = 2100
 WARM_ACCESS: Final = 100
@@ -25,6 +26,8 @@ SSTORE_SET: Final = 20000
 SSTORE_RESET: Final = 2900  # 5000 - COLD_SLOAD
 SSTORE_CLEAR_REFUND: Final = 4800
 SSTORE_STIPEND: Final = 2300
+#: Warm at the start of every run (EIP-2929): precompiles and the system contract.
+ALWAYS_WARM: Final = frozenset([*range(1, 11), int.from_bytes(SYSTEM_CONTRACT, "big")])
 
 _STORAGE: Final = 0
 _TRANSIENT: Final = 1
@@ -40,6 +43,26 @@ class StorageSource(Protocol):
 
 
 @final
+class Slot:
+    """What a run knows about one storage slot it has touched.
+
+    One record per slot, found with one dict lookup, holds everything SLOAD
+    and SSTORE need (EIP-2200 compares the new value with both the original
+    and the current one; EIP-2929 asks whether the slot is warm).  Keeping
+    them in three containers cost each SLOAD or SSTORE four to seven hashes
+    of a 256-bit key.
+    """
+
+    def __init__(self, original: int) -> None:
+        #: the committed value, before the run
+        self.original = original
+        #: the value now
+        self.current = original
+        #: accessed in this run (EIP-2929)
+        self.warm = False
+
+
+@final
 class RunState:
     def __init__(
         self,
@@ -51,17 +74,20 @@ class RunState:
         block: BlockContext,
         host: Host,
         message_id: bytes,
+        warm_accounts: tuple[bytes, ...] = (),
     ) -> None:
         self.address_bytes = address
-        self.address = int.from_bytes(address, "big")
+        self.address = int_from_bytes(address, "big")
         #: the actor's own code (EXTCODE* of ADDRESS sees it even inside DELEGATECALL)
         self.own_code = own_code
         self.source = storage
-        self.original: dict[int, int] = {}
-        self.current: dict[int, int] = {}
+        #: every storage slot the run has touched, in the order it first did
+        self.slots: dict[int, Slot] = {}
         self.transient: dict[int, int] = {}
-        self.accessed_slots: set[int] = set()
+        #: addresses accessed so far (EIP-2929); see :meth:`warm_address` for those warm from the start
         self.accessed_addresses: set[int] = set()
+        self.warm_accounts = warm_accounts
+        self._warm_at_start: frozenset[int] | None = None
         self.journal: list[tuple[int, int, int]] = []
         self.logs: list[Log] = []
         self.outbox: list[OutgoingMessage] = []
@@ -75,37 +101,39 @@ class RunState:
 
     # -- storage ---------------------------------------------------------
 
-    def original_value(self, key: int) -> int:
-        value = self.original.get(key)
-        if value is None:
-            value = 0
-            if self.source is not None:
-                value = self.source.get(key, 0)
-            self.original[key] = value
-        return value
+    def slot(self, key: int) -> Slot:
+        """The record of ``key``, reading the committed value on first touch."""
+        slot = self.slots.get(key)
+        if slot is None:
+            source = self.source
+            slot = Slot(source.get(key, 0) if source is not None else 0)
+            self.slots[key] = slot
+        return slot
 
     def load(self, key: int) -> int:
-        value = self.current.get(key)
-        if value is None:
-            return self.original_value(key)
-        return value
+        return self.slot(key).current
 
-    def warm_slot(self, key: int) -> int:
-        """Mark ``key`` accessed; return the access cost (cold 2100, warm 0 extra)."""
-        if key in self.accessed_slots:
+    def warm_slot(self, key: int, slot: Slot) -> int:
+        """Mark ``slot`` (at ``key``) accessed; return the access cost (cold 2100, warm 0 extra)."""
+        if slot.warm:
             return 0
-        self.accessed_slots.add(key)
+        slot.warm = True
         self.journal.append((_SLOT_WARMED, key, 0))
         return COLD_SLOAD
 
-    def sload_cost(self, key: int) -> int:
-        return WARM_ACCESS if key in self.accessed_slots else self.warm_slot(key)
+    def sload(self, key: int) -> tuple[int, int]:
+        """SLOAD: (gas cost, value)."""
+        slot = self.slot(key)
+        if slot.warm:
+            return WARM_ACCESS, slot.current
+        return self.warm_slot(key, slot), slot.current
 
     def sstore(self, key: int, new: int) -> int:
         """Write ``new`` to ``key``; return the gas cost and adjust the refund."""
-        cost = self.warm_slot(key)
-        current = self.load(key)
-        original = self.original_value(key)
+        slot = self.slot(key)
+        cost = self.warm_slot(key, slot)
+        current = slot.current
+        original = slot.original
         if new == current:
             cost += WARM_ACCESS
         elif current == original:
@@ -125,14 +153,13 @@ class RunState:
             if new == original:
                 self.refund += (SSTORE_SET - WARM_ACCESS) if original == 0 else (SSTORE_RESET - WARM_ACCESS)
         if new != current:
-            old = self.current.get(key)
-            self.journal.append((_STORAGE, key, _ABSENT if old is None else old))
-            self.current[key] = new
+            self.journal.append((_STORAGE, key, current))
+            slot.current = new
         return cost
 
     def storage_writes(self) -> dict[int, int]:
         """Slots whose final value differs from the value before the run: the state diff."""
-        return {k: v for k, v in self.current.items() if v != self.original_value(k)}
+        return {k: slot.current for k, slot in self.slots.items() if slot.current != slot.original}
 
     # -- transient storage (EIP-1153) ------------------------------------
 
@@ -147,12 +174,22 @@ class RunState:
     # -- accounts ----------------------------------------------------------
 
     def warm_address(self, address: int) -> int:
-        """Mark ``address`` accessed; return the EIP-2929 access cost."""
+        """Mark ``address`` accessed; return the EIP-2929 access cost.
+
+        Some addresses are warm from the start (EIP-2929/3651: precompiles,
+        the system contract, and the run's ``warm_accounts``).  They are not
+        put in ``accessed_addresses`` up front, which would cost every run a
+        set of a dozen entries that most runs never look at; they are found
+        warm here instead, the first time they are accessed.
+        """
         if address in self.accessed_addresses:
             return WARM_ACCESS
         self.accessed_addresses.add(address)
         self.journal.append((_ADDRESS_WARMED, address, 0))
-        return COLD_ACCOUNT_ACCESS
+        warm = self._warm_at_start
+        if warm is None:
+            warm = self._warm_at_start = ALWAYS_WARM | {int.from_bytes(a, "big") for a in self.warm_accounts}
+        return WARM_ACCESS if address in warm else COLD_ACCOUNT_ACCESS
 
     # -- checkpoints -------------------------------------------------------
 
@@ -166,17 +203,14 @@ class RunState:
         while len(journal) > journal_len:
             kind, key, old = journal.pop()
             if kind == _STORAGE:
-                if old == _ABSENT:
-                    del self.current[key]
-                else:
-                    self.current[key] = old
+                self.slots[key].current = old
             elif kind == _TRANSIENT:
                 if old == _ABSENT:
                     del self.transient[key]
                 else:
                     self.transient[key] = old
             elif kind == _SLOT_WARMED:
-                self.accessed_slots.discard(key)
+                self.slots[key].warm = False
             else:
                 self.accessed_addresses.discard(key)
         del self.logs[logs_len:]

@@ -113,15 +113,17 @@ class Block:
 
 @final
 class Program:
-    """Translated code: blocks, the JUMPDEST table, and the register file size."""
+    """Translated code: blocks, the JUMPDEST table, and how many temporaries it needs."""
 
-    def __init__(self, code: bytes, code_hash: bytes, blocks: list[Block], jump_table: list[i64], reg_count: int) -> None:
+    def __init__(self, code: bytes, code_hash: bytes, blocks: list[Block], jump_table: list[i64], temps: int) -> None:
         self.code = code
         self.code_hash = code_hash
         self.blocks = blocks
         #: jump_table[pc] is the block starting at JUMPDEST ``pc``, or -1
         self.jump_table = jump_table
-        self.reg_count = reg_count
+        #: most temporaries any block uses: the register file keeps this many
+        #: slots above the highest stack height it has room for
+        self.temps = temps
 
 
 def valid_jumpdests(code: bytes) -> list[bool]:
@@ -376,7 +378,7 @@ def translate(code: bytes) -> Program:
     for pc, i in block_at.items():
         if pc < len(code) and jumpdests[pc]:
             jump_table[pc] = i
-    return Program(code, keccak256(code), blocks, jump_table, STACK_LIMIT + max_temps + 1)
+    return Program(code, keccak256(code), blocks, jump_table, max_temps)
 
 
 _CACHE_LIMIT: Final = 4096
