@@ -237,7 +237,10 @@ def handle(
     if new_code is not None:
         code_hash = keccak256(new_code) if new_code else b""
         actor.code = new_code
-    root = next_root(account.state_root, message_id, writes, balance - account.balance, nonce, code_hash)
+    # An external account's nonce is moved by the acceptance of its own messages, not by
+    # handlers, at points that depend on batching: like its balance, it stays out of the root.
+    root = next_root(account.state_root, message_id, writes, balance - account.balance,
+                     nonce if code_hash else 0, code_hash)
     actor.storage.update(writes)
     actor.account = attrs.evolve(
         account, balance=balance, nonce=nonce, code_hash=code_hash, handled=account.handled + 1, clock=time, state_root=root
