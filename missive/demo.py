@@ -61,7 +61,6 @@ class DemoView(Protocol):
 
     def bulk_done(self, handled: int, seconds: float) -> None: ...
 
-    def note(self, text: str) -> None: ...
 
 
 @attrs.frozen
@@ -285,6 +284,15 @@ def describe(envelope: Envelope, receipt: Receipt, names: dict[bytes, str],
     return f"{who} → {whom}  {call}{value}"
 
 
+def shown(value: Any, names: dict[bytes, str]) -> str:
+    """An ABI-decoded value for people: known addresses by name, long bytes shortened."""
+    if isinstance(value, str) and value.startswith("0x") and len(value) == 42:
+        return names.get(bytes.fromhex(value[2:]), value[:10])
+    if isinstance(value, bytes):
+        return "0x" + value.hex()[:8]
+    return str(value)
+
+
 def function_namer(node: Node, names: dict[bytes, str]) -> Callable[[bytes, bytes], str | None]:
     """``transfer(bob, 5000)`` for a payload the recipient's ABI knows."""
     from eth_abi.abi import decode as abi_decode
@@ -294,13 +302,6 @@ def function_namer(node: Node, names: dict[bytes, str]) -> Callable[[bytes, byte
         for fn in node.at(address, abi, name).functions():
             by_selector[(address, fn.selector)] = fn
 
-    def show(value: Any) -> str:
-        if isinstance(value, str) and value.startswith("0x") and len(value) == 42:
-            return names.get(bytes.fromhex(value[2:]), value[:10])
-        if isinstance(value, bytes):
-            return "0x" + value.hex()[:8]
-        return str(value)
-
     def name(address: bytes, payload: bytes) -> str | None:
         fn = by_selector.get((address, payload[:4]))
         if fn is None:
@@ -309,6 +310,6 @@ def function_namer(node: Node, names: dict[bytes, str]) -> Callable[[bytes, byte
             values = abi_decode(fn.inputs, payload[4:])
         except Exception:
             return f"{fn.name}(?)"
-        return f"{fn.name}({', '.join(show(v) for v in values)})"
+        return f"{fn.name}({', '.join(shown(v, names) for v in values)})"
 
     return name

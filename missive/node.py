@@ -924,11 +924,12 @@ class Node:
                 nonces[key.address] += 1
                 signed.append(key.sign(envelope))
             results = self.store.accept(signed, self._check, all_or_nothing=True)
-        for index, result in enumerate(results):
+        sent = []
+        for index, ((envelope, _, _), result) in enumerate(zip(signed, results, strict=True)):
             if isinstance(result, EnvelopeError):
                 raise EnvelopeError(f"message {index} of {len(results)} refused, none sent: {result}")
-        return [Sent(self, envelope, duplicate=bool(getattr(r, "duplicate", False)))
-                for (envelope, _, _), r in zip(signed, results, strict=True)]
+            sent.append(Sent(self, envelope, duplicate=result.duplicate))
+        return sent
 
     def observe(self, observer: Callable[[list[tuple[Envelope, Receipt]]], None]) -> Callable[[], None]:
         """Call ``observer`` with each round's (message, receipt) pairs as this process commits them.

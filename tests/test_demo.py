@@ -43,9 +43,6 @@ class RecordingView:
     def bulk_done(self, handled: int, seconds: float) -> None:
         self.bulk = (handled, seconds)
 
-    def note(self, text: str) -> None:
-        pass
-
 
 def test_demo_shows_each_kind_of_message_and_ends_consistent(tmp_path: Path) -> None:
     view = RecordingView()

@@ -101,11 +101,10 @@ class Runtime:
         self._remaining = 0
         self._round_done = trio.Event()
         self._nursery: trio.Nursery | None = None
-        # the pipeline: the round being committed, its queue keys, and round numbers
+        # the pipeline: the round being committed and its queue keys; rounds run so far
         self._committing: trio.Event | None = None
         self._committing_keys: set[bytes] = set()
         self._executed_rounds = 0
-        self._committed_rounds = 0
 
     # -- reading committed state during a round -----------------------------------
 
@@ -154,7 +153,7 @@ class Runtime:
         not yet committed (its state in memory is newer than the store's)."""
         while len(self.live) > self.max_live:
             address, actor = next(iter(self.live.items()))
-            if actor.last_round > self._committed_rounds:
+            if actor.last_round > self.rounds:  # self.rounds: rounds committed
                 break  # LRU order: every later actor was used at least as recently
             del self.live[address]
             actor.send.close()
@@ -222,7 +221,6 @@ class Runtime:
         # A failed commit raises out of the nursery and stops the runtime: the
         # actors' memory is ahead of the store, so nothing may run on it.
         await trio.to_thread.run_sync(self.store.commit, [o for _, o in outcomes])
-        self._committed_rounds += 1
         self.handled_total += len(outcomes)
         self.rounds += 1
         self._committing, self._committing_keys = None, set()

@@ -63,7 +63,7 @@ class TerminalView:
         self.console.print(explanation, style="dim")
 
     def round(self, pairs: list[Any]) -> None:
-        from missive.demo import describe, function_namer, stage_name
+        from missive.demo import describe, function_namer, shown, stage_name
         from missive.node import decode_log, revert_reason
 
         node = self.node
@@ -84,7 +84,7 @@ class TerminalView:
             for address, topics, data in receipt.logs:
                 decoded = decode_log(abis[address][1], topics, data) if address in abis else None
                 if decoded is not None:
-                    args = ", ".join(f"{k}={stage_name(v) if k == 'stage' else self._value(v)}"
+                    args = ", ".join(f"{k}={stage_name(v) if k == 'stage' else shown(v, self.names)}"
                                      for k, v in decoded[1].items())
                     self.console.print(f"{'':25}[dim]event[/] {escape(decoded[0])}({escape(args)})")
             for message_id in receipt.outgoing:
@@ -93,11 +93,6 @@ class TerminalView:
                     whom = self.names.get(sent.recipient, "0x" + sent.recipient.hex()[:8])
                     what = "reply" if sent.kind.name == "REPLY" else sent.kind.name.lower()
                     self.console.print(f"{'':25}[dim]sends[/] {what} → {escape(whom)}")
-
-    def _value(self, value: Any) -> str:
-        if isinstance(value, str) and value.startswith("0x") and len(value) == 42:
-            return self.names.get(bytes.fromhex(value[2:]), value[:10])
-        return str(value)
 
     def bulk_start(self, total: int) -> None:
         self._progress = Progress(TextColumn("handled"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -116,9 +111,6 @@ class TerminalView:
         rate = handled / seconds if seconds else 0.0
         self.console.print(f"handled {handled} messages in {seconds:.2f} s: [bold]{rate:,.0f} messages/s[/] "
                            "(signed, admitted, executed and durably committed)")
-
-    def note(self, text: str) -> None:
-        self.console.print(text)
 
 
 def escape(text: str) -> str:

@@ -146,7 +146,6 @@ class ClusterNode:
             "create_account": self.rpc_create_account,
             "account": self.rpc_account,
             "receipt": self.rpc_receipt,
-            "message": self.rpc_message,
             "inbox": self.rpc_inbox,
             "shutdown": self.rpc_shutdown,
         }
@@ -241,10 +240,6 @@ class ClusterNode:
             return {"receipt": receipt.encode(), "sent": sent}
 
         return await self._at(recipient, "receipt", params, local)  # type: ignore[no-any-return]
-
-    async def rpc_message(self, peer: bytes, message_id: bytes) -> bytes | None:
-        found = self.store.message(message_id)
-        return found[0].canonical() if found is not None else None
 
     async def rpc_inbox(self, peer: bytes, address: bytes) -> list[bytes]:
         async def local() -> list[bytes]:
