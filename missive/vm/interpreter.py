@@ -15,6 +15,7 @@ a constant (``< 0``).
 
 from __future__ import annotations
 
+import struct
 from typing import Final, final
 
 from mypy_extensions import i64
@@ -56,7 +57,13 @@ INITIAL_STACK_ROOM: Final = 64
 #: Bytes of memory a frame allocates the first time it touches memory.
 MEMORY_CHUNK: Final = 1024
 EMPTY_KECCAK_WORD: Final = int.from_bytes(EMPTY_KECCAK, "big")
-NO_MEMORY: Final = memoryview(b"")
+#: A 32-byte word at an offset of memory: ``pack_into`` and ``unpack_from``
+#: write and read it in place.  Slicing the bytearray instead costs a slice
+#: object and a temporary copy, and a write of bytes into a bytearray slice a
+#: second copy (CPython converts the bytes to a bytearray first).
+_WORD: Final = struct.Struct("32s")
+write_word: Final = _WORD.pack_into
+read_word: Final = _WORD.unpack_from
 
 
 def memory_cost(words: int) -> int:
@@ -90,12 +97,6 @@ class Frame:
         #: EVM size it is all zero bytes: every write is checked against that
         #: size first (``expand``).
         self.memory = bytearray()
-        #: A view of ``memory`` for writes: assigning bytes to a bytearray
-        #: slice copies them into a temporary bytearray first, assigning them
-        #: to a memoryview slice does not.  Made when memory is first
-        #: allocated (a memoryview costs more to make than a bytearray); until
-        #: then, no write can happen, and this empty read-only one stands in.
-        self.memview = NO_MEMORY
         self.memory_words = 0
         self.returndata = b""
         self.reverted = False
@@ -125,16 +126,9 @@ class Frame:
                 self.allocate_memory(words << 5)
 
     def allocate_memory(self, size: int) -> None:
-        """Replace ``memory`` by a copy at least ``size`` bytes long, with room to spare.
-
-        A copy, not a resize: a bytearray with a live view cannot be resized.
-        """
-        old = self.memory
-        memory = bytearray(min(max(size, 2 * len(old), MEMORY_CHUNK), MAX_MEMORY))
-        if old:
-            memory[: len(old)] = old
-        self.memory = memory
-        self.memview = memoryview(memory)
+        """Grow ``memory`` to at least ``size`` bytes, with room to spare."""
+        memory = self.memory
+        memory.extend(bytes(min(max(size, 2 * len(memory), MEMORY_CHUNK), MAX_MEMORY) - len(memory)))
 
     def read_memory(self, offset: int, size: int) -> bytes:
         self.expand(offset, size)
@@ -149,7 +143,7 @@ class Frame:
         chunk = source[start : start + size] if start < len(source) else b""
         if len(chunk) < size:
             chunk = chunk + bytes(size - len(chunk))
-        self.memview[dest : dest + size] = chunk
+        self.memory[dest : dest + size] = chunk
 
     def need_writable(self, what: str) -> None:
         if self.is_static:
@@ -273,7 +267,7 @@ class Frame:
                     a = regs[base + x] if x >= 0 else consts[~x]
                     if a + 32 > (self.memory_words << 5):
                         self.expand(a, 32)
-                    regs[base + ops[pc + 1]] = int_from_bytes(self.memory[a : a + 32], "big")
+                    regs[base + ops[pc + 1]] = int_from_bytes(read_word(self.memory, a)[0], "big")
                     pc += 3
                 elif o == op.MSTORE:
                     x = ops[pc + 1]
@@ -282,7 +276,7 @@ class Frame:
                     b = regs[base + x] if x >= 0 else consts[~x]
                     if a + 32 > (self.memory_words << 5):
                         self.expand(a, 32)
-                    self.memview[a : a + 32] = b.to_bytes(32, "big")
+                    write_word(self.memory, a, b.to_bytes(32, "big"))
                     pc += 3
                 elif o == op.SHR or o == op.SHL or o == op.XOR or o == op.MUL or o == op.DIV or o == op.MOD:
                     x = ops[pc + 2]
