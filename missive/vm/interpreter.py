@@ -54,8 +54,9 @@ MAX_MEMORY: Final = 32 * 1024 * 1024
 #: allocating (and freeing) all 1024 slots per call cost more than running a
 #: whole ERC20 transfer's arithmetic.
 INITIAL_STACK_ROOM: Final = 64
-#: Bytes of memory a frame allocates the first time it touches memory.
-MEMORY_CHUNK: Final = 1024
+#: Memory is allocated in whole kibibytes, made by repeating this one
+#: (``bytes(n)`` is a type call with argument parsing, several times slower).
+ZERO_KIB: Final = bytes(1024)
 EMPTY_KECCAK_WORD: Final = int.from_bytes(EMPTY_KECCAK, "big")
 #: A 32-byte word at an offset of memory: ``pack_into`` and ``unpack_from``
 #: write and read it in place.  Slicing the bytearray instead costs a slice
@@ -126,13 +127,22 @@ class Frame:
                 self.allocate_memory(words << 5)
 
     def allocate_memory(self, size: int) -> None:
-        """Grow ``memory`` to at least ``size`` bytes, with room to spare."""
-        memory = self.memory
-        memory.extend(bytes(min(max(size, 2 * len(memory), MEMORY_CHUNK), MAX_MEMORY) - len(memory)))
+        """Grow ``memory`` to at least ``size`` bytes, with room to spare (at least doubling it)."""
+        have = len(self.memory) >> 10
+        kib = min(max((size + 1023) >> 10, 2 * have), MAX_MEMORY >> 10)
+        self.memory += ZERO_KIB * (kib - have)
 
     def read_memory(self, offset: int, size: int) -> bytes:
+        if size == 0:
+            return b""
         self.expand(offset, size)
-        return bytes(self.memory[offset : offset + size]) if size else b""
+        if size == 32:
+            # One word, the most common case (a uint256 or bool returned, a
+            # log's one data word): read in place, without a slice and a
+            # bytes() conversion.
+            word: bytes = read_word(self.memory, offset)[0]
+            return word
+        return bytes(self.memory[offset : offset + size])
 
     def write_padded(self, dest: int, source: bytes, start: int, size: int) -> None:
         """Copy ``size`` bytes of ``source`` from ``start`` into memory, zero-filling past its end."""
