@@ -57,6 +57,7 @@ INITIAL_STACK_ROOM: Final = 64
 #: Memory is allocated in whole kibibytes, made by repeating this one
 #: (``bytes(n)`` is a type call with argument parsing, several times slower).
 ZERO_KIB: Final = bytes(1024)
+#: KECCAK256 of no bytes (which touches no memory).
 EMPTY_KECCAK_WORD: Final = int.from_bytes(EMPTY_KECCAK, "big")
 #: A 32-byte word at an offset of memory: ``pack_into`` and ``unpack_from``
 #: write and read it in place.  Slicing the bytearray instead costs a slice
@@ -156,6 +157,11 @@ class Frame:
         self.memory[dest : dest + size] = chunk
 
     def need_writable(self, what: str) -> None:
+        """Halt if the run is read-only.
+
+        SSTORE and LOG test ``is_static`` before calling this, so that they pay
+        for a call (and LOG for building ``what``) only when they halt.
+        """
         if self.is_static:
             raise Halt(Status.STATIC_VIOLATION, f"{what} in a read-only (static) run")
 
