@@ -346,29 +346,6 @@ class Frame:
                     output = self.read_memory(a, b)
                     self.reverted = o == op.REVERT
                     return output
-                elif o == op.KECCAK256:
-                    x = ops[pc + 2]
-                    a = regs[base + x] if x >= 0 else consts[~x]
-                    x = ops[pc + 3]
-                    b = regs[base + x] if x >= 0 else consts[~x]
-                    regs[base + ops[pc + 1]] = self.op_keccak256(a, b)
-                    pc += 4
-                elif o == op.CALLER:
-                    regs[base + ops[pc + 1]] = self.caller
-                    pc += 2
-                elif o == op.CALLVALUE:
-                    regs[base + ops[pc + 1]] = self.value
-                    pc += 2
-                elif o == op.CALLDATASIZE:
-                    regs[base + ops[pc + 1]] = len(self.data)
-                    pc += 2
-                elif o >= op.LOG0 and o <= op.LOG4:
-                    x = ops[pc + 1]
-                    a = regs[base + x] if x >= 0 else consts[~x]
-                    x = ops[pc + 2]
-                    b = regs[base + x] if x >= 0 else consts[~x]
-                    self.op_log(a, b, _operands(regs, consts, base, ops, pc + 3, o - op.LOG0))
-                    pc += 3 + (o - op.LOG0)
                 elif o == op.STOP:
                     return b""
                 elif o == R_INVALID:
@@ -431,8 +408,34 @@ class Frame:
     # -- everything else, one method per instruction family --------------------
 
     def execute_other(self, o: i64, ops: list[i64], pc: i64, base: i64, consts: list[int]) -> i64:
-        """Run one less frequent instruction at ``ops[pc]``; return the next ``pc``."""
+        """Run one less frequent instruction at ``ops[pc]``; return the next ``pc``.
+
+        First the few that nearly every contract call runs (an ABI entry point
+        reads CALLER, CALLVALUE and CALLDATASIZE; a mapping access hashes; an
+        event logs), each with its own width and no lookups; then the rest,
+        which share one width computation from the opcode table.  They are
+        here rather than in ``run``'s chain because branches added there, even
+        ones never taken, slowed the hottest loops by a few percent.
+        """
         regs = self.regs
+        if o == op.KECCAK256:
+            offset = _operand(regs, consts, base, ops[pc + 2])
+            regs[base + ops[pc + 1]] = self.op_keccak256(offset, _operand(regs, consts, base, ops[pc + 3]))
+            return pc + 4
+        if o == op.CALLER:
+            regs[base + ops[pc + 1]] = self.caller
+            return pc + 2
+        if o == op.CALLVALUE:
+            regs[base + ops[pc + 1]] = self.value
+            return pc + 2
+        if o == op.CALLDATASIZE:
+            regs[base + ops[pc + 1]] = len(self.data)
+            return pc + 2
+        if o >= op.LOG0 and o <= op.LOG4:
+            offset = _operand(regs, consts, base, ops[pc + 1])
+            size = _operand(regs, consts, base, ops[pc + 2])
+            self.op_log(offset, size, _operands(regs, consts, base, ops, pc + 3, o - op.LOG0))
+            return pc + 3 + (o - op.LOG0)
 
         width = 1 + (1 if op.PUSHES[o] else 0) + op.POPS[o]
         if o in _BINARY:
@@ -507,7 +510,7 @@ class Frame:
         """Instructions that push a fact about the run and read nothing.
 
         CALLER, CALLVALUE and CALLDATASIZE, which every ABI entry point reads,
-        are in ``run`` itself.
+        have their own branches at the top of ``execute_other``.
         """
         state = self.state
         block = state.block
