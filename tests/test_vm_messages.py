@@ -120,6 +120,27 @@ def test_failed_delegatecall_rolls_back_its_writes_and_messages() -> None:
     assert r.outbox == ()
 
 
+def test_reverted_delegatecall_undoes_what_a_successful_inner_one_did() -> None:
+    # inner writes slot 3 and warms slot 5, and succeeds; middle then reverts,
+    # which must undo inner's effects too: slot 3 stays unwritten and slot 5 is
+    # cold again for the top frame (GAS around its SLOAD measures 2100 + 7).
+    inner = assemble("PUSH 5 SLOAD POP PUSH 1 PUSH 3 SSTORE STOP")
+    middle = assemble(call("DELEGATECALL", to=OTHER) + "POP PUSH 0 PUSH 0 REVERT")
+    code = assemble(call("DELEGATECALL", to=LIB) + "POP GAS PUSH 5 SLOAD POP GAS SWAP1 SUB PUSH 9 SSTORE STOP")
+    r = execute(code, address=ME, host=Library({LIB: middle, OTHER: inner}))
+    assert r.status is Status.SUCCESS
+    assert r.storage_writes == {9: 2100 + 3 + 2 + 2}
+
+
+def test_successful_nested_delegatecalls_keep_their_writes() -> None:
+    inner = assemble("PUSH 1 PUSH 3 SSTORE STOP")
+    middle = assemble(call("DELEGATECALL", to=OTHER) + "POP PUSH 2 PUSH 4 SSTORE STOP")
+    code = assemble(call("DELEGATECALL", to=LIB) + "POP " + call("DELEGATECALL", to=OTHER) + "POP PUSH 5 SLOAD PUSH 6 SSTORE STOP")
+    r = execute(code, address=ME, host=Library({LIB: middle, OTHER: inner}), storage={5: 7})
+    assert r.status is Status.SUCCESS
+    assert r.storage_writes == {3: 1, 4: 2, 6: 7}
+
+
 def test_nested_delegatecall_keeps_the_original_context() -> None:
     inner = assemble("CALLER PUSH 3 SSTORE ADDRESS PUSH 4 SSTORE STOP")
     middle = assemble(call("DELEGATECALL", to=OTHER) + "POP STOP")

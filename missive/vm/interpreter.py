@@ -15,6 +15,7 @@ a constant (``< 0``).
 
 from __future__ import annotations
 
+import struct
 from typing import Final, final
 
 from mypy_extensions import i64
@@ -53,10 +54,18 @@ MAX_MEMORY: Final = 32 * 1024 * 1024
 #: allocating (and freeing) all 1024 slots per call cost more than running a
 #: whole ERC20 transfer's arithmetic.
 INITIAL_STACK_ROOM: Final = 64
-#: Bytes of memory a frame allocates the first time it touches memory.
-MEMORY_CHUNK: Final = 1024
+#: Memory is allocated in whole kibibytes, made by repeating this one
+#: (``bytes(n)`` is a type call with argument parsing, several times slower).
+ZERO_KIB: Final = bytes(1024)
+#: KECCAK256 of no bytes (which touches no memory).
 EMPTY_KECCAK_WORD: Final = int.from_bytes(EMPTY_KECCAK, "big")
-NO_MEMORY: Final = memoryview(b"")
+#: A 32-byte word at an offset of memory: ``pack_into`` and ``unpack_from``
+#: write and read it in place.  Slicing the bytearray instead costs a slice
+#: object and a temporary copy, and a write of bytes into a bytearray slice a
+#: second copy (CPython converts the bytes to a bytearray first).
+_WORD: Final = struct.Struct("32s")
+write_word: Final = _WORD.pack_into
+read_word: Final = _WORD.unpack_from
 
 
 def memory_cost(words: int) -> int:
@@ -90,12 +99,6 @@ class Frame:
         #: EVM size it is all zero bytes: every write is checked against that
         #: size first (``expand``).
         self.memory = bytearray()
-        #: A view of ``memory`` for writes: assigning bytes to a bytearray
-        #: slice copies them into a temporary bytearray first, assigning them
-        #: to a memoryview slice does not.  Made when memory is first
-        #: allocated (a memoryview costs more to make than a bytearray); until
-        #: then, no write can happen, and this empty read-only one stands in.
-        self.memview = NO_MEMORY
         self.memory_words = 0
         self.returndata = b""
         self.reverted = False
@@ -125,20 +128,22 @@ class Frame:
                 self.allocate_memory(words << 5)
 
     def allocate_memory(self, size: int) -> None:
-        """Replace ``memory`` by a copy at least ``size`` bytes long, with room to spare.
-
-        A copy, not a resize: a bytearray with a live view cannot be resized.
-        """
-        old = self.memory
-        memory = bytearray(min(max(size, 2 * len(old), MEMORY_CHUNK), MAX_MEMORY))
-        if old:
-            memory[: len(old)] = old
-        self.memory = memory
-        self.memview = memoryview(memory)
+        """Grow ``memory`` to at least ``size`` bytes, with room to spare (at least doubling it)."""
+        have = len(self.memory) >> 10
+        kib = min(max((size + 1023) >> 10, 2 * have), MAX_MEMORY >> 10)
+        self.memory += ZERO_KIB * (kib - have)
 
     def read_memory(self, offset: int, size: int) -> bytes:
+        if size == 0:
+            return b""
         self.expand(offset, size)
-        return bytes(self.memory[offset : offset + size]) if size else b""
+        if size == 32:
+            # One word, the most common case (a uint256 or bool returned, a
+            # log's one data word): read in place, without a slice and a
+            # bytes() conversion.
+            word: bytes = read_word(self.memory, offset)[0]
+            return word
+        return bytes(self.memory[offset : offset + size])
 
     def write_padded(self, dest: int, source: bytes, start: int, size: int) -> None:
         """Copy ``size`` bytes of ``source`` from ``start`` into memory, zero-filling past its end."""
@@ -149,9 +154,14 @@ class Frame:
         chunk = source[start : start + size] if start < len(source) else b""
         if len(chunk) < size:
             chunk = chunk + bytes(size - len(chunk))
-        self.memview[dest : dest + size] = chunk
+        self.memory[dest : dest + size] = chunk
 
     def need_writable(self, what: str) -> None:
+        """Halt if the run is read-only.
+
+        SSTORE and LOG test ``is_static`` before calling this, so that they pay
+        for a call (and LOG for building ``what``) only when they halt.
+        """
         if self.is_static:
             raise Halt(Status.STATIC_VIOLATION, f"{what} in a read-only (static) run")
 
@@ -273,7 +283,7 @@ class Frame:
                     a = regs[base + x] if x >= 0 else consts[~x]
                     if a + 32 > (self.memory_words << 5):
                         self.expand(a, 32)
-                    regs[base + ops[pc + 1]] = int_from_bytes(self.memory[a : a + 32], "big")
+                    regs[base + ops[pc + 1]] = int_from_bytes(read_word(self.memory, a)[0], "big")
                     pc += 3
                 elif o == op.MSTORE:
                     x = ops[pc + 1]
@@ -282,7 +292,7 @@ class Frame:
                     b = regs[base + x] if x >= 0 else consts[~x]
                     if a + 32 > (self.memory_words << 5):
                         self.expand(a, 32)
-                    self.memview[a : a + 32] = b.to_bytes(32, "big")
+                    write_word(self.memory, a, b.to_bytes(32, "big"))
                     pc += 3
                 elif o == op.SHR or o == op.SHL or o == op.XOR or o == op.MUL or o == op.DIV or o == op.MOD:
                     x = ops[pc + 2]
@@ -336,29 +346,6 @@ class Frame:
                     output = self.read_memory(a, b)
                     self.reverted = o == op.REVERT
                     return output
-                elif o == op.KECCAK256:
-                    x = ops[pc + 2]
-                    a = regs[base + x] if x >= 0 else consts[~x]
-                    x = ops[pc + 3]
-                    b = regs[base + x] if x >= 0 else consts[~x]
-                    regs[base + ops[pc + 1]] = self.op_keccak256(a, b)
-                    pc += 4
-                elif o == op.CALLER:
-                    regs[base + ops[pc + 1]] = self.caller
-                    pc += 2
-                elif o == op.CALLVALUE:
-                    regs[base + ops[pc + 1]] = self.value
-                    pc += 2
-                elif o == op.CALLDATASIZE:
-                    regs[base + ops[pc + 1]] = len(self.data)
-                    pc += 2
-                elif o >= op.LOG0 and o <= op.LOG4:
-                    x = ops[pc + 1]
-                    a = regs[base + x] if x >= 0 else consts[~x]
-                    x = ops[pc + 2]
-                    b = regs[base + x] if x >= 0 else consts[~x]
-                    self.op_log(a, b, _operands(regs, consts, base, ops, pc + 3, o - op.LOG0))
-                    pc += 3 + (o - op.LOG0)
                 elif o == op.STOP:
                     return b""
                 elif o == R_INVALID:
@@ -421,8 +408,34 @@ class Frame:
     # -- everything else, one method per instruction family --------------------
 
     def execute_other(self, o: i64, ops: list[i64], pc: i64, base: i64, consts: list[int]) -> i64:
-        """Run one less frequent instruction at ``ops[pc]``; return the next ``pc``."""
+        """Run one less frequent instruction at ``ops[pc]``; return the next ``pc``.
+
+        First the few that nearly every contract call runs (an ABI entry point
+        reads CALLER, CALLVALUE and CALLDATASIZE; a mapping access hashes; an
+        event logs), each with its own width and no lookups; then the rest,
+        which share one width computation from the opcode table.  They are
+        here rather than in ``run``'s chain because branches added there, even
+        ones never taken, slowed the hottest loops by a few percent.
+        """
         regs = self.regs
+        if o == op.KECCAK256:
+            offset = _operand(regs, consts, base, ops[pc + 2])
+            regs[base + ops[pc + 1]] = self.op_keccak256(offset, _operand(regs, consts, base, ops[pc + 3]))
+            return pc + 4
+        if o == op.CALLER:
+            regs[base + ops[pc + 1]] = self.caller
+            return pc + 2
+        if o == op.CALLVALUE:
+            regs[base + ops[pc + 1]] = self.value
+            return pc + 2
+        if o == op.CALLDATASIZE:
+            regs[base + ops[pc + 1]] = len(self.data)
+            return pc + 2
+        if o >= op.LOG0 and o <= op.LOG4:
+            offset = _operand(regs, consts, base, ops[pc + 1])
+            size = _operand(regs, consts, base, ops[pc + 2])
+            self.op_log(offset, size, _operands(regs, consts, base, ops, pc + 3, o - op.LOG0))
+            return pc + 3 + (o - op.LOG0)
 
         width = 1 + (1 if op.PUSHES[o] else 0) + op.POPS[o]
         if o in _BINARY:
@@ -497,7 +510,7 @@ class Frame:
         """Instructions that push a fact about the run and read nothing.
 
         CALLER, CALLVALUE and CALLDATASIZE, which every ABI entry point reads,
-        are in ``run`` itself.
+        have their own branches at the top of ``execute_other``.
         """
         state = self.state
         block = state.block

@@ -236,6 +236,7 @@ def _run_code(
     if sub.reverted:
         state.rollback(mark)
         return 0
+    state.commit(mark)
     return 1
 
 

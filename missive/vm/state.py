@@ -89,6 +89,11 @@ class RunState:
         self.warm_accounts = warm_accounts
         self._warm_at_start: frozenset[int] | None = None
         self.journal: list[tuple[int, int, int]] = []
+        #: Checkpoints taken and not yet rolled back or committed.  Changes are
+        #: journaled only while one is open: only a rollback to a checkpoint
+        #: reads the journal, and only entries made after it.  A run without
+        #: DELEGATECALL/CALLCODE never opens one, so it journals nothing.
+        self.open_checkpoints = 0
         self.logs: list[Log] = []
         self.outbox: list[OutgoingMessage] = []
         self.refund = 0
@@ -118,7 +123,8 @@ class RunState:
         if slot.warm:
             return 0
         slot.warm = True
-        self.journal.append((_SLOT_WARMED, key, 0))
+        if self.open_checkpoints:
+            self.journal.append((_SLOT_WARMED, key, 0))
         return COLD_SLOAD
 
     def sload(self, key: int) -> tuple[int, int]:
@@ -153,7 +159,8 @@ class RunState:
             if new == original:
                 self.refund += (SSTORE_SET - WARM_ACCESS) if original == 0 else (SSTORE_RESET - WARM_ACCESS)
         if new != current:
-            self.journal.append((_STORAGE, key, current))
+            if self.open_checkpoints:
+                self.journal.append((_STORAGE, key, current))
             slot.current = new
         return cost
 
@@ -168,7 +175,8 @@ class RunState:
 
     def tstore(self, key: int, value: int) -> None:
         old = self.transient.get(key)
-        self.journal.append((_TRANSIENT, key, _ABSENT if old is None else old))
+        if self.open_checkpoints:
+            self.journal.append((_TRANSIENT, key, _ABSENT if old is None else old))
         self.transient[key] = value
 
     # -- accounts ----------------------------------------------------------
@@ -185,7 +193,8 @@ class RunState:
         if address in self.accessed_addresses:
             return WARM_ACCESS
         self.accessed_addresses.add(address)
-        self.journal.append((_ADDRESS_WARMED, address, 0))
+        if self.open_checkpoints:
+            self.journal.append((_ADDRESS_WARMED, address, 0))
         warm = self._warm_at_start
         if warm is None:
             warm = self._warm_at_start = ALWAYS_WARM | {int.from_bytes(a, "big") for a in self.warm_accounts}
@@ -194,7 +203,13 @@ class RunState:
     # -- checkpoints -------------------------------------------------------
 
     def checkpoint(self) -> tuple[int, int, int, int, int, int]:
+        """Open a checkpoint; end it with :meth:`rollback` or :meth:`commit`."""
+        self.open_checkpoints += 1
         return (len(self.journal), len(self.logs), len(self.outbox), self.refund, self.balance, self.nonce)
+
+    def commit(self, mark: tuple[int, int, int, int, int, int]) -> None:
+        """Keep everything since ``mark`` (its journal entries stay for an enclosing checkpoint)."""
+        self.open_checkpoints -= 1
 
     def rollback(self, mark: tuple[int, int, int, int, int, int]) -> None:
         """Undo everything since ``mark`` except code reads: a replay must read that code too."""
@@ -218,3 +233,4 @@ class RunState:
         self.refund = refund
         self.balance = balance
         self.nonce = nonce
+        self.open_checkpoints -= 1
