@@ -75,6 +75,10 @@ def test_demo_command_keeps_a_node_the_other_commands_can_read(tmp_path: Path) -
     replayed = subprocess.run([sys.executable, "-m", "missive", "replay", "--dir", str(node_dir)],
                               capture_output=True, text=True, timeout=300)
     assert replayed.returncode == 0, replayed.stderr + replayed.stdout
+    trusting = subprocess.run([sys.executable, "-m", "missive", "replay", "--dir", str(node_dir), "--trust-signatures"],
+                              capture_output=True, text=True, timeout=300)
+    assert trusting.returncode == 0 and "signatures trusted from admission" in trusting.stdout, trusting.stdout
+    assert replayed.stdout.split(" receipts")[0] == trusting.stdout.split(" receipts")[0]  # the same count checked
     again = subprocess.run([sys.executable, "-m", "missive", "demo", "--dir", str(node_dir)],
                            capture_output=True, text=True, timeout=60)
     assert again.returncode != 0 and "not empty" in again.stderr

@@ -97,3 +97,53 @@ def test_changed_vm_is_reported_at_the_first_message_it_affects(
         i for i in handled_in_order if (m := ledger.store.message(i)) and m[0].payload and m[0].kind is not Kind.DEPLOY
     )
     assert report.divergence.message_id == first_with_calldata
+
+
+def _forge_signature(ledger: Ledger, message_id: bytes) -> None:
+    with ledger.store.env.begin(write=True) as txn:
+        canonical, pk, sig = msgpack.unpackb(txn.get(message_id, db=ledger.store.db["messages"]))
+        forged = bytes([sig[0] ^ 1]) + sig[1:]
+        txn.put(message_id, msgpack.packb([canonical, pk, forged]), db=ledger.store.db["messages"])
+
+
+def test_forged_signature_is_reported_at_its_accept_record(busy: tuple[Ledger, bytes, bytes]) -> None:
+    ledger, token, _ = busy
+    victim = ledger.store.mailbox(token)[4]
+    _forge_signature(ledger, victim)
+    report = replay(ledger.store)
+    assert report.divergence is not None and report.divergence.message_id == victim
+    assert "bad signature on message from 0x" + ledger.alice.address.hex() in report.divergence.describe()
+    # only the messages handled before the forged one was accepted were checked
+    accepted_at = next(seq for seq, record in ledger.store.ledger() if record[:2] == ["accept", victim])
+    receipts_before = sum(1 for seq, record in ledger.store.ledger() if record[0] == "receipt" and seq < accepted_at)
+    assert report.checked == receipts_before
+
+
+def test_trusting_admission_skips_signatures_but_still_checks_bodies_and_receipts(busy: tuple[Ledger, bytes, bytes]) -> None:
+    ledger, token, _ = busy
+    _forge_signature(ledger, ledger.store.mailbox(token)[4])
+    assert replay(ledger.store, signatures=False).ok  # what admission checked is taken as checked
+    victim = ledger.store.mailbox(token)[6]
+    receipt = ledger.store.receipt(victim)
+    assert receipt is not None
+    with ledger.store.env.begin(write=True) as txn:
+        txn.put(victim, attrs.evolve(receipt, output=b"\x01").encode(), db=ledger.store.db["receipts"])
+    report = replay(ledger.store, signatures=False)
+    assert report.divergence is not None and report.divergence.message_id == victim
+    assert report.divergence.differences == (f"output: expected 0x01, got 0x{receipt.output.hex()}",)
+
+
+def test_non_canonical_receipt_bytes_are_reported(busy: tuple[Ledger, bytes, bytes]) -> None:
+    ledger, token, _ = busy
+    victim = ledger.store.mailbox(token)[1]
+    with ledger.store.env.begin(write=True) as txn:
+        fields = msgpack.unpackb(txn.get(victim, db=ledger.store.db["receipts"]))
+        # the same values, but the position as a 64-bit integer instead of msgpack's shortest form
+        parts = [msgpack.packb(f) for f in fields]
+        parts[3] = b"\xcf" + fields[3].to_bytes(8, "big")
+        raw = bytes([0x90 | len(fields)]) + b"".join(parts)
+        assert msgpack.unpackb(raw) == fields and raw != msgpack.packb(fields)
+        txn.put(victim, raw, db=ledger.store.db["receipts"])
+    report = replay(ledger.store)
+    assert report.divergence is not None and report.divergence.message_id == victim
+    assert report.divergence.differences == ("the recorded receipt is not in canonical form",)

@@ -242,9 +242,7 @@ def handle(
     root = next_root(account.state_root, message_id, writes, balance - account.balance,
                      nonce if code_hash else 0, code_hash)
     actor.storage.update(writes)
-    actor.account = attrs.evolve(
-        account, balance=balance, nonce=nonce, code_hash=code_hash, handled=account.handled + 1, clock=time, state_root=root
-    )
+    actor.account = Account(balance, nonce, code_hash, account.handled + 1, time, root, account.public_key)
     receipt = Receipt(
         message_id=message_id,
         recipient=actor.address,

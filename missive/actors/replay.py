@@ -5,26 +5,34 @@ messages and the receipts), never the node's derived state.  It walks the
 records: a genesis creates an account, an accepted external message has its
 signature checked again and moves its value out of the sender, and every
 receipt's message is handled again from scratch with the same handler the
-live runtime used.  The reproduced receipt must equal the recorded one field
-by field; the first that does not is reported with expected vs got.  A message
-whose stored body no longer hashes to its id is reported too, so editing the
-ledger by hand, or changing the VM, is caught at the first message it affects.
+live runtime used.  The reproduced receipt must encode to exactly the recorded
+bytes; the first that does not is reported field by field, expected vs got.  A
+message whose stored body no longer hashes to its id is reported too, so
+editing the ledger by hand, or changing the VM, is caught at the first message
+it affects.
 
 Code read from other accounts comes from the recorded code hashes (deployed
 code is in the deploy receipts), exactly as the live run saw it.
 
-Speed: checking an Ed25519 signature costs more than re-running an ERC20
-transfer, so signatures are checked ahead, a chunk of records at a time, on
-worker threads (PyNaCl releases the GIL while libsodium works) while this
-thread re-executes the previous chunk.  Results are still reported in ledger
-order: a bad signature is the divergence at its own record, not earlier.
+Signatures: checking an Ed25519 signature (about 50 µs here) costs several
+times re-running an ERC20 transfer, and 50,000 of them a second would take
+more cores than a small machine has.  By default they are checked anyway,
+ahead, a chunk of records at a time, on worker threads (PyNaCl releases the GIL
+inside libsodium) while this thread re-executes; results are still taken in
+ledger order, so a bad signature is the divergence at its own record.  With
+``signatures=False`` (``missive replay --trust-signatures``) replay takes the
+node's word that it checked each signature before accepting the message, and
+checks everything else: for re-checking your own node's execution, or a
+changed VM, quickly.  Someone who can write to the LMDB file could then add a
+message no key signed; auditing a ledger you did not write needs the default.
 """
 
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import attrs
@@ -33,7 +41,7 @@ import msgpack
 from missive.actors.handler import ActorState, handle
 from missive.mailbox.admission import verify_signature
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
-from missive.mailbox.records import Account, Receipt
+from missive.mailbox.records import Account, Receipt, RecordError
 from missive.mailbox.store import Store
 from missive.vm.keccak import keccak256
 
@@ -64,74 +72,135 @@ class ReplayReport:
 #: Ledger records read (and their signatures checked) per chunk.
 CHUNK = 512
 
-
-@attrs.frozen
-class _Loaded:
-    """One ledger record with its message read and checked (``error`` says what was wrong)."""
-
-    seq: int
-    record: list[Any]
-    envelope: Envelope | None = None
-    public_key: bytes = b""
-    signature: bytes = b""
-    error: str = ""
+#: index of ``code_reads`` in a stored receipt (after the format version; see Receipt.encode)
+_CODE_READS = 10
 
 
-def _load(store: Store, txn: Any, seq: int, record: list[Any], known: dict[bytes, Envelope]) -> _Loaded:
-    """Read a record's message; its stored body must hash to its id."""
-    if record[0] == "genesis":
-        return _Loaded(seq, record)
-    message_id = bytes(record[1])
-    found = known.pop(message_id, None)
-    if found is not None:  # read for its accept record already
-        return _Loaded(seq, record, found)
-    raw = txn.get(message_id, db=store.db["messages"])
+class _Problem(Exception):
+    """A ledger record that cannot be replayed: the divergence is reported at it."""
+
+
+def _message(txn: Any, messages_db: Any, message_id: bytes) -> tuple[Envelope, bytes, bytes]:
+    """A stored message whose body still hashes to its id: (envelope, public key, signature)."""
+    raw = txn.get(message_id, db=messages_db)
     if raw is None:
-        return _Loaded(seq, record, error="the message is missing from the ledger")
+        raise _Problem("the message is missing from the ledger")
     try:
         canonical, public_key, signature = msgpack.unpackb(raw)
-        if keccak256(canonical) != message_id:
-            return _Loaded(seq, record, error=f"the stored message hashes to 0x{keccak256(canonical).hex()}, not to its id")
-        envelope = Envelope.decode(canonical)
+        digest = keccak256(canonical)
+        if digest != message_id:
+            raise _Problem(f"the stored message hashes to 0x{digest.hex()}, not to its id")
+        # Well formed: the node validated it before storing it, and its hash binds it to its id.
+        envelope = Envelope.decode(canonical, check=False)
     except EnvelopeError as err:
-        return _Loaded(seq, record, error=str(err))
-    except (ValueError, TypeError) as err:
-        return _Loaded(seq, record, error=f"malformed message record: {err}")
-    envelope.__dict__["id"] = message_id  # checked above
-    if record[0] == "accept":
-        known[message_id] = envelope  # its receipt record comes later
-    return _Loaded(seq, record, envelope, public_key, signature)
+        raise _Problem(str(err)) from None
+    except (ValueError, TypeError, KeyError, IndexError) as err:
+        raise _Problem(f"malformed message record: {err}") from None
+    envelope.__dict__["id"] = message_id
+    return envelope, public_key, signature
 
 
-def _check_signatures(chunk: list[_Loaded]) -> list[_Loaded]:
-    out = []
-    for item in chunk:
-        if item.record[0] == "accept" and item.envelope is not None:
+def _signature_problems(chunk: list[tuple[int, Envelope, bytes, bytes]]) -> dict[int, str]:
+    """Ledger seq -> what is wrong with the signature of that accepted message."""
+    problems = {}
+    for seq, envelope, public_key, signature in chunk:
+        try:
+            verify_signature(envelope, public_key, signature)
+        except EnvelopeError as err:
+            problems[seq] = str(err)
+    return problems
+
+
+class _SignatureChecks:
+    """Ed25519 checks of accepted messages, run ahead on worker threads.
+
+    Checking a signature costs several times an ERC20 transfer's re-execution,
+    so chunks of them go to a pool (PyNaCl releases the GIL inside libsodium)
+    while the replay thread re-executes; results are awaited in ledger order,
+    so a bad signature is still the divergence at its own record.
+    """
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self.pool = pool
+        self.chunk: list[tuple[int, Envelope, bytes, bytes]] = []
+        self.futures: list[tuple[int, Future[dict[int, str]]]] = []  # (last seq covered, checks)
+        self.problems: dict[int, str] = {}
+        self.done_through = -1
+
+    def add(self, seq: int, envelope: Envelope, public_key: bytes, signature: bytes) -> None:
+        self.chunk.append((seq, envelope, public_key, signature))
+        if len(self.chunk) == CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.chunk:
+            self.futures.append((self.chunk[-1][0], self.pool.submit(_signature_problems, self.chunk)))
+            self.chunk = []
+
+    def problem(self, seq: int) -> str | None:
+        """What is wrong with the signature accepted at ``seq`` (waits for its check)."""
+        if seq > self.done_through:
+            self.flush()
+            while self.futures and self.done_through < seq:
+                last, future = self.futures.pop(0)
+                self.problems.update(future.result())
+                self.done_through = last
+        return self.problems.pop(seq, None)
+
+
+def _checked_ahead(records: Iterator[tuple[int, list[Any]]], txn: Any, messages_db: Any,
+                   accepted: dict[bytes, Envelope], checks: _SignatureChecks) -> Iterator[tuple[int, list[Any]]]:
+    """``records``, read two chunks ahead so that accepted messages' signatures are checked before they are needed."""
+    window: deque[tuple[int, list[Any]]] = deque()
+    for seq, record in records:
+        if record[0] == "accept":
+            message_id = bytes(record[1])
             try:
-                verify_signature(item.envelope, item.public_key, item.signature)
-            except EnvelopeError as err:
-                item = attrs.evolve(item, error=str(err))
-        out.append(item)
-    return out
+                envelope, public_key, signature = _message(txn, messages_db, message_id)
+            except _Problem:
+                pass  # reported when its record is replayed
+            else:
+                accepted[message_id] = envelope
+                checks.add(seq, envelope, public_key, signature)
+        window.append((seq, record))
+        if len(window) > 2 * CHUNK:
+            yield window.popleft()
+    yield from window
 
 
-def _records(store: Store) -> Iterator[_Loaded]:
-    """The ledger's records in order, messages loaded, signatures checked ahead on worker threads."""
-    known: dict[bytes, Envelope] = {}
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool, store.read() as txn:
-        cursor = txn.cursor(db=store.db["ledger"])
-        in_flight: list[Any] = []
-        chunk: list[_Loaded] = []
-        for key, value in cursor:
-            chunk.append(_load(store, txn, int.from_bytes(key, "big"), msgpack.unpackb(value), known))
-            if len(chunk) == CHUNK:
-                in_flight.append(pool.submit(_check_signatures, chunk))
-                chunk = []
-                if len(in_flight) > 2:  # keep two chunks checking while we run one
-                    yield from in_flight.pop(0).result()
-        in_flight.append(pool.submit(_check_signatures, chunk))
-        for future in in_flight:
-            yield from future.result()
+def _no_storage(slot: int) -> int:
+    """Replay starts from nothing: every slot an actor has is in its ActorState."""
+    return 0
+
+
+def _code_reader(actors: dict[bytes, ActorState], code_by_hash: dict[bytes, bytes],
+                 raw_receipt: bytes) -> Callable[[bytes], tuple[bytes, bytes]]:
+    """Other accounts' code as the live run saw it: by the code hashes its receipt recorded."""
+    reads: dict[bytes, bytes] | None = None
+
+    def read_code(address: bytes) -> tuple[bytes, bytes]:
+        nonlocal reads
+        if reads is None:  # decoded only by the few handlers that read code
+            try:
+                reads = {bytes(a): bytes(h) for a, h in msgpack.unpackb(raw_receipt)[_CODE_READS]}
+            except (ValueError, TypeError, IndexError):
+                reads = {}  # a corrupt receipt: the comparison reports it
+        code_hash = reads.get(address)
+        if code_hash is None:  # the live run did not read it: report what replay sees
+            other = actors.get(address)
+            code_hash = other.account.code_hash if other else b""
+        return (code_by_hash.get(code_hash, b""), code_hash) if code_hash else (b"", b"")
+
+    return read_code
+
+
+def _receipt_differences(raw: bytes, got: Receipt) -> list[str]:
+    """Why a reproduced receipt's encoding differs from the recorded bytes, field by field."""
+    try:
+        recorded = Receipt.decode(raw)
+    except RecordError as err:
+        return [f"the recorded receipt is unreadable: {err}"]
+    return recorded.differences(got) or ["the recorded receipt is not in canonical form"]
 
 
 def replay(
@@ -140,11 +209,19 @@ def replay(
     actor: bytes | None = None,
     until: bytes | None = None,
     trace: Callable[[Envelope, Receipt], None] | None = None,
+    signatures: bool = True,
 ) -> ReplayReport:
-    """Re-execute the ledger; check ``actor``'s receipts only, or everyone's; stop after ``until``."""
+    """Re-execute the ledger; check ``actor``'s receipts only, or everyone's; stop after ``until``.
+
+    ``signatures=False`` trusts the signatures the node checked when it
+    accepted each external message (everything else is still checked).
+    """
     actors: dict[bytes, ActorState] = {}
     code_by_hash: dict[bytes, bytes] = {}
     checked = 0
+    db = store.db
+    messages_db, receipts_db = db["messages"], db["receipts"]
+    accepted: dict[bytes, Envelope] = {}  # read for their accept record, handled later
 
     def state(address: bytes) -> ActorState:
         found = actors.get(address)
@@ -152,55 +229,62 @@ def replay(
             found = actors[address] = ActorState(address, Account(), b"")
         return found
 
-    for loaded in _records(store):
-        seq, record = loaded.seq, loaded.record
-        tag = record[0]
-        if tag == "genesis":
-            _, address, public_key, balance = record
-            state(address).account = Account(balance=int.from_bytes(balance, "big"), public_key=public_key)
-            continue
-        message_id = record[1]
-        envelope = loaded.envelope
-        if loaded.error or envelope is None:
-            return ReplayReport(checked, Divergence(message_id, b"", -1, (f"ledger record {seq}: {loaded.error}",)))
-        if tag == "accept":
-            sender = state(envelope.sender)
-            sender.account = attrs.evolve(
-                sender.account, balance=sender.account.balance - envelope.value, nonce=sender.account.nonce + 1
-            )
-            continue
-        recorded = store.receipt(message_id)
-        if recorded is None:
-            return ReplayReport(checked, Divergence(message_id, envelope.recipient, -1, ("the receipt is missing",)))
-        if envelope.kind is Kind.DEPLOY and recorded.success:
-            code_by_hash[keccak256(recorded.output)] = recorded.output
-        reads = dict(recorded.code_reads)
-        me = state(envelope.recipient)
-        if me.account.code_hash and not me.code:
-            me.code = code_by_hash.get(me.account.code_hash, b"")
+    def diverged(message_id: bytes, recipient: bytes, position: int, *what: str) -> ReplayReport:
+        return ReplayReport(checked, Divergence(message_id, recipient, position, what))
 
-        def read_code(address: bytes, reads: dict[bytes, bytes] = reads) -> tuple[bytes, bytes]:
-            code_hash = reads.get(address)
-            if code_hash is None:  # the live run did not read it: report what replay sees
-                other = actors.get(address)
-                code_hash = other.account.code_hash if other else b""
-            return (code_by_hash.get(code_hash, b""), code_hash) if code_hash else (b"", b"")
-
-        before_balance = me.account.balance
-        outcome = handle(me, envelope, message_id, ("pending", b""), lambda slot: 0, read_code)
-        # the merge the store's commit does: the balance moves by the handler's delta
-        me.account = attrs.evolve(me.account, balance=before_balance + outcome.balance_delta)
-        if actor is None or envelope.recipient == actor:
-            checked += 1
-            if trace is not None:
-                trace(envelope, outcome.receipt)
-            differences = recorded.differences(outcome.receipt)
-            if differences:
-                return ReplayReport(
-                    checked, Divergence(message_id, envelope.recipient, recorded.position, tuple(differences))
-                )
-        if until is not None and message_id == until:
-            return ReplayReport(checked, None, stopped_at=message_id)
+    pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) if signatures else None
+    checks = _SignatureChecks(pool) if pool is not None else None
+    try:
+        with store.read() as txn:
+            records = ((int.from_bytes(k, "big"), msgpack.unpackb(v)) for k, v in txn.cursor(db=db["ledger"]))
+            if checks is not None:
+                records = _checked_ahead(records, txn, messages_db, accepted, checks)
+            for seq, record in records:
+                tag = record[0]
+                if tag == "genesis":
+                    _, address, public_key, balance = record
+                    state(address).account = Account(balance=int.from_bytes(balance, "big"), public_key=public_key)
+                    continue
+                message_id = bytes(record[1])
+                # an accepted message is read once, for its accept record, and kept for its receipt's
+                envelope = accepted.get(message_id) if tag == "accept" else accepted.pop(message_id, None)
+                if envelope is None:
+                    try:
+                        envelope = _message(txn, messages_db, message_id)[0]
+                    except _Problem as problem:
+                        return diverged(message_id, b"", -1, f"ledger record {seq}: {problem}")
+                if tag == "accept":
+                    if checks is not None and (problem := checks.problem(seq)) is not None:
+                        return diverged(message_id, b"", -1, f"ledger record {seq}: {problem}")
+                    sender = state(envelope.sender)
+                    a = sender.account
+                    sender.account = Account(a.balance - envelope.value, a.nonce + 1, a.code_hash, a.handled, a.clock,
+                                             a.state_root, a.public_key)
+                    accepted[message_id] = envelope
+                    continue
+                raw_receipt = txn.get(message_id, db=receipts_db)
+                if raw_receipt is None:
+                    return diverged(message_id, envelope.recipient, -1, "the receipt is missing")
+                me = state(envelope.recipient)
+                if me.account.code_hash and not me.code:
+                    me.code = code_by_hash.get(me.account.code_hash, b"")
+                outcome = handle(me, envelope, message_id, ("pending", b""), _no_storage,
+                                 _code_reader(actors, code_by_hash, raw_receipt))
+                receipt = outcome.receipt
+                if envelope.kind is Kind.DEPLOY and receipt.success and outcome.code is not None:
+                    code_by_hash[me.account.code_hash] = outcome.code
+                if actor is None or envelope.recipient == actor:
+                    checked += 1
+                    if trace is not None:
+                        trace(envelope, receipt)
+                    if receipt.encode() != raw_receipt:
+                        return diverged(message_id, envelope.recipient, receipt.position,
+                                        *_receipt_differences(raw_receipt, receipt))
+                if until is not None and message_id == until:
+                    return ReplayReport(checked, None, stopped_at=message_id)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     return ReplayReport(checked, None)
 
 

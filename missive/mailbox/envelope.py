@@ -37,6 +37,9 @@ class Kind(enum.IntEnum):
     SCHEDULED = 6
 
 
+_KINDS = {int(kind): kind for kind in Kind}
+
+
 class EnvelopeError(ValueError):
     """A message that cannot be accepted; the text names what is wrong."""
 
@@ -125,22 +128,12 @@ class Envelope:
         if fields[0] != FORMAT_VERSION:
             raise EnvelopeError(f"envelope format version {fields[0]!r} is not supported (this node reads {FORMAT_VERSION})")
         try:
-            envelope = cls(
-                kind=Kind(fields[1]),
-                sender=fields[2],
-                recipient=fields[3],
-                value=bytes_int(fields[4], "value"),
-                payload=fields[5],
-                gas=fields[6],
-                bid=bytes_int(fields[7], "bid"),
-                nonce=fields[8],
-                time=fields[9],
-                request_id=fields[10],
-                success=fields[11],
-                wants_reply=fields[12],
-                parent=fields[13],
-                not_before=fields[14],
-            )
+            kind = _KINDS.get(fields[1]) if type(fields[1]) is int else None
+            if kind is None:
+                raise EnvelopeError(f"malformed envelope: {fields[1]!r} is not a message kind")
+            # positional, in field order: this runs for every message handled or replayed
+            envelope = cls(kind, fields[2], fields[3], bytes_int(fields[4], "value"), fields[5], fields[6],
+                           bytes_int(fields[7], "bid"), *fields[8:])
         except EnvelopeError:
             raise
         except (ValueError, TypeError) as exc:
