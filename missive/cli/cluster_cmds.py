@@ -19,7 +19,7 @@ def register(subparsers: Any) -> None:
     commands.required = True
     up = commands.add_parser("up", help="start N node processes and wait until they see each other")
     up.add_argument("--nodes", type=int, default=4)
-    up.add_argument("--replicas", type=int, default=1, help="nodes holding each actor (only 1 for now)")
+    up.add_argument("--replicas", type=int, default=1, help="nodes holding each actor: its executor plus copies kept by state diffs (default 1)")
     up.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"cluster directory (default {DEFAULT_DIR})")
     up.set_defaults(handler=run_up)
     status = commands.add_parser("status", help="every node: up/down, actors, backlog, messages/s, peers")
@@ -70,13 +70,15 @@ def run_down(args: argparse.Namespace) -> int:
 
 def show(states: list[dict[str, Any]]) -> None:
     table = Table()
-    for column in ("node", "address", "state", "actors", "backlog", "outbound", "handled", "msg/s", "peers", "id"):
+    for column in ("node", "address", "state", "actors", "copies", "backlog", "outbound", "diffs out", "handled",
+                   "msg/s", "peers", "id"):
         table.add_column(column)
     for s in states:
         if not s.get("up"):
-            table.add_row(s["name"], f"127.0.0.1:{s['port']}", "[red]down[/]", "", "", "", "", "", "", "")
+            table.add_row(s["name"], f"127.0.0.1:{s['port']}", "[red]down[/]", *[""] * 9)
             continue
         peers = " ".join(f"{name}{'✓' if ok else '✗'}" for name, ok in sorted(s["peers"].items()))
-        table.add_row(s["name"], f"127.0.0.1:{s['port']}", "[green]up[/]", str(s["actors"]), str(s["backlog"]),
-                      str(s["outbound"]), str(s["handled"]), f"{s['rate']:.0f}", peers, s["id"].hex()[:16])
+        table.add_row(s["name"], f"127.0.0.1:{s['port']}", "[green]up[/]", str(s["actors"]), str(s["replicas_held"]),
+                      str(s["backlog"]), str(s["outbound"]), str(s["replicating"]), str(s["handled"]),
+                      f"{s['rate']:.0f}", peers, s["id"].hex()[:16])
     make_console().print(table)

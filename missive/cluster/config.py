@@ -6,6 +6,7 @@
     dir = "/path/to/n1"            # LMDB store and identity key live here
     host = "127.0.0.1"
     port = 7401                    # 0: pick a free one (written to <dir>/port)
+    replicas = 2                   # nodes holding each actor (default 1); the same on every node
 
     [[peers]]                      # every member, this node included or not
     name = "n2"
@@ -44,9 +45,11 @@ class NodeConfig:
     host: str
     port: int
     peers: tuple[Peer, ...] = ()
+    replicas: int = 1
 
     def dump(self) -> str:
-        lines = [f'name = "{self.name}"', f'dir = "{self.dir}"', f'host = "{self.host}"', f"port = {self.port}", ""]
+        lines = [f'name = "{self.name}"', f'dir = "{self.dir}"', f'host = "{self.host}"', f"port = {self.port}",
+                 f"replicas = {self.replicas}", ""]
         for peer in self.peers:
             lines += ["[[peers]]", f'name = "{peer.name}"', f'host = "{peer.host}"', f"port = {peer.port}",
                       f'id = "{peer.node_id.hex()}"', ""]
@@ -65,8 +68,11 @@ def load(path: Path) -> NodeConfig:
             Peer(str(p["name"]), str(p["host"]), _port(p["port"], f"peer {p['name']}"), _node_id(p["id"], str(p["name"])))
             for p in data.get("peers", [])
         )
+        replicas = data.get("replicas", 1)
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or not 1 <= replicas <= 64:
+            raise ConfigError(f"{path}: replicas must be an integer from 1 to 64, not {replicas!r}")
         return NodeConfig(str(data["name"]), Path(str(data["dir"])), str(data.get("host", "127.0.0.1")),
-                          _port(data.get("port", 0), "port"), peers)
+                          _port(data.get("port", 0), "port"), peers, replicas)
     except KeyError as exc:
         raise ConfigError(f"{path}: missing key {exc}") from None
 

@@ -51,8 +51,8 @@ def read_cluster(root: Path) -> dict[str, Any]:
 def up(root: Path, nodes: int, *, replicas: int = 1, timeout: float = 30.0) -> list[dict[str, Any]]:
     if nodes < 1:
         raise ClusterError("a cluster needs at least one node")
-    if replicas != 1:
-        raise ClusterError("--replicas above 1 is not implemented yet: each actor lives on exactly one node")
+    if not 1 <= replicas <= nodes:
+        raise ClusterError(f"--replicas must be from 1 to the number of nodes ({nodes}), not {replicas}")
     if (root / CLUSTER_FILE).exists():
         try:
             states = status(root)
@@ -70,7 +70,7 @@ def up(root: Path, nodes: int, *, replicas: int = 1, timeout: float = 30.0) -> l
     records = []
     for peer in members:
         node_dir = root / peer.name
-        config = NodeConfig(peer.name, node_dir, peer.host, peer.port, tuple(members))
+        config = NodeConfig(peer.name, node_dir, peer.host, peer.port, tuple(members), replicas)
         config_path = node_dir / "node.toml"
         config_path.write_text(config.dump())
         log = open(node_dir / "node.log", "ab")  # noqa: SIM115 - the child keeps it

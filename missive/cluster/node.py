@@ -17,8 +17,17 @@ executes the sending account (it holds the nonce and the balance), reads of an
 actor go to the node that executes it.  Placement is rendezvous hashing over
 the configured members (:mod:`missive.cluster.placement`).
 
-Not yet here (issue 4): replicas applying the executor's state diffs, failover
-to the next replica, and membership as an actor; an actor's node being down
+**Replicas** (``replicas = K`` in the config): each actor is held by the first
+K nodes of its ranking; the first executes it.  Every commit that changes an
+actor queues a state diff for the other K-1 in the same LMDB transaction; the
+**replicator** sends them, oldest first, signed by this node's key, to each
+replica's ``apply``, which checks that the signer is the actor's executor and
+that the diff continues its copy exactly, applies it atomically, and
+acknowledges; the diff leaves the queue only then.  So each replica holds
+every actor state its executor committed, in order, once.
+
+Not yet here (issue 4): failover to the next replica when an executor dies,
+catch-up and rollback, and membership as an actor; an actor's node being down
 means messages to it wait, durably, in their senders' ``outbound`` queues.
 """
 
@@ -38,17 +47,21 @@ import trio
 
 from missive.actors.runtime import ExecutorLock, Runtime
 from missive.cluster.config import ConfigError, NodeConfig, load
-from missive.cluster.placement import executor
+from missive.cluster.placement import executor, replicas
 from missive.mailbox.admission import checker
+from missive.mailbox.diffs import DiffError, StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError
 from missive.mailbox.store import Store
 from missive.net import NetError, NodeIdentity, PeerLink, allow_any, serve
-from missive.net.identity import short_id
+from missive.net.identity import short_id, verify
+from missive.vm.keccak import keccak256
 
 log = logging.getLogger(__name__)
 
 #: Messages the forwarder moves per ``deliver`` call.
 FORWARD_BATCH = 512
+#: State diffs the replicator sends per ``apply`` call.
+REPLICATE_BATCH = 256
 IDENTITY_FILE = "node.key"
 
 
@@ -59,7 +72,9 @@ class ClusterNode:
         self.me = self.identity.node_id
         self.names = {p.node_id: p.name for p in config.peers} | {self.me: config.name}
         self.members = sorted(self.names)
-        self.store = Store(config.dir, create=True, is_local=self.is_local)
+        self.k = min(config.replicas, len(self.members))
+        self.store = Store(config.dir, create=True, is_local=self.is_local,
+                           replicas_of=self.other_replicas if self.k > 1 else None)
         self.check = checker(self.store, self.is_local)
         self.runtime = Runtime(self.store)
         self.links = {
@@ -69,12 +84,18 @@ class ClusterNode:
         self.stopping = trio.Event()
         self.started = time.monotonic()
         self.forwarded = 0
+        self.diffs_sent = 0
+        self.diffs_applied = 0
         self.rate = 0.0
         self.port = 0
         self._nursery: trio.Nursery | None = None
 
     def is_local(self, address: bytes) -> bool:
         return executor(address, self.members) == self.me
+
+    def other_replicas(self, address: bytes) -> list[bytes]:
+        """The nodes besides this one that keep a copy of ``address``'s actor."""
+        return [n for n in replicas(address, self.members, self.k) if n != self.me]
 
     # -- running -------------------------------------------------------------------------
 
@@ -91,6 +112,9 @@ class ClusterNode:
                     nursery.start_soon(link.run)
                 nursery.start_soon(self._run_actors)
                 nursery.start_soon(self._forward)
+                if self.k > 1:
+                    for node_id in self.links:
+                        nursery.start_soon(self._replicate_to, node_id)
                 nursery.start_soon(self._measure)
                 print(f"serving {self.config.name} on {self.config.host}:{self.port} id {self.me.hex()}", flush=True)
                 await self.stopping.wait()
@@ -136,6 +160,29 @@ class ClusterNode:
             if not progressed:
                 await trio.sleep(0.2)  # every destination is unreachable: back off
 
+    async def _replicate_to(self, node_id: bytes) -> None:
+        """Send the diffs queued for replica ``node_id``, in order, until it has them durably."""
+        link = self.links[node_id]
+        while True:
+            batch = await trio.to_thread.run_sync(self.store.replication_queue, node_id, REPLICATE_BATCH)
+            if not batch:
+                await trio.sleep(0.005)
+                continue
+            signed = [[raw, self.identity.sign(keccak256(raw))] for _, raw in batch]
+            try:
+                done, problem = await link.call("apply", signed, timeout=10.0)
+            except NetError as exc:
+                log.warning("replicating %d diff(s) to %s failed (%s); will retry", len(batch),
+                            self.names.get(node_id, short_id(node_id)), exc)
+                await trio.sleep(0.2)
+                continue
+            if done:
+                await trio.to_thread.run_sync(self.store.replicated, [key for key, _ in batch[:done]])
+                self.diffs_sent += done
+            if problem is not None:
+                log.error("replica %s refused a state diff: %s", self.names.get(node_id, short_id(node_id)), problem)
+                await trio.sleep(1.0)
+
     # -- RPC -----------------------------------------------------------------------------
 
     def handlers(self) -> dict[str, Callable[[bytes, Any], Awaitable[Any]]]:
@@ -147,6 +194,8 @@ class ClusterNode:
             "account": self.rpc_account,
             "receipt": self.rpc_receipt,
             "inbox": self.rpc_inbox,
+            "apply": self.rpc_apply,
+            "local_state": self.rpc_local_state,
             "shutdown": self.rpc_shutdown,
         }
 
@@ -162,12 +211,15 @@ class ClusterNode:
         with self.store.read() as txn:
             backlog = txn.stat(self.store.db["pending"])["entries"]
             outbound = txn.stat(self.store.db["outbound"])["entries"]
-        actors = sum(1 for _, account in self.store.accounts() if account.is_contract)
+            replicating = txn.stat(self.store.db["replicate"])["entries"]
+            held = txn.stat(self.store.db["replica"])["entries"]
+        actors = sum(1 for address, account in self.store.accounts() if account.is_contract and self.is_local(address))
         return {
             "name": self.config.name, "id": self.me, "pid": os.getpid(), "port": self.port,
             "uptime": time.monotonic() - self.started, "actors": actors, "backlog": backlog,
             "outbound": outbound, "handled": self.runtime.handled_total, "rate": self.rate,
-            "forwarded": self.forwarded,
+            "forwarded": self.forwarded, "replicas": self.k, "replicating": replicating, "replicas_held": held,
+            "diffs_sent": self.diffs_sent, "diffs_applied": self.diffs_applied,
             "peers": {self.names[n]: link.connected for n, link in self.links.items()},
         }
 
@@ -251,6 +303,42 @@ class ClusterNode:
             return out
 
         return await self._at(address, "inbox", address, local)  # type: ignore[no-any-return]
+
+    async def rpc_apply(self, peer: bytes, signed: list[list[bytes]]) -> tuple[int, str | None]:
+        """State diffs from the executor of their actors (see the module docstring)."""
+        if peer not in self.names or peer == self.me:
+            raise PermissionError(f"apply is for cluster members; {short_id(peer)} is not one")
+        diffs = []
+        problem = None
+        for raw, signature in signed:
+            try:
+                if not verify(peer, keccak256(raw), signature):
+                    raise DiffError(f"bad signature from {self.names[peer]} on a state diff")
+                diff = StateDiff.decode(raw)
+                if executor(diff.address, self.members) != peer:
+                    raise DiffError(f"{self.names[peer]} does not execute 0x{diff.address.hex()}")
+                if self.me not in replicas(diff.address, self.members, self.k):
+                    raise DiffError(f"this node does not replicate 0x{diff.address.hex()}")
+            except DiffError as err:
+                problem = str(err)
+                break
+            diffs.append(diff)
+        done, refused = await trio.to_thread.run_sync(self.store.apply_diffs, peer, diffs)
+        self.diffs_applied += done
+        problem = refused or problem
+        if problem:
+            log.warning("refused a state diff from %s: %s", self.names[peer], problem)
+        return done, problem
+
+    async def rpc_local_state(self, peer: bytes, address: bytes) -> dict[str, Any] | None:
+        """This node's own copy of an actor (executor or replica): account, storage and mailbox."""
+        account = self.store.account(address)
+        if account is None:
+            return None
+        storage = self.store.storage(address)
+        return {"account": account.encode(), "storage": [[k.to_bytes(32, "big"), v.to_bytes(32, "big")]
+                                                         for k, v in sorted(storage.items())],
+                "mailbox": self.store.mailbox(address), "executor": self.is_local(address)}
 
     async def rpc_shutdown(self, peer: bytes, params: Any) -> bool:
         async def later() -> None:

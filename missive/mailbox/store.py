@@ -16,6 +16,9 @@ mailbox       recipient + position (8 bytes)         message id   (handled, in o
 accounts      address                                Account
 code          code hash                              code
 storage       address + slot (32 bytes)              value (big-endian, no leading zeros)
+outbound      seq                                    message id  (to forward to another node)
+replicate     replica node id (32) + seq             state diff  (to send to that replica)
+replica       address                                [executor node id, seq of the last diff applied]
 ============  =====================================  ==========================================
 
 ``ledger`` + ``messages`` + ``receipts`` are the ledger proper: replay reads
@@ -31,7 +34,7 @@ so throughput does not pay one fsync per message.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -39,11 +42,13 @@ import attrs
 import lmdb
 import msgpack
 
+from missive.mailbox.diffs import DiffError, StateDiff
 from missive.mailbox.envelope import FORMAT_VERSION, Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
+from missive.vm.keccak import keccak256
 
 TABLES = ("meta", "ledger", "messages", "pending", "scheduled", "receipts", "mailbox", "accounts", "code", "storage",
-          "outbound")
+          "outbound", "replicate", "replica")
 MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as used
 
 
@@ -84,6 +89,28 @@ class Accepted:
     duplicate: bool
 
 
+@attrs.define
+class _Changes:
+    """What one commit did to one actor, gathered for its replicas."""
+
+    account: Account = Account()
+    storage: dict[int, int] = attrs.field(factory=dict)
+    code: bytes = b""
+    receipts: list[bytes] = attrs.field(factory=list)
+    messages: list[bytes] = attrs.field(factory=list)
+
+    def add(self, outcome: Outcome, receipt: bytes, sent: list[bytes]) -> None:
+        self.storage.update(outcome.storage_writes)
+        if outcome.code is not None:
+            self.code = outcome.code
+        self.receipts.append(receipt)
+        self.messages += sent
+
+    def diff(self, address: bytes) -> StateDiff:
+        return StateDiff(address, 0, self.account, tuple(sorted(self.storage.items())), self.code,
+                         tuple(self.receipts), tuple(self.messages))
+
+
 class Store:
     """A node's ledger and state in one LMDB environment.
 
@@ -91,12 +118,19 @@ class Store:
     (always, on a single node).  A message for an actor that lives elsewhere is
     queued in ``outbound`` instead of ``pending``, in send order, until the
     cluster's forwarder has it durably accepted by the node that executes it.
+
+    ``replicas_of(address)`` names the *other* nodes holding a copy of an actor
+    this node executes.  Every transaction that changes such an actor queues a
+    state diff for each of them in ``replicate``, in the same transaction, so a
+    replica misses nothing the executor committed (see :mod:`missive.mailbox.diffs`).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False, readonly: bool = False,
-                 is_local: Callable[[bytes], bool] | None = None) -> None:
+                 is_local: Callable[[bytes], bool] | None = None,
+                 replicas_of: Callable[[bytes], Sequence[bytes]] | None = None) -> None:
         self.path = Path(path)
         self.is_local = is_local
+        self.replicas_of = replicas_of
         if not create and not (self.path / "data.mdb").exists():
             raise StoreError(f"no Missive node at {self.path} (run `missive init` first)")
         self.path.mkdir(parents=True, exist_ok=True)
@@ -264,14 +298,18 @@ class Store:
         if time > self.clock(txn):
             txn.put(b"clock", msgpack.packb(time), db=self.db["meta"])
 
-    def _enqueue(self, txn: lmdb.Transaction, envelope: Envelope, message_id: bytes, public_key: bytes, signature: bytes) -> None:
-        txn.put(message_id, msgpack.packb([envelope.canonical(), public_key, signature]), db=self.db["messages"])
+    def _enqueue(self, txn: lmdb.Transaction, envelope: Envelope, message_id: bytes, public_key: bytes,
+                 signature: bytes) -> bytes:
+        """Store a message and queue it for its recipient (here, elsewhere, or when due); returns its record."""
+        record = cast(bytes, msgpack.packb([envelope.canonical(), public_key, signature]))
+        txn.put(message_id, record, db=self.db["messages"])
         if self.is_local is not None and not self.is_local(envelope.recipient):
             txn.put(u64(self._next_seq(txn)), message_id, db=self.db["outbound"])
         elif envelope.kind is Kind.SCHEDULED:
             txn.put(envelope.not_before.to_bytes(32, "big") + message_id, b"", db=self.db["scheduled"])
         else:
             txn.put(envelope.recipient + u64(self._next_seq(txn)), message_id, db=self.db["pending"])
+        return record
 
     # -- between nodes ---------------------------------------------------------------
 
@@ -331,8 +369,10 @@ class Store:
         with self.env.begin(write=True) as txn:
             if txn.get(address, db=self.db["accounts"]) is not None:
                 raise StoreError(f"account 0x{address.hex()} already exists")
-            txn.put(address, Account(balance=balance, public_key=public_key).encode(), db=self.db["accounts"])
+            account = Account(balance=balance, public_key=public_key)
+            txn.put(address, account.encode(), db=self.db["accounts"])
             self._append(txn, ["genesis", address, public_key, word_bytes(balance)])
+            self._replicate(txn, [StateDiff(address, 0, account)])
 
     def accept(self, submissions: list[tuple[Envelope, bytes, bytes]], check: Any, *,
                all_or_nothing: bool = False) -> list[Accepted | EnvelopeError]:
@@ -348,6 +388,7 @@ class Store:
         txn = self.env.begin(write=True)
         try:
             updated: dict[bytes, Account] = {}
+            records: dict[bytes, list[bytes]] = {}
             for envelope, public_key, signature in submissions:
                 message_id = envelope.id
                 if txn.get(message_id, db=self.db["messages"]) is not None:
@@ -360,10 +401,13 @@ class Store:
                     continue
                 updated[envelope.sender] = sender
                 txn.put(envelope.sender, sender.encode(), db=self.db["accounts"])
-                self._enqueue(txn, envelope, message_id, public_key, signature)
+                records.setdefault(envelope.sender, []).append(
+                    self._enqueue(txn, envelope, message_id, public_key, signature))
                 self._append(txn, ["accept", message_id])
                 self._advance_clock(txn, envelope.time)
                 results.append(Accepted(message_id, duplicate=False))
+            self._replicate(txn, [StateDiff(sender, 0, updated[sender], messages=tuple(sent))
+                                  for sender, sent in records.items()])
         except BaseException:
             txn.abort()
             raise
@@ -381,6 +425,8 @@ class Store:
         run's ``account`` already includes every earlier run of the round).
         """
         accounts: dict[bytes, tuple[Account, int]] = {}
+        changes: dict[bytes, _Changes] = {}  # per actor, for its replicas
+        replicated = self.replicas_of is not None
         clock = 0
         with self.env.begin(write=True) as txn:
             db = self.db
@@ -388,7 +434,8 @@ class Store:
             for o in outcomes:
                 table, key = o.queue_key
                 txn.delete(key, db=db[table])
-                txn.put(o.message_id, o.receipt.encode(), db=receipts)
+                encoded = o.receipt.encode()
+                txn.put(o.message_id, encoded, db=receipts)
                 txn.put(o.recipient + u64(o.receipt.position), o.message_id, db=mailbox)
                 earlier = accounts.get(o.recipient)
                 accounts[o.recipient] = (o.account, o.balance_delta + (earlier[1] if earlier else 0))
@@ -401,8 +448,9 @@ class Store:
                     else:
                         txn.delete(skey, db=storage)
                 self._append(txn, ["receipt", o.message_id])
-                for envelope in o.new_messages:
-                    self._enqueue(txn, envelope, envelope.id, b"", b"")
+                sent = [self._enqueue(txn, envelope, envelope.id, b"", b"") for envelope in o.new_messages]
+                if replicated:
+                    changes.setdefault(o.recipient, _Changes()).add(o, encoded, sent)
                 clock = max(clock, o.account.clock)
             for address, (account, delta) in accounts.items():
                 raw = txn.get(address, db=db["accounts"])
@@ -414,8 +462,86 @@ class Store:
                     public_key=current.public_key,
                 )
                 txn.put(address, merged.encode(), db=db["accounts"])
+                if address in changes:
+                    changes[address].account = merged
             if outcomes:
                 self._advance_clock(txn, clock)
+            if changes:
+                self._replicate(txn, [c.diff(address) for address, c in changes.items()])
+
+    # -- replication -------------------------------------------------------------------
+
+    def _replicate(self, txn: lmdb.Transaction, diffs: list[StateDiff]) -> None:
+        """Queue each diff for the other replicas of its actor (numbered now: their order is ours)."""
+        if self.replicas_of is None:
+            return
+        for diff in diffs:
+            targets = self.replicas_of(diff.address)
+            if targets:
+                seq = self._next_seq(txn)
+                raw = attrs.evolve(diff, seq=seq).encode()
+                for node_id in targets:
+                    txn.put(node_id + u64(seq), raw, db=self.db["replicate"])
+
+    def replication_queue(self, node_id: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        """(queue key, diff) waiting to go to replica ``node_id``, oldest first."""
+        return self._scan("replicate", node_id, limit)
+
+    def replicated(self, keys: list[bytes]) -> None:
+        """The replica has these diffs durably: drop them from the queue."""
+        with self.env.begin(write=True) as txn:
+            for key in keys:
+                txn.delete(key, db=self.db["replicate"])
+
+    def apply_diffs(self, executor_id: bytes, diffs: list[StateDiff]) -> tuple[int, str | None]:
+        """Apply an executor's diffs in order, in one transaction, stopping at the first bad one.
+
+        Returns how many were applied or were already here (a re-sent diff is a
+        no-op), and what was wrong with the next one, if anything.  A bad diff
+        writes nothing, and neither does any diff after it.
+        """
+        done = 0
+        with self.env.begin(write=True) as txn:
+            db = self.db
+            for diff in diffs:
+                seen = txn.get(diff.address, db=db["replica"])
+                if seen is not None:
+                    seen_executor, seen_seq = msgpack.unpackb(seen)
+                    if seen_executor == executor_id and diff.seq <= seen_seq:
+                        done += 1
+                        continue
+                try:
+                    receipts = diff.decoded_receipts()
+                    raw = txn.get(diff.address, db=db["accounts"])
+                    handled = Account.decode(raw).handled if raw is not None else 0
+                    if receipts and receipts[0].position != handled:
+                        raise DiffError(f"state diff for 0x{diff.address.hex()} starts at mailbox position "
+                                        f"{receipts[0].position}, this replica holds {handled}")
+                    if diff.account.handled != handled + len(receipts):
+                        raise DiffError(f"state diff for 0x{diff.address.hex()} leaves {diff.account.handled} "
+                                        f"messages handled after {len(receipts)} receipts from {handled}")
+                    if diff.code and keccak256(diff.code) != diff.account.code_hash:
+                        raise DiffError(f"state diff for 0x{diff.address.hex()}: its code does not hash to the "
+                                        "account's code hash")
+                except DiffError as err:
+                    return done, str(err)
+                txn.put(diff.address, diff.account.encode(), db=db["accounts"])
+                for slot, value in diff.storage:
+                    skey = diff.address + slot.to_bytes(32, "big")
+                    if value:
+                        txn.put(skey, word_bytes(value), db=db["storage"])
+                    else:
+                        txn.delete(skey, db=db["storage"])
+                if diff.code:
+                    txn.put(diff.account.code_hash, diff.code, db=db["code"])
+                for receipt, raw_receipt in zip(receipts, diff.receipts, strict=True):
+                    txn.put(receipt.message_id, raw_receipt, db=db["receipts"])
+                    txn.put(diff.address + u64(receipt.position), receipt.message_id, db=db["mailbox"])
+                for record in diff.messages:
+                    txn.put(keccak256(msgpack.unpackb(record)[0]), record, db=db["messages"])
+                txn.put(diff.address, msgpack.packb([executor_id, diff.seq]), db=db["replica"])
+                done += 1
+        return done, None
 
     def release_scheduled(self, up_to: int) -> int:
         """Move scheduled messages due at or before logical time ``up_to`` into their queues."""

@@ -1,0 +1,109 @@
+"""State diffs: what an executor sends the other replicas of an actor (SPEC §6).
+
+An actor lives on K nodes; one executes it, the others hold copies.  Whenever a
+transaction of the executor changes the actor (it handled messages, it sent or
+had accepted messages, it was created), the executor's store queues one diff
+per other replica in that same transaction.  The diff carries the result, not
+the work: the account as committed, the storage slots written (last write
+wins), new code, the receipts in mailbox order and the messages the actor sent
+or had accepted.  A replica applies it without running anything (re-execution
+by trust is the trust issue's job; the receipts in the diff are what it would
+check).
+
+Diffs are ordered by the executor's sequence number (``seq``), so a replica
+applies each exactly once however often it is re-sent, and receipts must
+continue the replica's copy of the mailbox exactly where it stands: a gap or an
+overlap is refused, naming both positions, and nothing of that diff is written.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import attrs
+import msgpack
+
+from missive.mailbox.envelope import FORMAT_VERSION, int_bytes
+from missive.mailbox.records import Account, Receipt, RecordError
+
+#: A diff larger than this is refused (it would not fit a network frame either).
+MAX_DIFF_BYTES = 1 << 20
+
+
+class DiffError(ValueError):
+    """A state diff that cannot be applied; the text names what is wrong."""
+
+
+@attrs.frozen
+class StateDiff:
+    address: bytes
+    #: the executor's sequence number when it committed this change (orders its diffs)
+    seq: int
+    account: Account
+    #: (slot, value) written, in slot order; value 0 deletes the slot
+    storage: tuple[tuple[int, int], ...] = ()
+    #: new code (a deploy), else b""
+    code: bytes = b""
+    #: encoded receipts, in mailbox order
+    receipts: tuple[bytes, ...] = ()
+    #: stored message records ([canonical, public key, signature]) the actor sent or had accepted
+    messages: tuple[bytes, ...] = ()
+
+    def encode(self) -> bytes:
+        return cast(bytes, msgpack.packb(
+            [FORMAT_VERSION, self.address, self.seq, self.account.encode(),
+             [[int_bytes(k), int_bytes(v)] for k, v in self.storage], self.code, list(self.receipts),
+             list(self.messages)],
+            use_bin_type=True,
+        ))
+
+    @classmethod
+    def decode(cls, raw: bytes) -> StateDiff:
+        if not isinstance(raw, bytes) or len(raw) > MAX_DIFF_BYTES:
+            raise DiffError(f"a state diff must be bytes of at most {MAX_DIFF_BYTES}")
+        try:
+            fields: Any = msgpack.unpackb(raw)
+        except Exception as exc:
+            raise DiffError(f"malformed state diff: not msgpack ({exc})") from None
+        if not isinstance(fields, list) or len(fields) != 8:
+            raise DiffError("malformed state diff: expected an array of 8 fields")
+        version, address, seq, account, storage, code, receipts, messages = fields
+        if version != FORMAT_VERSION:
+            raise DiffError(f"state diff format {version!r} is not supported (this node reads {FORMAT_VERSION})")
+        if not isinstance(address, bytes) or len(address) != 20:
+            raise DiffError("malformed state diff: address must be 20 bytes")
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise DiffError("malformed state diff: seq must be a non-negative integer")
+        try:
+            decoded_account = Account.decode(account)
+            slots = tuple((_word(k), _word(v)) for k, v in storage)
+        except (RecordError, TypeError, ValueError) as exc:
+            raise DiffError(f"malformed state diff for 0x{address.hex()}: {exc}") from None
+        if not isinstance(code, bytes) or not all(isinstance(r, bytes) for r in [*receipts, *messages]):
+            raise DiffError(f"malformed state diff for 0x{address.hex()}: code, receipts and messages must be bytes")
+        return cls(address, seq, decoded_account, slots, code, tuple(receipts), tuple(messages))
+
+    def decoded_receipts(self) -> list[Receipt]:
+        """The receipts, each checked to belong to this actor and to follow the one before."""
+        out = []
+        for raw in self.receipts:
+            try:
+                receipt = Receipt.decode(raw)
+            except RecordError as exc:
+                raise DiffError(f"state diff for 0x{self.address.hex()}: {exc}") from None
+            if receipt.recipient != self.address:
+                raise DiffError(f"state diff for 0x{self.address.hex()} carries a receipt of 0x{receipt.recipient.hex()}")
+            if out and receipt.position != out[-1].position + 1:
+                raise DiffError(f"state diff for 0x{self.address.hex()}: receipts skip from position "
+                                f"{out[-1].position} to {receipt.position}")
+            out.append(receipt)
+        return out
+
+
+def _word(raw: object) -> int:
+    if not isinstance(raw, bytes) or len(raw) > 32:
+        raise ValueError("storage slots and values must be at most 32 bytes")
+    return int.from_bytes(raw, "big")
+
+
+__all__ = ["MAX_DIFF_BYTES", "DiffError", "StateDiff"]

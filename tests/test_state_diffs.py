@@ -1,0 +1,99 @@
+"""State diffs: a replica that applies an executor's diffs holds exactly the executor's state."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import attrs
+import pytest
+from eth_abi import encode
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_ledger_actors import ASKER, TOKEN, Ledger, selector, transfer
+
+from missive.mailbox.diffs import DiffError, StateDiff
+from missive.mailbox.envelope import Kind
+from missive.mailbox.store import Store
+
+REPLICA = b"R" * 32
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Ledger, list[bytes]]:
+    """A busy node that replicates everything to REPLICA; its queued diffs."""
+    ledger = Ledger(tmp_path_factory.mktemp("executor") / "node")
+    ledger.store.replicas_of = lambda address: [REPLICA]
+    token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [1000]))
+    asker = ledger.deploy(ledger.alice, ASKER)
+    for i in range(8):
+        ledger.submit(ledger.alice, Kind.CALL, token, transfer(ledger.bob.address, i))
+        ledger.submit(ledger.bob, Kind.CALL, ledger.alice.address, value=5 + i)
+    ledger.submit(ledger.alice, Kind.CALL, asker, selector("ask(address,address)") + encode(["address", "address"], [token, ledger.bob.address]))
+    ledger.submit(ledger.alice, Kind.CALL, asker, selector("fail()"), value=77)  # revert + bounce
+    ledger.run()
+    return ledger, [raw for _, raw in ledger.store.replication_queue(REPLICA, 10**6)]
+
+
+def state_of(store: Store) -> dict[bytes, tuple[bytes, dict[int, int], list[bytes], list[bytes | None]]]:
+    out = {}
+    for address, account in store.accounts():
+        mailbox = store.mailbox(address)
+        receipts = [r.encode() if (r := store.receipt(m)) else None for m in mailbox]
+        out[address] = (account.encode(), store.storage(address), mailbox, receipts)
+    return out
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cuts=st.lists(st.integers(1, 12), min_size=1, max_size=40), resend=st.lists(st.integers(0, 6), max_size=40))
+def test_replica_equals_executor_however_diffs_are_batched_and_resent(
+    executed: tuple[Ledger, list[bytes]], cuts: list[int], resend: list[int]
+) -> None:
+    ledger, raws = executed
+    diffs = [StateDiff.decode(raw) for raw in raws]
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "replica", create=True) as replica:
+        at, step = 0, 0
+        while at < len(diffs):
+            size = cuts[step % len(cuts)]
+            back = resend[step % len(resend)] if resend else 0
+            start = max(0, at - back)  # a retry re-sends diffs the replica already has
+            done, problem = replica.apply_diffs(b"E" * 32, diffs[start:at + size])
+            assert problem is None and done == len(diffs[start:at + size])
+            at += size
+            step += 1
+        assert state_of(replica) == state_of(ledger.store)
+        # the messages each actor sent or had accepted are there to read
+        for address in state_of(ledger.store):
+            for message_id in ledger.store.mailbox(address):
+                receipt = ledger.store.receipt(message_id)
+                assert receipt is not None
+                for sent in receipt.outgoing:
+                    assert replica.message(sent) == ledger.store.message(sent)
+
+
+def test_a_gap_an_overlap_or_wrong_code_is_refused_and_writes_nothing(executed: tuple[Ledger, list[bytes]], tmp_path: Path) -> None:
+    ledger, raws = executed
+    diffs = [StateDiff.decode(raw) for raw in raws]
+    with Store(tmp_path / "replica", create=True) as replica:
+        later = next(i for i, d in enumerate(diffs) if d.receipts and StateDiff.decode(raws[i]).decoded_receipts()[0].position > 0)
+        done, problem = replica.apply_diffs(b"E" * 32, [diffs[later]])
+        assert done == 0 and problem is not None and "starts at mailbox position" in problem and "this replica holds 0" in problem
+        assert replica.accounts() == []
+        deploy = next(d for d in diffs if d.code)
+        forged = attrs.evolve(deploy, code=deploy.code + b"\x00")
+        done, problem = replica.apply_diffs(b"E" * 32, diffs[: diffs.index(deploy)] + [forged])
+        assert done == diffs.index(deploy) and problem is not None and "does not hash" in problem
+        assert replica.account(deploy.address) is None or replica.account(deploy.address).handled == 0  # type: ignore[union-attr]
+        lying = attrs.evolve(deploy, account=attrs.evolve(deploy.account, handled=deploy.account.handled + 1))
+        done, problem = replica.apply_diffs(b"E" * 32, [lying])
+        assert done == 0 and problem is not None and "messages handled after" in problem
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b"\xc1", "not msgpack"),
+    (b"\x93\x01\x02\x03", "expected an array of 8 fields"),
+    (b"x" * (2 << 20), "at most"),
+])
+def test_malformed_diffs_are_named(raw: bytes, message: str) -> None:
+    with pytest.raises(DiffError, match=message):
+        StateDiff.decode(raw)
