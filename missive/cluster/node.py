@@ -24,6 +24,7 @@ means messages to it wait, durably, in their senders' ``outbound`` queues.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -37,6 +38,7 @@ import msgpack
 import trio
 
 from missive.actors.runtime import ExecutorLock, Runtime
+from missive.cluster import reads
 from missive.cluster.config import ConfigError, NodeConfig, load
 from missive.cluster.placement import executor
 from missive.mailbox.admission import checker
@@ -148,6 +150,15 @@ class ClusterNode:
             "receipt": self.rpc_receipt,
             "inbox": self.rpc_inbox,
             "shutdown": self.rpc_shutdown,
+            "members": self.rpc_members,
+            "progress": self.rpc_progress,
+            "ledger": self.rpc_ledger,
+            "message": self.rpc_message,
+            "resolve": self.rpc_resolve,
+            "mailbox": self.rpc_mailbox,
+            "pending": self.rpc_pending,
+            "accounts": self.rpc_accounts,
+            "replay": self.rpc_replay,
         }
 
     async def _at(self, address: bytes, method: str, params: Any,
@@ -251,6 +262,74 @@ class ClusterNode:
             return out
 
         return await self._at(address, "inbox", address, local)  # type: ignore[no-any-return]
+
+    # -- reads for clients (see missive.cluster.reads): this node's own store, or the actor's node --
+
+    async def rpc_members(self, peer: bytes, params: Any) -> list[dict[str, Any]]:
+        """Every member (this node included): how a client finds the others and computes placement."""
+        me = {"name": self.config.name, "host": self.config.host, "port": self.port, "id": self.me}
+        return [me] + [{"name": p.name, "host": p.host, "port": p.port, "id": p.node_id}
+                       for p in self.config.peers if p.node_id != self.me]
+
+    async def rpc_progress(self, peer: bytes, params: Any) -> dict[str, int]:
+        return reads.progress(self.store)
+
+    async def rpc_ledger(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any]:
+        """This node's ledger (each node keeps its own): a page of records with messages and receipts."""
+        return await trio.to_thread.run_sync(functools.partial(
+            reads.ledger_page, self.store, int(params.get("start") or 0), params.get("limit"), params.get("last")))
+
+    async def _everywhere(self, method: str, params: Any) -> list[Any]:
+        """Ask every reachable peer (their answers; an unreachable peer is left out)."""
+        answers: list[Any] = []
+
+        async def ask(link: PeerLink) -> None:
+            try:
+                answers.append(await link.call(method, params, timeout=5.0))
+            except NetError as exc:
+                log.info("%s to %s failed: %s", method, short_id(link.peer_id), exc)
+
+        async with trio.open_nursery() as nursery:
+            for link in self.links.values():
+                nursery.start_soon(ask, link)
+        return answers
+
+    async def rpc_message(self, peer: bytes, params: dict[str, Any]) -> bytes | None:
+        """A message by id: from here, else (``spread``) from whichever peer has it."""
+        found = reads.message(self.store, bytes(params["id"]))
+        if found is None and params.get("spread"):
+            found = next((a for a in await self._everywhere("message", {"id": params["id"]}) if a), None)
+        return found
+
+    async def rpc_resolve(self, peer: bytes, params: dict[str, Any]) -> list[bytes]:
+        """Message ids starting with a prefix, here and (``spread``) on every peer."""
+        matches = set(reads.resolve(self.store, bytes(params["prefix"])))
+        if params.get("spread"):
+            for answer in await self._everywhere("resolve", {"prefix": params["prefix"]}):
+                matches.update(bytes(m) for m in answer)
+        return sorted(matches)[:2]
+
+    async def rpc_mailbox(self, peer: bytes, address: bytes) -> list[list[Any]]:
+        async def local() -> list[list[Any]]:
+            return reads.mailbox(self.store, address)
+
+        return await self._at(address, "mailbox", address, local)  # type: ignore[no-any-return]
+
+    async def rpc_pending(self, peer: bytes, params: Any) -> list[bytes]:
+        """Every message waiting on this node (``inbox`` asks for one actor's, wherever it lives)."""
+        return reads.pending(self.store)
+
+    async def rpc_accounts(self, peer: bytes, params: Any) -> list[list[bytes]]:
+        return reads.accounts(self.store)
+
+    async def rpc_replay(self, peer: bytes, params: dict[str, Any] | None) -> dict[str, Any]:
+        """Replay this node's ledger on a worker thread (the node keeps serving) and report."""
+        params = params or {}
+        actor = bytes(params["actor"]) if params.get("actor") else None
+        until = bytes(params["until"]) if params.get("until") else None
+        started = time.perf_counter()
+        report = await trio.to_thread.run_sync(reads.replay_report, self.store, actor, until)
+        return {**report, "seconds": time.perf_counter() - started, "name": self.config.name}
 
     async def rpc_shutdown(self, peer: bytes, params: Any) -> bool:
         async def later() -> None:
