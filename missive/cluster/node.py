@@ -355,12 +355,16 @@ def main(argv: list[str] | None = None) -> int:
     node = ClusterNode(config)
 
     async def main_task() -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(node.run)
+        async def stop_on_signal() -> None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:
                     node.stopping.set()
                     break
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stop_on_signal)
+            await node.run()  # returns when stopped by a signal or by the shutdown RPC
+            nursery.cancel_scope.cancel()  # so the signal watcher does not keep the process alive
 
     trio.run(main_task)
     return 0

@@ -257,6 +257,11 @@ class RemoteNode(Node):
                 gas: int | None, wants_reply: bool) -> tuple[Envelope, bool]:
         key = self._key(sender)
         gas = self._check_message(kind, value, gas)
+        if kind is not Kind.DEPLOY and payload:
+            # A node admits messages for actors elsewhere without seeing them; check here, as one node would.
+            target = self.account(to)
+            if target is None or not target.is_contract:
+                raise EnvelopeError(f"unknown contract {hexstr(to or b'')}: no code there to call")
         with self._submit_lock:
             for attempt in range(8):
                 account = self.account(key.address)
