@@ -424,6 +424,8 @@ class LedgerRecord:
     balance: int = 0
     envelope: Envelope | None = None
     receipt: Receipt | None = None
+    #: in a cluster, the node whose ledger holds the record (each node keeps its own)
+    node: str = ""
 
 
 class Sent:
@@ -455,15 +457,12 @@ class Sent:
 
     def receipt(self, timeout: float | None = None) -> Receipt:
         """Run the node (or wait for the process running it) until this message is handled."""
-        found = self.node.receipt(self.id)
+        found = self.node._receipt_of(self.envelope)
         return found if found is not None else _sync("receipt", lambda: self.areceipt(timeout))
 
     async def areceipt(self, timeout: float | None = None) -> Receipt:
-        await self.node._wait(lambda: self.node.store.receipt(self.id) is not None,
-                              f"{self.what} (message {self.hex}) is not handled yet", timeout)
-        found = self.node.receipt(self.id)
-        assert found is not None
-        return found
+        return await self.node._await_receipt(self.envelope, f"{self.what} (message {self.hex}) is not handled yet",
+                                              timeout)
 
     # -- reply -----------------------------------------------------------------------------
 
@@ -473,7 +472,7 @@ class Sent:
 
     async def areply(self, timeout: float | None = None) -> Any:
         if self.envelope.wants_reply:
-            reply, receipt = await self.node._await_reply(self.id, f"{self.what} (message {self.hex})", timeout)
+            reply, receipt = await self.node._await_reply(self.envelope, f"{self.what} (message {self.hex})", timeout)
             if not reply.success:
                 raise Reverted(self.what, reason=revert_reason(reply.payload), data=reply.payload,
                                status=receipt.status, error=receipt.error, receipt=receipt, message_id=self.id)
@@ -695,7 +694,7 @@ class Contract:
         return self._node.balance(self._address)
 
     def storage(self) -> dict[int, int]:
-        return self._node.store.storage(self._address)
+        return self._node.storage(self._address)
 
     def events(self, receipt: Receipt) -> list[tuple[str, dict[str, Any]]]:
         """The receipt's logs this contract emitted that its ABI names, decoded."""
@@ -854,7 +853,7 @@ class Node:
     def at(self, address: object, abi: list[dict[str, Any]] | None = None, name: str | None = None) -> Contract:
         """A handle on a deployed contract; the ABI defaults to the one registered at deploy."""
         target = to_address(address)
-        account = self.store.account(target)
+        account = self.account(target)
         if account is None or not account.is_contract:
             raise NodeError(f"no contract at {hexstr(target)}")
         if abi is None:
@@ -1084,8 +1083,20 @@ class Node:
         receipt = self.store.receipt(request_id)
         return receipt is not None and self.store.receipt(self._reply_id(request_id, receipt)) is not None
 
-    async def _await_reply(self, request_id: bytes, what: str, timeout: float | None) -> tuple[Envelope, Receipt]:
-        """Wait until the reply to ``request_id`` is in the requester's mailbox; (reply, request's receipt)."""
+    def _receipt_of(self, envelope: Envelope) -> Receipt | None:
+        """The receipt of a message this node accepted, if it is handled (a seam: a cluster asks the recipient's node)."""
+        return self.store.receipt(envelope.id)
+
+    async def _await_receipt(self, envelope: Envelope, what: str, timeout: float | None) -> Receipt:
+        """Run the actors (or wait for the process running them) until ``envelope`` is handled."""
+        await self._wait(lambda: self.store.receipt(envelope.id) is not None, what, timeout)
+        found = self.store.receipt(envelope.id)
+        assert found is not None
+        return found
+
+    async def _await_reply(self, request: Envelope, what: str, timeout: float | None) -> tuple[Envelope, Receipt]:
+        """Wait until the reply to ``request`` is in the requester's mailbox; (reply, request's receipt)."""
+        request_id = request.id
         await self._wait(lambda: self._reply_handled(request_id), f"no reply to {what} arrived", timeout)
         receipt = self.store.receipt(request_id)
         assert receipt is not None
@@ -1097,6 +1108,19 @@ class Node:
 
     def receipt(self, message_id: bytes | str) -> Receipt | None:
         return self.store.receipt(to_message_id(message_id))
+
+    def storage(self, address: object) -> dict[int, int]:
+        """An actor's storage slots (slot -> value)."""
+        return self.store.storage(to_address(address))
+
+    def replay_check(self, actor: object = None) -> tuple[int, str | None]:
+        """Re-execute the ledger (SPEC §5): (receipts checked, the first divergence described, or None)."""
+        from missive.actors.replay import replay
+
+        report = replay(self.store, actor=to_address(actor) if actor is not None else None)
+        if report.divergence is not None:
+            return report.checked, report.divergence.describe()
+        return report.checked, None
 
     def message(self, message_id: bytes | str) -> Envelope | None:
         found = self.store.message(to_message_id(message_id))

@@ -3,6 +3,12 @@
 Each round the runtime commits is printed as it happens: one line per handled
 message (kind, who → whom, what, outcome, what it sent and logged).  The bulk
 phase shows a progress bar instead, then the final state and the checks.
+
+``--cluster`` runs the same scenario (:func:`missive.demo.run_demo`, given a
+:class:`~missive.cluster.remote.RemoteNode`) on a local cluster started for the
+occasion and stopped at the end, also on Ctrl-C or error.  Each line then says
+which node executed the handler, and a message that crossed from one node to
+another is marked with where it came from.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--pace", type=float, default=0.3,
                         help="seconds to pause between scenes so the flow can be followed (default 0.3)")
     parser.add_argument("--seed", type=int, default=7, help="random seed of the traffic")
+    parser.add_argument("--cluster", action="store_true",
+                        help="run on a fresh local cluster of node processes (stopped at the end)")
+    parser.add_argument("--nodes", type=int, default=3, help="nodes in the --cluster (default 3)")
     parser.set_defaults(handler=run_demo_command)
 
 
@@ -52,6 +61,9 @@ class TerminalView:
         self._progress: Progress | None = None
         self._task: Any = None
         self._namer: Any = None
+        #: on a cluster: handled messages, and how many crossed from one node to another
+        self.handled = 0
+        self.crossed = 0
 
     def begin(self, node: Any, names: dict[bytes, str]) -> None:
         self.node, self.names = node, names
@@ -71,6 +83,7 @@ class TerminalView:
             self._namer = function_namer(node, self.names)
         self.round_number += 1
         abis = node.abis()
+        node_of = getattr(node, "node_of", None)  # a cluster: where each actor runs
         for envelope, receipt in pairs:
             kind = envelope.kind.name.lower()
             line = describe(envelope, receipt, self.names, self._namer, node.message)
@@ -79,8 +92,14 @@ class TerminalView:
             else:
                 reason = revert_reason(receipt.output) or receipt.error or receipt.status
                 outcome = f"[red]✗ {escape(reason)}[/]"
-            self.console.print(f"[dim]round {self.round_number:>3}[/]  [{KIND_STYLE.get(kind, 'white')}]{kind:<9}[/] "
-                               f"{escape(line)}  {outcome}")
+            where = f"[dim]round {self.round_number:>3}[/]"
+            if node_of is not None:
+                here, there = node_of(envelope.recipient), node_of(envelope.sender)
+                self.handled += 1
+                self.crossed += here != there
+                hop = f"[bold yellow]{there}⇒{here}[/]" if here != there else f"[dim]   {here}[/]"
+                where = f"{where} {hop:<6}"
+            self.console.print(f"{where}  [{KIND_STYLE.get(kind, 'white')}]{kind:<9}[/] {escape(line)}  {outcome}")
             for address, topics, data in receipt.logs:
                 decoded = decode_log(abis[address][1], topics, data) if address in abis else None
                 if decoded is not None:
@@ -125,6 +144,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
     if args.messages < 0 or args.senders < 2:
         raise CliError("--messages must be >= 0 and --senders >= 2")
+    if args.cluster:
+        return run_cluster_demo(args)
     if args.dir is not None and args.dir.exists() and any(args.dir.iterdir()):
         raise CliError(f"{args.dir} is not empty; the demo needs a fresh directory")
     console = make_console()
@@ -180,3 +201,44 @@ def show_final(console: Console, result: Any) -> None:
     replayed = f"replay from the ledger alone re-executed {result.replay_checked} messages, every receipt matches"
     console.print(check(result.replay_problem is None, replayed if result.replay_problem is None
                         else f"replay diverged: {result.replay_problem}"))
+
+
+def run_cluster_demo(args: argparse.Namespace) -> int:
+    """The same scenario on a local cluster: up, run through a RemoteNode, down whatever happens."""
+    from missive.cluster import launcher
+    from missive.cluster.client import ClusterError
+    from missive.cluster.remote import RemoteNode
+    from missive.demo import DemoError, run_demo
+    from missive.node import NodeError
+
+    if args.nodes < 1:
+        raise CliError("--nodes must be at least 1")
+    if args.dir is not None and args.dir.exists() and any(args.dir.iterdir()):
+        raise CliError(f"{args.dir} is not empty; the demo needs a fresh directory")
+    console = make_console()
+    workdir = args.dir or Path(tempfile.mkdtemp(prefix="missive-demo-cluster-"))
+    view = TerminalView(console)
+    started = False
+    try:
+        with console.status(f"starting {args.nodes} node processes in {workdir}..."):
+            states = launcher.up(workdir, args.nodes)
+            started = True
+        nodes = ", ".join(f"{s['name']} (127.0.0.1:{s['port']})" for s in states)
+        console.print(f"[bold]Missive demo[/] on a local cluster: {escape(nodes)}")
+        console.print("Each line names the node that ran the handler; [bold yellow]n1⇒n2[/] marks a message "
+                      "that crossed from n1 (where its sender runs) to n2.", style="dim")
+        result = run_demo(workdir, view, bulk=args.messages, senders=args.senders, pace=args.pace, seed=args.seed,
+                          node=RemoteNode.connect(cluster=workdir))
+    except (DemoError, NodeError, ClusterError) as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    finally:
+        if started or (workdir / launcher.CLUSTER_FILE).exists():
+            with console.status("stopping the cluster..."):
+                launcher.down(workdir)
+        if args.dir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    show_final(console, result)
+    console.print(f"{view.crossed} of the {view.handled} messages shown crossed between nodes; "
+                  f"the cluster is stopped" + (f", its directories kept in {args.dir}" if args.dir else ""))
+    ok = result.supply_conserved and result.native_conserved and result.replay_problem is None
+    return EXIT_OK if ok else EXIT_FAILED

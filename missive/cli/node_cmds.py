@@ -9,6 +9,11 @@ for tuples.  A function is named by its signature (``'transfer(address,uint256)'
 by its name alone when the contract's ABI is known (``deploy`` records it in
 ``<dir>/abis.msgpack``).
 
+Against a cluster (``missive cluster up``), the client commands take ``--cluster DIR``
+(keys from DIR's keystore, any live node) and/or ``--node HOST:PORT`` (or a member's name
+with ``--cluster``): the node forwards each request to the node executing the actor.  Each
+node keeps its own ledger: ``ledger`` shows the named node's, or every node's in turn.
+
 Exit status: 0 done, 1 the message's handler failed (revert reason printed), 2 bad input
 (unknown account, bad address, wrong arguments, unknown function, no node, refused message).
 """
@@ -45,6 +50,11 @@ def register(subparsers: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dir", type=Path, default=None, metavar="D",
                         help=f"node directory (default: $MISSIVE_DIR or ./{DEFAULT_DIR})")
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument("--node", default=None, metavar="HOST:PORT",
+                        help="talk to this cluster node (with --cluster: a member's name such as n2 works too)")
+    remote.add_argument("--cluster", type=Path, default=None, metavar="DIR",
+                        help="talk to the cluster started in DIR (`missive cluster up --dir DIR`); keys from its keystore")
     sending = argparse.ArgumentParser(add_help=False)
     sending.add_argument("--from", dest="sender", metavar="NAME", help="sending account: name or address (default: 'default')")
     sending.add_argument("--gas", type=parse_word, default=None, metavar="G", help="gas the message carries")
@@ -60,15 +70,15 @@ def register(subparsers: Any) -> None:
     account = subparsers.add_parser("account", help="create and list accounts (keys in <dir>/keystore)")
     commands = account.add_subparsers(dest="account_command", metavar="COMMAND")
     commands.required = True
-    p = commands.add_parser("new", parents=[common], help="new key and genesis account")
+    p = commands.add_parser("new", parents=[common, remote], help="new key and genesis account")
     p.add_argument("name", nargs="?", default="", metavar="NAME", help="a name to refer to it by")
     p.add_argument("--fund", type=parse_amount, default=0, metavar="AMOUNT", help="starting balance (dev faucet; default 0)")
     p.set_defaults(handler=guarded(run_account_new))
-    p = commands.add_parser("list", parents=[common], help="accounts: names, addresses, balances")
+    p = commands.add_parser("list", parents=[common, remote], help="accounts: names, addresses, balances")
     p.add_argument("--contracts", action="store_true", help="list contracts too")
     p.set_defaults(handler=guarded(run_account_list))
 
-    p = subparsers.add_parser("deploy", parents=[common, sending], help="compile and deploy a contract",
+    p = subparsers.add_parser("deploy", parents=[common, remote, sending], help="compile and deploy a contract",
                               description="Compile FILE (.vy, or .bin/.hex init code with a sibling ABI), send a deploy "
                               "message with the constructor ARGS, run the node until it is handled, print the address.")
     p.add_argument("file", type=Path, metavar="FILE")
@@ -78,7 +88,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="print only the address")
     p.set_defaults(handler=guarded(run_deploy))
 
-    p = subparsers.add_parser("send", parents=[common, sending], help="sign and send a call message",
+    p = subparsers.add_parser("send", parents=[common, remote, sending], help="sign and send a call message",
                               description="Send a call to ADDR; print the message id once it is durable, then (unless "
                               "--no-wait) run the node until it is handled and print the outcome.")
     p.add_argument("address", metavar="ADDR", help="the contract")
@@ -88,7 +98,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-wait", action="store_true", help="return once the message is durable")
     p.set_defaults(handler=guarded(run_send))
 
-    p = subparsers.add_parser("query", parents=[common, sending], help="query a contract and print the answer",
+    p = subparsers.add_parser("query", parents=[common, remote, sending], help="query a contract and print the answer",
                               description="Send a query (read-only run) to ADDR, run the node until the reply arrives, "
                               "print the decoded answer.")
     p.add_argument("address", metavar="ADDR")
@@ -97,17 +107,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--returns", default=None, metavar="TYPES", help="return types, e.g. uint256 or 'uint256,address'")
     p.set_defaults(handler=guarded(run_query))
 
-    p = subparsers.add_parser("inbox", parents=[common], help="messages waiting for an account or contract")
+    p = subparsers.add_parser("inbox", parents=[common, remote], help="messages waiting for an account or contract")
     p.add_argument("address", metavar="ADDR", help="address, or an account name")
     p.add_argument("--handled", action="store_true", help="show the handled messages (the mailbox) instead")
     p.set_defaults(handler=guarded(run_inbox))
 
-    p = subparsers.add_parser("ledger", parents=[common], help="the ledger's records: genesis, accept, receipt")
+    p = subparsers.add_parser("ledger", parents=[common, remote], help="the ledger's records: genesis, accept, receipt")
     p.add_argument("--limit", type=parse_word, default=None, metavar="N", help="only the last N records (with --start: the first N from it)")
     p.add_argument("--start", type=parse_word, default=None, metavar="SEQ", help="start at record SEQ")
     p.set_defaults(handler=guarded(run_ledger))
 
-    p = subparsers.add_parser("receipt", parents=[common], help="a message and its receipt",
+    p = subparsers.add_parser("receipt", parents=[common, remote], help="a message and its receipt",
                               description="Show a message and its receipt. ID: the message id or a unique prefix "
                               "(8+ hex digits). Exit status 1 if its handler failed.")
     p.add_argument("id", metavar="ID")
@@ -137,6 +147,8 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
             raise CliError(str(exc)) from exc
         except (RecordError, lmdb.Error) as exc:
             raise CliError(f"cannot read the node at {node_dir(args)}: {exc}", EXIT_FAILED) from exc
+        except OSError as exc:  # e.g. a keystore directory that cannot be created
+            raise CliError(str(exc)) from exc
 
     return run
 
@@ -148,9 +160,19 @@ def node_dir(args: argparse.Namespace) -> Path:
     return args.dir if getattr(args, "dir", None) is not None else default_dir()
 
 
+def is_remote(args: argparse.Namespace) -> bool:
+    return getattr(args, "node", None) is not None or getattr(args, "cluster", None) is not None
+
+
 def open_node(args: argparse.Namespace) -> Node:
+    """The node directory (``--dir``), or a cluster (``--node``/``--cluster``) behind the same API."""
     from missive.node import Node
 
+    if is_remote(args):
+        from missive.cluster.remote import RemoteNode
+
+        keys = args.dir if args.dir is not None else (None if args.cluster is not None else default_dir())
+        return RemoteNode.connect(args.node, args.cluster, keys)
     return Node.open(node_dir(args))
 
 
@@ -596,7 +618,7 @@ def run_ledger(args: argparse.Namespace) -> int:
             return EXIT_OK
         abis = node.abis()
         for record in records:
-            head = f"#{record.seq:<6} {record.type:<8}"
+            head = f"{record.node}#{record.seq:<6} {record.type:<8}"
             if record.type == "genesis":
                 console.print(f"{head} account {hx(record.address)}  balance {record.balance}", markup=False)
                 continue

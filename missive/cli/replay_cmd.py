@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from missive.actors.replay import replay
 from missive.cli.common import EXIT_FAILED, EXIT_OK, CliError, make_console
@@ -32,6 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--trust-signatures", action="store_true",
                    help="take the node's word that it checked each external message's signature on acceptance "
                         "(about twice as fast; everything else is still checked)")
+    p.add_argument("--node", default=None, metavar="HOST:PORT",
+                   help="replay this cluster node's ledger, in the node (with --cluster: a member's name works too)")
+    p.add_argument("--cluster", type=Path, default=None, metavar="DIR",
+                   help="replay every node's ledger of the cluster in DIR, each in its node")
     p.set_defaults(handler=run)
 
 
@@ -39,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     console = make_console()
     actor = _hex_bytes(args.actor, 20, "--actor") if args.actor else None
     until = _hex_bytes(args.until, 32, "--until") if args.until else None
+    if args.node is not None or args.cluster is not None:
+        return run_remote(args, actor, until)
     try:
         store = Store(args.dir)
     except StoreError as err:
@@ -64,3 +71,35 @@ def run(args: argparse.Namespace) -> int:
     trusted = " (signatures trusted from admission)" if args.trust_signatures else ""
     console.print(f"replay ok: {report.checked} receipts reproduced in {elapsed:.2f}s ({rate:,.0f}/s){where}{trusted}")
     return EXIT_OK
+
+
+def run_remote(args: argparse.Namespace, actor: bytes | None, until: bytes | None) -> int:
+    """Each node replays its own ledger where it lives (the ledgers stay put); one line per node."""
+    from missive.cluster.remote import RemoteNode
+    from missive.node import NodeError
+
+    if args.trace:
+        raise CliError("--trace is for a local node directory; a node replays remotely and reports the outcome")
+    try:
+        node = RemoteNode.connect(args.node, args.cluster, None)
+        try:
+            reports = node.replay_nodes(actor, until)
+        finally:
+            node.close()
+    except NodeError as exc:
+        raise CliError(str(exc)) from None
+    console = make_console()
+    failed = False
+    for report in reports:
+        rate = report["checked"] / report["seconds"] if report["seconds"] > 0 else 0.0
+        if report["divergence"]:
+            failed = True
+            console.print(f"[red]{report['name']}: replay diverged[/red] after {report['checked']} checked receipts")
+            console.print(report["divergence"], markup=False)
+        else:
+            where = f", stopped at 0x{bytes(report['stopped_at']).hex()}" if report["stopped_at"] else ""
+            console.print(f"{report['name']}: replay ok: {report['checked']} receipts reproduced in "
+                          f"{report['seconds']:.2f}s ({rate:,.0f}/s){where}", markup=False)
+    if len(reports) > 1 and not failed:
+        console.print(f"replay ok on all {len(reports)} nodes: {sum(r['checked'] for r in reports)} receipts", markup=False)
+    return EXIT_FAILED if failed else EXIT_OK

@@ -33,6 +33,7 @@ means messages to it wait, durably, in their senders' ``outbound`` queues.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -42,10 +43,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import msgpack
 import trio
 
 from missive.actors.runtime import ExecutorLock, Runtime
+from missive.cluster import reads
 from missive.cluster.config import ConfigError, NodeConfig, load
 from missive.cluster.placement import executor, replicas
 from missive.mailbox.admission import checker
@@ -63,6 +66,16 @@ FORWARD_BATCH = 512
 #: State diffs the replicator sends per ``apply`` call.
 REPLICATE_BATCH = 256
 IDENTITY_FILE = "node.key"
+
+
+@attrs.define
+class _Admission:
+    """One submit's messages waiting for the admission batch they join, and its results."""
+
+    items: list[tuple[Envelope, bytes, bytes]]
+    done: trio.Event = attrs.field(factory=trio.Event)
+    results: list[Any] = attrs.field(factory=list)
+    error: Exception | None = None
 
 
 class ClusterNode:
@@ -89,6 +102,19 @@ class ClusterNode:
         self.rate = 0.0
         self.port = 0
         self._nursery: trio.Nursery | None = None
+        # submits from all connections are admitted together, one LMDB transaction (one fsync) per batch
+        self._accepts_in, self._accepts_out = trio.open_memory_channel[_Admission](1024)
+        # set when something may have been queued in ``outbound``: the forwarder wakes at once
+        self._outbound_ready = trio.Event()
+        # likewise for each replicator: set when a commit may have queued state diffs
+        self._diffs_ready = {node_id: trio.Event() for node_id in self.links}
+        self.runtime.observers.append(lambda _outcomes: self._queued())
+
+    def _queued(self) -> None:
+        """A transaction committed: wake the forwarder and the replicators."""
+        self._outbound_ready.set()
+        for ready in self._diffs_ready.values():
+            ready.set()
 
     def is_local(self, address: bytes) -> bool:
         return executor(address, self.members) == self.me
@@ -111,6 +137,7 @@ class ClusterNode:
                 for link in self.links.values():
                     nursery.start_soon(link.run)
                 nursery.start_soon(self._run_actors)
+                nursery.start_soon(self._admit)
                 nursery.start_soon(self._forward)
                 if self.k > 1:
                     for node_id in self.links:
@@ -134,12 +161,46 @@ class ClusterNode:
             self.rate = (self.runtime.handled_total - last) / (now - then)
             last, then = self.runtime.handled_total, now
 
+    async def _admit(self) -> None:
+        """Group commit of client submits: whatever arrived while the last batch was being
+        made durable goes into the next one, in arrival order (so one client's nonces stay
+        in order), and each caller gets its own results back.
+
+        Why: one ``submit`` per message is how interactive clients send, and a
+        transaction per message means an fsync per message, which caps a node at
+        a few hundred submits per second and queues everything behind it.
+        """
+        async for first in self._accepts_out:
+            batch = [first]
+            while len(batch) < 256:
+                try:
+                    batch.append(self._accepts_out.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            flat = [item for admission in batch for item in admission.items]
+            try:
+                results = await trio.to_thread.run_sync(self.store.accept, flat, self.check)
+            except Exception as exc:  # the store failed: tell every waiter, keep serving
+                log.exception("admitting %d message(s) failed", len(flat))
+                for admission in batch:
+                    admission.error = exc
+                    admission.done.set()
+                continue
+            self._queued()
+            start = 0
+            for admission in batch:
+                admission.results = results[start:start + len(admission.items)]
+                start += len(admission.items)
+                admission.done.set()
+
     async def _forward(self) -> None:
         """Move ``outbound`` messages to the nodes executing their recipients, in order, durably."""
         while True:
+            self._outbound_ready = trio.Event()
             batch = await trio.to_thread.run_sync(self.store.outbound, FORWARD_BATCH * 4)
             if not batch:
-                await trio.sleep(0.002)
+                with trio.move_on_after(0.05):  # woken by a commit or an admission that may have queued some
+                    await self._outbound_ready.wait()
                 continue
             by_node: dict[bytes, list[tuple[bytes, bytes]]] = {}
             for key, _message_id, record in batch:
@@ -164,9 +225,11 @@ class ClusterNode:
         """Send the diffs queued for replica ``node_id``, in order, until it has them durably."""
         link = self.links[node_id]
         while True:
+            self._diffs_ready[node_id] = trio.Event()
             batch = await trio.to_thread.run_sync(self.store.replication_queue, node_id, REPLICATE_BATCH)
             if not batch:
-                await trio.sleep(0.005)
+                with trio.move_on_after(0.05):  # woken by a commit that may have queued some
+                    await self._diffs_ready[node_id].wait()
                 continue
             signed = [[raw, self.identity.sign(keccak256(raw))] for _, raw in batch]
             try:
@@ -197,6 +260,15 @@ class ClusterNode:
             "apply": self.rpc_apply,
             "local_state": self.rpc_local_state,
             "shutdown": self.rpc_shutdown,
+            "members": self.rpc_members,
+            "progress": self.rpc_progress,
+            "ledger": self.rpc_ledger,
+            "message": self.rpc_message,
+            "resolve": self.rpc_resolve,
+            "mailbox": self.rpc_mailbox,
+            "pending": self.rpc_pending,
+            "accounts": self.rpc_accounts,
+            "replay": self.rpc_replay,
         }
 
     async def _at(self, address: bytes, method: str, params: Any,
@@ -240,8 +312,12 @@ class ClusterNode:
             groups.setdefault(executor(envelope.sender, self.members), []).append(index)
         for node_id, indexes in groups.items():
             if node_id == self.me:
-                accepted = await trio.to_thread.run_sync(
-                    self.store.accept, [parsed[i] for i in indexes], self.check)  # type: ignore[misc]
+                admission = _Admission([parsed[i] for i in indexes])  # type: ignore[misc]
+                await self._accepts_in.send(admission)
+                await admission.done.wait()
+                if admission.error is not None:
+                    raise admission.error
+                accepted = admission.results
                 answers = [{"error": str(a)} if isinstance(a, EnvelopeError)
                            else {"id": a.message_id, "duplicate": a.duplicate} for a in accepted]
             else:
@@ -340,6 +416,74 @@ class ClusterNode:
                                                          for k, v in sorted(storage.items())],
                 "mailbox": self.store.mailbox(address), "executor": self.is_local(address)}
 
+    # -- reads for clients (see missive.cluster.reads): this node's own store, or the actor's node --
+
+    async def rpc_members(self, peer: bytes, params: Any) -> list[dict[str, Any]]:
+        """Every member (this node included): how a client finds the others and computes placement."""
+        me = {"name": self.config.name, "host": self.config.host, "port": self.port, "id": self.me}
+        return [me] + [{"name": p.name, "host": p.host, "port": p.port, "id": p.node_id}
+                       for p in self.config.peers if p.node_id != self.me]
+
+    async def rpc_progress(self, peer: bytes, params: Any) -> dict[str, int]:
+        return reads.progress(self.store)
+
+    async def rpc_ledger(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any]:
+        """This node's ledger (each node keeps its own): a page of records with messages and receipts."""
+        return await trio.to_thread.run_sync(functools.partial(
+            reads.ledger_page, self.store, int(params.get("start") or 0), params.get("limit"), params.get("last")))
+
+    async def _everywhere(self, method: str, params: Any) -> list[Any]:
+        """Ask every reachable peer (their answers; an unreachable peer is left out)."""
+        answers: list[Any] = []
+
+        async def ask(link: PeerLink) -> None:
+            try:
+                answers.append(await link.call(method, params, timeout=5.0))
+            except NetError as exc:
+                log.info("%s to %s failed: %s", method, short_id(link.peer_id), exc)
+
+        async with trio.open_nursery() as nursery:
+            for link in self.links.values():
+                nursery.start_soon(ask, link)
+        return answers
+
+    async def rpc_message(self, peer: bytes, params: dict[str, Any]) -> bytes | None:
+        """A message by id: from here, else (``spread``) from whichever peer has it."""
+        found = reads.message(self.store, bytes(params["id"]))
+        if found is None and params.get("spread"):
+            found = next((a for a in await self._everywhere("message", {"id": params["id"]}) if a), None)
+        return found
+
+    async def rpc_resolve(self, peer: bytes, params: dict[str, Any]) -> list[bytes]:
+        """Message ids starting with a prefix, here and (``spread``) on every peer."""
+        matches = set(reads.resolve(self.store, bytes(params["prefix"])))
+        if params.get("spread"):
+            for answer in await self._everywhere("resolve", {"prefix": params["prefix"]}):
+                matches.update(bytes(m) for m in answer)
+        return sorted(matches)[:2]
+
+    async def rpc_mailbox(self, peer: bytes, address: bytes) -> list[list[Any]]:
+        async def local() -> list[list[Any]]:
+            return reads.mailbox(self.store, address)
+
+        return await self._at(address, "mailbox", address, local)  # type: ignore[no-any-return]
+
+    async def rpc_pending(self, peer: bytes, params: Any) -> list[bytes]:
+        """Every message waiting on this node (``inbox`` asks for one actor's, wherever it lives)."""
+        return reads.pending(self.store)
+
+    async def rpc_accounts(self, peer: bytes, params: Any) -> list[list[bytes]]:
+        return reads.accounts(self.store)
+
+    async def rpc_replay(self, peer: bytes, params: dict[str, Any] | None) -> dict[str, Any]:
+        """Replay this node's ledger on a worker thread (the node keeps serving) and report."""
+        params = params or {}
+        actor = bytes(params["actor"]) if params.get("actor") else None
+        until = bytes(params["until"]) if params.get("until") else None
+        started = time.perf_counter()
+        report = await trio.to_thread.run_sync(reads.replay_report, self.store, actor, until)
+        return {**report, "seconds": time.perf_counter() - started, "name": self.config.name}
+
     async def rpc_shutdown(self, peer: bytes, params: Any) -> bool:
         async def later() -> None:
             await trio.sleep(0.05)  # let the answer leave first
@@ -364,12 +508,16 @@ def main(argv: list[str] | None = None) -> int:
     node = ClusterNode(config)
 
     async def main_task() -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(node.run)
+        async def stop_on_signal() -> None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:
                     node.stopping.set()
                     break
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stop_on_signal)
+            await node.run()  # returns when stopped by a signal or by the shutdown RPC
+            nursery.cancel_scope.cancel()  # so the signal watcher does not keep the process alive
 
     trio.run(main_task)
     return 0

@@ -1,0 +1,138 @@
+"""What a cluster node tells clients about its own store, as plain msgpack-able values.
+
+These are the node-local halves of the read RPCs (``ledger``, ``message``,
+``resolve``, ``mailbox``, ``pending``, ``accounts``, ``progress``, ``replay``).
+They live apart from :mod:`missive.cluster.node` because they only read a
+:class:`~missive.mailbox.store.Store`: no networking, so they are easy to test
+and the node module stays about the node process.
+
+Wire shapes are lists and bytes, never objects: a client rebuilds
+:class:`~missive.mailbox.envelope.Envelope` and
+:class:`~missive.mailbox.records.Receipt` with their own ``decode``, so a node
+never trusts a client's pickles and a client never needs the node's classes'
+private state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from missive.actors.replay import replay
+from missive.mailbox.store import Store
+
+#: At most this many ledger records per ``ledger`` call (keeps a reply far below the frame limit).
+LEDGER_PAGE = 400
+
+
+def ledger_page(store: Store, start: int = 0, limit: int | None = None, last: int | None = None) -> dict[str, Any]:
+    """Ledger records from ``start`` (or the ``last`` N), each with its message and receipt.
+
+    Each record is ``[seq, record, canonical message or None, encoded receipt or None]``;
+    ``total`` is how many records the ledger holds, ``next`` where to continue.
+    """
+    limit = LEDGER_PAGE if limit is None else max(0, min(limit, LEDGER_PAGE))
+    out: list[list[Any]] = []
+    with store.read() as txn:
+        total = int(txn.stat(store.db["ledger"])["entries"])
+        cursor = txn.cursor(db=store.db["ledger"])
+        raw: list[tuple[int, bytes]] = []
+        if last is not None:
+            wanted = min(max(0, last), limit)
+            if wanted and cursor.last():
+                for key, value in cursor.iterprev():
+                    seq = int.from_bytes(key, "big")
+                    if seq < start or len(raw) >= wanted:
+                        break
+                    raw.append((seq, value))
+            raw.reverse()
+        elif cursor.set_range(start.to_bytes(8, "big")):
+            for key, value in cursor:
+                if len(raw) >= limit:
+                    break
+                raw.append((int.from_bytes(key, "big"), value))
+        for seq, value in raw:
+            record = msgpack.unpackb(value)
+            message = receipt = None
+            if record[0] != "genesis":
+                stored = txn.get(bytes(record[1]), db=store.db["messages"])
+                message = msgpack.unpackb(stored)[0] if stored is not None else None
+                if record[0] == "receipt":
+                    receipt = txn.get(bytes(record[1]), db=store.db["receipts"])
+            out.append([seq, record, message, receipt])
+    return {"records": out, "total": total, "next": out[-1][0] + 1 if out else start}
+
+
+def message(store: Store, message_id: bytes) -> bytes | None:
+    """A stored message's canonical bytes, if this node has it."""
+    found = store.message(message_id)
+    return found[0].canonical() if found is not None else None
+
+
+def resolve(store: Store, prefix: bytes) -> list[bytes]:
+    """Ids of stored messages starting with ``prefix`` (at most two: enough to say "ambiguous")."""
+    matches: list[bytes] = []
+    with store.read() as txn:
+        cursor = txn.cursor(db=store.db["messages"])
+        if cursor.set_range(prefix):
+            for raw in cursor.iternext(keys=True, values=False):
+                key = bytes(raw)
+                if not key.startswith(prefix) or len(matches) > 1:
+                    break
+                matches.append(key)
+    return matches
+
+
+def mailbox(store: Store, address: bytes) -> list[list[Any]]:
+    """``address``'s handled messages in order: ``[canonical, encoded receipt or None]``."""
+    out: list[list[Any]] = []
+    for message_id in store.mailbox(address):
+        found = store.message(message_id)
+        if found is not None:
+            receipt = store.receipt(message_id)
+            out.append([found[0].canonical(), receipt.encode() if receipt is not None else None])
+    return out
+
+
+def pending(store: Store, address: bytes | None = None) -> list[bytes]:
+    """Canonical bytes of the messages waiting here (for one actor, or all), in queue order."""
+    out: list[bytes] = []
+    for _, message_id in store.pending(address):
+        found = store.message(message_id)
+        if found is not None:
+            out.append(found[0].canonical())
+    return out
+
+
+def accounts(store: Store) -> list[list[bytes]]:
+    """``[address, encoded account]`` of every account this node holds."""
+    return [[address, account.encode()] for address, account in store.accounts()]
+
+
+def progress(store: Store) -> dict[str, int]:
+    """Work left here and a counter that moves with every write (to tell "idle" from "between steps").
+
+    ``seq`` is the store's sequence counter, which every accepted, received,
+    queued or handled message advances: two looks that see the same ``seq``
+    and nothing waiting saw no activity in between.
+    """
+    with store.read() as txn:
+        raw = txn.get(b"seq", db=store.db["meta"])
+        return {
+            "pending": int(txn.stat(store.db["pending"])["entries"]),
+            "outbound": int(txn.stat(store.db["outbound"])["entries"]),
+            "scheduled": int(txn.stat(store.db["scheduled"])["entries"]),
+            "seq": int(msgpack.unpackb(raw)) if raw is not None else 0,
+        }
+
+
+def replay_report(store: Store, actor: bytes | None = None, until: bytes | None = None) -> dict[str, Any]:
+    """Replay this node's ledger (:func:`missive.actors.replay.replay`) and say how it went."""
+    report = replay(store, actor=actor, until=until)
+    divergence = report.divergence
+    return {
+        "checked": report.checked,
+        "divergence": divergence.describe() if divergence is not None else None,
+        "stopped_at": report.stopped_at,
+    }

@@ -1,0 +1,579 @@
+"""The Node API against a running cluster: :class:`RemoteNode`.
+
+Why a remote implementation of :class:`missive.node.Node` rather than separate
+cluster commands: the CLI, the demo and user scripts are written once against
+``Node`` (deploy, contract functions, ``Sent.receipt()``/``reply()``, ledger
+and inbox reads) and work unchanged on a cluster.  ``Contract``, ``Sent`` and
+``Wallet`` are the very same classes; only the node underneath differs:
+
+* messages are signed here with keys from a local keystore (``<dir>/keystore``,
+  e.g. the cluster directory the launcher funded ``default`` in) and submitted
+  to one node (the *home* node), which forwards them to the node executing the
+  sender; reads of an actor are forwarded to the node executing it;
+* waiting is polling (the cluster runs its actors itself), with a default
+  time limit so a dead node gives an error rather than a hang;
+* each node keeps its own ledger, so ledger reads and replay are per node:
+  the home node's when it was named (``--node``), every node's otherwise.
+
+Every request opens its own authenticated connection: simple, stateless, and
+a few milliseconds, which is nothing next to a person at a terminal.  (The
+benchmark in ``tools/bench/cluster.py`` keeps connections open instead.)
+Blocking methods run their own trio loop, as in ``Node``; the ``a``-prefixed
+waits are trio-native, and observers run on a worker thread so they may call
+the blocking methods.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import trio
+
+from missive.cluster.client import ClusterError, acall, parse_node
+from missive.cluster.placement import executor
+from missive.keys import Keystore
+from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
+from missive.mailbox.records import Account, Receipt
+from missive.net import NetError
+from missive.node import (
+    ArgumentError,
+    LedgerRecord,
+    Node,
+    NodeError,
+    NodeTimeout,
+    Sent,
+    Wallet,
+    _in_trio,
+    hexstr,
+    to_address,
+    to_message_id,
+)
+from missive.vm.messages import create_address
+
+log = logging.getLogger(__name__)
+
+#: A wait without an explicit timeout gives up after this long (a node may be down).
+DEFAULT_WAIT = 60.0
+#: Signed messages per ``submit`` request (well under the frame limit).
+SUBMIT_CHUNK = 1000
+
+
+class NodeUnreachable(NodeError):
+    """A node did not answer or refused the request; the text names it and says why."""
+
+
+class RemoteNode(Node):
+    """A :class:`~missive.node.Node` whose actors run on a cluster, reached through one of its nodes."""
+
+    def __init__(self, host: str, port: int, keys_dir: Path | None, *, pinned: bool = False,
+                 members: list[dict[str, Any]] | None = None, wait_timeout: float = DEFAULT_WAIT) -> None:
+        # Node.__init__ opens a store and a runtime; a remote node has neither.
+        self.path = Path(keys_dir) if keys_dir is not None else Path()
+        self._keys_dir = keys_dir
+        self._keystore: Keystore | None = None
+        self.host, self.port = host, port
+        #: the home node was named by the user: ledger reads and replay are about it alone
+        self.pinned = pinned
+        self.wait_timeout = wait_timeout
+        self._members = members
+        self._default: Wallet | None = None
+        self._reply_ids: dict[bytes, bytes] = {}
+        self._submit_lock = threading.Lock()
+        self._running = False
+        self._known: dict[bytes, Envelope] = {}  # messages seen: ids -> envelopes (to find their recipients)
+        self._observers: list[Callable[[list[tuple[Envelope, Receipt]]], None]] = []
+        self._cursors: dict[str, int] = {}
+
+    # -- opening -----------------------------------------------------------------------------
+
+    @classmethod
+    def connect(cls, node: str | None = None, cluster: Path | None = None, keys_dir: Path | None = None,
+                **kwargs: Any) -> RemoteNode:
+        """A remote node from ``--node HOST:PORT|NAME`` and/or ``--cluster DIR``.
+
+        With ``cluster``, the keystore is the cluster directory's (unless
+        ``keys_dir``) and ``node`` may be a member's name; without ``node``, the
+        first member that answers is used.
+        """
+        if cluster is None and node is None:
+            raise ArgumentError("give --node HOST:PORT or --cluster DIR")
+        if cluster is not None:
+            from missive.cluster.launcher import read_cluster
+
+            try:
+                members = [dict(m) for m in read_cluster(cluster)["nodes"]]
+            except ClusterError as exc:
+                raise NodeError(str(exc)) from None
+            keys = keys_dir if keys_dir is not None else cluster
+            if node is not None:
+                named = [m for m in members if m["name"] == node or f"{m['host']}:{m['port']}" == node
+                         or str(m["port"]) == node]
+                if named:
+                    return cls(named[0]["host"], named[0]["port"], keys, pinned=True, members=members, **kwargs)
+                if ":" not in node:
+                    names = ", ".join(m["name"] for m in members)
+                    raise ArgumentError(f"--node {node!r}: no such node in the cluster at {cluster} ({names})")
+                host, port = _parse(node)
+                return cls(host, port, keys, pinned=True, members=members, **kwargs)
+            for member in members:
+                remote = cls(member["host"], member["port"], keys, members=members, **kwargs)
+                try:
+                    remote._call("progress", timeout=3.0)
+                except NodeUnreachable:
+                    continue
+                return remote
+            names = ", ".join(m["name"] for m in members)
+            raise NodeUnreachable(f"no node of the cluster at {cluster} answers ({names}); is it up?")
+        assert node is not None
+        host, port = _parse(node)
+        return cls(host, port, keys_dir, pinned=True, **kwargs)
+
+    def close(self) -> None:
+        if self._keystore is not None:
+            self._keystore.close()
+            self._keystore = None
+
+    @property  # type: ignore[override]
+    def keystore(self) -> Keystore:
+        """The local keystore that signs what this client sends (opened on first use)."""
+        if self._keystore is None:
+            if self._keys_dir is None:
+                raise NodeError("no keystore: give --dir D (e.g. the cluster directory) or --cluster DIR")
+            if not (self._keys_dir / "keystore").is_dir():
+                raise NodeError(f"no keystore at {self._keys_dir} (the cluster directory has one)")
+            self._keystore = Keystore(self._keys_dir)
+        return self._keystore
+
+    def __repr__(self) -> str:
+        return f"<RemoteNode {self.host}:{self.port}>"
+
+    def abis(self) -> dict[bytes, tuple[str, list[dict[str, Any]]]]:
+        """ABIs registered in the client directory (the cluster's, with ``--cluster``)."""
+        return super().abis() if self._keys_dir is not None else {}
+
+    def register_abi(self, address: object, abi: list[dict[str, Any]], name: str = "contract") -> None:
+        if self._keys_dir is not None:
+            super().register_abi(address, abi, name)
+
+    @property
+    def store(self) -> Any:  # type: ignore[override]
+        raise NodeError("this node is remote: its store is in another process (use the node's methods)")
+
+    # -- requests ---------------------------------------------------------------------------
+
+    async def _acall(self, method: str, params: Any = None, *, at: tuple[str, int] | None = None,
+                     timeout: float = 10.0) -> Any:
+        host, port = at if at is not None else (self.host, self.port)
+        try:
+            return await acall(host, port, method, params, timeout=timeout)
+        except ClusterError as exc:
+            raise NodeUnreachable(str(exc)) from None
+        except NetError as exc:
+            raise NodeUnreachable(f"node {host}:{port}: {method} failed: {exc}") from None
+
+    def _call(self, method: str, params: Any = None, *, at: tuple[str, int] | None = None,
+              timeout: float = 10.0) -> Any:
+        if _in_trio():
+            raise NodeError(f"{method}: a blocking call inside trio code; use the a-prefixed twin")
+        return trio.run(lambda: self._acall(method, params, at=at, timeout=timeout))
+
+    @property
+    def members(self) -> list[dict[str, Any]]:
+        """Every node of the cluster: name, host, port, id (asked of the home node once)."""
+        if self._members is None:
+            self._members = [dict(m) for m in self._call("members")]
+        return self._members
+
+    def _member_ids(self) -> list[bytes]:
+        return sorted(bytes(m["id"]) for m in self.members)
+
+    def node_of(self, address: object) -> str:
+        """The name of the node that executes ``address`` (rendezvous placement, as the nodes compute it)."""
+        node_id = executor(to_address(address), self._member_ids())
+        return next(str(m["name"]) for m in self.members if bytes(m["id"]) == node_id)
+
+    def _scope(self) -> list[dict[str, Any]]:
+        """The nodes whose own ledgers a read covers: the named home node, or all."""
+        if self.pinned:
+            home = [m for m in self.members if (m["host"], m["port"]) == (self.host, self.port)]
+            return home or [{"name": f"{self.host}:{self.port}", "host": self.host, "port": self.port}]
+        return self.members
+
+    def _each(self, method: str, params: Any = None, scope: list[dict[str, Any]] | None = None,
+              timeout: float = 10.0) -> list[tuple[str, Any]]:
+        """Ask every node in ``scope`` (default: all) at once: (name, answer) in member order."""
+        nodes = self.members if scope is None else scope
+
+        async def ask_all() -> list[tuple[str, Any]]:
+            out: list[Any] = [None] * len(nodes)
+
+            async def ask(i: int, m: dict[str, Any]) -> None:
+                out[i] = (str(m["name"]), await self._acall(method, params, at=(m["host"], m["port"]), timeout=timeout))
+
+            async with trio.open_nursery() as nursery:
+                for i, m in enumerate(nodes):
+                    nursery.start_soon(ask, i, m)
+            return out
+
+        try:
+            return trio.run(ask_all)
+        except BaseExceptionGroup as group:
+            raise _first(group) from None
+
+    # -- accounts ---------------------------------------------------------------------------
+
+    def new_account(self, name: str = "", balance: int = 0) -> Wallet:
+        _check_new_account(name, balance)
+        key = self.keystore.new(name)
+        self._call("create_account", {"address": key.address, "public_key": key.public_key,
+                                      "balance": balance.to_bytes(32, "big")})
+        return Wallet(self, key)
+
+    def wallets(self) -> list[Wallet]:
+        return [Wallet(self, key) for key in self.keystore.all()]
+
+    def account(self, address: object) -> Account | None:
+        raw = self._call("account", to_address(address))
+        return Account.decode(raw) if raw is not None else None
+
+    def accounts(self) -> dict[bytes, Account]:
+        out: dict[bytes, Account] = {}
+        for _, answer in self._each("accounts"):
+            out.update({bytes(a): Account.decode(raw) for a, raw in answer})
+        return out
+
+    def storage(self, address: object) -> dict[int, int]:
+        raise NodeError("storage is not readable remotely yet; query the contract's getters")
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _submit(self, kind: Kind, to: bytes | None, payload: bytes, *, sender: object, value: int,
+                gas: int | None, wants_reply: bool) -> tuple[Envelope, bool]:
+        key = self._key(sender)
+        gas = self._check_message(kind, value, gas)
+        if kind is not Kind.DEPLOY and payload:
+            # A node admits messages for actors elsewhere without seeing them; check here, as one node would.
+            target = self.account(to)
+            if target is None or not target.is_contract:
+                raise EnvelopeError(f"unknown contract {hexstr(to or b'')}: no code there to call")
+        with self._submit_lock:
+            for attempt in range(8):
+                account = self.account(key.address)
+                if account is None:
+                    raise NodeError(f"account {hexstr(key.address)} does not exist on this cluster")
+                recipient = create_address(key.address, account.nonce) if kind is Kind.DEPLOY else to
+                assert recipient is not None
+                envelope = Envelope(kind, key.address, recipient, value=value, payload=payload, gas=gas,
+                                    nonce=account.nonce, wants_reply=wants_reply)
+                envelope.validate()
+                (answer,) = self._call("submit", [_pack(key.sign(envelope))])
+                if "error" in answer:
+                    if str(answer["error"]).startswith("nonce ") and attempt < 7:
+                        continue  # another client sent from this account meanwhile: take the next nonce
+                    raise EnvelopeError(str(answer["error"]))
+                self._known[envelope.id] = envelope
+                return envelope, bool(answer.get("duplicate"))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def send_many(self, calls: Sequence[tuple[object, object, bytes]], *, value: int = 0,
+                  gas: int | None = None) -> list[Sent]:
+        """Sign many ``call`` messages and submit them in a few requests.
+
+        Unlike on one node this is not all-or-nothing: each sender's node admits
+        its own messages; the first refusal is raised after the others went in.
+        """
+        gas = self._check_message(Kind.CALL, value, gas)
+        prepared = [(self._key(sender), to_address(to, "recipient"), bytes(data)) for sender, to, data in calls]
+        with self._submit_lock:
+            nonces: dict[bytes, int] = {}
+            for key, _, _ in prepared:
+                if key.address not in nonces:
+                    account = self.account(key.address)
+                    if account is None:
+                        raise NodeError(f"account {hexstr(key.address)} does not exist on this cluster")
+                    nonces[key.address] = account.nonce
+            envelopes = []
+            for key, to, data in prepared:
+                envelope = Envelope(Kind.CALL, key.address, to, value=value, payload=data, gas=gas,
+                                    nonce=nonces[key.address])
+                envelope.validate()
+                nonces[key.address] += 1
+                envelopes.append((envelope, key))
+            answers: list[dict[str, Any]] = []
+            for start in range(0, len(envelopes), SUBMIT_CHUNK):
+                chunk = envelopes[start:start + SUBMIT_CHUNK]
+                answers += self._call("submit", [_pack(key.sign(e)) for e, key in chunk], timeout=30.0)
+        sent = []
+        for index, ((envelope, _), answer) in enumerate(zip(envelopes, answers, strict=True)):
+            if "error" in answer:
+                raise EnvelopeError(f"message {index} of {len(envelopes)} refused: {answer['error']}")
+            self._known[envelope.id] = envelope
+            sent.append(Sent(self, envelope, duplicate=bool(answer.get("duplicate"))))
+        return sent
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    def _receipt_of(self, envelope: Envelope) -> Receipt | None:
+        found = self._call("receipt", {"id": envelope.id, "recipient": envelope.recipient})
+        return self._found_receipt(found)
+
+    async def _areceipt_of(self, envelope: Envelope) -> Receipt | None:
+        found = await self._acall("receipt", {"id": envelope.id, "recipient": envelope.recipient})
+        return self._found_receipt(found)
+
+    def _found_receipt(self, found: dict[str, Any] | None) -> Receipt | None:
+        if found is None:
+            return None
+        receipt = Receipt.decode(found["receipt"])
+        for raw in found["sent"]:
+            envelope = Envelope.decode(raw)
+            self._known[envelope.id] = envelope
+        return receipt
+
+    async def _poll(self, done: Callable[[], Any], what: str, timeout: float | None) -> Any:
+        """Call the async ``done`` until it returns something, feeding observers between looks."""
+        limit = self.wait_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        delay = 0.002
+        while True:
+            found = await done()
+            if found is not None:
+                await self._afeed_observers()
+                return found
+            await self._afeed_observers()
+            if time.monotonic() > deadline:
+                raise NodeTimeout(f"gave up after {limit} s: {what}")
+            await trio.sleep(delay)
+            delay = min(delay * 1.5, 0.05)
+
+    async def _await_receipt(self, envelope: Envelope, what: str, timeout: float | None) -> Receipt:
+        self._known[envelope.id] = envelope
+        return await self._poll(lambda: self._areceipt_of(envelope), what, timeout)  # type: ignore[no-any-return]
+
+    async def _await_reply(self, request: Envelope, what: str, timeout: float | None) -> tuple[Envelope, Receipt]:
+        """The reply is sent by the handling of ``request`` and handled on the requester's node."""
+        receipt = await self._await_receipt(request, f"no reply to {what} arrived", timeout)
+        reply_id = self._reply_ids.get(request.id)
+        if reply_id is None:
+            for message_id in reversed(receipt.outgoing):
+                message = self._known.get(message_id)
+                if message is not None and message.kind is Kind.REPLY and message.request_id == request.id:
+                    reply_id = self._reply_ids[request.id] = message_id
+                    break
+            else:
+                raise NodeError(f"message {hexstr(request.id)} was handled but sent no reply")
+        reply = self._known[reply_id]
+        await self._await_receipt(reply, f"the reply to {what} is not handled yet", timeout)
+        return reply, receipt
+
+    async def _progress_all(self) -> list[dict[str, int]]:
+        out: list[dict[str, int]] = []
+        for m in self.members:
+            out.append(await self._acall("progress", at=(m["host"], m["port"]), timeout=5.0))
+        return out
+
+    async def arun_until_idle(self, timeout: float | None = None) -> int:
+        """Wait until no node has anything left: nothing pending, scheduled, or on its way to another node.
+
+        Two looks in a row must find every node idle with the same write
+        counters: a message moving between nodes between the looks bumps its
+        receiver's counter, so "idle" cannot be read from two half-states.
+        """
+        limit = self.wait_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        previous: list[int] | None = None
+        while True:
+            states = await self._progress_all()
+            seqs = [s["seq"] for s in states]
+            idle = all(s["pending"] == 0 and s["outbound"] == 0 and s["scheduled"] == 0 for s in states)
+            await self._afeed_observers()
+            if idle and seqs == previous:
+                return 0  # the cluster handled everything; this process handled nothing itself
+            previous = seqs if idle else None
+            if time.monotonic() > deadline:
+                raise NodeTimeout(f"gave up after {limit} s: the cluster is still busy")
+            await trio.sleep(0.01)
+
+    def is_idle(self) -> bool:
+        states = [answer for _, answer in self._each("progress")]
+        return all(s["pending"] == 0 and s["outbound"] == 0 and s["scheduled"] == 0 for s in states)
+
+    # -- observing -----------------------------------------------------------------------------
+
+    def observe(self, observer: Callable[[list[tuple[Envelope, Receipt]]], None]) -> Callable[[], None]:
+        """Like :meth:`Node.observe`, for the whole cluster: handled messages, as waits poll the ledgers.
+
+        Observers run on a worker thread during this node's waits (so they may
+        call blocking methods); pairs come per node in ledger order, nodes
+        merged by the messages' Lamport time.
+        """
+        if not self._cursors:
+            for name, page in self._each("ledger", {"last": 1}):
+                self._cursors[name] = int(page["next"])
+        self._observers.append(observer)
+
+        def stop() -> None:
+            if observer in self._observers:
+                self._observers.remove(observer)
+
+        return stop
+
+    async def _afeed_observers(self) -> None:
+        if not self._observers:
+            return
+        pairs: list[tuple[int, int, Envelope, Receipt]] = []
+        for order, m in enumerate(self.members):
+            name = str(m["name"])
+            while True:
+                page = await self._acall("ledger", {"start": self._cursors.get(name, 0)}, at=(m["host"], m["port"]))
+                for _seq, record, canonical, receipt in page["records"]:
+                    if record[0] == "receipt" and canonical is not None and receipt is not None:
+                        envelope = Envelope.decode(canonical)
+                        self._known[envelope.id] = envelope
+                        pairs.append((envelope.time, order, envelope, Receipt.decode(receipt)))
+                self._cursors[name] = int(page["next"])
+                if not page["records"]:
+                    break
+        if not pairs:
+            return
+        pairs.sort(key=lambda p: (p[0], p[1]))
+        batch = [(envelope, receipt) for _, _, envelope, receipt in pairs]
+        for observer in list(self._observers):
+            await trio.to_thread.run_sync(observer, batch)
+
+    # -- inspecting -----------------------------------------------------------------------------
+
+    def message(self, message_id: bytes | str) -> Envelope | None:
+        wanted = to_message_id(message_id)
+        found = self._known.get(wanted)
+        if found is None:
+            raw = self._call("message", {"id": wanted, "spread": True})
+            if raw is not None:
+                found = self._known[wanted] = Envelope.decode(raw)
+        return found
+
+    def receipt(self, message_id: bytes | str) -> Receipt | None:
+        envelope = self.message(message_id)
+        return self._receipt_of(envelope) if envelope is not None else None
+
+    def resolve_id(self, text: str) -> bytes:
+        body = text.strip().removeprefix("0x").removeprefix("0X")
+        if len(body) > 64 or len(body) < 8 or len(body) % 2:
+            raise ArgumentError(f"{text!r} is not a message id (64 hex digits, or an even-length prefix of 8+)")
+        try:
+            prefix = bytes.fromhex(body)
+        except ValueError:
+            raise ArgumentError(f"{text!r} is not a message id (not hex)") from None
+        matches = [bytes(m) for m in self._call("resolve", {"prefix": prefix, "spread": True})]
+        if not matches:
+            raise NodeError(f"no message {text} on this cluster")
+        if len(matches) > 1:
+            raise ArgumentError(f"message id prefix {text} is ambiguous; give more digits")
+        return matches[0]
+
+    def mailbox(self, address: object) -> list[tuple[Envelope, Receipt | None]]:
+        out: list[tuple[Envelope, Receipt | None]] = []
+        for canonical, receipt in self._call("mailbox", to_address(address)):
+            out.append((Envelope.decode(canonical), Receipt.decode(receipt) if receipt is not None else None))
+        return out
+
+    def pending(self, address: object = None) -> list[Envelope]:
+        if address is not None:
+            return [Envelope.decode(raw) for raw in self._call("inbox", to_address(address))]
+        return [Envelope.decode(raw) for _, answer in self._each("pending") for raw in answer]
+
+    def scheduled(self) -> list[tuple[int, Envelope]]:
+        raise NodeError("scheduled messages are not listed remotely yet")
+
+    def ledger_length(self) -> int:
+        return sum(int(page["total"]) for _, page in self._each("ledger", {"last": 0}, self._scope()))
+
+    def iter_ledger(self, start: int = 0) -> Iterator[LedgerRecord]:
+        """Each node's ledger in turn (the home node's alone when it was named)."""
+        for m in self._scope():
+            yield from self._iter_one(m, start)
+
+    def ledger(self, start: int = 0, limit: int | None = None, *, last: int | None = None) -> list[LedgerRecord]:
+        """Records of each node's ledger in scope: from ``start`` (at most ``limit`` per node), or the ``last`` N."""
+        if last is None:
+            out: list[LedgerRecord] = []
+            for m in self._scope():
+                taken = 0
+                for record in self._iter_one(m, start):
+                    if limit is not None and taken >= limit:
+                        break
+                    out.append(record)
+                    taken += 1
+            return out
+        return [self._remote_record(name, item) for name, page in self._each("ledger", {"start": start, "last": last},
+                                                                              self._scope())
+                for item in page["records"]]
+
+    def _iter_one(self, m: dict[str, Any], start: int) -> Iterator[LedgerRecord]:
+        cursor = start
+        while True:
+            page = self._call("ledger", {"start": cursor}, at=(m["host"], m["port"]))
+            yield from (self._remote_record(str(m["name"]), item) for item in page["records"])
+            if not page["records"]:
+                return
+            cursor = int(page["next"])
+
+    def _remote_record(self, name: str, item: list[Any]) -> LedgerRecord:
+        seq, record, canonical, receipt = item
+        kind = str(record[0])
+        if kind == "genesis":
+            return LedgerRecord(int(seq), kind, address=bytes(record[1]), balance=int.from_bytes(record[3], "big"),
+                                node=name)
+        envelope = Envelope.decode(canonical) if canonical is not None else None
+        if envelope is not None:
+            self._known.setdefault(envelope.id, envelope)
+        return LedgerRecord(int(seq), kind, address=envelope.recipient if envelope else b"",
+                            message_id=bytes(record[1]), envelope=envelope,
+                            receipt=Receipt.decode(receipt) if receipt is not None else None, node=name)
+
+    # -- replay --------------------------------------------------------------------------------
+
+    def replay_nodes(self, actor: object = None, until: bytes | None = None) -> list[dict[str, Any]]:
+        """Each node in scope replays its own ledger (at once, in their processes): their reports."""
+        params = {"actor": to_address(actor) if actor is not None else None, "until": until}
+        return [answer for _, answer in self._each("replay", params, self._scope(), timeout=3600.0)]
+
+    def replay_check(self, actor: object = None) -> tuple[int, str | None]:
+        reports = self.replay_nodes(actor)
+        problems = [f"{r['name']}: {r['divergence']}" for r in reports if r["divergence"]]
+        return sum(int(r["checked"]) for r in reports), problems[0] if problems else None
+
+
+def _check_new_account(name: str, balance: int) -> None:
+    """The checks :meth:`Node.new_account` makes, before anything is created."""
+    if not isinstance(balance, int) or isinstance(balance, bool) or balance < 0 or balance >> 256:
+        raise ArgumentError(f"balance must be an integer in [0, 2**256), got {balance!r}")
+    body = name.strip().removeprefix("0x").removeprefix("0X")
+    if name.strip()[:2].lower() == "0x" or (len(body) == 40 and all(c in "0123456789abcdefABCDEF" for c in body)):
+        raise ArgumentError(f"account name {name!r} looks like an address; pick another")
+
+
+def _pack(signed: tuple[Envelope, bytes, bytes]) -> bytes:
+    return msgpack.packb([signed[0].canonical(), signed[1], signed[2]])  # type: ignore[no-any-return]
+
+
+def _parse(text: str) -> tuple[str, int]:
+    try:
+        return parse_node(text)
+    except ClusterError as exc:
+        raise ArgumentError(str(exc)) from None
+
+
+def _first(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first real error in a (nested) exception group, so callers see a NodeError, not a group."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first(exc)
+        return exc
+    return group  # pragma: no cover
