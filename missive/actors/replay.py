@@ -173,9 +173,13 @@ def _no_storage(slot: int) -> int:
     return 0
 
 
-def _code_reader(actors: dict[bytes, ActorState], code_by_hash: dict[bytes, bytes],
-                 raw_receipt: bytes) -> Callable[[bytes], tuple[bytes, bytes]]:
-    """Other accounts' code as the live run saw it: by the code hashes its receipt recorded."""
+def _code_reader(actors: dict[bytes, ActorState], code_by_hash: dict[bytes, bytes], raw_receipt: bytes,
+                 other_code: Callable[[bytes], bytes]) -> Callable[[bytes], tuple[bytes, bytes]]:
+    """Other accounts' code as the live run saw it: by the code hashes its receipt recorded.
+
+    Code deployed on this node is in its deploy receipts; code of an actor
+    another node of a cluster executes comes from ``other_code`` (by hash).
+    """
     reads: dict[bytes, bytes] | None = None
 
     def read_code(address: bytes) -> tuple[bytes, bytes]:
@@ -189,7 +193,10 @@ def _code_reader(actors: dict[bytes, ActorState], code_by_hash: dict[bytes, byte
         if code_hash is None:  # the live run did not read it: report what replay sees
             other = actors.get(address)
             code_hash = other.account.code_hash if other else b""
-        return (code_by_hash.get(code_hash, b""), code_hash) if code_hash else (b"", b"")
+        if not code_hash:
+            return b"", b""
+        code = code_by_hash.get(code_hash)
+        return (other_code(code_hash) if code is None else code), code_hash
 
     return read_code
 
@@ -222,6 +229,7 @@ def replay(
     db = store.db
     messages_db, receipts_db = db["messages"], db["receipts"]
     accepted: dict[bytes, Envelope] = {}  # read for their accept record, handled later
+    code_db = db["code"]
 
     def state(address: bytes) -> ActorState:
         found = actors.get(address)
@@ -236,6 +244,12 @@ def replay(
     checks = _SignatureChecks(pool) if pool is not None else None
     try:
         with store.read() as txn:
+
+            def other_code(code_hash: bytes) -> bytes:
+                """Code another node deployed, kept by hash: it counts only if it hashes to it."""
+                code = txn.get(code_hash, db=code_db) or b""
+                return code if keccak256(code) == code_hash else b""
+
             records = ((int.from_bytes(k, "big"), msgpack.unpackb(v)) for k, v in txn.cursor(db=db["ledger"]))
             if checks is not None:
                 records = _checked_ahead(records, txn, messages_db, accepted, checks)
@@ -269,7 +283,7 @@ def replay(
                 if me.account.code_hash and not me.code:
                     me.code = code_by_hash.get(me.account.code_hash, b"")
                 outcome = handle(me, envelope, message_id, ("pending", b""), _no_storage,
-                                 _code_reader(actors, code_by_hash, raw_receipt))
+                                 _code_reader(actors, code_by_hash, raw_receipt, other_code))
                 receipt = outcome.receipt
                 if envelope.kind is Kind.DEPLOY and receipt.success and outcome.code is not None:
                     code_by_hash[me.account.code_hash] = outcome.code

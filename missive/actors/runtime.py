@@ -116,7 +116,9 @@ class Runtime:
         if loaded is not None:  # may be deployed by a round still being committed
             return loaded.state.code, loaded.state.account.code_hash
         account = self.store.account(address, self._txn)
-        if account is None or not account.code_hash:
+        if account is None:  # perhaps an actor another node of a cluster executes
+            return self.store.known_code(address, self._txn)
+        if not account.code_hash:
             return b"", b""
         return self.store.code(account.code_hash, self._txn), account.code_hash
 

@@ -47,6 +47,7 @@ import attrs
 import msgpack
 import trio
 
+from missive.actors.handler import MAX_CODE_SIZE
 from missive.actors.runtime import ExecutorLock, Runtime
 from missive.cluster import reads
 from missive.cluster.config import ConfigError, NodeConfig, load
@@ -87,7 +88,8 @@ class ClusterNode:
         self.members = sorted(self.names)
         self.k = min(config.replicas, len(self.members))
         self.store = Store(config.dir, create=True, is_local=self.is_local,
-                           replicas_of=self.other_replicas if self.k > 1 else None)
+                           replicas_of=self.other_replicas if self.k > 1 else None,
+                           announce_to=lambda: [n for n in self.members if n != self.me])
         self.check = checker(self.store, self.is_local)
         self.runtime = Runtime(self.store)
         self.links = {
@@ -107,13 +109,13 @@ class ClusterNode:
         # set when something may have been queued in ``outbound``: the forwarder wakes at once
         self._outbound_ready = trio.Event()
         # likewise for each replicator: set when a commit may have queued state diffs
-        self._diffs_ready = {node_id: trio.Event() for node_id in self.links}
+        self._diffs_ready: dict[tuple[bytes, str], trio.Event] = {}
         self.runtime.observers.append(lambda _outcomes: self._queued())
 
     def _queued(self) -> None:
         """A transaction committed: wake the forwarder and the replicators."""
         self._outbound_ready.set()
-        for ready in self._diffs_ready.values():
+        for ready in list(self._diffs_ready.values()):
             ready.set()
 
     def is_local(self, address: bytes) -> bool:
@@ -139,8 +141,9 @@ class ClusterNode:
                 nursery.start_soon(self._run_actors)
                 nursery.start_soon(self._admit)
                 nursery.start_soon(self._forward)
-                if self.k > 1:
-                    for node_id in self.links:
+                for node_id in self.links:
+                    nursery.start_soon(self._announce_to, node_id)
+                    if self.k > 1:
                         nursery.start_soon(self._replicate_to, node_id)
                 nursery.start_soon(self._measure)
                 print(f"serving {self.config.name} on {self.config.host}:{self.port} id {self.me.hex()}", flush=True)
@@ -222,28 +225,38 @@ class ClusterNode:
                 await trio.sleep(0.2)  # every destination is unreachable: back off
 
     async def _replicate_to(self, node_id: bytes) -> None:
-        """Send the diffs queued for replica ``node_id``, in order, until it has them durably."""
+        """Send the state diffs queued for replica ``node_id``, in order, signed, until it has them durably."""
+        await self._drain(node_id, "replicate", "apply",
+                          lambda raw: [raw, self.identity.sign(keccak256(raw))])
+
+    async def _announce_to(self, node_id: bytes) -> None:
+        """Tell peer ``node_id`` the code of every actor deployed here (EXTCODE* there needs it)."""
+        await self._drain(node_id, "announce", "learn_code", lambda raw: raw)
+
+    async def _drain(self, node_id: bytes, table: str, method: str, wrap: Callable[[bytes], Any]) -> None:
+        """Send what ``table`` holds for ``node_id`` to its ``method``, oldest first; drop it once
+        acknowledged.  The peer answers (how many it has durably, what was wrong with the next)."""
         link = self.links[node_id]
+        name = self.names.get(node_id, short_id(node_id))
         while True:
-            self._diffs_ready[node_id] = trio.Event()
-            batch = await trio.to_thread.run_sync(self.store.replication_queue, node_id, REPLICATE_BATCH)
+            ready = self._diffs_ready[node_id, table] = trio.Event()
+            batch = await trio.to_thread.run_sync(self.store.queued, table, node_id, REPLICATE_BATCH)
             if not batch:
                 with trio.move_on_after(0.05):  # woken by a commit that may have queued some
-                    await self._diffs_ready[node_id].wait()
+                    await ready.wait()
                 continue
-            signed = [[raw, self.identity.sign(keccak256(raw))] for _, raw in batch]
             try:
-                done, problem = await link.call("apply", signed, timeout=10.0)
+                done, problem = await link.call(method, [wrap(raw) for _, raw in batch], timeout=10.0)
             except NetError as exc:
-                log.warning("replicating %d diff(s) to %s failed (%s); will retry", len(batch),
-                            self.names.get(node_id, short_id(node_id)), exc)
+                log.warning("%s of %d record(s) to %s failed (%s); will retry", method, len(batch), name, exc)
                 await trio.sleep(0.2)
                 continue
             if done:
-                await trio.to_thread.run_sync(self.store.replicated, [key for key, _ in batch[:done]])
-                self.diffs_sent += done
+                await trio.to_thread.run_sync(self.store.dequeue, table, [key for key, _ in batch[:done]])
+                if table == "replicate":
+                    self.diffs_sent += done
             if problem is not None:
-                log.error("replica %s refused a state diff: %s", self.names.get(node_id, short_id(node_id)), problem)
+                log.error("%s refused %s: %s", name, method, problem)
                 await trio.sleep(1.0)
 
     # -- RPC -----------------------------------------------------------------------------
@@ -259,6 +272,7 @@ class ClusterNode:
             "inbox": self.rpc_inbox,
             "apply": self.rpc_apply,
             "local_state": self.rpc_local_state,
+            "learn_code": self.rpc_learn_code,
             "shutdown": self.rpc_shutdown,
             "members": self.rpc_members,
             "progress": self.rpc_progress,
@@ -404,6 +418,29 @@ class ClusterNode:
         problem = refused or problem
         if problem:
             log.warning("refused a state diff from %s: %s", self.names[peer], problem)
+        return done, problem
+
+    async def rpc_learn_code(self, peer: bytes, records: list[bytes]) -> tuple[int, str | None]:
+        """Code of actors ``peer`` executes and deployed (see the store's ``announce``)."""
+        if peer not in self.names or peer == self.me:
+            raise PermissionError(f"learn_code is for cluster members; {short_id(peer)} is not one")
+        entries, problem = [], None
+        for raw in records:
+            try:
+                address, code = msgpack.unpackb(raw)
+                if not isinstance(address, bytes) or len(address) != 20 or not isinstance(code, bytes):
+                    raise ValueError("expected [20-byte address, code]")
+                if len(code) > MAX_CODE_SIZE:
+                    raise ValueError(f"code of {len(code)} bytes exceeds {MAX_CODE_SIZE}")
+                if executor(address, self.members) != peer:
+                    raise ValueError(f"{self.names[peer]} does not execute 0x{address.hex()}")
+            except (ValueError, TypeError) as exc:
+                problem = f"bad code announcement: {exc}"
+                break
+            entries.append((address, code))
+        done = await trio.to_thread.run_sync(self.store.learn_code, entries)
+        if problem:
+            log.warning("refused code from %s: %s", self.names[peer], problem)
         return done, problem
 
     async def rpc_local_state(self, peer: bytes, address: bytes) -> dict[str, Any] | None:

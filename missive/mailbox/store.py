@@ -19,6 +19,10 @@ storage       address + slot (32 bytes)              value (big-endian, no leadi
 outbound      seq                                    message id  (to forward to another node)
 replicate     replica node id (32) + seq             state diff  (to send to that replica)
 replica       address                                [executor node id, seq of the last diff applied]
+replica_messages  message id                         message record of a replicated actor (kept apart
+                                                     from ``messages``, which dedups deliveries here)
+announce      peer node id (32) + seq                [address, code]  (a deploy, to tell that peer)
+known_code    address                                code hash   (of an actor another node executes)
 ============  =====================================  ==========================================
 
 ``ledger`` + ``messages`` + ``receipts`` are the ledger proper: replay reads
@@ -48,7 +52,7 @@ from missive.mailbox.records import Account, Receipt
 from missive.vm.keccak import keccak256
 
 TABLES = ("meta", "ledger", "messages", "pending", "scheduled", "receipts", "mailbox", "accounts", "code", "storage",
-          "outbound", "replicate", "replica")
+          "outbound", "replicate", "replica", "replica_messages", "announce", "known_code")
 MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as used
 
 
@@ -123,14 +127,23 @@ class Store:
     this node executes.  Every transaction that changes such an actor queues a
     state diff for each of them in ``replicate``, in the same transaction, so a
     replica misses nothing the executor committed (see :mod:`missive.mailbox.diffs`).
+
+    ``announce_to()`` names the other members of a cluster: each deploy's code is
+    queued for them in ``announce`` (again in the committing transaction), so
+    that every node can answer EXTCODESIZE/EXTCODEHASH/EXTCODECOPY about an
+    actor it does not hold.  Code never changes once deployed, so a copy is
+    never stale; until it arrives the actor reads as having no code, and the
+    receipt records that, so replay agrees.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False, readonly: bool = False,
                  is_local: Callable[[bytes], bool] | None = None,
-                 replicas_of: Callable[[bytes], Sequence[bytes]] | None = None) -> None:
+                 replicas_of: Callable[[bytes], Sequence[bytes]] | None = None,
+                 announce_to: Callable[[], Sequence[bytes]] | None = None) -> None:
         self.path = Path(path)
         self.is_local = is_local
         self.replicas_of = replicas_of
+        self.announce_to = announce_to
         if not create and not (self.path / "data.mdb").exists():
             raise StoreError(f"no Missive node at {self.path} (run `missive init` first)")
         self.path.mkdir(parents=True, exist_ok=True)
@@ -441,6 +454,9 @@ class Store:
                 accounts[o.recipient] = (o.account, o.balance_delta + (earlier[1] if earlier else 0))
                 if o.code is not None:
                     txn.put(o.account.code_hash, o.code, db=db["code"])
+                    if self.announce_to is not None:
+                        self._queue_for(txn, "announce", self.announce_to(),
+                                        msgpack.packb([o.recipient, o.code], use_bin_type=True))
                 for slot, value in o.storage_writes.items():
                     skey = o.recipient + slot.to_bytes(32, "big")
                     if value:
@@ -480,18 +496,42 @@ class Store:
             if targets:
                 seq = self._next_seq(txn)
                 raw = attrs.evolve(diff, seq=seq).encode()
-                for node_id in targets:
-                    txn.put(node_id + u64(seq), raw, db=self.db["replicate"])
+                self._queue_for(txn, "replicate", targets, raw, seq)
 
-    def replication_queue(self, node_id: bytes, limit: int) -> list[tuple[bytes, bytes]]:
-        """(queue key, diff) waiting to go to replica ``node_id``, oldest first."""
-        return self._scan("replicate", node_id, limit)
+    def _queue_for(self, txn: lmdb.Transaction, table: str, node_ids: Sequence[bytes], raw: bytes,
+                   seq: int | None = None) -> None:
+        """Queue ``raw`` in ``table`` for each of ``node_ids``, after everything queued before."""
+        key = u64(self._next_seq(txn) if seq is None else seq)
+        for node_id in node_ids:
+            txn.put(node_id + key, raw, db=self.db[table])
 
-    def replicated(self, keys: list[bytes]) -> None:
-        """The replica has these diffs durably: drop them from the queue."""
+    def queued(self, table: str, node_id: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        """(queue key, record) waiting in ``table`` ("replicate" or "announce") for ``node_id``, oldest first."""
+        return self._scan(table, node_id, limit)
+
+    def dequeue(self, table: str, keys: list[bytes]) -> None:
+        """The peer has these records durably: drop them from ``table``."""
         with self.env.begin(write=True) as txn:
             for key in keys:
-                txn.delete(key, db=self.db["replicate"])
+                txn.delete(key, db=self.db[table])
+
+    def replica_message(self, message_id: bytes) -> bytes | None:
+        """The stored record of a message a replicated actor sent or had accepted."""
+        return self._get(None, "replica_messages", message_id)
+
+    def known_code(self, address: bytes, txn: lmdb.Transaction | None = None) -> tuple[bytes, bytes]:
+        """(code, code hash) of an actor another node executes, as far as this node has heard."""
+        code_hash = self._get(txn, "known_code", address)
+        return (self.code(code_hash, txn), code_hash) if code_hash else (b"", b"")
+
+    def learn_code(self, entries: list[tuple[bytes, bytes]]) -> int:
+        """Record deployed code of other nodes' actors; each must be 20-byte address and bytes."""
+        with self.env.begin(write=True) as txn:
+            for address, code in entries:
+                code_hash = keccak256(code)
+                txn.put(code_hash, code, db=self.db["code"])
+                txn.put(address, code_hash, db=self.db["known_code"])
+        return len(entries)
 
     def apply_diffs(self, executor_id: bytes, diffs: list[StateDiff]) -> tuple[int, str | None]:
         """Apply an executor's diffs in order, in one transaction, stopping at the first bad one.
@@ -538,7 +578,7 @@ class Store:
                     txn.put(receipt.message_id, raw_receipt, db=db["receipts"])
                     txn.put(diff.address + u64(receipt.position), receipt.message_id, db=db["mailbox"])
                 for record in diff.messages:
-                    txn.put(keccak256(msgpack.unpackb(record)[0]), record, db=db["messages"])
+                    txn.put(keccak256(msgpack.unpackb(record)[0]), record, db=db["replica_messages"])
                 txn.put(diff.address, msgpack.packb([executor_id, diff.seq]), db=db["replica"])
                 done += 1
         return done, None
