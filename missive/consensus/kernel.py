@@ -177,7 +177,9 @@ class Kernel:
         self.max_level = max_level
         self.rows: dict[int, Statement] = {}
         self._slots: list[int] = []
-        self._tree = array("Q", bytes(8 * ((2 << max_level) - 1)))
+        self._shift = 64 - max_level
+        self._finest = array("Q", bytes(8 << max_level))
+        self._levels: dict[int, array] = {}
         self.entry_count = 0
         self.rejected = 0
         self.equivocations: list[tuple[Statement, Statement]] = []
@@ -211,32 +213,32 @@ class Kernel:
 
     def add(self, statement: Statement) -> bool:
         """Merge one statement; True if it changed the kernel."""
-        current = self.rows.get(statement.slot)
+        slot = statement.slot
+        current = self.rows.get(slot)
         if current is not None:
+            if current is statement:
+                return False
             if current.attester != statement.attester:
                 self.rejected += 1  # a 64-bit slot collision with another key: refuse the newcomer
                 return False
-            if statement.rank() <= current.rank():
+            if statement.version < current.version or (statement.version == current.version and statement.digest <= current.digest):
                 if statement.version == current.version and statement.digest != current.digest:
                     self._equivocation(current, statement)
                 return False
         if not self.verifier.ok(statement):
             self.rejected += 1
             return False
-        if current is not None and statement.version == current.version:
-            self._equivocation(current, statement)
-        self.rows[statement.slot] = statement
+        self.rows[slot] = statement
         if current is None:
-            bisect.insort(self._slots, statement.slot)
-            delta = statement.digest
+            bisect.insort(self._slots, slot)
+            self._finest[slot >> self._shift] ^= statement.digest
             self.entry_count += len(statement.trusts)
         else:
-            delta = statement.digest ^ current.digest
+            if statement.version == current.version:
+                self._equivocation(current, statement)
+            self._finest[slot >> self._shift] ^= statement.digest ^ current.digest
             self.entry_count += len(statement.trusts) - len(current.trusts)
-        tree, top = self._tree, self.max_level
-        slot = statement.slot
-        for level in range(top + 1):
-            tree[(1 << level) - 1 + (slot >> (64 - level) if level else 0)] ^= delta
+        self._levels.clear()
         return True
 
     def _equivocation(self, a: Statement, b: Statement) -> None:
@@ -250,9 +252,26 @@ class Kernel:
     # -- reconciliation ---------------------------------------------------------------
 
     def digests(self, level: int) -> array:
-        """The 2**level bucket digests (XOR of statement digests) at ``level``."""
-        start = (1 << level) - 1
-        return self._tree[start : start + (1 << level)]
+        """The 2**level bucket digests (XOR of statement digests) at ``level``.
+
+        Only the finest level is kept up to date on every change; a coarser
+        level is folded from it on demand (bucket b at level l covers buckets 2b
+        and 2b+1 at level l+1) and cached until the kernel changes.
+        """
+        if not 0 <= level <= self.max_level:
+            raise ValueError(f"no digest level {level}")
+        if level == self.max_level:
+            return self._finest
+        cached = self._levels.get(level)
+        if cached is None:
+            finer = self.digests(level + 1)
+            width = 8 << level
+            even = int.from_bytes(finer[0::2].tobytes(), "little")
+            odd = int.from_bytes(finer[1::2].tobytes(), "little")
+            cached = array("Q")
+            cached.frombytes((even ^ odd).to_bytes(width, "little"))
+            self._levels[level] = cached
+        return cached
 
     def in_buckets(self, level: int, buckets: Iterable[int]) -> Iterator[Statement]:
         """The statements whose attester falls in the given buckets at ``level``."""
