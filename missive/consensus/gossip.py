@@ -122,6 +122,8 @@ def decode(data: bytes) -> Message:
         tag = body[0]
         if tag == "S":
             _, size, level, digests = body
+            if not 0 <= int(level) <= 16 or len(digests) != 8 << int(level):
+                raise ValueError("summary level and digests disagree")
             return Summary(int(size), int(level), bytes(digests))
         if tag == "W":
             _, complement, wires = body
@@ -129,6 +131,8 @@ def decode(data: bytes) -> Message:
         if tag == "V":
             _, level, buckets, slots, versions = body
             bk = bytes(buckets)
+            if len(bk) % 2 or len(slots) != 8 * len(versions):
+                raise ValueError("versions message lengths disagree")
             return Versions(int(level), tuple(int.from_bytes(bk[i : i + 2], "big") for i in range(0, len(bk), 2)), _slots_from(bytes(slots)), tuple(int(v) for v in versions))
         if tag == "R":
             _, wires, want = body
