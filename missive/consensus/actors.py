@@ -134,6 +134,7 @@ class AttestationActor:
         period: float = 1.0,
         timeout: float = 0.5,
         report: Callable[[bytes, bool], bool] | None = None,
+        phase: float = 0.0,
     ) -> None:
         self.identity = identity
         self.signing = nacl.signing.SigningKey(identity.seed)
@@ -146,6 +147,7 @@ class AttestationActor:
         self.period = period
         self.timeout = timeout
         self.report = report or (lambda subject, ok: ok)  # a liar's policy replaces this
+        self.phase = phase  # nodes are not synchronised: each starts its schedule at its own offset
         self.histories: dict[bytes, TrustHistory] = {}
         self.evidence: list[Evidence] = []
         self.step = 0
@@ -211,6 +213,7 @@ class AttestationActor:
         return statement
 
     async def run(self, steps: int | None = None) -> None:
+        await trio.sleep(self.phase)
         done = 0
         while steps is None or done < steps:
             await self.run_step()
@@ -230,8 +233,10 @@ class GossipActor:
         *,
         period: float = 1.0,
         timeout: float = 0.5,
+        phase: float = 0.0,
     ) -> None:
         self.gossiper = gossiper
+        self.phase = phase
         self.transport = transport
         self.choose_peer = choose_peer
         self.targets = targets
@@ -271,6 +276,7 @@ class GossipActor:
                 await self.transport.send(target, data)
 
     async def run(self, rounds: int | None = None) -> None:
+        await trio.sleep(self.phase)
         while rounds is None or self.rounds < rounds:
             await trio.sleep(self.period)
             self.rounds += 1

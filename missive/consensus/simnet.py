@@ -1,7 +1,8 @@
 """An in-memory network for the actors, on trio's clock (use ``MockClock`` to simulate).
 
-Every message is real bytes handed to the peer's handler after ``latency``
-seconds; a message is lost with probability ``loss`` (decided by a seeded
+Every message is real bytes handed to the peer's handler after a latency
+drawn around ``latency`` seconds (distinct times also keep trio's timer order,
+which breaks ties by object id, out of the result); a message is lost with probability ``loss`` (decided by a seeded
 generator, so a run is reproducible), and a node that is offline neither
 receives nor answers.  Bytes sent are counted per node.
 :func:`run_network` builds N nodes running the real attestation and gossip
@@ -49,14 +50,14 @@ class SimTransport:
     async def request(self, peer: bytes, data: bytes) -> bytes | None:
         net = self.network
         net.sent[self.me] += len(data)
-        await trio.sleep(net.latency)
+        await trio.sleep(net.latency * (0.5 + net.rng.random()))
         if self.me in net.offline or not net._delivered(peer):
             return None
         reply = await net.handlers[peer](self.me, data)
         if reply is None:
             return None
         net.sent[peer] += len(reply)
-        await trio.sleep(net.latency)
+        await trio.sleep(net.latency * (0.5 + net.rng.random()))
         return reply if net.rng.random() >= net.loss else None
 
     async def send(self, peer: bytes, data: bytes) -> None:
@@ -113,14 +114,14 @@ def build_network(n: int, seed: int, *, loss: float = 0.0, liars: float = 0.0, c
         def choose(i: int = i, node_rng: random.Random = node_rng) -> bytes:
             return overlay.members[overlay.choose_peer_index(i, node_rng)]
 
-        g = GossipActor(Gossiper(Kernel(verifier)), transport, choose, targets)
+        g = GossipActor(Gossiper(Kernel(verifier)), transport, choose, targets, phase=node_rng.random())
 
         def lie(subject: bytes, ok: bool) -> bool:
             return subject in liar_keys
 
         a = AttestationActor(
             by_key[key], transport, lambda subjects=subjects: subjects, SimProver(node_rng, cheat if liar else 0.0), g.publish,
-            rng=node_rng, k=k, report=lie if liar else None,
+            rng=node_rng, k=k, report=lie if liar else None, phase=node_rng.random(),
         )
         router.add(GOSSIP, g.handle)
         router.add(ATTEST, a.handle)
@@ -140,5 +141,10 @@ def run_network(n: int, seed: int, *, steps: int, settle: int, **kwargs: object)
             for node in nodes:
                 nursery.start_soon(node.attestation.run, steps)
 
+    # Trio shuffles the order of runnable tasks with a module-level generator
+    # (so code cannot depend on it); seed it so a run replays exactly.
+    scheduler_random = getattr(trio._core._run, "_r", None)
+    if isinstance(scheduler_random, random.Random):
+        scheduler_random.seed(seed)
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     return net, nodes, overlay
