@@ -234,9 +234,11 @@ class GossipActor:
         period: float = 1.0,
         timeout: float = 0.5,
         phase: float = 0.0,
+        retries: int = 1,
     ) -> None:
         self.gossiper = gossiper
         self.phase = phase
+        self.retries = retries
         self.transport = transport
         self.choose_peer = choose_peer
         self.targets = targets
@@ -252,19 +254,22 @@ class GossipActor:
         reply = self.gossiper.handle(message)
         return None if reply is None else gossip.encode(reply)
 
-    async def exchange(self, peer: bytes) -> None:
-        """One exchange with ``peer``: the same ping-pong as :func:`gossip.exchange`."""
+    async def exchange(self, peer: bytes) -> int:
+        """One exchange with ``peer``: the same ping-pong as :func:`gossip.exchange`; returns replies received."""
         m: gossip.Message | None = self.gossiper.summary()
+        replies = 0
         while m is not None:
             raw = None
             with trio.move_on_after(self.timeout):
                 raw = await self.transport.request(peer, GOSSIP + gossip.encode(m))
             if raw is None or raw[:1] != GOSSIP:
-                return
+                break
+            replies += 1
             try:
                 m = self.gossiper.handle(gossip.decode(raw[1:]))
             except ValueError:
-                return
+                break
+        return replies
 
     async def publish(self, statement: Statement) -> None:
         """Take our fresh statement and push it straight to the nodes it concerns."""
@@ -280,6 +285,7 @@ class GossipActor:
         while rounds is None or self.rounds < rounds:
             await trio.sleep(self.period)
             self.rounds += 1
-            peer = self.choose_peer()
-            if peer is not None:
-                await self.exchange(peer)
+            for _ in range(1 + self.retries):  # a peer that never answers: try another
+                peer = self.choose_peer()
+                if peer is None or await self.exchange(peer):
+                    break

@@ -285,15 +285,16 @@ class Gossiper:
 def exchange(initiator: Gossiper, send: Callable[[Message], Message | None]) -> int:
     """Run one exchange synchronously; ``send`` delivers a message and returns the peer's reply.
 
-    Returns the number of messages the initiator sent.  The async actor
-    (:mod:`actors`) runs the same loop over a transport.
+    Returns the number of replies received (0: the peer never answered, so a
+    caller may try another).  The async actor (:mod:`actors`) runs the same
+    loop over a transport.
     """
     m: Message | None = initiator.summary()
-    sent = 0
+    replies = 0
     while m is not None:
-        sent += 1
         reply = send(m)
         if reply is None:
             break
+        replies += 1
         m = initiator.handle(reply)
-    return sent
+    return replies

@@ -21,9 +21,10 @@ signs its statement; then gossip runs (a targeted push of the fresh
 statements, then rounds) until every honest node's kernel holds ``target``
 of all entries.  Messages are lost with probability ``loss``; each round a
 node is offline with probability ``churn`` (it neither starts nor answers an
-exchange and misses pushes).  Naive whole-kernel flooding runs in the same
-setting (same overlay, same loss and churn, one push-pull exchange per node
-per round, both sides sending their whole kernel) on bitsets of statements —
+exchange and misses pushes).  A node whose peer does not answer at all tries
+one other peer in the same round (``retries``).  Naive whole-kernel flooding runs in the same
+setting (same overlay, same loss, churn and retry rule, one push-pull exchange
+per node per round, both sides sending their whole kernel) on bitsets of statements —
 the only thing flooding needs — and its bytes come from the same wire sizes.
 """
 
@@ -60,6 +61,7 @@ class SimConfig:
     target: float = 0.9999
     max_rounds: int = 60
     targeted: bool = True
+    retries: int = 1
     evaluators: int = 3
 
 
@@ -184,11 +186,13 @@ def run_gossip(world: World) -> tuple[int | None, float, list[float]]:
         for i in order:
             if not online[i]:
                 continue
-            j = world.overlay.choose_peer_index(i, rng, c.p_far)
-            if not online[j]:
-                sent[i] += wire_size(gossipers[i].summary())
-                continue
-            exchange(gossipers[i], link(i, j))
+            for _ in range(1 + c.retries):
+                j = world.overlay.choose_peer_index(i, rng, c.p_far)
+                if not online[j]:
+                    sent[i] += wire_size(gossipers[i].summary())
+                    continue
+                if exchange(gossipers[i], link(i, j)):
+                    break
         coverage.append(world.coverage())
         if coverage[-1] >= c.target:
             return rnd, sum(sent) / c.n, coverage
@@ -224,15 +228,17 @@ def run_flooding(world: World) -> tuple[int | None, float, list[float]]:
         for i in order:
             if not online[i]:
                 continue
-            j = world.overlay.choose_peer_index(i, rng, c.p_far)
-            sent[i] += size(know[i])
-            if not online[j] or rng.random() < c.loss:
-                continue
-            before = know[j]
-            know[j] |= know[i]
-            sent[j] += size(before)
-            if rng.random() >= c.loss:
-                know[i] |= before
+            for _ in range(1 + c.retries):
+                j = world.overlay.choose_peer_index(i, rng, c.p_far)
+                sent[i] += size(know[i])
+                if not online[j] or rng.random() < c.loss:
+                    continue  # no answer: try another peer
+                before = know[j]
+                know[j] |= know[i]
+                sent[j] += size(before)
+                if rng.random() >= c.loss:
+                    know[i] |= before
+                break
         coverage.append(min(held(know[i]) for i in world.honest) / world.total_entries)
         if coverage[-1] >= c.target:
             return rnd, sum(sent) / c.n, coverage
