@@ -75,6 +75,7 @@ class RankReport:
     liars_above_median: int
     liars: int
     verified: int
+    verified_liars: int
 
 
 @attrs.frozen
@@ -267,6 +268,7 @@ def rank_liars(world: World, evaluator: int) -> RankReport:
         sum(1 for s in liar_scores if s > median),
         len(liar_scores),
         len(verified),
+        len(verified & world.liars),
     )
 
 
