@@ -103,7 +103,8 @@ class Evidence:
     signature: bytes
 
     def signed_bytes(self) -> bytes:
-        return msgpack.packb([ATTEST_DOMAIN, self.attester, self.nonce, self.step, self.receipt, self.answer])
+        body: bytes = msgpack.packb([ATTEST_DOMAIN, self.attester, self.nonce, self.step, self.receipt, self.answer])
+        return body
 
     def verify(self) -> bool:
         """True if the subject really signed this answer (whether it is wrong needs a re-execution)."""
@@ -163,7 +164,8 @@ class AttestationActor:
             return None
         answer = self.prover.answer(receipt)
         body = msgpack.packb([ATTEST_DOMAIN, sender, nonce, step, receipt, answer])
-        return msgpack.packb(["A", answer, self.signing.sign(body).signature])
+        reply: bytes = msgpack.packb(["A", answer, self.signing.sign(body).signature])
+        return reply
 
     async def attest(self, subject: bytes, step: int) -> bool:
         """One attestation of ``subject``: True if it answered, signed, and its answer checks out."""

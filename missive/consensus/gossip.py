@@ -112,7 +112,8 @@ def encode(m: Message) -> bytes:
         body = ["P", [s.wire for s in m.statements]]
     else:
         body = ["I"]
-    return msgpack.packb(body)
+    data: bytes = msgpack.packb(body)
+    return data
 
 
 def decode(data: bytes) -> Message:
@@ -178,7 +179,7 @@ def wire_size(m: Message) -> int:
     return 1 + 2
 
 
-def compare(mine: array, theirs: array, chunk: int = 64) -> tuple[list[int], int]:
+def compare(mine: array[int], theirs: array[int], chunk: int = 64) -> tuple[list[int], int]:
     """(buckets whose digests differ, buckets non-empty on either side).
 
     Equal runs are skipped ``chunk`` buckets at a time by comparing slices (in C).

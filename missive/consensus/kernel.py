@@ -51,7 +51,8 @@ def _slot(attester: bytes) -> int:
 
 
 def _signed_bytes(attester: bytes, step: int, version: int, k: int, trusts: tuple[tuple[bytes, int], ...]) -> bytes:
-    return msgpack.packb([DOMAIN, attester, step, version, k, [list(t) for t in trusts]])
+    body: bytes = msgpack.packb([DOMAIN, attester, step, version, k, [list(t) for t in trusts]])
+    return body
 
 
 @attrs.frozen(cache_hash=True)
@@ -179,7 +180,7 @@ class Kernel:
         self._slots: list[int] = []
         self._shift = 64 - max_level
         self._finest = array("Q", bytes(8 << max_level))
-        self._levels: dict[int, array] = {}
+        self._levels: dict[int, array[int]] = {}
         self.entry_count = 0
         self.rejected = 0
         self.equivocations: list[tuple[Statement, Statement]] = []
@@ -251,7 +252,7 @@ class Kernel:
 
     # -- reconciliation ---------------------------------------------------------------
 
-    def digests(self, level: int) -> array:
+    def digests(self, level: int) -> array[int]:
         """The 2**level bucket digests (XOR of statement digests) at ``level``.
 
         Only the finest level is kept up to date on every change; a coarser
@@ -287,7 +288,7 @@ class Kernel:
         return {row.attester: row.version for row in self.rows.values()}
 
 
-def digests_to_bytes(digests: array) -> bytes:
+def digests_to_bytes(digests: array[int]) -> bytes:
     """Bucket digests as little-endian 8-byte words (the wire form)."""
     if not _LITTLE:
         digests = array("Q", digests)
@@ -295,7 +296,7 @@ def digests_to_bytes(digests: array) -> bytes:
     return digests.tobytes()
 
 
-def digests_from_bytes(data: bytes) -> array:
+def digests_from_bytes(data: bytes) -> array[int]:
     if len(data) % 8:
         raise ValueError("digest bytes not a multiple of 8")
     out = array("Q")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
@@ -31,11 +31,16 @@ def _unit(*parts: bytes) -> float:
     return int.from_bytes(hashlib.blake2b(b"".join(parts), digest_size=8).digest(), "big") / 2.0**64
 
 
+def ring_order(members: Iterable[bytes]) -> tuple[bytes, ...]:
+    """Members in ring order: by the top 64 bits of the key (then the key, for ties)."""
+    return tuple(sorted(set(members), key=lambda m: (m[:8], m)))
+
+
 @attrs.frozen
 class Overlay:
     """The ring of ``members`` (public keys) and its attestation assignment."""
 
-    members: tuple[bytes, ...] = attrs.field(converter=lambda ms: tuple(sorted(set(ms), key=lambda m: (m[:8], m))))
+    members: tuple[bytes, ...] = attrs.field(converter=ring_order)
     near: int = 4
     far: int = 4
     index: dict[bytes, int] = attrs.field(init=False, eq=False, repr=False)
@@ -85,7 +90,7 @@ class Overlay:
         return (i + d if rng.random() < 0.5 else i - d) % n
 
 
-def inverse(assignment: dict[int, Sequence[int]]) -> dict[int, tuple[int, ...]]:
+def inverse(assignment: Mapping[int, Sequence[int]]) -> dict[int, tuple[int, ...]]:
     """subject -> attesters, from attester -> subjects."""
     out: dict[int, list[int]] = {}
     for a, subjects in assignment.items():

@@ -119,8 +119,11 @@ def build_network(n: int, seed: int, *, loss: float = 0.0, liars: float = 0.0, c
         def lie(subject: bytes, ok: bool) -> bool:
             return subject in liar_keys
 
+        def assigned(subjects: tuple[bytes, ...] = subjects) -> tuple[bytes, ...]:
+            return subjects
+
         a = AttestationActor(
-            by_key[key], transport, lambda subjects=subjects: subjects, SimProver(node_rng, cheat if liar else 0.0), g.publish,
+            by_key[key], transport, assigned, SimProver(node_rng, cheat if liar else 0.0), g.publish,
             rng=node_rng, k=k, report=lie if liar else None, phase=node_rng.random(),
         )
         router.add(GOSSIP, g.handle)
