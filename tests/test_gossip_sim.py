@@ -34,6 +34,14 @@ def test_no_liar_ranks_above_the_honest_median() -> None:
         assert rank.verified_liars <= 1 and rank.verified - rank.verified_liars >= 0.95 * (256 - 77)
 
 
+def test_converges_when_liars_withhold_honest_statements() -> None:
+    honest_relay = simulate(SimConfig(128, seed=8, liars=0.3), flooding=False, ranking=False)
+    r = simulate(SimConfig(128, seed=8, liars=0.3, withhold=True), flooding=False, ranking=False)
+    assert r.rounds is not None and honest_relay.rounds is not None
+    assert r.rounds <= honest_relay.rounds + 4
+    assert r.coverage[0] < honest_relay.coverage[0] or r.coverage[1] < honest_relay.coverage[1]
+
+
 def test_deterministic_for_a_seed() -> None:
     a = simulate(SimConfig(64, seed=9, liars=0.2, loss=0.05, churn=0.1))
     b = simulate(SimConfig(64, seed=9, liars=0.2, loss=0.05, churn=0.1))

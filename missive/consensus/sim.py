@@ -16,7 +16,8 @@ their assigned subjects for k steps.  Honest attesters report what they
 observe: an honest subject fails an attestation only when a message is lost;
 a malicious subject (an executor returning wrong diffs) fails the spot check
 with probability ``cheat``.  Malicious attesters lie: they report perfect
-trust for fellow colluders and failure for every honest subject.  Every node
+trust for fellow colluders and failure for every honest subject; with
+``withhold`` they also pass on only their colluders' statements in gossip.  Every node
 signs its statement; then gossip runs (a targeted push of the fresh
 statements, then rounds) until every honest node's kernel holds ``target``
 of all entries.  Messages are lost with probability ``loss``; each round a
@@ -38,9 +39,18 @@ from collections.abc import Callable
 import attrs
 
 from missive.consensus import scores
-from missive.consensus.direct_trust import full
-from missive.consensus.gossip import ROWS_PER_BUCKET, WHOLE_BELOW, Gossiper, Message, exchange, wire_size
-from missive.consensus.kernel import Attester, Kernel, Statement, Verifier
+from missive.consensus.gossip import (
+    ROWS_PER_BUCKET,
+    WHOLE_BELOW,
+    Gossiper,
+    Message,
+    Push,
+    Rows,
+    Whole,
+    exchange,
+    wire_size,
+)
+from missive.consensus.kernel import Attester, Kernel, Verifier
 from missive.consensus.overlay import Overlay, inverse
 
 
@@ -62,7 +72,26 @@ class SimConfig:
     max_rounds: int = 60
     targeted: bool = True
     retries: int = 1
+    withhold: bool = False
     evaluators: int = 3
+
+
+@attrs.define
+class WithholdingGossiper(Gossiper):
+    """A malicious node's gossip: it answers like anyone else but only ever passes on its colluders' statements."""
+
+    colluders: frozenset[bytes] = frozenset()
+
+    def handle(self, m: Message) -> Message | None:
+        reply = super().handle(m)
+        if isinstance(reply, Whole):
+            return Whole(tuple(s for s in reply.statements if s.attester in self.colluders), reply.complement)
+        if isinstance(reply, Rows):
+            kept = tuple(s for s in reply.statements if s.attester in self.colluders)
+            return Rows(kept, reply.want) if kept or reply.want else None
+        if isinstance(reply, Push):
+            return Push(tuple(s for s in reply.statements if s.attester in self.colluders))
+        return reply
 
 
 @attrs.frozen
@@ -118,7 +147,13 @@ class World:
         ]
         self.total_entries = sum(len(s.trusts) for s in self.statements)
         verifier = Verifier()
-        self.gossipers = [Gossiper(Kernel(verifier), config.whole_below, config.rows_per_bucket) for _ in range(config.n)]
+        colluders = frozenset(self.keys[i] for i in self.liars)
+        self.gossipers = [
+            WithholdingGossiper(Kernel(verifier), config.whole_below, config.rows_per_bucket, colluders=colluders)
+            if config.withhold and i in self.liars
+            else Gossiper(Kernel(verifier), config.whole_below, config.rows_per_bucket)
+            for i in range(config.n)
+        ]
         for g, s in zip(self.gossipers, self.statements, strict=True):
             g.kernel.add(s)
 
@@ -220,6 +255,11 @@ def run_flooding(world: World) -> tuple[int | None, float, list[float]]:
         return sum(e * (bits & mask).bit_count() for e, mask in entries_masks.items())
 
     know = [1 << i for i in range(c.n)]
+    colluders = sum(1 << i for i in world.liars)
+
+    def offered(i: int) -> int:
+        """What node i sends: everything, or only its colluders' statements if it withholds."""
+        return know[i] & colluders if c.withhold and i in world.liars else know[i]
     sent = [0] * c.n
     coverage: list[float] = []
     for rnd in range(1, c.max_rounds + 1):
@@ -231,11 +271,11 @@ def run_flooding(world: World) -> tuple[int | None, float, list[float]]:
                 continue
             for _ in range(1 + c.retries):
                 j = world.overlay.choose_peer_index(i, rng, c.p_far)
-                sent[i] += size(know[i])
+                sent[i] += size(offered(i))
                 if not online[j] or rng.random() < c.loss:
                     continue  # no answer: try another peer
-                before = know[j]
-                know[j] |= know[i]
+                before = offered(j)
+                know[j] |= offered(i)
                 sent[j] += size(before)
                 if rng.random() >= c.loss:
                     know[i] |= before
@@ -290,8 +330,4 @@ def simulate(config: SimConfig, *, flooding: bool = True, ranking: bool = True) 
     return SimResult(config, rounds, per_node, f_rounds, f_bytes, modes, coverage, f_cov, tuple(ranks), time.perf_counter() - started)
 
 
-def statement_of(world: World, i: int) -> Statement:
-    return world.statements[i]
-
-
-__all__ = ["SimConfig", "SimResult", "RankReport", "World", "simulate", "run_gossip", "run_flooding", "rank_liars", "full"]
+__all__ = ["SimConfig", "SimResult", "RankReport", "World", "WithholdingGossiper", "simulate", "run_gossip", "run_flooding", "rank_liars"]

@@ -70,16 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cheat", type=float, default=0.5, help="how often a liar fails a spot check")
     parser.add_argument("--loss", type=float, default=0.01)
     parser.add_argument("--churn", type=float, default=0.0)
+    parser.add_argument("--withhold", action="store_true", help="liars pass on only their colluders' statements")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gossip.json")
     args = parser.parse_args(argv)
     sizes = list(QUICK) if args.quick else args.sizes
     console = Console(width=160)
-    table = Table(title=f"trust gossip vs naive flooding (liars {args.liars:.0%}, loss {args.loss:.0%}, churn {args.churn:.0%}, seed {args.seed})")
+    withholding = ", withholding" if args.withhold else ""
+    table = Table(title=f"trust gossip vs naive flooding (liars {args.liars:.0%}{withholding}, loss {args.loss:.0%}, churn {args.churn:.0%}, seed {args.seed})")
     for column in ("N", "rounds", "bytes/node", "flood rounds", "flood bytes/node", "gossip/flood", "liars > honest median", "best liar / median", "modes w/r/s/t", "s"):
         table.add_column(column, justify="right")
     results = []
     for n in sizes:
-        r = simulate(SimConfig(n, seed=args.seed, liars=args.liars, cheat=args.cheat, loss=args.loss, churn=args.churn))
+        r = simulate(SimConfig(n, seed=args.seed, liars=args.liars, cheat=args.cheat, loss=args.loss, churn=args.churn, withhold=args.withhold))
         f = figures(r)
         results.append(f)
         above = f["liars_above_median"]
