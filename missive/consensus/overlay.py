@@ -31,6 +31,12 @@ def _unit(*parts: bytes) -> float:
     return int.from_bytes(hashlib.blake2b(b"".join(parts), digest_size=8).digest(), "big") / 2.0**64
 
 
+def harmonic_offset(n: int, u: float) -> int:
+    """A ring distance in [1, n/2] from u in [0, 1), with P(d) ∝ 1/d (Kleinberg's small-world rule)."""
+    half = max(1, n // 2)
+    return max(1, min(half, int(half**u)))
+
+
 def ring_order(members: Iterable[bytes]) -> tuple[bytes, ...]:
     """Members in ring order: by the top 64 bits of the key (then the key, for ties)."""
     return tuple(sorted(set(members), key=lambda m: (m[:8], m)))
@@ -52,9 +58,7 @@ class Overlay:
         return len(self.members)
 
     def harmonic_offset(self, u: float) -> int:
-        """A ring distance in [1, N/2] with P(d) ∝ 1/d (Kleinberg's small-world rule)."""
-        half = max(1, len(self.members) // 2)
-        return max(1, min(half, int(half**u)))
+        return harmonic_offset(len(self.members), u)
 
     def attests_index(self, i: int) -> tuple[int, ...]:
         """Indices of the subjects node ``i`` attests: ring neighbours plus long links."""
