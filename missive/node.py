@@ -1126,6 +1126,9 @@ class Node:
         found = self.store.message(to_message_id(message_id))
         return found[0] if found is not None else None
 
+    #: what "no message ... on this X" names in errors
+    scope = "node"
+
     def resolve_id(self, text: str) -> bytes:
         """A full message id from hex text: the whole id, or a unique prefix of at least 4 bytes."""
         body = text.strip().removeprefix("0x").removeprefix("0X")
@@ -1135,20 +1138,15 @@ class Node:
             prefix = bytes.fromhex(body)
         except ValueError:
             raise ArgumentError(f"{text!r} is not a message id (not hex)") from None
-        matches: list[bytes] = []
-        with self.store.read() as txn:
-            cursor = txn.cursor(db=self.store.db["messages"])
-            if cursor.set_range(prefix):
-                for raw in cursor.iternext(keys=True, values=False):
-                    key = bytes(raw)
-                    if not key.startswith(prefix) or len(matches) > 1:
-                        break
-                    matches.append(key)
+        matches = self._ids_with_prefix(prefix)
         if not matches:
-            raise NodeError(f"no message {text} on this node")
+            raise NodeError(f"no message {text} on this {self.scope}")
         if len(matches) > 1:
             raise ArgumentError(f"message id prefix {text} is ambiguous; give more digits")
         return matches[0]
+
+    def _ids_with_prefix(self, prefix: bytes) -> list[bytes]:
+        return self.store.message_ids_with_prefix(prefix)
 
     def mailbox(self, address: object) -> list[tuple[Envelope, Receipt | None]]:
         """Messages ``address`` has handled, in order, with their receipts."""

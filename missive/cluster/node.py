@@ -493,7 +493,7 @@ class ClusterNode:
 
     async def rpc_resolve(self, peer: bytes, params: dict[str, Any]) -> list[bytes]:
         """Message ids starting with a prefix, here and (``spread``) on every peer."""
-        matches = set(reads.resolve(self.store, bytes(params["prefix"])))
+        matches = set(self.store.message_ids_with_prefix(bytes(params["prefix"])))
         if params.get("spread"):
             for answer in await self._everywhere("resolve", {"prefix": params["prefix"]}):
                 matches.update(bytes(m) for m in answer)

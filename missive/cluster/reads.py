@@ -70,20 +70,6 @@ def message(store: Store, message_id: bytes) -> bytes | None:
     return found[0].canonical() if found is not None else None
 
 
-def resolve(store: Store, prefix: bytes) -> list[bytes]:
-    """Ids of stored messages starting with ``prefix`` (at most two: enough to say "ambiguous")."""
-    matches: list[bytes] = []
-    with store.read() as txn:
-        cursor = txn.cursor(db=store.db["messages"])
-        if cursor.set_range(prefix):
-            for raw in cursor.iternext(keys=True, values=False):
-                key = bytes(raw)
-                if not key.startswith(prefix) or len(matches) > 1:
-                    break
-                matches.append(key)
-    return matches
-
-
 def mailbox(store: Store, address: bytes) -> list[list[Any]]:
     """``address``'s handled messages in order: ``[canonical, encoded receipt or None]``."""
     out: list[list[Any]] = []

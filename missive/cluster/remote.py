@@ -71,6 +71,8 @@ class NodeUnreachable(NodeError):
 class RemoteNode(Node):
     """A :class:`~missive.node.Node` whose actors run on a cluster, reached through one of its nodes."""
 
+    scope = "cluster"
+
     def __init__(self, host: str, port: int, keys_dir: Path | None, *, pinned: bool = False,
                  members: list[dict[str, Any]] | None = None, wait_timeout: float = DEFAULT_WAIT) -> None:
         # Node.__init__ opens a store and a runtime; a remote node has neither.
@@ -462,20 +464,8 @@ class RemoteNode(Node):
         envelope = self.message(message_id)
         return self._receipt_of(envelope) if envelope is not None else None
 
-    def resolve_id(self, text: str) -> bytes:
-        body = text.strip().removeprefix("0x").removeprefix("0X")
-        if len(body) > 64 or len(body) < 8 or len(body) % 2:
-            raise ArgumentError(f"{text!r} is not a message id (64 hex digits, or an even-length prefix of 8+)")
-        try:
-            prefix = bytes.fromhex(body)
-        except ValueError:
-            raise ArgumentError(f"{text!r} is not a message id (not hex)") from None
-        matches = [bytes(m) for m in self._call("resolve", {"prefix": prefix, "spread": True})]
-        if not matches:
-            raise NodeError(f"no message {text} on this cluster")
-        if len(matches) > 1:
-            raise ArgumentError(f"message id prefix {text} is ambiguous; give more digits")
-        return matches[0]
+    def _ids_with_prefix(self, prefix: bytes) -> list[bytes]:
+        return [bytes(m) for m in self._call("resolve", {"prefix": prefix, "spread": True})]
 
     def mailbox(self, address: object) -> list[tuple[Envelope, Receipt | None]]:
         out: list[tuple[Envelope, Receipt | None]] = []

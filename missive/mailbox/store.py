@@ -206,6 +206,19 @@ class Store:
             envelope.__dict__["id"] = message_id  # trusted: the key it is stored under is its id
         return envelope, public_key, signature
 
+    def message_ids_with_prefix(self, prefix: bytes, limit: int = 2) -> list[bytes]:
+        """Ids of stored messages starting with ``prefix``, at most ``limit`` (two say "ambiguous")."""
+        matches: list[bytes] = []
+        with self.read() as txn:
+            cursor = txn.cursor(db=self.db["messages"])
+            if cursor.set_range(prefix):
+                for raw in cursor.iternext(keys=True, values=False):
+                    key = bytes(raw)
+                    if not key.startswith(prefix) or len(matches) >= limit:
+                        break
+                    matches.append(key)
+        return matches
+
     def receipt(self, message_id: bytes, txn: lmdb.Transaction | None = None) -> Receipt | None:
         raw = self._get(txn, "receipts", message_id)
         return Receipt.decode(raw) if raw is not None else None
