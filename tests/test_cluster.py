@@ -32,9 +32,9 @@ def sel(signature: str) -> bytes:
 
 
 class Cluster:
-    def __init__(self, root: Path, nodes: int, replicas: int = 1) -> None:
+    def __init__(self, root: Path, nodes: int, replicas: int = 1, failover_timeout: float = 2.0) -> None:
         self.root = root
-        self.states = launcher.up(root, nodes, replicas=replicas)
+        self.states = launcher.up(root, nodes, replicas=replicas, failover_timeout=failover_timeout)
         self.members = sorted(s["id"] for s in self.states)
         self.by_id = {s["id"]: s for s in self.states}
         self.keys = Keystore(root)

@@ -40,7 +40,8 @@ def settled(cluster: Cluster, timeout: float = 30.0) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
         states = launcher.status(cluster.root)
-        if all(s["up"] and not s["backlog"] and not s["outbound"] and not s["replicating"] for s in states):
+        if all(s["up"] and not s["backlog"] and not s["standby"] and not s["outbound"] and not s["replicating"]
+               for s in states):
             return states
         assert time.monotonic() < deadline, states
         time.sleep(0.1)
@@ -102,7 +103,7 @@ def test_a_replica_refuses_diffs_not_from_the_executor_and_forged_ones(cluster: 
     outsider_key = NodeIdentity.load_or_generate(cluster.root / outsider / "node.key")
 
     done, problem = _as_member(cluster, outsider, replica, "apply", [[rich, outsider_key.sign(keccak256(rich))]])
-    assert done == 0 and problem == f"{outsider} does not execute 0x{address.hex()}"
+    assert done == 0 and problem == f"{outsider} does not hold 0x{address.hex()}"
     done, problem = _as_member(cluster, executor_name, replica, "apply", [[rich, outsider_key.sign(keccak256(rich))]])
     assert done == 0 and problem == f"bad signature from {executor_name} on a state diff"
     done, problem = _as_member(cluster, executor_name, replica, "apply", [[b"\xc1junk", bytes(64)]])

@@ -12,18 +12,36 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_ledger_actors import ASKER, TOKEN, Ledger, selector, transfer
 
-from missive.mailbox.diffs import DiffError, StateDiff
+from missive.actors.replay import replay
+from missive.mailbox.diffs import DiffConflict, DiffError, StateDiff
 from missive.mailbox.envelope import Kind
 from missive.mailbox.store import Store
 
 REPLICA = b"R" * 32
+EXECUTOR = b"E" * 32
+
+
+@attrs.frozen
+class ExecutesAll:
+    """A two-node placement: this node executes every actor and REPLICA keeps a copy of each."""
+
+    me: bytes = EXECUTOR
+
+    def holders(self, address: bytes) -> list[bytes]:
+        return [EXECUTOR, REPLICA]
+
+    def executes(self, address: bytes) -> bool:
+        return True
+
+    def peers(self) -> list[bytes]:
+        return [REPLICA]
 
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Ledger, list[bytes]]:
     """A busy node that replicates everything to REPLICA; its queued diffs."""
     ledger = Ledger(tmp_path_factory.mktemp("executor") / "node")
-    ledger.store.replicas_of = lambda address: [REPLICA]
+    ledger.store.placement = ExecutesAll()
     token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [1000]))
     asker = ledger.deploy(ledger.alice, ASKER)
     for i in range(8):
@@ -57,11 +75,12 @@ def test_replica_equals_executor_however_diffs_are_batched_and_resent(
             size = cuts[step % len(cuts)]
             back = resend[step % len(resend)] if resend else 0
             start = max(0, at - back)  # a retry re-sends diffs the replica already has
-            done, problem = replica.apply_diffs(b"E" * 32, diffs[start:at + size])
+            done, problem = replica.apply_diffs(EXECUTOR, diffs[start:at + size])
             assert problem is None and done == len(diffs[start:at + size])
             at += size
             step += 1
         assert state_of(replica) == state_of(ledger.store)
+        assert replay(replica).divergence is None  # its ledger records the diffs it applied
         # the messages each actor sent or had accepted are there to read
         for address in state_of(ledger.store):
             for message_id in ledger.store.mailbox(address):
@@ -78,17 +97,17 @@ def test_a_gap_an_overlap_or_wrong_code_is_refused_and_writes_nothing(executed: 
     diffs = [StateDiff.decode(raw) for raw in raws]
     with Store(tmp_path / "replica", create=True) as replica:
         later = next(i for i, d in enumerate(diffs) if d.receipts and StateDiff.decode(raws[i]).decoded_receipts()[0].position > 0)
-        done, problem = replica.apply_diffs(b"E" * 32, [diffs[later]])
-        assert done == 0 and problem is not None and "starts at mailbox position" in problem and "this replica holds 0" in problem
+        done, problem = replica.apply_diffs(EXECUTOR, [diffs[later]])
+        assert done == 0 and problem is not None and "starts at mailbox position" in str(problem) and "this replica holds 0" in str(problem)
         assert replica.accounts() == []
         deploy = next(d for d in diffs if d.code)
         forged = attrs.evolve(deploy, code=deploy.code + b"\x00")
-        done, problem = replica.apply_diffs(b"E" * 32, diffs[: diffs.index(deploy)] + [forged])
-        assert done == diffs.index(deploy) and problem is not None and "does not hash" in problem
+        done, problem = replica.apply_diffs(EXECUTOR, diffs[: diffs.index(deploy)] + [forged])
+        assert done == diffs.index(deploy) and problem is not None and "does not hash" in str(problem)
         assert replica.account(deploy.address) is None or replica.account(deploy.address).handled == 0  # type: ignore[union-attr]
         lying = attrs.evolve(deploy, account=attrs.evolve(deploy.account, handled=deploy.account.handled + 1))
-        done, problem = replica.apply_diffs(b"E" * 32, [lying])
-        assert done == 0 and problem is not None and "messages handled after" in problem
+        done, problem = replica.apply_diffs(EXECUTOR, [lying])
+        assert done == 0 and problem is not None and "messages handled after" in str(problem)
 
 
 @pytest.mark.parametrize("raw, message", [
@@ -99,3 +118,49 @@ def test_a_gap_an_overlap_or_wrong_code_is_refused_and_writes_nothing(executed: 
 def test_malformed_diffs_are_named(raw: bytes, message: str) -> None:
     with pytest.raises(DiffError, match=message):
         StateDiff.decode(raw)
+
+
+def test_a_diff_for_positions_a_copy_already_holds_is_a_conflict_naming_them(executed: tuple[Ledger, list[bytes]],
+                                                                             tmp_path: Path) -> None:
+    ledger, raws = executed
+    diffs = [StateDiff.decode(raw) for raw in raws]
+    with Store(tmp_path / "replica", create=True) as replica:
+        assert replica.apply_diffs(EXECUTOR, diffs) == (len(diffs), None)
+        handled = next(d for d in reversed(diffs) if d.receipts)
+        before = state_of(replica)
+        # the same receipts again, from another holder (so not a re-send): two executors, one position
+        done, problem = replica.apply_diffs(b"X" * 32, [handled])
+        assert done == 0 and isinstance(problem, DiffConflict)
+        assert problem.address == handled.address and problem.position == handled.decoded_receipts()[0].position
+        assert state_of(replica) == before
+
+
+def test_rolling_back_to_another_holders_earlier_copy_then_running_again_ends_where_it_was(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "executor")
+    ledger.store.placement = ExecutesAll()
+    token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [1000]))
+    asker = ledger.deploy(ledger.alice, ASKER)
+    for i in range(6):
+        ledger.submit(ledger.alice, Kind.CALL, token, transfer(ledger.bob.address, i))
+        ledger.submit(ledger.alice, Kind.CALL, asker, selector("ask(address,address)") + encode(["address", "address"], [token, ledger.bob.address]))
+    ledger.run()
+    before = state_of(ledger.store)
+    handled = ledger.store.account(token).handled  # type: ignore[union-attr]
+    diffs = [StateDiff.decode(raw) for _, raw in ledger.store.queued("replicate", REPLICA, 10**6)]
+    with Store(tmp_path / "replica", create=True) as replica:
+        # the replica got only the diffs up to the middle of the token's mailbox
+        prefix = [d for d in diffs if d.address != token or d.account.handled <= handled // 2]
+        assert replica.apply_diffs(EXECUTOR, prefix)[1] is None
+        since = replica.account(token).handled  # type: ignore[union-attr]
+        assert 0 < since < handled
+        snapshot = replica.snapshot(token, since)
+    assert snapshot is not None
+    requeued = ledger.store.roll_back(REPLICA, token, since, snapshot)
+    assert len(requeued) == handled - since
+    assert ledger.store.account(token).handled == since  # type: ignore[union-attr]
+    assert not [raw for _, raw in ledger.store.queued("replicate", REPLICA, 10**6)
+                if StateDiff.decode(raw).address == token]  # the discarded receipts' diffs are gone too
+    ledger.run()  # the messages queued again are handled again, in their order, from the same state
+    assert state_of(ledger.store) == before
+    report = replay(ledger.store)  # the discarded receipts are skipped, the rollback taken as recorded
+    assert report.divergence is None and report.checked == sum(len(ledger.store.mailbox(a)) for a, _ in ledger.store.accounts())

@@ -40,6 +40,7 @@ import msgpack
 
 from missive.actors.handler import ActorState, handle
 from missive.mailbox.admission import verify_signature
+from missive.mailbox.diffs import StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt, RecordError
 from missive.mailbox.store import Store
@@ -210,6 +211,37 @@ def _receipt_differences(raw: bytes, got: Receipt) -> list[str]:
     return recorded.differences(got) or ["the recorded receipt is not in canonical form"]
 
 
+def _apply_diff(record: list[Any], state: Callable[[bytes], ActorState], code_by_hash: dict[bytes, bytes],
+                other_code: Callable[[bytes], bytes]) -> None:
+    """A state diff this node applied from another holder (a cluster): its state, taken as signed."""
+    diff = StateDiff.decode(bytes(record[2]))
+    actor = state(diff.address)
+    actor.account = diff.account
+    actor.storage.update(diff.storage)
+    if diff.code:
+        code_by_hash[diff.account.code_hash] = actor.code = diff.code
+
+
+def _roll_back(record: list[Any], state: Callable[[bytes], ActorState], code_by_hash: dict[bytes, bytes],
+               other_code: Callable[[bytes], bytes]) -> None:
+    """This node gave up its receipts from a position on for another holder's copy, whole."""
+    _, address, _since, account, storage = record
+    actor = state(bytes(address))
+    actor.account = Account.decode(bytes(account))
+    actor.storage = {int.from_bytes(slot, "big"): int.from_bytes(value, "big") for slot, value in storage}
+    code_hash = actor.account.code_hash
+    actor.code = code_by_hash.get(code_hash) or other_code(code_hash) if code_hash else b""
+
+
+#: Ledger records of state this node did not execute itself (see missive.mailbox.store): applied, not re-run.
+_NOT_EXECUTED_HERE: dict[str, Callable[[list[Any], Callable[[bytes], ActorState], dict[bytes, bytes],
+                                        Callable[[bytes], bytes]], None]] = {
+    "diff": _apply_diff,
+    "rollback": _roll_back,
+    "discarded": lambda *_: None,  # a receipt a rollback gave up: its effects went with it
+}
+
+
 def replay(
     store: Store,
     *,
@@ -258,6 +290,9 @@ def replay(
                 if tag == "genesis":
                     _, address, public_key, balance = record
                     state(address).account = Account(balance=int.from_bytes(balance, "big"), public_key=public_key)
+                    continue
+                if tag in _NOT_EXECUTED_HERE:
+                    _NOT_EXECUTED_HERE[tag](record, state, code_by_hash, other_code)
                     continue
                 message_id = bytes(record[1])
                 # an accepted message is read once, for its accept record, and kept for its receipt's

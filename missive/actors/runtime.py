@@ -30,7 +30,8 @@ from __future__ import annotations
 import fcntl
 import os
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import attrs
@@ -105,6 +106,8 @@ class Runtime:
         self._committing: trio.Event | None = None
         self._committing_keys: set[bytes] = set()
         self._executed_rounds = 0
+        # held by each round until it is committed, and by `paused` (trio's Lock is fair: FIFO)
+        self._turn = trio.Lock()
 
     # -- reading committed state during a round -----------------------------------
 
@@ -231,6 +234,25 @@ class Runtime:
             observer(outcomes)
         self._unload_idle()
 
+    @asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """No round runs, and every earlier round is committed, inside this block; on leaving it
+        every actor is reloaded from the store when next needed.
+
+        Why: a cluster node changes which actors it executes when a peer fails
+        or returns.  In between rounds the store is the whole truth, so the
+        node can move queues and apply other holders' diffs, and no loaded
+        actor keeps state older than what the store then holds.
+        """
+        async with self._turn:
+            await self._finish_commit()
+            try:
+                yield
+            finally:
+                for actor in self.live.values():
+                    actor.send.close()
+                self.live.clear()
+
     async def _finish_commit(self) -> None:
         """Wait until the round being committed (if any) is durable."""
         if self._committing is not None:
@@ -244,7 +266,8 @@ class Runtime:
             self._nursery = nursery
             try:
                 while until is None or not until():
-                    handled = await self.step()
+                    async with self._turn:
+                        handled = await self.step()
                     total += handled
                     if handled == 0:
                         if until_idle:

@@ -20,8 +20,14 @@ def register(subparsers: Any) -> None:
     up = commands.add_parser("up", help="start N node processes and wait until they see each other")
     up.add_argument("--nodes", type=int, default=4)
     up.add_argument("--replicas", type=int, default=1, help="nodes holding each actor: its executor plus copies kept by state diffs (default 1)")
+    up.add_argument("--failover-timeout", type=float, default=2.0, metavar="SECONDS",
+                    help="silence after which a node counts as down and the next holder of its actors takes over (default 2)")
     up.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"cluster directory (default {DEFAULT_DIR})")
     up.set_defaults(handler=run_up)
+    start = commands.add_parser("start", help="restart a node that is down; it catches up from its peers before serving")
+    start.add_argument("name", help="the node's name (n1, n2, ...)")
+    start.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    start.set_defaults(handler=run_start)
     status = commands.add_parser("status", help="every node: up/down, actors, backlog, messages/s, peers")
     status.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     status.set_defaults(handler=run_status)
@@ -45,10 +51,20 @@ def run_up(args: argparse.Namespace) -> int:
 
     console = make_console()
     with console.status(f"starting {args.nodes} nodes in {args.dir}..."):
-        states = _guard(lambda: launcher.up(args.dir, args.nodes, replicas=args.replicas))
+        states = _guard(lambda: launcher.up(args.dir, args.nodes, replicas=args.replicas,
+                                            failover_timeout=args.failover_timeout))
     show(states)
     console.print(f"funded account `default` in the keystore at {args.dir}; stop with `missive cluster down --dir {args.dir}`",
                   markup=False)
+    return EXIT_OK
+
+
+def run_start(args: argparse.Namespace) -> int:
+    from missive.cluster import launcher
+
+    with make_console().status(f"starting {args.name}; it catches up from its peers..."):
+        _guard(lambda: launcher.start(args.dir, args.name))
+    show(_guard(lambda: launcher.status(args.dir)))
     return EXIT_OK
 
 
@@ -70,15 +86,17 @@ def run_down(args: argparse.Namespace) -> int:
 
 def show(states: list[dict[str, Any]]) -> None:
     table = Table()
-    for column in ("node", "address", "state", "actors", "copies", "backlog", "outbound", "diffs out", "handled",
-                   "msg/s", "peers", "id"):
+    for column in ("node", "address", "state", "actors", "copies", "backlog", "standby", "outbound", "diffs out",
+                   "handled", "msg/s", "peers", "id"):
         table.add_column(column)
     for s in states:
         if not s.get("up"):
-            table.add_row(s["name"], f"127.0.0.1:{s['port']}", "[red]down[/]", *[""] * 9)
+            table.add_row(s["name"], f"127.0.0.1:{s['port']}", "[red]down[/]", *[""] * 10)
             continue
-        peers = " ".join(f"{name}{'✓' if ok else '✗'}" for name, ok in sorted(s["peers"].items()))
-        table.add_row(s["name"], f"127.0.0.1:{s['port']}", "[green]up[/]", str(s["actors"]), str(s["replicas_held"]),
-                      str(s["backlog"]), str(s["outbound"]), str(s["replicating"]), str(s["handled"]),
+        # ✓ connected and up in this node's view; ✗ down (its actors run elsewhere); · connected, not yet up
+        peers = " ".join(f"{name}{'✓' if name in s['up'] else '·' if ok else '✗'}" for name, ok in sorted(s["peers"].items()))
+        state = "[green]up[/]" if s["serving"] else "[yellow]catching up[/]"
+        table.add_row(s["name"], f"127.0.0.1:{s['port']}", state, str(s["actors"]), str(s["replicas_held"]),
+                      str(s["backlog"]), str(s["standby"]), str(s["outbound"]), str(s["replicating"]), str(s["handled"]),
                       f"{s['rate']:.0f}", peers, s["id"].hex()[:16])
     make_console().print(table)

@@ -7,6 +7,7 @@
     host = "127.0.0.1"
     port = 7401                    # 0: pick a free one (written to <dir>/port)
     replicas = 2                   # nodes holding each actor (default 1); the same on every node
+    failover_timeout = 2.0         # seconds without a heartbeat before a node counts as down
 
     [[peers]]                      # every member, this node included or not
     name = "n2"
@@ -46,10 +47,11 @@ class NodeConfig:
     port: int
     peers: tuple[Peer, ...] = ()
     replicas: int = 1
+    failover_timeout: float = 2.0
 
     def dump(self) -> str:
         lines = [f'name = "{self.name}"', f'dir = "{self.dir}"', f'host = "{self.host}"', f"port = {self.port}",
-                 f"replicas = {self.replicas}", ""]
+                 f"replicas = {self.replicas}", f"failover_timeout = {self.failover_timeout}", ""]
         for peer in self.peers:
             lines += ["[[peers]]", f'name = "{peer.name}"', f'host = "{peer.host}"', f"port = {peer.port}",
                       f'id = "{peer.node_id.hex()}"', ""]
@@ -71,8 +73,11 @@ def load(path: Path) -> NodeConfig:
         replicas = data.get("replicas", 1)
         if not isinstance(replicas, int) or isinstance(replicas, bool) or not 1 <= replicas <= 64:
             raise ConfigError(f"{path}: replicas must be an integer from 1 to 64, not {replicas!r}")
+        timeout = data.get("failover_timeout", 2.0)
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0.1 <= timeout <= 3600:
+            raise ConfigError(f"{path}: failover_timeout must be a number of seconds from 0.1 to 3600, not {timeout!r}")
         return NodeConfig(str(data["name"]), Path(str(data["dir"])), str(data.get("host", "127.0.0.1")),
-                          _port(data.get("port", 0), "port"), peers, replicas)
+                          _port(data.get("port", 0), "port"), peers, replicas, float(timeout))
     except KeyError as exc:
         raise ConfigError(f"{path}: missing key {exc}") from None
 

@@ -48,7 +48,8 @@ def read_cluster(root: Path) -> dict[str, Any]:
     return data
 
 
-def up(root: Path, nodes: int, *, replicas: int = 1, timeout: float = 30.0) -> list[dict[str, Any]]:
+def up(root: Path, nodes: int, *, replicas: int = 1, failover_timeout: float = 2.0,
+       timeout: float = 30.0) -> list[dict[str, Any]]:
     if nodes < 1:
         raise ClusterError("a cluster needs at least one node")
     if not 1 <= replicas <= nodes:
@@ -70,19 +71,15 @@ def up(root: Path, nodes: int, *, replicas: int = 1, timeout: float = 30.0) -> l
     records = []
     for peer in members:
         node_dir = root / peer.name
-        config = NodeConfig(peer.name, node_dir, peer.host, peer.port, tuple(members), replicas)
-        config_path = node_dir / "node.toml"
-        config_path.write_text(config.dump())
-        log = open(node_dir / "node.log", "ab")  # noqa: SIM115 - the child keeps it
-        process = subprocess.Popen([sys.executable, "-m", "missive.cluster.node", str(config_path)], stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        config = NodeConfig(peer.name, node_dir, peer.host, peer.port, tuple(members), replicas, failover_timeout)
+        (node_dir / "node.toml").write_text(config.dump())
         records.append({"name": peer.name, "host": peer.host, "port": peer.port, "id": peer.node_id,
-                        "pid": process.pid, "dir": str(node_dir)})
+                        "pid": _spawn(node_dir), "dir": str(node_dir)})
     (root / CLUSTER_FILE).write_bytes(msgpack.packb({"format": FORMAT, "replicas": replicas, "nodes": records}))
     deadline = time.monotonic() + timeout
     while True:
         states = status(root)
-        if all(s.get("up") and all(s["peers"].values()) for s in states):
+        if all(s.get("up") and s.get("serving") and all(s["peers"].values()) for s in states):
             break
         if time.monotonic() > deadline:
             down(root)
@@ -92,6 +89,36 @@ def up(root: Path, nodes: int, *, replicas: int = 1, timeout: float = 30.0) -> l
         time.sleep(0.1)
     _ensure_default_account(root, records[0])
     return states
+
+
+def _spawn(node_dir: Path) -> int:
+    """Start the node process of ``node_dir`` (its config is ``node.toml``, its log ``node.log``)."""
+    with open(node_dir / "node.log", "ab") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen([sys.executable, "-m", "missive.cluster.node", str(node_dir / "node.toml")],
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return process.pid
+
+
+def start(root: Path, name: str, timeout: float = 30.0) -> dict[str, Any]:
+    """(Re)start one node of the cluster at ``root`` that is down; wait until it serves (it catches
+    up from its peers first) and return its status."""
+    data = read_cluster(root)
+    record = next((n for n in data["nodes"] if n["name"] == name), None)
+    if record is None:
+        raise ClusterError(f"no node {name!r} in the cluster at {root} "
+                           f"(nodes: {', '.join(n['name'] for n in data['nodes'])})")
+    if _alive(record["pid"]) and any(s.get("up") for s in status(root) if s["name"] == name):
+        raise ClusterError(f"node {name} is already running (pid {record['pid']})")
+    record["pid"] = _spawn(Path(record["dir"]))
+    (root / CLUSTER_FILE).write_bytes(msgpack.packb(data))
+    deadline = time.monotonic() + timeout
+    while True:
+        (state,) = [s for s in status(root) if s["name"] == name]
+        if state.get("up") and state.get("serving"):
+            return state
+        if time.monotonic() > deadline:
+            raise ClusterError(f"node {name} did not serve within {timeout:.0f} s (see {record['dir']}/node.log)")
+        time.sleep(0.1)
 
 
 def _ensure_default_account(root: Path, node: dict[str, Any]) -> None:

@@ -1,34 +1,37 @@
 """One cluster node process: ``python -m missive.cluster.node CONFIG``.
 
-A node is a single-node Missive (store, runtime) plus three things:
+A node is a single-node Missive (store, runtime) plus:
 
 * an RPC server (:func:`missive.net.serve`) for clients and peers;
 * a link to every peer (:class:`missive.net.PeerLink`), reconnecting on its own;
-* the **forwarder**: the store queues a message for an actor another node
-  executes in its ``outbound`` table (durable, in send order); the forwarder
-  hands those, oldest first and in order per destination, to the executing
-  node's ``deliver``, and drops them only once that node has them durably.
-  Delivery is retried until it succeeds and deduplicated by id at the
-  receiver, so a message is handled exactly once and, since one sender's
-  messages to one recipient leave in send order, in FIFO order.
+* **placement**: each actor is held by the first K members of its rendezvous
+  ranking (``replicas = K`` in the config; :mod:`missive.cluster.placement`);
+  the first of them that is up executes it (:mod:`missive.cluster.membership`);
+* **delivery**: a message is queued, in the transaction that creates it, for
+  every holder of its recipient (``outbound``, one queue per peer, in send
+  order); a task per peer hands its queue, oldest first, to that peer's
+  ``deliver`` and drops what the peer has durably.  Deliveries are retried
+  until they succeed and deduplicated by id at the receiver, which queues the
+  message to run (``pending``) if it executes the recipient, or keeps it in
+  ``standby`` if it holds a copy: so a message is handled exactly once, in
+  FIFO order per sender and recipient, by whichever holder executes it;
+* **replication**: every commit that changes an actor queues a state diff for
+  its other holders in the same LMDB transaction; a task per peer sends them,
+  oldest first, signed by this node's key, to the peer's ``apply``, which
+  checks the signer holds the actor and that the diff continues its copy
+  exactly, applies it atomically, drops the messages it handled from its
+  queues, and acknowledges.  Code of each deploy goes to every peer likewise;
+* **membership and failover**: heartbeats between every pair of nodes feed
+  the membership actor.  When an executor has not been heard from for
+  ``failover_timeout`` seconds, the next holder of each of its actors takes
+  over at the mailbox position its copy holds, with the messages it already
+  has in standby.  A (re)starting node first *catches up*: its peers stop
+  executing the actors it prefers, send it the diffs they hold for them, and
+  only when none are left does it serve.
 
 Client requests may arrive at any node: ``submit`` goes to the node that
 executes the sending account (it holds the nonce and the balance), reads of an
-actor go to the node that executes it.  Placement is rendezvous hashing over
-the configured members (:mod:`missive.cluster.placement`).
-
-**Replicas** (``replicas = K`` in the config): each actor is held by the first
-K nodes of its ranking; the first executes it.  Every commit that changes an
-actor queues a state diff for the other K-1 in the same LMDB transaction; the
-**replicator** sends them, oldest first, signed by this node's key, to each
-replica's ``apply``, which checks that the signer is the actor's executor and
-that the diff continues its copy exactly, applies it atomically, and
-acknowledges; the diff leaves the queue only then.  So each replica holds
-every actor state its executor committed, in order, once.
-
-Not yet here (issue 4): failover to the next replica when an executor dies,
-catch-up and rollback, and membership as an actor; an actor's node being down
-means messages to it wait, durably, in their senders' ``outbound`` queues.
+actor go to the node that executes it.
 """
 
 from __future__ import annotations
@@ -51,9 +54,10 @@ from missive.actors.handler import MAX_CODE_SIZE
 from missive.actors.runtime import ExecutorLock, Runtime
 from missive.cluster import reads
 from missive.cluster.config import ConfigError, NodeConfig, load
-from missive.cluster.placement import executor, replicas
+from missive.cluster.membership import Heard, Membership
+from missive.cluster.placement import replicas
 from missive.mailbox.admission import checker
-from missive.mailbox.diffs import DiffError, StateDiff
+from missive.mailbox.diffs import DiffConflict, DiffError, StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError
 from missive.mailbox.store import Store
 from missive.net import NetError, NodeIdentity, PeerLink, allow_any, serve
@@ -62,10 +66,10 @@ from missive.vm.keccak import keccak256
 
 log = logging.getLogger(__name__)
 
-#: Messages the forwarder moves per ``deliver`` call.
-FORWARD_BATCH = 512
-#: State diffs the replicator sends per ``apply`` call.
-REPLICATE_BATCH = 256
+#: Records (messages, state diffs, code) sent per ``deliver``/``apply``/``learn_code`` call.
+SEND_BATCH = 256
+#: What each peer queue is sent with: (store table, RPC method).
+PEER_QUEUES = (("outbound", "deliver"), ("replicate", "apply"), ("announce", "learn_code"))
 IDENTITY_FILE = "node.key"
 
 
@@ -87,10 +91,9 @@ class ClusterNode:
         self.names = {p.node_id: p.name for p in config.peers} | {self.me: config.name}
         self.members = sorted(self.names)
         self.k = min(config.replicas, len(self.members))
-        self.store = Store(config.dir, create=True, is_local=self.is_local,
-                           replicas_of=self.other_replicas if self.k > 1 else None,
-                           announce_to=lambda: [n for n in self.members if n != self.me])
-        self.check = checker(self.store, self.is_local)
+        self.membership = Membership(self.me, self.members, self.k, timeout=config.failover_timeout)
+        self.store = Store(config.dir, create=True, placement=self)
+        self.check = checker(self.store, self.executes)
         self.runtime = Runtime(self.store)
         self.links = {
             p.node_id: PeerLink(self.identity, p.host, p.port, p.node_id, backoff_max=1.0)
@@ -101,29 +104,42 @@ class ClusterNode:
         self.forwarded = 0
         self.diffs_sent = 0
         self.diffs_applied = 0
+        self.conflicts = 0
+        self.rolled_back = 0
+        self._rolling_back = trio.Lock()
+        self._diffs_acked = trio.Event()  # set (and replaced) each time a peer acknowledges diffs
         self.rate = 0.0
         self.port = 0
         self._nursery: trio.Nursery | None = None
         # submits from all connections are admitted together, one LMDB transaction (one fsync) per batch
         self._accepts_in, self._accepts_out = trio.open_memory_channel[_Admission](1024)
-        # set when something may have been queued in ``outbound``: the forwarder wakes at once
-        self._outbound_ready = trio.Event()
-        # likewise for each replicator: set when a commit may have queued state diffs
-        self._diffs_ready: dict[tuple[bytes, str], trio.Event] = {}
+        # per peer queue: set when a transaction may have queued something in it (its sender wakes)
+        self._queue_ready: dict[tuple[bytes, str], trio.Event] = {}
         self.runtime.observers.append(lambda _outcomes: self._queued())
+        self._serving = trio.Event()
+        if self.membership.serving:
+            self._serving.set()
 
     def _queued(self) -> None:
-        """A transaction committed: wake the forwarder and the replicators."""
-        self._outbound_ready.set()
-        for ready in list(self._diffs_ready.values()):
+        """A transaction committed: wake the peer queues' senders."""
+        for ready in list(self._queue_ready.values()):
             ready.set()
 
-    def is_local(self, address: bytes) -> bool:
-        return executor(address, self.members) == self.me
+    # -- placement (the store's view of it: missive.mailbox.store.Placement) --------------------
 
-    def other_replicas(self, address: bytes) -> list[bytes]:
-        """The nodes besides this one that keep a copy of ``address``'s actor."""
-        return [n for n in replicas(address, self.members, self.k) if n != self.me]
+    def holders(self, address: bytes) -> list[bytes]:
+        """The K nodes that keep ``address``'s actor, in preference order."""
+        return replicas(address, self.members, self.k)
+
+    def executes(self, address: bytes) -> bool:
+        return self.membership.executes(address)
+
+    def peers(self) -> list[bytes]:
+        return [n for n in self.members if n != self.me]
+
+    def executor(self, address: bytes) -> bytes:
+        """The node that executes ``address`` as this node sees it (itself, even while catching up)."""
+        return self.membership.executor(address)
 
     # -- running -------------------------------------------------------------------------
 
@@ -140,11 +156,11 @@ class ClusterNode:
                     nursery.start_soon(link.run)
                 nursery.start_soon(self._run_actors)
                 nursery.start_soon(self._admit)
-                nursery.start_soon(self._forward)
                 for node_id in self.links:
-                    nursery.start_soon(self._announce_to, node_id)
-                    if self.k > 1:
-                        nursery.start_soon(self._replicate_to, node_id)
+                    for table, method in PEER_QUEUES:
+                        nursery.start_soon(self._drain, node_id, table, method)
+                    nursery.start_soon(self._heartbeat, node_id)
+                nursery.start_soon(self.membership.run, self._adopt, self.heartbeat_interval)
                 nursery.start_soon(self._measure)
                 print(f"serving {self.config.name} on {self.config.host}:{self.port} id {self.me.hex()}", flush=True)
                 await self.stopping.wait()
@@ -183,6 +199,7 @@ class ClusterNode:
             flat = [item for admission in batch for item in admission.items]
             try:
                 results = await trio.to_thread.run_sync(self.store.accept, flat, self.check)
+                await self._until_replicated(self.store.next_seq())
             except Exception as exc:  # the store failed: tell every waiter, keep serving
                 log.exception("admitting %d message(s) failed", len(flat))
                 for admission in batch:
@@ -196,65 +213,81 @@ class ClusterNode:
                 start += len(admission.items)
                 admission.done.set()
 
-    async def _forward(self) -> None:
-        """Move ``outbound`` messages to the nodes executing their recipients, in order, durably."""
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.config.failover_timeout / 8
+
+    async def _heartbeat(self, node_id: bytes) -> None:
+        """Tell ``node_id`` we are alive (and whether we serve); its answer says the same of it."""
+        link = self.links[node_id]
         while True:
-            self._outbound_ready = trio.Event()
-            batch = await trio.to_thread.run_sync(self.store.outbound, FORWARD_BATCH * 4)
-            if not batch:
-                with trio.move_on_after(0.05):  # woken by a commit or an admission that may have queued some
-                    await self._outbound_ready.wait()
-                continue
-            by_node: dict[bytes, list[tuple[bytes, bytes]]] = {}
-            for key, _message_id, record in batch:
-                recipient = Envelope.decode(msgpack.unpackb(record)[0], check=False).recipient
-                by_node.setdefault(executor(recipient, self.members), []).append((key, record))
-            progressed = False
-            for node_id, items in by_node.items():
-                items = items[:FORWARD_BATCH]
-                try:
-                    await self.links[node_id].call("deliver", [record for _, record in items], timeout=5.0)
-                except NetError as exc:
-                    log.warning("forwarding %d message(s) to %s failed (%s); will retry", len(items),
-                                self.names.get(node_id, short_id(node_id)), exc)
-                    continue
-                await trio.to_thread.run_sync(self.store.forwarded, [key for key, _ in items])
-                self.forwarded += len(items)
-                progressed = True
-            if not progressed:
-                await trio.sleep(0.2)  # every destination is unreachable: back off
+            try:
+                answer = await link.call("heartbeat", {"serving": self.membership.serving},
+                                         timeout=self.config.failover_timeout / 2)
+                self.membership.heard(Heard(node_id, bool(answer["serving"]), int(answer["waiting"])))
+            except NetError:
+                pass  # silence is the signal: the membership actor counts the time since last heard
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("bad heartbeat answer from %s: %s", self.names[node_id], exc)
+            await trio.sleep(self.heartbeat_interval)
 
-    async def _replicate_to(self, node_id: bytes) -> None:
-        """Send the state diffs queued for replica ``node_id``, in order, signed, until it has them durably."""
-        await self._drain(node_id, "replicate", "apply",
-                          lambda raw: [raw, self.identity.sign(keccak256(raw))])
+    async def _adopt(self, acting: frozenset[bytes], serving: bool) -> None:
+        """Act on a new membership view: between rounds, move each actor's waiting messages to
+        the queue its new role needs (run them here, or keep them in standby)."""
+        async with self.runtime.paused():
+            self.membership.adopt(acting, serving)
+            taken, handed = await trio.to_thread.run_sync(self.store.rehome)
+        if taken or handed:
+            log.info("took over %d waiting message(s), handed back %d", taken, handed)
+        if serving:
+            self._serving.set()
+        self._queued()
 
-    async def _announce_to(self, node_id: bytes) -> None:
-        """Tell peer ``node_id`` the code of every actor deployed here (EXTCODE* there needs it)."""
-        await self._drain(node_id, "announce", "learn_code", lambda raw: raw)
+    async def _until_replicated(self, seq: int) -> None:
+        """Wait until every holder that is up has the diffs queued before ``seq``.
 
-    async def _drain(self, node_id: bytes, table: str, method: str, wrap: Callable[[bytes], Any]) -> None:
+        Why: acceptance moves an account's nonce and balance.  Acknowledged
+        while only this node had it, a crash here would let the next holder
+        take over without it and accept a different message with the same
+        nonce; so with K > 1 a submit is acknowledged once every live copy
+        holds it (a holder that is down catches up when it returns).
+        """
+        while self.k > 1:
+            behind = [n for n in self.links if n in self.membership.acting
+                      and not self.store.replicated_before(n, seq)]
+            if not behind:
+                return
+            with trio.move_on_after(0.05):
+                await self._diffs_acked.wait()
+
+    async def _drain(self, node_id: bytes, table: str, method: str) -> None:
         """Send what ``table`` holds for ``node_id`` to its ``method``, oldest first; drop it once
-        acknowledged.  The peer answers (how many it has durably, what was wrong with the next)."""
+        acknowledged.  The peer answers (how many it has durably, what was wrong with the next).
+        Messages and code go as stored; state diffs are signed (the peer checks who sent them)."""
         link = self.links[node_id]
         name = self.names.get(node_id, short_id(node_id))
         while True:
-            ready = self._diffs_ready[node_id, table] = trio.Event()
-            batch = await trio.to_thread.run_sync(self.store.queued, table, node_id, REPLICATE_BATCH)
+            ready = self._queue_ready[node_id, table] = trio.Event()
+            batch = await trio.to_thread.run_sync(self.store.queued, table, node_id, SEND_BATCH)
             if not batch:
                 with trio.move_on_after(0.05):  # woken by a commit that may have queued some
                     await ready.wait()
                 continue
+            records = [[raw, self.identity.sign(keccak256(raw))] if table == "replicate" else raw for _, raw in batch]
             try:
-                done, problem = await link.call(method, [wrap(raw) for _, raw in batch], timeout=10.0)
+                done, problem = await link.call(method, records, timeout=10.0)
             except NetError as exc:
-                log.warning("%s of %d record(s) to %s failed (%s); will retry", method, len(batch), name, exc)
+                log.debug("%s of %d record(s) to %s failed (%s); will retry", method, len(batch), name, exc)
                 await trio.sleep(0.2)
                 continue
             if done:
                 await trio.to_thread.run_sync(self.store.dequeue, table, [key for key, _ in batch[:done]])
                 if table == "replicate":
                     self.diffs_sent += done
+                    self._diffs_acked.set()
+                    self._diffs_acked = trio.Event()
+                elif table == "outbound":
+                    self.forwarded += done
             if problem is not None:
                 log.error("%s refused %s: %s", name, method, problem)
                 await trio.sleep(1.0)
@@ -264,6 +297,8 @@ class ClusterNode:
     def handlers(self) -> dict[str, Callable[[bytes, Any], Awaitable[Any]]]:
         return {
             "status": self.rpc_status,
+            "heartbeat": self.rpc_heartbeat,
+            "snapshot": self.rpc_snapshot,
             "submit": self.rpc_submit,
             "deliver": self.rpc_deliver,
             "create_account": self.rpc_create_account,
@@ -288,24 +323,55 @@ class ClusterNode:
     async def _at(self, address: bytes, method: str, params: Any,
                   local: Callable[[], Awaitable[Any]]) -> Any:
         """Run ``local`` if this node executes ``address``, else ask the node that does."""
-        node_id = executor(address, self.members)
+        node_id = self.executor(address)
         if node_id == self.me:
+            await self._until_serving()
             return await local()
         return await self.links[node_id].call(method, params, timeout=10.0)
+
+    async def _until_serving(self) -> None:
+        """Wait while this node catches up (its actors' state is not yet current)."""
+        with trio.move_on_after(self.config.failover_timeout * 4):
+            await self._serving.wait()
+        if not self._serving.is_set():
+            raise RuntimeError(f"{self.config.name} is still catching up from its peers; try again")
+
+    def _member(self, peer: bytes, method: str) -> str:
+        """The name of cluster member ``peer`` (the caller of ``method``), or PermissionError."""
+        if peer not in self.names or peer == self.me:
+            raise PermissionError(f"{method} is for cluster members; {short_id(peer)} is not one")
+        return self.names[peer]
+
+    async def rpc_heartbeat(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any]:
+        """A peer is alive.  If it is catching up, answer once this node's view has it up (so it no
+        longer executes the peer's actors) with how many diffs for them it still has to send."""
+        self._member(peer, "heartbeat")
+        serving = bool(params["serving"])
+        await self.membership.observe(Heard(peer, serving))
+        waiting = 0
+        if not serving:
+            view = self.membership.acting | {peer}
+            waiting = await trio.to_thread.run_sync(
+                self.store.diffs_waiting, peer, lambda address: self.membership.executor(address, view) == peer)
+        return {"serving": self.membership.serving, "waiting": waiting}
 
     async def rpc_status(self, peer: bytes, params: Any) -> dict[str, Any]:
         with self.store.read() as txn:
             backlog = txn.stat(self.store.db["pending"])["entries"]
+            standby = txn.stat(self.store.db["standby"])["entries"]
             outbound = txn.stat(self.store.db["outbound"])["entries"]
             replicating = txn.stat(self.store.db["replicate"])["entries"]
             held = txn.stat(self.store.db["replica"])["entries"]
-        actors = sum(1 for address, account in self.store.accounts() if account.is_contract and self.is_local(address))
+        actors = sum(1 for address, account in self.store.accounts() if account.is_contract and self.executes(address))
         return {
+            "serving": self.membership.serving, "standby": standby, "view_changes": self.membership.changes,
+            "up": sorted(self.names[n] for n in self.membership.acting),
             "name": self.config.name, "id": self.me, "pid": os.getpid(), "port": self.port,
             "uptime": time.monotonic() - self.started, "actors": actors, "backlog": backlog,
             "outbound": outbound, "handled": self.runtime.handled_total, "rate": self.rate,
             "forwarded": self.forwarded, "replicas": self.k, "replicating": replicating, "replicas_held": held,
             "diffs_sent": self.diffs_sent, "diffs_applied": self.diffs_applied,
+            "conflicts": self.conflicts, "rolled_back": self.rolled_back,
             "peers": {self.names[n]: link.connected for n, link in self.links.items()},
         }
 
@@ -323,9 +389,10 @@ class ClusterNode:
                 parsed.append(None)
                 continue
             parsed.append((envelope, public_key, signature))
-            groups.setdefault(executor(envelope.sender, self.members), []).append(index)
+            groups.setdefault(self.executor(envelope.sender), []).append(index)
         for node_id, indexes in groups.items():
             if node_id == self.me:
+                await self._until_serving()
                 admission = _Admission([parsed[i] for i in indexes])  # type: ignore[misc]
                 await self._accepts_in.send(admission)
                 await admission.done.wait()
@@ -340,14 +407,15 @@ class ClusterNode:
                 results[i] = answer
         return results
 
-    async def rpc_deliver(self, peer: bytes, records: list[bytes]) -> int:
-        if peer not in self.names or peer == self.me:
-            raise PermissionError(f"deliver is for cluster members; {short_id(peer)} is not one")
+    async def rpc_deliver(self, peer: bytes, records: list[bytes]) -> tuple[int, str | None]:
+        """Messages for actors this node holds, from the node that sent or accepted them.  A bad
+        record is refused alone (logged and reported); it is never retried into the queues."""
+        name = self._member(peer, "deliver")
         results = await trio.to_thread.run_sync(self.store.receive, records)
         bad = [r for r in results if isinstance(r, EnvelopeError)]
         if bad:
-            log.warning("%s delivered %d bad message(s): %s", self.names[peer], len(bad), bad[0])
-        return len(results) - len(bad)
+            log.warning("%s delivered %d bad message(s): %s", name, len(bad), bad[0])
+        return len(results), (str(bad[0]) if bad else None)
 
     async def rpc_create_account(self, peer: bytes, params: dict[str, Any]) -> bool:
         address = bytes(params["address"])
@@ -395,19 +463,21 @@ class ClusterNode:
         return await self._at(address, "inbox", address, local)  # type: ignore[no-any-return]
 
     async def rpc_apply(self, peer: bytes, signed: list[list[bytes]]) -> tuple[int, str | None]:
-        """State diffs from the executor of their actors (see the module docstring)."""
-        if peer not in self.names or peer == self.me:
-            raise PermissionError(f"apply is for cluster members; {short_id(peer)} is not one")
+        """State diffs from the executor of their actors (see the module docstring).  The store
+        refuses a diff for an actor this node executes itself, or one that does not continue its
+        copy exactly."""
+        name = self._member(peer, "apply")
         diffs = []
         problem = None
         for raw, signature in signed:
             try:
                 if not verify(peer, keccak256(raw), signature):
-                    raise DiffError(f"bad signature from {self.names[peer]} on a state diff")
+                    raise DiffError(f"bad signature from {name} on a state diff")
                 diff = StateDiff.decode(raw)
-                if executor(diff.address, self.members) != peer:
-                    raise DiffError(f"{self.names[peer]} does not execute 0x{diff.address.hex()}")
-                if self.me not in replicas(diff.address, self.members, self.k):
+                holders = self.holders(diff.address)
+                if peer not in holders:
+                    raise DiffError(f"{name} does not hold 0x{diff.address.hex()}")
+                if self.me not in holders:
                     raise DiffError(f"this node does not replicate 0x{diff.address.hex()}")
             except DiffError as err:
                 problem = str(err)
@@ -415,15 +485,45 @@ class ClusterNode:
             diffs.append(diff)
         done, refused = await trio.to_thread.run_sync(self.store.apply_diffs, peer, diffs)
         self.diffs_applied += done
-        problem = refused or problem
+        if isinstance(refused, DiffConflict):
+            self.conflicts += 1
+            if not self.membership.serving:  # this node is catching up: its receipts there are the losing ones
+                assert self._nursery is not None
+                self._nursery.start_soon(self._roll_back, peer, refused.address, refused.position)
+        problem = str(refused) if refused is not None else problem
         if problem:
-            log.warning("refused a state diff from %s: %s", self.names[peer], problem)
+            log.warning("refused a state diff from %s: %s", name, problem)
         return done, problem
+
+    async def _roll_back(self, peer: bytes, address: bytes, since: int) -> None:
+        """Give up this node's receipts for ``address`` from ``since`` on for ``peer``'s.
+
+        The rule both sides compute alike (SPEC §6): the receipts that stand are
+        those of the holder that served while this node was down; a node that
+        comes back with receipts its peers never got (it crashed before its
+        diffs left) is the one that rolls back.  It does so before it serves.
+        """
+        async with self._rolling_back:
+            snapshot = await self.links[peer].call("snapshot", {"address": address, "since": since}, timeout=10.0)
+            if snapshot is None:
+                return
+            async with self.runtime.paused():
+                requeued = await trio.to_thread.run_sync(self.store.roll_back, peer, address, since, snapshot)
+            self.rolled_back += 1
+            log.warning("rolled back 0x%s from mailbox position %d to %s's receipts; %d message(s) queued again",
+                        address.hex(), since, self.names[peer], len(requeued))
+
+    async def rpc_snapshot(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any] | None:
+        """This node's copy of an actor, for a holder rolling back (see :meth:`_roll_back`)."""
+        self._member(peer, "snapshot")
+        address, since = bytes(params["address"]), int(params["since"])
+        if peer not in self.holders(address):
+            raise PermissionError(f"{self.names[peer]} does not hold 0x{address.hex()}")
+        return await trio.to_thread.run_sync(self.store.snapshot, address, since)
 
     async def rpc_learn_code(self, peer: bytes, records: list[bytes]) -> tuple[int, str | None]:
         """Code of actors ``peer`` executes and deployed (see the store's ``announce``)."""
-        if peer not in self.names or peer == self.me:
-            raise PermissionError(f"learn_code is for cluster members; {short_id(peer)} is not one")
+        name = self._member(peer, "learn_code")
         entries, problem = [], None
         for raw in records:
             try:
@@ -432,8 +532,8 @@ class ClusterNode:
                     raise ValueError("expected [20-byte address, code]")
                 if len(code) > MAX_CODE_SIZE:
                     raise ValueError(f"code of {len(code)} bytes exceeds {MAX_CODE_SIZE}")
-                if executor(address, self.members) != peer:
-                    raise ValueError(f"{self.names[peer]} does not execute 0x{address.hex()}")
+                if peer not in self.holders(address):
+                    raise ValueError(f"{name} does not hold 0x{address.hex()}")
             except (ValueError, TypeError) as exc:
                 problem = f"bad code announcement: {exc}"
                 break
@@ -451,7 +551,7 @@ class ClusterNode:
         storage = self.store.storage(address)
         return {"account": account.encode(), "storage": [[k.to_bytes(32, "big"), v.to_bytes(32, "big")]
                                                          for k, v in sorted(storage.items())],
-                "mailbox": self.store.mailbox(address), "executor": self.is_local(address)}
+                "mailbox": self.store.mailbox(address), "executor": self.executes(address)}
 
     # -- reads for clients (see missive.cluster.reads): this node's own store, or the actor's node --
 

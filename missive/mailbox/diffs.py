@@ -34,6 +34,16 @@ class DiffError(ValueError):
     """A state diff that cannot be applied; the text names what is wrong."""
 
 
+class DiffConflict(DiffError):
+    """A diff's receipts are for mailbox positions this copy already holds other receipts for:
+    two nodes executed the same actor from the same state (see SPEC §6)."""
+
+    def __init__(self, message: str, address: bytes, position: int) -> None:
+        super().__init__(message)
+        self.address = address
+        self.position = position
+
+
 @attrs.frozen
 class StateDiff:
     address: bytes

@@ -7,7 +7,11 @@ table         key                                    value
 ============  =====================================  ==========================================
 meta          b"format", b"seq", b"clock"            format version, next ledger seq, node clock
 ledger        seq (8 bytes, big-endian)              ["genesis", addr, pubkey, balance] |
-                                                     ["accept", message id] | ["receipt", message id]
+                                                     ["accept", message id] | ["receipt", message id] |
+                                                     ["diff", executor node id, state diff] (applied
+                                                     here) | ["rollback", addr, position, account,
+                                                     storage] | ["discarded", message id] (a receipt
+                                                     a rollback gave up, rewritten in place)
 messages      message id                             [canonical envelope, public key, signature]
 pending       recipient + seq                        message id   (each actor's queue, in order)
 scheduled     not_before (32 bytes) + message id     b""          (waiting for logical time)
@@ -16,13 +20,17 @@ mailbox       recipient + position (8 bytes)         message id   (handled, in o
 accounts      address                                Account
 code          code hash                              code
 storage       address + slot (32 bytes)              value (big-endian, no leading zeros)
-outbound      seq                                    message id  (to forward to another node)
+standby       recipient + seq                        message id   (for an actor another node executes
+                                                     and this one keeps a copy of: its queue, should
+                                                     this node take it over)
+outbound      peer node id (32) + seq                message record (to deliver to that peer)
 replicate     replica node id (32) + seq             state diff  (to send to that replica)
 replica       address                                [executor node id, seq of the last diff applied]
 replica_messages  message id                         message record of a replicated actor (kept apart
                                                      from ``messages``, which dedups deliveries here)
 announce      peer node id (32) + seq                [address, code]  (a deploy, to tell that peer)
 known_code    address                                code hash   (of an actor another node executes)
+last_diff     address                                seq of the last diff this node made for it
 ============  =====================================  ==========================================
 
 ``ledger`` + ``messages`` + ``receipts`` are the ledger proper: replay reads
@@ -40,24 +48,42 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Container, Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import attrs
 import lmdb
 import msgpack
 
-from missive.mailbox.diffs import DiffError, StateDiff
+from missive.mailbox.diffs import DiffConflict, DiffError, StateDiff
 from missive.mailbox.envelope import FORMAT_VERSION, Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
 from missive.vm.keccak import keccak256
 
-TABLES = ("meta", "ledger", "messages", "pending", "scheduled", "receipts", "mailbox", "accounts", "code", "storage",
-          "outbound", "replicate", "replica", "replica_messages", "announce", "known_code")
+TABLES = ("meta", "ledger", "messages", "pending", "standby", "scheduled", "receipts", "mailbox", "accounts", "code",
+          "storage", "outbound", "replicate", "replica", "replica_messages", "announce", "known_code",
+          "last_diff")
 MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as used
 
 
 class StoreError(Exception):
     """The store cannot be used as asked (missing, wrong format, locked)."""
+
+
+class Placement(Protocol):
+    """Where actors live, for a store that is one node of a cluster (see :mod:`missive.cluster`).
+
+    ``holders`` is fixed by the membership (the K nodes keeping a copy of an
+    actor, in preference order); ``executes`` changes as nodes fail and
+    return (which holder orders the mailbox and runs the handlers now).
+    """
+
+    me: bytes
+
+    def holders(self, address: bytes) -> Sequence[bytes]: ...
+
+    def executes(self, address: bytes) -> bool: ...
+
+    def peers(self) -> Sequence[bytes]: ...
 
 
 def u64(n: int) -> bytes:
@@ -118,32 +144,29 @@ class _Changes:
 class Store:
     """A node's ledger and state in one LMDB environment.
 
-    ``is_local(address)`` says whether this node executes ``address``'s actor
-    (always, on a single node).  A message for an actor that lives elsewhere is
-    queued in ``outbound`` instead of ``pending``, in send order, until the
-    cluster's forwarder has it durably accepted by the node that executes it.
+    Alone (no ``placement``) a node executes every actor.  As one node of a
+    cluster:
 
-    ``replicas_of(address)`` names the *other* nodes holding a copy of an actor
-    this node executes.  Every transaction that changes such an actor queues a
-    state diff for each of them in ``replicate``, in the same transaction, so a
-    replica misses nothing the executor committed (see :mod:`missive.mailbox.diffs`).
-
-    ``announce_to()`` names the other members of a cluster: each deploy's code is
-    queued for them in ``announce`` (again in the committing transaction), so
-    that every node can answer EXTCODESIZE/EXTCODEHASH/EXTCODECOPY about an
-    actor it does not hold.  Code never changes once deployed, so a copy is
-    never stale; until it arrives the actor reads as having no code, and the
-    receipt records that, so replay agrees.
+    * A message is queued for *every* holder of its recipient's actor: here in
+      ``pending`` if this node executes it, in ``standby`` if it only keeps a
+      copy, and in ``outbound`` for each other holder, in the transaction that
+      creates it.  So whichever holder executes the actor next already has
+      every message, in arrival order, and nothing depends on the sender's
+      node being up when the executor changes.
+    * Every transaction that changes an actor queues a state diff for its
+      other holders in ``replicate`` (see :mod:`missive.mailbox.diffs`); a
+      diff applied here drops the messages its receipts handled from the queues.
+    * Each deploy's code is queued in ``announce`` for every peer, so every
+      node can answer EXTCODESIZE/EXTCODEHASH/EXTCODECOPY about an actor it
+      does not hold.  Code never changes once deployed, so a copy is never
+      stale; until it arrives the actor reads as having no code, and the
+      receipt records that, so replay agrees.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False, readonly: bool = False,
-                 is_local: Callable[[bytes], bool] | None = None,
-                 replicas_of: Callable[[bytes], Sequence[bytes]] | None = None,
-                 announce_to: Callable[[], Sequence[bytes]] | None = None) -> None:
+                 placement: Placement | None = None) -> None:
         self.path = Path(path)
-        self.is_local = is_local
-        self.replicas_of = replicas_of
-        self.announce_to = announce_to
+        self.placement = placement
         if not create and not (self.path / "data.mdb").exists():
             raise StoreError(f"no Missive node at {self.path} (run `missive init` first)")
         self.path.mkdir(parents=True, exist_ok=True)
@@ -295,16 +318,20 @@ class Store:
         with self.read() as own:
             return cast("bytes | None", own.get(key, db=self.db[table]))
 
-    def _scan(self, table: str, prefix: bytes, limit: int | None = None) -> list[tuple[bytes, bytes]]:
+    def _scan(self, table: str, prefix: bytes, limit: int | None = None,
+              txn: lmdb.Transaction | None = None) -> list[tuple[bytes, bytes]]:
+        """(key, value) of ``table``'s entries starting with ``prefix``, in key order."""
+        if txn is None:
+            with self.read() as own:
+                return self._scan(table, prefix, limit, own)
         out: list[tuple[bytes, bytes]] = []
-        with self.read() as txn:
-            cursor = txn.cursor(db=self.db[table])
-            if cursor.set_range(prefix):
-                for key, value in cursor:
-                    assert isinstance(key, bytes) and isinstance(value, bytes)  # buffers=False
-                    if not key.startswith(prefix) or (limit is not None and len(out) >= limit):
-                        break
-                    out.append((key, value))
+        cursor = txn.cursor(db=self.db[table])
+        if cursor.set_range(prefix):
+            for key, value in cursor:
+                key, value = bytes(key), bytes(value)
+                if not key.startswith(prefix) or (limit is not None and len(out) >= limit):
+                    break
+                out.append((key, value))
         return out
 
     # -- writes ----------------------------------------------------------------
@@ -325,43 +352,47 @@ class Store:
             txn.put(b"clock", msgpack.packb(time), db=self.db["meta"])
 
     def _enqueue(self, txn: lmdb.Transaction, envelope: Envelope, message_id: bytes, public_key: bytes,
-                 signature: bytes) -> bytes:
-        """Store a message and queue it for its recipient (here, elsewhere, or when due); returns its record."""
+                 signature: bytes, *, fan_out: bool = True) -> bytes:
+        """Store a message and queue it for every holder of its recipient (here, elsewhere, or when
+        due); returns its record.  ``fan_out=False``: a delivery from a peer, which already sent
+        it to every holder, so it is queued here only."""
         record = cast(bytes, msgpack.packb([envelope.canonical(), public_key, signature]))
         txn.put(message_id, record, db=self.db["messages"])
-        if self.is_local is not None and not self.is_local(envelope.recipient):
-            txn.put(u64(self._next_seq(txn)), message_id, db=self.db["outbound"])
-        elif envelope.kind is Kind.SCHEDULED:
+        placement = self.placement
+        if placement is None:
+            self._place(txn, envelope, message_id, True)
+            return record
+        holders = placement.holders(envelope.recipient)
+        if placement.me in holders:
+            if txn.get(message_id, db=self.db["receipts"]) is None:  # not handled by another holder yet
+                self._place(txn, envelope, message_id, placement.executes(envelope.recipient))
+        elif not fan_out:
+            raise EnvelopeError(f"this node keeps no copy of 0x{envelope.recipient.hex()}, the recipient")
+        if fan_out:
+            self._queue_for(txn, "outbound", [n for n in holders if n != placement.me], record)
+        return record
+
+    def _place(self, txn: lmdb.Transaction, envelope: Envelope, message_id: bytes, executed_here: bool) -> None:
+        """Queue a message for an actor held here: when due, in its queue (or standby queue)."""
+        if envelope.kind is Kind.SCHEDULED:
             txn.put(envelope.not_before.to_bytes(32, "big") + message_id, b"", db=self.db["scheduled"])
         else:
-            txn.put(envelope.recipient + u64(self._next_seq(txn)), message_id, db=self.db["pending"])
-        return record
+            queue = "pending" if executed_here else "standby"
+            txn.put(envelope.recipient + u64(self._next_seq(txn)), message_id, db=self.db[queue])
 
     # -- between nodes ---------------------------------------------------------------
 
-    def outbound(self, limit: int) -> list[tuple[bytes, bytes, bytes]]:
-        """(queue key, message id, stored record) of messages waiting to leave this node, in send order."""
-        out = []
-        with self.read() as txn:
-            for key, message_id in txn.cursor(db=self.db["outbound"]):
-                if len(out) >= limit:
-                    break
-                out.append((key, message_id, txn.get(message_id, db=self.db["messages"])))
-        return out
-
-    def forwarded(self, keys: list[bytes]) -> None:
-        """The node that executes their recipients has them durably: drop them from ``outbound``."""
-        with self.env.begin(write=True) as txn:
-            for key in keys:
-                txn.delete(key, db=self.db["outbound"])
-
     def in_transit_value(self) -> int:
-        """Value carried by messages waiting to leave this node (part of the cluster's value in flight)."""
+        """Value carried by messages waiting to leave this node (part of the cluster's value in
+        flight); a message queued for several holders counts once."""
         total = 0
+        seen: set[bytes] = set()
         with self.read() as txn:
-            for _, message_id in txn.cursor(db=self.db["outbound"]):
-                raw = txn.get(message_id, db=self.db["messages"])
-                total += Envelope.decode(msgpack.unpackb(raw)[0], check=False).value
+            for _, record in txn.cursor(db=self.db["outbound"]):
+                envelope = Envelope.decode(msgpack.unpackb(record)[0], check=False)
+                if envelope.id not in seen:
+                    seen.add(envelope.id)
+                    total += envelope.value
         return total
 
     def receive(self, records: list[bytes]) -> list[bytes | EnvelopeError]:
@@ -377,16 +408,16 @@ class Store:
                 try:
                     canonical, public_key, signature = msgpack.unpackb(raw)
                     envelope = Envelope.decode(canonical)
+                    message_id = envelope.id
+                    if txn.get(message_id, db=self.db["messages"]) is None:
+                        self._enqueue(txn, envelope, message_id, public_key, signature, fan_out=False)
+                        self._advance_clock(txn, envelope.time)
                 except EnvelopeError as err:
                     results.append(err)
                     continue
                 except (ValueError, TypeError) as err:
                     results.append(EnvelopeError(f"malformed message record: {err}"))
                     continue
-                message_id = envelope.id
-                if txn.get(message_id, db=self.db["messages"]) is None:
-                    self._enqueue(txn, envelope, message_id, public_key, signature)
-                    self._advance_clock(txn, envelope.time)
                 results.append(message_id)
         return results
 
@@ -452,7 +483,7 @@ class Store:
         """
         accounts: dict[bytes, tuple[Account, int]] = {}
         changes: dict[bytes, _Changes] = {}  # per actor, for its replicas
-        replicated = self.replicas_of is not None
+        replicated = self.placement is not None
         clock = 0
         with self.env.begin(write=True) as txn:
             db = self.db
@@ -467,8 +498,8 @@ class Store:
                 accounts[o.recipient] = (o.account, o.balance_delta + (earlier[1] if earlier else 0))
                 if o.code is not None:
                     txn.put(o.account.code_hash, o.code, db=db["code"])
-                    if self.announce_to is not None:
-                        self._queue_for(txn, "announce", self.announce_to(),
+                    if self.placement is not None:
+                        self._queue_for(txn, "announce", self.placement.peers(),
                                         msgpack.packb([o.recipient, o.code], use_bin_type=True))
                 for slot, value in o.storage_writes.items():
                     skey = o.recipient + slot.to_bytes(32, "big")
@@ -501,15 +532,17 @@ class Store:
     # -- replication -------------------------------------------------------------------
 
     def _replicate(self, txn: lmdb.Transaction, diffs: list[StateDiff]) -> None:
-        """Queue each diff for the other replicas of its actor (numbered now: their order is ours)."""
-        if self.replicas_of is None:
+        """Queue each diff for the other holders of its actor (numbered now: their order is ours)."""
+        if self.placement is None:
             return
+        me = self.placement.me
         for diff in diffs:
-            targets = self.replicas_of(diff.address)
+            targets = [n for n in self.placement.holders(diff.address) if n != me]
             if targets:
                 seq = self._next_seq(txn)
                 raw = attrs.evolve(diff, seq=seq).encode()
                 self._queue_for(txn, "replicate", targets, raw, seq)
+                txn.put(diff.address, u64(seq), db=self.db["last_diff"])
 
     def _queue_for(self, txn: lmdb.Transaction, table: str, node_ids: Sequence[bytes], raw: bytes,
                    seq: int | None = None) -> None:
@@ -546,12 +579,16 @@ class Store:
                 txn.put(address, code_hash, db=self.db["known_code"])
         return len(entries)
 
-    def apply_diffs(self, executor_id: bytes, diffs: list[StateDiff]) -> tuple[int, str | None]:
+    def apply_diffs(self, executor_id: bytes, diffs: list[StateDiff]) -> tuple[int, DiffError | None]:
         """Apply an executor's diffs in order, in one transaction, stopping at the first bad one.
 
         Returns how many were applied or were already here (a re-sent diff is a
         no-op), and what was wrong with the next one, if anything.  A bad diff
-        writes nothing, and neither does any diff after it.
+        writes nothing, and neither does any diff after it.  Among the wrong
+        ones: a diff for an actor this node executes now (the sender's view of
+        who executes it is out of date, or two nodes both think they do), and
+        receipts that do not continue this node's copy of the mailbox exactly
+        (a gap, or receipts for positions this copy already holds: a conflict).
         """
         done = 0
         with self.env.begin(write=True) as txn:
@@ -564,37 +601,217 @@ class Store:
                         done += 1
                         continue
                 try:
-                    receipts = diff.decoded_receipts()
-                    raw = txn.get(diff.address, db=db["accounts"])
-                    handled = Account.decode(raw).handled if raw is not None else 0
-                    if receipts and receipts[0].position != handled:
-                        raise DiffError(f"state diff for 0x{diff.address.hex()} starts at mailbox position "
-                                        f"{receipts[0].position}, this replica holds {handled}")
-                    if diff.account.handled != handled + len(receipts):
-                        raise DiffError(f"state diff for 0x{diff.address.hex()} leaves {diff.account.handled} "
-                                        f"messages handled after {len(receipts)} receipts from {handled}")
-                    if diff.code and keccak256(diff.code) != diff.account.code_hash:
-                        raise DiffError(f"state diff for 0x{diff.address.hex()}: its code does not hash to the "
-                                        "account's code hash")
+                    self._check_diff(txn, diff)
                 except DiffError as err:
-                    return done, str(err)
-                txn.put(diff.address, diff.account.encode(), db=db["accounts"])
-                for slot, value in diff.storage:
-                    skey = diff.address + slot.to_bytes(32, "big")
-                    if value:
-                        txn.put(skey, word_bytes(value), db=db["storage"])
-                    else:
-                        txn.delete(skey, db=db["storage"])
-                if diff.code:
-                    txn.put(diff.account.code_hash, diff.code, db=db["code"])
-                for receipt, raw_receipt in zip(receipts, diff.receipts, strict=True):
-                    txn.put(receipt.message_id, raw_receipt, db=db["receipts"])
-                    txn.put(diff.address + u64(receipt.position), receipt.message_id, db=db["mailbox"])
-                for record in diff.messages:
-                    txn.put(keccak256(msgpack.unpackb(record)[0]), record, db=db["replica_messages"])
-                txn.put(diff.address, msgpack.packb([executor_id, diff.seq]), db=db["replica"])
+                    return done, err
+                self._apply_diff(txn, executor_id, diff)
                 done += 1
         return done, None
+
+    def _check_diff(self, txn: lmdb.Transaction, diff: StateDiff) -> None:
+        """Raise DiffError if ``diff`` does not continue this node's copy of its actor exactly."""
+        where = f"state diff for 0x{diff.address.hex()}"
+        if self.placement is not None and self.placement.executes(diff.address):
+            raise DiffError(f"{where}: this node executes that actor now")
+        receipts = diff.decoded_receipts()
+        raw = txn.get(diff.address, db=self.db["accounts"])
+        current = Account.decode(raw) if raw is not None else Account()
+        if receipts and receipts[0].position < current.handled:
+            position = receipts[0].position
+            theirs = txn.get(diff.address + u64(position), db=self.db["mailbox"])
+            raise DiffConflict(f"{where} conflicts at mailbox position {position}: this copy handled "
+                               f"{'0x' + theirs.hex()[:16] if theirs else 'another message'} there, the diff "
+                               f"0x{receipts[0].message_id.hex()[:16]}", diff.address, position)
+        if receipts and receipts[0].position != current.handled:
+            raise DiffError(f"{where} starts at mailbox position {receipts[0].position}, this replica holds "
+                            f"{current.handled}")
+        if diff.account.handled != current.handled + len(receipts):
+            raise DiffError(f"{where} leaves {diff.account.handled} messages handled after {len(receipts)} "
+                            f"receipts from {current.handled}")
+        if not diff.account.code_hash and diff.account.nonce < current.nonce:
+            raise DiffError(f"{where} takes the account's nonce back from {current.nonce} to {diff.account.nonce}")
+        if diff.code and keccak256(diff.code) != diff.account.code_hash:
+            raise DiffError(f"{where}: its code does not hash to the account's code hash")
+
+    def _apply_diff(self, txn: lmdb.Transaction, executor_id: bytes, diff: StateDiff) -> None:
+        db = self.db
+        txn.put(diff.address, diff.account.encode(), db=db["accounts"])
+        for slot, value in diff.storage:
+            skey = diff.address + slot.to_bytes(32, "big")
+            if value:
+                txn.put(skey, word_bytes(value), db=db["storage"])
+            else:
+                txn.delete(skey, db=db["storage"])
+        if diff.code:
+            txn.put(diff.account.code_hash, diff.code, db=db["code"])
+        handled = set()
+        for receipt, raw_receipt in zip(diff.decoded_receipts(), diff.receipts, strict=True):
+            txn.put(receipt.message_id, raw_receipt, db=db["receipts"])
+            txn.put(diff.address + u64(receipt.position), receipt.message_id, db=db["mailbox"])
+            handled.add(receipt.message_id)
+        if handled:
+            self._unqueue(txn, diff.address, handled)
+        for record in diff.messages:
+            txn.put(keccak256(msgpack.unpackb(record)[0]), record, db=db["replica_messages"])
+        txn.put(diff.address, msgpack.packb([executor_id, diff.seq]), db=db["replica"])
+        self._append(txn, ["diff", executor_id, diff.encode()])
+
+    def _unqueue(self, txn: lmdb.Transaction, address: bytes, message_ids: set[bytes]) -> None:
+        """Drop messages another holder has handled from this node's queues for ``address``."""
+        for table in ("standby", "pending"):
+            done = [key for key, message_id in self._scan(table, address, txn=txn) if message_id in message_ids]
+            for key in done:
+                txn.delete(key, db=self.db[table])
+        for message_id in message_ids:
+            raw = txn.get(message_id, db=self.db["messages"])
+            if raw is not None:
+                envelope = Envelope.decode(msgpack.unpackb(raw)[0], check=False)
+                if envelope.kind is Kind.SCHEDULED:
+                    txn.delete(envelope.not_before.to_bytes(32, "big") + message_id, db=self.db["scheduled"])
+
+    def rehome(self) -> tuple[int, int]:
+        """Move waiting messages between ``pending`` and ``standby`` after who-executes-what changed.
+
+        Keys (recipient + arrival seq) move unchanged, so each actor's queue
+        keeps its arrival order whichever table it was in: per-pair FIFO holds
+        across a change of executor.  Returns (taken over, handed back).
+        """
+        assert self.placement is not None, "only a cluster node's actors change executor"
+        moved = {"pending": 0, "standby": 0}
+        verdicts: dict[bytes, bool] = {}
+        with self.env.begin(write=True) as txn:
+            for source, target, wanted in (("standby", "pending", True), ("pending", "standby", False)):
+                for key, message_id in self._scan(source, b"", txn=txn):
+                    address = key[:20]
+                    if address not in verdicts:
+                        verdicts[address] = self.placement.executes(address)
+                    if verdicts[address] != wanted:
+                        continue
+                    txn.delete(key, db=self.db[source])
+                    if txn.get(message_id, db=self.db["receipts"]) is None:
+                        txn.put(key, message_id, db=self.db[target])
+                        moved[target] += 1
+        return moved["pending"], moved["standby"]
+
+    def snapshot(self, address: bytes, since: int) -> dict[str, Any] | None:
+        """This node's whole copy of an actor, for a holder whose copy conflicts from mailbox position
+        ``since`` on: account, every storage slot, the receipts from ``since``, and the seq of the
+        last diff this node made for it (diffs up to that one are in the snapshot)."""
+        with self.read() as txn:
+            raw = txn.get(address, db=self.db["accounts"])
+            if raw is None:
+                return None
+            receipts = [txn.get(message_id, db=self.db["receipts"])
+                        for key, message_id in self._scan("mailbox", address, txn=txn)
+                        if int.from_bytes(key[20:], "big") >= since]
+            storage = [[key[20:], value] for key, value in self._scan("storage", address, txn=txn)]
+            seq = txn.get(address, db=self.db["last_diff"])
+            return {"account": raw, "storage": storage, "receipts": receipts,
+                    "seq": int.from_bytes(seq, "big") if seq else -1}
+
+    def roll_back(self, source: bytes, address: bytes, since: int, snapshot: dict[str, Any]) -> list[bytes]:
+        """Replace this node's copy of ``address`` from mailbox position ``since`` on by ``source``'s
+        (a :meth:`snapshot`), in one transaction; return the ids of the messages this node had
+        handled there that now stand unhandled (queued again, for whichever holder executes them).
+
+        What the discarded receipts did goes with them: their storage writes (the snapshot
+        replaces all storage), the diffs queued for other holders, and the messages they sent
+        that had not left this node yet.  This is the losing side of a conflict (SPEC §6): a
+        node that executed an actor, crashed before its diffs reached the next holder, and
+        came back after that holder had taken over from an earlier position.
+        """
+        account = Account.decode(snapshot["account"])
+        receipts = [Receipt.decode(raw) for raw in snapshot["receipts"]]
+        if any(r.position != since + i for i, r in enumerate(receipts)) or account.handled != since + len(receipts):
+            raise DiffError(f"snapshot of 0x{address.hex()} from {since} does not hold positions {since}.. in order")
+        db = self.db
+        with self.env.begin(write=True) as txn:
+            mine = [(key, message_id) for key, message_id in self._scan("mailbox", address, txn=txn)
+                    if int.from_bytes(key[20:], "big") >= since]
+            sent: set[bytes] = set()
+            for key, message_id in mine:
+                receipt = txn.get(message_id, db=db["receipts"])
+                if receipt is not None:
+                    sent.update(Receipt.decode(receipt).outgoing)
+                txn.delete(message_id, db=db["receipts"])
+                txn.delete(key, db=db["mailbox"])
+            for key, _ in self._scan("storage", address, txn=txn):
+                txn.delete(key, db=db["storage"])
+            for slot, value in snapshot["storage"]:
+                txn.put(address + bytes(slot), bytes(value), db=db["storage"])
+            txn.put(address, account.encode(), db=db["accounts"])
+            for receipt, raw in zip(receipts, snapshot["receipts"], strict=True):
+                txn.put(receipt.message_id, raw, db=db["receipts"])
+                txn.put(address + u64(receipt.position), receipt.message_id, db=db["mailbox"])
+            self._forget_messages(txn, sent)
+            for key, raw in self._scan("replicate", b"", txn=txn):
+                if bytes(msgpack.unpackb(raw)[1]) == address:
+                    txn.delete(key, db=db["replicate"])
+            txn.delete(address, db=db["last_diff"])
+            txn.put(address, msgpack.packb([source, snapshot["seq"]]), db=db["replica"])
+            handled = {r.message_id for r in receipts}
+            unhandled = [m for _, m in mine if m not in handled]
+            for message_id in unhandled:
+                found = txn.get(message_id, db=db["messages"])
+                if found is not None:
+                    envelope = Envelope.decode(msgpack.unpackb(found)[0], check=False)
+                    self._place(txn, envelope, message_id, self.placement is None or self.placement.executes(address))
+            self._discard_receipt_records(txn, {m for _, m in mine})
+            self._append(txn, ["rollback", address, since, account.encode(),
+                               [[bytes(slot), bytes(value)] for slot, value in snapshot["storage"]]])
+        return unhandled
+
+    def _discard_receipt_records(self, txn: lmdb.Transaction, message_ids: set[bytes]) -> None:
+        """Rewrite the ledger's receipt records of ``message_ids`` as discarded, so that replay
+        skips them (their receipts are gone).  They are recent: search from the end."""
+        left = set(message_ids)
+        cursor = txn.cursor(db=self.db["ledger"])
+        found = cursor.last()
+        while found and left:
+            key, value = cursor.item()
+            record = msgpack.unpackb(value)
+            if record[0] == "receipt" and bytes(record[1]) in left:
+                left.discard(bytes(record[1]))
+                txn.put(bytes(key), msgpack.packb(["discarded", record[1]], use_bin_type=True), db=self.db["ledger"])
+            found = cursor.prev()
+
+    def _forget_messages(self, txn: lmdb.Transaction, message_ids: set[bytes]) -> None:
+        """Drop messages sent by discarded receipts: from the ledger's messages and every queue
+        they are in (the holder whose receipts stand sends its own, perhaps with the same ids)."""
+        if not message_ids:
+            return
+        db = self.db
+        for message_id in message_ids:
+            txn.delete(message_id, db=db["messages"])
+        for table in ("pending", "standby"):
+            for key, message_id in self._scan(table, b"", txn=txn):
+                if message_id in message_ids:
+                    txn.delete(key, db=db[table])
+        for key, _ in self._scan("scheduled", b"", txn=txn):
+            if key[32:] in message_ids:
+                txn.delete(key, db=db["scheduled"])
+        for key, record in self._scan("outbound", b"", txn=txn):
+            if keccak256(msgpack.unpackb(record)[0]) in message_ids:
+                txn.delete(key, db=db["outbound"])
+
+    def next_seq(self) -> int:
+        """The seq the next ledger record or queue entry will get (everything queued so far is below)."""
+        raw = self._get(None, "meta", b"seq")
+        return msgpack.unpackb(raw) if raw else 0
+
+    def replicated_before(self, node_id: bytes, seq: int) -> bool:
+        """``node_id`` has every diff this node queued for it before ``seq`` (they leave in order)."""
+        head = self._scan("replicate", node_id, 1)
+        return not head or int.from_bytes(head[0][0][32:], "big") >= seq
+
+    def diffs_waiting(self, node_id: bytes, wanted: Callable[[bytes], bool]) -> int:
+        """How many diffs queued for ``node_id`` concern actors ``wanted`` picks (a returning node
+        catching up waits until the actors it will execute have none left here)."""
+        count = 0
+        for _, raw in self._scan("replicate", node_id):
+            if wanted(bytes(msgpack.unpackb(raw)[1])):
+                count += 1
+        return count
 
     def release_scheduled(self, up_to: int) -> int:
         """Move scheduled messages due at or before logical time ``up_to`` into their queues."""
@@ -611,7 +828,8 @@ class Store:
                 message_id = key[32:]
                 envelope = Envelope.decode(msgpack.unpackb(txn.get(message_id, db=self.db["messages"]))[0])
                 txn.delete(key, db=self.db["scheduled"])
-                txn.put(envelope.recipient + u64(self._next_seq(txn)), message_id, db=self.db["pending"])
+                queue = "pending" if self.placement is None or self.placement.executes(envelope.recipient) else "standby"
+                txn.put(envelope.recipient + u64(self._next_seq(txn)), message_id, db=self.db[queue])
                 moved += 1
             self._advance_clock(txn, up_to)
         return moved

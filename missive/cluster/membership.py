@@ -1,0 +1,159 @@
+"""Membership and liveness: which members are up, which serve, and so who executes what.
+
+The view is kept by one actor per node (:meth:`Membership.run`, a trio task
+that takes observations from its mailbox one at a time), so it changes in one
+place and in order; the trust layer reads the same view.  Observations are
+heartbeats: every ``interval`` each node calls every peer's ``heartbeat``,
+saying whether it serves; the answer says the same of the peer.  A peer not
+heard from for ``timeout`` seconds is *down*.
+
+Who executes an actor: the first of its K holders (rendezvous order, see
+:mod:`missive.cluster.placement`) that is up.  So when an executor dies, the
+next holder takes over after ``timeout``; when it returns, it is up again and
+the interim executor hands the actor back.  A node executes nothing until it
+*serves*: a returning node first catches up (see
+:class:`missive.cluster.node.ClusterNode`), and only then runs its actors.
+
+The view a node acts on (:attr:`Membership.acting`) changes only through
+:meth:`Membership.adopt`, which the node calls with its runtime paused, so a
+round never runs under one view and commits under another.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import attrs
+import trio
+
+from missive.cluster.placement import replicas
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class Heard:
+    """A heartbeat from (or answered by) ``node_id``."""
+
+    node_id: bytes
+    serving: bool
+    #: state diffs the peer still holds for actors this node will execute (None: not asked)
+    waiting: int | None = None
+
+
+@attrs.define
+class PeerState:
+    last_heard: float | None = None
+    serving: bool = False
+    waiting: int | None = None
+
+
+class Membership:
+    """One node's view of the members (see the module docstring)."""
+
+    def __init__(self, me: bytes, members: Sequence[bytes], k: int, *, timeout: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.me = me
+        self.members = sorted(members)
+        self.k = k
+        self.timeout = timeout
+        self.clock = clock
+        self.started = clock()
+        self.peers = {n: PeerState() for n in self.members if n != me}
+        #: this node executes its actors (it has caught up since it started)
+        self.serving = not self.peers or k == 1
+        #: the members this node takes to be up (itself included): who executes what follows from it
+        self.acting: frozenset[bytes] = frozenset(self.members)
+        self.changes = 0
+        self._inbox_in, self._inbox_out = trio.open_memory_channel[tuple[Heard, trio.Event | None]](1024)
+
+    # -- observations ---------------------------------------------------------------------
+
+    def heard(self, heard: Heard) -> None:
+        """Record a heartbeat (callable from any task: the actor applies it in order)."""
+        try:
+            self._inbox_in.send_nowait((heard, None))
+        except trio.WouldBlock:  # the actor is far behind; a newer heartbeat will come
+            log.warning("membership inbox full; dropped a heartbeat from %s", heard.node_id.hex()[:8])
+
+    async def observe(self, heard: Heard) -> None:
+        """Record a heartbeat and return once the view it leads to is adopted (a peer asking
+        whether it may serve must be answered from a view in which it is up)."""
+        done = trio.Event()
+        await self._inbox_in.send((heard, done))
+        await done.wait()
+
+    def _record(self, heard: Heard) -> None:
+        peer = self.peers.get(heard.node_id)
+        if peer is None:
+            return
+        peer.last_heard = self.clock()
+        peer.serving = heard.serving
+        if heard.waiting is not None:
+            peer.waiting = heard.waiting
+
+    # -- the view -----------------------------------------------------------------------------
+
+    def up(self, node_id: bytes) -> bool:
+        """Heard from within ``timeout`` (a peer never heard from counts as up until ``timeout``
+        after this node started, so a starting cluster does not take over live nodes' actors)."""
+        if node_id == self.me:
+            return True
+        peer = self.peers.get(node_id)
+        if peer is None:
+            return False
+        return self.clock() - (peer.last_heard if peer.last_heard is not None else self.started) < self.timeout
+
+    def current(self) -> frozenset[bytes]:
+        return frozenset(n for n in self.members if self.up(n))
+
+    def executor(self, address: bytes, acting: frozenset[bytes] | None = None) -> bytes:
+        """The holder of ``address`` that executes it in the view ``acting`` (default: the adopted
+        one); if no holder is up, the first holder (messages wait for it)."""
+        view = self.acting if acting is None else acting
+        holders = replicas(address, self.members, self.k)
+        return next((n for n in holders if n in view), holders[0])
+
+    def executes(self, address: bytes) -> bool:
+        return self.serving and self.executor(address) == self.me
+
+    def caught_up(self) -> bool:
+        """Every peer that is up has told us it holds no diffs left for the actors we will execute."""
+        return all(not self.up(n) or (p.last_heard is not None and p.waiting == 0) for n, p in self.peers.items())
+
+    def adopt(self, acting: frozenset[bytes], serving: bool) -> None:
+        """Act on a new view (the caller has paused the runtime)."""
+        gone, back = self.acting - acting, acting - self.acting
+        if gone or back or serving != self.serving:
+            self.changes += 1
+            log.info("membership: %s%s%s", "serving; " if serving and not self.serving else "",
+                     f"down: {sorted(n.hex()[:8] for n in gone)} " if gone else "",
+                     f"up: {sorted(n.hex()[:8] for n in back)}" if back else "")
+        self.acting, self.serving = acting, serving
+
+    # -- the actor ---------------------------------------------------------------------------------
+
+    async def run(self, on_change: Callable[[frozenset[bytes], bool], Awaitable[None]],
+                  interval: float) -> None:
+        """Apply heartbeats in order; when the view changes (a peer down or up, this node caught
+        up), call ``on_change(acting, serving)``, which adopts it with the runtime paused."""
+        while True:
+            observed: list[tuple[Heard, trio.Event | None]] = []
+            with trio.move_on_after(interval):
+                observed.append(await self._inbox_out.receive())
+                while True:
+                    try:
+                        observed.append(self._inbox_out.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+            for heard, _ in observed:
+                self._record(heard)
+            acting = self.current()
+            serving = self.serving or self.caught_up()
+            if acting != self.acting or serving != self.serving:
+                await on_change(acting, serving)
+            for _, done in observed:
+                if done is not None:
+                    done.set()
