@@ -8,6 +8,10 @@
     port = 7401                    # 0: pick a free one (written to <dir>/port)
     replicas = 2                   # nodes holding each actor (default 1); the same on every node
 
+    [trust]                        # optional (missive.cluster.trust.TrustSettings)
+    interval = 1.0                 # seconds per attestation step and gossip round (default 1)
+    # fault = "wrong-attestations" # tests and simulation only: answer every spot check wrongly
+
     [[peers]]                      # every member, this node included or not
     name = "n2"
     host = "127.0.0.1"
@@ -24,6 +28,8 @@ import tomllib
 from pathlib import Path
 
 import attrs
+
+from missive.cluster.trust import TrustSettings
 
 
 class ConfigError(Exception):
@@ -46,6 +52,7 @@ class NodeConfig:
     port: int
     peers: tuple[Peer, ...] = ()
     replicas: int = 1
+    trust: TrustSettings = TrustSettings()  # the [trust] table (missive/cluster/trust.py)
 
     def dump(self) -> str:
         lines = [f'name = "{self.name}"', f'dir = "{self.dir}"', f'host = "{self.host}"', f"port = {self.port}",
@@ -53,6 +60,7 @@ class NodeConfig:
         for peer in self.peers:
             lines += ["[[peers]]", f'name = "{peer.name}"', f'host = "{peer.host}"', f"port = {peer.port}",
                       f'id = "{peer.node_id.hex()}"', ""]
+        lines += self.trust.dump()  # the [trust] table, if not the default
         return "\n".join(lines)
 
 
@@ -71,8 +79,12 @@ def load(path: Path) -> NodeConfig:
         replicas = data.get("replicas", 1)
         if not isinstance(replicas, int) or isinstance(replicas, bool) or not 1 <= replicas <= 64:
             raise ConfigError(f"{path}: replicas must be an integer from 1 to 64, not {replicas!r}")
+        try:
+            trust = TrustSettings.from_table(data.get("trust"), str(path))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return NodeConfig(str(data["name"]), Path(str(data["dir"])), str(data.get("host", "127.0.0.1")),
-                          _port(data.get("port", 0), "port"), peers, replicas)
+                          _port(data.get("port", 0), "port"), peers, replicas, trust)
     except KeyError as exc:
         raise ConfigError(f"{path}: missing key {exc}") from None
 

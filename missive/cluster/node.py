@@ -52,6 +52,7 @@ from missive.actors.runtime import ExecutorLock, Runtime
 from missive.cluster import reads
 from missive.cluster.config import ConfigError, NodeConfig, load
 from missive.cluster.placement import executor, replicas
+from missive.cluster.trust import TrustService
 from missive.mailbox.admission import checker
 from missive.mailbox.diffs import DiffError, StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError
@@ -111,6 +112,8 @@ class ClusterNode:
         # likewise for each replicator: set when a commit may have queued state diffs
         self._diffs_ready: dict[tuple[bytes, str], trio.Event] = {}
         self.runtime.observers.append(lambda _outcomes: self._queued())
+        # trust layer (attestation + gossip between members): all of it lives in missive/cluster/trust.py
+        self.trust = TrustService(self.identity, config.dir, self.names, self.links, self.store, config.trust)
 
     def _queued(self) -> None:
         """A transaction committed: wake the forwarder and the replicators."""
@@ -146,6 +149,7 @@ class ClusterNode:
                     if self.k > 1:
                         nursery.start_soon(self._replicate_to, node_id)
                 nursery.start_soon(self._measure)
+                nursery.start_soon(self.trust.run)  # trust layer (missive/cluster/trust.py)
                 print(f"serving {self.config.name} on {self.config.host}:{self.port} id {self.me.hex()}", flush=True)
                 await self.stopping.wait()
                 nursery.cancel_scope.cancel()
@@ -283,6 +287,7 @@ class ClusterNode:
             "pending": self.rpc_pending,
             "accounts": self.rpc_accounts,
             "replay": self.rpc_replay,
+            **self.trust.handlers(),  # trust, trust_view (missive/cluster/trust.py)
         }
 
     async def _at(self, address: bytes, method: str, params: Any,
