@@ -35,6 +35,7 @@ and simulation only, a fault to inject (:class:`TrustSettings`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
@@ -56,7 +57,6 @@ from missive.consensus.kernel import Attester, Kernel, Statement, Verifier
 from missive.consensus.overlay import Overlay
 from missive.consensus.scores import attestation_graph, conspiracy_scores, transitive_trust
 from missive.net import NetError, NodeIdentity, PeerLink, short_id
-from missive.vm.keccak import keccak256
 
 if TYPE_CHECKING:
     from missive.mailbox.store import Store
@@ -175,7 +175,7 @@ class LinkTransport:
 
 def _corrupt(answer: bytes) -> bytes:
     """The injected wrong answer: never equal to the right one."""
-    return keccak256(b"missive/fault/wrong-attestation" + answer)
+    return hashlib.blake2b(answer, digest_size=32, person=b"missive-fault").digest()
 
 
 class ReplicaProver:
