@@ -5,5 +5,6 @@
 * :mod:`~missive.cluster.node`: one node process: store, runtime, RPC server, links to peers,
   and the forwarder that moves messages to the node executing their recipient;
 * :mod:`~missive.cluster.client`: what the CLI uses to talk to any node;
-* :mod:`~missive.cluster.launcher`: ``missive cluster up/status/down``.
+* :mod:`~missive.cluster.launcher`: ``missive cluster up/status/down``;
+* :mod:`~missive.cluster.trust`: the trust layer on a node (attestation and gossip between members).
 """

@@ -9,6 +9,10 @@
     replicas = 2                   # nodes holding each actor (default 1); the same on every node
     failover_timeout = 2.0         # seconds without a heartbeat before a node counts as down
 
+    [trust]                        # optional (missive.cluster.trust.TrustSettings)
+    interval = 1.0                 # seconds per attestation step and gossip round (default 1)
+    # fault = "wrong-attestations" # tests and simulation only: answer every spot check wrongly
+
     [[peers]]                      # every member, this node included or not
     name = "n2"
     host = "127.0.0.1"
@@ -25,6 +29,8 @@ import tomllib
 from pathlib import Path
 
 import attrs
+
+from missive.cluster.trust import TrustSettings
 
 
 class ConfigError(Exception):
@@ -48,6 +54,7 @@ class NodeConfig:
     peers: tuple[Peer, ...] = ()
     replicas: int = 1
     failover_timeout: float = 2.0
+    trust: TrustSettings = TrustSettings()  # the [trust] table (missive/cluster/trust.py)
 
     def dump(self) -> str:
         lines = [f'name = "{self.name}"', f'dir = "{self.dir}"', f'host = "{self.host}"', f"port = {self.port}",
@@ -55,6 +62,7 @@ class NodeConfig:
         for peer in self.peers:
             lines += ["[[peers]]", f'name = "{peer.name}"', f'host = "{peer.host}"', f"port = {peer.port}",
                       f'id = "{peer.node_id.hex()}"', ""]
+        lines += self.trust.dump()  # the [trust] table, if not the default
         return "\n".join(lines)
 
 
@@ -76,8 +84,12 @@ def load(path: Path) -> NodeConfig:
         timeout = data.get("failover_timeout", 2.0)
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0.1 <= timeout <= 3600:
             raise ConfigError(f"{path}: failover_timeout must be a number of seconds from 0.1 to 3600, not {timeout!r}")
+        try:
+            trust = TrustSettings.from_table(data.get("trust"), str(path))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return NodeConfig(str(data["name"]), Path(str(data["dir"])), str(data.get("host", "127.0.0.1")),
-                          _port(data.get("port", 0), "port"), peers, replicas, float(timeout))
+                          _port(data.get("port", 0), "port"), peers, replicas, float(timeout), trust)
     except KeyError as exc:
         raise ConfigError(f"{path}: missing key {exc}") from None
 

@@ -56,6 +56,7 @@ from missive.cluster import reads
 from missive.cluster.config import ConfigError, NodeConfig, load
 from missive.cluster.membership import Heard, Membership
 from missive.cluster.placement import replicas
+from missive.cluster.trust import TrustService
 from missive.mailbox.admission import checker
 from missive.mailbox.diffs import DiffConflict, DiffError, StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError
@@ -119,6 +120,8 @@ class ClusterNode:
         self._serving = trio.Event()
         if self.membership.serving:
             self._serving.set()
+        # trust layer (attestation + gossip between members): all of it lives in missive/cluster/trust.py
+        self.trust = TrustService(self.identity, config.dir, self.names, self.links, self.store, config.trust)
 
     def _queued(self) -> None:
         """A transaction committed: wake the peer queues' senders."""
@@ -162,6 +165,7 @@ class ClusterNode:
                     nursery.start_soon(self._heartbeat, node_id)
                 nursery.start_soon(self.membership.run, self._adopt, self.heartbeat_interval)
                 nursery.start_soon(self._measure)
+                nursery.start_soon(self.trust.run)  # trust layer (missive/cluster/trust.py)
                 print(f"serving {self.config.name} on {self.config.host}:{self.port} id {self.me.hex()}", flush=True)
                 await self.stopping.wait()
                 nursery.cancel_scope.cancel()
@@ -318,6 +322,7 @@ class ClusterNode:
             "pending": self.rpc_pending,
             "accounts": self.rpc_accounts,
             "replay": self.rpc_replay,
+            **self.trust.handlers(),  # trust, trust_view (missive/cluster/trust.py)
         }
 
     async def _at(self, address: bytes, method: str, params: Any,

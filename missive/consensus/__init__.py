@@ -6,6 +6,6 @@ three gossip modes (:mod:`gossip`) over a small-world overlay
 (:mod:`overlay`); from the kernel a node derives transitive trust and a
 conspiracy-breaching score (:mod:`scores`).  :mod:`sim` runs the same logic for
 thousands of simulated nodes.  Nothing here opens a socket: actors talk to a
-:class:`~missive.consensus.transport.Transport`, which the cluster can later
-implement over ``missive.net``.
+:class:`~missive.consensus.actors.Transport`, which
+:mod:`missive.cluster.trust` implements over ``missive.net`` on cluster nodes.
 """

@@ -1,0 +1,573 @@
+"""The trust layer on a cluster node: attestation and gossip between the members, over PeerLinks.
+
+The consensus package (:mod:`missive.consensus`) holds the actors, the kernel
+and the scores and talks to the network only through a
+:class:`~missive.consensus.actors.Transport`.  This module is what a cluster
+node adds to run them for real:
+
+* :class:`LinkTransport`: the ``Transport`` over the node's :class:`PeerLink`\\ s.
+  Everything travels as one RPC method, ``trust``, whose parameter is the
+  :class:`~missive.consensus.actors.Router`'s bytes (a channel byte, then the
+  actor's message) and whose result is the reply bytes or nil.  A peer that is
+  down, slow or refuses gives ``None``, which is what the actors expect of a
+  lossy network.
+* :class:`ReplicaProver`: the spot check behind an attestation.  The attester
+  picks a receipt it holds as a *replica* of an actor the subject executes
+  (state diffs brought it here, byte for byte as the subject committed it);
+  the subject must answer with its own receipt bytes for that message id; the
+  expected answer is the attester's copy.  When the attester replicates
+  nothing of the subject's (``replicas = 1``, or no actor yet), the challenge
+  carries no receipt and the attestation is only a challenge-response: the
+  subject signs the fresh nonce, which proves it is alive and holds its key,
+  and nothing about its ledger.
+* :class:`TrustStore`: the node's trust state — its step, its attestation
+  histories, its kernel and the evidence it gathered — in an LMDB environment
+  of its own (``<node dir>/trust``), so a restart continues where it stopped
+  and the ledger's store is not touched.
+* :class:`TrustService`: builds the actors over the overlay of the cluster's
+  members, runs the attestation steps and the gossip rounds, serves ``trust``
+  and ``trust_view`` (this node's view: direct trust, kernel, transitive trust,
+  conspiracy-breaching scores, evidence).
+
+A node's ``[trust]`` table in its config sets the step interval and, for tests
+and simulation only, a fault to inject (:class:`TrustSettings`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import lmdb
+import msgpack
+import trio
+
+from missive.consensus import gossip
+from missive.consensus.actors import ATTEST, GOSSIP, AttestationActor, Evidence, GossipActor, Router
+from missive.consensus.direct_trust import DEFAULT_K, TrustHistory, full
+from missive.consensus.gossip import Gossiper
+from missive.consensus.kernel import Attester, Kernel, Statement, Verifier
+from missive.consensus.overlay import Overlay
+from missive.consensus.scores import attestation_graph, conspiracy_scores, transitive_trust
+from missive.net import NetError, NodeIdentity, PeerLink, short_id
+
+if TYPE_CHECKING:
+    from missive.mailbox.store import Store
+
+log = logging.getLogger(__name__)
+
+#: The RPC method carrying the actors' bytes between members.
+TRUST_METHOD = "trust"
+#: The RPC method answering with this node's view of trust.
+VIEW_METHOD = "trust_view"
+#: Largest trust frame served or accepted: a whole kernel of about a thousand members
+#: (statements average ~0.5 kB), well inside the network's 1 MiB frame.
+MAX_TRUST_FRAME = 512 * 1024
+#: The only fault that can be injected: answer every spot check wrongly (signed).
+WRONG_ATTESTATIONS = "wrong-attestations"
+FAULTS = (WRONG_ATTESTATIONS,)
+#: Evidence kept per subject (the newest); one piece already proves a lie.
+EVIDENCE_KEPT = 16
+#: Random seeks into the ``replica`` table per step, and entries walked from each.
+PROBES, WALK = 4, 64
+#: Receipts remembered per subject per step to spot-check from.
+CANDIDATES = 8
+STORE_FORMAT = 1
+
+
+class TrustFrameError(ValueError):
+    """A ``trust`` request that is not one: answered with an error, the connection stays up."""
+
+
+# -- settings ---------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class TrustSettings:
+    """A node's ``[trust]`` config table.
+
+    ``interval`` is the attestation step (and gossip round) in seconds.
+    ``fault`` is for tests and simulation only: ``"wrong-attestations"`` makes
+    this node answer every spot check wrongly — signed, so its attesters keep
+    verifiable evidence.  Never set it on a node that matters.
+    """
+
+    interval: float = 1.0
+    fault: str | None = None
+
+    @classmethod
+    def from_table(cls, table: object, where: str) -> TrustSettings:
+        """Parse and check the ``[trust]`` table (``where`` names the file in errors)."""
+        if table is None:
+            return cls()
+        if not isinstance(table, dict):
+            raise ValueError(f"{where}: [trust] must be a table")
+        unknown = set(table) - {"interval", "fault"}
+        if unknown:
+            raise ValueError(f"{where}: unknown [trust] key(s) {', '.join(sorted(unknown))}")
+        interval = table.get("interval", 1.0)
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or not 0.05 <= interval <= 3600:
+            raise ValueError(f"{where}: [trust] interval must be a number of seconds from 0.05 to 3600, not {interval!r}")
+        fault = table.get("fault")
+        if fault is not None and fault not in FAULTS:
+            raise ValueError(f"{where}: [trust] fault must be one of {', '.join(FAULTS)}, not {fault!r}")
+        return cls(float(interval), fault)
+
+    def dump(self) -> list[str]:
+        """TOML lines for the table (none when everything is the default)."""
+        if self == TrustSettings():
+            return []
+        lines = ["[trust]", f"interval = {self.interval!r}"]
+        if self.fault is not None:
+            lines.append(f'fault = "{self.fault}"  # tests and simulation only')
+        return [*lines, ""]
+
+
+# -- transport --------------------------------------------------------------------------------------
+
+
+class LinkTransport:
+    """The consensus ``Transport`` over a node's peer links (see the module docstring).
+
+    A link that is not connected answers ``None`` at once rather than waiting
+    for it: an attestation of a node that is down is a failure now, not a
+    stalled step.  ``timeout`` bounds each call; the actors bound their own
+    waits too.
+    """
+
+    def __init__(self, me: bytes, links: Mapping[bytes, PeerLink], timeout: float) -> None:
+        self._me = me
+        self.links = links
+        self.timeout = timeout
+        self.failures: Counter[bytes] = Counter()
+
+    @property
+    def me(self) -> bytes:
+        return self._me
+
+    async def request(self, peer: bytes, data: bytes) -> bytes | None:
+        link = self.links.get(peer)
+        if link is None or not link.connected:
+            return None
+        try:
+            reply = await link.call(TRUST_METHOD, data, timeout=self.timeout)
+        except NetError as exc:
+            self.failures[peer] += 1
+            log.debug("trust request to %s failed: %s", short_id(peer), exc)
+            return None
+        if not isinstance(reply, bytes) or len(reply) > MAX_TRUST_FRAME:
+            return None
+        return reply
+
+    async def send(self, peer: bytes, data: bytes) -> None:
+        await self.request(peer, data)
+
+
+# -- the spot check ---------------------------------------------------------------------------------
+
+
+def _corrupt(answer: bytes) -> bytes:
+    """The injected wrong answer: never equal to the right one."""
+    return hashlib.blake2b(answer, digest_size=32, person=b"missive-fault").digest()
+
+
+class ReplicaProver:
+    """Spot checks against the receipts this node holds as a replica (see the module docstring).
+
+    ``sample`` (run on a worker thread before each step) finds, per subject,
+    a few message ids whose receipt this node holds as a replica of an actor
+    the subject executes; ``pick`` draws one of them, or ``b""`` for a plain
+    challenge-response.  The scan is bounded (:data:`PROBES` random seeks of
+    :data:`WALK` entries each), so a node replicating many actors pays the same
+    per step; a subject with few replicated actors may then be missed in a
+    step and get a plain challenge instead.
+    """
+
+    def __init__(self, store: Store, rng: random.Random, fault: str | None = None) -> None:
+        self.store = store
+        self.rng = rng
+        self.fault = fault
+        self.candidates: dict[bytes, list[bytes]] = {}
+        #: per subject: how many challenges carried a receipt, and how many did not
+        self.checks: dict[bytes, Counter[str]] = {}
+
+    def sample(self, subjects: Iterable[bytes]) -> dict[bytes, list[bytes]]:
+        """Message ids to spot-check each subject on (blocking: LMDB reads)."""
+        wanted = set(subjects)
+        found: dict[bytes, set[bytes]] = {}
+        with self.store.read() as txn:
+            cursor = txn.cursor(db=self.store.db["replica"])
+            if not cursor.first():
+                return {}
+            for _ in range(PROBES):
+                if not cursor.set_range(self.rng.randbytes(20)):
+                    cursor.first()
+                for _ in range(WALK):
+                    address, value = bytes(cursor.key()), cursor.value()
+                    executor_id = bytes(msgpack.unpackb(value)[0])
+                    ids = found.setdefault(executor_id, set()) if executor_id in wanted else None
+                    if ids is not None and len(ids) < CANDIDATES:
+                        message_id = self._receipt_of(txn, address)
+                        if message_id is not None:
+                            ids.add(message_id)
+                    if not cursor.next():
+                        cursor.first()
+        return {subject: sorted(ids) for subject, ids in found.items() if ids}
+
+    def _receipt_of(self, txn: lmdb.Transaction, address: bytes) -> bytes | None:
+        """A random handled message of ``address`` whose receipt is here, or None."""
+        mailbox = txn.cursor(db=self.store.db["mailbox"])
+        positioned = mailbox.set_range(address + b"\xff" * 8)
+        positioned = mailbox.prev() if positioned else mailbox.last()
+        if not positioned or mailbox.key()[:20] != address:
+            return None
+        last = int.from_bytes(mailbox.key()[20:28], "big")
+        message_id = txn.get(address + self.rng.randint(0, last).to_bytes(8, "big"), db=self.store.db["mailbox"])
+        if message_id is None or txn.get(message_id, db=self.store.db["receipts"]) is None:
+            return None
+        return bytes(message_id)
+
+    def pick(self, subject: bytes) -> bytes:
+        ids = self.candidates.get(subject)
+        kind = "receipt" if ids else "challenge"
+        self.checks.setdefault(subject, Counter())[kind] += 1
+        return self.rng.choice(ids) if ids else b""
+
+    def _receipt(self, message_id: bytes) -> bytes:
+        if len(message_id) != 32:
+            return b""
+        with self.store.read() as txn:
+            raw = txn.get(message_id, db=self.store.db["receipts"])
+        return bytes(raw) if raw is not None else b""
+
+    def answer(self, receipt: bytes) -> bytes:
+        """Our own receipt bytes for the message id (``b""`` if we have none, or none was asked)."""
+        right = self._receipt(receipt) if receipt else b""
+        return _corrupt(right) if self.fault == WRONG_ATTESTATIONS else right
+
+    def expected(self, subject: bytes, receipt: bytes) -> bytes:
+        """Our copy, as a replica, of the receipt the subject committed and sent us."""
+        return self._receipt(receipt) if receipt else b""
+
+
+class MemberVerifier(Verifier):
+    """Admits into the kernel only statements signed by a cluster member.
+
+    The consensus kernel takes any correctly signed statement; on a cluster
+    the members are known, and a member gossiping statements of keys it made
+    up could otherwise fill every kernel (and trust store) for free.  The
+    scores would ignore them anyway (no overlay edge is theirs).
+    """
+
+    def __init__(self, members: Iterable[bytes]) -> None:
+        super().__init__()
+        self.members = frozenset(members)
+
+    def ok(self, statement: Statement) -> bool:
+        return statement.attester in self.members and super().ok(statement)
+
+
+# -- durable state ----------------------------------------------------------------------------------
+
+
+def _pack_evidence(e: Evidence) -> bytes:
+    data: bytes = msgpack.packb([e.attester, e.subject, e.step, e.nonce, e.receipt, e.answer, e.signature])
+    return data
+
+
+def _unpack_evidence(raw: bytes) -> Evidence:
+    attester, subject, step, nonce, receipt, answer, signature = msgpack.unpackb(raw)
+    return Evidence(bytes(attester), bytes(subject), int(step), bytes(nonce), bytes(receipt), bytes(answer),
+                    bytes(signature))
+
+
+@attrs.frozen
+class Saved:
+    """What :meth:`TrustStore.load` returns: the state as of the last step saved."""
+
+    step: int = 0
+    saved_at: float = 0.0
+    histories: dict[bytes, TrustHistory] = attrs.Factory(dict)
+    statements: list[bytes] = attrs.Factory(list)
+    evidence: list[Evidence] = attrs.Factory(list)
+
+
+class TrustStore:
+    """``<node dir>/trust``: the trust layer's own LMDB environment.
+
+    ======== ===================== =============================================
+    table    key                   value
+    ======== ===================== =============================================
+    meta     b"format", b"step"    format version; [step, wall time saved]
+    history  subject id            [k, step, successes, failures]
+    kernel   attester id           the statement's signed wire bytes
+    evidence subject id + step     [attester, subject, step, nonce, receipt,
+                                   answer, signature] (newest EVIDENCE_KEPT)
+    ======== ===================== =============================================
+
+    Separate from the ledger's store because it is not ledger: losing it costs
+    a node its recent attestation record, nothing anyone else relies on.
+    """
+
+    TABLES = ("meta", "history", "kernel", "evidence")
+
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.env = lmdb.open(str(path), map_size=1 << 30, max_dbs=len(self.TABLES), sync=True, metasync=True)
+        self.db = {name: self.env.open_db(name.encode()) for name in self.TABLES}
+        with self.env.begin(write=True) as txn:
+            version = txn.get(b"format", db=self.db["meta"])
+            if version is None:
+                txn.put(b"format", msgpack.packb(STORE_FORMAT), db=self.db["meta"])
+            elif msgpack.unpackb(version) != STORE_FORMAT:
+                raise ValueError(f"{path} has trust format {msgpack.unpackb(version)}, this Missive reads {STORE_FORMAT}")
+
+    def close(self) -> None:
+        self.env.close()
+
+    def load(self) -> Saved:
+        with self.env.begin() as txn:
+            raw = txn.get(b"step", db=self.db["meta"])
+            step, saved_at = msgpack.unpackb(raw) if raw is not None else (0, 0.0)
+            histories = {bytes(k): TrustHistory(*msgpack.unpackb(v)) for k, v in txn.cursor(db=self.db["history"])}
+            statements = [bytes(v) for _, v in txn.cursor(db=self.db["kernel"])]
+            evidence = [_unpack_evidence(bytes(v)) for _, v in txn.cursor(db=self.db["evidence"])]
+        return Saved(int(step), float(saved_at), histories, statements, evidence)
+
+    def save(self, step: int, histories: Mapping[bytes, TrustHistory], statements: Mapping[bytes, bytes],
+             evidence: Sequence[Evidence]) -> None:
+        """One step's changes in one transaction (blocking: run it on a worker thread)."""
+        with self.env.begin(write=True) as txn:
+            txn.put(b"step", msgpack.packb([step, time.time()]), db=self.db["meta"])
+            for subject, h in histories.items():
+                txn.put(subject, msgpack.packb([h.k, h.step, h.successes, h.failures]), db=self.db["history"])
+            for attester, wire in statements.items():
+                txn.put(attester, wire, db=self.db["kernel"])
+            for e in evidence:
+                txn.put(e.subject + e.step.to_bytes(8, "big"), _pack_evidence(e), db=self.db["evidence"])
+            for subject in {e.subject for e in evidence}:
+                self._trim(txn, subject)
+
+    def _trim(self, txn: lmdb.Transaction, subject: bytes) -> None:
+        cursor = txn.cursor(db=self.db["evidence"])
+        keys: list[bytes] = []
+        if cursor.set_range(subject):
+            for key in cursor.iternext(keys=True, values=False):
+                if not bytes(key).startswith(subject):
+                    break
+                keys.append(bytes(key))
+        for key in keys[:-EVIDENCE_KEPT]:
+            txn.delete(key, db=self.db["evidence"])
+
+
+# -- the service ------------------------------------------------------------------------------------
+
+
+def _bits(value: int, k: int) -> str:
+    """The k-bit map as text, newest step first (the seed's order: the top bit is the latest)."""
+    return format(value & full(k), f"0{k}b")
+
+
+class TrustService:
+    """Runs this node's attestation and gossip actors and serves ``trust`` and ``trust_view``.
+
+    ``names`` maps every member's node id (this node's too) to its name; the
+    members are its keys.  ``links`` are the node's peer links (shared with
+    the rest of the node).  State lives in ``<node_dir>/trust``.
+    """
+
+    def __init__(self, identity: NodeIdentity, node_dir: Path, names: Mapping[bytes, str],
+                 links: Mapping[bytes, PeerLink], store: Store, settings: TrustSettings) -> None:
+        self.me = identity.node_id
+        self.names = dict(names)
+        self.settings = settings
+        self.interval = settings.interval
+        self.members = sorted(self.names)
+        self.overlay = Overlay(self.members)
+        self.assigned = {m: frozenset(self.overlay.attests(m)) for m in self.members}
+        self.subjects = tuple(self.overlay.attests(self.me))
+        self.rng = random.SystemRandom()  # nonces must be unpredictable
+        timeout = min(5.0, max(0.5, self.interval))
+        self.transport = LinkTransport(self.me, links, timeout * 0.9)
+        self.prover = ReplicaProver(store, self.rng, settings.fault)
+        self.kernel = Kernel(MemberVerifier(self.members))
+        self.gossip = GossipActor(Gossiper(self.kernel), self.transport, self._choose_peer, self._targets,
+                                  period=self.interval, timeout=timeout, phase=self.rng.random() * self.interval)
+        self.attestation = AttestationActor(Attester(identity.seed), self.transport, lambda: self.subjects,
+                                            self.prover, self.gossip.publish, rng=self.rng, period=self.interval,
+                                            timeout=timeout)
+        self.router = Router()
+        self.router.add(GOSSIP, self._on_gossip)
+        self.router.add(ATTEST, self._on_attest)
+        self.state = TrustStore(node_dir / "trust")
+        self.evidence: list[Evidence] = []
+        self._saved: dict[bytes, int] = {}  # attester -> digest of the statement last written
+        self._restore(self.state.load())
+        if settings.fault is not None:
+            log.warning("trust fault injected: %s (for tests and simulation only)", settings.fault)
+
+    # -- starting and stopping ------------------------------------------------------------------
+
+    def _restore(self, saved: Saved) -> None:
+        """Continue from the saved state; the steps missed while down count as not attested."""
+        missed = int((time.time() - saved.saved_at) / self.interval) if saved.step and saved.saved_at else 0
+        self.attestation.step = saved.step + max(0, missed)
+        self.attestation.histories = {s: h for s, h in saved.histories.items() if s in self.subjects}
+        for wire in saved.statements:
+            try:
+                statement = Statement.from_wire(wire)
+            except ValueError:
+                log.warning("dropped a malformed statement from the trust store")
+                continue
+            if self.kernel.add(statement):
+                self._saved[statement.attester] = statement.digest
+        self.evidence = list(saved.evidence)
+        if saved.step:
+            log.info("trust state restored: step %d (%d missed while down), %d statement(s), %d evidence",
+                     saved.step, max(0, missed), len(self.kernel), len(self.evidence))
+
+    def handlers(self) -> dict[str, Callable[[bytes, Any], Awaitable[Any]]]:
+        """The RPC methods to add to the node's server."""
+        return {TRUST_METHOD: self.rpc_trust, VIEW_METHOD: self.rpc_trust_view}
+
+    async def run(self) -> None:
+        """Attest and gossip until cancelled; the trust store is closed on the way out."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._keep_running, "gossip", self.gossip.run)
+                nursery.start_soon(self._keep_running, "attestation", self._attest_forever)
+        finally:
+            self.state.close()
+
+    async def _keep_running(self, what: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """A bug in the trust layer is logged and the loop restarted; it never takes the node down."""
+        while True:
+            try:
+                await loop()
+            except Exception:
+                log.exception("trust %s loop failed; restarting it", what)
+            await trio.sleep(self.interval)
+
+    async def _attest_forever(self) -> None:
+        await trio.sleep(self.rng.random() * self.interval)  # members are not synchronised
+        while True:
+            await self.step()
+            await trio.sleep(self.interval)
+
+    # -- one step --------------------------------------------------------------------------------
+
+    async def step(self) -> Statement:
+        """One attestation step: sample receipts, attest every subject, publish, save."""
+        own = self.kernel.get(self.me)
+        if own is not None and own.version > self.attestation.step:
+            self.attestation.step = own.version  # our state was lost but peers kept our statement: go past it
+        self.prover.candidates = await trio.to_thread.run_sync(self.prover.sample, self.subjects)
+        statement = await self.attestation.run_step()
+        fresh = self.attestation.evidence
+        self.attestation.evidence = []
+        for e in fresh:
+            log.warning("%s answered a spot check wrongly at step %d (signed: evidence kept)",
+                        self.names.get(e.subject, short_id(e.subject)), e.step)
+        await self._save(fresh)
+        return statement
+
+    async def _save(self, fresh: list[Evidence]) -> None:
+        changed = {s.attester: s for s in self.kernel if self._saved.get(s.attester) != s.digest}
+        await trio.to_thread.run_sync(self.state.save, self.attestation.step, dict(self.attestation.histories),
+                                      {a: s.wire for a, s in changed.items()}, fresh)
+        for attester, statement in changed.items():
+            self._saved[attester] = statement.digest
+        for subject in {e.subject for e in fresh}:
+            kept = [e for e in self.evidence + fresh if e.subject == subject][-EVIDENCE_KEPT:]
+            self.evidence = [e for e in self.evidence if e.subject != subject] + kept
+
+    def _choose_peer(self) -> bytes | None:
+        if len(self.members) < 2:
+            return None
+        return self.overlay.members[self.overlay.choose_peer_index(self.overlay.index[self.me], self.rng)]
+
+    def _targets(self, statement: Statement) -> tuple[bytes, ...]:
+        """Targeted gossip: the subjects we attest and the members that attest us."""
+        attesters = tuple(m for m in self.members if self.me in self.assigned[m])
+        return tuple(m for m in dict.fromkeys(self.subjects + attesters) if m != self.me)
+
+    # -- serving -------------------------------------------------------------------------------
+
+    async def rpc_trust(self, peer: bytes, data: Any) -> bytes | None:
+        """A member's trust frame: checked here, then handed to the actor its channel names."""
+        if peer not in self.names or peer == self.me:
+            raise PermissionError(f"trust is for cluster members; {short_id(peer)} is not one")
+        if not isinstance(data, bytes):
+            raise TrustFrameError(f"a trust frame is bytes, not {type(data).__name__}")
+        if len(data) > MAX_TRUST_FRAME:
+            raise TrustFrameError(f"trust frame of {len(data)} bytes exceeds {MAX_TRUST_FRAME}")
+        if data[:1] not in (GOSSIP, ATTEST):
+            raise TrustFrameError(f"unknown trust channel {data[:1]!r}")
+        return await self.router(peer, data)
+
+    async def _on_gossip(self, sender: bytes, body: bytes) -> bytes | None:
+        """Like :meth:`GossipActor.handle`, but a malformed message is an error, not silence."""
+        try:
+            reply = self.gossip.gossiper.handle(gossip.decode(body))
+        except ValueError as exc:
+            raise TrustFrameError(str(exc)) from None
+        return None if reply is None else gossip.encode(reply)
+
+    async def _on_attest(self, sender: bytes, body: bytes) -> bytes | None:
+        """A challenge: checked for shape (an error if malformed), then answered by the actor."""
+        try:
+            tag, nonce, step, receipt = msgpack.unpackb(body)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise TrustFrameError(f"malformed challenge: {exc}") from None
+        if tag != "C" or not isinstance(nonce, bytes) or not isinstance(step, int) or not isinstance(receipt, bytes) \
+                or len(nonce) > 64 or len(receipt) > 64:
+            raise TrustFrameError("malformed challenge: expected ['C', nonce, step, message id]")
+        return await self.attestation.handle(sender, body)
+
+    async def rpc_trust_view(self, peer: bytes, params: Any) -> dict[str, Any]:
+        return self.view()
+
+    def view(self) -> dict[str, Any]:
+        """This node's view: direct trust, kernel, scores, evidence (what ``missive trust`` shows)."""
+        k = DEFAULT_K
+        graph = attestation_graph(((s.attester, s.trusts) for s in self.kernel),
+                                  lambda a, b: b in self.assigned.get(a, frozenset()))
+        transitive = transitive_trust(graph, self.me, k)
+        conspiracy = conspiracy_scores(graph, self.me, self.members, k=k)
+        return {
+            "name": self.names[self.me], "id": self.me, "step": self.attestation.step, "interval": self.interval,
+            "k": k, "fault": self.settings.fault,
+            "members": [{"id": m, "name": self.names[m]} for m in self.members],
+            "direct": [self._direct(subject, k) for subject in self.subjects],
+            "kernel": {"statements": len(self.kernel), "entries": self.kernel.entry_count,
+                       "attesters": sorted(s.attester for s in self.kernel),
+                       "versions": [[s.attester, s.version] for s in self.kernel],
+                       "equivocations": len(self.kernel.equivocations), "rejected": self.kernel.rejected},
+            "gossip": dict(self.gossip.gossiper.modes), "rounds": self.gossip.rounds,
+            "scores": [{"id": m, "transitive": transitive.get(m, 0.0), "conspiracy": conspiracy.get(m, 0)}
+                       for m in self.members],
+            "edges": [[a, b, d] for a, row in graph.items() for b, d in row.items()],
+            "evidence": [_pack_evidence(e) for e in self.evidence],
+        }
+
+    def _direct(self, subject: bytes, k: int) -> dict[str, Any]:
+        history = self.attestation.histories.get(subject)
+        if history is not None and history.step < self.attestation.step:
+            history = history.at(self.attestation.step)
+        value = history.value if history is not None else 0
+        failures = history.failures if history is not None else 0
+        checks = self.prover.checks.get(subject, Counter())
+        return {"id": subject, "trust": value, "bits": _bits(value, k), "failures": _bits(failures, k),
+                "receipt_checks": checks["receipt"], "challenge_checks": checks["challenge"]}
+
+
+def evidence_from_view(raw: bytes) -> Evidence:
+    """An evidence record from ``trust_view`` (anyone can check it: ``.verify()``)."""
+    return _unpack_evidence(raw)
