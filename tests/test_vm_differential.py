@@ -843,7 +843,7 @@ def _run_build(cases: list[Case], pure: bool) -> dict[str, Any]:
         env["MISSIVE_PURE_PYTHON"] = "1"
     block = {
         k: (v.hex() if isinstance(v, bytes) else [x.hex() for x in v] if isinstance(v, tuple) else v)
-        for k, v in attrs.asdict(BLOCK, recurse=False).items()
+        for k, v in BLOCK.fields().items()
     }
     spec = {
         "address": ADDRESS.hex(),
