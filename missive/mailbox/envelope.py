@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import enum
 import functools
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import attrs
 import msgpack
 
+from missive.mailbox.packing import packb
 from missive.vm.keccak import keccak256
 
 #: Version of the envelope's canonical encoding (and of the on-disk records).
@@ -84,7 +85,7 @@ class Envelope:
         return not self.parent
 
     def canonical(self) -> bytes:
-        return cast(bytes, msgpack.packb(
+        return packb(
             [
                 FORMAT_VERSION,
                 int(self.kind),
@@ -101,9 +102,8 @@ class Envelope:
                 self.wants_reply,
                 self.parent,
                 self.not_before,
-            ],
-            use_bin_type=True,
-        ))
+            ]
+        )
 
     @functools.cached_property
     def id(self) -> bytes:

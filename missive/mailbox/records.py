@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import msgpack
 
 from missive.mailbox.envelope import FORMAT_VERSION, int_bytes
+from missive.mailbox.packing import packb
 
 
 class RecordError(ValueError):
@@ -15,7 +16,7 @@ class RecordError(ValueError):
 
 
 def pack(fields: list[Any]) -> bytes:
-    return cast(bytes, msgpack.packb([FORMAT_VERSION, *fields], use_bin_type=True))
+    return packb([FORMAT_VERSION, *fields])
 
 
 def unpack(raw: bytes, what: str, n: int) -> list[Any]:
@@ -85,8 +86,11 @@ class Receipt:
         return self.status == "success"
 
     def encode(self) -> bytes:
-        return pack(
+        # The record's fields after its format version, as ``pack`` would lay them out; built in
+        # one list because every handled message is encoded (tuples pack as msgpack arrays too).
+        return packb(
             [
+                FORMAT_VERSION,
                 self.message_id,
                 self.recipient,
                 self.position,
@@ -94,9 +98,9 @@ class Receipt:
                 self.gas_used,
                 self.output,
                 self.state_root,
-                [[a, [int_bytes(x) for x in t], d] for a, t, d in self.logs],
-                list(self.outgoing),
-                [list(r) for r in self.code_reads],
+                [[a, [int_bytes(x) for x in t], d] for a, t, d in self.logs] if self.logs else (),
+                self.outgoing,
+                self.code_reads,
                 self.time,
                 self.error,
             ]
