@@ -26,9 +26,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import attrs
-import msgpack
 
 from missive.mailbox.envelope import Envelope, Kind, int_bytes
+from missive.mailbox.packing import packb
 from missive.mailbox.records import Account, Receipt
 from missive.mailbox.store import Outcome
 from missive.vm import BlockContext, ExecutionResult, Host, MessageKind, OutgoingMessage, Status, execute
@@ -137,11 +137,15 @@ def next_root(root: bytes, message_id: bytes, writes: dict[int, int], balance_de
     balance also moves when its own messages are accepted, at points that
     depend on batching, while the change a handler makes does not.
     """
-    diff = msgpack.packb(
-        [[[int_bytes(k), int_bytes(v)] for k, v in sorted(writes.items())], balance_delta < 0, int_bytes(abs(balance_delta)), nonce, code_hash],
-        use_bin_type=True,
-    )
+    slots = [[int_bytes(k), int_bytes(writes[k])] for k in sorted(writes)] if writes else []
+    diff = packb([slots, balance_delta < 0, int_bytes(abs(balance_delta)), nonce, code_hash])
     return keccak256(root + message_id + diff)
+
+
+#: What handling one message did: (receipt, storage writes, new code or None,
+#: messages sent, balance change).  A plain tuple, not a class: replay makes
+#: one per message and keeps only the receipt and the code.
+Handled = tuple[Receipt, dict[int, int], "bytes | None", list[Envelope], int]
 
 
 def handle(
@@ -149,10 +153,28 @@ def handle(
     envelope: Envelope,
     message_id: bytes,
     queue_key: tuple[str, bytes],
-    read_slot: SlotReader,
+    read_slot: SlotReader | None,
     read_code: CodeReader,
 ) -> Outcome:
     """Handle ``envelope`` as ``actor``; update ``actor`` in place and return what to commit."""
+    receipt, writes, new_code, outgoing, balance_delta = run_handler(actor, envelope, message_id, read_slot, read_code)
+    return Outcome(message_id, actor.address, queue_key, receipt, actor.account, balance_delta, writes,
+                   new_code if new_code else None, tuple(outgoing))
+
+
+def run_handler(
+    actor: ActorState,
+    envelope: Envelope,
+    message_id: bytes,
+    read_slot: SlotReader | None,
+    read_code: CodeReader,
+) -> Handled:
+    """Handle ``envelope`` as ``actor``; update ``actor`` in place and return what it did.
+
+    ``read_slot`` reads the committed storage slots ``actor.storage`` does not
+    hold yet; ``None`` says it holds them all (replay, which starts from
+    nothing), and the VM then reads the dict directly.
+    """
     account = actor.account
     # A scheduled message runs no earlier than it was due, so now() >= its due time.
     time = max(account.clock, envelope.time, envelope.not_before) + 1
@@ -192,7 +214,7 @@ def handle(
             value=value,
             data=data,
             gas=envelope.gas,
-            storage=_StorageView(actor.storage, read_slot),
+            storage=actor.storage if read_slot is None else _StorageView(actor.storage, read_slot),
             balance=balance,
             nonce=nonce,
             block=BlockContext(logical_time=time, timestamp=time, number=time, origin=envelope.sender),
@@ -209,8 +231,10 @@ def handle(
         if status == "success":
             writes = result.storage_writes
             balance, nonce = result.balance, result.nonce
-            outgoing = [outgoing_envelope(m, message_id, time) for m in result.outbox]
-            logs = tuple((log.address, log.topics, log.data) for log in result.logs)
+            if result.outbox:
+                outgoing = [outgoing_envelope(m, message_id, time) for m in result.outbox]
+            if result.logs:
+                logs = tuple([(log.address, log.topics, log.data) for log in result.logs])
             if kind is Kind.DEPLOY:
                 new_code = output
         else:
@@ -241,31 +265,12 @@ def handle(
     # handlers, at points that depend on batching: like its balance, it stays out of the root.
     root = next_root(account.state_root, message_id, writes, balance - account.balance,
                      nonce if code_hash else 0, code_hash)
-    actor.storage.update(writes)
+    if writes:
+        actor.storage.update(writes)
     actor.account = Account(balance, nonce, code_hash, account.handled + 1, time, root, account.public_key)
-    receipt = Receipt(
-        message_id=message_id,
-        recipient=actor.address,
-        position=account.handled,
-        status=status,
-        gas_used=gas_used,
-        output=output,
-        state_root=root,
-        logs=logs,
-        outgoing=tuple(e.id for e in outgoing),
-        code_reads=tuple(sorted(host.reads.items())),
-        time=time,
-        error=error,
-    )
-    return Outcome(
-        message_id=message_id,
-        recipient=actor.address,
-        queue_key=queue_key,
-        receipt=receipt,
-        account=actor.account,
-        balance_delta=balance - account.balance,
-        storage_writes=writes,
-        code=new_code if new_code else None,
-        new_messages=tuple(outgoing),
-    )
-
+    # positional, in field order (message_id, recipient, position, status, gas_used, output,
+    # state_root, logs, outgoing, code_reads, time, error): this runs for every message
+    receipt = Receipt(message_id, actor.address, account.handled, status, gas_used, output, root, logs,
+                      tuple([e.id for e in outgoing]) if outgoing else (),
+                      tuple(sorted(host.reads.items())) if host.reads else (), time, error)
+    return receipt, writes, new_code, outgoing, balance - account.balance

@@ -38,7 +38,7 @@ from typing import Any
 import attrs
 import msgpack
 
-from missive.actors.handler import ActorState, handle
+from missive.actors.handler import ActorState, run_handler
 from missive.mailbox.admission import verify_signature
 from missive.mailbox.diffs import StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
@@ -167,11 +167,6 @@ def _checked_ahead(records: Iterator[tuple[int, list[Any]]], txn: Any, messages_
         if len(window) > 2 * CHUNK:
             yield window.popleft()
     yield from window
-
-
-def _no_storage(slot: int) -> int:
-    """Replay starts from nothing: every slot an actor has is in its ActorState."""
-    return 0
 
 
 def _code_reader(actors: dict[bytes, ActorState], code_by_hash: dict[bytes, bytes], raw_receipt: bytes,
@@ -317,11 +312,11 @@ def replay(
                 me = state(envelope.recipient)
                 if me.account.code_hash and not me.code:
                     me.code = code_by_hash.get(me.account.code_hash, b"")
-                outcome = handle(me, envelope, message_id, ("pending", b""), _no_storage,
-                                 _code_reader(actors, code_by_hash, raw_receipt, other_code))
-                receipt = outcome.receipt
-                if envelope.kind is Kind.DEPLOY and receipt.success and outcome.code is not None:
-                    code_by_hash[me.account.code_hash] = outcome.code
+                # read_slot None: replay starts from nothing, so every slot an actor has is in its ActorState
+                receipt, _, new_code, _, _ = run_handler(me, envelope, message_id, None,
+                                                         _code_reader(actors, code_by_hash, raw_receipt, other_code))
+                if envelope.kind is Kind.DEPLOY and receipt.success and new_code:
+                    code_by_hash[me.account.code_hash] = new_code
                 if actor is None or envelope.recipient == actor:
                     checked += 1
                     if trace is not None:
