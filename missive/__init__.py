@@ -1,9 +1,10 @@
 """Missive: every contract an actor, every call a message on a ledger.
 
 Setting ``MISSIVE_PURE_PYTHON=1`` before ``missive`` is imported makes the VM
-run from its Python sources even where mypyc-compiled modules are installed.
-Both builds come from the same source and must behave identically; the switch
-exists so that claim can be tested, and to debug the VM with Python tools.
+(and the handler glue compiled with it, :data:`COMPILED_GLUE`) run from their
+Python sources even where mypyc-compiled modules are installed.  Both builds
+come from the same source and must behave identically; the switch exists so
+that claim can be tested, and to debug the VM with Python tools.
 """
 
 from __future__ import annotations
@@ -18,14 +19,19 @@ from types import ModuleType
 
 __version__ = "0.1.0"
 
+#: Modules outside ``missive.vm`` that setup.py compiles with mypyc too: the
+#: handler that runs around every message, live and in replay (keep in step
+#: with setup.py's GLUE_MODULES; tests/test_build.py checks).
+COMPILED_GLUE: tuple[str, ...] = ("missive.actors.handler",)
+
 
 class _PurePythonVM(importlib.abc.MetaPathFinder):
-    """Finds ``missive.vm.*`` modules in their .py files, never in compiled ones."""
+    """Finds ``missive.vm.*`` and :data:`COMPILED_GLUE` modules in their .py files, never in compiled ones."""
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if not fullname.startswith("missive.vm.") or not path:
+        if not (fullname.startswith("missive.vm.") or fullname in COMPILED_GLUE) or not path:
             return None
         leaf = fullname.rpartition(".")[2]
         for directory in path:

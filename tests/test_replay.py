@@ -10,7 +10,7 @@ import pytest
 from eth_abi import encode
 from test_ledger_actors import ASKER, TOKEN, Ledger, selector, transfer
 
-import missive.actors.handler as handler_module
+import missive.actors.replay as replay_module
 from missive.actors.replay import replay, snapshot
 from missive.mailbox.envelope import Kind
 
@@ -82,16 +82,24 @@ def test_tampered_message_body_is_reported(busy: tuple[Ledger, bytes, bytes]) ->
 def test_changed_vm_is_reported_at_the_first_message_it_affects(
     busy: tuple[Ledger, bytes, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A VM that now charges 3 more gas for any run with calldata: replay stops at the first such message.
+
+    The change is made where replay calls the handler, because the handler and
+    the VM are compiled together by mypyc, which calls ``execute`` directly
+    (patching ``handler.execute`` would change nothing in the compiled build).
+    """
     ledger, token, _ = busy
-    real = handler_module.execute
+    real = replay_module.run_handler
 
-    def drifting(code: bytes, **kwargs: object):  # type: ignore[no-untyped-def]
-        result = real(code, **kwargs)  # type: ignore[arg-type]
-        return result.replace(gas_used=result.gas_used + 3) if kwargs.get("data") else result
+    def drifting(actor, envelope, *args):  # type: ignore[no-untyped-def]
+        receipt, *rest = real(actor, envelope, *args)
+        ran_calldata = envelope.payload and envelope.kind is not Kind.DEPLOY and actor.code
+        return (attrs.evolve(receipt, gas_used=receipt.gas_used + 3) if ran_calldata else receipt, *rest)
 
-    monkeypatch.setattr(handler_module, "execute", drifting)
+    monkeypatch.setattr(replay_module, "run_handler", drifting)
     report = replay(ledger.store)
     assert report.divergence is not None
+    assert any(line.startswith("gas_used:") for line in report.divergence.differences)
     handled_in_order = [record[1] for _, record in ledger.store.ledger() if record[0] == "receipt"]
     first_with_calldata = next(
         i for i in handled_in_order if (m := ledger.store.message(i)) and m[0].payload and m[0].kind is not Kind.DEPLOY

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import attrs
-
 from missive.mailbox.envelope import Envelope, Kind, int_bytes
 from missive.mailbox.packing import packb
 from missive.mailbox.records import Account, Receipt
@@ -53,15 +51,23 @@ CodeReader = Callable[[bytes], tuple[bytes, bytes]]
 SlotReader = Callable[[int], int]
 
 
-@attrs.define
 class ActorState:
-    """An actor's state as its handler sees it; the runtime keeps it while the actor is loaded."""
+    """An actor's state as its handler sees it; the runtime keeps it while the actor is loaded.
 
-    address: bytes
-    account: Account
-    code: bytes
-    #: slots read or written so far (committed values, plus this actor's later writes)
-    storage: dict[int, int] = attrs.field(factory=dict)
+    A plain class, not attrs: mypyc compiles this module and makes it a native
+    class, whose fields the handler reads and writes at C speed (mypyc cannot
+    compile an attrs class with a factory default).
+    """
+
+    def __init__(self, address: bytes, account: Account, code: bytes, storage: dict[int, int] | None = None) -> None:
+        self.address = address
+        self.account = account
+        self.code = code
+        #: slots read or written so far (committed values, plus this actor's later writes)
+        self.storage: dict[int, int] = {} if storage is None else storage
+
+    def __repr__(self) -> str:
+        return f"ActorState(address={self.address!r}, account={self.account!r}, code={self.code!r}, storage={self.storage!r})"
 
 
 class _StorageView:

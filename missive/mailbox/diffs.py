@@ -95,7 +95,7 @@ class StateDiff:
 
     def decoded_receipts(self) -> list[Receipt]:
         """The receipts, each checked to belong to this actor and to follow the one before."""
-        out = []
+        out: list[Receipt] = []
         for raw in self.receipts:
             try:
                 receipt = Receipt.decode(raw)

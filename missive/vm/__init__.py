@@ -37,14 +37,20 @@ __all__ = [
 def build_info() -> dict[str, object]:
     """Whether the VM in use was compiled by mypyc, module by module.
 
+    The VM's modules are named as in this package (``interpreter``); the glue
+    compiled with it (:data:`missive.COMPILED_GLUE`) by its full name.
     ``MISSIVE_PURE_PYTHON=1`` in the environment (read when ``missive`` is first
     imported) forces the pure-Python modules even where compiled ones exist.
     """
     import importlib
     import pkgutil
 
+    from missive import COMPILED_GLUE
+
+    names = {info.name: f"{__name__}.{info.name}" for info in pkgutil.iter_modules(__path__)}
+    names.update({name: name for name in COMPILED_GLUE})
     modules: dict[str, bool] = {}
-    for info in pkgutil.iter_modules(__path__):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        modules[info.name] = not (getattr(module, "__file__", "") or "").endswith(".py")
+    for name, module_name in names.items():
+        module = importlib.import_module(module_name)
+        modules[name] = not (getattr(module, "__file__", "") or "").endswith(".py")
     return {"compiled": bool(modules) and all(modules.values()), "modules": modules}
