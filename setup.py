@@ -16,9 +16,15 @@ HERE = Path(__file__).parent
 VM_MODULES = sorted(
     str(path.relative_to(HERE)) for path in (HERE / "missive" / "vm").glob("*.py") if path.name != "__init__.py"
 )
-#: Outside the VM: the handler the runtime and replay run around every message
-#: (keep in step with ``missive.COMPILED_GLUE``; tests/test_build.py checks).
-GLUE_MODULES = ["missive/actors/handler.py"]
+#: Outside the VM: the handler the runtime and replay run around every message,
+#: and the ledger records it reads and writes for each (keep in step with
+#: ``missive.COMPILED_GLUE``; tests/test_build.py checks).
+GLUE_MODULES = [
+    "missive/actors/handler.py",
+    "missive/mailbox/envelope.py",
+    "missive/mailbox/packing.py",
+    "missive/mailbox/records.py",
+]
 
 
 def ext_modules() -> list:

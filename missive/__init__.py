@@ -20,9 +20,15 @@ from types import ModuleType
 __version__ = "0.1.0"
 
 #: Modules outside ``missive.vm`` that setup.py compiles with mypyc too: the
-#: handler that runs around every message, live and in replay (keep in step
-#: with setup.py's GLUE_MODULES; tests/test_build.py checks).
-COMPILED_GLUE: tuple[str, ...] = ("missive.actors.handler",)
+#: handler that runs around every message, live and in replay, and the ledger
+#: records it decodes and encodes each time (keep in step with setup.py's
+#: GLUE_MODULES; tests/test_build.py checks).
+COMPILED_GLUE: tuple[str, ...] = (
+    "missive.actors.handler",
+    "missive.mailbox.envelope",
+    "missive.mailbox.packing",
+    "missive.mailbox.records",
+)
 
 
 class _PurePythonVM(importlib.abc.MetaPathFinder):

@@ -112,8 +112,13 @@ class Envelope:
         return keccak256(self.canonical())
 
     @classmethod
-    def decode(cls, raw: bytes, *, check: bool = True) -> Envelope:
+    def decode(cls, raw: object, *, check: bool = True) -> Envelope:
         """Parse a canonical encoding; raise EnvelopeError naming the problem.
+
+        ``raw`` comes from peers too, so it is typed ``object``: whatever it
+        is, anything but a canonical encoding is an EnvelopeError, the same in
+        the pure-Python and the mypyc-compiled build (a ``bytes`` parameter
+        would make the compiled one raise TypeError for a non-bytes first).
 
         ``check=False`` skips :meth:`validate`, for envelopes read back from the
         node's own store, which validated them on the way in (the runtime reads

@@ -19,7 +19,8 @@ def pack(fields: list[Any]) -> bytes:
     return packb([FORMAT_VERSION, *fields])
 
 
-def unpack(raw: bytes, what: str, n: int) -> list[Any]:
+def unpack(raw: object, what: str, n: int) -> list[Any]:
+    """The fields of a versioned record; ``raw`` may be anything a peer sent (see Envelope.decode)."""
     try:
         fields = msgpack.unpackb(raw, raw=False)
     except Exception as exc:
@@ -56,7 +57,7 @@ class Account:
         return pack([int_bytes(self.balance), self.nonce, self.code_hash, self.handled, self.clock, self.state_root, self.public_key])
 
     @classmethod
-    def decode(cls, raw: bytes) -> Account:
+    def decode(cls, raw: object) -> Account:
         f = unpack(raw, "account", 7)
         return cls(int.from_bytes(f[0], "big"), *f[1:])
 
@@ -107,7 +108,7 @@ class Receipt:
         )
 
     @classmethod
-    def decode(cls, raw: bytes) -> Receipt:
+    def decode(cls, raw: object) -> Receipt:
         f = unpack(raw, "receipt", 12)
         return cls(
             message_id=f[0],
