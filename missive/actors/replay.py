@@ -149,11 +149,16 @@ class _SignatureChecks:
         return self.problems.pop(seq, None)
 
 
-def _checked_ahead(records: Iterator[tuple[int, list[Any]]], txn: Any, messages_db: Any,
-                   accepted: dict[bytes, Envelope], checks: _SignatureChecks) -> Iterator[tuple[int, list[Any]]]:
+def _seq(key: bytes) -> int:
+    """A ledger record's sequence number: its key, big-endian (decoded only where it is needed)."""
+    return int.from_bytes(key, "big")
+
+
+def _checked_ahead(records: Iterator[tuple[bytes, list[Any]]], txn: Any, messages_db: Any,
+                   accepted: dict[bytes, Envelope], checks: _SignatureChecks) -> Iterator[tuple[bytes, list[Any]]]:
     """``records``, read two chunks ahead so that accepted messages' signatures are checked before they are needed."""
-    window: deque[tuple[int, list[Any]]] = deque()
-    for seq, record in records:
+    window: deque[tuple[bytes, list[Any]]] = deque()
+    for key, record in records:
         if record[0] == "accept":
             message_id = bytes(record[1])
             try:
@@ -162,8 +167,8 @@ def _checked_ahead(records: Iterator[tuple[int, list[Any]]], txn: Any, messages_
                 pass  # reported when its record is replayed
             else:
                 accepted[message_id] = envelope
-                checks.add(seq, envelope, public_key, signature)
-        window.append((seq, record))
+                checks.add(_seq(key), envelope, public_key, signature)
+        window.append((key, record))
         if len(window) > 2 * CHUNK:
             yield window.popleft()
     yield from window
@@ -277,10 +282,11 @@ def replay(
                 code = txn.get(code_hash, db=code_db) or b""
                 return code if keccak256(code) == code_hash else b""
 
-            records = ((int.from_bytes(k, "big"), msgpack.unpackb(v)) for k, v in txn.cursor(db=db["ledger"]))
+            # (key, record): the seq is decoded from the key only for a report or a signature check
+            records = ((key, msgpack.unpackb(value)) for key, value in txn.cursor(db=db["ledger"]))
             if checks is not None:
                 records = _checked_ahead(records, txn, messages_db, accepted, checks)
-            for seq, record in records:
+            for key, record in records:
                 tag = record[0]
                 if tag == "genesis":
                     _, address, public_key, balance = record
@@ -296,10 +302,10 @@ def replay(
                     try:
                         envelope = _message(txn, messages_db, message_id)[0]
                     except _Problem as problem:
-                        return diverged(message_id, b"", -1, f"ledger record {seq}: {problem}")
+                        return diverged(message_id, b"", -1, f"ledger record {_seq(key)}: {problem}")
                 if tag == "accept":
-                    if checks is not None and (problem := checks.problem(seq)) is not None:
-                        return diverged(message_id, b"", -1, f"ledger record {seq}: {problem}")
+                    if checks is not None and (problem := checks.problem(_seq(key))) is not None:
+                        return diverged(message_id, b"", -1, f"ledger record {_seq(key)}: {problem}")
                     sender = state(envelope.sender)
                     a = sender.account
                     sender.account = Account(a.balance - envelope.value, a.nonce + 1, a.code_hash, a.handled, a.clock,
