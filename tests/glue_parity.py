@@ -54,6 +54,17 @@ def sample_account() -> Account:
     return Account(10**20, 2, b"c" * 32, 3, 4, b"s" * 32, b"k" * 32)
 
 
+def mistyped(record: bytes) -> list[bytes]:
+    """``record`` with one field of the wrong type, for each field in turn."""
+    fields = msgpack.unpackb(record)
+    out = []
+    for i in range(1, len(fields)):
+        changed = list(fields)
+        changed[i] = "text" if not isinstance(fields[i], str) else 5
+        out.append(msgpack.packb(changed))
+    return out
+
+
 def encodings() -> list[str]:
     """The ledger's byte formats: envelope, id, receipt, account, state root."""
     envelope = sample_envelope()
@@ -75,7 +86,8 @@ def handled() -> list[object]:
 
 def main() -> None:
     records: list[object] = [sample_receipt().encode(), sample_account().encode(), sample_receipt().encode()[:-2],
-                             b"\x93\x01\x02\x03", "x", 7]
+                             b"\x93\x01\x02\x03", "x", 7, *mistyped(sample_receipt().encode()),
+                             *mistyped(sample_account().encode())]
     out = {
         "envelope": [outcome(Envelope.decode, v) for v in envelopes()]
         + [outcome(Envelope.decode, v, check=False) for v in envelopes()],

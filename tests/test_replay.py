@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import attrs
 import msgpack
 import pytest
 from eth_abi import encode
@@ -61,7 +60,7 @@ def test_tampered_receipt_is_reported_at_that_message(busy: tuple[Ledger, bytes,
     receipt = ledger.store.receipt(victim)
     assert receipt is not None
     with ledger.store.env.begin(write=True) as txn:
-        txn.put(victim, attrs.evolve(receipt, gas_used=receipt.gas_used + 1).encode(), db=ledger.store.db["receipts"])
+        txn.put(victim, receipt.replace(gas_used=receipt.gas_used + 1).encode(), db=ledger.store.db["receipts"])
     report = replay(ledger.store)
     assert report.divergence is not None and report.divergence.message_id == victim
     assert any(d.startswith("gas_used: expected") for d in report.divergence.differences)
@@ -94,7 +93,7 @@ def test_changed_vm_is_reported_at_the_first_message_it_affects(
     def drifting(actor, envelope, *args):  # type: ignore[no-untyped-def]
         receipt, *rest = real(actor, envelope, *args)
         ran_calldata = envelope.payload and envelope.kind is not Kind.DEPLOY and actor.code
-        return (attrs.evolve(receipt, gas_used=receipt.gas_used + 3) if ran_calldata else receipt, *rest)
+        return (receipt.replace(gas_used=receipt.gas_used + 3) if ran_calldata else receipt, *rest)
 
     monkeypatch.setattr(replay_module, "run_handler", drifting)
     report = replay(ledger.store)
@@ -135,7 +134,7 @@ def test_trusting_admission_skips_signatures_but_still_checks_bodies_and_receipt
     receipt = ledger.store.receipt(victim)
     assert receipt is not None
     with ledger.store.env.begin(write=True) as txn:
-        txn.put(victim, attrs.evolve(receipt, output=b"\x01").encode(), db=ledger.store.db["receipts"])
+        txn.put(victim, receipt.replace(output=b"\x01").encode(), db=ledger.store.db["receipts"])
     report = replay(ledger.store, signatures=False)
     assert report.divergence is not None and report.divergence.message_id == victim
     assert report.divergence.differences == (f"output: expected 0x01, got 0x{receipt.output.hex()}",)

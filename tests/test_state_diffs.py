@@ -105,7 +105,7 @@ def test_a_gap_an_overlap_or_wrong_code_is_refused_and_writes_nothing(executed: 
         done, problem = replica.apply_diffs(EXECUTOR, diffs[: diffs.index(deploy)] + [forged])
         assert done == diffs.index(deploy) and problem is not None and "does not hash" in str(problem)
         assert replica.account(deploy.address) is None or replica.account(deploy.address).handled == 0  # type: ignore[union-attr]
-        lying = attrs.evolve(deploy, account=attrs.evolve(deploy.account, handled=deploy.account.handled + 1))
+        lying = attrs.evolve(deploy, account=deploy.account.replace(handled=deploy.account.handled + 1))
         done, problem = replica.apply_diffs(EXECUTOR, [lying])
         assert done == 0 and problem is not None and "messages handled after" in str(problem)
 

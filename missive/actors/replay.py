@@ -307,9 +307,7 @@ def replay(
                     if checks is not None and (problem := checks.problem(_seq(key))) is not None:
                         return diverged(message_id, b"", -1, f"ledger record {_seq(key)}: {problem}")
                     sender = state(envelope.sender)
-                    a = sender.account
-                    sender.account = Account(a.balance - envelope.value, a.nonce + 1, a.code_hash, a.handled, a.clock,
-                                             a.state_root, a.public_key)
+                    sender.account = sender.account.debited(envelope.value)
                     accepted[message_id] = envelope
                     continue
                 raw_receipt = txn.get(message_id, db=receipts_db)

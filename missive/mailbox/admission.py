@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import attrs
 import lmdb
 import nacl.exceptions
 import nacl.signing
@@ -83,6 +82,6 @@ def checker(store: Store, is_local: Callable[[bytes], bool] | None = None) -> Ch
             target = store.account(envelope.recipient, txn)
             if target is None or not target.is_contract:
                 raise EnvelopeError(f"unknown contract 0x{envelope.recipient.hex()}: no code there to call")
-        return attrs.evolve(sender, balance=sender.balance - envelope.value, nonce=sender.nonce + 1)
+        return sender.debited(envelope.value)
 
     return check

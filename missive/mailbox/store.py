@@ -515,8 +515,7 @@ class Store:
             for address, (account, delta) in accounts.items():
                 raw = txn.get(address, db=db["accounts"])
                 current = Account.decode(raw) if raw is not None else Account()
-                merged = attrs.evolve(
-                    account,
+                merged = account.replace(
                     balance=current.balance + delta,
                     nonce=account.nonce if account.code_hash else current.nonce,
                     public_key=current.public_key,
