@@ -132,13 +132,15 @@ class Envelope:
             raise EnvelopeError("malformed envelope: expected an array of 15 fields")
         if fields[0] != FORMAT_VERSION:
             raise EnvelopeError(f"envelope format version {fields[0]!r} is not supported (this node reads {FORMAT_VERSION})")
+        (_, kind_code, sender, recipient, value, payload, gas, bid, nonce, time, request_id, success, wants_reply,
+         parent, not_before) = fields
         try:
-            kind = _KINDS.get(fields[1]) if type(fields[1]) is int else None
+            kind = _KINDS.get(kind_code) if type(kind_code) is int else None
             if kind is None:
-                raise EnvelopeError(f"malformed envelope: {fields[1]!r} is not a message kind")
+                raise EnvelopeError(f"malformed envelope: {kind_code!r} is not a message kind")
             # positional, in field order: this runs for every message handled or replayed
-            envelope = cls(kind, fields[2], fields[3], bytes_int(fields[4], "value"), fields[5], fields[6],
-                           bytes_int(fields[7], "bid"), *fields[8:])
+            envelope = cls(kind, sender, recipient, bytes_int(value, "value"), payload, gas, bytes_int(bid, "bid"),
+                           nonce, time, request_id, success, wants_reply, parent, not_before)
         except EnvelopeError:
             raise
         except (ValueError, TypeError) as exc:
