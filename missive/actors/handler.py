@@ -274,9 +274,18 @@ def run_handler(
     if writes:
         actor.storage.update(writes)
     actor.account = Account(balance, nonce, code_hash, account.handled + 1, time, root, account.public_key)
-    # positional, in field order (message_id, recipient, position, status, gas_used, output,
-    # state_root, logs, outgoing, code_reads, time, error): this runs for every message
-    receipt = Receipt(message_id, actor.address, account.handled, status, gas_used, output, root, logs,
-                      tuple([e.id for e in outgoing]) if outgoing else (),
-                      tuple(sorted(host.reads.items())) if host.reads else (), time, error)
+    receipt = Receipt(
+        message_id=message_id,
+        recipient=actor.address,
+        position=account.handled,
+        status=status,
+        gas_used=gas_used,
+        output=output,
+        state_root=root,
+        logs=logs,
+        outgoing=tuple([e.id for e in outgoing]) if outgoing else (),
+        code_reads=tuple(sorted(host.reads.items())) if host.reads else (),
+        time=time,
+        error=error,
+    )
     return receipt, writes, new_code, outgoing, balance - account.balance
