@@ -8,6 +8,7 @@ import msgpack
 
 from missive.mailbox.envelope import FORMAT_VERSION, int_bytes
 from missive.mailbox.packing import packb
+from missive.vm.types import ValueFields
 
 
 class RecordError(ValueError):
@@ -44,7 +45,7 @@ _RECEIPT_TYPES = (bytes, bytes, int, str, int, bytes, bytes, list, list, list, i
 
 
 @final
-class Account:
+class Account(ValueFields):
     """An account's committed state (storage slots live in their own table).
 
     Immutable (read-only properties) and compared by value, but a plain class
@@ -120,7 +121,6 @@ class Account:
         return Account(int.from_bytes(f[0], "big"), f[1], f[2], f[3], f[4], f[5], f[6])
 
     def fields(self) -> dict[str, object]:
-        """The fields by name, in declaration order (what ``attrs.asdict`` would give)."""
         return {
             "balance": self._balance,
             "nonce": self._nonce,
@@ -131,23 +131,6 @@ class Account:
             "public_key": self._public_key,
         }
 
-    def replace(self, **changes: Any) -> Account:
-        """A copy with some fields changed (``attrs.evolve`` for this class)."""
-        unknown = changes.keys() - self.fields().keys()
-        if unknown:
-            raise TypeError(f"Account has no field(s) {sorted(unknown)}")
-        return Account(**{**self.fields(), **changes})
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Account):
-            return NotImplemented
-        return self.fields() == other.fields()
-
-    def __hash__(self) -> int:
-        return hash(tuple(self.fields().values()))
-
-    def __repr__(self) -> str:
-        return "Account(" + ", ".join(f"{k}={v!r}" for k, v in self.fields().items()) + ")"
 
 
 #: one LOG record of a receipt: (emitting address, topics, data)
@@ -155,7 +138,7 @@ LogRecord = tuple[bytes, tuple[int, ...], bytes]
 
 
 @final
-class Receipt:
+class Receipt(ValueFields):
     """What handling one message did (SPEC §1): enough to check a replay bit for bit.
 
     Immutable and compared by value, a plain class for mypyc like
@@ -287,7 +270,6 @@ class Receipt:
         )
 
     def fields(self) -> dict[str, object]:
-        """The fields by name, in declaration order (what ``attrs.asdict`` would give)."""
         return {
             "message_id": self._message_id,
             "recipient": self._recipient,
@@ -303,12 +285,6 @@ class Receipt:
             "error": self._error,
         }
 
-    def replace(self, **changes: Any) -> Receipt:
-        """A copy with some fields changed (``attrs.evolve`` for this class)."""
-        unknown = changes.keys() - self.fields().keys()
-        if unknown:
-            raise TypeError(f"Receipt has no field(s) {sorted(unknown)}")
-        return Receipt(**{**self.fields(), **changes})
 
     def differences(self, other: Receipt) -> list[str]:
         """Field-by-field differences, for replay's report (expected=self, got=other)."""
@@ -320,16 +296,6 @@ class Receipt:
                 out.append(f"{name}: expected {_show(a)}, got {_show(b)}")
         return out
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Receipt):
-            return NotImplemented
-        return self.fields() == other.fields()
-
-    def __hash__(self) -> int:
-        return hash(tuple(self.fields().values()))
-
-    def __repr__(self) -> str:
-        return "Receipt(" + ", ".join(f"{k}={v!r}" for k, v in self.fields().items()) + ")"
 
 
 def _show(v: object) -> str:

@@ -656,7 +656,8 @@ class Store:
         self._append(txn, ["diff", executor_id, diff.encode()])
 
     def _unqueue(self, txn: lmdb.Transaction, address: bytes, message_ids: set[bytes]) -> None:
-        """Drop messages another holder has handled from this node's queues for ``address``."""
+        """Drop messages from this node's queues for ``address`` (b"": every actor's): another
+        holder has handled them, or the receipts that sent them were discarded."""
         for table in ("standby", "pending"):
             done = [key for key, message_id in self._scan(table, address, txn=txn) if message_id in message_ids]
             for key in done:
@@ -780,15 +781,9 @@ class Store:
         if not message_ids:
             return
         db = self.db
+        self._unqueue(txn, b"", message_ids)  # reads their records: before they go
         for message_id in message_ids:
             txn.delete(message_id, db=db["messages"])
-        for table in ("pending", "standby"):
-            for key, message_id in self._scan(table, b"", txn=txn):
-                if message_id in message_ids:
-                    txn.delete(key, db=db[table])
-        for key, _ in self._scan("scheduled", b"", txn=txn):
-            if key[32:] in message_ids:
-                txn.delete(key, db=db["scheduled"])
         for key, record in self._scan("outbound", b"", txn=txn):
             if keccak256(msgpack.unpackb(record)[0]) in message_ids:
                 txn.delete(key, db=db["outbound"])

@@ -11,7 +11,7 @@ nanoseconds to build.
 from __future__ import annotations
 
 import enum
-from typing import Any, Final, final
+from typing import Any, Final, TypeVar, final
 
 import attrs
 
@@ -22,6 +22,45 @@ UINT256_MASK: Final = (1 << 256) - 1
 #: "missive"; it is outside the precompile range 0x01..0x0a and outside every
 #: range Ethereum has reserved so far, so no EVM deployment can collide with it.
 SYSTEM_CONTRACT: Final = bytes.fromhex("000000000000000000000000006d697373697665")
+
+
+_Value = TypeVar("_Value", bound="ValueFields")
+
+
+class ValueFields:
+    """What an attrs frozen class gives, for the plain classes mypyc compiles natively.
+
+    A subclass keeps its fields in read-only properties and lists them in
+    :meth:`fields`; equality, hashing, ``repr`` and :meth:`replace` (the
+    ``attrs.evolve`` of these classes) follow from that one list.
+    """
+
+    def fields(self) -> dict[str, object]:
+        """The fields by name, in declaration order (what ``attrs.asdict`` would give)."""
+        raise NotImplementedError
+
+    def replace(self: _Value, **changes: Any) -> _Value:
+        """A copy with some fields changed (``attrs.evolve`` for this class)."""
+        current = self.fields()
+        unknown = changes.keys() - current.keys()
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no field(s) {sorted(unknown)}")
+        made: _Value = type(self)(**{**current, **changes})
+        return made
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, ValueFields)
+        return self.fields() == other.fields()
+
+    def __hash__(self) -> int:
+        # As for an attrs frozen class: the hash of the fields, so a value is
+        # hashable only if its fields are (a dict field makes it unhashable).
+        return hash(tuple(self.fields().values()))
+
+    def __repr__(self) -> str:
+        return type(self).__name__ + "(" + ", ".join(f"{k}={v!r}" for k, v in self.fields().items()) + ")"
 
 
 class Status(enum.Enum):
@@ -60,7 +99,7 @@ class MessageKind(enum.Enum):
 
 
 @final
-class BlockContext:
+class BlockContext(ValueFields):
     """The block-like context a handler may read.
 
     In Missive these values are recorded in the ledger with the message, so a
@@ -152,7 +191,6 @@ class BlockContext:
         return self._logical_time
 
     def fields(self) -> dict[str, object]:
-        """The fields by name, in declaration order (what ``attrs.asdict`` would give)."""
         return {
             "coinbase": self._coinbase,
             "timestamp": self._timestamp,
@@ -168,23 +206,6 @@ class BlockContext:
             "logical_time": self._logical_time,
         }
 
-    def replace(self, **changes: Any) -> BlockContext:
-        """A copy with some fields changed (``attrs.evolve`` for this class)."""
-        unknown = changes.keys() - self.fields().keys()
-        if unknown:
-            raise TypeError(f"BlockContext has no field(s) {sorted(unknown)}")
-        return BlockContext(**{**self.fields(), **changes})
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, BlockContext):
-            return NotImplemented
-        return self.fields() == other.fields()
-
-    def __hash__(self) -> int:
-        return hash(tuple(self.fields().values()))
-
-    def __repr__(self) -> str:
-        return "BlockContext(" + ", ".join(f"{k}={v!r}" for k, v in self.fields().items()) + ")"
 
 
 @final
@@ -255,7 +276,7 @@ class OutgoingMessage:
 
 
 @final
-class ExecutionResult:
+class ExecutionResult(ValueFields):
     """Everything a run produced.  On failure the effect fields are empty.
 
     Immutable (read-only properties) and compared by value, like the attrs
@@ -344,7 +365,6 @@ class ExecutionResult:
         return self._status is Status.SUCCESS
 
     def fields(self) -> dict[str, object]:
-        """The fields by name, in declaration order (what ``attrs.asdict`` would give)."""
         return {
             "status": self._status,
             "output": self._output,
@@ -359,22 +379,3 @@ class ExecutionResult:
             "code_reads": self._code_reads,
         }
 
-    def replace(self, **changes: Any) -> ExecutionResult:
-        """A copy with some fields changed (``attrs.evolve`` for this class)."""
-        unknown = changes.keys() - self.fields().keys()
-        if unknown:
-            raise TypeError(f"ExecutionResult has no field(s) {sorted(unknown)}")
-        return ExecutionResult(**{**self.fields(), **changes})
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ExecutionResult):
-            return NotImplemented
-        return self.fields() == other.fields()
-
-    def __hash__(self) -> int:
-        # As for an attrs frozen class: the hash of the fields, so a result is
-        # hashable only if its fields are (``storage_writes``, a dict, is not).
-        return hash(tuple(self.fields().values()))
-
-    def __repr__(self) -> str:
-        return "ExecutionResult(" + ", ".join(f"{k}={v!r}" for k, v in self.fields().items()) + ")"
