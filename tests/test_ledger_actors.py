@@ -13,7 +13,7 @@ from missive.actors.runtime import Runtime
 from missive.keys import Key, Keystore
 from missive.mailbox.admission import checker
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
-from missive.mailbox.store import Store
+from missive.mailbox.store import Placement, Store
 from missive.vm.keccak import keccak256
 from missive.vm.messages import create_address
 
@@ -72,8 +72,8 @@ def compile_init(source: str) -> bytes:
 class Ledger:
     """A node directory with two funded accounts, driven synchronously."""
 
-    def __init__(self, path: Path) -> None:
-        self.store = Store(path, create=True)
+    def __init__(self, path: Path, placement: Placement | None = None) -> None:
+        self.store = Store(path, create=True, placement=placement)
         self.keys = Keystore(path)
         self.alice = self.keys.new("alice")
         self.bob = self.keys.new("bob")

@@ -112,7 +112,7 @@ def test_a_gap_an_overlap_or_wrong_code_is_refused_and_writes_nothing(executed: 
 
 @pytest.mark.parametrize("raw, message", [
     (b"\xc1", "not msgpack"),
-    (b"\x93\x01\x02\x03", "expected an array of 8 fields"),
+    (b"\x93\x01\x02\x03", "expected an array of 10 fields"),
     (b"x" * (2 << 20), "at most"),
 ])
 def test_malformed_diffs_are_named(raw: bytes, message: str) -> None:

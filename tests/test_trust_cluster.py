@@ -8,6 +8,7 @@ deadline (a node steps once a second), never assertions about time.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -49,12 +50,28 @@ def missive(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "missive", *args], capture_output=True, text=True, env=ENV, timeout=60)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("trust") / "cluster", 3, replicas=3)
+@contextlib.contextmanager
+def restartable(root: Path) -> Iterator[Cluster]:
+    """A 3-node cluster holding every actor on every node, whose nodes ``_restart`` may restart;
+    every process (restarted ones too) is stopped on the way out, whatever happens."""
+    c = Cluster(root, 3, replicas=3)
     restarted: list[subprocess.Popen[bytes]] = []
     c.restarted = restarted  # type: ignore[attr-defined]
     try:
+        yield c
+    finally:
+        try:
+            c.stop()
+        finally:
+            for process in restarted:
+                if process.poll() is None:
+                    process.terminate()
+                    process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with restartable(tmp_path_factory.mktemp("trust") / "cluster") as c:
         alice_node = c.home(c.alice.address)["name"]
         bob = c.account_elsewhere("bob", {alice_node})
         client = c.client(0)
@@ -66,14 +83,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             assert client.receipt(envelope)[0].success
         settled(c)  # the receipts reached every replica
         yield c
-    finally:
-        try:
-            c.stop()
-        finally:
-            for process in restarted:
-                if process.poll() is None:
-                    process.terminate()
-                    process.wait(10)
 
 
 def views(cluster: Cluster) -> Views:

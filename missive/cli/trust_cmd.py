@@ -180,6 +180,45 @@ def show(view: dict[str, Any]) -> None:
                        f"{float(s['transitive']):.3f}", str(s["conspiracy"]))
     console.print(scores)
     show_evidence(view, evidence, names)
+    if "execution" in view:
+        show_execution(view["execution"], names)
+
+
+def show_execution(execution: dict[str, Any], names: dict[bytes, str]) -> None:
+    """Execution trust: per executor, diffs re-executed or applied on trust; evidence of wrong diffs,
+    each re-executed here (``WrongDiff.check``) before it is shown as proof."""
+    from missive.consensus.execution import EvidenceError, WrongDiff
+
+    console = make_console()
+    table = Table(title=f"execution trust: state diffs re-executed below trust {execution['threshold']:.0%}, "
+                        f"and {execution['sample']:.0%} of the others", title_justify="left")
+    for column in ("executor", "trust", "re-executed", "applied on trust", "put off (message on its way)"):
+        table.add_column(column)
+    distrusted = {bytes(n) for n in execution["distrusted"]}
+    for c in execution["checked"]:
+        node = bytes(c["id"])
+        trust = "[red]distrusted[/]" if node in distrusted else f"{float(c['trust']):.0%}"
+        table.add_row(names.get(node, node.hex()[:16]), trust, str(c["reexecuted"]), str(c["on_trust"]),
+                      str(c["waiting"]))
+    console.print(table)
+    if not execution["wrong_diffs"]:
+        console.print("evidence of wrong state diffs: none", markup=False)
+        return
+    proofs = Table(title="evidence: a wrong state diff the executor signed (re-executed here)", title_justify="left")
+    for column in ("executor", "actor", "found by", "what is wrong", "verdict"):
+        proofs.add_column(column)
+    for raw in execution["wrong_diffs"]:
+        try:
+            evidence = WrongDiff.decode(bytes(raw))
+            differences = evidence.check()
+            verdict = "[green]✓ proves it[/]" if differences else "[red]✗ the diff is right (false accusation)[/]"
+            what = differences[0] if differences else ""
+        except EvidenceError as exc:
+            proofs.add_row("?", "?", "?", str(exc), "[red]✗ proves nothing[/]")
+            continue
+        proofs.add_row(names.get(evidence.executor, evidence.executor.hex()[:16]), "0x" + evidence.address.hex(),
+                       names.get(evidence.accuser, evidence.accuser.hex()[:16]), what, verdict)
+    console.print(proofs)
 
 
 #: Evidence rows shown per subject (the newest); the older ones are summed up in one row.

@@ -14,6 +14,12 @@ the interim executor hands the actor back.  A node executes nothing until it
 *serves*: a returning node first catches up (see
 :class:`missive.cluster.node.ClusterNode`), and only then runs its actors.
 
+A member proven to have sent a wrong state diff (execution trust,
+:mod:`missive.cluster.execution_trust`) is *distrusted*: it stays a member and
+keeps its copies, but executes nothing any more, so its actors move to their
+next holders exactly as if it were down.  That holds in its own view too: a
+node that checks the evidence against itself steps down.
+
 The view a node acts on (:attr:`Membership.acting`) changes only through
 :meth:`Membership.adopt`, which the node calls with its runtime paused, so a
 round never runs under one view and commits under another.
@@ -67,6 +73,8 @@ class Membership:
         #: the members this node takes to be up (itself included): who executes what follows from it
         self.acting: frozenset[bytes] = frozenset(self.members)
         self.changes = 0
+        #: members proven to have sent a wrong state diff: never executors again
+        self.distrusted: set[bytes] = set()
         self._inbox_in, self._inbox_out = trio.open_memory_channel[tuple[Heard, trio.Event | None]](1024)
 
     # -- observations ---------------------------------------------------------------------
@@ -107,7 +115,14 @@ class Membership:
         return self.clock() - (peer.last_heard if peer.last_heard is not None else self.started) < self.timeout
 
     def current(self) -> frozenset[bytes]:
-        return frozenset(n for n in self.members if self.up(n))
+        """The members that may execute: up and not distrusted."""
+        return frozenset(n for n in self.members if self.up(n) and n not in self.distrusted)
+
+    def distrust(self, node_id: bytes) -> None:
+        """``node_id`` sent a wrong state diff (the evidence checked): the next view leaves it out."""
+        if node_id in self.members and node_id not in self.distrusted:
+            log.warning("membership: %s is distrusted; its actors move to their next holders", node_id.hex()[:8])
+            self.distrusted.add(node_id)
 
     def executor(self, address: bytes, acting: frozenset[bytes] | None = None) -> bytes:
         """The holder of ``address`` that executes it in the view ``acting`` (default: the adopted

@@ -54,9 +54,11 @@ from missive.actors.handler import MAX_CODE_SIZE
 from missive.actors.runtime import ExecutorLock, Runtime
 from missive.cluster import reads
 from missive.cluster.config import ConfigError, NodeConfig, load
+from missive.cluster.execution_trust import EVIDENCE_METHOD, ExecutionTrust, NotYetCheckable, falsify
 from missive.cluster.membership import Heard, Membership
 from missive.cluster.placement import replicas
-from missive.cluster.trust import TrustService
+from missive.cluster.trust import WRONG_DIFFS, TrustService
+from missive.consensus.execution import WrongResult
 from missive.mailbox.admission import checker
 from missive.mailbox.diffs import DiffConflict, DiffError, StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError
@@ -122,6 +124,10 @@ class ClusterNode:
             self._serving.set()
         # trust layer (attestation + gossip between members): all of it lives in missive/cluster/trust.py
         self.trust = TrustService(self.identity, config.dir, self.names, self.links, self.store, config.trust)
+        # execution trust: apply each state diff, or re-execute it first (missive/cluster/execution_trust.py)
+        self.execution = ExecutionTrust(self.identity, self.store, self.names, self.links, self.membership,
+                                        self.trust, config.trust)
+        self._lies = config.trust.fault == WRONG_DIFFS  # tests and simulation only
 
     def _queued(self) -> None:
         """A transaction committed: wake the peer queues' senders."""
@@ -166,6 +172,7 @@ class ClusterNode:
                 nursery.start_soon(self.membership.run, self._adopt, self.heartbeat_interval)
                 nursery.start_soon(self._measure)
                 nursery.start_soon(self.trust.run)  # trust layer (missive/cluster/trust.py)
+                nursery.start_soon(self.execution.run)  # spreads evidence of wrong diffs
                 print(f"serving {self.config.name} on {self.config.host}:{self.port} id {self.me.hex()}", flush=True)
                 await self.stopping.wait()
                 nursery.cancel_scope.cancel()
@@ -257,6 +264,9 @@ class ClusterNode:
         holds it (a holder that is down catches up when it returns).
         """
         while self.k > 1:
+            if self.execution.distrusts(self.me):
+                raise RuntimeError(f"{self.config.name} is distrusted (it sent a wrong state diff): "
+                                   "its acceptances are not replicated; submit to another node")
             behind = [n for n in self.links if n in self.membership.acting
                       and not self.store.replicated_before(n, seq)]
             if not behind:
@@ -277,7 +287,7 @@ class ClusterNode:
                 with trio.move_on_after(0.05):  # woken by a commit that may have queued some
                     await ready.wait()
                 continue
-            records = [[raw, self.identity.sign(keccak256(raw))] if table == "replicate" else raw for _, raw in batch]
+            records = [self._signed_diff(raw) if table == "replicate" else raw for _, raw in batch]
             try:
                 done, problem = await link.call(method, records, timeout=10.0)
             except NetError as exc:
@@ -295,6 +305,14 @@ class ClusterNode:
             if problem is not None:
                 log.error("%s refused %s: %s", name, method, problem)
                 await trio.sleep(1.0)
+            elif not done:  # the peer puts it off (a diff it re-executes waits for a message): later
+                await trio.sleep(0.05)
+
+    def _signed_diff(self, raw: bytes) -> list[bytes]:
+        """A state diff as sent: with this node's signature (which makes a wrong one evidence)."""
+        if self._lies:
+            raw = falsify(raw)
+        return [raw, self.identity.sign(keccak256(raw))]
 
     # -- RPC -----------------------------------------------------------------------------
 
@@ -323,6 +341,8 @@ class ClusterNode:
             "accounts": self.rpc_accounts,
             "replay": self.rpc_replay,
             **self.trust.handlers(),  # trust, trust_view (missive/cluster/trust.py)
+            "trust_view": self.rpc_trust_view,
+            EVIDENCE_METHOD: self.execution.rpc_evidence,  # missive/cluster/execution_trust.py
         }
 
     async def _at(self, address: bytes, method: str, params: Any,
@@ -377,8 +397,13 @@ class ClusterNode:
             "forwarded": self.forwarded, "replicas": self.k, "replicating": replicating, "replicas_held": held,
             "diffs_sent": self.diffs_sent, "diffs_applied": self.diffs_applied,
             "conflicts": self.conflicts, "rolled_back": self.rolled_back,
+            "distrusted": sorted(self.names[n] for n in self.membership.distrusted),
             "peers": {self.names[n]: link.connected for n, link in self.links.items()},
         }
+
+    async def rpc_trust_view(self, peer: bytes, params: Any) -> dict[str, Any]:
+        """This node's view of trust (``missive trust``): the trust layer's, and execution trust's."""
+        return {**self.trust.view(), "execution": self.execution.view()}
 
     async def rpc_submit(self, peer: bytes, records: list[bytes]) -> list[dict[str, Any]]:
         """Signed external messages: admitted by the node executing their sender's account."""
@@ -472,6 +497,8 @@ class ClusterNode:
         refuses a diff for an actor this node executes itself, or one that does not continue its
         copy exactly."""
         name = self._member(peer, "apply")
+        if self.execution.distrusts(peer):
+            return 0, f"{name} is distrusted (evidence of a wrong state diff): its diffs are refused"
         diffs = []
         problem = None
         for raw, signature in signed:
@@ -488,11 +515,19 @@ class ClusterNode:
                 problem = str(err)
                 break
             diffs.append(diff)
-        done, refused = await trio.to_thread.run_sync(self.store.apply_diffs, peer, diffs)
+        done, refused = await trio.to_thread.run_sync(self.store.apply_diffs, peer, diffs,
+                                                      self.execution.checker(peer))
         self.diffs_applied += done
+        if isinstance(refused, NotYetCheckable):  # re-executing it needs a message still on its way
+            log.debug("%s", refused)
+            return done, problem
+        if isinstance(refused, WrongResult):
+            raw, signature = signed[done]
+            self.execution.accuse(peer, refused, raw, signature)
         if isinstance(refused, DiffConflict):
             self.conflicts += 1
-            if not self.membership.serving:  # this node is catching up: its receipts there are the losing ones
+            # this node is catching up, or was found to lie: its receipts there are the losing ones
+            if not self.membership.serving or self.execution.distrusts(self.me):
                 assert self._nursery is not None
                 self._nursery.start_soon(self._roll_back, peer, refused.address, refused.position)
         problem = str(refused) if refused is not None else problem

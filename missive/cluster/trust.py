@@ -70,9 +70,11 @@ VIEW_METHOD = "trust_view"
 #: Largest trust frame served or accepted: a whole kernel of about a thousand members
 #: (statements average ~0.5 kB), well inside the network's 1 MiB frame.
 MAX_TRUST_FRAME = 512 * 1024
-#: The only fault that can be injected: answer every spot check wrongly (signed).
+#: Faults that can be injected (tests and simulation only): answer every spot check wrongly
+#: (signed); send state diffs whose storage is not what the handlers wrote (signed).
 WRONG_ATTESTATIONS = "wrong-attestations"
-FAULTS = (WRONG_ATTESTATIONS,)
+WRONG_DIFFS = "wrong-diffs"
+FAULTS = (WRONG_ATTESTATIONS, WRONG_DIFFS)
 #: Evidence kept per subject (the newest); one piece already proves a lie.
 EVIDENCE_KEPT = 16
 #: Random seeks into the ``replica`` table per step, and entries walked from each.
@@ -94,13 +96,20 @@ class TrustSettings:
     """A node's ``[trust]`` config table.
 
     ``interval`` is the attestation step (and gossip round) in seconds.
+    Execution trust (:mod:`missive.cluster.execution_trust`): a state diff from
+    an executor this node trusts less than ``threshold`` (0..1, its trust as
+    ``missive trust`` shows it) is re-executed before it is applied, and so is
+    a random ``sample`` (0..1) of the others.
     ``fault`` is for tests and simulation only: ``"wrong-attestations"`` makes
-    this node answer every spot check wrongly — signed, so its attesters keep
-    verifiable evidence.  Never set it on a node that matters.
+    this node answer every spot check wrongly, ``"wrong-diffs"`` makes it send
+    state diffs that misstate what its handlers wrote — both signed, so the
+    other nodes keep verifiable evidence.  Never set it on a node that matters.
     """
 
     interval: float = 1.0
     fault: str | None = None
+    threshold: float = 0.5
+    sample: float = 0.05
 
     @classmethod
     def from_table(cls, table: object, where: str) -> TrustSettings:
@@ -109,7 +118,7 @@ class TrustSettings:
             return cls()
         if not isinstance(table, dict):
             raise ValueError(f"{where}: [trust] must be a table")
-        unknown = set(table) - {"interval", "fault"}
+        unknown = set(table) - {"interval", "fault", "threshold", "sample"}
         if unknown:
             raise ValueError(f"{where}: unknown [trust] key(s) {', '.join(sorted(unknown))}")
         interval = table.get("interval", 1.0)
@@ -118,13 +127,20 @@ class TrustSettings:
         fault = table.get("fault")
         if fault is not None and fault not in FAULTS:
             raise ValueError(f"{where}: [trust] fault must be one of {', '.join(FAULTS)}, not {fault!r}")
-        return cls(float(interval), fault)
+        shares = {}
+        for key in ("threshold", "sample"):
+            value = table.get(key, getattr(cls(), key))
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise ValueError(f"{where}: [trust] {key} must be a number from 0 to 1, not {value!r}")
+            shares[key] = float(value)
+        return cls(float(interval), fault, **shares)
 
     def dump(self) -> list[str]:
         """TOML lines for the table (none when everything is the default)."""
         if self == TrustSettings():
             return []
-        lines = ["[trust]", f"interval = {self.interval!r}"]
+        lines = ["[trust]", f"interval = {self.interval!r}", f"threshold = {self.threshold!r}",
+                 f"sample = {self.sample!r}"]
         if self.fault is not None:
             lines.append(f'fault = "{self.fault}"  # tests and simulation only')
         return [*lines, ""]
@@ -310,13 +326,15 @@ class TrustStore:
     kernel   attester id           the statement's signed wire bytes
     evidence subject id + step     [attester, subject, step, nonce, receipt,
                                    answer, signature] (newest EVIDENCE_KEPT)
+    wrong_diffs executor id        evidence of a wrong state diff (the first:
+                                   :class:`missive.consensus.execution.WrongDiff`)
     ======== ===================== =============================================
 
     Separate from the ledger's store because it is not ledger: losing it costs
     a node its recent attestation record, nothing anyone else relies on.
     """
 
-    TABLES = ("meta", "history", "kernel", "evidence")
+    TABLES = ("meta", "history", "kernel", "evidence", "wrong_diffs")
 
     def __init__(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
@@ -354,6 +372,15 @@ class TrustStore:
                 txn.put(e.subject + e.step.to_bytes(8, "big"), _pack_evidence(e), db=self.db["evidence"])
             for subject in {e.subject for e in evidence}:
                 self._trim(txn, subject)
+
+    def wrong_diffs(self) -> list[bytes]:
+        with self.env.begin() as txn:
+            return [bytes(v) for _, v in txn.cursor(db=self.db["wrong_diffs"])]
+
+    def keep_wrong_diff(self, executor: bytes, raw: bytes) -> None:
+        """Keep the first evidence against ``executor`` (one proves it; the slashing issue reads it)."""
+        with self.env.begin(write=True) as txn:
+            txn.put(executor, raw, db=self.db["wrong_diffs"], overwrite=False)
 
     def _trim(self, txn: lmdb.Transaction, subject: bytes) -> None:
         cursor = txn.cursor(db=self.db["evidence"])
@@ -408,6 +435,7 @@ class TrustService:
         self.router.add(ATTEST, self._on_attest)
         self.state = TrustStore(node_dir / "trust")
         self.evidence: list[Evidence] = []
+        self._transitive: dict[bytes, float] = {}  # refreshed every step, for trust_in
         self._saved: dict[bytes, int] = {}  # attester -> digest of the statement last written
         self._restore(self.state.load())
         if settings.fault is not None:
@@ -476,7 +504,24 @@ class TrustService:
             log.warning("%s answered a spot check wrongly at step %d (signed: evidence kept)",
                         self.names.get(e.subject, short_id(e.subject)), e.step)
         await self._save(fresh)
+        self._transitive = self._scores(DEFAULT_K)[1]
         return statement
+
+    def trust_in(self, node: bytes) -> float:
+        """This node's trust in ``node``, 0..1: its direct trust D/(2^k−1) if it attests ``node``,
+        else transitive trust over the kernel (as of the last step).  Execution trust reads it."""
+        history = self.attestation.histories.get(node)
+        if history is not None:
+            if history.step < self.attestation.step:
+                history = history.at(self.attestation.step)
+            return history.value / full(DEFAULT_K)
+        return self._transitive.get(node, 0.0)
+
+    def _scores(self, k: int) -> tuple[dict[bytes, dict[bytes, int]], dict[bytes, float]]:
+        """The attestation graph of the kernel and this node's transitive trust over it."""
+        graph = attestation_graph(((s.attester, s.trusts) for s in self.kernel),
+                                  lambda a, b: b in self.assigned.get(a, frozenset()))
+        return graph, transitive_trust(graph, self.me, k)
 
     async def _save(self, fresh: list[Evidence]) -> None:
         changed = {s.attester: s for s in self.kernel if self._saved.get(s.attester) != s.digest}
@@ -537,9 +582,7 @@ class TrustService:
     def view(self) -> dict[str, Any]:
         """This node's view: direct trust, kernel, scores, evidence (what ``missive trust`` shows)."""
         k = DEFAULT_K
-        graph = attestation_graph(((s.attester, s.trusts) for s in self.kernel),
-                                  lambda a, b: b in self.assigned.get(a, frozenset()))
-        transitive = transitive_trust(graph, self.me, k)
+        graph, transitive = self._scores(k)
         conspiracy = conspiracy_scores(graph, self.me, self.members, k=k)
         return {
             "name": self.names[self.me], "id": self.me, "step": self.attestation.step, "interval": self.interval,

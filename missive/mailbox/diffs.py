@@ -58,12 +58,21 @@ class StateDiff:
     receipts: tuple[bytes, ...] = ()
     #: stored message records ([canonical, public key, signature]) the actor sent or had accepted
     messages: tuple[bytes, ...] = ()
+    #: the executor's commitment to the actor's state before this diff
+    #: (:func:`missive.mailbox.digest.state_digest`): a replica checks its copy
+    #: matches, and evidence of a wrong diff is checked against it; b"" in
+    #: diffs recorded before it existed
+    before: bytes = b""
+    #: the executor's commitment to the actor's state after it: the pre-state with this diff's
+    #: account and storage applied must give it, so a diff that misstates its own writes is
+    #: caught by every replica without running anything
+    after: bytes = b""
 
     def encode(self) -> bytes:
         return cast(bytes, msgpack.packb(
             [FORMAT_VERSION, self.address, self.seq, self.account.encode(),
              [[int_bytes(k), int_bytes(v)] for k, v in self.storage], self.code, list(self.receipts),
-             list(self.messages)],
+             list(self.messages), self.before, self.after],
             use_bin_type=True,
         ))
 
@@ -75,9 +84,12 @@ class StateDiff:
             fields: Any = msgpack.unpackb(raw)
         except Exception as exc:
             raise DiffError(f"malformed state diff: not msgpack ({exc})") from None
-        if not isinstance(fields, list) or len(fields) != 8:
-            raise DiffError("malformed state diff: expected an array of 8 fields")
-        version, address, seq, account, storage, code, receipts, messages = fields
+        if not isinstance(fields, list) or len(fields) not in (8, 10):
+            raise DiffError("malformed state diff: expected an array of 10 fields")
+        version, address, seq, account, storage, code, receipts, messages, *rest = fields
+        before, after = rest if rest else (b"", b"")
+        if not all(isinstance(d, bytes) and len(d) in (0, 32) for d in (before, after)):
+            raise DiffError("malformed state diff: its state digests must be 32 bytes")
         if version != FORMAT_VERSION:
             raise DiffError(f"state diff format {version!r} is not supported (this node reads {FORMAT_VERSION})")
         if not isinstance(address, bytes) or len(address) != 20:
@@ -91,7 +103,7 @@ class StateDiff:
             raise DiffError(f"malformed state diff for 0x{address.hex()}: {exc}") from None
         if not isinstance(code, bytes) or not all(isinstance(r, bytes) for r in [*receipts, *messages]):
             raise DiffError(f"malformed state diff for 0x{address.hex()}: code, receipts and messages must be bytes")
-        return cls(address, seq, decoded_account, slots, code, tuple(receipts), tuple(messages))
+        return cls(address, seq, decoded_account, slots, code, tuple(receipts), tuple(messages), before, after)
 
     def decoded_receipts(self) -> list[Receipt]:
         """The receipts, each checked to belong to this actor and to follow the one before."""

@@ -31,6 +31,9 @@ replica_messages  message id                         message record of a replica
 announce      peer node id (32) + seq                [address, code]  (a deploy, to tell that peer)
 known_code    address                                code hash   (of an actor another node executes)
 last_diff     address                                seq of the last diff this node made for it
+digests       address                                the actor's storage sum (missive.mailbox.digest),
+                                                     kept by cluster nodes only; b"digests" in meta
+                                                     says every sum is current
 ============  =====================================  ==========================================
 
 ``ledger`` + ``messages`` + ``receipts`` are the ledger proper: replay reads
@@ -46,7 +49,7 @@ so throughput does not pay one fsync per message.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Container, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -54,6 +57,7 @@ import attrs
 import lmdb
 import msgpack
 
+from missive.mailbox import digest
 from missive.mailbox.diffs import DiffConflict, DiffError, StateDiff
 from missive.mailbox.envelope import FORMAT_VERSION, Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
@@ -61,7 +65,7 @@ from missive.vm.keccak import keccak256
 
 TABLES = ("meta", "ledger", "messages", "pending", "standby", "scheduled", "receipts", "mailbox", "accounts", "code",
           "storage", "outbound", "replicate", "replica", "replica_messages", "announce", "known_code",
-          "last_diff")
+          "last_diff", "digests")
 MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as used
 
 
@@ -128,6 +132,8 @@ class _Changes:
     code: bytes = b""
     receipts: list[bytes] = attrs.field(factory=list)
     messages: list[bytes] = attrs.field(factory=list)
+    before: bytes = b""
+    after: bytes = b""
 
     def add(self, outcome: Outcome, receipt: bytes, sent: list[bytes]) -> None:
         self.storage.update(outcome.storage_writes)
@@ -138,7 +144,7 @@ class _Changes:
 
     def diff(self, address: bytes) -> StateDiff:
         return StateDiff(address, 0, self.account, tuple(sorted(self.storage.items())), self.code,
-                         tuple(self.receipts), tuple(self.messages))
+                         tuple(self.receipts), tuple(self.messages), self.before, self.after)
 
 
 class Store:
@@ -180,6 +186,27 @@ class Store:
                 txn.put(b"format", msgpack.packb(FORMAT_VERSION), db=self.db["meta"])
             elif version is not None and msgpack.unpackb(version) != FORMAT_VERSION:
                 raise StoreError(f"{self.path} has store format {msgpack.unpackb(version)}, this Missive reads {FORMAT_VERSION}")
+            if not readonly:
+                self._start_digests(txn)
+
+    def _start_digests(self, txn: lmdb.Transaction) -> None:
+        """Cluster nodes keep each actor's storage sum current (one write, two hashes); a node
+        alone does not need them.  Sums are (re)computed from scratch when a store becomes a
+        cluster node's, or was opened alone since (its writes did not keep them)."""
+        flag = txn.get(b"digests", db=self.db["meta"]) is not None
+        if self.placement is None:
+            if flag:
+                txn.delete(b"digests", db=self.db["meta"])
+            return
+        if flag:
+            return
+        txn.drop(self.db["digests"], delete=False)
+        slots: dict[bytes, list[tuple[int, int]]] = {}
+        for key, value in txn.cursor(db=self.db["storage"]):
+            slots.setdefault(bytes(key[:20]), []).append((int.from_bytes(key[20:], "big"), int.from_bytes(value, "big")))
+        for address, held in slots.items():
+            txn.put(address, digest.sum_bytes(digest.storage_sum(held)), db=self.db["digests"])
+        txn.put(b"digests", b"1", db=self.db["meta"])
 
     def close(self) -> None:
         self.env.close()
@@ -206,16 +233,22 @@ class Store:
         raw = self._get(txn, "storage", address + slot.to_bytes(32, "big"))
         return int.from_bytes(raw, "big") if raw else 0
 
-    def storage(self, address: bytes) -> dict[int, int]:
-        out: dict[int, int] = {}
-        with self.read() as txn:
-            cursor = txn.cursor(db=self.db["storage"])
-            if cursor.set_range(address):
-                for key, value in cursor:
-                    if key[:20] != address:
-                        break
-                    out[int.from_bytes(key[20:], "big")] = int.from_bytes(value, "big")
-        return out
+    def state_digest(self, address: bytes, txn: lmdb.Transaction | None = None) -> bytes:
+        """The commitment to ``address``'s state here (see :mod:`missive.mailbox.digest`; cluster nodes)."""
+        return digest.state_digest(self._get(txn, "accounts", address) or b"",
+                                   digest.sum_from_bytes(self._get(txn, "digests", address)))
+
+    def digest_after(self, diff: StateDiff, txn: lmdb.Transaction | None = None) -> bytes:
+        """The commitment this copy would have with ``diff`` applied (the diff's ``after`` must be it)."""
+        total = digest.sum_from_bytes(self._get(txn, "digests", diff.address))
+        for slot, value in diff.storage:
+            total = digest.rewrite(total, slot, self.slot(diff.address, slot, txn), value)
+        return digest.state_digest(diff.account.encode(), total)
+
+    def storage(self, address: bytes, txn: lmdb.Transaction | None = None) -> dict[int, int]:
+        """Every non-zero storage slot of ``address``."""
+        return {int.from_bytes(key[20:], "big"): int.from_bytes(value, "big")
+                for key, value in self._scan("storage", address, txn=txn)}
 
     def message(self, message_id: bytes, txn: lmdb.Transaction | None = None, *,
                 check: bool = True) -> tuple[Envelope, bytes, bytes] | None:
@@ -426,10 +459,12 @@ class Store:
         with self.env.begin(write=True) as txn:
             if txn.get(address, db=self.db["accounts"]) is not None:
                 raise StoreError(f"account 0x{address.hex()} already exists")
+            before = self.state_digest(address, txn)
             account = Account(balance=balance, public_key=public_key)
             txn.put(address, account.encode(), db=self.db["accounts"])
             self._append(txn, ["genesis", address, public_key, word_bytes(balance)])
-            self._replicate(txn, [StateDiff(address, 0, account)])
+            self._replicate(txn, [StateDiff(address, 0, account, before=before,
+                                            after=self.state_digest(address, txn))])
 
     def accept(self, submissions: list[tuple[Envelope, bytes, bytes]], check: Any, *,
                all_or_nothing: bool = False) -> list[Accepted | EnvelopeError]:
@@ -446,6 +481,7 @@ class Store:
         try:
             updated: dict[bytes, Account] = {}
             records: dict[bytes, list[bytes]] = {}
+            befores: dict[bytes, bytes] = {}
             for envelope, public_key, signature in submissions:
                 message_id = envelope.id
                 if txn.get(message_id, db=self.db["messages"]) is not None:
@@ -456,6 +492,8 @@ class Store:
                 except EnvelopeError as err:
                     results.append(err)
                     continue
+                if self.placement is not None and envelope.sender not in befores:
+                    befores[envelope.sender] = self.state_digest(envelope.sender, txn)
                 updated[envelope.sender] = sender
                 txn.put(envelope.sender, sender.encode(), db=self.db["accounts"])
                 records.setdefault(envelope.sender, []).append(
@@ -463,7 +501,8 @@ class Store:
                 self._append(txn, ["accept", message_id])
                 self._advance_clock(txn, envelope.time)
                 results.append(Accepted(message_id, duplicate=False))
-            self._replicate(txn, [StateDiff(sender, 0, updated[sender], messages=tuple(sent))
+            self._replicate(txn, [StateDiff(sender, 0, updated[sender], messages=tuple(sent), before=befores.get(sender, b""),
+                                            after=self.state_digest(sender, txn) if self.placement else b"")
                                   for sender, sent in records.items()])
         except BaseException:
             txn.abort()
@@ -487,8 +526,10 @@ class Store:
         clock = 0
         with self.env.begin(write=True) as txn:
             db = self.db
-            receipts, mailbox, storage = db["receipts"], db["mailbox"], db["storage"]
+            receipts, mailbox = db["receipts"], db["mailbox"]
             for o in outcomes:
+                if replicated and o.recipient not in changes:  # the state its diff starts from
+                    changes[o.recipient] = _Changes(before=self.state_digest(o.recipient, txn))
                 table, key = o.queue_key
                 txn.delete(key, db=db[table])
                 encoded = o.receipt.encode()
@@ -501,16 +542,12 @@ class Store:
                     if self.placement is not None:
                         self._queue_for(txn, "announce", self.placement.peers(),
                                         msgpack.packb([o.recipient, o.code], use_bin_type=True))
-                for slot, value in o.storage_writes.items():
-                    skey = o.recipient + slot.to_bytes(32, "big")
-                    if value:
-                        txn.put(skey, word_bytes(value), db=storage)
-                    else:
-                        txn.delete(skey, db=storage)
+                if o.storage_writes:
+                    self._write_storage(txn, o.recipient, o.storage_writes.items())
                 self._append(txn, ["receipt", o.message_id])
                 sent = [self._enqueue(txn, envelope, envelope.id, b"", b"") for envelope in o.new_messages]
                 if replicated:
-                    changes.setdefault(o.recipient, _Changes()).add(o, encoded, sent)
+                    changes[o.recipient].add(o, encoded, sent)
                 clock = max(clock, o.account.clock)
             for address, (account, delta) in accounts.items():
                 raw = txn.get(address, db=db["accounts"])
@@ -523,10 +560,27 @@ class Store:
                 txn.put(address, merged.encode(), db=db["accounts"])
                 if address in changes:
                     changes[address].account = merged
+                    changes[address].after = self.state_digest(address, txn)
             if outcomes:
                 self._advance_clock(txn, clock)
             if changes:
                 self._replicate(txn, [c.diff(address) for address, c in changes.items()])
+
+    def _write_storage(self, txn: lmdb.Transaction, address: bytes, writes: Iterable[tuple[int, int]]) -> None:
+        """Write storage slots (value 0 deletes), keeping the actor's storage sum on a cluster node."""
+        storage = self.db["storage"]
+        total = digest.sum_from_bytes(txn.get(address, db=self.db["digests"])) if self.placement is not None else None
+        for slot, value in writes:
+            skey = address + slot.to_bytes(32, "big")
+            if total is not None:
+                old = txn.get(skey, db=storage)
+                total = digest.rewrite(total, slot, int.from_bytes(old, "big") if old else 0, value)
+            if value:
+                txn.put(skey, word_bytes(value), db=storage)
+            else:
+                txn.delete(skey, db=storage)
+        if total is not None:
+            txn.put(address, digest.sum_bytes(total), db=self.db["digests"])
 
     # -- replication -------------------------------------------------------------------
 
@@ -578,8 +632,13 @@ class Store:
                 txn.put(address, code_hash, db=self.db["known_code"])
         return len(entries)
 
-    def apply_diffs(self, executor_id: bytes, diffs: list[StateDiff]) -> tuple[int, DiffError | None]:
+    def apply_diffs(self, executor_id: bytes, diffs: list[StateDiff],
+                    check: Callable[[lmdb.Transaction, StateDiff], None] | None = None) -> tuple[int, DiffError | None]:
         """Apply an executor's diffs in order, in one transaction, stopping at the first bad one.
+
+        ``check(txn, diff)`` runs once a diff is found to continue this copy, with
+        the copy as the diff found it; it may raise DiffError to refuse the diff
+        (execution trust re-executes the diff there: :mod:`missive.consensus.execution`).
 
         Returns how many were applied or were already here (a re-sent diff is a
         no-op), and what was wrong with the next one, if anything.  A bad diff
@@ -601,6 +660,8 @@ class Store:
                         continue
                 try:
                     self._check_diff(txn, diff)
+                    if check is not None:
+                        check(txn, diff)
                 except DiffError as err:
                     return done, err
                 self._apply_diff(txn, executor_id, diff)
@@ -631,16 +692,18 @@ class Store:
             raise DiffError(f"{where} takes the account's nonce back from {current.nonce} to {diff.account.nonce}")
         if diff.code and keccak256(diff.code) != diff.account.code_hash:
             raise DiffError(f"{where}: its code does not hash to the account's code hash")
+        if self.placement is not None:
+            mine = self.state_digest(diff.address, txn)
+            if diff.before != mine:  # same position, other state: the copies diverged (a conflict too)
+                raise DiffConflict(f"{where} starts from another state than this copy's (pre-state digest "
+                                   f"{diff.before.hex()[:16] or 'missing'}, this copy's {mine.hex()[:16]})",
+                                   diff.address, min(current.handled, diff.account.handled - len(receipts)))
 
     def _apply_diff(self, txn: lmdb.Transaction, executor_id: bytes, diff: StateDiff) -> None:
         db = self.db
         txn.put(diff.address, diff.account.encode(), db=db["accounts"])
-        for slot, value in diff.storage:
-            skey = diff.address + slot.to_bytes(32, "big")
-            if value:
-                txn.put(skey, word_bytes(value), db=db["storage"])
-            else:
-                txn.delete(skey, db=db["storage"])
+        if diff.storage:
+            self._write_storage(txn, diff.address, diff.storage)
         if diff.code:
             txn.put(diff.account.code_hash, diff.code, db=db["code"])
         handled = set()
@@ -739,6 +802,10 @@ class Store:
                 txn.delete(key, db=db["storage"])
             for slot, value in snapshot["storage"]:
                 txn.put(address + bytes(slot), bytes(value), db=db["storage"])
+            if self.placement is not None:
+                txn.put(address, digest.sum_bytes(digest.storage_sum(
+                    (int.from_bytes(bytes(slot), "big"), int.from_bytes(bytes(value), "big"))
+                    for slot, value in snapshot["storage"])), db=db["digests"])
             txn.put(address, account.encode(), db=db["accounts"])
             for receipt, raw in zip(receipts, snapshot["receipts"], strict=True):
                 txn.put(receipt.message_id, raw, db=db["receipts"])

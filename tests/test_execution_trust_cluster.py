@@ -1,0 +1,119 @@
+"""Execution trust on real nodes: an executor that sends wrong state diffs is caught by its replicas,
+proven wrong to every node, distrusted, and loses its actors, which carry on from honest copies.
+
+Three node processes on 127.0.0.1, every actor held by all three.  One node
+is restarted with the ``wrong-diffs`` fault (its diffs misstate a storage
+write, signed) and a token is deployed where it executes.  Waits are polls
+with deadlines; the fixture stops every process whatever happens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from test_cluster import Cluster, deploy_token_away_from, query_balance
+from test_cluster_cli import ok
+from test_ledger_actors import transfer
+from test_trust_cluster import _restart, missive, restartable
+
+from missive.cluster import launcher
+from missive.cluster.client import call
+from missive.cluster.trust import WRONG_DIFFS, TrustSettings
+from missive.consensus.execution import WrongDiff
+from missive.mailbox.envelope import Kind
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with restartable(tmp_path_factory.mktemp("execution") / "cluster") as c:
+        yield c
+
+
+def until(what: str, done: Callable[[], Any], timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = done()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.2)
+
+
+def test_a_node_sending_wrong_diffs_is_caught_distrusted_and_loses_its_actors(cluster: Cluster) -> None:
+    alice_home = cluster.home(cluster.alice.address)["name"]
+    liar = next(s for s in cluster.states if s["name"] != alice_home)
+    honest = [s for s in cluster.states if s is not liar]
+    bob = cluster.account_elsewhere("bob", {liar["name"]})
+    _restart(cluster, liar["name"], TrustSettings(fault=WRONG_DIFFS))
+    assert call("127.0.0.1", liar["port"], "trust_view")["fault"] == WRONG_DIFFS
+
+    # a token the liar executes: its deploy diff (the constructor's writes) is the first lie
+    token = deploy_token_away_from(cluster, {h["name"] for h in honest})
+
+    def everyone_knows() -> bool:
+        for s in cluster.states:
+            view = call("127.0.0.1", s["port"], "trust_view")["execution"]
+            if [bytes(n) for n in view["distrusted"]] != [liar["id"]]:
+                return False
+        return True
+
+    until("every node distrusts the liar", everyone_knows)
+    for s in cluster.states:
+        view = call("127.0.0.1", s["port"], "trust_view")["execution"]
+        (raw,) = view["wrong_diffs"]
+        evidence = WrongDiff.decode(bytes(raw))
+        assert evidence.executor == liar["id"] and evidence.accuser in {h["id"] for h in honest}
+        assert evidence.address == token
+        assert evidence.check()  # checked here, by the test, from the evidence alone
+        if s is not liar:
+            trust = {bytes(c["id"]): c["trust"] for c in view["checked"]}
+            assert trust[liar["id"]] == 0.0
+    statuses = launcher.status(cluster.root)
+    assert all(s["distrusted"] == [liar["name"]] for s in statuses)
+
+    # the token moved to an honest holder, which runs it from its own copy (the deploy again)
+    def new_home() -> dict[str, Any] | None:
+        copies = {s["name"]: cluster.client(i).call("local_state", token) for i, s in enumerate(cluster.states)}
+        runs = [name for name, c in copies.items() if c is not None and c["executor"]]
+        return copies if runs and liar["name"] not in runs else None
+
+    copies = until("an honest node executes the token", new_home)
+    assert not copies[liar["name"]] or not copies[liar["name"]]["executor"]
+
+    client = cluster.client(cluster.states.index(honest[0]))
+    sent = [client.submit(cluster.alice, Kind.CALL, token, transfer(bob.address, i + 1)) for i in range(10)]
+    for envelope in sent:
+        receipt, _ = client.receipt(envelope)
+        assert receipt.success, receipt.error
+    assert query_balance(client, bob, token, bob.address) == sum(range(1, 11))
+    assert query_balance(client, bob, token, cluster.alice.address) == 10**6 - sum(range(1, 11))
+
+    # the honest copies agree exactly (nothing of the lie reached them)
+    def honest_copies_agree() -> bool:
+        held = [cluster.client(cluster.states.index(h)).call("local_state", token) for h in honest]
+        return all(c is not None for c in held) and \
+            len({(bytes(c["account"]), str(c["storage"]), str(c["mailbox"])) for c in held}) == 1
+
+    until("the honest copies of the token agree", honest_copies_agree)
+
+    shown = ok(missive("trust", "--cluster", str(cluster.root), "--node", honest[0]["name"]))
+    assert "wrong state diff" in shown and liar["name"] in shown and "✓ proves it" in shown
+
+
+def test_evidence_that_proves_nothing_is_refused_by_a_node(cluster: Cluster) -> None:
+    from test_trust_cluster import as_member
+
+    from missive.cluster.client import ClusterError
+    from missive.net import RemoteError
+
+    node = cluster.states[0]
+    other = cluster.states[1]
+    with pytest.raises(RemoteError, match="evidence"):
+        as_member(cluster, other["name"], 0, "evidence", b"\x93\x01\x02")
+    with pytest.raises(ClusterError, match="not one"):  # not a member
+        cluster.client(0).call("evidence", b"")
+    assert call("127.0.0.1", node["port"], "status")["name"] == node["name"]  # still up
+
