@@ -17,11 +17,17 @@ the store; its public key is in the store's ``meta`` table under
 too (separate from ``node.key``, the node's network identity).
 
 What a seal proves.  Replay (:func:`missive.actors.replay.replay`) recomputes
-the chain as it reads the records and, at each seal, checks the hash and the
-signature: one Ed25519 verify per *transaction* (group commit puts hundreds of
-messages in one), instead of one per external message.  Changing, adding,
-deleting or reordering any sealed record, or forging, moving or deleting a seal,
-is reported at the first seal it breaks, naming the record range.  The records
+the chain as it reads the records and, at each seal, compares the hash before
+it replays the records the seal covers.  The newest seal's signature vouches
+for every hash under it, so replay verifies that one (and, only if it fails,
+every seal in order, to name the first the key did not sign); with
+``--check-signatures`` it verifies each seal's.  The store signs once per
+*transaction* (group commit puts hundreds of messages in one), and replay
+needs no Ed25519 verify per message.  Changing, adding, deleting or
+reordering any sealed record, or forging, moving or deleting a seal, is
+reported at the first seal it breaks, naming the record range.  (A damaged
+signature on an older seal whose hash is right changes nothing the seals
+protect; only ``--check-signatures`` reports it.)  The records
 bind everything else replay reads: an ``accept`` record names a message id,
 which is the keccak of the stored envelope (replay checks it); receipts are
 re-executed and compared byte for byte.  The client signatures stored beside
