@@ -10,9 +10,11 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import nacl.signing
@@ -414,3 +416,86 @@ def test_replay_command_checks_seals_by_default_and_signatures_on_request(tmp_pa
 def covering_seal_at(node: Path, seq: int) -> int | None:
     with Store(node, readonly=True) as store:
         return covering_seal(store, seq)
+
+
+def test_threads_writing_at_once_each_seal_their_own_records(tmp_path: Path) -> None:
+    """A cluster node accepts in one worker thread while it commits in another: each transaction's
+    records go into its own seal, whichever thread finishes tidying up first."""
+    import threading
+
+    from missive.keys import Keystore
+    from missive.mailbox.admission import checker
+
+    store = Store(tmp_path / "node", create=True)
+    keys = Keystore(tmp_path / "node")
+    alice, bob = keys.new("alice"), keys.new("bob")
+    store.create_account(alice.address, alice.public_key, 10**18)
+    check = checker(store)
+    errors: list[BaseException] = []
+
+    class SlowTxn:
+        """A write transaction that lingers a moment after it commits (as a busy thread may)."""
+
+        def __init__(self, txn: Any) -> None:
+            self.txn = txn
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.txn, name)
+
+        def get(self, *args: Any, **kwargs: Any) -> Any:
+            if threading.current_thread().name == "creating":
+                time.sleep(0.002)  # a slow transaction, while the other thread tidies up
+            return self.txn.get(*args, **kwargs)
+
+        def commit(self) -> None:
+            self.txn.commit()
+            time.sleep(0.001)
+
+        def __enter__(self) -> SlowTxn:
+            return self
+
+        def __exit__(self, kind: object, *rest: object) -> None:
+            self.txn.__exit__(kind, *rest)
+            time.sleep(0.001)
+
+    class SlowEnv:
+        def __init__(self, env: Any) -> None:
+            self.env = env
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.env, name)
+
+        def begin(self, **kwargs: Any) -> Any:
+            return SlowTxn(self.env.begin(**kwargs)) if kwargs.get("write") else self.env.begin(**kwargs)
+
+    real_env = store.env
+    store.env = SlowEnv(real_env)  # type: ignore[assignment]
+
+    def accepting() -> None:
+        try:
+            for nonce in range(300):
+                envelope = Envelope(Kind.CALL, alice.address, bob.address, value=1, nonce=nonce, gas=50_000)
+                (result,) = store.accept([alice.sign(envelope)], check)
+                assert not isinstance(result, Exception), result
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    def creating() -> None:
+        try:
+            for i in range(300):
+                store.create_account((i + 1).to_bytes(20, "big"), bytes(32), i)
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=accepting), threading.Thread(target=creating, name="creating")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    store.env = real_env
+    assert not errors, errors
+    assert len(table(store, "seals")) == 601 == len(table(store, "ledger"))
+    report = replay(store)
+    assert report.ok, report.divergence and report.divergence.describe()
+    store.close()
+    keys.close()

@@ -72,6 +72,8 @@ class Divergence:
     def describe(self) -> str:
         if self.records is not None:
             head = f"ledger records {self.records[0]}..{self.records[1]} diverge from their seal:"
+        elif not self.message_id:
+            head = "the ledger diverges:"
         else:
             head = f"message 0x{self.message_id.hex()} (0x{self.recipient.hex()} #{self.position}) diverges:"
         return "\n  ".join([head, *self.differences])

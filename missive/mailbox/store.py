@@ -41,8 +41,8 @@ last_diff     address                                seq of the last diff this n
 ``ledger`` + ``seals`` + ``messages`` + ``receipts`` (+ the ``discarded`` index)
 are the ledger proper: replay reads only those.  Ledger records are never
 rewritten once sealed: a rollback appends a record listing the receipt records
-it gives up, and indexes them in ``discarded`` for replay.  ``accounts``, ``code`` and ``storage`` are the state they imply,
-kept so actors load in O(1).
+it gives up, and indexes them in ``discarded`` for replay.  ``accounts``,
+``code`` and ``storage`` are the state they imply, kept so actors load in O(1).
 
 Durability: the environment is opened with ``sync=True``, so a committed write
 transaction is on disk when ``commit`` returns.  Callers batch: one transaction
@@ -53,6 +53,7 @@ so throughput does not pay one fsync per message.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,8 +70,8 @@ from missive.mailbox.seals import GENESIS, SealError, chain, load_key, record_by
 from missive.net.identity import NodeIdentity
 from missive.vm.keccak import keccak256
 
-TABLES = ("meta", "ledger", "seals", "discarded", "messages", "pending", "standby", "scheduled", "receipts", "mailbox", "accounts", "code",
-          "storage", "outbound", "replicate", "replica", "replica_messages", "announce", "known_code",
+TABLES = ("meta", "ledger", "seals", "discarded", "messages", "pending", "standby", "scheduled", "receipts", "mailbox",
+          "accounts", "code", "storage", "outbound", "replicate", "replica", "replica_messages", "announce", "known_code",
           "last_diff")
 MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as used
 #: Version of the store's layout (meta b"format").  1: before ledger seals (records rewritten by a
@@ -218,8 +219,10 @@ class Store:
         except StoreError:
             self.env.close()
             raise
-        #: ledger records (:func:`record_bytes`) appended by the write transaction under way, to seal
-        self._appended: list[bytes] | None = None
+        #: ``appended``: the ledger records (:func:`record_bytes`) the write transaction under way in
+        #: this thread has appended, to seal.  Per thread: a thread's ``accept`` may still be tidying
+        #: up after its commit released LMDB's write lock while another thread's transaction begins.
+        self._sealing = threading.local()
 
     def close(self) -> None:
         self.env.close()
@@ -384,7 +387,7 @@ class Store:
 
     def _append(self, txn: lmdb.Transaction, record: list[Any]) -> int:
         """Append a ledger record; only inside :meth:`_write` (or ``accept``), which seals it."""
-        appended = self._appended
+        appended: list[bytes] | None = getattr(self._sealing, "appended", None)
         if appended is None:
             raise StoreError("a ledger record appended outside a sealing transaction (Store._write)")
         seq = self._next_seq(txn)
@@ -395,22 +398,18 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[lmdb.Transaction]:
-        """A write transaction that seals the ledger records it appends (one seal, at its end).
-
-        LMDB lets one write transaction run at a time (``begin`` waits), so one
-        list of appended records per store is enough.
-        """
+        """A write transaction that seals the ledger records it appends (one seal, at its end)."""
         with self.env.begin(write=True) as txn:
-            self._appended = []
+            self._sealing.appended = []
             try:
                 yield txn
                 self._seal(txn)
             finally:
-                self._appended = None
+                self._sealing.appended = None
 
     def _seal(self, txn: lmdb.Transaction) -> None:
         """Write the seal of the records this transaction appended (none: no seal)."""
-        appended = self._appended
+        appended: list[bytes] | None = getattr(self._sealing, "appended", None)
         if not appended:
             return
         if self.seal_key is None:
@@ -537,7 +536,7 @@ class Store:
         """
         results: list[Accepted | EnvelopeError] = []
         txn = self.env.begin(write=True)
-        self._appended = []
+        self._sealing.appended = []
         try:
             updated: dict[bytes, Account] = {}
             records: dict[bytes, list[bytes]] = {}
@@ -569,7 +568,7 @@ class Store:
             txn.abort()
             raise
         finally:
-            self._appended = None
+            self._sealing.appended = None
         return results
 
     def commit(self, outcomes: list[Outcome]) -> None:
