@@ -1209,6 +1209,8 @@ class Node:
 
     def _record(self, seq: int, record: list[Any]) -> LedgerRecord:
         kind = str(record[0])
+        if kind == "receipt" and self.store.discarded(seq):
+            kind = "discarded"  # a receipt a rollback gave up (the sealed record itself stays as written)
         if kind == "genesis":
             return LedgerRecord(seq, kind, address=record[1], balance=int.from_bytes(record[3], "big"))
         message_id = bytes(record[1])

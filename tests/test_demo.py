@@ -74,11 +74,11 @@ def test_demo_command_keeps_a_node_the_other_commands_can_read(tmp_path: Path) -
         assert expected in run.stdout
     replayed = subprocess.run([sys.executable, "-m", "missive", "replay", "--dir", str(node_dir)],
                               capture_output=True, text=True, timeout=300)
-    assert replayed.returncode == 0, replayed.stderr + replayed.stdout
-    trusting = subprocess.run([sys.executable, "-m", "missive", "replay", "--dir", str(node_dir), "--trust-signatures"],
+    assert replayed.returncode == 0 and "sealed through ledger record" in replayed.stdout, replayed.stderr + replayed.stdout
+    checking = subprocess.run([sys.executable, "-m", "missive", "replay", "--dir", str(node_dir), "--check-signatures"],
                               capture_output=True, text=True, timeout=300)
-    assert trusting.returncode == 0 and "signatures trusted from admission" in trusting.stdout, trusting.stdout
-    assert replayed.stdout.split(" receipts")[0] == trusting.stdout.split(" receipts")[0]  # the same count checked
+    assert checking.returncode == 0 and "every client signature re-checked" in checking.stdout, checking.stdout
+    assert replayed.stdout.split(" receipts")[0] == checking.stdout.split(" receipts")[0]  # the same count checked
     again = subprocess.run([sys.executable, "-m", "missive", "demo", "--dir", str(node_dir)],
                            capture_output=True, text=True, timeout=60)
     assert again.returncode != 0 and "not empty" in again.stderr

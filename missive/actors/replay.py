@@ -14,17 +14,29 @@ it affects.
 Code read from other accounts comes from the recorded code hashes (deployed
 code is in the deploy receipts), exactly as the live run saw it.
 
-Signatures: checking an Ed25519 signature (about 50 µs here) costs several
-times re-running an ERC20 transfer, and 50,000 of them a second would take
-more cores than a small machine has.  By default they are checked anyway,
-ahead, a chunk of records at a time, on worker threads (PyNaCl releases the GIL
-inside libsodium) while this thread re-executes; results are still taken in
-ledger order, so a bad signature is the divergence at its own record.  With
-``signatures=False`` (``missive replay --trust-signatures``) replay takes the
-node's word that it checked each signature before accepting the message, and
-checks everything else: for re-checking your own node's execution, or a
-changed VM, quickly.  Someone who can write to the LMDB file could then add a
-message no key signed; auditing a ledger you did not write needs the default.
+Seals (:mod:`missive.mailbox.seals`): the store signs a hash chain over the
+ledger records at the end of every write transaction.  Replay reads one
+transaction's records at a time, recomputes the chain over them and compares
+the seal's hash *before* it replays them, so a changed, added, deleted or
+reordered record, or a forged or missing seal, is the divergence at the first
+broken seal, naming its record range and the expected vs computed hash;
+records after the last seal are reported as unsealed.  The newest seal's
+signature, verified first, vouches for the whole chain (see :class:`_Seals`).
+No Ed25519 verify per message is what lets replay run at 50,000 messages a
+second on two cores.  Receipts a rollback gave up are
+listed by its (sealed) rollback record and indexed in the store's
+``discarded`` table: replay skips them, checking each skip against that record.
+
+Client signatures: checking an Ed25519 signature (about 50 µs here) costs
+several times re-running an ERC20 transfer.  The node checked each one before
+accepting the message and the seal is its signed word for that; the message
+bodies are bound to the sealed ``accept`` records by their ids.  With
+``check_signatures=True`` (``missive replay --check-signatures``) every external
+message's signature is checked again anyway, ahead, a chunk of records at a
+time, on worker threads (PyNaCl releases the GIL inside libsodium) while this
+thread re-executes; results are still taken in ledger order, so a bad
+signature is the divergence at its own record.  That is for auditing a ledger
+whose seal key you do not trust (about a third of the speed).
 """
 
 from __future__ import annotations
@@ -43,6 +55,7 @@ from missive.mailbox.admission import verify_signature
 from missive.mailbox.diffs import StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt, RecordError
+from missive.mailbox.seals import GENESIS, LENGTH, chain, verify_seal
 from missive.mailbox.store import Store
 from missive.vm.keccak import keccak256
 
@@ -53,9 +66,16 @@ class Divergence:
     recipient: bytes
     position: int
     differences: tuple[str, ...]
+    #: (first, last) seq of the ledger records a broken seal covers (then ``message_id`` is b"")
+    records: tuple[int, int] | None = None
 
     def describe(self) -> str:
-        head = f"message 0x{self.message_id.hex()} (0x{self.recipient.hex()} #{self.position}) diverges:"
+        if self.records is not None:
+            head = f"ledger records {self.records[0]}..{self.records[1]} diverge from their seal:"
+        elif not self.message_id:
+            head = "the ledger diverges:"
+        else:
+            head = f"message 0x{self.message_id.hex()} (0x{self.recipient.hex()} #{self.position}) diverges:"
         return "\n  ".join([head, *self.differences])
 
 
@@ -64,6 +84,9 @@ class ReplayReport:
     checked: int
     divergence: Divergence | None
     stopped_at: bytes | None = None
+    #: (seq of the last record covered, chain hash) of the last seal checked: note it to catch a
+    #: ledger later cut short together with its newest seals
+    sealed: tuple[int, bytes] | None = None
 
     @property
     def ok(self) -> bool:
@@ -79,6 +102,115 @@ _CODE_READS = 10
 
 class _Problem(Exception):
     """A ledger record that cannot be replayed: the divergence is reported at it."""
+
+
+class _Unsealed(Exception):
+    """The ledger records from ``first`` to ``last`` do not match their seal."""
+
+    def __init__(self, first: int, last: int, *what: str) -> None:
+        super().__init__(first, last, what)
+        self.first, self.last, self.what = first, last, what
+
+
+def _signed(public_key: bytes | None, key: bytes, raw_seal: bytes) -> bool:
+    """Whether the seal ``raw_seal`` at ledger key ``key`` is signed by ``public_key``."""
+    try:
+        digest, signature = msgpack.unpackb(raw_seal)
+        return public_key is not None and verify_seal(public_key, key, bytes(digest), bytes(signature))
+    except (ValueError, TypeError):
+        return False
+
+
+class _Seals:
+    """The ledger's records, a sealed transaction at a time, each checked against its seal first.
+
+    Iterating yields (key, decoded record) in ledger order, but only records
+    whose seal has been checked: a transaction's records are read ahead to its
+    seal (the next key in the ``seals`` table), the chain recomputed over
+    them and compared with the seal's hash; then they are yielded.  A mismatch
+    raises :class:`_Unsealed` naming the range.
+
+    Signatures.  The newest seal's signature vouches for the whole chain under
+    it, since every earlier seal's hash is recomputed from the records and
+    compared: so only that one is verified, before anything is replayed (one
+    Ed25519 verify, not one per transaction, which would cost about as much
+    as re-running a transfer each).  If it fails, every seal is verified in
+    order to find the first one the store key did not sign, and the walk
+    reports that one at its place.  ``every_signature`` verifies each seal as
+    it is reached instead (``--check-signatures``).  A replay that stops early
+    calls :meth:`stop`, which verifies the last seal it reached.  ``head`` is
+    the last seal checked.
+    """
+
+    def __init__(self, txn: Any, ledger_db: Any, seals_db: Any, public_key: bytes | None,
+                 every_signature: bool = False) -> None:
+        self.txn, self.ledger_db, self.seals_db, self.public_key = txn, ledger_db, seals_db, public_key
+        self.every_signature = every_signature
+        self.head: tuple[int, bytes] | None = None
+        self._last_seal: tuple[bytes, bytes] | None = None  # (key, raw) of the last seal checked
+        #: the first seal whose signature fails (None: the newest one verifies, so all are vouched for)
+        self.unsigned: bytes | None = None
+        if not every_signature:
+            cursor = txn.cursor(db=seals_db)
+            if cursor.last() and not _signed(public_key, cursor.key(), cursor.value()):
+                self.unsigned = next(k for k, v in txn.cursor(db=seals_db) if not _signed(public_key, k, v))
+
+    def _unsigned(self, first: int, last: int) -> _Unsealed:
+        whose = f"0x{self.public_key.hex()}" if self.public_key else "(none recorded)"
+        return _Unsealed(first, last, f"the seal at {last} is not signed by the store's seal key {whose}")
+
+    def stop(self) -> _Unsealed | None:
+        """Stopping before the newest seal: verify the last one reached (it vouches for the rest)."""
+        if self._last_seal is None or self.every_signature:
+            return None
+        key, raw = self._last_seal
+        return None if _signed(self.public_key, key, raw) else self._unsigned(_seq(key), _seq(key))
+
+    def __iter__(self) -> Iterator[tuple[bytes, list[Any]]]:
+        public_key, unsigned, every_signature = self.public_key, self.unsigned, self.every_signature
+        seals = iter(self.txn.cursor(db=self.seals_db))
+        seal = next(seals, None)
+        previous = GENESIS
+        batch: list[tuple[bytes, bytes]] = []
+        unpackb = msgpack.unpackb
+        for key, value in self.txn.cursor(db=self.ledger_db):
+            if seal is None:
+                batch.append((key, value))
+                continue
+            seal_key = seal[0]
+            if seal_key < key:  # a seal whose last record is not there
+                first = _seq(batch[0][0]) if batch else _seq(seal_key)
+                raise _Unsealed(first, _seq(seal_key), f"the seal at {_seq(seal_key)} covers ledger record "
+                                f"{_seq(seal_key)}, which is missing (records deleted, or a seal moved or added)")
+            batch.append((key, value))
+            if seal_key != key:
+                continue
+            first, last = _seq(batch[0][0]), _seq(key)
+            got = chain(previous, b"".join([k + LENGTH(len(v)) + v for k, v in batch]))
+            try:
+                expected, _signature = unpackb(seal[1])
+                expected = bytes(expected)
+            except (ValueError, TypeError) as err:
+                raise _Unsealed(first, last, f"the seal at {last} is unreadable: {err}") from None
+            if got != expected:
+                raise _Unsealed(first, last, f"chain hash: expected 0x{expected.hex()} (sealed), got 0x{got.hex()} "
+                                "(records changed, added, deleted or reordered, or a seal missing or changed)")
+            if key == unsigned or (every_signature and not _signed(public_key, key, seal[1])):
+                raise self._unsigned(first, last)
+            previous = expected
+            self.head = (last, expected)
+            self._last_seal = seal
+            for k, v in batch:
+                yield k, unpackb(v)
+            batch = []
+            seal = next(seals, None)
+        if batch:
+            raise _Unsealed(_seq(batch[0][0]), _seq(batch[-1][0]), "these records have no seal (appended after the "
+                            "last seal, or the seal deleted)")
+        if seal is not None:
+            last = _seq(seal[0])
+            raise _Unsealed(last, last, f"the seal at {last} covers ledger record {last}, which is missing "
+                            "(records deleted at the end of the ledger)")
 
 
 def _message(txn: Any, messages_db: Any, message_id: bytes) -> tuple[Envelope, bytes, bytes]:
@@ -225,7 +357,7 @@ def _apply_diff(record: list[Any], state: Callable[[bytes], ActorState], code_by
 def _roll_back(record: list[Any], state: Callable[[bytes], ActorState], code_by_hash: dict[bytes, bytes],
                other_code: Callable[[bytes], bytes]) -> None:
     """This node gave up its receipts from a position on for another holder's copy, whole."""
-    _, address, _since, account, storage = record
+    _, address, _since, account, storage, _discarded = record
     actor = state(bytes(address))
     actor.account = Account.decode(bytes(account))
     actor.storage = {int.from_bytes(slot, "big"): int.from_bytes(value, "big") for slot, value in storage}
@@ -238,7 +370,6 @@ _NOT_EXECUTED_HERE: dict[str, Callable[[list[Any], Callable[[bytes], ActorState]
                                         Callable[[bytes], bytes]], None]] = {
     "diff": _apply_diff,
     "rollback": _roll_back,
-    "discarded": lambda *_: None,  # a receipt a rollback gave up: its effects went with it
 }
 
 
@@ -248,20 +379,25 @@ def replay(
     actor: bytes | None = None,
     until: bytes | None = None,
     trace: Callable[[Envelope, Receipt], None] | None = None,
-    signatures: bool = True,
+    check_signatures: bool = False,
+    seal_key: bytes | None = None,
 ) -> ReplayReport:
     """Re-execute the ledger; check ``actor``'s receipts only, or everyone's; stop after ``until``.
 
-    ``signatures=False`` trusts the signatures the node checked when it
-    accepted each external message (everything else is still checked).
+    Every seal is checked (the chain over all records, whatever ``actor``).
+    ``check_signatures`` re-verifies every external message's signature too;
+    ``seal_key`` insists on the store's seal public key being that one (an
+    auditor's copy), instead of taking the one the store records.  Stopping
+    at ``until`` leaves the rest of the ledger, and its seals, unread.
     """
     actors: dict[bytes, ActorState] = {}
     code_by_hash: dict[bytes, bytes] = {}
     checked = 0
     db = store.db
-    messages_db, receipts_db = db["messages"], db["receipts"]
+    messages_db, receipts_db, ledger_db = db["messages"], db["receipts"], db["ledger"]
     accepted: dict[bytes, Envelope] = {}  # read for their accept record, handled later
     code_db = db["code"]
+    sealed: _Seals | None = None
 
     def state(address: bytes) -> ActorState:
         found = actors.get(address)
@@ -270,70 +406,111 @@ def replay(
         return found
 
     def diverged(message_id: bytes, recipient: bytes, position: int, *what: str) -> ReplayReport:
-        return ReplayReport(checked, Divergence(message_id, recipient, position, what))
+        return ReplayReport(checked, Divergence(message_id, recipient, position, what),
+                            sealed=sealed.head if sealed is not None else None)
 
-    pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) if signatures else None
+    pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) if check_signatures else None
     checks = _SignatureChecks(pool) if pool is not None else None
     try:
         with store.read() as txn:
+            public_key = store.seal_public_key(txn)
+            if seal_key is not None and public_key != seal_key:
+                recorded = f"0x{public_key.hex()}" if public_key else "none"
+                return diverged(b"", b"", -1, f"seal key: expected 0x{seal_key.hex()}, the store records {recorded}")
 
             def other_code(code_hash: bytes) -> bytes:
                 """Code another node deployed, kept by hash: it counts only if it hashes to it."""
                 code = txn.get(code_hash, db=code_db) or b""
                 return code if keccak256(code) == code_hash else b""
 
-            # (key, record): the seq is decoded from the key only for a report or a signature check
-            records = ((key, msgpack.unpackb(value)) for key, value in txn.cursor(db=db["ledger"]))
+            # receipt records a rollback gave up (seq key -> seq key of that rollback record), and
+            # the ones skipped so far (each rollback record checks that its list was)
+            discarded = {bytes(k): bytes(v) for k, v in txn.cursor(db=db["discarded"])}
+            skipped: set[int] = set()
+            # (key, record), seal checked: the seq is decoded from the key only where it is needed
+            sealed = _Seals(txn, ledger_db, db["seals"], public_key, every_signature=check_signatures)
+            records: Iterator[tuple[bytes, list[Any]]] = iter(sealed)
             if checks is not None:
                 records = _checked_ahead(records, txn, messages_db, accepted, checks)
-            for key, record in records:
-                tag = record[0]
-                if tag == "genesis":
-                    _, address, public_key, balance = record
-                    state(address).account = Account(balance=int.from_bytes(balance, "big"), public_key=public_key)
-                    continue
-                if tag in _NOT_EXECUTED_HERE:
-                    _NOT_EXECUTED_HERE[tag](record, state, code_by_hash, other_code)
-                    continue
-                message_id = bytes(record[1])
-                # an accepted message is read once, for its accept record, and kept for its receipt's
-                envelope = accepted.get(message_id) if tag == "accept" else accepted.pop(message_id, None)
-                if envelope is None:
-                    try:
-                        envelope = _message(txn, messages_db, message_id)[0]
-                    except _Problem as problem:
-                        return diverged(message_id, b"", -1, f"ledger record {_seq(key)}: {problem}")
-                if tag == "accept":
-                    if checks is not None and (problem := checks.problem(_seq(key))) is not None:
-                        return diverged(message_id, b"", -1, f"ledger record {_seq(key)}: {problem}")
-                    sender = state(envelope.sender)
-                    sender.account = sender.account.debited(envelope.value)
-                    accepted[message_id] = envelope
-                    continue
-                raw_receipt = txn.get(message_id, db=receipts_db)
-                if raw_receipt is None:
-                    return diverged(message_id, envelope.recipient, -1, "the receipt is missing")
-                me = state(envelope.recipient)
-                if me.account.code_hash and not me.code:
-                    me.code = code_by_hash.get(me.account.code_hash, b"")
-                # read_slot None: replay starts from nothing, so every slot an actor has is in its ActorState
-                receipt, _, new_code, _, _ = run_handler(me, envelope, message_id, None,
-                                                         _code_reader(actors, code_by_hash, raw_receipt, other_code))
-                if envelope.kind is Kind.DEPLOY and receipt.success and new_code:
-                    code_by_hash[me.account.code_hash] = new_code
-                if actor is None or envelope.recipient == actor:
-                    checked += 1
-                    if trace is not None:
-                        trace(envelope, receipt)
-                    if receipt.encode() != raw_receipt:
-                        return diverged(message_id, envelope.recipient, receipt.position,
-                                        *_receipt_differences(raw_receipt, receipt))
-                if until is not None and message_id == until:
-                    return ReplayReport(checked, None, stopped_at=message_id)
+            try:
+                for key, record in records:
+                    tag = record[0]
+                    if tag == "genesis":
+                        _, address, public, balance = record
+                        state(address).account = Account(balance=int.from_bytes(balance, "big"), public_key=public)
+                        continue
+                    if tag in _NOT_EXECUTED_HERE:
+                        if tag == "rollback" and (missing := [s for s in record[5] if s not in skipped]):
+                            return diverged(b"", bytes(record[1]), -1, f"ledger record {_seq(key)}: the rollback "
+                                            f"discards receipt records {missing}, which replay did not skip (the "
+                                            "store's discarded index lacks them)")
+                        _NOT_EXECUTED_HERE[tag](record, state, code_by_hash, other_code)
+                        continue
+                    message_id = bytes(record[1])
+                    if tag == "receipt" and discarded and key in discarded:
+                        why = _discard_problem(txn, ledger_db, key, discarded[key])
+                        if why is not None:
+                            return diverged(message_id, b"", -1, f"ledger record {_seq(key)}: {why}")
+                        skipped.add(_seq(key))
+                        accepted.pop(message_id, None)
+                        continue
+                    # an accepted message is read once, for its accept record, and kept for its receipt's
+                    envelope = accepted.get(message_id) if tag == "accept" else accepted.pop(message_id, None)
+                    if envelope is None:
+                        try:
+                            envelope = _message(txn, messages_db, message_id)[0]
+                        except _Problem as problem:
+                            return diverged(message_id, b"", -1, f"ledger record {_seq(key)}: {problem}")
+                    if tag == "accept":
+                        if checks is not None and (problem := checks.problem(_seq(key))) is not None:
+                            return diverged(message_id, b"", -1, f"ledger record {_seq(key)}: {problem}")
+                        sender = state(envelope.sender)
+                        sender.account = sender.account.debited(envelope.value)
+                        accepted[message_id] = envelope
+                        continue
+                    raw_receipt = txn.get(message_id, db=receipts_db)
+                    if raw_receipt is None:
+                        return diverged(message_id, envelope.recipient, -1, "the receipt is missing")
+                    me = state(envelope.recipient)
+                    if me.account.code_hash and not me.code:
+                        me.code = code_by_hash.get(me.account.code_hash, b"")
+                    # read_slot None: replay starts from nothing, so every slot an actor has is in its ActorState
+                    receipt, _, new_code, _, _ = run_handler(me, envelope, message_id, None,
+                                                             _code_reader(actors, code_by_hash, raw_receipt, other_code))
+                    if envelope.kind is Kind.DEPLOY and receipt.success and new_code:
+                        code_by_hash[me.account.code_hash] = new_code
+                    if actor is None or envelope.recipient == actor:
+                        checked += 1
+                        if trace is not None:
+                            trace(envelope, receipt)
+                        if receipt.encode() != raw_receipt:
+                            return diverged(message_id, envelope.recipient, receipt.position,
+                                            *_receipt_differences(raw_receipt, receipt))
+                    if until is not None and message_id == until:
+                        broken = sealed.stop()
+                        if broken is not None:
+                            raise broken
+                        return ReplayReport(checked, None, stopped_at=message_id, sealed=sealed.head)
+            except _Unsealed as broken:
+                return ReplayReport(checked, Divergence(b"", b"", -1, broken.what, (broken.first, broken.last)),
+                                    sealed=sealed.head)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-    return ReplayReport(checked, None)
+    return ReplayReport(checked, None, sealed=sealed.head if sealed is not None else None)
+
+
+def _discard_problem(txn: Any, ledger_db: Any, key: bytes, rollback_key: bytes) -> str | None:
+    """Why the discarded index's entry for receipt record ``key`` is not backed by its rollback record."""
+    raw = txn.get(rollback_key, db=ledger_db) if rollback_key > key else None
+    try:
+        record = msgpack.unpackb(raw) if raw is not None else None
+    except (ValueError, TypeError):
+        record = None
+    if record is None or record[0] != "rollback" or len(record) < 6 or _seq(key) not in record[5]:
+        return (f"the store's discarded index says rollback record {_seq(rollback_key)} gave this receipt up, "
+                "but that record does not list it")
+    return None
 
 
 def snapshot(store: Store) -> dict[bytes, tuple[int, bytes, dict[int, int]]]:

@@ -25,14 +25,23 @@ def _hex_bytes(text: str, size: int, what: str) -> bytes:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("replay", help="re-execute the ledger and check every receipt")
+    p = subparsers.add_parser(
+        "replay", help="re-execute the ledger and check every receipt and every seal",
+        description="Rebuild state from the ledger alone: check the store's seal (a signed hash chain, one per "
+                    "write transaction) over every ledger record, re-execute every message and compare each "
+                    "receipt with the recorded one. Exits non-zero at the first divergence, naming it (expected "
+                    "vs got). Client signatures were checked when the node admitted each message and are covered "
+                    "by the seals; --check-signatures checks them again (about a third of the speed).")
     p.add_argument("--dir", default=".missive", help="node directory (default ./.missive)")
     p.add_argument("--actor", help="check only this contract's receipts (0x address)")
     p.add_argument("--until", help="stop after this message id")
     p.add_argument("--trace", action="store_true", help="print every message as it is re-executed")
-    p.add_argument("--trust-signatures", action="store_true",
-                   help="take the node's word that it checked each external message's signature on acceptance "
-                        "(about three times as fast; everything else is still checked)")
+    p.add_argument("--check-signatures", action="store_true",
+                   help="also re-verify every external message's Ed25519 signature (for a ledger whose seal key "
+                        "you do not trust; about a third of the speed)")
+    p.add_argument("--trust-signatures", action="store_true", help=argparse.SUPPRESS)  # the old default's opt-out: now the default
+    p.add_argument("--seal-key", metavar="HEX",
+                   help="the store's seal public key as you noted it earlier: replay fails if the store's differs")
     p.add_argument("--node", default=None, metavar="HOST:PORT",
                    help="replay this cluster node's ledger, in the node (with --cluster: a member's name works too)")
     p.add_argument("--cluster", type=Path, default=None, metavar="DIR",
@@ -44,7 +53,13 @@ def run(args: argparse.Namespace) -> int:
     console = make_console()
     actor = _hex_bytes(args.actor, 20, "--actor") if args.actor else None
     until = _hex_bytes(args.until, 32, "--until") if args.until else None
+    seal_key = _hex_bytes(args.seal_key, 32, "--seal-key") if args.seal_key else None
+    if args.check_signatures and args.trust_signatures:
+        raise CliError("--check-signatures and --trust-signatures contradict each other")
     if args.node is not None or args.cluster is not None:
+        if args.check_signatures or seal_key is not None:
+            raise CliError("--check-signatures and --seal-key are for a local node directory (a node replays "
+                           "remotely with its defaults)")
         return run_remote(args, actor, until)
     try:
         store = Store(args.dir)
@@ -60,16 +75,21 @@ def run(args: argparse.Namespace) -> int:
     with store:
         started = time.perf_counter()
         report = replay(store, actor=actor, until=until, trace=trace if args.trace else None,
-                        signatures=not args.trust_signatures)
+                        check_signatures=args.check_signatures, seal_key=seal_key)
         elapsed = time.perf_counter() - started
+        public_key = store.seal_public_key()
     if report.divergence is not None:
         console.print(f"[red]replay diverged[/red] after {report.checked} checked receipts")
         console.print(report.divergence.describe(), markup=False)
         return EXIT_FAILED
     rate = report.checked / elapsed if elapsed > 0 else 0.0
     where = f", stopped at 0x{report.stopped_at.hex()}" if report.stopped_at else ""
-    trusted = " (signatures trusted from admission)" if args.trust_signatures else ""
-    console.print(f"replay ok: {report.checked} receipts reproduced in {elapsed:.2f}s ({rate:,.0f}/s){where}{trusted}")
+    signatures = ", every client signature re-checked" if args.check_signatures else ""
+    console.print(f"replay ok: {report.checked} receipts reproduced in {elapsed:.2f}s ({rate:,.0f}/s){where}{signatures}")
+    if report.sealed is not None:
+        last, digest = report.sealed
+        key = f"0x{public_key.hex()}" if public_key else "?"
+        console.print(f"sealed through ledger record {last}: chain 0x{digest.hex()}, seal key {key}", markup=False)
     return EXIT_OK
 
 

@@ -54,6 +54,8 @@ def ledger_page(store: Store, start: int = 0, limit: int | None = None, last: in
                 raw.append((int.from_bytes(key, "big"), value))
         for seq, value in raw:
             record = msgpack.unpackb(value)
+            if record[0] == "receipt" and txn.get(seq.to_bytes(8, "big"), db=store.db["discarded"]) is not None:
+                record = ["discarded", record[1]]  # a receipt a rollback gave up (shown as before seals)
             message = receipt = None
             if record[0] != "genesis":
                 stored = txn.get(bytes(record[1]), db=store.db["messages"])

@@ -5,13 +5,18 @@ Tables (LMDB named databases; every value is msgpack or raw bytes):
 ============  =====================================  ==========================================
 table         key                                    value
 ============  =====================================  ==========================================
-meta          b"format", b"seq", b"clock"            format version, next ledger seq, node clock
+meta          b"format", b"seq", b"clock",           store format (STORE_FORMAT), next ledger seq,
+              b"seal_key"                            node clock, public key of the seals (below)
 ledger        seq (8 bytes, big-endian)              ["genesis", addr, pubkey, balance] |
                                                      ["accept", message id] | ["receipt", message id] |
                                                      ["diff", executor node id, state diff] (applied
                                                      here) | ["rollback", addr, position, account,
-                                                     storage] | ["discarded", message id] (a receipt
-                                                     a rollback gave up, rewritten in place)
+                                                     storage, [seqs of the receipt records it discards]]
+seals         seq of the last ledger record covered  [chain hash, Ed25519 signature] (one per write
+                                                     transaction that appends records; see
+                                                     :mod:`missive.mailbox.seals`)
+discarded     seq of a receipt record (8 bytes)      seq of the rollback record that discarded it (an
+                                                     index of what the sealed rollback records list)
 messages      message id                             [canonical envelope, public key, signature]
 pending       recipient + seq                        message id   (each actor's queue, in order)
 scheduled     not_before (32 bytes) + message id     b""          (waiting for logical time)
@@ -36,9 +41,11 @@ digests       address                                the actor's storage sum (mi
                                                      says every sum is current
 ============  =====================================  ==========================================
 
-``ledger`` + ``messages`` + ``receipts`` are the ledger proper: replay reads
-only those.  ``accounts``, ``code`` and ``storage`` are the state they imply,
-kept so actors load in O(1).
+``ledger`` + ``seals`` + ``messages`` + ``receipts`` (+ the ``discarded`` index)
+are the ledger proper: replay reads only those.  Ledger records are never
+rewritten once sealed: a rollback appends a record listing the receipt records
+it gives up, and indexes them in ``discarded`` for replay.  ``accounts``,
+``code`` and ``storage`` are the state they imply, kept so actors load in O(1).
 
 Durability: the environment is opened with ``sync=True``, so a committed write
 transaction is on disk when ``commit`` returns.  Callers batch: one transaction
@@ -49,7 +56,9 @@ so throughput does not pay one fsync per message.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -59,14 +68,19 @@ import msgpack
 
 from missive.mailbox import digest
 from missive.mailbox.diffs import DiffConflict, DiffError, StateDiff
-from missive.mailbox.envelope import FORMAT_VERSION, Envelope, EnvelopeError, Kind
+from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
+from missive.mailbox.seals import GENESIS, SealError, chain, load_key, record_bytes, seal_message
+from missive.net.identity import NodeIdentity
 from missive.vm.keccak import keccak256
 
-TABLES = ("meta", "ledger", "messages", "pending", "standby", "scheduled", "receipts", "mailbox", "accounts", "code",
-          "storage", "outbound", "replicate", "replica", "replica_messages", "announce", "known_code",
+TABLES = ("meta", "ledger", "seals", "discarded", "messages", "pending", "standby", "scheduled", "receipts", "mailbox",
+          "accounts", "code", "storage", "outbound", "replicate", "replica", "replica_messages", "announce", "known_code",
           "last_diff", "digests")
 MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as used
+#: Version of the store's layout (meta b"format").  1: before ledger seals (records rewritten by a
+#: rollback; no seals); this Missive does not open those (replay them with the Missive that wrote them).
+STORE_FORMAT = 2
 
 
 class StoreError(Exception):
@@ -179,14 +193,44 @@ class Store:
         self.env = lmdb.open(
             str(self.path), map_size=MAP_SIZE, max_dbs=len(TABLES) + 2, sync=True, metasync=True, readonly=readonly
         )
+        meta = self.env.open_db(b"meta", create=not readonly)
+        with self.env.begin() as txn:
+            version = txn.get(b"format", db=meta)
+        if version is not None and msgpack.unpackb(version) != STORE_FORMAT:
+            found = msgpack.unpackb(version)
+            self.env.close()
+            why = " (a ledger without seals, from a Missive before them)" if found == 1 else ""
+            raise StoreError(f"{self.path} has store format {found}{why}; this Missive reads {STORE_FORMAT}. "
+                             "Replay or read it with the Missive that wrote it, or start a new node")
         self.db = {name: self.env.open_db(name.encode(), create=not readonly) for name in TABLES}
-        with self.env.begin(write=not readonly) as txn:
-            version = txn.get(b"format", db=self.db["meta"])
-            if version is None and not readonly:
-                txn.put(b"format", msgpack.packb(FORMAT_VERSION), db=self.db["meta"])
-            elif version is not None and msgpack.unpackb(version) != FORMAT_VERSION:
-                raise StoreError(f"{self.path} has store format {msgpack.unpackb(version)}, this Missive reads {FORMAT_VERSION}")
-            if not readonly:
+        #: signs the seals (None: read-only use; appending to the ledger raises StoreError)
+        self.seal_key: NodeIdentity | None = None
+        try:
+            with self.env.begin(write=not readonly) as txn:
+                version = txn.get(b"format", db=meta)
+                if version is None and not readonly:  # a new store: its seal key with it
+                    self.seal_key = load_key(self.path, create=True)
+                    assert self.seal_key is not None
+                    txn.put(b"format", msgpack.packb(STORE_FORMAT), db=meta)
+                    txn.put(b"seal_key", self.seal_key.node_id, db=meta)
+                elif not readonly:
+                    self.seal_key = load_key(self.path, create=False)
+                recorded = txn.get(b"seal_key", db=meta)
+                if self.seal_key is not None and recorded is not None and self.seal_key.node_id != recorded:
+                    raise StoreError(f"{self.path}/ledger.key is not the key that sealed this ledger "
+                                     f"(0x{recorded.hex()[:16]}..); it cannot append to it")
+        except SealError as err:
+            self.env.close()
+            raise StoreError(str(err)) from None
+        except StoreError:
+            self.env.close()
+            raise
+        #: ``appended``: the ledger records (:func:`record_bytes`) the write transaction under way in
+        #: this thread has appended, to seal.  Per thread: a thread's ``accept`` may still be tidying
+        #: up after its commit released LMDB's write lock while another thread's transaction begins.
+        self._sealing = threading.local()
+        if not readonly:
+            with self.env.begin(write=True) as txn:
                 self._start_digests(txn)
 
     def _start_digests(self, txn: lmdb.Transaction) -> None:
@@ -376,9 +420,59 @@ class Store:
         return seq
 
     def _append(self, txn: lmdb.Transaction, record: list[Any]) -> int:
+        """Append a ledger record; only inside :meth:`_write` (or ``accept``), which seals it."""
+        appended: list[bytes] | None = getattr(self._sealing, "appended", None)
+        if appended is None:
+            raise StoreError("a ledger record appended outside a sealing transaction (Store._write)")
         seq = self._next_seq(txn)
-        txn.put(u64(seq), msgpack.packb(record, use_bin_type=True), db=self.db["ledger"])
+        key, value = u64(seq), msgpack.packb(record, use_bin_type=True)
+        txn.put(key, value, db=self.db["ledger"])
+        appended.append(record_bytes(key, value))
         return seq
+
+    @contextmanager
+    def _write(self) -> Iterator[lmdb.Transaction]:
+        """A write transaction that seals the ledger records it appends (one seal, at its end)."""
+        with self.env.begin(write=True) as txn:
+            self._sealing.appended = []
+            try:
+                yield txn
+                self._seal(txn)
+            finally:
+                self._sealing.appended = None
+
+    def _seal(self, txn: lmdb.Transaction) -> None:
+        """Write the seal of the records this transaction appended (none: no seal)."""
+        appended: list[bytes] | None = getattr(self._sealing, "appended", None)
+        if not appended:
+            return
+        if self.seal_key is None:
+            raise StoreError(f"{self.path} has no ledger seal key ({self.path}/ledger.key): it cannot append to "
+                             "the ledger")
+        seals = self.db["seals"]
+        cursor = txn.cursor(db=seals)
+        previous = msgpack.unpackb(cursor.value())[0] if cursor.last() else GENESIS
+        digest = chain(previous, b"".join(appended))
+        last_key = appended[-1][:8]
+        signature = self.seal_key.sign(seal_message(last_key, digest))
+        txn.put(last_key, msgpack.packb([digest, signature]), db=seals)
+        appended.clear()
+
+    def discarded(self, seq: int) -> bool:
+        """Whether the receipt record at ledger ``seq`` was given up by a rollback (see ``roll_back``)."""
+        return self._get(None, "discarded", u64(seq)) is not None
+
+    def seal_head(self) -> tuple[int, bytes] | None:
+        """(seq of the last sealed record, chain hash) of the newest seal, if any."""
+        with self.read() as txn:
+            cursor = txn.cursor(db=self.db["seals"])
+            if not cursor.last():
+                return None
+            return int.from_bytes(cursor.key(), "big"), bytes(msgpack.unpackb(cursor.value())[0])
+
+    def seal_public_key(self, txn: lmdb.Transaction | None = None) -> bytes | None:
+        """The public key the ledger's seals are signed with (from the store's meta table)."""
+        return self._get(txn, "meta", b"seal_key")
 
     def _advance_clock(self, txn: lmdb.Transaction, time: int) -> None:
         if time > self.clock(txn):
@@ -456,7 +550,7 @@ class Store:
 
     def create_account(self, address: bytes, public_key: bytes, balance: int) -> None:
         """Genesis: an external account with a starting balance (the dev faucet)."""
-        with self.env.begin(write=True) as txn:
+        with self._write() as txn:
             if txn.get(address, db=self.db["accounts"]) is not None:
                 raise StoreError(f"account 0x{address.hex()} already exists")
             before = self.state_digest(address, txn)
@@ -478,6 +572,7 @@ class Store:
         """
         results: list[Accepted | EnvelopeError] = []
         txn = self.env.begin(write=True)
+        self._sealing.appended = []
         try:
             updated: dict[bytes, Account] = {}
             records: dict[bytes, list[bytes]] = {}
@@ -504,13 +599,16 @@ class Store:
             self._replicate(txn, [StateDiff(sender, 0, updated[sender], messages=tuple(sent), before=befores.get(sender, b""),
                                             after=self.state_digest(sender, txn) if self.placement else b"")
                                   for sender, sent in records.items()])
+            if all_or_nothing and any(isinstance(r, EnvelopeError) for r in results):
+                txn.abort()
+            else:
+                self._seal(txn)
+                txn.commit()
         except BaseException:
             txn.abort()
             raise
-        if all_or_nothing and any(isinstance(r, EnvelopeError) for r in results):
-            txn.abort()
-        else:
-            txn.commit()
+        finally:
+            self._sealing.appended = None
         return results
 
     def commit(self, outcomes: list[Outcome]) -> None:
@@ -524,7 +622,7 @@ class Store:
         changes: dict[bytes, _Changes] = {}  # per actor, for its replicas
         replicated = self.placement is not None
         clock = 0
-        with self.env.begin(write=True) as txn:
+        with self._write() as txn:
             db = self.db
             receipts, mailbox = db["receipts"], db["mailbox"]
             for o in outcomes:
@@ -649,7 +747,7 @@ class Store:
         (a gap, or receipts for positions this copy already holds: a conflict).
         """
         done = 0
-        with self.env.begin(write=True) as txn:
+        with self._write() as txn:
             db = self.db
             for diff in diffs:
                 seen = txn.get(diff.address, db=db["replica"])
@@ -788,7 +886,7 @@ class Store:
         if any(r.position != since + i for i, r in enumerate(receipts)) or account.handled != since + len(receipts):
             raise DiffError(f"snapshot of 0x{address.hex()} from {since} does not hold positions {since}.. in order")
         db = self.db
-        with self.env.begin(write=True) as txn:
+        with self._write() as txn:
             mine = [(key, message_id) for key, message_id in self._scan("mailbox", address, txn=txn)
                     if int.from_bytes(key[20:], "big") >= since]
             sent: set[bytes] = set()
@@ -823,24 +921,32 @@ class Store:
                 if found is not None:
                     envelope = Envelope.decode(msgpack.unpackb(found)[0], check=False)
                     self._place(txn, envelope, message_id, self.placement is None or self.placement.executes(address))
-            self._discard_receipt_records(txn, {m for _, m in mine})
-            self._append(txn, ["rollback", address, since, account.encode(),
-                               [[bytes(slot), bytes(value)] for slot, value in snapshot["storage"]]])
+            discarded = self._receipt_records(txn, {m for _, m in mine})
+            rollback = self._append(txn, ["rollback", address, since, account.encode(),
+                                          [[bytes(slot), bytes(value)] for slot, value in snapshot["storage"]],
+                                          discarded])
+            for seq in discarded:
+                txn.put(u64(seq), u64(rollback), db=db["discarded"])
         return unhandled
 
-    def _discard_receipt_records(self, txn: lmdb.Transaction, message_ids: set[bytes]) -> None:
-        """Rewrite the ledger's receipt records of ``message_ids`` as discarded, so that replay
-        skips them (their receipts are gone).  They are recent: search from the end."""
+    def _receipt_records(self, txn: lmdb.Transaction, message_ids: set[bytes]) -> list[int]:
+        """Seqs of the standing (not yet discarded) receipt records of ``message_ids``, ascending:
+        the ones a rollback gives up.  Sealed records are never rewritten: the rollback record
+        lists them and the ``discarded`` index points replay from each to it.  They are recent:
+        search from the end."""
         left = set(message_ids)
+        found_seqs: list[int] = []
+        discarded = self.db["discarded"]
         cursor = txn.cursor(db=self.db["ledger"])
         found = cursor.last()
         while found and left:
             key, value = cursor.item()
             record = msgpack.unpackb(value)
-            if record[0] == "receipt" and bytes(record[1]) in left:
+            if record[0] == "receipt" and bytes(record[1]) in left and txn.get(key, db=discarded) is None:
                 left.discard(bytes(record[1]))
-                txn.put(bytes(key), msgpack.packb(["discarded", record[1]], use_bin_type=True), db=self.db["ledger"])
+                found_seqs.append(int.from_bytes(key, "big"))
             found = cursor.prev()
+        return sorted(found_seqs)
 
     def _forget_messages(self, txn: lmdb.Transaction, message_ids: set[bytes]) -> None:
         """Drop messages sent by discarded receipts: from the ledger's messages and every queue
