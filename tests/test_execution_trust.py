@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import attrs
 import pytest
@@ -22,6 +21,7 @@ from test_ledger_actors import ASKER, TOKEN, Ledger, selector, transfer
 
 from missive.cluster.execution_trust import ExecutionTrust, NotYetCheckable, falsify
 from missive.cluster.membership import Membership
+from missive.cluster.trust import TrustSettings
 from missive.consensus.execution import EvidenceError, PreState, WrongDiff, WrongResult
 from missive.mailbox import digest
 from missive.mailbox.diffs import DiffConflict, StateDiff
@@ -93,17 +93,11 @@ def replica(tmp_path: Path) -> Iterator[tuple[Store, ExecutionTrust, TrustNobody
     trust = TrustNobody()
     names = {EXECUTOR.node_id: "executor", REPLICA.node_id: "replica"}
     membership = Membership(REPLICA.node_id, sorted(names), 2)
-    execution = ExecutionTrust(REPLICA, store, names, {}, membership, trust, attrs.evolve(_settings()))  # type: ignore[arg-type]
+    execution = ExecutionTrust(REPLICA, store, names, {}, membership, trust, TrustSettings())  # type: ignore[arg-type]
     try:
         yield store, execution, trust
     finally:
         store.close()
-
-
-def _settings() -> Any:
-    from missive.cluster.trust import TrustSettings
-
-    return TrustSettings()
 
 
 def state_of(store: Store) -> dict[bytes, tuple[bytes, dict[int, int], list[bytes]]]:

@@ -47,17 +47,17 @@ import trio
 from missive.cluster.membership import Membership
 from missive.cluster.trust import TrustService, TrustSettings
 from missive.consensus.execution import (
+    CONTRADICTION,
     CannotCheck,
     EvidenceError,
     WrongDiff,
     WrongResult,
-    contradiction,
     pre_state,
     rerun,
 )
 from missive.mailbox.diffs import DiffError, StateDiff
 from missive.mailbox.envelope import Envelope
-from missive.mailbox.records import Account, Receipt
+from missive.mailbox.records import Account
 from missive.mailbox.store import Store
 from missive.net import NetError, NodeIdentity, PeerLink, RemoteError, short_id
 
@@ -124,9 +124,8 @@ class ExecutionTrust:
             account = Account.decode(account_raw) if account_raw else Account()
             code = store.code(account.code_hash, txn) if account.code_hash else b""
             if diff.after != store.digest_after(diff, txn):  # every diff: it costs a hash per slot written
-                raise WrongResult(diff, contradiction(diff, store.storage(address, txn)),
-                                  pre_state(account_raw, store.storage(address, txn).items(), code, diff, {},
-                                            lambda _: None))
+                raise WrongResult(diff, [CONTRADICTION], pre_state(account_raw, store.storage(address, txn).items(),
+                                                                   code, diff, lambda _: None, lambda _: None))
             if not diff.receipts:
                 return  # an acceptance or a new account: nothing ran, signatures were checked at admission
             if not self.wants_rerun(executor):
@@ -149,13 +148,8 @@ class ExecutionTrust:
             if not differences:
                 self.reexecuted[executor] += 1
                 return
-            handled = {}
-            for raw in diff.receipts:
-                found = message(_receipt_id(raw))
-                if found is not None:
-                    handled[found.id] = found.canonical()
             raise WrongResult(diff, differences, pre_state(account_raw, store.storage(address, txn).items(), code,
-                                                           diff, handled, code_by_hash))
+                                                           diff, message, code_by_hash))
 
         return check
 
@@ -250,10 +244,6 @@ def falsify(raw: bytes) -> bytes:
         return raw
     (slot, value), *rest = diff.storage
     return attrs.evolve(diff, storage=((slot, (value + 1) % (1 << 256) or 1), *rest)).encode()
-
-
-def _receipt_id(raw: bytes) -> bytes:
-    return Receipt.decode(raw).message_id
 
 
 __all__ = ["EVIDENCE_METHOD", "ExecutionTrust", "NotYetCheckable", "falsify"]

@@ -23,7 +23,7 @@ read of *other* accounts (their code is checked to hash to them).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 
 import attrs
 import msgpack
@@ -42,6 +42,9 @@ EVIDENCE_DOMAIN = "missive/trust/wrong-diff/v1"
 MAX_EVIDENCE_BYTES = 960 * 1024
 #: Differences reported per re-run (the first is what matters; the rest is context).
 MAX_DIFFERENCES = 8
+#: What a diff whose ``after`` does not follow from its ``before`` and its own writes is found to be.
+CONTRADICTION = ("the diff contradicts itself: its account and storage writes applied to the state it signed it "
+                 "started from do not give the state it signed it ends in")
 
 
 class CannotCheck(Exception):
@@ -140,10 +143,7 @@ def contradiction(diff: StateDiff, storage: dict[int, int]) -> list[str]:
     total = digest.storage_sum(storage.items())
     for slot, value in diff.storage:
         total = digest.rewrite(total, slot, storage.get(slot, 0), value)
-    if digest.state_digest(diff.account.encode(), total) == diff.after:
-        return []
-    return ["the diff contradicts itself: its account and storage writes applied to the state it signed it "
-            "started from do not give the state it signed it ends in"]
+    return [] if digest.state_digest(diff.account.encode(), total) == diff.after else [CONTRADICTION]
 
 
 def _word(value: int | None) -> str:
@@ -254,14 +254,14 @@ def _int32(raw: object) -> int:
 
 
 def pre_state(account: bytes, storage: Iterable[tuple[int, int]], code: bytes, diff: StateDiff,
-              messages: Mapping[bytes, bytes], code_by_hash: Callable[[bytes], bytes | None]) -> PreState:
-    """The evidence body for ``diff`` from a holder's copy (``messages``: canonical envelope by id)."""
+              message: Callable[[bytes], Envelope | None], code_by_hash: Callable[[bytes], bytes | None]) -> PreState:
+    """The evidence body for ``diff`` from a holder's copy: the messages and code found of those it read."""
     handled = [Receipt.decode(raw) for raw in diff.receipts]
     read = {h for r in handled for _, h in r.code_reads if h}
     return PreState(account, tuple(sorted(storage)), code,
-                    tuple(messages[r.message_id] for r in handled if r.message_id in messages),
+                    tuple(m.canonical() for r in handled if (m := message(r.message_id)) is not None),
                     tuple(c for h in sorted(read) if (c := code_by_hash(h)) is not None))
 
 
-__all__ = ["CannotCheck", "EvidenceError", "PreState", "WrongDiff", "WrongResult", "contradiction", "pre_state",
+__all__ = ["CONTRADICTION", "CannotCheck", "EvidenceError", "PreState", "WrongDiff", "WrongResult", "contradiction", "pre_state",
            "rerun"]

@@ -452,10 +452,10 @@ class Store:
         seals = self.db["seals"]
         cursor = txn.cursor(db=seals)
         previous = msgpack.unpackb(cursor.value())[0] if cursor.last() else GENESIS
-        digest = chain(previous, b"".join(appended))
+        head = chain(previous, b"".join(appended))
         last_key = appended[-1][:8]
-        signature = self.seal_key.sign(seal_message(last_key, digest))
-        txn.put(last_key, msgpack.packb([digest, signature]), db=seals)
+        signature = self.seal_key.sign(seal_message(last_key, head))
+        txn.put(last_key, msgpack.packb([head, signature]), db=seals)
         appended.clear()
 
     def discarded(self, seq: int) -> bool:

@@ -107,19 +107,25 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+async def round_trips(call: Callable[[str, Any], Awaitable[Any]], n: int) -> list[float]:
+    """Seconds per ``echo`` call, ``n`` of them after 200 to warm up."""
+    for _ in range(200):
+        await call("echo", SMALL)
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await call("echo", SMALL)
+        samples.append(time.perf_counter() - t)
+    return samples
+
+
 async def measure(client: NodeIdentity, server_id: NodeId, port: int, n: int) -> dict[str, Any]:
     figures: dict[str, Any] = {}
 
     # Round trips on a bare connection.
     channel = await initiate(await trio.open_tcp_stream(HOST, port), client, expected_peer=server_id)
     async with open_rpc(channel) as conn:
-        for _ in range(200):  # warm-up
-            await conn.call("echo", SMALL)
-        samples = []
-        for _ in range(n):
-            t = time.perf_counter()
-            await conn.call("echo", SMALL)
-            samples.append(time.perf_counter() - t)
+        samples = await round_trips(conn.call, n)
         figures["rtt_p50_us"] = percentile(samples, 0.50) * 1e6
         figures["rtt_p99_us"] = percentile(samples, 0.99) * 1e6
         figures["rtt_mean_us"] = statistics.fmean(samples) * 1e6
@@ -136,13 +142,7 @@ async def measure(client: NodeIdentity, server_id: NodeId, port: int, n: int) ->
     async with open_peer_link(client, HOST, port, server_id, queue_size=256) as link:
         with trio.fail_after(10):
             await link.wait_connected()
-        for _ in range(200):
-            await link.call("echo", SMALL)
-        samples = []
-        for _ in range(n):
-            t = time.perf_counter()
-            await link.call("echo", SMALL)
-            samples.append(time.perf_counter() - t)
+        samples = await round_trips(link.call, n)
         figures["link_rtt_p50_us"] = percentile(samples, 0.50) * 1e6
         figures["link_rtt_p99_us"] = percentile(samples, 0.99) * 1e6
 
