@@ -143,6 +143,33 @@ def test_cross_node_transfers_query_reply_and_conservation(cluster: Cluster) -> 
     assert sum(s["forwarded"] for s in statuses) > 0 and all(s["up"] for s in statuses)
 
 
+def test_waits_are_answered_when_the_receipt_or_the_reply_is_committed(cluster: Cluster) -> None:
+    """``wait``/``wait_reply`` stay open until the message is handled (no polling), wherever it runs."""
+    from missive.cluster.client import ClusterError
+    from missive.mailbox.envelope import Envelope
+    from missive.mailbox.records import Receipt
+
+    alice_node = cluster.home(cluster.alice.address)["name"]
+    token = deploy_token_away_from(cluster, {alice_node})
+    client = cluster.client(1)
+    query = client.submit(cluster.alice, Kind.QUERY, token,
+                          sel("balanceOf(address)") + encode(["address"], [cluster.alice.address]), wants_reply=True)
+    answer = client.call("wait_reply", {"request": query.id, "sender": cluster.alice.address, "timeout": 20},
+                         timeout=30)
+    reply, reply_receipt = Envelope.decode(answer["reply"]), Receipt.decode(answer["receipt"])
+    assert reply.kind is Kind.REPLY and reply.request_id == query.id and reply_receipt.success
+    assert decode(["uint256"], reply.payload)[0] == 10**6  # the deployer holds the whole supply
+    # `wait` for the query answers what `receipt` does, from the token's node
+    waited = client.call("wait", {"id": query.id, "recipient": token, "timeout": 20}, timeout=30)
+    assert waited == client.call("receipt", {"id": query.id, "recipient": token})
+    assert Receipt.decode(waited["receipt"]).success
+    # a message never handled: an empty answer once the timeout is up
+    assert client.call("wait", {"id": bytes(32), "recipient": token, "timeout": 0.2}) is None
+    for bad in (-1, 31, "soon", True):
+        with pytest.raises(ClusterError, match="timeout must be a number of seconds"):
+            client.call("wait", {"id": query.id, "recipient": token, "timeout": bad})
+
+
 def test_killed_node_gets_its_messages_after_restart_exactly_once(cluster: Cluster) -> None:
     alice_node = cluster.home(cluster.alice.address)["name"]
     bob = cluster.account_elsewhere("bob", {alice_node})

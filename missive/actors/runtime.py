@@ -30,7 +30,7 @@ from __future__ import annotations
 import fcntl
 import os
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -44,6 +44,7 @@ from missive.mailbox.records import Account
 from missive.mailbox.store import Outcome, Store
 
 Observer = Callable[[list[tuple[Envelope, Outcome]]], None]
+Committer = Callable[[list[Outcome]], Awaitable[None]]
 
 
 class NodeBusy(Exception):
@@ -87,8 +88,11 @@ class ExecutorLock:
 class Runtime:
     """Runs the actors of one node directory until idle or cancelled."""
 
-    def __init__(self, store: Store, *, batch: int = 2048, per_actor: int = 256, max_live: int = 10_000) -> None:
+    def __init__(self, store: Store, *, batch: int = 2048, per_actor: int = 256, max_live: int = 10_000,
+                 committer: Committer | None = None) -> None:
         self.store = store
+        #: how a round's outcomes are made durable (a cluster node shares one writer among its tasks)
+        self.committer: Committer = committer or (lambda outcomes: trio.to_thread.run_sync(store.commit, outcomes))
         self.batch = batch
         self.per_actor = per_actor
         self._cursor = b""  # the last actor of the previous round: the next round starts after it
@@ -108,6 +112,8 @@ class Runtime:
         self._executed_rounds = 0
         # held by each round until it is committed, and by `paused` (trio's Lock is fair: FIFO)
         self._turn = trio.Lock()
+        # set by wake(): something may have been queued, so an idle run() looks at the store again
+        self._wake = trio.Event()
 
     # -- reading committed state during a round -----------------------------------
 
@@ -225,7 +231,7 @@ class Runtime:
     async def _commit(self, outcomes: list[tuple[Envelope, Outcome]], done: trio.Event) -> None:
         # A failed commit raises out of the nursery and stops the runtime: the
         # actors' memory is ahead of the store, so nothing may run on it.
-        await trio.to_thread.run_sync(self.store.commit, [o for _, o in outcomes])
+        await self.committer([o for _, o in outcomes])
         self.handled_total += len(outcomes)
         self.rounds += 1
         self._committing, self._committing_keys = None, set()
@@ -253,6 +259,11 @@ class Runtime:
                     actor.send.close()
                 self.live.clear()
 
+    def wake(self) -> None:
+        """Messages may be waiting now (a writer in this process queued some): an idle
+        :meth:`run` takes another round at once instead of at its next poll."""
+        self._wake.set()
+
     async def _finish_commit(self) -> None:
         """Wait until the round being committed (if any) is durable."""
         if self._committing is not None:
@@ -260,19 +271,22 @@ class Runtime:
 
     async def run(self, *, until_idle: bool = True, poll_interval: float = 0.01,
                   until: Callable[[], bool] | None = None) -> int:
-        """Run rounds until idle (or forever, polling the store for new messages)."""
+        """Run rounds until idle (or forever: when idle, wait for :meth:`wake` or, for writers
+        in other processes, ``poll_interval`` seconds before looking at the store again)."""
         total = 0
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
                 while until is None or not until():
+                    self._wake = trio.Event()  # before the round looks: a later wake() is not lost
                     async with self._turn:
                         handled = await self.step()
                     total += handled
                     if handled == 0:
                         if until_idle:
                             break
-                        await trio.sleep(poll_interval)
+                        with trio.move_on_after(poll_interval):
+                            await self._wake.wait()
                     elif until is not None:
                         await self._finish_commit()  # `until` looks at the store
                 await self._finish_commit()

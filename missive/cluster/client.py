@@ -124,14 +124,16 @@ class ClusterClient:
         """Wait until ``envelope`` is handled: (its receipt, the envelopes it sent)."""
         import time
 
+        from missive.cluster.waiters import MAX_WAIT
         from missive.mailbox.envelope import Envelope
         from missive.mailbox.records import Receipt
 
         deadline = time.monotonic() + timeout
-        while True:
-            found = self.call("receipt", {"id": envelope.id, "recipient": envelope.recipient})
+        while True:  # the node answers when the receipt is committed, or after `left` seconds with None
+            left = max(0.0, min(deadline - time.monotonic(), MAX_WAIT))
+            found = self.call("wait", {"id": envelope.id, "recipient": envelope.recipient, "timeout": left},
+                              timeout=left + 10.0)
             if found is not None:
                 return Receipt.decode(found["receipt"]), [Envelope.decode(raw) for raw in found["sent"]]
-            if time.monotonic() > deadline:
+            if time.monotonic() >= deadline:
                 raise ClusterError(f"message 0x{envelope.id.hex()} was not handled within {timeout} s")
-            time.sleep(0.02)

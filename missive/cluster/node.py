@@ -31,7 +31,12 @@ A node is a single-node Missive (store, runtime) plus:
 
 Client requests may arrive at any node: ``submit`` goes to the node that
 executes the sending account (it holds the nonce and the balance), reads of an
-actor go to the node that executes it.
+actor go to the node that executes it.  ``wait`` and ``wait_reply`` stay open
+until the message (or the reply to it) is handled (missive/cluster/waiters.py).
+
+Every write the node makes for these (admissions, deliveries, the runtime's
+commits, dequeues) goes through one writer, which puts whatever is waiting
+into one LMDB transaction and one fsync (missive/mailbox/writer.py).
 """
 
 from __future__ import annotations
@@ -58,11 +63,13 @@ from missive.cluster.execution_trust import EVIDENCE_METHOD, ExecutionTrust, Not
 from missive.cluster.membership import Heard, Membership
 from missive.cluster.placement import replicas
 from missive.cluster.trust import WRONG_DIFFS, TrustService
+from missive.cluster.waiters import MAX_WAIT, Waiters
 from missive.consensus.execution import WrongResult
-from missive.mailbox.admission import checker
+from missive.mailbox.admission import check_signatures, checker
 from missive.mailbox.diffs import DiffConflict, DiffError, StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError
-from missive.mailbox.store import Store
+from missive.mailbox.store import Accepted, Outcome, Store
+from missive.mailbox.writer import GroupWriter
 from missive.net import NetError, NodeIdentity, PeerLink, allow_any, serve
 from missive.net.identity import short_id, verify
 from missive.vm.keccak import keccak256
@@ -74,6 +81,10 @@ SEND_BATCH = 256
 #: What each peer queue is sent with: (store table, RPC method).
 PEER_QUEUES = (("outbound", "deliver"), ("replicate", "apply"), ("announce", "learn_code"))
 IDENTITY_FILE = "node.key"
+#: Admissions with at most this many signatures check them on the event loop (about 60 µs each).
+INLINE_SIGNATURES = 4
+#: seconds a thread may hold the GIL while another waits (see main())
+SWITCH_INTERVAL = 0.0005
 
 
 @attrs.define
@@ -96,8 +107,10 @@ class ClusterNode:
         self.k = min(config.replicas, len(self.members))
         self.membership = Membership(self.me, self.members, self.k, timeout=config.failover_timeout)
         self.store = Store(config.dir, create=True, placement=self)
-        self.check = checker(self.store, self.executes)
-        self.runtime = Runtime(self.store)
+        # signatures are checked before the admission's transaction, on a worker thread (see _admit)
+        self.check = checker(self.store, self.executes, signatures=False)
+        self.writer = GroupWriter(self.store)  # every write of this node: one transaction per turn
+        self.runtime = Runtime(self.store, committer=self._commit_round)
         self.links = {
             p.node_id: PeerLink(self.identity, p.host, p.port, p.node_id, backoff_max=1.0)
             for p in config.peers if p.node_id != self.me
@@ -119,6 +132,8 @@ class ClusterNode:
         # per peer queue: set when a transaction may have queued something in it (its sender wakes)
         self._queue_ready: dict[tuple[bytes, str], trio.Event] = {}
         self.runtime.observers.append(lambda _outcomes: self._queued())
+        self.waiters = Waiters()  # clients waiting for a receipt or a reply (the `wait` RPCs)
+        self.runtime.observers.append(self.waiters.observe)
         self._serving = trio.Event()
         if self.membership.serving:
             self._serving.set()
@@ -129,10 +144,15 @@ class ClusterNode:
                                         self.trust, config.trust)
         self._lies = config.trust.fault == WRONG_DIFFS  # tests and simulation only
 
+    async def _commit_round(self, outcomes: list[Outcome]) -> None:
+        await self.writer.write(functools.partial(self.store.commit, outcomes))
+
     def _queued(self) -> None:
-        """A transaction committed: wake the peer queues' senders."""
+        """A transaction committed: wake the peer queues' senders, and the runtime (it may have
+        queued messages for actors this node executes)."""
         for ready in list(self._queue_ready.values()):
             ready.set()
+        self.runtime.wake()
 
     # -- placement (the store's view of it: missive.mailbox.store.Placement) --------------------
 
@@ -158,6 +178,7 @@ class ClusterNode:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self.writer.run)
                 self.port = await nursery.start(serve, self.identity, self.config.host, self.config.port,
                                                 self.handlers(), allow_any)
                 (self.config.dir / "port").write_text(str(self.port))
@@ -181,7 +202,7 @@ class ClusterNode:
             lock.release()
 
     async def _run_actors(self) -> None:
-        await self.runtime.run(until_idle=False, poll_interval=0.002)
+        await self.runtime.run(until_idle=False, poll_interval=0.05)  # woken by _queued() meanwhile
 
     async def _measure(self) -> None:
         last, then = self.runtime.handled_total, time.monotonic()
@@ -209,7 +230,7 @@ class ClusterNode:
                     break
             flat = [item for admission in batch for item in admission.items]
             try:
-                results = await trio.to_thread.run_sync(self.store.accept, flat, self.check)
+                results = await self._accept(flat)
                 await self._until_replicated(self.store.next_seq())
             except Exception as exc:  # the store failed: tell every waiter, keep serving
                 log.exception("admitting %d message(s) failed", len(flat))
@@ -223,6 +244,18 @@ class ClusterNode:
                 admission.results = results[start:start + len(admission.items)]
                 start += len(admission.items)
                 admission.done.set()
+
+    async def _accept(self, submissions: list[tuple[Envelope, bytes, bytes]]) -> list[Accepted | EnvelopeError]:
+        """Admit ``submissions``: signatures first, outside any transaction (on a worker thread, where
+        the crypto runs beside the event loop, unless there are so few that handing them over
+        costs more than checking them), then the rest in the writer's next transaction."""
+        if len(submissions) <= INLINE_SIGNATURES:
+            bad = check_signatures(submissions)
+        else:
+            bad = await trio.to_thread.run_sync(check_signatures, submissions)
+        signed = [item for item, problem in zip(submissions, bad, strict=True) if problem is None]
+        accepted = iter(await self.writer.write(lambda txn: self.store.accept(signed, self.check, txn=txn)))
+        return [next(accepted) if problem is None else problem for problem in bad]
 
     @property
     def heartbeat_interval(self) -> float:
@@ -295,7 +328,8 @@ class ClusterNode:
                 await trio.sleep(0.2)
                 continue
             if done:
-                await trio.to_thread.run_sync(self.store.dequeue, table, [key for key, _ in batch[:done]])
+                keys = [key for key, _ in batch[:done]]
+                await self.writer.write(functools.partial(self.store.dequeue, table, keys))
                 if table == "replicate":
                     self.diffs_sent += done
                     self._diffs_acked.set()
@@ -326,6 +360,8 @@ class ClusterNode:
             "create_account": self.rpc_create_account,
             "account": self.rpc_account,
             "receipt": self.rpc_receipt,
+            "wait": self.rpc_wait,
+            "wait_reply": self.rpc_wait_reply,
             "inbox": self.rpc_inbox,
             "apply": self.rpc_apply,
             "local_state": self.rpc_local_state,
@@ -346,16 +382,18 @@ class ClusterNode:
         }
 
     async def _at(self, address: bytes, method: str, params: Any,
-                  local: Callable[[], Awaitable[Any]]) -> Any:
+                  local: Callable[[], Awaitable[Any]], *, timeout: float = 10.0) -> Any:
         """Run ``local`` if this node executes ``address``, else ask the node that does."""
         node_id = self.executor(address)
         if node_id == self.me:
             await self._until_serving()
             return await local()
-        return await self.links[node_id].call(method, params, timeout=10.0)
+        return await self.links[node_id].call(method, params, timeout=timeout)
 
     async def _until_serving(self) -> None:
         """Wait while this node catches up (its actors' state is not yet current)."""
+        if self._serving.is_set():
+            return
         with trio.move_on_after(self.config.failover_timeout * 4):
             await self._serving.wait()
         if not self._serving.is_set():
@@ -441,7 +479,8 @@ class ClusterNode:
         """Messages for actors this node holds, from the node that sent or accepted them.  A bad
         record is refused alone (logged and reported); it is never retried into the queues."""
         name = self._member(peer, "deliver")
-        results = await trio.to_thread.run_sync(self.store.receive, records)
+        results = await self.writer.write(functools.partial(self.store.receive, records))
+        self.runtime.wake()
         bad = [r for r in results if isinstance(r, EnvelopeError)]
         if bad:
             log.warning("%s delivered %d bad message(s): %s", name, len(bad), bad[0])
@@ -464,22 +503,56 @@ class ClusterNode:
 
         return await self._at(address, "account", address, local)  # type: ignore[no-any-return]
 
+    def _receipt_answer(self, message_id: bytes) -> dict[str, Any] | None:
+        """A handled message's receipt and the messages its handling sent, as clients get them."""
+        receipt = self.store.receipt(message_id)
+        if receipt is None:
+            return None
+        sent = []
+        for out in receipt.outgoing:
+            found = self.store.message(out)
+            if found is not None:
+                sent.append(found[0].canonical())
+        return {"receipt": receipt.encode(), "sent": sent}
+
     async def rpc_receipt(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any] | None:
         """A message's receipt, from the node that executes its recipient, with the messages it sent."""
         message_id, recipient = bytes(params["id"]), bytes(params["recipient"])
 
         async def local() -> dict[str, Any] | None:
-            receipt = self.store.receipt(message_id)
-            if receipt is None:
-                return None
-            sent = []
-            for out in receipt.outgoing:
-                found = self.store.message(out)
-                if found is not None:
-                    sent.append(found[0].canonical())
-            return {"receipt": receipt.encode(), "sent": sent}
+            return self._receipt_answer(message_id)
 
         return await self._at(recipient, "receipt", params, local)  # type: ignore[no-any-return]
+
+    async def rpc_wait(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any] | None:
+        """Like ``receipt``, but the answer waits (up to ``timeout`` s, at most 30) until the message
+        is handled: the commit wakes it (missive/cluster/waiters.py).  None: not handled in time."""
+        message_id, recipient = bytes(params["id"]), bytes(params["recipient"])
+        timeout = _wait_timeout(params)
+
+        async def local() -> dict[str, Any] | None:
+            return await self.waiters.receipt(message_id, lambda: self._receipt_answer(message_id), timeout)
+
+        return await self._at(recipient, "wait", params, local, timeout=timeout + 10.0)  # type: ignore[no-any-return]
+
+    async def rpc_wait_reply(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any] | None:
+        """The reply to request ``request`` (sent by account ``sender``) once the sender's node has
+        handled it: {"reply": the reply message, "receipt": its receipt}.  None: not within
+        ``timeout`` s (at most 30), or handled so long ago that it is no longer remembered by
+        request (then ask for the request's receipt and ``wait`` for the reply it names)."""
+        request, sender = bytes(params["request"]), bytes(params["sender"])
+        timeout = _wait_timeout(params)
+
+        async def local() -> dict[str, Any] | None:
+            reply_id = await self.waiters.reply(request, timeout)
+            if reply_id is None:
+                return None
+            found, receipt = self.store.message(reply_id), self.store.receipt(reply_id)
+            if found is None or receipt is None:
+                return None
+            return {"reply": found[0].canonical(), "receipt": receipt.encode()}
+
+        return await self._at(sender, "wait_reply", params, local, timeout=timeout + 10.0)  # type: ignore[no-any-return]
 
     async def rpc_inbox(self, peer: bytes, address: bytes) -> list[bytes]:
         async def local() -> list[bytes]:
@@ -549,6 +622,7 @@ class ClusterNode:
                 return
             async with self.runtime.paused():
                 requeued = await trio.to_thread.run_sync(self.store.roll_back, peer, address, since, snapshot)
+            self._queued()
             self.rolled_back += 1
             log.warning("rolled back 0x%s from mailbox position %d to %s's receipts; %d message(s) queued again",
                         address.hex(), since, self.names[peer], len(requeued))
@@ -671,12 +745,24 @@ class ClusterNode:
         return True
 
 
+def _wait_timeout(params: dict[str, Any]) -> float:
+    """A client's ``timeout`` for a wait, in seconds: from 0 to MAX_WAIT (default MAX_WAIT)."""
+    raw = params.get("timeout", MAX_WAIT)
+    if not isinstance(raw, int | float) or isinstance(raw, bool) or not 0 <= raw <= MAX_WAIT:
+        raise ValueError(f"timeout must be a number of seconds from 0 to {MAX_WAIT:g}, not {raw!r}")
+    return float(raw)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m missive.cluster.node CONFIG.toml", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # The event loop shares the GIL with the writer's thread; at Python's default switch interval
+    # (5 ms) every socket send or receive may wait that long to get it back.  Half a millisecond
+    # keeps a cross-node query -> reply from queueing behind the writer at every hop.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         config = load(Path(args[0]))
     except ConfigError as exc:

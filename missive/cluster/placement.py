@@ -7,25 +7,34 @@ move (each to its next-highest node), which is what failover needs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from missive.vm.keccak import keccak256
 
+#: Rankings remembered (a node asks for the same busy actors' holders for every message).
+RANKINGS_CACHED = 1 << 16
+
 
 def ranking(address: bytes, members: Sequence[bytes]) -> list[bytes]:
     """Members (node ids) in the order ``address`` prefers them: the first is its executor."""
-    return sorted(members, key=lambda node_id: keccak256(node_id + address), reverse=True)
+    return list(_ranking(address, tuple(members)))
+
+
+@functools.lru_cache(maxsize=RANKINGS_CACHED)
+def _ranking(address: bytes, members: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    return tuple(sorted(members, key=lambda node_id: keccak256(node_id + address), reverse=True))
 
 
 def replicas(address: bytes, members: Sequence[bytes], k: int) -> list[bytes]:
     """The ``k`` nodes that hold ``address``'s actor (all members if there are fewer)."""
     if k < 1:
         raise ValueError(f"an actor needs at least one replica, not {k}")
-    return ranking(address, members)[:k]
+    return list(_ranking(address, tuple(members))[:k])
 
 
 def executor(address: bytes, members: Sequence[bytes]) -> bytes:
     """The node that orders ``address``'s mailbox and runs its handlers."""
     if not members:
         raise ValueError("a cluster with no members executes nothing")
-    return max(members, key=lambda node_id: keccak256(node_id + address))
+    return _ranking(address, tuple(members))[0]

@@ -10,7 +10,8 @@ and inbox reads) and work unchanged on a cluster.  ``Contract``, ``Sent`` and
   e.g. the cluster directory the launcher funded ``default`` in) and submitted
   to one node (the *home* node), which forwards them to the node executing the
   sender; reads of an actor are forwarded to the node executing it;
-* waiting is polling (the cluster runs its actors itself), with a default
+* waiting for a receipt is one open ``wait`` request that the node answers
+  when it commits the receipt (polling only to feed observers), with a default
   time limit so a dead node gives an error rather than a hang;
 * each node keeps its own ledger, so ledger reads and replay are per node:
   the home node's when it was named (``--node``), every node's otherwise.
@@ -37,6 +38,7 @@ import trio
 
 from missive.cluster.client import ClusterError, acall, parse_node
 from missive.cluster.placement import executor
+from missive.cluster.waiters import MAX_WAIT
 from missive.keys import Keystore
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
@@ -355,8 +357,22 @@ class RemoteNode(Node):
             delay = min(delay * 1.5, 0.05)
 
     async def _await_receipt(self, envelope: Envelope, what: str, timeout: float | None) -> Receipt:
+        """The receipt, as soon as the node executing the recipient commits it (its ``wait`` request
+        stays open until then).  With observers, the ledgers are polled instead, to feed them."""
         self._known[envelope.id] = envelope
-        return await self._poll(lambda: self._areceipt_of(envelope), what, timeout)  # type: ignore[no-any-return]
+        if self._observers:
+            return await self._poll(lambda: self._areceipt_of(envelope), what, timeout)  # type: ignore[no-any-return]
+        limit = self.wait_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while True:
+            left = max(0.0, min(deadline - time.monotonic(), MAX_WAIT))
+            found = await self._acall("wait", {"id": envelope.id, "recipient": envelope.recipient, "timeout": left},
+                                      timeout=left + 10.0)
+            receipt = self._found_receipt(found)
+            if receipt is not None:
+                return receipt
+            if time.monotonic() >= deadline:
+                raise NodeTimeout(f"gave up after {limit} s: {what}")
 
     async def _await_reply(self, request: Envelope, what: str, timeout: float | None) -> tuple[Envelope, Receipt]:
         """The reply is sent by the handling of ``request`` and handled on the requester's node."""

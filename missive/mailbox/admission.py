@@ -45,9 +45,24 @@ def verify_signature(envelope: Envelope, public_key: bytes, signature: bytes) ->
 Check = Callable[[lmdb.Transaction, Envelope, bytes, bytes, dict[bytes, Account]], Account]
 
 
-def checker(store: Store, is_local: Callable[[bytes], bool] | None = None) -> Check:
+def check_signatures(submissions: list[tuple[Envelope, bytes, bytes]]) -> list[EnvelopeError | None]:
+    """Each submission's signature problem (None: signed by its sender).  Pure: needs no state, so
+    a node runs it on a worker thread before the admission's transaction, not inside it."""
+    problems: list[EnvelopeError | None] = []
+    for envelope, public_key, signature in submissions:
+        try:
+            verify_signature(envelope, public_key, signature)
+        except EnvelopeError as err:
+            problems.append(err)
+        else:
+            problems.append(None)
+    return problems
+
+
+def checker(store: Store, is_local: Callable[[bytes], bool] | None = None, *, signatures: bool = True) -> Check:
     """Admission for ``store``.  With ``is_local`` (a cluster node), a recipient whose actor
-    another node executes is not looked up here: its node handles the message."""
+    another node executes is not looked up here: its node handles the message.
+    ``signatures=False``: the caller has checked them already (:func:`check_signatures`)."""
     def check(txn: lmdb.Transaction, envelope: Envelope, public_key: bytes, signature: bytes,
               updated: dict[bytes, Account]) -> Account:
         envelope.validate()
@@ -58,7 +73,8 @@ def checker(store: Store, is_local: Callable[[bytes], bool] | None = None) -> Ch
         clock = store.clock(txn)
         if envelope.time > clock + MAX_CLOCK_SKEW:
             raise EnvelopeError(f"time {envelope.time} is too far ahead of the node's logical clock ({clock})")
-        verify_signature(envelope, public_key, signature)
+        if signatures:
+            verify_signature(envelope, public_key, signature)
         sender = updated.get(envelope.sender) or store.account(envelope.sender, txn)
         if sender is None:
             raise EnvelopeError(f"unknown account 0x{envelope.sender.hex()} (create it with `missive account new`)")

@@ -522,30 +522,33 @@ class Store:
                     total += envelope.value
         return total
 
-    def receive(self, records: list[bytes]) -> list[bytes | EnvelopeError]:
-        """Accept messages another node sent here (its stored records), in order, in one transaction.
+    def receive(self, records: list[bytes], txn: lmdb.Transaction | None = None) -> list[bytes | EnvelopeError]:
+        """Accept messages another node sent here (its stored records), in order, in one transaction
+        (``txn`` if given: a :meth:`write_together` write).
 
         Each is checked (decodes, validates) and deduplicated by id, so a retried
         delivery is harmless; the Lamport clock moves past each message's time.
         Returns the ids (or the error naming what was wrong with a record).
         """
+        if txn is None:
+            with self.env.begin(write=True) as own:
+                return self.receive(records, own)
         results: list[bytes | EnvelopeError] = []
-        with self.env.begin(write=True) as txn:
-            for raw in records:
-                try:
-                    canonical, public_key, signature = msgpack.unpackb(raw)
-                    envelope = Envelope.decode(canonical)
-                    message_id = envelope.id
-                    if txn.get(message_id, db=self.db["messages"]) is None:
-                        self._enqueue(txn, envelope, message_id, public_key, signature, fan_out=False)
-                        self._advance_clock(txn, envelope.time)
-                except EnvelopeError as err:
-                    results.append(err)
-                    continue
-                except (ValueError, TypeError) as err:
-                    results.append(EnvelopeError(f"malformed message record: {err}"))
-                    continue
-                results.append(message_id)
+        for raw in records:
+            try:
+                canonical, public_key, signature = msgpack.unpackb(raw)
+                envelope = Envelope.decode(canonical)
+                message_id = envelope.id
+                if txn.get(message_id, db=self.db["messages"]) is None:
+                    self._enqueue(txn, envelope, message_id, public_key, signature, fan_out=False)
+                    self._advance_clock(txn, envelope.time)
+            except EnvelopeError as err:
+                results.append(err)
+                continue
+            except (ValueError, TypeError) as err:
+                results.append(EnvelopeError(f"malformed message record: {err}"))
+                continue
+            results.append(message_id)
         return results
 
     def create_account(self, address: bytes, public_key: bytes, balance: int) -> None:
@@ -561,7 +564,7 @@ class Store:
                                             after=self.state_digest(address, txn))])
 
     def accept(self, submissions: list[tuple[Envelope, bytes, bytes]], check: Any, *,
-               all_or_nothing: bool = False) -> list[Accepted | EnvelopeError]:
+               all_or_nothing: bool = False, txn: lmdb.Transaction | None = None) -> list[Accepted | EnvelopeError]:
         """Accept external messages in one transaction (group commit).
 
         ``check(txn, envelope, accounts)`` validates one submission against the
@@ -569,36 +572,16 @@ class Store:
         and returns the sender's updated Account or raises EnvelopeError.  A
         rejected submission changes nothing; the others still commit, unless
         ``all_or_nothing``: then one rejection aborts the whole transaction.
+        With ``txn`` (a :meth:`write_together` write) the work joins that transaction.
         """
-        results: list[Accepted | EnvelopeError] = []
+        if txn is not None:
+            if all_or_nothing:
+                raise StoreError("all_or_nothing needs a transaction of its own")
+            return self._accept(txn, submissions, check)
         txn = self.env.begin(write=True)
         self._sealing.appended = []
         try:
-            updated: dict[bytes, Account] = {}
-            records: dict[bytes, list[bytes]] = {}
-            befores: dict[bytes, bytes] = {}
-            for envelope, public_key, signature in submissions:
-                message_id = envelope.id
-                if txn.get(message_id, db=self.db["messages"]) is not None:
-                    results.append(Accepted(message_id, duplicate=True))
-                    continue
-                try:
-                    sender = check(txn, envelope, public_key, signature, updated)
-                except EnvelopeError as err:
-                    results.append(err)
-                    continue
-                if self.placement is not None and envelope.sender not in befores:
-                    befores[envelope.sender] = self.state_digest(envelope.sender, txn)
-                updated[envelope.sender] = sender
-                txn.put(envelope.sender, sender.encode(), db=self.db["accounts"])
-                records.setdefault(envelope.sender, []).append(
-                    self._enqueue(txn, envelope, message_id, public_key, signature))
-                self._append(txn, ["accept", message_id])
-                self._advance_clock(txn, envelope.time)
-                results.append(Accepted(message_id, duplicate=False))
-            self._replicate(txn, [StateDiff(sender, 0, updated[sender], messages=tuple(sent), before=befores.get(sender, b""),
-                                            after=self.state_digest(sender, txn) if self.placement else b"")
-                                  for sender, sent in records.items()])
+            results = self._accept(txn, submissions, check)
             if all_or_nothing and any(isinstance(r, EnvelopeError) for r in results):
                 txn.abort()
             else:
@@ -611,58 +594,91 @@ class Store:
             self._sealing.appended = None
         return results
 
-    def commit(self, outcomes: list[Outcome]) -> None:
-        """Commit handler runs: queue removal, receipt, state and sent messages, atomically.
+    def _accept(self, txn: lmdb.Transaction, submissions: list[tuple[Envelope, bytes, bytes]],
+                check: Any) -> list[Accepted | EnvelopeError]:
+        results: list[Accepted | EnvelopeError] = []
+        updated: dict[bytes, Account] = {}
+        records: dict[bytes, list[bytes]] = {}
+        befores: dict[bytes, bytes] = {}
+        for envelope, public_key, signature in submissions:
+            message_id = envelope.id
+            if txn.get(message_id, db=self.db["messages"]) is not None:
+                results.append(Accepted(message_id, duplicate=True))
+                continue
+            try:
+                sender = check(txn, envelope, public_key, signature, updated)
+            except EnvelopeError as err:
+                results.append(err)
+                continue
+            if envelope.sender not in befores and self._replicated(envelope.sender):
+                befores[envelope.sender] = self.state_digest(envelope.sender, txn)
+            updated[envelope.sender] = sender
+            txn.put(envelope.sender, sender.encode(), db=self.db["accounts"])
+            records.setdefault(envelope.sender, []).append(
+                self._enqueue(txn, envelope, message_id, public_key, signature))
+            self._append(txn, ["accept", message_id])
+            self._advance_clock(txn, envelope.time)
+            results.append(Accepted(message_id, duplicate=False))
+        self._replicate(txn, [StateDiff(sender, 0, updated[sender], messages=tuple(sent), before=befores[sender],
+                                        after=self.state_digest(sender, txn))
+                              for sender, sent in records.items() if sender in befores])
+        return results
+
+    def commit(self, outcomes: list[Outcome], txn: lmdb.Transaction | None = None) -> None:
+        """Commit handler runs: queue removal, receipt, state and sent messages, atomically
+        (in ``txn`` if given: a :meth:`write_together` write).
 
         An actor handles many messages per round; its account is written once,
         from its last outcome, with the round's balance changes summed (each
         run's ``account`` already includes every earlier run of the round).
         """
+        if txn is None:
+            with self._write() as own:
+                return self.commit(outcomes, own)
         accounts: dict[bytes, tuple[Account, int]] = {}
         changes: dict[bytes, _Changes] = {}  # per actor, for its replicas
-        replicated = self.placement is not None
         clock = 0
-        with self._write() as txn:
-            db = self.db
-            receipts, mailbox = db["receipts"], db["mailbox"]
-            for o in outcomes:
-                if replicated and o.recipient not in changes:  # the state its diff starts from
-                    changes[o.recipient] = _Changes(before=self.state_digest(o.recipient, txn))
-                table, key = o.queue_key
-                txn.delete(key, db=db[table])
-                encoded = o.receipt.encode()
-                txn.put(o.message_id, encoded, db=receipts)
-                txn.put(o.recipient + u64(o.receipt.position), o.message_id, db=mailbox)
-                earlier = accounts.get(o.recipient)
-                accounts[o.recipient] = (o.account, o.balance_delta + (earlier[1] if earlier else 0))
-                if o.code is not None:
-                    txn.put(o.account.code_hash, o.code, db=db["code"])
-                    if self.placement is not None:
-                        self._queue_for(txn, "announce", self.placement.peers(),
-                                        msgpack.packb([o.recipient, o.code], use_bin_type=True))
-                if o.storage_writes:
-                    self._write_storage(txn, o.recipient, o.storage_writes.items())
-                self._append(txn, ["receipt", o.message_id])
-                sent = [self._enqueue(txn, envelope, envelope.id, b"", b"") for envelope in o.new_messages]
-                if replicated:
-                    changes[o.recipient].add(o, encoded, sent)
-                clock = max(clock, o.account.clock)
-            for address, (account, delta) in accounts.items():
-                raw = txn.get(address, db=db["accounts"])
-                current = Account.decode(raw) if raw is not None else Account()
-                merged = account.replace(
-                    balance=current.balance + delta,
-                    nonce=account.nonce if account.code_hash else current.nonce,
-                    public_key=current.public_key,
-                )
-                txn.put(address, merged.encode(), db=db["accounts"])
-                if address in changes:
-                    changes[address].account = merged
-                    changes[address].after = self.state_digest(address, txn)
-            if outcomes:
-                self._advance_clock(txn, clock)
-            if changes:
-                self._replicate(txn, [c.diff(address) for address, c in changes.items()])
+        db = self.db
+        receipts, mailbox = db["receipts"], db["mailbox"]
+        for o in outcomes:
+            replicated = o.recipient in changes or self._replicated(o.recipient)
+            if replicated and o.recipient not in changes:  # the state its diff starts from
+                changes[o.recipient] = _Changes(before=self.state_digest(o.recipient, txn))
+            table, key = o.queue_key
+            txn.delete(key, db=db[table])
+            encoded = o.receipt.encode()
+            txn.put(o.message_id, encoded, db=receipts)
+            txn.put(o.recipient + u64(o.receipt.position), o.message_id, db=mailbox)
+            earlier = accounts.get(o.recipient)
+            accounts[o.recipient] = (o.account, o.balance_delta + (earlier[1] if earlier else 0))
+            if o.code is not None:
+                txn.put(o.account.code_hash, o.code, db=db["code"])
+                if self.placement is not None:
+                    self._queue_for(txn, "announce", self.placement.peers(),
+                                    msgpack.packb([o.recipient, o.code], use_bin_type=True))
+            if o.storage_writes:
+                self._write_storage(txn, o.recipient, o.storage_writes.items())
+            self._append(txn, ["receipt", o.message_id])
+            sent = [self._enqueue(txn, envelope, envelope.id, b"", b"") for envelope in o.new_messages]
+            if replicated:
+                changes[o.recipient].add(o, encoded, sent)
+            clock = max(clock, o.account.clock)
+        for address, (account, delta) in accounts.items():
+            raw = txn.get(address, db=db["accounts"])
+            current = Account.decode(raw) if raw is not None else Account()
+            merged = account.replace(
+                balance=current.balance + delta,
+                nonce=account.nonce if account.code_hash else current.nonce,
+                public_key=current.public_key,
+            )
+            txn.put(address, merged.encode(), db=db["accounts"])
+            if address in changes:
+                changes[address].account = merged
+                changes[address].after = self.state_digest(address, txn)
+        if outcomes:
+            self._advance_clock(txn, clock)
+        if changes:
+            self._replicate(txn, [c.diff(address) for address, c in changes.items()])
 
     def _write_storage(self, txn: lmdb.Transaction, address: bytes, writes: Iterable[tuple[int, int]]) -> None:
         """Write storage slots (value 0 deletes), keeping the actor's storage sum on a cluster node."""
@@ -681,6 +697,11 @@ class Store:
             txn.put(address, digest.sum_bytes(total), db=self.db["digests"])
 
     # -- replication -------------------------------------------------------------------
+
+    def _replicated(self, address: bytes) -> bool:
+        """Whether other nodes keep copies of ``address`` (its changes go to them as state diffs)."""
+        placement = self.placement
+        return placement is not None and any(n != placement.me for n in placement.holders(address))
 
     def _replicate(self, txn: lmdb.Transaction, diffs: list[StateDiff]) -> None:
         """Queue each diff for the other holders of its actor (numbered now: their order is ours)."""
@@ -706,11 +727,42 @@ class Store:
         """(queue key, record) waiting in ``table`` ("replicate" or "announce") for ``node_id``, oldest first."""
         return self._scan(table, node_id, limit)
 
-    def dequeue(self, table: str, keys: list[bytes]) -> None:
-        """The peer has these records durably: drop them from ``table``."""
-        with self.env.begin(write=True) as txn:
-            for key in keys:
-                txn.delete(key, db=self.db[table])
+    def dequeue(self, table: str, keys: list[bytes], txn: lmdb.Transaction | None = None) -> None:
+        """The peer has these records durably: drop them from ``table`` (in ``txn`` if given)."""
+        if txn is None:
+            with self.env.begin(write=True) as own:
+                return self.dequeue(table, keys, own)
+        for key in keys:
+            txn.delete(key, db=self.db[table])
+        return None
+
+    def write_together(self, writes: Sequence[Callable[[lmdb.Transaction], Any]]) -> list[Any]:
+        """Run several writes in one transaction, so that one fsync makes them all durable (group
+        commit across kinds of write: admissions, deliveries, commits, dequeues).
+
+        Each write is given its own nested transaction: one that raises is undone
+        alone, and its exception takes its place in the results; the others are
+        kept.  The transaction is sealed once, over every record the kept writes
+        appended.  If the commit itself fails, that raises and nothing is kept.
+        """
+        results: list[Any] = []
+        with self._write() as txn:
+            appended: list[bytes] = self._sealing.appended
+            for write in writes:
+                mark = len(appended)
+                child = self.env.begin(write=True, parent=txn)
+                try:
+                    results.append(write(child))
+                except Exception as exc:  # noqa: BLE001 - handed back to the write's caller
+                    child.abort()
+                    del appended[mark:]
+                    results.append(exc)
+                    continue
+                except BaseException:
+                    child.abort()
+                    raise
+                child.commit()
+        return results
 
     def replica_message(self, message_id: bytes) -> bytes | None:
         """The stored record of a message a replicated actor sent or had accepted."""

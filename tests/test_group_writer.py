@@ -1,0 +1,199 @@
+"""One writer per node: writes waiting together share a transaction; each learns its own outcome.
+
+Real LMDB in temp dirs.  The cluster node sends every write through a
+GroupWriter (admissions, deliveries, the runtime's commits, dequeues), so what
+matters to users is here: nothing a write did survives if it failed, nothing
+the others did is lost with it, the ledger stays sealed and replays clean, and
+a waiter for a receipt or a reply is woken by the commit.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import trio
+from eth_abi import encode
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_ledger_actors import TOKEN, Ledger, selector, transfer
+
+from missive.actors.replay import replay
+from missive.actors.runtime import Runtime
+from missive.cluster.waiters import Waiters
+from missive.keys import Key
+from missive.mailbox.admission import check_signatures, checker
+from missive.mailbox.envelope import Envelope, Kind
+from missive.mailbox.store import Accepted, Store, StoreError
+from missive.mailbox.writer import GroupWriter
+
+
+def payment(ledger: Ledger, value: int, nonce: int) -> tuple[Envelope, bytes, bytes]:
+    return ledger.alice.sign(Envelope(Kind.CALL, ledger.alice.address, ledger.bob.address, value=value,
+                                      nonce=nonce, gas=100_000))
+
+
+def test_a_failing_write_is_undone_alone_and_the_transaction_stays_sealed(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "node")
+    store = ledger.store
+    first, second = payment(ledger, 5, 0), payment(ledger, 7, 1)
+
+    def accept_then_fail(txn: object) -> None:
+        store.accept([second], ledger.check, txn=txn)  # appends a ledger record, then fails
+        raise StoreError("this write fails after appending")
+
+    results = store.write_together([
+        lambda txn: store.accept([first], ledger.check, txn=txn),
+        accept_then_fail,
+        lambda txn: store.dequeue("outbound", [b"no such key"], txn),
+    ])
+    assert isinstance(results[0][0], Accepted) and not results[0][0].duplicate
+    assert isinstance(results[1], StoreError) and "fails after appending" in str(results[1])
+    assert results[2] is None
+    assert store.message(first[0].id) is not None
+    assert store.message(second[0].id) is None  # nothing of the failed write is left
+    assert store.account(ledger.alice.address).nonce == 1  # type: ignore[union-attr]
+    # the kept writes' records are sealed once, and the ledger replays clean
+    report = replay(store)
+    assert report.ok, report.problems
+    # the failed write can be made again: its nonce was not used up
+    (again,) = store.accept([second], ledger.check)
+    assert isinstance(again, Accepted) and not again.duplicate
+
+
+def test_all_or_nothing_needs_its_own_transaction(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "node")
+    (result,) = ledger.store.write_together(
+        [lambda txn: ledger.store.accept([payment(ledger, 1, 0)], ledger.check, all_or_nothing=True, txn=txn)])
+    assert isinstance(result, StoreError) and "all_or_nothing" in str(result)
+
+
+def test_concurrent_writes_share_transactions_and_each_gets_its_own_result(tmp_path: Path) -> None:
+    store = Store(tmp_path / "node", create=True)
+    check = checker(store)
+    writer = GroupWriter(store)
+    senders = [Key("", os.urandom(32)) for _ in range(40)]
+    for key in senders:
+        store.create_account(key.address, key.public_key, 1000)
+    messages = [key.sign(Envelope(Kind.CALL, key.address, senders[0].address, value=10, nonce=0, gas=100_000))
+                for key in senders]
+    results: dict[int, object] = {}
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+
+            async def one(i: int) -> None:
+                if i == 13:  # a write that raises: only its caller sees the error
+                    def refused(txn: object) -> None:
+                        raise StoreError("write 13 is refused")
+                    with pytest.raises(StoreError, match="write 13"):
+                        await writer.write(refused)
+                    results[i] = "raised"
+                    return
+                results[i] = (await writer.write(lambda txn: store.accept([messages[i]], check, txn=txn)))[0]
+
+            async with trio.open_nursery() as tasks:
+                for i in range(40):
+                    tasks.start_soon(one, i)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert results.pop(13) == "raised"
+    assert all(isinstance(r, Accepted) and not r.duplicate for r in results.values())
+    assert writer.writes == 40 and writer.transactions < 40  # writes that waited together shared one
+    assert store.message(messages[13][0].id) is None
+    assert all(store.message(messages[i][0].id) is not None for i in results)
+    assert replay(store).ok
+    store.close()
+
+
+def test_writes_after_the_writer_stopped_fail_instead_of_hanging(tmp_path: Path) -> None:
+    store = Store(tmp_path / "node", create=True)
+    writer = GroupWriter(store)
+
+    async def main() -> None:
+        with trio.move_on_after(0.05):
+            await writer.run()
+        with pytest.raises(StoreError, match="writer has stopped"):
+            await writer.write(lambda txn: store.dequeue("outbound", [], txn))
+
+    trio.run(main)
+    store.close()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.booleans(), min_size=1, max_size=12))
+def test_signatures_are_checked_apart_from_the_transaction(tmp_path_factory: pytest.TempPathFactory,
+                                                           forged: list[bool]) -> None:
+    """Whatever mix of good and forged signatures: exactly the forged ones are refused, by name."""
+    ledger = Ledger(tmp_path_factory.mktemp("sig") / "node")
+    items = []
+    for i, bad in enumerate(forged):
+        envelope, public_key, signature = payment(ledger, 1, i)
+        items.append((envelope, public_key, bytes(64) if bad else signature))
+    problems = check_signatures(items)
+    assert [p is not None for p in problems] == forged
+    assert all("bad signature" in str(p) for p in problems if p is not None)
+    ledger.store.close()
+
+
+def test_waiters_are_woken_by_the_commit_and_replies_are_found_by_request(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "node")
+    token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [1000]))
+    waiters = Waiters(recent=4)
+    runtime = Runtime(ledger.store)
+    runtime.observers.append(waiters.observe)
+    answers: dict[str, object] = {}
+
+    async def main() -> None:
+        transfer_id = ledger.submit(ledger.alice, Kind.CALL, token, transfer(ledger.bob.address, 3))
+        query_id = ledger.submit(ledger.bob, Kind.QUERY, token,
+                                 selector("balanceOf(address)") + encode(["address"], [ledger.bob.address]),
+                                 wants_reply=True)
+        async with trio.open_nursery() as nursery:
+            async def wait_receipt() -> None:
+                answers["receipt"] = await waiters.receipt(transfer_id, lambda: ledger.store.receipt(transfer_id), 30)
+
+            async def wait_reply() -> None:
+                answers["reply"] = await waiters.reply(query_id, 30)
+
+            nursery.start_soon(wait_receipt)
+            nursery.start_soon(wait_reply)
+            await trio.sleep(0.01)
+            assert not answers  # nothing is handled yet: both wait
+            await runtime.run()
+        # a wait that starts after the reply was handled finds it by request id
+        answers["late"] = await waiters.reply(query_id, 0)
+        answers["never"] = await waiters.receipt(b"\x01" * 32, lambda: ledger.store.receipt(b"\x01" * 32), 0.01)
+
+    trio.run(main)
+    receipt = answers["receipt"]
+    assert receipt is not None and receipt.success  # type: ignore[attr-defined]
+    reply = ledger.store.message(answers["reply"])  # type: ignore[arg-type]
+    assert reply is not None and reply[0].kind is Kind.REPLY and reply[0].request_id is not None
+    assert answers["late"] == answers["reply"]
+    assert answers["never"] is None
+    assert not waiters._handled and not waiters._replied  # nothing left registered
+
+
+def test_a_wait_for_a_reply_handled_long_ago_comes_back_empty(tmp_path: Path) -> None:
+    """Replies are remembered by request id only ``recent`` deep: an older one is not found by request
+    (the client then asks for the request's receipt, which names the reply)."""
+    ledger = Ledger(tmp_path / "node")
+    token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [1000]))
+    waiters = Waiters(recent=2)
+    runtime = Runtime(ledger.store)
+    runtime.observers.append(waiters.observe)
+    queries = [ledger.submit(ledger.bob, Kind.QUERY, token,
+                             selector("balanceOf(address)") + encode(["address"], [ledger.bob.address]),
+                             wants_reply=True) for _ in range(5)]
+
+    async def main() -> list[bytes | None]:
+        await runtime.run()
+        return [await waiters.reply(q, 0) for q in queries]
+
+    found = trio.run(main)
+    assert found[:3] == [None, None, None] and all(found[3:])
+    assert len(waiters.recent) == 2
