@@ -30,11 +30,11 @@ def replicas(address: bytes, members: Sequence[bytes], k: int) -> list[bytes]:
     """The ``k`` nodes that hold ``address``'s actor (all members if there are fewer)."""
     if k < 1:
         raise ValueError(f"an actor needs at least one replica, not {k}")
-    return list(_ranking(address, tuple(members))[:k])
+    return ranking(address, members)[:k]
 
 
 def executor(address: bytes, members: Sequence[bytes]) -> bytes:
     """The node that orders ``address``'s mailbox and runs its handlers."""
     if not members:
         raise ValueError("a cluster with no members executes nothing")
-    return _ranking(address, tuple(members))[0]
+    return ranking(address, members)[0]

@@ -727,14 +727,10 @@ class Store:
         """(queue key, record) waiting in ``table`` ("replicate" or "announce") for ``node_id``, oldest first."""
         return self._scan(table, node_id, limit)
 
-    def dequeue(self, table: str, keys: list[bytes], txn: lmdb.Transaction | None = None) -> None:
-        """The peer has these records durably: drop them from ``table`` (in ``txn`` if given)."""
-        if txn is None:
-            with self.env.begin(write=True) as own:
-                return self.dequeue(table, keys, own)
+    def dequeue(self, table: str, keys: list[bytes], txn: lmdb.Transaction) -> None:
+        """The peer has these records durably: drop them from ``table`` (a :meth:`write_together` write)."""
         for key in keys:
             txn.delete(key, db=self.db[table])
-        return None
 
     def write_together(self, writes: Sequence[Callable[[lmdb.Transaction], Any]]) -> list[Any]:
         """Run several writes in one transaction, so that one fsync makes them all durable (group
