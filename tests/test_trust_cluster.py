@@ -234,13 +234,23 @@ def _restart(cluster: Cluster, name: str, settings: TrustSettings | None = None)
 def test_wrong_answers_become_verifiable_evidence_and_trust_stays_below_the_honest(cluster: Cluster) -> None:
     liar = cluster.home(cluster.alice.address)  # the others hold its receipts (alice's) as replicas
     honest = [s for s in cluster.states if s["id"] != liar["id"]]
-    before = call("127.0.0.1", liar["port"], "trust_view")
+
+    def known(seen: Views) -> bool:
+        """The liar-to-be holds every member's statement and has checked both peers (so there is
+        something on its disk to continue from)."""
+        view = seen[liar["name"]]
+        return view["kernel"]["statements"] == 3 and len(view["direct"]) == 2 and all(
+            d["trust"] > 0 for d in view["direct"])
+
+    before = wait_views(cluster, known)[liar["name"]]
     saved = _restart(cluster, liar["name"], TrustSettings(fault=WRONG_ATTESTATIONS))
     # what it had when stopped was on its disk: its step, its histories of both peers, every member's statement
     assert saved.step >= before["step"] and set(saved.histories) == {bytes(d["id"]) for d in before["direct"]}
     assert len(saved.statements) == 3 and all(h.successes for h in saved.histories.values())
 
     def caught(seen: Views) -> bool:
+        if not seen[liar["name"]]["step"] > saved.step:  # the liar has not attested since its restart yet
+            return False
         for h in honest:
             other = next(s for s in honest if s is not h)
             entries = direct(seen[h["name"]])

@@ -466,13 +466,19 @@ class TrustService:
         return {TRUST_METHOD: self.rpc_trust, VIEW_METHOD: self.rpc_trust_view}
 
     async def run(self) -> None:
-        """Attest and gossip until cancelled; the trust store is closed on the way out."""
+        """Attest and gossip until cancelled; on the way out, what was learnt since the last step
+        (statements gossiped in meanwhile) is saved and the trust store closed, so a node stopped
+        cleanly continues from everything it knew."""
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._keep_running, "gossip", self.gossip.run)
                 nursery.start_soon(self._keep_running, "attestation", self._attest_forever)
         finally:
-            self.state.close()
+            try:
+                with trio.CancelScope(shield=True):
+                    await self._save([])
+            finally:
+                self.state.close()
 
     async def _keep_running(self, what: str, loop: Callable[[], Awaitable[None]]) -> None:
         """A bug in the trust layer is logged and the loop restarted; it never takes the node down."""
