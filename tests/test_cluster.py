@@ -146,7 +146,7 @@ def test_cross_node_transfers_query_reply_and_conservation(cluster: Cluster) -> 
 def test_waits_are_answered_when_the_receipt_or_the_reply_is_committed(cluster: Cluster) -> None:
     """``wait``/``wait_reply`` stay open until the message is handled (no polling), wherever it runs."""
     from missive.cluster.client import ClusterError
-    from missive.mailbox.envelope import Envelope
+    from missive.mailbox.envelope import Envelope, EnvelopeError
     from missive.mailbox.records import Receipt
 
     alice_node = cluster.home(cluster.alice.address)["name"]
@@ -168,6 +168,24 @@ def test_waits_are_answered_when_the_receipt_or_the_reply_is_committed(cluster: 
     for bad in (-1, 31, "soon", True):
         with pytest.raises(ClusterError, match="timeout must be a number of seconds"):
             client.call("wait", {"id": query.id, "recipient": token, "timeout": bad})
+    # submit and wait in one request, through a node that is not alice's (it forwards both)
+    away = next(i for i, s in enumerate(cluster.states) if s["name"] != alice_node)
+    asking = cluster.client(away)
+    query, handled = asking.submit_wait(cluster.alice, Kind.QUERY, token,
+                                        sel("balanceOf(address)") + encode(["address"], [cluster.alice.address]),
+                                        wants_reply=True, until="reply", timeout=20)
+    reply = Envelope.decode(handled["reply"])
+    assert reply.request_id == query.id and decode(["uint256"], reply.payload)[0] == 10**6
+    payment, handled = asking.submit_wait(cluster.alice, Kind.CALL, token, sel("transfer(address,uint256)")
+                                          + encode(["address", "uint256"], [token, 5]), timeout=20)
+    assert Receipt.decode(handled["receipt"]).success
+    assert handled == client.call("receipt", {"id": payment.id, "recipient": token})
+    with pytest.raises(EnvelopeError, match="asks for no reply"):  # accepted, but nothing to wait for
+        asking.submit_wait(cluster.alice, Kind.CALL, token, b"", until="reply", timeout=1)
+    with pytest.raises(ClusterError, match='until must be "receipt" or "reply"'):
+        asking.call("submit_wait", {"record": b"x", "until": "soon"})
+    # a record that is not a signed message: refused by name, the node keeps serving
+    assert "malformed message" in asking.call("submit_wait", {"record": b"\x93\x01", "timeout": 1})["error"]
 
 
 def test_killed_node_gets_its_messages_after_restart_exactly_once(cluster: Cluster) -> None:

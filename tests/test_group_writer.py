@@ -123,6 +123,56 @@ def test_writes_after_the_writer_stopped_fail_instead_of_hanging(tmp_path: Path)
     store.close()
 
 
+def test_a_deferred_write_rides_in_the_next_transaction_or_gets_its_own_soon(tmp_path: Path,
+                                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """``write_later`` (dropping acknowledged records) costs no fsync of its own when another write
+    comes; when none comes it is still made within ``later`` seconds; if it fails, that is logged
+    and no other write is affected."""
+    ledger = Ledger(tmp_path / "node")
+    store = ledger.store
+    writer = GroupWriter(store, later=0.2)
+    first, second = payment(ledger, 5, 0), payment(ledger, 7, 1)
+    seen: list[str] = []
+
+    def remember(name: str) -> object:
+        def run(txn: object) -> None:
+            seen.append(name)
+        return run
+
+    def refused(txn: object) -> None:
+        raise StoreError("deferred write refused")
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            await trio.sleep(0.01)
+            writer.write_later(remember("rider"))
+            writer.write_later(refused)
+            (accepted,) = await writer.write(lambda txn: store.accept([first], ledger.check, txn=txn))
+            assert isinstance(accepted, Accepted)
+            assert seen == ["rider"] and writer.transactions == 1  # it rode along: one transaction
+            # nothing else comes: the deferred write is made on its own, within `later` seconds
+            writer.write_later(remember("alone"))
+            started = trio.current_time()
+            while "alone" not in seen:
+                await trio.sleep(0.01)
+            assert trio.current_time() - started < 0.2 + 0.5
+            assert writer.transactions == 2
+            # a joined write keeps its place in line even if its caller waits for it later
+            joined = writer.join(lambda txn: store.accept([second], ledger.check, txn=txn))
+            writer.write_later(remember("after"))
+            (accepted,) = await writer.result(joined)
+            assert isinstance(accepted, Accepted) and seen[-1] == "after"
+            nursery.cancel_scope.cancel()
+
+    with caplog.at_level("WARNING", logger="missive.mailbox.writer"):
+        trio.run(main)
+    assert any("deferred write failed" in r.message and "refused" in r.message for r in caplog.records)
+    assert store.account(ledger.alice.address).nonce == 2  # type: ignore[union-attr]
+    assert replay(store).ok
+    store.close()
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.booleans(), min_size=1, max_size=12))
 def test_signatures_are_checked_apart_from_the_transaction(tmp_path_factory: pytest.TempPathFactory,

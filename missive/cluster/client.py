@@ -99,12 +99,12 @@ class ClusterClient:
         self.call("create_account", {"address": key.address, "public_key": key.public_key,
                                      "balance": balance.to_bytes(32, "big")})
 
-    def submit(self, key: Any, kind: Any, to: bytes | None, payload: bytes = b"", *, value: int = 0,
-               gas: int = 1_000_000, wants_reply: bool = False) -> Any:
-        """Sign one message with ``key`` (nonce from the sender's node) and submit it; its envelope."""
+    def _signed(self, key: Any, kind: Any, to: bytes | None, payload: bytes, value: int, gas: int,
+                wants_reply: bool) -> tuple[Any, bytes]:
+        """(envelope, signed record) of one message from ``key``, with the nonce its node has."""
         import msgpack
 
-        from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
+        from missive.mailbox.envelope import Envelope, Kind
         from missive.vm.messages import create_address
 
         account = self.account(key.address)
@@ -115,10 +115,36 @@ class ClusterClient:
                             nonce=account.nonce, wants_reply=wants_reply)
         envelope.validate()
         signed = key.sign(envelope)
-        (answer,) = self.call("submit", [msgpack.packb([signed[0].canonical(), signed[1], signed[2]])])
+        return envelope, msgpack.packb([signed[0].canonical(), signed[1], signed[2]])
+
+    def submit(self, key: Any, kind: Any, to: bytes | None, payload: bytes = b"", *, value: int = 0,
+               gas: int = 1_000_000, wants_reply: bool = False) -> Any:
+        """Sign one message with ``key`` (nonce from the sender's node) and submit it; its envelope."""
+        from missive.mailbox.envelope import EnvelopeError
+
+        envelope, record = self._signed(key, kind, to, payload, value, gas, wants_reply)
+        (answer,) = self.call("submit", [record])
         if "error" in answer:
             raise EnvelopeError(answer["error"])
         return envelope
+
+    def submit_wait(self, key: Any, kind: Any, to: bytes | None, payload: bytes = b"", *, value: int = 0,
+                    gas: int = 1_000_000, wants_reply: bool = False, until: str = "receipt",
+                    timeout: float = 30.0) -> tuple[Any, Any]:
+        """Sign, submit and wait in one request: (envelope, the node's ``handled`` answer: the
+        receipt and sent messages, or with ``until="reply"`` the reply and its receipt).  Raises
+        ClusterError if that did not come within ``timeout`` s (at most 30)."""
+        from missive.mailbox.envelope import EnvelopeError
+
+        envelope, record = self._signed(key, kind, to, payload, value, gas, wants_reply)
+        answer = self.call("submit_wait", {"record": record, "until": until, "timeout": timeout},
+                           timeout=timeout + 10.0)
+        if "error" in answer:
+            raise EnvelopeError(answer["error"])
+        if answer["handled"] is None:
+            raise ClusterError(f"message 0x{envelope.id.hex()} was accepted but its {until} did not come "
+                               f"within {timeout} s")
+        return envelope, answer["handled"]
 
     def receipt(self, envelope: Any, timeout: float = 30.0) -> tuple[Any, list[Any]]:
         """Wait until ``envelope`` is handled: (its receipt, the envelopes it sent)."""

@@ -51,7 +51,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import attrs
 import msgpack
 import trio
 
@@ -87,16 +86,6 @@ INLINE_SIGNATURES = 4
 SWITCH_INTERVAL = 0.0005
 
 
-@attrs.define
-class _Admission:
-    """One submit's messages waiting for the admission batch they join, and its results."""
-
-    items: list[tuple[Envelope, bytes, bytes]]
-    done: trio.Event = attrs.field(factory=trio.Event)
-    results: list[Any] = attrs.field(factory=list)
-    error: Exception | None = None
-
-
 class ClusterNode:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
@@ -107,7 +96,7 @@ class ClusterNode:
         self.k = min(config.replicas, len(self.members))
         self.membership = Membership(self.me, self.members, self.k, timeout=config.failover_timeout)
         self.store = Store(config.dir, create=True, placement=self)
-        # signatures are checked before the admission's transaction, on a worker thread (see _admit)
+        # signatures are checked before the admission's transaction (see _admit)
         self.check = checker(self.store, self.executes, signatures=False)
         self.writer = GroupWriter(self.store)  # every write of this node: one transaction per turn
         self.runtime = Runtime(self.store, committer=self._commit_round)
@@ -127,8 +116,9 @@ class ClusterNode:
         self.rate = 0.0
         self.port = 0
         self._nursery: trio.Nursery | None = None
-        # submits from all connections are admitted together, one LMDB transaction (one fsync) per batch
-        self._accepts_in, self._accepts_out = trio.open_memory_channel[_Admission](1024)
+        # set once the latest submit to arrive has its place in the writer's line (see _admit)
+        self._admitted = trio.Event()
+        self._admitted.set()
         # per peer queue: set when a transaction may have queued something in it (its sender wakes)
         self._queue_ready: dict[tuple[bytes, str], trio.Event] = {}
         self.runtime.observers.append(lambda _outcomes: self._queued())
@@ -185,7 +175,6 @@ class ClusterNode:
                 for link in self.links.values():
                     nursery.start_soon(link.run)
                 nursery.start_soon(self._run_actors)
-                nursery.start_soon(self._admit)
                 for node_id in self.links:
                     for table, method in PEER_QUEUES:
                         nursery.start_soon(self._drain, node_id, table, method)
@@ -212,49 +201,33 @@ class ClusterNode:
             self.rate = (self.runtime.handled_total - last) / (now - then)
             last, then = self.runtime.handled_total, now
 
-    async def _admit(self) -> None:
-        """Group commit of client submits: whatever arrived while the last batch was being
-        made durable goes into the next one, in arrival order (so one client's nonces stay
-        in order), and each caller gets its own results back.
+    async def _admit(self, submissions: list[tuple[Envelope, bytes, bytes]]) -> list[Accepted | EnvelopeError]:
+        """Admit ``submissions`` (from one ``submit``), in the order submits arrived.
 
-        Why: one ``submit`` per message is how interactive clients send, and a
-        transaction per message means an fsync per message, which caps a node at
-        a few hundred submits per second and queues everything behind it.
+        Signatures are checked first, outside any transaction (on a worker thread,
+        where the crypto runs beside the event loop, unless there are so few that
+        handing them over costs more than checking them), while earlier submits are
+        still being checked or written.  Then the submit joins the writer's line
+        behind every submit that arrived before it (so one client's nonces stay in
+        order), and its messages are accepted in the writer's next transaction,
+        with whatever else is waiting: one fsync for many submits.
         """
-        async for first in self._accepts_out:
-            batch = [first]
-            while len(batch) < 256:
-                try:
-                    batch.append(self._accepts_out.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            flat = [item for admission in batch for item in admission.items]
-            try:
-                results = await self._accept(flat)
-                await self._until_replicated(self.store.next_seq())
-            except Exception as exc:  # the store failed: tell every waiter, keep serving
-                log.exception("admitting %d message(s) failed", len(flat))
-                for admission in batch:
-                    admission.error = exc
-                    admission.done.set()
-                continue
-            self._queued()
-            start = 0
-            for admission in batch:
-                admission.results = results[start:start + len(admission.items)]
-                start += len(admission.items)
-                admission.done.set()
-
-    async def _accept(self, submissions: list[tuple[Envelope, bytes, bytes]]) -> list[Accepted | EnvelopeError]:
-        """Admit ``submissions``: signatures first, outside any transaction (on a worker thread, where
-        the crypto runs beside the event loop, unless there are so few that handing them over
-        costs more than checking them), then the rest in the writer's next transaction."""
-        if len(submissions) <= INLINE_SIGNATURES:
-            bad = check_signatures(submissions)
-        else:
-            bad = await trio.to_thread.run_sync(check_signatures, submissions)
-        signed = [item for item, problem in zip(submissions, bad, strict=True) if problem is None]
-        accepted = iter(await self.writer.write(lambda txn: self.store.accept(signed, self.check, txn=txn)))
+        earlier, mine = self._admitted, trio.Event()
+        self._admitted = mine
+        try:
+            if len(submissions) <= INLINE_SIGNATURES:
+                bad = check_signatures(submissions)
+            else:
+                bad = await trio.to_thread.run_sync(check_signatures, submissions)
+            signed = [item for item, problem in zip(submissions, bad, strict=True) if problem is None]
+            await earlier.wait()
+            joined = self.writer.join(lambda txn: self.store.accept(signed, self.check, txn=txn))
+        finally:
+            mine.set()
+        results: list[Accepted | EnvelopeError] = await self.writer.result(joined)
+        accepted = iter(results)
+        await self._until_replicated(self.store.next_seq())
+        self._queued()
         return [next(accepted) if problem is None else problem for problem in bad]
 
     @property
@@ -313,9 +286,10 @@ class ClusterNode:
         Messages and code go as stored; state diffs are signed (the peer checks who sent them)."""
         link = self.links[node_id]
         name = self.names.get(node_id, short_id(node_id))
+        acknowledged: bytes | None = None  # the last key the peer has: later ones go next
         while True:
             ready = self._queue_ready[node_id, table] = trio.Event()
-            batch = await trio.to_thread.run_sync(self.store.queued, table, node_id, SEND_BATCH)
+            batch = self.store.queued(table, node_id, SEND_BATCH, after=acknowledged)
             if not batch:
                 with trio.move_on_after(0.05):  # woken by a commit that may have queued some
                     await ready.wait()
@@ -329,7 +303,12 @@ class ClusterNode:
                 continue
             if done:
                 keys = [key for key, _ in batch[:done]]
-                await self.writer.write(functools.partial(self.store.dequeue, table, keys))
+                acknowledged = keys[-1]
+                drop = functools.partial(self.store.dequeue, table, keys)
+                if table == "replicate":  # _until_replicated looks at what is left in the table
+                    await self.writer.write(drop)
+                else:  # lost in a crash, they are sent again and the peer drops the copies by id
+                    self.writer.write_later(drop)
                 if table == "replicate":
                     self.diffs_sent += done
                     self._diffs_acked.set()
@@ -362,6 +341,7 @@ class ClusterNode:
             "receipt": self.rpc_receipt,
             "wait": self.rpc_wait,
             "wait_reply": self.rpc_wait_reply,
+            "submit_wait": self.rpc_submit_wait,
             "inbox": self.rpc_inbox,
             "apply": self.rpc_apply,
             "local_state": self.rpc_local_state,
@@ -461,12 +441,7 @@ class ClusterNode:
         for node_id, indexes in groups.items():
             if node_id == self.me:
                 await self._until_serving()
-                admission = _Admission([parsed[i] for i in indexes])  # type: ignore[misc]
-                await self._accepts_in.send(admission)
-                await admission.done.wait()
-                if admission.error is not None:
-                    raise admission.error
-                accepted = admission.results
+                accepted = await self._admit([parsed[i] for i in indexes])  # type: ignore[misc]
                 answers = [{"error": str(a)} if isinstance(a, EnvelopeError)
                            else {"id": a.message_id, "duplicate": a.duplicate} for a in accepted]
             else:
@@ -553,6 +528,36 @@ class ClusterNode:
             return {"reply": found[0].canonical(), "receipt": receipt.encode()}
 
         return await self._at(sender, "wait_reply", params, local, timeout=timeout + 10.0)  # type: ignore[no-any-return]
+
+    async def rpc_submit_wait(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any]:
+        """One signed message submitted and waited for in one request (one round trip for a client
+        that wants the outcome, not two): ``{"record", "until", "timeout"}``.
+
+        The answer is ``submit``'s (``{"id", "duplicate"}``, or ``{"error"}`` and
+        nothing else), plus ``"handled"``: what ``wait`` answers for the message
+        (``until="receipt"``, the default) or ``wait_reply`` for its reply
+        (``until="reply"``); None if that did not come within ``timeout`` s.
+        """
+        if not isinstance(params, dict) or not isinstance(params.get("record"), bytes):
+            raise ValueError("submit_wait takes {record: the bytes of one signed message, until, timeout}")
+        until = params.get("until", "receipt")
+        if until not in ("receipt", "reply"):
+            raise ValueError(f'until must be "receipt" or "reply", not {until!r}')
+        timeout = _wait_timeout(params)
+        record = params["record"]
+        (answer,) = await self.rpc_submit(peer, [record])
+        if "error" in answer:
+            return answer
+        envelope = Envelope.decode(msgpack.unpackb(record)[0])
+        if until == "reply" and not envelope.wants_reply:
+            return {**answer, "error": "the message was accepted, but it asks for no reply to wait for"}
+        if until == "reply":
+            handled = await self.rpc_wait_reply(peer, {"request": answer["id"], "sender": envelope.sender,
+                                                       "timeout": timeout})
+        else:
+            handled = await self.rpc_wait(peer, {"id": answer["id"], "recipient": envelope.recipient,
+                                                 "timeout": timeout})
+        return {**answer, "handled": handled}
 
     async def rpc_inbox(self, peer: bytes, address: bytes) -> list[bytes]:
         async def local() -> list[bytes]:

@@ -396,16 +396,19 @@ class Store:
             return cast("bytes | None", own.get(key, db=self.db[table]))
 
     def _scan(self, table: str, prefix: bytes, limit: int | None = None,
-              txn: lmdb.Transaction | None = None) -> list[tuple[bytes, bytes]]:
-        """(key, value) of ``table``'s entries starting with ``prefix``, in key order."""
+              txn: lmdb.Transaction | None = None, after: bytes | None = None) -> list[tuple[bytes, bytes]]:
+        """(key, value) of ``table``'s entries starting with ``prefix``, in key order (those after
+        the key ``after`` only, if given)."""
         if txn is None:
             with self.read() as own:
-                return self._scan(table, prefix, limit, own)
+                return self._scan(table, prefix, limit, own, after)
         out: list[tuple[bytes, bytes]] = []
         cursor = txn.cursor(db=self.db[table])
-        if cursor.set_range(prefix):
+        if cursor.set_range(after if after is not None and after > prefix else prefix):
             for key, value in cursor:
                 key, value = bytes(key), bytes(value)
+                if key == after:
+                    continue
                 if not key.startswith(prefix) or (limit is not None and len(out) >= limit):
                     break
                 out.append((key, value))
@@ -723,9 +726,11 @@ class Store:
         for node_id in node_ids:
             txn.put(node_id + key, raw, db=self.db[table])
 
-    def queued(self, table: str, node_id: bytes, limit: int) -> list[tuple[bytes, bytes]]:
-        """(queue key, record) waiting in ``table`` ("replicate" or "announce") for ``node_id``, oldest first."""
-        return self._scan(table, node_id, limit)
+    def queued(self, table: str, node_id: bytes, limit: int, after: bytes | None = None) -> list[tuple[bytes, bytes]]:
+        """(queue key, record) waiting in ``table`` ("replicate", "outbound" or "announce") for
+        ``node_id``, oldest first; only those queued after the key ``after``, if given (records
+        acknowledged but not yet dropped are skipped so)."""
+        return self._scan(table, node_id, limit, after=after)
 
     def dequeue(self, table: str, keys: list[bytes], txn: lmdb.Transaction) -> None:
         """The peer has these records durably: drop them from ``table`` (a :meth:`write_together` write)."""

@@ -217,26 +217,18 @@ async def latency(root: Path, rate: float, seconds: float, askers: int) -> dict[
             asker = crowd[i % askers]
             record = bench.signed(asker, Kind.QUERY, token, BALANCE_OF + bytes(12) + asker.address, wants_reply=True)
             queries.append(record)
-        ids = [Envelope.decode(msgpack.unpackb(r)[0]).id for r in queries]
-        senders = [crowd[i % askers].address for i in range(total)]
         latencies: list[float] = []
-        conn = bench.conns[here]
         async with AsyncExitStack() as stack:
-            # replies are awaited on connections of their own (each serves 64 requests at a time)
+            # 8 connections (each serves 64 requests at a time); one asker's queries all go on one
             waiting = [await stack.enter_async_context(connect("127.0.0.1", bench.port(here))) for _ in range(8)]
 
             async def ask(i: int) -> None:
                 started = time.perf_counter()
-                async with trio.open_nursery() as both:  # the wait goes out with the submit, not after it
-                    both.start_soon(submit_one, queries[i])
-                    answer = await waiting[i % len(waiting)].call(
-                        "wait_reply", {"request": ids[i], "sender": senders[i], "timeout": 30}, timeout=40.0)
-                if answer is not None:
-                    latencies.append((time.perf_counter() - started) * 1000)
-
-            async def submit_one(record: bytes) -> None:
-                (answer,) = await conn.call("submit", [record], timeout=30.0)
+                answer = await waiting[i % askers % len(waiting)].call(
+                    "submit_wait", {"record": queries[i], "until": "reply", "timeout": 30}, timeout=40.0)
                 assert "error" not in answer, answer
+                if answer["handled"] is not None:
+                    latencies.append((time.perf_counter() - started) * 1000)
 
             async with trio.open_nursery() as nursery:
                 begin = trio.current_time()
