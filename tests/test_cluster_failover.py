@@ -128,3 +128,49 @@ def test_executor_killed_under_load_next_holder_takes_over_and_old_one_catches_u
         refused = subprocess.run([sys.executable, "-m", "missive", "cluster", "start", name, "--dir", str(cluster.root)],
                                  capture_output=True, text=True, timeout=60)
         assert refused.returncode != 0 and complaint in refused.stderr + refused.stdout
+
+
+def test_executor_frozen_past_its_lease_stops_serving_and_catches_up_before_executing_again(cluster: Cluster) -> None:
+    """A partition seen from one side: the token's executor is frozen (SIGSTOP) for longer than
+    the failover timeout while transfers go on, then thawed.  Its lease ran out, so it must not
+    run a round on its stale copy: it stops serving, takes the next holder's receipts (rolling
+    back any of its own that never got out), and only then executes the token again."""
+    alice_node = cluster.home(cluster.alice.address)["name"]
+    bob = cluster.account_elsewhere("bob", set())
+    token = deploy_token_away_from(cluster, {alice_node})
+    first, second = (cluster.by_id[n] for n in replicas(token, cluster.members, K))
+    at = cluster.states.index(cluster.home(cluster.alice.address))
+
+    with Load(cluster, at, token, bob.address) as load:
+        time.sleep(1.0)
+        os.kill(first["pid"], signal.SIGSTOP)
+        try:
+            frozen_at = len(load.acked)
+            time.sleep(TIMEOUT * 4)
+            assert len(load.acked) > frozen_at + 5, "the next holder took over while the executor was frozen"
+        finally:
+            os.kill(first["pid"], signal.SIGCONT)
+        time.sleep(TIMEOUT * 3)  # transfers go on while the thawed node catches up and takes the token back
+    settled(cluster)
+
+    (thawed,) = [s for s in launcher.status(cluster.root) if s["name"] == first["name"]]
+    assert thawed["leases_lost"] >= 1 and thawed["serving"]
+    client = cluster.client(at)
+    for envelope in load.acked:
+        receipt, _ = client.receipt(envelope, timeout=60)
+        assert receipt.success
+    assert query_balance(client, bob, token, bob.address) == len(load.acked)  # each acknowledged transfer, once
+    deadline = time.monotonic() + 30
+    while True:  # a delivery the freeze held up may still be on its way: the copies converge
+        held = {name: copy for name, copy in copies(cluster, token).items() if copy is not None}
+        accounts = {name: Account.decode(copy["account"]) for name, copy in held.items()}
+        if len({(a.state_root, a.handled) for a in accounts.values()}) == 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert set(held) == {first["name"], second["name"]}
+    assert len({(a.state_root, a.handled) for a in accounts.values()}) == 1, accounts
+    mailbox = held[first["name"]]["mailbox"]
+    assert mailbox == held[second["name"]]["mailbox"] and len(mailbox) == len(set(mailbox))
+    assert held[first["name"]]["executor"] and not held[second["name"]]["executor"]  # handed back
+    reports = {state["name"]: cluster.client(i).call("replay", {}, timeout=120) for i, state in enumerate(cluster.states)}
+    assert all(r["divergence"] is None for r in reports.values()), reports

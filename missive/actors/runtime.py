@@ -89,8 +89,10 @@ class Runtime:
     """Runs the actors of one node directory until idle or cancelled."""
 
     def __init__(self, store: Store, *, batch: int = 2048, per_actor: int = 256, max_live: int = 10_000,
-                 committer: Committer | None = None) -> None:
+                 committer: Committer | None = None, may_run: Callable[[], bool] | None = None) -> None:
         self.store = store
+        #: asked before every round: False holds rounds back (a cluster node without its lease)
+        self.may_run = may_run
         #: how a round's outcomes are made durable (a cluster node shares one writer among its tasks)
         self.committer: Committer = committer or (lambda outcomes: trio.to_thread.run_sync(store.commit, outcomes))
         self.batch = batch
@@ -197,6 +199,9 @@ class Runtime:
         The round's commit may still be under way when this returns; the next
         ``step`` (or the end of :meth:`run`) waits for it.
         """
+        if self.may_run is not None and not self.may_run():
+            await self._finish_commit()
+            return 0
         pending = await self._due_work()
         if not pending:
             return 0

@@ -14,6 +14,18 @@ the interim executor hands the actor back.  A node executes nothing until it
 *serves*: a returning node first catches up (see
 :class:`missive.cluster.node.ClusterNode`), and only then runs its actors.
 
+**Quorum.** With K > 1 an actor has several copies, so two nodes could both
+execute it: a node cut off from its peers (a partition, or a process frozen
+for longer than ``timeout``) keeps running the actors whose other holders have
+meanwhile taken them over.  To prevent that, a node executes only while it
+holds a *lease*: it has heard from a majority of the members, itself included,
+within ``timeout / 2`` (exactly half counts when it includes the first member in
+id order, so a 2-node cluster keeps one side).  Its peers take over only after
+``timeout``, so a node cut off stops executing well before anyone replaces it.
+A node that loses its lease stops serving and, when it hears from a majority
+again, catches up like a returning node: receipts its peers never got are
+rolled back then (see :meth:`Membership.yields_to`).
+
 A member proven to have sent a wrong state diff (execution trust,
 :mod:`missive.cluster.execution_trust`) is *distrusted*: it stays a member and
 keeps its copies, but executes nothing any more, so its actors move to their
@@ -67,6 +79,12 @@ class Membership:
         self.timeout = timeout
         self.clock = clock
         self.started = clock()
+        #: how recently a majority must have been heard for this node to execute (see Quorum above)
+        self.lease = timeout / 2
+        #: the lease ran out at some moment since this node last caught up (even if heard again since)
+        self.lapsed = False
+        #: how many times this node lost its lease (and so stopped serving until it caught up)
+        self.leases_lost = 0
         self.peers = {n: PeerState() for n in self.members if n != me}
         #: this node executes its actors (it has caught up since it started)
         self.serving = not self.peers or k == 1
@@ -97,6 +115,10 @@ class Membership:
         peer = self.peers.get(heard.node_id)
         if peer is None:
             return
+        if self.serving and not self.has_quorum():
+            # the lease ran out before this heartbeat came (the process was frozen, or cut off):
+            # another holder may have taken over meanwhile, so this node must catch up first
+            self.lapsed = True
         peer.last_heard = self.clock()
         peer.serving = heard.serving
         if heard.waiting is not None:
@@ -123,6 +145,40 @@ class Membership:
         if node_id in self.members and node_id not in self.distrusted:
             log.warning("membership: %s is distrusted; its actors move to their next holders", node_id.hex()[:8])
             self.distrusted.add(node_id)
+
+    def has_quorum(self) -> bool:
+        """This node has heard from a majority of the members within ``lease`` (always, with K = 1:
+        each actor has one copy, so no other node can take it over)."""
+        if self.k == 1 or not self.peers:
+            return True
+        now = self.clock()
+        heard = {self.me} | {n for n, p in self.peers.items()
+                             if p.last_heard is not None and now - p.last_heard < self.lease}
+        twice, total = 2 * len(heard), len(self.members)
+        return twice > total or (twice == total and self.members[0] in heard)
+
+    def may_execute(self) -> bool:
+        """Whether this node may run a round or admit a message now: it serves and holds its lease
+        (checked at the moment, not at the last view change: a node frozen for a while must not
+        run a round before its view catches up with the time that passed)."""
+        return self.serving and not self.lapsed and self.has_quorum()
+
+    def yields_to(self, peer: bytes, address: bytes, peer_executing: bool) -> bool:
+        """Whether ``peer``'s receipts for ``address`` stand over this node's where the two copies
+        conflict: the rule every node computes alike (SPEC §6).
+
+        A node that may not execute now (it is catching up: it came back, or lost its
+        lease) yields to one that may; ``peer_executing`` is what the peer said of itself
+        when it sent its diffs (its own view, not this node's memory of its heartbeats,
+        which may predate a freeze).  Between two alike, the actor's executor in the view
+        wins.  So, once views agree, exactly one side yields.
+        """
+        if peer == self.me:
+            return False
+        executing = self.may_execute()
+        if executing != peer_executing:
+            return not executing
+        return self.executor(address) == peer
 
     def executor(self, address: bytes, acting: frozenset[bytes] | None = None) -> bytes:
         """The holder of ``address`` that executes it in the view ``acting`` (default: the adopted
@@ -166,7 +222,15 @@ class Membership:
             for heard, _ in observed:
                 self._record(heard)
             acting = self.current()
-            serving = self.serving or self.caught_up()
+            if self.serving and (self.lapsed or not self.has_quorum()):
+                log.warning("membership: lost touch with a majority of the members; this node executes nothing "
+                            "until it hears from them again and has caught up")
+                for peer in self.peers.values():
+                    peer.waiting = None  # catching up again: each peer must say anew what it holds for us
+                self.leases_lost += 1
+                await on_change(acting, False)
+                self.lapsed = False
+            serving = (self.serving or self.caught_up()) and self.has_quorum()
             if acting != self.acting or serving != self.serving:
                 await on_change(acting, serving)
             for _, done in observed:

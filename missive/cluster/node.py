@@ -99,7 +99,8 @@ class ClusterNode:
         # signatures are checked before the admission's transaction (see _admit)
         self.check = checker(self.store, self.executes, signatures=False)
         self.writer = GroupWriter(self.store)  # every write of this node: one transaction per turn
-        self.runtime = Runtime(self.store, committer=self._commit_round)
+        # rounds run only while this node holds its lease (see missive/cluster/membership.py, Quorum)
+        self.runtime = Runtime(self.store, committer=self._commit_round, may_run=self.membership.may_execute)
         self.links = {
             p.node_id: PeerLink(self.identity, p.host, p.port, p.node_id, backoff_max=1.0)
             for p in config.peers if p.node_id != self.me
@@ -221,7 +222,7 @@ class ClusterNode:
                 bad = await trio.to_thread.run_sync(check_signatures, submissions)
             signed = [item for item, problem in zip(submissions, bad, strict=True) if problem is None]
             await earlier.wait()
-            joined = self.writer.join(lambda txn: self.store.accept(signed, self.check, txn=txn))
+            joined = self.writer.join(lambda txn: self.store.accept(signed, self._lease_check(), txn=txn))
         finally:
             mine.set()
         results: list[Accepted | EnvelopeError] = await self.writer.result(joined)
@@ -229,6 +230,14 @@ class ClusterNode:
         await self._until_replicated(self.store.next_seq())
         self._queued()
         return [next(accepted) if problem is None else problem for problem in bad]
+
+    def _lease_check(self) -> Callable[..., Any]:
+        """The admission check, asked again inside the transaction: a node that lost its lease
+        while the submit waited for the writer admits nothing (another holder may serve now)."""
+        if not self.membership.may_execute():
+            raise RuntimeError(f"{self.config.name} has lost touch with most of the cluster and does not serve "
+                               "until it has caught up again; try another node")
+        return self.check
 
     @property
     def heartbeat_interval(self) -> float:
@@ -239,9 +248,12 @@ class ClusterNode:
         link = self.links[node_id]
         while True:
             try:
-                answer = await link.call("heartbeat", {"serving": self.membership.serving},
-                                         timeout=self.config.failover_timeout / 2)
-                self.membership.heard(Heard(node_id, bool(answer["serving"]), int(answer["waiting"])))
+                serving = self.membership.serving
+                answer = await link.call("heartbeat", {"serving": serving}, timeout=self.config.failover_timeout / 2)
+                # what the peer still holds for us counts only if it was asked while we catch up: an
+                # answer to a heartbeat sent while serving says 0 whatever it holds
+                waiting = None if serving else int(answer["waiting"])
+                self.membership.heard(Heard(node_id, bool(answer["serving"]), waiting))
             except NetError:
                 pass  # silence is the signal: the membership actor counts the time since last heard
             except (KeyError, TypeError, ValueError) as exc:
@@ -258,6 +270,8 @@ class ClusterNode:
             log.info("took over %d waiting message(s), handed back %d", taken, handed)
         if serving:
             self._serving.set()
+        elif self._serving.is_set():  # lost its lease: requests wait again until it has caught up
+            self._serving = trio.Event()
         self._queued()
 
     async def _until_replicated(self, seq: int) -> None:
@@ -290,11 +304,18 @@ class ClusterNode:
         while True:
             ready = self._queue_ready[node_id, table] = trio.Event()
             batch = self.store.queued(table, node_id, SEND_BATCH, after=acknowledged)
+            if table == "outbound":
+                batch = self._replicated_prefix(batch)
             if not batch:
+                acked = self._diffs_acked
                 with trio.move_on_after(0.05):  # woken by a commit that may have queued some
-                    await ready.wait()
+                    async with trio.open_nursery() as either:
+                        for event in (ready, acked):
+                            either.start_soon(_set_then_cancel, event, either.cancel_scope)
                 continue
-            records = [self._signed_diff(raw) if table == "replicate" else raw for _, raw in batch]
+            records: Any = [self._signed_diff(raw) if table == "replicate" else raw for _, raw in batch]
+            if table == "replicate":  # whether this node executes now: the receiver's rule for conflicts needs it
+                records = {"diffs": records, "executing": self.membership.may_execute()}
             try:
                 done, problem = await link.call(method, records, timeout=10.0)
             except NetError as exc:
@@ -320,6 +341,33 @@ class ClusterNode:
                 await trio.sleep(1.0)
             elif not done:  # the peer puts it off (a diff it re-executes waits for a message): later
                 await trio.sleep(0.05)
+
+    def _replicated_prefix(self, batch: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """The messages of ``batch`` (outbound, oldest first) that may leave now: with K > 1, a
+        message leaves once every live holder of its sender has the diffs numbered below it,
+        its own commit's included (they are numbered first: Store._replicate).
+
+        Why: an executor that crashes (or loses its lease) after a commit whose diff has not
+        reached the next holder has its receipt rolled back when it returns (the next
+        holder's stand).  Had a message of that receipt left already, nothing could take it
+        back; held until the diff is replicated, it either goes with a receipt that stands
+        or is dropped with one that does not.
+        """
+        if self.k == 1 or not batch:
+            return batch
+        lacking: dict[bytes, int | None] = {}  # per holder: the oldest diff it still lacks
+        for index, (key, raw) in enumerate(batch):
+            seq = int.from_bytes(key[32:], "big")
+            sender = Envelope.decode(msgpack.unpackb(raw)[0], check=False).sender
+            for holder in self.holders(sender):
+                if holder == self.me or holder not in self.membership.acting:
+                    continue  # a holder that is down catches up from the diffs when it returns
+                if holder not in lacking:
+                    lacking[holder] = self.store.oldest_unreplicated(holder)
+                oldest = lacking[holder]
+                if oldest is not None and oldest < seq:
+                    return batch[:index]
+        return batch
 
     def _signed_diff(self, raw: bytes) -> list[bytes]:
         """A state diff as sent: with this node's signature (which makes a wrong one evidence)."""
@@ -414,7 +462,7 @@ class ClusterNode:
             "outbound": outbound, "handled": self.runtime.handled_total, "rate": self.rate,
             "forwarded": self.forwarded, "replicas": self.k, "replicating": replicating, "replicas_held": held,
             "diffs_sent": self.diffs_sent, "diffs_applied": self.diffs_applied,
-            "conflicts": self.conflicts, "rolled_back": self.rolled_back,
+            "conflicts": self.conflicts, "rolled_back": self.rolled_back, "leases_lost": self.membership.leases_lost,
             "distrusted": sorted(self.names[n] for n in self.membership.distrusted),
             "peers": {self.names[n]: link.connected for n, link in self.links.items()},
         }
@@ -570,11 +618,17 @@ class ClusterNode:
 
         return await self._at(address, "inbox", address, local)  # type: ignore[no-any-return]
 
-    async def rpc_apply(self, peer: bytes, signed: list[list[bytes]]) -> tuple[int, str | None]:
-        """State diffs from the executor of their actors (see the module docstring).  The store
-        refuses a diff for an actor this node executes itself, or one that does not continue its
-        copy exactly."""
+    async def rpc_apply(self, peer: bytes, params: dict[str, Any]) -> tuple[int, str | None]:
+        """State diffs from the executor of their actors (see the module docstring):
+        ``{"diffs": [[diff, signature], ...], "executing": whether the sender may execute now}``.
+        The store refuses a diff for an actor this node executes itself, or one that does not
+        continue its copy exactly; where the copies conflict, ``executing`` decides which side
+        rolls back (:meth:`Membership.yields_to`)."""
         name = self._member(peer, "apply")
+        if not (isinstance(params, dict) and isinstance(params.get("diffs"), list)
+                and isinstance(params.get("executing"), bool)):
+            raise ValueError("apply takes {diffs: [[state diff, signature], ...], executing: true or false}")
+        signed, executing = params["diffs"], params["executing"]
         if self.execution.distrusts(peer):
             return 0, f"{name} is distrusted (evidence of a wrong state diff): its diffs are refused"
         diffs = []
@@ -604,8 +658,9 @@ class ClusterNode:
             self.execution.accuse(peer, refused, raw, signature)
         if isinstance(refused, DiffConflict):
             self.conflicts += 1
-            # this node is catching up, or was found to lie: its receipts there are the losing ones
-            if not self.membership.serving or self.execution.distrusts(self.me):
+            # the rule both sides compute alike: this node is catching up, or the peer executes the
+            # actor, or this node was found to lie: its receipts there are the losing ones
+            if self.membership.yields_to(peer, refused.address, executing) or self.execution.distrusts(self.me):
                 assert self._nursery is not None
                 self._nursery.start_soon(self._roll_back, peer, refused.address, refused.position)
         problem = str(refused) if refused is not None else problem
@@ -748,6 +803,11 @@ class ClusterNode:
         assert self._nursery is not None
         self._nursery.start_soon(later)
         return True
+
+
+async def _set_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
 
 def _wait_timeout(params: dict[str, Any]) -> float:

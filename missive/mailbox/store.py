@@ -603,6 +603,7 @@ class Store:
         updated: dict[bytes, Account] = {}
         records: dict[bytes, list[bytes]] = {}
         befores: dict[bytes, bytes] = {}
+        diff_seqs: dict[bytes, int] = {}
         for envelope, public_key, signature in submissions:
             message_id = envelope.id
             if txn.get(message_id, db=self.db["messages"]) is not None:
@@ -615,6 +616,7 @@ class Store:
                 continue
             if envelope.sender not in befores and self._replicated(envelope.sender):
                 befores[envelope.sender] = self.state_digest(envelope.sender, txn)
+                diff_seqs[envelope.sender] = self._next_seq(txn)  # numbered before its messages
             updated[envelope.sender] = sender
             txn.put(envelope.sender, sender.encode(), db=self.db["accounts"])
             records.setdefault(envelope.sender, []).append(
@@ -624,7 +626,7 @@ class Store:
             results.append(Accepted(message_id, duplicate=False))
         self._replicate(txn, [StateDiff(sender, 0, updated[sender], messages=tuple(sent), before=befores[sender],
                                         after=self.state_digest(sender, txn))
-                              for sender, sent in records.items() if sender in befores])
+                              for sender, sent in records.items() if sender in befores], diff_seqs)
         return results
 
     def commit(self, outcomes: list[Outcome], txn: lmdb.Transaction | None = None) -> None:
@@ -640,6 +642,7 @@ class Store:
                 return self.commit(outcomes, own)
         accounts: dict[bytes, tuple[Account, int]] = {}
         changes: dict[bytes, _Changes] = {}  # per actor, for its replicas
+        diff_seqs: dict[bytes, int] = {}
         clock = 0
         db = self.db
         receipts, mailbox = db["receipts"], db["mailbox"]
@@ -647,6 +650,7 @@ class Store:
             replicated = o.recipient in changes or self._replicated(o.recipient)
             if replicated and o.recipient not in changes:  # the state its diff starts from
                 changes[o.recipient] = _Changes(before=self.state_digest(o.recipient, txn))
+                diff_seqs[o.recipient] = self._next_seq(txn)  # numbered before the messages it sends
             table, key = o.queue_key
             txn.delete(key, db=db[table])
             encoded = o.receipt.encode()
@@ -681,7 +685,7 @@ class Store:
         if outcomes:
             self._advance_clock(txn, clock)
         if changes:
-            self._replicate(txn, [c.diff(address) for address, c in changes.items()])
+            self._replicate(txn, [c.diff(address) for address, c in changes.items()], diff_seqs)
 
     def _write_storage(self, txn: lmdb.Transaction, address: bytes, writes: Iterable[tuple[int, int]]) -> None:
         """Write storage slots (value 0 deletes), keeping the actor's storage sum on a cluster node."""
@@ -706,15 +710,21 @@ class Store:
         placement = self.placement
         return placement is not None and any(n != placement.me for n in placement.holders(address))
 
-    def _replicate(self, txn: lmdb.Transaction, diffs: list[StateDiff]) -> None:
-        """Queue each diff for the other holders of its actor (numbered now: their order is ours)."""
+    def _replicate(self, txn: lmdb.Transaction, diffs: list[StateDiff], seqs: dict[bytes, int] | None = None) -> None:
+        """Queue each diff for the other holders of its actor (numbered now, or at ``seqs[address]``
+        if the transaction reserved its number earlier; their order is ours).
+
+        Why reserve: a diff numbered below the messages its commit sends lets a sender hold
+        each message until every live holder has the diffs numbered below it (see
+        :meth:`replicated_before`), so no message leaves before the state that sent it.
+        """
         if self.placement is None:
             return
         me = self.placement.me
         for diff in diffs:
             targets = [n for n in self.placement.holders(diff.address) if n != me]
             if targets:
-                seq = self._next_seq(txn)
+                seq = seqs[diff.address] if seqs and diff.address in seqs else self._next_seq(txn)
                 raw = attrs.evolve(diff, seq=seq).encode()
                 self._queue_for(txn, "replicate", targets, raw, seq)
                 txn.put(diff.address, u64(seq), db=self.db["last_diff"])
@@ -1021,8 +1031,13 @@ class Store:
 
     def replicated_before(self, node_id: bytes, seq: int) -> bool:
         """``node_id`` has every diff this node queued for it before ``seq`` (they leave in order)."""
+        oldest = self.oldest_unreplicated(node_id)
+        return oldest is None or oldest >= seq
+
+    def oldest_unreplicated(self, node_id: bytes) -> int | None:
+        """The seq of the oldest diff queued for ``node_id`` that it has not acknowledged (None: none)."""
         head = self._scan("replicate", node_id, 1)
-        return not head or int.from_bytes(head[0][0][32:], "big") >= seq
+        return int.from_bytes(head[0][0][32:], "big") if head else None
 
     def diffs_waiting(self, node_id: bytes, wanted: Callable[[bytes], bool]) -> int:
         """How many diffs queued for ``node_id`` concern actors ``wanted`` picks (a returning node
