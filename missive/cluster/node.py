@@ -307,11 +307,8 @@ class ClusterNode:
             if table == "outbound":
                 batch = self._replicated_prefix(batch)
             if not batch:
-                acked = self._diffs_acked
-                with trio.move_on_after(0.05):  # woken by a commit that may have queued some
-                    async with trio.open_nursery() as either:
-                        for event in (ready, acked):
-                            either.start_soon(_set_then_cancel, event, either.cancel_scope)
+                with trio.move_on_after(0.05):  # woken by a commit that may have queued some (or, for
+                    await ready.wait()  # messages waiting on diffs, by a peer acknowledging diffs)
                 continue
             records: Any = [self._signed_diff(raw) if table == "replicate" else raw for _, raw in batch]
             if table == "replicate":  # whether this node executes now: the receiver's rule for conflicts needs it
@@ -334,6 +331,9 @@ class ClusterNode:
                     self.diffs_sent += done
                     self._diffs_acked.set()
                     self._diffs_acked = trio.Event()
+                    for (_, queue), waiting in list(self._queue_ready.items()):
+                        if queue == "outbound":  # messages held for these diffs may leave now
+                            waiting.set()
                 elif table == "outbound":
                     self.forwarded += done
             if problem is not None:
@@ -803,11 +803,6 @@ class ClusterNode:
         assert self._nursery is not None
         self._nursery.start_soon(later)
         return True
-
-
-async def _set_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()
 
 
 def _wait_timeout(params: dict[str, Any]) -> float:
