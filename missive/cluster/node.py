@@ -61,6 +61,7 @@ from missive.cluster.config import ConfigError, NodeConfig, load
 from missive.cluster.execution_trust import EVIDENCE_METHOD, ExecutionTrust, NotYetCheckable, falsify
 from missive.cluster.membership import Heard, Membership
 from missive.cluster.placement import replicas
+from missive.cluster.tracing import Tracer
 from missive.cluster.trust import WRONG_DIFFS, TrustService
 from missive.cluster.waiters import MAX_WAIT, Waiters
 from missive.consensus.execution import WrongResult
@@ -125,6 +126,9 @@ class ClusterNode:
         self.runtime.observers.append(lambda _outcomes: self._queued())
         self.waiters = Waiters()  # clients waiting for a receipt or a reply (the `wait` RPCs)
         self.runtime.observers.append(self.waiters.observe)
+        self.trace = Tracer(config.name)  # per-message step times, if MISSIVE_TRACE_DIR is set
+        if self.trace.on:
+            self.runtime.observers.append(lambda outcomes: self.trace.handled(e for e, _ in outcomes))
         self._serving = trio.Event()
         if self.membership.serving:
             self._serving.set()
@@ -189,6 +193,7 @@ class ClusterNode:
                 nursery.cancel_scope.cancel()
         finally:
             self.store.close()
+            self.trace.close()
             lock.release()
 
     async def _run_actors(self) -> None:
@@ -311,6 +316,8 @@ class ClusterNode:
                     await ready.wait()  # messages waiting on diffs, by a peer acknowledging diffs)
                 continue
             records: Any = [self._signed_diff(raw) if table == "replicate" else raw for _, raw in batch]
+            if table == "outbound":
+                self.trace.records("forwarded", records)
             if table == "replicate":  # whether this node executes now: the receiver's rule for conflicts needs it
                 records = {"diffs": records, "executing": self.membership.may_execute()}
             try:
@@ -488,8 +495,11 @@ class ClusterNode:
             groups.setdefault(self.executor(envelope.sender), []).append(index)
         for node_id, indexes in groups.items():
             if node_id == self.me:
+                mine = [parsed[i] for i in indexes]
+                self.trace.ids("submitted", (p[0].id for p in mine))  # type: ignore[index]
                 await self._until_serving()
-                accepted = await self._admit([parsed[i] for i in indexes])  # type: ignore[misc]
+                accepted = await self._admit(mine)  # type: ignore[arg-type]
+                self.trace.ids("admitted", (p[0].id for p in mine))  # type: ignore[index]
                 answers = [{"error": str(a)} if isinstance(a, EnvelopeError)
                            else {"id": a.message_id, "duplicate": a.duplicate} for a in accepted]
             else:
@@ -502,7 +512,9 @@ class ClusterNode:
         """Messages for actors this node holds, from the node that sent or accepted them.  A bad
         record is refused alone (logged and reported); it is never retried into the queues."""
         name = self._member(peer, "deliver")
+        self.trace.records("arrived", records)
         results = await self.writer.write(functools.partial(self.store.receive, records))
+        self.trace.records("stored", records)
         self.runtime.wake()
         bad = [r for r in results if isinstance(r, EnvelopeError)]
         if bad:
@@ -819,9 +831,10 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m missive.cluster.node CONFIG.toml", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # The event loop shares the GIL with the writer's thread; at Python's default switch interval
-    # (5 ms) every socket send or receive may wait that long to get it back.  Half a millisecond
-    # keeps a cross-node query -> reply from queueing behind the writer at every hop.
+    # The event loop shares the GIL with worker threads (signature checks of large submits, state
+    # diffs being applied, catch-up); at Python's default switch interval (5 ms) every socket send
+    # or receive may wait that long to get it back.  Half a millisecond keeps a cross-node
+    # query -> reply from queueing behind them at every hop.
     sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         config = load(Path(args[0]))

@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 import vm as vm_bench  # noqa: E402
 
-from missive.cluster import launcher  # noqa: E402
+from missive.cluster import launcher, tracing  # noqa: E402
 from missive.cluster.client import connect  # noqa: E402
 from missive.cluster.placement import executor  # noqa: E402
 from missive.keys import Key  # noqa: E402
@@ -205,47 +205,65 @@ async def throughput(root: Path, nodes: int, messages: int, senders: int, token_
             "submit_seconds": submitted, "per_s": rate, "cores_used": cores, "per_core": rate / cores}
 
 
-async def latency(root: Path, rate: float, seconds: float, askers: int) -> dict[str, Any]:
-    """Cross-node query -> reply at a steady offered load, on 2 nodes."""
-    async with cluster(root, 2) as bench:
-        tokens, _ = await deploy_tokens(bench, 1)  # type: ignore[misc]
-        token = tokens[0]
-        here = next(m for m in bench.members if m != bench.home(token))
-        crowd = []
-        while len(crowd) < askers:
-            key = new_key()
-            if bench.home(key.address) == here:
-                crowd.append(key)
-                await bench.create(key, 10**18)
-        total = int(rate * seconds)
-        queries = []
-        for i in range(total):
-            asker = crowd[i % askers]
-            record = bench.signed(asker, Kind.QUERY, token, BALANCE_OF + bytes(12) + asker.address, wants_reply=True)
-            queries.append(record)
-        latencies: list[float] = []
-        async with AsyncExitStack() as stack:
-            # 8 connections (each serves 64 requests at a time); one asker's queries all go on one
-            waiting = [await stack.enter_async_context(connect("127.0.0.1", bench.port(here))) for _ in range(8)]
+async def latency(root: Path, rate: float, seconds: float, askers: int, trace: bool = False) -> dict[str, Any]:
+    """Cross-node query -> reply at a steady offered load, on 2 nodes (with ``trace``, the nodes
+    write per-message step times, which the result summarises under "steps")."""
+    trace_dir = root / "trace"
+    if trace:
+        os.environ[tracing.ENV_VAR] = str(trace_dir)  # the node processes inherit it
+    try:
+        async with cluster(root, 2) as bench:
+            result = await _latency_run(bench, rate, seconds, askers)
+            names = {s["id"]: s["name"] for s in bench.states}
+            token_node = names[bench.home(result.pop("token"))]
+            asking_node = next(n for n in names.values() if n != token_node)
+    finally:
+        os.environ.pop(tracing.ENV_VAR, None)
+    if trace:
+        result["steps"] = tracing.step_latencies(trace_dir / f"{asking_node}.trace", trace_dir / f"{token_node}.trace")
+    return result
 
-            async def ask(i: int) -> None:
-                started = time.perf_counter()
-                answer = await waiting[i % askers % len(waiting)].call(
-                    "submit_wait", {"record": queries[i], "until": "reply", "timeout": 30}, timeout=40.0)
-                assert "error" not in answer, answer
-                if answer["handled"] is not None:
-                    latencies.append((time.perf_counter() - started) * 1000)
 
-            async with trio.open_nursery() as nursery:
-                begin = trio.current_time()
-                for i in range(total):
-                    # one asker's queries must arrive in nonce order: askers >> in-flight submits keeps them apart
-                    await trio.sleep_until(begin + i / rate)
-                    nursery.start_soon(ask, i)
-        samples = sorted(latencies)
+async def _latency_run(bench: Bench, rate: float, seconds: float, askers: int) -> dict[str, Any]:
+    """The latency run on a 2-node ``bench``; "token" in the result names the answering actor."""
+    tokens, _ = await deploy_tokens(bench, 1)  # type: ignore[misc]
+    token = tokens[0]
+    here = next(m for m in bench.members if m != bench.home(token))
+    crowd = []
+    while len(crowd) < askers:
+        key = new_key()
+        if bench.home(key.address) == here:
+            crowd.append(key)
+            await bench.create(key, 10**18)
+    total = int(rate * seconds)
+    queries = []
+    for i in range(total):
+        asker = crowd[i % askers]
+        record = bench.signed(asker, Kind.QUERY, token, BALANCE_OF + bytes(12) + asker.address, wants_reply=True)
+        queries.append(record)
+    latencies: list[float] = []
+    async with AsyncExitStack() as stack:
+        # 8 connections (each serves 64 requests at a time); one asker's queries all go on one
+        waiting = [await stack.enter_async_context(connect("127.0.0.1", bench.port(here))) for _ in range(8)]
+
+        async def ask(i: int) -> None:
+            started = time.perf_counter()
+            answer = await waiting[i % askers % len(waiting)].call(
+                "submit_wait", {"record": queries[i], "until": "reply", "timeout": 30}, timeout=40.0)
+            assert "error" not in answer, answer
+            if answer["handled"] is not None:
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        async with trio.open_nursery() as nursery:
+            begin = trio.current_time()
+            for i in range(total):
+                # one asker's queries must arrive in nonce order: askers >> in-flight submits keeps them apart
+                await trio.sleep_until(begin + i / rate)
+                nursery.start_soon(ask, i)
+    samples = sorted(latencies)
     quantiles = statistics.quantiles(samples, n=100) if len(samples) >= 2 else [float("nan")] * 99
-    return {"offered_per_s": rate, "seconds": seconds, "queries": total, "answered": len(samples),
-            "p50_ms": quantiles[49], "p99_ms": quantiles[98], "max_ms": samples[-1] if samples else float("nan")}
+    return {"token": token, "offered_per_s": rate, "seconds": seconds, "queries": total, "answered": len(samples),
+        "p50_ms": quantiles[49], "p99_ms": quantiles[98], "max_ms": samples[-1] if samples else float("nan")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="offered load of the latency run, queries/s")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the latency run")
     parser.add_argument("--askers", type=int, default=200, help="accounts sending the latency run's queries")
+    parser.add_argument("--trace", action="store_true",
+                        help="the latency run's nodes trace each message's steps; print where the time goes "
+                             "(tracing costs CPU: the figures of a traced run are not the headline ones)")
     parser.add_argument("--quick", action="store_true", help="2,000 messages, 1 s of latency (a smoke run)")
     parser.add_argument("--out", type=Path, default=_common.RESULTS / "cluster.json")
     args = parser.parse_args(argv)
@@ -273,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(trio.run(throughput, Path(tmp) / f"c{n}", n, messages, min(args.senders, messages), args.tokens,
                                  args.replicas))
         console.print(f"latency: cross-node query -> reply at {args.rate:,.0f}/s for {seconds} s...")
-        lat = trio.run(latency, Path(tmp) / "lat", args.rate, seconds, args.askers)
+        lat = trio.run(latency, Path(tmp) / "lat", args.rate, seconds, args.askers, args.trace)
     single = next((r for r in runs if r["nodes"] == 1), None)
     for r in runs:
         r["vs_single"] = r["per_s"] / single["per_s"] if single else None
@@ -298,6 +319,13 @@ def main(argv: list[str] | None = None) -> int:
     latency_table.add_row(f"{lat['answered']:,}/{lat['queries']:,}", f"{lat['p50_ms']:.1f}", f"{lat['p99_ms']:.1f}",
                           f"{lat['max_ms']:.1f}", "p99 < 20")
     console.print(latency_table)
+    if "steps" in lat:
+        steps_table = Table(title="where a traced query -> reply spends its time (A asks, B answers), ms")
+        for column in ("step (the time since the previous one)", "p50", "p90", "p99", "n"):
+            steps_table.add_column(column, justify="right")
+        for name, row in lat["steps"].items():
+            steps_table.add_row(name, f"{row['p50']:.2f}", f"{row['p90']:.2f}", f"{row['p99']:.2f}", f"{row['n']:,}")
+        console.print(steps_table)
     path = _common.write_json(args.out, figures)
     console.print(f"wrote {path}")
     return 0
