@@ -495,11 +495,11 @@ class ClusterNode:
             groups.setdefault(self.executor(envelope.sender), []).append(index)
         for node_id, indexes in groups.items():
             if node_id == self.me:
-                mine = [parsed[i] for i in indexes]
-                self.trace.ids("submitted", (p[0].id for p in mine))  # type: ignore[index]
+                mine = [p for i in indexes if (p := parsed[i]) is not None]  # all are: groups holds parsed ones
+                self.trace.ids("submitted", (envelope.id for envelope, _, _ in mine))
                 await self._until_serving()
-                accepted = await self._admit(mine)  # type: ignore[arg-type]
-                self.trace.ids("admitted", (p[0].id for p in mine))  # type: ignore[index]
+                accepted = await self._admit(mine)
+                self.trace.ids("admitted", (envelope.id for envelope, _, _ in mine))
                 answers = [{"error": str(a)} if isinstance(a, EnvelopeError)
                            else {"id": a.message_id, "duplicate": a.duplicate} for a in accepted]
             else:
@@ -512,9 +512,9 @@ class ClusterNode:
         """Messages for actors this node holds, from the node that sent or accepted them.  A bad
         record is refused alone (logged and reported); it is never retried into the queues."""
         name = self._member(peer, "deliver")
-        self.trace.records("arrived", records)
+        arrived = self.trace.records("arrived", records)
         results = await self.writer.write(functools.partial(self.store.receive, records))
-        self.trace.records("stored", records)
+        self.trace.ids("stored", arrived)
         self.runtime.wake()
         bad = [r for r in results if isinstance(r, EnvelopeError)]
         if bad:

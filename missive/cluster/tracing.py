@@ -52,7 +52,6 @@ class Tracer:
         if directory:
             Path(directory).mkdir(parents=True, exist_ok=True)
             self._file = open(Path(directory) / f"{name}.trace", "a", buffering=1 << 16)  # noqa: SIM115
-        self._ids: dict[bytes, bytes] = {}  # record -> message id, so a record is decoded once
 
     @property
     def on(self) -> bool:
@@ -64,10 +63,14 @@ class Tracer:
         now = f"{time.monotonic():.6f}"
         self._file.writelines(f"{now} {step} {m.hex()}\n" for m in message_ids)
 
-    def records(self, step: str, records: Iterable[bytes]) -> None:
-        """Stored message records (``[canonical, public key, signature]``), as nodes send them."""
-        if self._file is not None:
-            self.ids(step, [self._record_id(raw) for raw in records])
+    def records(self, step: str, records: Iterable[bytes]) -> list[bytes]:
+        """Stored message records (``[canonical, public key, signature]``), as nodes send them.
+        Returns their ids (none when off), for a later step of the same records."""
+        if self._file is None:
+            return []
+        ids = [_record_id(raw) for raw in records]
+        self.ids(step, ids)
+        return ids
 
     def handled(self, envelopes: Iterable[Envelope]) -> None:
         if self._file is None:
@@ -75,21 +78,18 @@ class Tracer:
         now = f"{time.monotonic():.6f}"
         self._file.writelines(f"{now} handled {e.id.hex()} {e.request_id.hex()}\n" for e in envelopes)
 
-    def _record_id(self, raw: bytes) -> bytes:
-        found = self._ids.pop(raw, None)  # a record is seen twice at most (arrived, stored)
-        if found is None:
-            try:
-                found = Envelope.decode(msgpack.unpackb(raw)[0], check=False).id
-            except (EnvelopeError, ValueError, TypeError, IndexError):
-                found = b""
-            if len(self._ids) < 100_000:
-                self._ids[raw] = found
-        return found
-
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _record_id(raw: bytes) -> bytes:
+    """A stored record's message id (b"" if it does not decode: the line is then skipped)."""
+    try:
+        return Envelope.decode(msgpack.unpackb(raw)[0], check=False).id
+    except (EnvelopeError, ValueError, TypeError, IndexError):
+        return b""
 
 
 def step_latencies(asking: Path, answering: Path) -> dict[str, dict[str, float]]:
