@@ -10,10 +10,12 @@ a waiter for a receipt or a reply is woken by the commit.
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from eth_abi import encode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -247,3 +249,110 @@ def test_a_wait_for_a_reply_handled_long_ago_comes_back_empty(tmp_path: Path) ->
     found = trio.run(main)
     assert found[:3] == [None, None, None] and all(found[3:])
     assert len(waiters.recent) == 2
+
+
+def _wired(ledger: Ledger) -> tuple[GroupWriter, Runtime]:
+    """A writer and a runtime wired as on a cluster node: rounds commit through the writer, and an
+    idle runtime handles in each transaction what that transaction queued."""
+    writer = GroupWriter(ledger.store)
+    runtime = Runtime(ledger.store, committer=lambda outcomes: writer.write(partial(ledger.store.commit, outcomes)))
+    writer.last = runtime.round_in_transaction
+    return writer, runtime
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.lists(st.integers(0, 400), min_size=1, max_size=4), st.booleans()),
+                min_size=1, max_size=5))
+def test_what_a_transaction_queues_is_handled_in_it_or_by_a_later_round_once_and_in_order(
+        tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[list[int], bool]]) -> None:
+    """Token transfers are written through the writer, step by step.  With the runtime idle, a
+    step's messages are handled in the very transaction that stores them (their receipts exist
+    when the write returns, one transaction for all); with the runtime paused, they wait and a
+    later round handles them.  Either way: each message once, in nonce order (a transfer fails
+    exactly when it overdraws), and the ledger replays clean."""
+    ledger = Ledger(tmp_path_factory.mktemp("inline") / "node")
+    token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [1000]))
+    writer, runtime = _wired(ledger)
+    store = ledger.store
+    sent: list[tuple[bytes, int]] = []
+
+    def signed(amount: int, nonce: int) -> tuple[Envelope, bytes, bytes]:
+        return ledger.alice.sign(Envelope(Kind.CALL, ledger.alice.address, token, payload=transfer(
+            ledger.bob.address, amount), nonce=nonce, gas=500_000))
+
+    async def until_handled() -> None:
+        while any(store.receipt(m) is None for m, _ in sent):
+            await trio.sleep(0.005)
+        await trio.testing.wait_all_tasks_blocked()  # the runtime is back in its idle wait
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            # no polling: only wake() (or a transaction's last write) makes the runtime look
+            nursery.start_soon(partial(runtime.run, until_idle=False, poll_interval=3600))
+            for amounts, paused in steps:
+                await until_handled()
+                batch: list[tuple[Envelope, bytes, bytes]] = []
+                for amount in amounts:
+                    batch.append(signed(amount, ledger.nonce(ledger.alice) + len(batch)))
+                    sent.append((batch[-1][0].id, amount))
+                ids = [e.id for e, _, _ in batch]
+                before = writer.transactions
+                if paused:
+                    async with runtime.paused():
+                        await writer.write(lambda txn, b=batch: store.accept(b, ledger.check, txn=txn))
+                        assert all(store.receipt(i) is None for i in ids)  # stored, not handled
+                    runtime.wake()
+                else:
+                    await writer.write(lambda txn, b=batch: store.accept(b, ledger.check, txn=txn))
+                    assert all(store.receipt(i) is not None for i in ids)  # stored and handled together
+                    assert writer.transactions == before + 1
+            await until_handled()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    balance = 1000
+    for message_id, amount in sent:
+        receipt = store.receipt(message_id)
+        assert receipt is not None
+        assert receipt.success == (amount <= balance), (amount, balance)
+        balance -= amount if amount <= balance else 0
+    assert store.mailbox(token).count(sent[0][0]) == 1 and len(store.mailbox(token)) == len(sent) + 1
+    assert ledger.balance_of(token, ledger.alice.address) == balance
+    assert ledger.balance_of(token, ledger.bob.address) == 1000 - balance
+    report = replay(store)
+    assert report.ok, report.problems
+    store.close()
+
+
+def test_a_failing_last_write_stops_the_writer_and_keeps_the_writes_before_it(tmp_path: Path) -> None:
+    """If the round inside a transaction fails, the actors' memory no longer matches the store:
+    the writer stops with an error naming the round (the node stops with it) instead of going
+    on; the writes that joined the transaction before it keep their results."""
+    ledger = Ledger(tmp_path / "node")
+    store = ledger.store
+    writer = GroupWriter(store)
+
+    def broken_round(txn: object) -> None:
+        raise RuntimeError("the handler crashed")
+
+    writer.last = lambda: broken_round
+    results: list[object] = []
+    stopped: list[StoreError] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            async def write() -> None:
+                results.append(await writer.write(lambda txn: store.accept([payment(ledger, 5, 0)], ledger.check,
+                                                                           txn=txn)))
+            nursery.start_soon(write)
+            try:
+                await writer.run()
+            except StoreError as exc:
+                stopped.append(exc)
+
+    trio.run(main)
+    assert isinstance(results[0][0], Accepted)  # type: ignore[index]
+    assert "last write (a round) failed: the handler crashed" in str(stopped[0])
+    assert store.account(ledger.alice.address).nonce == 1  # type: ignore[union-attr]
+    store.close()

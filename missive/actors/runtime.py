@@ -18,6 +18,10 @@ round N+1 is durable only after round N.  Observers hear about a round, and
 callers see its receipts, only once it is committed.  Without the pipeline
 the CPU would sit idle during every fsync.
 
+On a cluster node a round may also run inside a write transaction, as its
+last write (:meth:`Runtime.round_in_transaction`), when the runtime is idle:
+the messages the transaction stores are handled and committed with it.
+
 Actors are loaded on demand, when a message for them is waiting, and unloaded
 (least recently used first) when more than ``max_live`` are loaded, so a node
 with 100,000 contracts keeps only its busy ones in memory.  Only one process
@@ -206,14 +210,9 @@ class Runtime:
         if not pending:
             return 0
         self._executed_rounds += 1
-        groups: dict[bytes, list[tuple[bytes, bytes, Envelope]]] = {}
         with self.store.read() as txn:
             self._txn = txn
-            for queue_key, message_id in pending:
-                found = self.store.message(message_id, txn, check=False)
-                if found is None:  # pragma: no cover - the store's own invariant
-                    raise RuntimeError(f"queued message 0x{message_id.hex()} is missing from the ledger")
-                groups.setdefault(queue_key[:20], []).append((queue_key, message_id, found[0]))
+            groups = self._grouped(pending, txn)
             self._outcomes = []
             self._remaining = len(groups)
             self._round_done = trio.Event()
@@ -227,6 +226,68 @@ class Runtime:
         self._start_commit(self._outcomes, {key for key, _ in pending})
         return len(self._outcomes)
 
+    def round_in_transaction(self) -> Callable[[lmdb.Transaction], Callable[[], None]] | None:
+        """A round to run inside a write transaction about to commit, or None if one may not run now.
+
+        Why: on a cluster node a message that arrives is stored in one of the
+        writer's transactions and handled in a later one, two durable steps in a
+        row with a wake-up between them.  Run as the last write of the
+        transaction that stores it, the round makes the message, its receipt and
+        the messages it sends durable together: one step.  It sees the
+        transaction's own writes, so it handles what the earlier writes queued.
+
+        Only an idle runtime may: no round running or being committed (the loaded
+        actors' memory is then exactly the store's) and its turn free (not
+        :meth:`paused`).  The write returned handles the messages, one at a time
+        per actor, with the same loaded actors as any round, and commits them in
+        the transaction; it returns what to call once that transaction is
+        durable (observers, counters), like a round's commit.  If the
+        transaction fails, the actors' memory is ahead of the store and nothing
+        may run on it: the caller must stop the runtime.
+        """
+        if self._nursery is None or self._turn.locked() or self._committing is not None:
+            return None
+        if self.may_run is not None and not self.may_run():
+            return None
+
+        def run(txn: lmdb.Transaction) -> Callable[[], None]:
+            soonest = self.store.next_scheduled(txn)
+            if soonest is not None and soonest <= self.store.clock(txn):
+                return lambda: self.wake()  # releasing scheduled messages is the runtime's own work
+            pending = self.store.pending_batch(self.batch, self.per_actor, self._cursor, txn=txn)
+            if not pending:
+                return lambda: None
+            self._cursor = pending[-1][0][:20]
+            self._executed_rounds += 1
+            outcomes: list[tuple[Envelope, Outcome]] = []
+            self._txn = txn
+            try:
+                for address, batch in self._grouped(pending, txn).items():
+                    actor = self._load(address)
+                    actor.last_round = self._executed_rounds
+                    read_slot = self._slot_reader(address)
+                    for queue_key, message_id, envelope in batch:
+                        outcome = handle(actor.state, envelope, message_id, ("pending", queue_key), read_slot,
+                                         self._read_code)
+                        outcomes.append((envelope, outcome))
+            finally:
+                self._txn = None
+            self.store.commit([o for _, o in outcomes], txn)
+            return lambda: self._committed(outcomes)
+
+        return run
+
+    def _grouped(self, pending: list[tuple[bytes, bytes]],
+                 txn: lmdb.Transaction) -> dict[bytes, list[tuple[bytes, bytes, Envelope]]]:
+        """A round's messages (queue key, message id), read from the ledger and grouped by actor."""
+        groups: dict[bytes, list[tuple[bytes, bytes, Envelope]]] = {}
+        for queue_key, message_id in pending:
+            found = self.store.message(message_id, txn, check=False)
+            if found is None:  # pragma: no cover - the store's own invariant
+                raise RuntimeError(f"queued message 0x{message_id.hex()} is missing from the ledger")
+            groups.setdefault(queue_key[:20], []).append((queue_key, message_id, found[0]))
+        return groups
+
     def _start_commit(self, outcomes: list[tuple[Envelope, Outcome]], keys: set[bytes]) -> None:
         done = trio.Event()
         self._committing, self._committing_keys = done, keys
@@ -237,10 +298,14 @@ class Runtime:
         # A failed commit raises out of the nursery and stops the runtime: the
         # actors' memory is ahead of the store, so nothing may run on it.
         await self.committer([o for _, o in outcomes])
-        self.handled_total += len(outcomes)
-        self.rounds += 1
         self._committing, self._committing_keys = None, set()
         done.set()
+        self._committed(outcomes)
+
+    def _committed(self, outcomes: list[tuple[Envelope, Outcome]]) -> None:
+        """A round is durable: count it, tell the observers, unload what may go."""
+        self.handled_total += len(outcomes)
+        self.rounds += 1
         for observer in self.observers:
             observer(outcomes)
         self._unload_idle()

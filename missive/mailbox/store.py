@@ -58,7 +58,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -332,13 +332,15 @@ class Store:
         return self._scan("pending", address or b"", limit)
 
     def pending_batch(self, limit: int, per_actor: int, start_after: bytes = b"",
-                      skip: Container[bytes] = frozenset()) -> list[tuple[bytes, bytes]]:
+                      skip: Container[bytes] = frozenset(),
+                      txn: lmdb.Transaction | None = None) -> list[tuple[bytes, bytes]]:
         """A fair batch of waiting messages: at most ``per_actor`` from each actor's queue
         (the oldest ones), visiting actors in address order from ``start_after`` and
         wrapping around, so one busy actor cannot starve the others.  Queue keys in
-        ``skip`` (messages already handled, whose commit is under way) are passed over."""
+        ``skip`` (messages already handled, whose commit is under way) are passed over.
+        Read in ``txn`` if given (a write transaction sees its own writes)."""
         out: list[tuple[bytes, bytes]] = []
-        with self.read() as txn:
+        with nullcontext(txn) if txn is not None else self.read() as txn:
             cursor = txn.cursor(db=self.db["pending"])
             seen: set[bytes] = set()
             positioned = cursor.set_range(start_after + b"\xff" * 8) if start_after else cursor.first()
@@ -369,9 +371,9 @@ class Store:
         """(due logical time, message id) of scheduled messages not yet due, soonest first."""
         return [(int.from_bytes(k[:32], "big"), k[32:]) for k, _ in self._scan("scheduled", b"")]
 
-    def next_scheduled(self) -> int | None:
+    def next_scheduled(self, txn: lmdb.Transaction | None = None) -> int | None:
         """Logical time of the soonest scheduled message, if any."""
-        with self.read() as txn:
+        with nullcontext(txn) if txn is not None else self.read() as txn:
             cursor = txn.cursor(db=self.db["scheduled"])
             return int.from_bytes(cursor.key()[:32], "big") if cursor.first() else None
 

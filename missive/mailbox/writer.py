@@ -30,6 +30,14 @@ the copy by id).  :meth:`GroupWriter.write_later` lets such a write ride in
 the next transaction made for another reason instead of paying an fsync of
 its own, on a disk the writes on a message's path are waiting for; if none
 comes within ``later`` seconds, it gets a transaction of its own.
+
+``last``, if set, may give a write to run at the end of each transaction,
+after everything that joined it: the node's runtime handles there the
+messages the transaction's other writes queued, so that a message is stored
+and handled in one durable step (:meth:`missive.actors.runtime.Runtime.round_in_transaction`).
+Its write returns what to call once the transaction is durable.  It shares the
+fate of the actors' memory, so if it or the transaction fails, the writer
+stops with that error (and the node with it) instead of going on.
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ import trio
 from missive.mailbox.store import Store, StoreError
 
 T = TypeVar("T")
+#: gives the write to run last in a transaction (or None); that write returns what to call once durable
+LastWrite = Callable[[], Callable[[lmdb.Transaction], Callable[[], None]] | None]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +84,7 @@ class GroupWriter:
         self.transactions = 0
         self.writes = 0
         self._stopped = False
+        self.last: LastWrite | None = None
 
     async def write(self, run: Callable[[lmdb.Transaction], T]) -> T:
         """Run ``run(txn)`` in the next shared transaction; its result once that is durable."""
@@ -122,10 +133,13 @@ class GroupWriter:
                 batch = [_Write(run) for run in riders] + batch
                 if not batch:
                     continue
+                last = self.last() if self.last is not None else None
+                writes = [w.run for w in batch] + ([last] if last is not None else [])
                 try:
-                    results = self.store.write_together([w.run for w in batch])
+                    results = self.store.write_together(writes)
                 except Exception as exc:  # the transaction failed as a whole: every write in it failed
-                    results = [exc] * len(batch)
+                    results = [exc] * len(writes)
+                after = results.pop() if last is not None else None
                 self._last_end = trio.current_time()
                 self.transactions += 1
                 self.writes += len(batch)
@@ -135,6 +149,10 @@ class GroupWriter:
                 for result in results[:len(riders)]:
                     if isinstance(result, BaseException):
                         log.warning("a deferred write failed (it is redone after a restart): %s", result)
+                if isinstance(after, BaseException):
+                    raise StoreError(f"the transaction's last write (a round) failed: {after}") from after
+                if after is not None:
+                    after()
         finally:  # stopped: nothing waits for a transaction that will not come
             self._stopped = True
             for write in batch + self._waiting:
