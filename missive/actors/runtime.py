@@ -158,12 +158,17 @@ class Runtime:
         read_slot = self._slot_reader(actor.state.address)
         async with actor.receive:
             async for batch in actor.receive:
-                for queue_key, message_id, envelope in batch:
-                    outcome = handle(actor.state, envelope, message_id, ("pending", queue_key), read_slot, self._read_code)
-                    self._outcomes.append((envelope, outcome))
+                self._handle(actor, batch, read_slot, self._outcomes)
                 self._remaining -= 1
                 if self._remaining == 0:
                     self._round_done.set()
+
+    def _handle(self, actor: Actor, batch: list[tuple[bytes, bytes, Envelope]], read_slot: Callable[[int], int],
+                outcomes: list[tuple[Envelope, Outcome]]) -> None:
+        """Handle an actor's share of a round, one message at a time, adding each outcome to ``outcomes``."""
+        for queue_key, message_id, envelope in batch:
+            outcome = handle(actor.state, envelope, message_id, ("pending", queue_key), read_slot, self._read_code)
+            outcomes.append((envelope, outcome))
 
     def _unload_idle(self) -> None:
         """Unload least recently used actors beyond ``max_live``, but none whose last round is
@@ -265,11 +270,7 @@ class Runtime:
                 for address, batch in self._grouped(pending, txn).items():
                     actor = self._load(address)
                     actor.last_round = self._executed_rounds
-                    read_slot = self._slot_reader(address)
-                    for queue_key, message_id, envelope in batch:
-                        outcome = handle(actor.state, envelope, message_id, ("pending", queue_key), read_slot,
-                                         self._read_code)
-                        outcomes.append((envelope, outcome))
+                    self._handle(actor, batch, self._slot_reader(address), outcomes)
             finally:
                 self._txn = None
             self.store.commit([o for _, o in outcomes], txn)

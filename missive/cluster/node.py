@@ -334,19 +334,18 @@ class ClusterNode:
                 keys = [key for key, _ in batch[:done]]
                 acknowledged = keys[-1]
                 drop = functools.partial(self.store.dequeue, table, keys)
-                if table == "replicate":  # _until_replicated looks at what is left in the table
-                    await self.writer.write(drop)
-                else:  # lost in a crash, they are sent again and the peer drops the copies by id
-                    self.writer.write_later(drop)
                 if table == "replicate":
+                    await self.writer.write(drop)  # _until_replicated looks at what is left in the table
                     self.diffs_sent += done
                     self._diffs_acked.set()
                     self._diffs_acked = trio.Event()
                     for (_, queue), waiting in list(self._queue_ready.items()):
                         if queue == "outbound":  # messages held for these diffs may leave now
                             waiting.set()
-                elif table == "outbound":
-                    self.forwarded += done
+                else:  # lost in a crash, they are sent again and the peer drops the copies by id
+                    self.writer.write_later(drop)
+                    if table == "outbound":
+                        self.forwarded += done
             if problem is not None:
                 log.error("%s refused %s: %s", name, method, problem)
                 await trio.sleep(1.0)
