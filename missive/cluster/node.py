@@ -58,7 +58,7 @@ import trio
 
 from missive.actors.handler import MAX_CODE_SIZE
 from missive.actors.runtime import ExecutorLock, Runtime
-from missive.cluster import reads
+from missive.cluster import delivery, reads
 from missive.cluster.config import ConfigError, NodeConfig, load
 from missive.cluster.execution_trust import EVIDENCE_METHOD, ExecutionTrust, NotYetCheckable, falsify
 from missive.cluster.membership import Heard, Membership
@@ -81,7 +81,8 @@ log = logging.getLogger(__name__)
 #: Records (messages, state diffs, code) sent per ``deliver``/``apply``/``learn_code`` call.
 SEND_BATCH = 256
 #: What each peer queue is sent with: (store table, RPC method).
-PEER_QUEUES = (("outbound", "deliver"), ("replicate", "apply"), ("announce", "learn_code"))
+#: (Messages, the ``outbound`` table, go to ``deliver`` with several batches in flight: _deliver_to.)
+PEER_QUEUES = (("replicate", "apply"), ("announce", "learn_code"))
 IDENTITY_FILE = "node.key"
 #: Admissions with at most this many signatures check them on the event loop (about 60 µs each).
 INLINE_SIGNATURES = 4
@@ -127,6 +128,7 @@ class ClusterNode:
         self._admitted.set()
         # per peer queue: set when a transaction may have queued something in it (its sender wakes)
         self._queue_ready: dict[tuple[bytes, str], trio.Event] = {}
+        self._line = delivery.Line()  # where each peer's deliveries stand (missive/cluster/delivery.py)
         self.runtime.observers.append(lambda _outcomes: self._queued())
         self.waiters = Waiters()  # clients waiting for a receipt or a reply (the `wait` RPCs)
         self.runtime.observers.append(self.waiters.observe)
@@ -185,6 +187,7 @@ class ClusterNode:
                     nursery.start_soon(link.run)
                 nursery.start_soon(self._run_actors)
                 for node_id in self.links:
+                    nursery.start_soon(self._deliver_to, node_id)
                     for table, method in PEER_QUEUES:
                         nursery.start_soon(self._drain, node_id, table, method)
                     nursery.start_soon(self._heartbeat, node_id)
@@ -303,6 +306,29 @@ class ClusterNode:
             with trio.move_on_after(0.05):
                 await self._diffs_acked.wait()
 
+    async def _deliver_to(self, node_id: bytes) -> None:
+        """Send the messages queued for ``node_id`` (``outbound``) to its ``deliver``, oldest first,
+        several batches in flight (missive/cluster/delivery.py); drop them once acknowledged."""
+
+        async def batch_after(key: bytes | None) -> list[tuple[bytes, bytes]]:
+            while True:
+                ready = self._queue_ready[node_id, "outbound"] = trio.Event()
+                batch = self._replicated_prefix(self.store.queued("outbound", node_id, SEND_BATCH, after=key))
+                if batch:
+                    self.trace.records("forwarded", [raw for _, raw in batch])
+                    return batch
+                with trio.move_on_after(0.05):  # woken by a commit that may have queued some (or, for
+                    await ready.wait()  # messages waiting on diffs, by a peer acknowledging diffs)
+
+        def acknowledged(keys: list[bytes], done: int, problem: str | None) -> None:
+            if done:  # lost in a crash, they are sent again and the peer drops the copies by id
+                self.writer.write_later(functools.partial(self.store.dequeue, "outbound", keys[:done]))
+                self.forwarded += done
+                if problem is not None:
+                    log.error("%s refused a message: %s", self.names.get(node_id, short_id(node_id)), problem)
+
+        await delivery.send(self.links[node_id], batch_after, acknowledged)
+
     async def _drain(self, node_id: bytes, table: str, method: str) -> None:
         """Send what ``table`` holds for ``node_id`` to its ``method``, oldest first; drop it once
         acknowledged.  The peer answers (how many it has durably, what was wrong with the next).
@@ -313,15 +339,11 @@ class ClusterNode:
         while True:
             ready = self._queue_ready[node_id, table] = trio.Event()
             batch = self.store.queued(table, node_id, SEND_BATCH, after=acknowledged)
-            if table == "outbound":
-                batch = self._replicated_prefix(batch)
             if not batch:
                 with trio.move_on_after(0.05):  # woken by a commit that may have queued some (or, for
                     await ready.wait()  # messages waiting on diffs, by a peer acknowledging diffs)
                 continue
             records: Any = [self._signed_diff(raw) if table == "replicate" else raw for _, raw in batch]
-            if table == "outbound":
-                self.trace.records("forwarded", records)
             if table == "replicate":  # whether this node executes now: the receiver's rule for conflicts needs it
                 records = {"diffs": records, "executing": self.membership.may_execute()}
             try:
@@ -342,10 +364,8 @@ class ClusterNode:
                     for (_, queue), waiting in list(self._queue_ready.items()):
                         if queue == "outbound":  # messages held for these diffs may leave now
                             waiting.set()
-                else:  # lost in a crash, they are sent again and the peer drops the copies by id
+                else:  # lost in a crash, it is sent again and the peer drops the copy
                     self.writer.write_later(drop)
-                    if table == "outbound":
-                        self.forwarded += done
             if problem is not None:
                 log.error("%s refused %s: %s", name, method, problem)
                 await trio.sleep(1.0)
@@ -512,12 +532,30 @@ class ClusterNode:
                 results[i] = answer
         return results
 
-    async def rpc_deliver(self, peer: bytes, records: list[bytes]) -> tuple[int, str | None]:
-        """Messages for actors this node holds, from the node that sent or accepted them.  A bad
-        record is refused alone (logged and reported); it is never retried into the queues."""
+    def rpc_deliver(self, peer: bytes, params: Any) -> Awaitable[tuple[int, str | None]]:
+        """Messages for actors this node holds, from the node that sent or accepted them, in
+        batches that follow each other (missive/cluster/delivery.py).  A bad record is refused
+        alone (logged and reported); it is never retried into the queues.
+
+        Not ``async``: this part runs in the RPC read loop, in the order the batches arrived,
+        and joins the writer in that order, so that a sender may keep several in flight.
+        """
         name = self._member(peer, "deliver")
+        records, after, last = delivery.parse(params)
         arrived = self.trace.records("arrived", records)
-        results = await self.writer.write(functools.partial(self.store.receive, records))
+        write = self.writer.join(functools.partial(self._receive_in_line, peer, records, after, last))
+        return self._stored(write, name, arrived)
+
+    def _receive_in_line(self, peer: bytes, records: list[bytes], after: bytes | None, last: bytes,
+                         txn: Any) -> list[bytes | EnvelopeError]:
+        """Store a delivery, in the writer's transaction, if it follows the last one taken from ``peer``."""
+        return self._line.take(peer, after, last, functools.partial(self.store.receive, records, txn=txn))  # type: ignore[no-any-return]
+
+    async def _stored(self, write: Any, name: str, arrived: list[bytes]) -> tuple[int, str | None]:
+        try:
+            results = await self.writer.result(write)
+        except delivery.NotInLine as exc:
+            return 0, str(exc)
         self.trace.ids("stored", arrived)
         self.runtime.wake()
         bad = [r for r in results if isinstance(r, EnvelopeError)]

@@ -113,6 +113,10 @@ class Pending:
             self._forget = None
 
 
+class _UnknownMethod(Exception):
+    """A request named a method nobody handles (answered with an error, not logged loudly)."""
+
+
 def _error_text(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return text[:_MAX_ERROR_TEXT]
@@ -291,10 +295,10 @@ class RpcConnection:
             if kind == REQUEST and len(message) == 4 and type(message[1]) is int and isinstance(message[2], str):
                 # Backpressure: with every slot busy we stop reading right here.
                 await self._slots.acquire()
-                handlers.start_soon(self._serve, message[1], message[2], message[3])
+                handlers.start_soon(self._serve, message[1], message[2], self._begin(message[2], message[3]))
             elif kind == NOTIFY and len(message) == 3 and isinstance(message[1], str):
                 await self._slots.acquire()
-                handlers.start_soon(self._serve, None, message[1], message[2])
+                handlers.start_soon(self._serve, None, message[1], self._begin(message[1], message[2]))
             elif kind in (RESULT, ERROR) and len(message) == 3 and type(message[1]) is int:
                 self._resolve(kind, message[1], message[2])
             else:
@@ -313,16 +317,37 @@ class RpcConnection:
         else:
             pending.set_error(ProtocolViolation(f"error response with a {type(value).__name__} message"))
 
-    async def _serve(self, call_id: int | None, method: str, params: Any) -> None:
-        """Run one handler and send its answer; never raises (except cancellation)."""
+    def _begin(self, method: str, params: Any) -> Awaitable[Any] | BaseException:
+        """Call the handler for ``method``, here in the read loop: what it does before its
+        first ``await`` happens in the order the requests arrived.
+
+        An ``async def`` handler does nothing until awaited, so for it this only
+        makes the coroutine.  A plain function that returns an awaitable runs its
+        synchronous part now: that is how a handler takes its place in a line
+        (say, a write queue) in arrival order, which the tasks that then await
+        the rest would not give (trio runs newly started tasks in no fixed order).
+        """
+        handler = self.handlers.get(method)
+        if handler is None:
+            log.debug("%s called unknown method %r", short_id(self.peer_id), method)
+            return _UnknownMethod(f"unknown method {method!r}")
         try:
-            handler = self.handlers.get(method)
-            if handler is None:
-                log.debug("%s called unknown method %r", short_id(self.peer_id), method)
-                reply = [ERROR, call_id, f"unknown method {method!r}"[:_MAX_ERROR_TEXT]]
+            return handler(self.peer_id, params)
+        except Exception as exc:
+            log.warning("handler %r (called by %s) raised", method, short_id(self.peer_id), exc_info=True)
+            return exc
+
+    async def _serve(self, call_id: int | None, method: str, work: Awaitable[Any] | BaseException) -> None:
+        """Finish one handler (:meth:`_begin` started it) and send its answer; never raises
+        (except cancellation)."""
+        try:
+            if isinstance(work, _UnknownMethod):
+                reply = [ERROR, call_id, str(work)[:_MAX_ERROR_TEXT]]
+            elif isinstance(work, BaseException):
+                reply = [ERROR, call_id, _error_text(work)]
             else:
                 try:
-                    reply = [RESULT, call_id, await handler(self.peer_id, params)]
+                    reply = [RESULT, call_id, await work]
                 except Exception as exc:
                     log.warning("handler %r (called by %s) raised", method, short_id(self.peer_id), exc_info=True)
                     reply = [ERROR, call_id, _error_text(exc)]

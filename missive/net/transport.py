@@ -234,6 +234,21 @@ class PeerLink:
         """
         await self._submit(Pending(method, params, expects_reply=False), timeout)
 
+    async def start(self, method: str, params: Any = None) -> Pending:
+        """Queue a call to ``method`` and return it without waiting for the answer
+        (``await pending.wait()`` gives it; ``pending.abandon()`` gives up on it).
+
+        For a caller that keeps several calls in flight and needs them sent in
+        the order it made them: the link sends its queue in order, on one
+        connection at a time.  Waits only for queue space (backpressure).  A
+        call still queued when its connection fails is sent on the next one,
+        after the ones lost with the old connection: a caller for whom order
+        matters has the receiver check it (missive/cluster/delivery.py does).
+        """
+        pending = Pending(method, params)
+        await self._queue_in.send(pending)
+        return pending
+
     async def _submit(self, pending: Pending, timeout: float | None) -> Any:
         limit = self.call_timeout if timeout is None else timeout
         with trio.move_on_after(limit):
