@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -320,6 +321,50 @@ def test_what_a_transaction_queues_is_handled_in_it_or_by_a_later_round_once_and
     assert store.mailbox(token).count(sent[0][0]) == 1 and len(store.mailbox(token)) == len(sent) + 1
     assert ledger.balance_of(token, ledger.alice.address) == balance
     assert ledger.balance_of(token, ledger.bob.address) == 1000 - balance
+    report = replay(store)
+    assert report.ok, report.problems
+    store.close()
+
+
+def test_the_transaction_that_commits_a_round_also_handles_what_it_stores(tmp_path: Path) -> None:
+    """A regular round's commit is a write like any other; messages stored in the same transaction,
+    after it, are handled there too (the loaded actors then match the transaction's state), not
+    left for yet another round and another fsync."""
+    ledger = Ledger(tmp_path / "node")
+    token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [1000]))
+    store = ledger.store
+    writer = GroupWriter(store)
+    nonce = ledger.nonce(ledger.alice)
+    first, second = ([ledger.alice.sign(Envelope(Kind.CALL, ledger.alice.address, token, payload=transfer(
+        ledger.bob.address, 10), nonce=nonce + i, gas=500_000)) for i in range(start, start + 3)] for start in (0, 3))
+    joined: list[Any] = []
+
+    async def committer(outcomes: list[Any]) -> None:
+        commit = writer.join(partial(store.commit, outcomes))
+        if not joined:  # the second batch arrives while the first round's commit waits for its transaction
+            joined.append(writer.join(lambda txn: store.accept(second, ledger.check, txn=txn)))
+        await writer.result(commit)
+
+    runtime = Runtime(store, committer=committer)
+    writer.last = runtime.round_in_transaction
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            nursery.start_soon(partial(runtime.run, until_idle=False, poll_interval=3600))
+            async with runtime.paused():  # the first batch is stored, and left to a regular round
+                await writer.write(lambda txn: store.accept(first, ledger.check, txn=txn))
+            runtime.wake()
+            while not joined:
+                await trio.sleep(0.001)
+            before = writer.transactions
+            await writer.result(joined[0])
+            assert writer.transactions == before + 1
+            assert all(store.receipt(e.id) is not None for e, _, _ in first + second)  # one transaction for both
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert ledger.balance_of(token, ledger.bob.address) == 60
     report = replay(store)
     assert report.ok, report.problems
     store.close()

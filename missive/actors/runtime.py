@@ -202,6 +202,22 @@ class Runtime:
             self._cursor = pending[-1][0][:20]
         return pending
 
+    def _has_work(self) -> bool:
+        """Whether a round would find something to do: messages waiting (besides those of the
+        round being committed) or scheduled.
+
+        Why it is asked before the round takes its turn: an idle look that held the
+        turn (across a checkpoint, or while a commit finished) would keep the
+        writer's transactions from handling what they store
+        (:meth:`round_in_transaction`), and every message stored meanwhile would
+        wait for a round of its own.
+        """
+        if self.may_run is not None and not self.may_run():
+            return self._committing is not None  # step() waits for it: a round held back ends committed
+        if self.store.next_scheduled() is not None:
+            return True
+        return bool(self.store.pending_batch(1, 1, skip=self._committing_keys))
+
     async def step(self) -> int:
         """Run one round; return how many messages it handled (0: idle).
 
@@ -241,21 +257,26 @@ class Runtime:
         the messages it sends durable together: one step.  It sees the
         transaction's own writes, so it handles what the earlier writes queued.
 
-        Only an idle runtime may: no round running or being committed (the loaded
-        actors' memory is then exactly the store's) and its turn free (not
-        :meth:`paused`).  The write returned handles the messages, one at a time
+        Only when no round is running and its turn is free (not :meth:`paused`),
+        and when the loaded actors' memory is exactly the transaction's state: a
+        round being committed must have had its commit written already, in this
+        transaction or an earlier one (its messages are then no longer pending).
+        Otherwise the messages wait for a regular round, which it wakes.  The
+        write returned handles the messages, one at a time
         per actor, with the same loaded actors as any round, and commits them in
         the transaction; it returns what to call once that transaction is
         durable (observers, counters), like a round's commit.  If the
         transaction fails, the actors' memory is ahead of the store and nothing
         may run on it: the caller must stop the runtime.
         """
-        if self._nursery is None or self._turn.locked() or self._committing is not None:
+        if self._nursery is None or self._turn.locked():
             return None
         if self.may_run is not None and not self.may_run():
             return None
 
         def run(txn: lmdb.Transaction) -> Callable[[], None]:
+            if self._committing is not None and self.store.any_pending(self._committing_keys, txn):
+                return self.wake  # the round being committed is not in the store yet: its memory is ahead
             soonest = self.store.next_scheduled(txn)
             if soonest is not None and soonest <= self.store.clock(txn):
                 return lambda: self.wake()  # releasing scheduled messages is the runtime's own work
@@ -302,6 +323,7 @@ class Runtime:
         self._committing, self._committing_keys = None, set()
         done.set()
         self._committed(outcomes)
+        self.wake()  # what it sent to actors here is visible now
 
     def _committed(self, outcomes: list[tuple[Envelope, Outcome]]) -> None:
         """A round is durable: count it, tell the observers, unload what may go."""
@@ -350,8 +372,13 @@ class Runtime:
             try:
                 while until is None or not until():
                     self._wake = trio.Event()  # before the round looks: a later wake() is not lost
-                    async with self._turn:
-                        handled = await self.step()
+                    handled = 0
+                    if self._has_work():
+                        async with self._turn:
+                            handled = await self.step()
+                    elif until_idle and self._committing is not None:
+                        await self._finish_commit()  # what it sends may be work here
+                        continue
                     total += handled
                     if handled == 0:
                         if until_idle:

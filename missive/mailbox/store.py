@@ -371,6 +371,11 @@ class Store:
         """(due logical time, message id) of scheduled messages not yet due, soonest first."""
         return [(int.from_bytes(k[:32], "big"), k[32:]) for k, _ in self._scan("scheduled", b"")]
 
+    def any_pending(self, queue_keys: Iterable[bytes], txn: lmdb.Transaction | None = None) -> bool:
+        """Whether any of these ``pending`` queue keys is still queued (a round's commit removes them)."""
+        with nullcontext(txn) if txn is not None else self.read() as txn:
+            return any(txn.get(key, db=self.db["pending"]) is not None for key in queue_keys)
+
     def next_scheduled(self, txn: lmdb.Transaction | None = None) -> int | None:
         """Logical time of the soonest scheduled message, if any."""
         with nullcontext(txn) if txn is not None else self.read() as txn:
