@@ -22,13 +22,12 @@ figures include replication (state diffs sent, checked and applied).
 
 Latency: on the 2-node cluster, accounts on one node send ``balanceOf``
 queries to a token on the other at a steady offered load (``--rate``,
-default 1,000 queries/s) for ``--seconds``, each query its own ``submit``
-request.  Each sample is the time from the start of the submit to the answer
-of a ``wait_reply`` request sent with it, which the asking node gives as soon
-as it has handled the reply: submit, admission, forward, query, reply, forward
-back, reply handled; three durable LMDB commits in a row when the nodes' runtimes
-are idle (a message that arrives is then stored and handled in one), five when
-they are busy.  The table also gives each node's durable transactions (fsyncs)
+default 1,000 queries/s) for ``--seconds``, each query one ``submit_wait``
+request, which the asking node answers as soon as it has handled the reply.
+Each sample is the time from the start of that request to its answer: submit,
+admission, forward, query, reply, forward back, reply handled; three durable
+LMDB commits in a row when no round is running on the nodes (a message that
+arrives is then stored and handled in one), up to five when one is.  The table also gives each node's durable transactions (fsyncs)
 per query.  Target: p99 under 20 ms at 1,000 messages/s (the default offers
 1,000 queries/s, which is 2,000 messages/s counting the replies).
 
