@@ -279,7 +279,7 @@ class Runtime:
                 return self.wake  # the round being committed is not in the store yet: its memory is ahead
             soonest = self.store.next_scheduled(txn)
             if soonest is not None and soonest <= self.store.clock(txn):
-                return lambda: self.wake()  # releasing scheduled messages is the runtime's own work
+                return self.wake  # releasing scheduled messages is the runtime's own work
             pending = self.store.pending_batch(self.batch, self.per_actor, self._cursor, txn=txn)
             if not pending:
                 return lambda: None

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -40,6 +40,7 @@ from missive.net import NetError, PeerLink
 from missive.net.rpc import Pending
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Deliveries on the wire at once per peer.
 WINDOW = 4
@@ -73,7 +74,7 @@ class Line:
     def __init__(self) -> None:
         self._last: dict[bytes, bytes] = {}
 
-    def take(self, sender: bytes, after: bytes | None, last: bytes, store: Callable[[], Any]) -> Any:
+    def take(self, sender: bytes, after: bytes | None, last: bytes, store: Callable[[], T]) -> T:
         """Run ``store()`` if this batch starts a stream or follows the last one taken from
         ``sender``; raise :class:`NotInLine` otherwise.  Call it inside the write (in the
         writer's order): if ``store()`` raises, the position does not move, so the batches

@@ -549,7 +549,7 @@ class ClusterNode:
     def _receive_in_line(self, peer: bytes, records: list[bytes], after: bytes | None, last: bytes,
                          txn: Any) -> list[bytes | EnvelopeError]:
         """Store a delivery, in the writer's transaction, if it follows the last one taken from ``peer``."""
-        return self._line.take(peer, after, last, functools.partial(self.store.receive, records, txn=txn))  # type: ignore[no-any-return]
+        return self._line.take(peer, after, last, functools.partial(self.store.receive, records, txn=txn))
 
     async def _stored(self, write: Any, name: str, arrived: list[bytes]) -> tuple[int, str | None]:
         try:

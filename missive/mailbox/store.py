@@ -58,7 +58,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -340,7 +340,7 @@ class Store:
         ``skip`` (messages already handled, whose commit is under way) are passed over.
         Read in ``txn`` if given (a write transaction sees its own writes)."""
         out: list[tuple[bytes, bytes]] = []
-        with nullcontext(txn) if txn is not None else self.read() as txn:
+        with self._reading(txn) as txn:
             cursor = txn.cursor(db=self.db["pending"])
             seen: set[bytes] = set()
             positioned = cursor.set_range(start_after + b"\xff" * 8) if start_after else cursor.first()
@@ -373,12 +373,12 @@ class Store:
 
     def any_pending(self, queue_keys: Iterable[bytes], txn: lmdb.Transaction | None = None) -> bool:
         """Whether any of these ``pending`` queue keys is still queued (a round's commit removes them)."""
-        with nullcontext(txn) if txn is not None else self.read() as txn:
+        with self._reading(txn) as txn:
             return any(txn.get(key, db=self.db["pending"]) is not None for key in queue_keys)
 
     def next_scheduled(self, txn: lmdb.Transaction | None = None) -> int | None:
         """Logical time of the soonest scheduled message, if any."""
-        with nullcontext(txn) if txn is not None else self.read() as txn:
+        with self._reading(txn) as txn:
             cursor = txn.cursor(db=self.db["scheduled"])
             return int.from_bytes(cursor.key()[:32], "big") if cursor.first() else None
 
@@ -395,6 +395,10 @@ class Store:
 
     def accounts(self) -> list[tuple[bytes, Account]]:
         return [(k, Account.decode(v)) for k, v in self._scan("accounts", b"")]
+
+    def _reading(self, txn: lmdb.Transaction | None) -> AbstractContextManager[lmdb.Transaction]:
+        """``txn`` if given (a write transaction sees its own writes), else a read transaction of its own."""
+        return nullcontext(txn) if txn is not None else self.read()
 
     def _get(self, txn: lmdb.Transaction | None, table: str, key: bytes) -> bytes | None:
         if txn is not None:

@@ -333,24 +333,22 @@ class RpcConnection:
             return _UnknownMethod(f"unknown method {method!r}")
         try:
             return handler(self.peer_id, params)
-        except Exception as exc:
-            log.warning("handler %r (called by %s) raised", method, short_id(self.peer_id), exc_info=True)
+        except Exception as exc:  # answered (and logged) by _serve, like one raised after an await
             return exc
 
     async def _serve(self, call_id: int | None, method: str, work: Awaitable[Any] | BaseException) -> None:
         """Finish one handler (:meth:`_begin` started it) and send its answer; never raises
         (except cancellation)."""
         try:
-            if isinstance(work, _UnknownMethod):
-                reply = [ERROR, call_id, str(work)[:_MAX_ERROR_TEXT]]
-            elif isinstance(work, BaseException):
-                reply = [ERROR, call_id, _error_text(work)]
-            else:
-                try:
-                    reply = [RESULT, call_id, await work]
-                except Exception as exc:
-                    log.warning("handler %r (called by %s) raised", method, short_id(self.peer_id), exc_info=True)
-                    reply = [ERROR, call_id, _error_text(exc)]
+            try:
+                if isinstance(work, BaseException):
+                    raise work
+                reply = [RESULT, call_id, await work]
+            except _UnknownMethod as exc:
+                reply = [ERROR, call_id, str(exc)[:_MAX_ERROR_TEXT]]
+            except Exception as exc:
+                log.warning("handler %r (called by %s) raised", method, short_id(self.peer_id), exc_info=True)
+                reply = [ERROR, call_id, _error_text(exc)]
             if call_id is not None:
                 await self._reply(reply)
         finally:
