@@ -10,6 +10,7 @@ a waiter for a receipt or a reply is woken by the commit.
 from __future__ import annotations
 
 import os
+import socket
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,54 @@ def test_concurrent_writes_share_transactions_and_each_gets_its_own_result(tmp_p
     assert store.message(messages[13][0].id) is None
     assert all(store.message(messages[i][0].id) is not None for i in results)
     assert replay(store).ok
+    store.close()
+
+
+def test_a_transaction_takes_in_the_writes_already_under_way_and_waits_for_nothing_else(tmp_path: Path) -> None:
+    """A frame that has already arrived when a write comes in is read, and its write joins the
+    same transaction, even two task hops later (a read loop starting a handler); and no
+    transaction waits for writes that are not under way.  The clock is virtual (it jumps
+    whenever every task waits), so a timed wait would show as time passing, and the window is
+    a minute so that it could not be what ends the gathering."""
+    store = Store(tmp_path / "node", create=True)
+    writer = GroupWriter(store, window=60.0)
+    stamped: list[int] = []
+
+    def stamp(n: int) -> Any:
+        return lambda txn: stamped.append(n) or writer.transactions
+
+    async def main() -> None:
+        near, far = socket.socketpair()
+        reader = trio.SocketStream(trio.socket.from_stdlib_socket(far))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            answers: dict[bytes, int] = {}
+
+            async def handle(frame: bytes) -> None:
+                answers[frame] = await writer.write(stamp(frame[0]))
+
+            async def read_loop() -> None:
+                while frame := await reader.receive_some(1):
+                    nursery.start_soon(handle, frame)
+
+            nursery.start_soon(read_loop)
+            await trio.testing.wait_all_tasks_blocked()
+            start = trio.current_time()
+            for round_ in range(3):
+                near.send(bytes([100 + round_]))  # arrived before the write below joins
+                mine = await writer.write(stamp(round_))
+                while bytes([100 + round_]) not in answers:
+                    await trio.sleep(0)
+                assert answers[bytes([100 + round_])] == mine  # one transaction for both
+            alone = await writer.write(stamp(9))  # nothing else under way: written at once
+            assert trio.current_time() == start  # nothing waited for a timer
+            assert alone == writer.transactions - 1 == 3
+            nursery.cancel_scope.cancel()
+        near.close()
+        reader.socket.close()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert sorted(stamped) == [0, 1, 2, 9, 100, 101, 102]
     store.close()
 
 
@@ -337,12 +386,12 @@ def test_the_transaction_that_commits_a_round_also_handles_what_it_stores(tmp_pa
     nonce = ledger.nonce(ledger.alice)
     first, second = ([ledger.alice.sign(Envelope(Kind.CALL, ledger.alice.address, token, payload=transfer(
         ledger.bob.address, 10), nonce=nonce + i, gas=500_000)) for i in range(start, start + 3)] for start in (0, 3))
-    joined: list[Any] = []
+    joined: list[Any] = []  # the second batch's write, and the transactions written before it joined
 
     async def committer(outcomes: list[Any]) -> None:
         commit = writer.join(partial(store.commit, outcomes))
         if not joined:  # the second batch arrives while the first round's commit waits for its transaction
-            joined.append(writer.join(lambda txn: store.accept(second, ledger.check, txn=txn)))
+            joined.append((writer.join(lambda txn: store.accept(second, ledger.check, txn=txn)), writer.transactions))
         await writer.result(commit)
 
     runtime = Runtime(store, committer=committer)
@@ -357,8 +406,8 @@ def test_the_transaction_that_commits_a_round_also_handles_what_it_stores(tmp_pa
             runtime.wake()
             while not joined:
                 await trio.sleep(0.001)
-            before = writer.transactions
-            await writer.result(joined[0])
+            second_write, before = joined[0]
+            await writer.result(second_write)
             assert writer.transactions == before + 1
             assert all(store.receipt(e.id) is not None for e, _, _ in first + second)  # one transaction for both
             nursery.cancel_scope.cancel()
