@@ -305,8 +305,8 @@ def function_namer(node: Node, names: dict[bytes, str]) -> Callable[[bytes, byte
     from eth_abi.abi import decode as abi_decode
 
     by_selector: dict[tuple[bytes, bytes], Any] = {}
-    for address, (name, abi) in node.abis().items():
-        for fn in node.at(address, abi, name).functions():
+    for address, (contract_name, abi) in node.abis().items():
+        for fn in node.at(address, abi, contract_name).functions():
             by_selector[(address, fn.selector)] = fn
 
     def name(address: bytes, payload: bytes) -> str | None:

@@ -45,7 +45,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import msgpack
@@ -420,7 +420,7 @@ def replay(
 
             def other_code(code_hash: bytes) -> bytes:
                 """Code another node deployed, kept by hash: it counts only if it hashes to it."""
-                code = txn.get(code_hash, db=code_db) or b""
+                code = cast("bytes | None", txn.get(code_hash, db=code_db)) or b""
                 return code if keccak256(code) == code_hash else b""
 
             # receipt records a rollback gave up (seq key -> seq key of that rollback record), and
@@ -462,13 +462,13 @@ def replay(
                         except _Problem as problem:
                             return diverged(message_id, b"", -1, f"ledger record {_seq(key)}: {problem}")
                     if tag == "accept":
-                        if checks is not None and (problem := checks.problem(_seq(key))) is not None:
-                            return diverged(message_id, b"", -1, f"ledger record {_seq(key)}: {problem}")
+                        if checks is not None and (bad := checks.problem(_seq(key))) is not None:
+                            return diverged(message_id, b"", -1, f"ledger record {_seq(key)}: {bad}")
                         sender = state(envelope.sender)
                         sender.account = sender.account.debited(envelope.value)
                         accepted[message_id] = envelope
                         continue
-                    raw_receipt = txn.get(message_id, db=receipts_db)
+                    raw_receipt = cast("bytes | None", txn.get(message_id, db=receipts_db))
                     if raw_receipt is None:
                         return diverged(message_id, envelope.recipient, -1, "the receipt is missing")
                     me = state(envelope.recipient)

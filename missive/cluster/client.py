@@ -104,13 +104,15 @@ class ClusterClient:
         """(envelope, signed record) of one message from ``key``, with the nonce its node has."""
         import msgpack
 
-        from missive.mailbox.envelope import Envelope, Kind
+        from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
         from missive.vm.messages import create_address
 
         account = self.account(key.address)
         if account is None:
             raise ClusterError(f"unknown account 0x{key.address.hex()} on this cluster")
         recipient = create_address(key.address, account.nonce) if kind is Kind.DEPLOY else to
+        if recipient is None:
+            raise EnvelopeError("recipient must be a 20-byte address")  # as envelope.validate() says
         envelope = Envelope(kind, key.address, recipient, value=value, payload=payload, gas=gas,
                             nonce=account.nonce, wants_reply=wants_reply)
         envelope.validate()

@@ -37,7 +37,7 @@ def ledger_page(store: Store, start: int = 0, limit: int | None = None, last: in
     with store.read() as txn:
         total = int(txn.stat(store.db["ledger"])["entries"])
         cursor = txn.cursor(db=store.db["ledger"])
-        raw: list[tuple[int, bytes]] = []
+        raw: list[tuple[int, bytes | memoryview]] = []
         if last is not None:
             wanted = min(max(0, last), limit)
             if wanted and cursor.last():

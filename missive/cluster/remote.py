@@ -143,8 +143,8 @@ class RemoteNode(Node):
             self._keystore.close()
             self._keystore = None
 
-    @property  # type: ignore[override]
-    def keystore(self) -> Keystore:
+    @property
+    def keystore(self) -> Keystore:  # type: ignore[override]  # read-only here; Node sets it in __init__
         """The local keystore that signs what this client sends (opened on first use)."""
         if self._keystore is None:
             if self._keys_dir is None:
@@ -576,7 +576,7 @@ def _parse(text: str) -> tuple[str, int]:
         raise ArgumentError(str(exc)) from None
 
 
-def _first(group: BaseExceptionGroup[Any]) -> BaseException:
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The first real error in a (nested) exception group, so callers see a NodeError, not a group."""
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):

@@ -701,7 +701,9 @@ class Store:
     def _write_storage(self, txn: lmdb.Transaction, address: bytes, writes: Iterable[tuple[int, int]]) -> None:
         """Write storage slots (value 0 deletes), keeping the actor's storage sum on a cluster node."""
         storage = self.db["storage"]
-        total = digest.sum_from_bytes(txn.get(address, db=self.db["digests"])) if self.placement is not None else None
+        # the store's transactions are begun without buffers=True: values are bytes
+        total = (digest.sum_from_bytes(cast("bytes | None", txn.get(address, db=self.db["digests"])))
+                 if self.placement is not None else None)
         for slot, value in writes:
             skey = address + slot.to_bytes(32, "big")
             if total is not None:
@@ -965,9 +967,9 @@ class Store:
                     if int.from_bytes(key[20:], "big") >= since]
             sent: set[bytes] = set()
             for key, message_id in mine:
-                receipt = txn.get(message_id, db=db["receipts"])
-                if receipt is not None:
-                    sent.update(Receipt.decode(receipt).outgoing)
+                raw_receipt = txn.get(message_id, db=db["receipts"])
+                if raw_receipt is not None:
+                    sent.update(Receipt.decode(raw_receipt).outgoing)
                 txn.delete(message_id, db=db["receipts"])
                 txn.delete(key, db=db["mailbox"])
             for key, _ in self._scan("storage", address, txn=txn):
