@@ -12,7 +12,8 @@ arrival order, each in a nested transaction so that one failing write is
 undone alone (:meth:`missive.mailbox.store.Store.write_together`).
 
 The transaction runs on the event loop's own thread, which it blocks for
-its fsync (about 0.4 ms here).  On a worker thread it ran no sooner: LMDB's
+its commit (two fdatasyncs: about 0.4 ms on an idle machine, 1 ms under
+load, most of it for the pages the transaction writes).  On a worker thread it ran no sooner: LMDB's
 get and put release the GIL, so there every one of them waited for the busy
 event loop to hand the GIL back (13 times slower, measured), and the node
 spent a third more CPU per message.
@@ -25,9 +26,10 @@ yield also polls the sockets, so a frame that has already arrived is read,
 and its write joins, before the transaction starts.  It used to sleep a
 fixed window (1 ms) under load instead; that put the window, and the
 process's wake-up after it, on every durable step of a message's path,
-three times on a cross-node query's.  Yielding halved the query's p50 at
-1,000 messages/s for about 1.7 times the fsyncs
-(``tools/bench/cluster.py``); under a heavy load the transactions still
+three times on a cross-node query's.  Yielding took the query's p50 at
+1,000 messages/s from about 15 ms to 11, and its p99 from 24-43 ms to
+17-22, for about 1.6 times the fsyncs on the asking node
+(``tools/bench/cluster.py``, docs/cluster.md); under a heavy load the transactions still
 group many writes, because those that arrive while one is written wait
 for the next.
 
