@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 import attrs
+import msgpack
 import pytest
 from eth_abi import encode
 from hypothesis import HealthCheck, given, settings
@@ -16,6 +17,7 @@ from missive.actors.replay import replay
 from missive.mailbox.diffs import DiffConflict, DiffError, StateDiff
 from missive.mailbox.envelope import Kind
 from missive.mailbox.store import Store
+from missive.vm.keccak import keccak256
 
 REPLICA = b"R" * 32
 EXECUTOR = b"E" * 32
@@ -135,6 +137,42 @@ def test_a_diff_for_positions_a_copy_already_holds_is_a_conflict_naming_them(exe
         assert state_of(replica) == before
 
 
+def test_a_rollback_names_the_messages_its_discarded_receipts_sent_that_had_already_left(tmp_path: Path) -> None:
+    """The losing side of a conflict gives up its receipts and drops what they sent that is still
+    queued; what the other holders had already acknowledged cannot be taken back, and the
+    rollback says which messages those are (the node logs them and counts them)."""
+    ledger = Ledger(tmp_path / "executor")
+    ledger.store.placement = ExecutesAll()
+    token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [1000]))
+    asker = ledger.deploy(ledger.alice, ASKER)
+    for _ in range(6):  # each ask is a query to the token, whose receipt sends a reply to the asker
+        ledger.submit(ledger.alice, Kind.CALL, asker, selector("ask(address,address)") + encode(["address", "address"], [token, ledger.bob.address]))
+        ledger.run()  # one at a time: a diff of the token's per query
+    store = ledger.store
+    mailbox = store.mailbox(token)
+    since = 3
+    discarded_sent = {out for m in mailbox[since:] for out in store.receipt(m).outgoing}  # type: ignore[union-attr]
+    assert len(discarded_sent) == len(mailbox) - since
+    queued = {keccak256(msgpack.unpackb(raw)[0]): key for key, raw in store.queued("outbound", REPLICA, 10**6)}
+    assert discarded_sent <= set(queued)  # every reply was also queued for the asker's other holder
+    delivered = sorted(discarded_sent)[:2] + [next(iter(set(queued) - discarded_sent))]  # REPLICA acknowledged these
+    store.write_together([lambda txn: store.dequeue("outbound", [queued[m] for m in delivered], txn)])
+    with Store(tmp_path / "replica", create=True) as replica:
+        snapshot_diffs = [StateDiff.decode(raw) for _, raw in store.queued("replicate", REPLICA, 10**6)]
+        prefix = [d for d in snapshot_diffs if d.address != token or d.account.handled <= since]
+        assert replica.apply_diffs(EXECUTOR, prefix)[1] is None
+        assert replica.account(token).handled == since  # type: ignore[union-attr]
+        snapshot = replica.snapshot(token, since)
+    assert snapshot is not None
+
+    rolled = store.roll_back(REPLICA, token, since, snapshot)
+
+    assert set(rolled.gone) == set(delivered) & discarded_sent  # not the one a standing receipt sent
+    assert set(rolled.requeued) == set(mailbox[since:])
+    left_queued = {keccak256(msgpack.unpackb(raw)[0]) for _, raw in store.queued("outbound", REPLICA, 10**6)}
+    assert not left_queued & discarded_sent  # what had not left went with its receipt
+
+
 def test_rolling_back_to_another_holders_earlier_copy_then_running_again_ends_where_it_was(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "executor")
     ledger.store.placement = ExecutesAll()
@@ -155,8 +193,8 @@ def test_rolling_back_to_another_holders_earlier_copy_then_running_again_ends_wh
         assert 0 < since < handled
         snapshot = replica.snapshot(token, since)
     assert snapshot is not None
-    requeued = ledger.store.roll_back(REPLICA, token, since, snapshot)
-    assert len(requeued) == handled - since
+    rolled = ledger.store.roll_back(REPLICA, token, since, snapshot)
+    assert len(rolled.requeued) == handled - since and rolled.gone == ()  # nothing had left: all still queued
     assert ledger.store.account(token).handled == since  # type: ignore[union-attr]
     assert not [raw for _, raw in ledger.store.queued("replicate", REPLICA, 10**6)
                 if StateDiff.decode(raw).address == token]  # the discarded receipts' diffs are gone too

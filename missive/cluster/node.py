@@ -118,6 +118,7 @@ class ClusterNode:
         self.diffs_applied = 0
         self.conflicts = 0
         self.rolled_back = 0
+        self.gone_after_rollback = 0  # messages sent by receipts given up that had already left
         self._rolling_back = trio.Lock()
         self._diffs_acked = trio.Event()  # set (and replaced) each time a peer acknowledges diffs
         self.rate = 0.0
@@ -494,7 +495,8 @@ class ClusterNode:
             "transactions": self.writer.transactions, "writes": self.writer.writes,
             "forwarded": self.forwarded, "replicas": self.k, "replicating": replicating, "replicas_held": held,
             "diffs_sent": self.diffs_sent, "diffs_applied": self.diffs_applied,
-            "conflicts": self.conflicts, "rolled_back": self.rolled_back, "leases_lost": self.membership.leases_lost,
+            "conflicts": self.conflicts, "rolled_back": self.rolled_back, "gone_after_rollback": self.gone_after_rollback,
+            "leases_lost": self.membership.leases_lost,
             "distrusted": sorted(self.names[n] for n in self.membership.distrusted),
             "peers": {self.names[n]: link.connected for n, link in self.links.items()},
         }
@@ -736,11 +738,16 @@ class ClusterNode:
             if snapshot is None:
                 return
             async with self.runtime.paused():
-                requeued = await trio.to_thread.run_sync(self.store.roll_back, peer, address, since, snapshot)
+                rolled = await trio.to_thread.run_sync(self.store.roll_back, peer, address, since, snapshot)
             self._queued()
             self.rolled_back += 1
             log.warning("rolled back 0x%s from mailbox position %d to %s's receipts; %d message(s) queued again",
-                        address.hex(), since, self.names[peer], len(requeued))
+                        address.hex(), since, self.names[peer], len(rolled.requeued))
+            if rolled.gone:  # SPEC §6 keeps one side's receipts; what the other side already sent stands
+                self.gone_after_rollback += len(rolled.gone)
+                log.error("%d message(s) sent by the receipts of 0x%s given up had already left this node and "
+                          "are not taken back: %s", len(rolled.gone), address.hex(),
+                          ", ".join(f"0x{m.hex()}" for m in rolled.gone[:8]) + (" ..." if len(rolled.gone) > 8 else ""))
 
     async def rpc_snapshot(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any] | None:
         """This node's copy of an actor, for a holder rolling back (see :meth:`_roll_back`)."""

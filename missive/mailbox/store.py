@@ -137,6 +137,17 @@ class Accepted:
     duplicate: bool
 
 
+@attrs.frozen
+class RolledBack:
+    """What :meth:`Store.roll_back` did to the messages around the receipts it gave up."""
+
+    #: messages the discarded receipts had handled: queued again, for whichever holder executes them
+    requeued: tuple[bytes, ...]
+    #: messages the discarded receipts sent that had already left this node (every other holder of
+    #: their recipient acknowledged them): they stand where they went, nothing here takes them back
+    gone: tuple[bytes, ...]
+
+
 @attrs.define
 class _Changes:
     """What one commit did to one actor, gathered for its replicas."""
@@ -946,16 +957,19 @@ class Store:
             return {"account": raw, "storage": storage, "receipts": receipts,
                     "seq": int.from_bytes(seq, "big") if seq else -1}
 
-    def roll_back(self, source: bytes, address: bytes, since: int, snapshot: dict[str, Any]) -> list[bytes]:
+    def roll_back(self, source: bytes, address: bytes, since: int, snapshot: dict[str, Any]) -> RolledBack:
         """Replace this node's copy of ``address`` from mailbox position ``since`` on by ``source``'s
-        (a :meth:`snapshot`), in one transaction; return the ids of the messages this node had
-        handled there that now stand unhandled (queued again, for whichever holder executes them).
+        (a :meth:`snapshot`), in one transaction; say which messages this node had handled there
+        (they now stand unhandled, queued again) and which messages the discarded receipts sent
+        had already left.
 
         What the discarded receipts did goes with them: their storage writes (the snapshot
         replaces all storage), the diffs queued for other holders, and the messages they sent
         that had not left this node yet.  This is the losing side of a conflict (SPEC §6): a
         node that executed an actor, crashed before its diffs reached the next holder, and
-        came back after that holder had taken over from an earlier position.
+        came back after that holder had taken over from an earlier position.  A message that
+        had already left is not taken back (its recipient's holders have it, and may have
+        handled it); it is named in the result so that the node can say so.
         """
         account = Account.decode(snapshot["account"])
         receipts = [Receipt.decode(raw) for raw in snapshot["receipts"]]
@@ -984,6 +998,7 @@ class Store:
             for receipt, raw in zip(receipts, snapshot["receipts"], strict=True):
                 txn.put(receipt.message_id, raw, db=db["receipts"])
                 txn.put(address + u64(receipt.position), receipt.message_id, db=db["mailbox"])
+            gone = self._already_left(txn, sent)
             self._forget_messages(txn, sent)
             for key, raw in self._scan("replicate", b"", txn=txn):
                 if bytes(msgpack.unpackb(raw)[1]) == address:
@@ -1003,7 +1018,7 @@ class Store:
                                           discarded])
             for seq in discarded:
                 txn.put(u64(seq), u64(rollback), db=db["discarded"])
-        return unhandled
+        return RolledBack(tuple(unhandled), tuple(gone))
 
     def _receipt_records(self, txn: lmdb.Transaction, message_ids: set[bytes]) -> list[int]:
         """Seqs of the standing (not yet discarded) receipt records of ``message_ids``, ascending:
@@ -1023,6 +1038,23 @@ class Store:
                 found_seqs.append(int.from_bytes(key, "big"))
             found = cursor.prev()
         return sorted(found_seqs)
+
+    def _already_left(self, txn: lmdb.Transaction, message_ids: set[bytes]) -> list[bytes]:
+        """Of ``message_ids`` (sent here), those that have left: their recipient has holders other
+        than this node, and no copy waits in the outbound queue any more (each was acknowledged)."""
+        placement = self.placement
+        if placement is None or not message_ids:
+            return []
+        waiting = {keccak256(msgpack.unpackb(record)[0]) for _, record in self._scan("outbound", b"", txn=txn)}
+        gone = []
+        for message_id in sorted(message_ids - waiting):
+            raw = txn.get(message_id, db=self.db["messages"])
+            if raw is None:
+                continue
+            recipient = Envelope.decode(msgpack.unpackb(raw)[0], check=False).recipient
+            if any(holder != placement.me for holder in placement.holders(recipient)):
+                gone.append(message_id)
+        return gone
 
     def _forget_messages(self, txn: lmdb.Transaction, message_ids: set[bytes]) -> None:
         """Drop messages sent by discarded receipts: from the ledger's messages and every queue
