@@ -13,10 +13,10 @@ undone alone (:meth:`missive.mailbox.store.Store.write_together`).
 
 The transaction runs on the event loop's own thread, which it blocks for
 its commit (two fdatasyncs: about 0.4 ms on an idle machine, 1 ms under
-load, most of it for the pages the transaction writes).  On a worker thread it ran no sooner: LMDB's
-get and put release the GIL, so there every one of them waited for the busy
-event loop to hand the GIL back (13 times slower, measured), and the node
-spent a third more CPU per message.
+load, most of it for the pages the transaction writes).  On a worker
+thread it ran no sooner: LMDB's get and put release the GIL, so there
+every one of them waited for the busy event loop to hand the GIL back (13
+times slower, measured), and the node spent a third more CPU per message.
 
 Before each transaction the writer lets whatever is already under way on
 the node join it, and waits for nothing else: it yields to the scheduler
@@ -29,9 +29,9 @@ process's wake-up after it, on every durable step of a message's path,
 three times on a cross-node query's.  Yielding took the query's p50 at
 1,000 messages/s from about 15 ms to 11, and its p99 from 24-43 ms to
 17-22, for about 1.6 times the fsyncs on the asking node
-(``tools/bench/cluster.py``, docs/cluster.md); under a heavy load the transactions still
-group many writes, because those that arrive while one is written wait
-for the next.
+(``tools/bench/cluster.py``, docs/cluster.md).  Under a heavy load the
+transactions still group many writes, because those that arrive while
+one is written wait for the next.
 
 A write's caller resumes only once the transaction holding it is durable,
 and cannot be cancelled out of that wait: it learns the outcome of a write
