@@ -998,8 +998,7 @@ class Store:
             for receipt, raw in zip(receipts, snapshot["receipts"], strict=True):
                 txn.put(receipt.message_id, raw, db=db["receipts"])
                 txn.put(address + u64(receipt.position), receipt.message_id, db=db["mailbox"])
-            gone = self._already_left(txn, sent)
-            self._forget_messages(txn, sent)
+            gone = self._forget_messages(txn, sent)
             for key, raw in self._scan("replicate", b"", txn=txn):
                 if bytes(msgpack.unpackb(raw)[1]) == address:
                     txn.delete(key, db=db["replicate"])
@@ -1039,35 +1038,34 @@ class Store:
             found = cursor.prev()
         return sorted(found_seqs)
 
-    def _already_left(self, txn: lmdb.Transaction, message_ids: set[bytes]) -> list[bytes]:
-        """Of ``message_ids`` (sent here), those that have left: their recipient has holders other
-        than this node, and no copy waits in the outbound queue any more (each was acknowledged)."""
-        placement = self.placement
-        if placement is None or not message_ids:
-            return []
-        waiting = {keccak256(msgpack.unpackb(record)[0]) for _, record in self._scan("outbound", b"", txn=txn)}
-        gone = []
-        for message_id in sorted(message_ids - waiting):
-            raw = txn.get(message_id, db=self.db["messages"])
-            if raw is None:
-                continue
-            recipient = Envelope.decode(msgpack.unpackb(raw)[0], check=False).recipient
-            if any(holder != placement.me for holder in placement.holders(recipient)):
-                gone.append(message_id)
-        return gone
-
-    def _forget_messages(self, txn: lmdb.Transaction, message_ids: set[bytes]) -> None:
+    def _forget_messages(self, txn: lmdb.Transaction, message_ids: set[bytes]) -> list[bytes]:
         """Drop messages sent by discarded receipts: from the ledger's messages and every queue
-        they are in (the holder whose receipts stand sends its own, perhaps with the same ids)."""
+        they are in (the holder whose receipts stand sends its own, perhaps with the same ids).
+        Return those that had left already: their recipient has holders other than this node,
+        and no copy of them waited in the outbound queue any more (each was acknowledged)."""
         if not message_ids:
-            return
+            return []
         db = self.db
+        waiting: set[bytes] = set()
+        for key, record in self._scan("outbound", b"", txn=txn):
+            message_id = keccak256(msgpack.unpackb(record)[0])
+            if message_id in message_ids:
+                waiting.add(message_id)
+                txn.delete(key, db=db["outbound"])
+        gone = []
+        placement = self.placement
+        if placement is not None:  # (a node alone sends nothing away)
+            for message_id in sorted(message_ids - waiting):
+                raw = txn.get(message_id, db=db["messages"])
+                if raw is None:
+                    continue
+                recipient = Envelope.decode(msgpack.unpackb(raw)[0], check=False).recipient
+                if any(holder != placement.me for holder in placement.holders(recipient)):
+                    gone.append(message_id)
         self._unqueue(txn, b"", message_ids)  # reads their records: before they go
         for message_id in message_ids:
             txn.delete(message_id, db=db["messages"])
-        for key, record in self._scan("outbound", b"", txn=txn):
-            if keccak256(msgpack.unpackb(record)[0]) in message_ids:
-                txn.delete(key, db=db["outbound"])
+        return gone
 
     def next_seq(self) -> int:
         """The seq the next ledger record or queue entry will get (everything queued so far is below)."""

@@ -138,8 +138,9 @@ class GroupWriter:
         for done in range(1, MAX_YIELDS + 1):
             joined = len(self._waiting)
             await trio.lowlevel.checkpoint()
-            settled = len(self._waiting) == joined and trio.lowlevel.current_statistics().tasks_runnable == 0
-            if (settled and done >= MIN_YIELDS) or trio.current_time() >= give_up:
+            settled = (done >= MIN_YIELDS and len(self._waiting) == joined
+                       and trio.lowlevel.current_statistics().tasks_runnable == 0)  # (statistics: not for nothing)
+            if settled or trio.current_time() >= give_up:
                 return
 
     async def run(self) -> None:
