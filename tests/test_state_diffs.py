@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from test_ledger_actors import ASKER, TOKEN, Ledger, selector, transfer
 
 from missive.actors.replay import replay
-from missive.mailbox.diffs import DiffConflict, DiffError, StateDiff
+from missive.mailbox.diffs import DiffConflict, DiffError, DiffGap, StateDiff
 from missive.mailbox.envelope import Kind
 from missive.mailbox.store import Store
 from missive.vm.keccak import keccak256
@@ -130,11 +130,120 @@ def test_a_diff_for_positions_a_copy_already_holds_is_a_conflict_naming_them(exe
         assert replica.apply_diffs(EXECUTOR, diffs) == (len(diffs), None)
         handled = next(d for d in reversed(diffs) if d.receipts)
         before = state_of(replica)
-        # the same receipts again, from another holder (so not a re-send): two executors, one position
-        done, problem = replica.apply_diffs(b"X" * 32, [handled])
+        # another receipt for a position this copy holds, from another holder: two executors, one position
+        first = handled.decoded_receipts()[0]
+        other = first.replace(gas_used=first.gas_used + 1).encode()
+        done, problem = replica.apply_diffs(b"X" * 32, [attrs.evolve(handled, receipts=(other, *handled.receipts[1:]))])
         assert done == 0 and isinstance(problem, DiffConflict)
-        assert problem.address == handled.address and problem.position == handled.decoded_receipts()[0].position
+        assert problem.address == handled.address and problem.position == first.position
         assert state_of(replica) == before
+
+
+def test_a_diff_the_copy_already_holds_is_a_no_op_whoever_re_sends_it(executed: tuple[Ledger, list[bytes]],
+                                                                      tmp_path: Path) -> None:
+    """Issue 20, bug 1: a former executor re-sends a diff this copy holds byte for byte (it was
+    killed before it dropped the diff from its queue, and another holder has taken over since).
+    That is not a conflict: nothing is rolled back, nothing changes, and the sender may drop it."""
+    ledger, raws = executed
+    diffs = [StateDiff.decode(raw) for raw in raws]
+    with Store(tmp_path / "replica", create=True) as replica:
+        assert replica.apply_diffs(EXECUTOR, diffs) == (len(diffs), None)
+        before = state_of(replica)
+        former = b"F" * 32  # not the executor whose diffs were applied last
+        with_receipts = [d for d in diffs if d.receipts]
+        admissions = [d for d in diffs if not d.receipts and d.messages]
+        assert with_receipts and admissions
+        for old in (with_receipts[0], with_receipts[len(with_receipts) // 2], admissions[0], admissions[-1], diffs[0]):
+            assert replica.apply_diffs(former, [old]) == (1, None)
+        assert state_of(replica) == before
+        assert replay(replica).divergence is None
+
+
+def test_a_copy_missing_diffs_reports_a_gap_and_fills_it_from_a_snapshot(executed: tuple[Ledger, list[bytes]],
+                                                                          tmp_path: Path) -> None:
+    """Issue 20, bug 4: diffs a holder never got (dropped by its sender's rollback, or queued by a
+    former executor) leave a gap; the holder is told it is one (not a conflict), and a snapshot
+    from its own position fills it without discarding anything."""
+    ledger, raws = executed
+    diffs = [StateDiff.decode(raw) for raw in raws]
+    token = next(d.address for d in diffs if d.code)
+    with Store(tmp_path / "replica", create=True) as replica:
+        handling = [i for i, d in enumerate(diffs) if d.address == token and d.receipts]
+        assert len(handling) >= 3
+        cut = handling[1]  # the replica lacks the token's second diff on: its third arrives alone
+        assert replica.apply_diffs(EXECUTOR, diffs[:cut])[1] is None
+        held = replica.account(token).handled  # type: ignore[union-attr]
+        done, problem = replica.apply_diffs(EXECUTOR, [diffs[handling[2]]])
+        assert done == 0 and isinstance(problem, DiffGap) and problem.position == held
+        rolled = replica.roll_back(EXECUTOR, token, held, ledger.store.snapshot(token, held))  # type: ignore[arg-type]
+        assert rolled.discarded == 0 and rolled.requeued == () and rolled.gone == ()
+        assert replica.account(token) == ledger.store.account(token)
+        assert replica.storage(token) == ledger.store.storage(token)
+        assert replica.mailbox(token) == ledger.store.mailbox(token)
+
+
+@attrs.frozen
+class Replica:
+    """REPLICA's side of the two-node placement: EXECUTOR executes every actor, this node keeps copies."""
+
+    me: bytes = REPLICA
+
+    def holders(self, address: bytes) -> list[bytes]:
+        return [EXECUTOR, REPLICA]
+
+    def executes(self, address: bytes) -> bool:
+        return False
+
+    def peers(self) -> list[bytes]:
+        return [EXECUTOR]
+
+
+def test_a_rollback_to_identical_receipts_forgets_nothing_and_clears_standby(tmp_path: Path) -> None:
+    """Issue 20, bugs 2 and 3: the holder whose receipts stand often re-ran the same messages from
+    the same state, so its receipts are identical and send the same message ids.  Rolling back to
+    them must not delete those messages (here a delivered but unhandled one would be lost for
+    good, and a handled one would lose its body, breaking replay) nor call them gone; and what
+    the standing receipts handled must not wait in standby for ever."""
+    ledger = Ledger(tmp_path / "executor", placement=ExecutesAll())  # genesis replicated too
+    token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [1000]))
+    asker = ledger.deploy(ledger.alice, ASKER)
+    for _ in range(6):
+        ledger.submit(ledger.alice, Kind.CALL, asker, selector("ask(address,address)") + encode(["address", "address"], [token, ledger.bob.address]))
+        ledger.run()
+    store = ledger.store
+    with Store(tmp_path / "replica", create=True, placement=Replica()) as replica:
+        # every message reached the replica (standby), and every diff: its copy is the executor's
+        replica.receive([raw for _, raw in store.queued("outbound", REPLICA, 10**6)])
+        assert replica.apply_diffs(EXECUTOR, [StateDiff.decode(raw) for _, raw in store.queued("replicate", REPLICA, 10**6)])[1] is None
+        since = 2
+        identical = replica.snapshot(token, since)
+    assert identical is not None
+    outbound_before = store.queued("outbound", REPLICA, 10**6)
+    sent = {out for m in store.mailbox(token)[since:] for out in store.receipt(m).outgoing}  # type: ignore[union-attr]
+    assert sent
+
+    rolled = store.roll_back(REPLICA, token, since, identical)
+
+    assert rolled.gone == () and rolled.discarded == len(store.mailbox(token)) - since
+    assert store.queued("outbound", REPLICA, 10**6) == outbound_before  # nothing that still had to leave is lost
+    for message_id in sent:
+        assert store.message(message_id) is not None  # the standing receipts name them
+    assert store.pending() == [] and store.scheduled() == []  # nothing handled waits again
+    report = replay(store)
+    assert report.divergence is None
+
+    # the replica's side: a gap filled from the executor drops what the snapshot handled from standby
+    with Store(tmp_path / "replica2", create=True, placement=Replica()) as replica:
+        replica.receive([raw for _, raw in store.queued("outbound", REPLICA, 10**6)])
+        with replica.read() as txn:
+            assert txn.stat(replica.db["standby"])["entries"] > 0
+        queued = [StateDiff.decode(raw) for _, raw in store.queued("replicate", REPLICA, 10**6)]
+        prefix = [d for d in queued if d.address != token or d.account.handled <= since]
+        assert replica.apply_diffs(EXECUTOR, prefix)[1] is None
+        position = replica.account(token).handled  # type: ignore[union-attr]
+        replica.roll_back(EXECUTOR, token, position, store.snapshot(token, position))  # type: ignore[arg-type]
+        waiting = {m for _, m in replica._scan("standby", token)}
+        assert not waiting & set(store.mailbox(token))
 
 
 def test_a_rollback_names_the_messages_its_discarded_receipts_sent_that_had_already_left(tmp_path: Path) -> None:
@@ -196,8 +305,12 @@ def test_rolling_back_to_another_holders_earlier_copy_then_running_again_ends_wh
     rolled = ledger.store.roll_back(REPLICA, token, since, snapshot)
     assert len(rolled.requeued) == handled - since and rolled.gone == ()  # nothing had left: all still queued
     assert ledger.store.account(token).handled == since  # type: ignore[union-attr]
-    assert not [raw for _, raw in ledger.store.queued("replicate", REPLICA, 10**6)
-                if StateDiff.decode(raw).address == token]  # the discarded receipts' diffs are gone too
+    left = [d for raw in (r for _, r in ledger.store.queued("replicate", REPLICA, 10**6))
+            if (d := StateDiff.decode(raw)).address == token]
+    assert all(d.account.handled <= since for d in left)  # the discarded receipts' diffs are gone too
+    # (issue 20, bug 4) those of the receipts that stand are not: a holder that lacks them still gets them
+    assert {d.account.handled for d in left} == {d.account.handled for d in diffs
+                                                 if d.address == token and d.account.handled <= since}
     ledger.run()  # the messages queued again are handled again, in their order, from the same state
     assert state_of(ledger.store) == before
     report = replay(ledger.store)  # the discarded receipts are skipped, the rollback taken as recorded

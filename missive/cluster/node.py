@@ -68,8 +68,9 @@ from missive.cluster.trust import WRONG_DIFFS, TrustService
 from missive.cluster.waiters import MAX_WAIT, Waiters
 from missive.consensus.execution import WrongResult
 from missive.mailbox.admission import check_signatures, checker
-from missive.mailbox.diffs import DiffConflict, DiffError, StateDiff
+from missive.mailbox.diffs import DiffConflict, DiffError, DiffGap, StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError
+from missive.mailbox.records import RecordError
 from missive.mailbox.store import Accepted, Outcome, Store
 from missive.mailbox.writer import GroupWriter
 from missive.net import NetError, NodeIdentity, PeerLink, allow_any, serve
@@ -720,6 +721,11 @@ class ClusterNode:
             if self.membership.yields_to(peer, refused.address, executing) or self.execution.distrusts(self.me):
                 assert self._nursery is not None
                 self._nursery.start_soon(self._roll_back, peer, refused.address, refused.position)
+        elif isinstance(refused, DiffGap) and executing and self.executor(refused.address) == peer:
+            # diffs before this one will never come (dropped by a rollback of the sender, or queued
+            # by a former executor): fetch what this copy lacks from the actor's executor
+            assert self._nursery is not None
+            self._nursery.start_soon(self._roll_back, peer, refused.address, refused.position)
         problem = str(refused) if refused is not None else problem
         if problem:
             log.warning("refused a state diff from %s: %s", name, problem)
@@ -734,12 +740,23 @@ class ClusterNode:
         diffs left) is the one that rolls back.  It does so before it serves.
         """
         async with self._rolling_back:
-            snapshot = await self.links[peer].call("snapshot", {"address": address, "since": since}, timeout=10.0)
-            if snapshot is None:
+            try:
+                snapshot = await self.links[peer].call("snapshot", {"address": address, "since": since},
+                                                       timeout=10.0)
+                if snapshot is None:
+                    return
+                async with self.runtime.paused():
+                    rolled = await trio.to_thread.run_sync(self.store.roll_back, peer, address, since, snapshot)
+            except (NetError, DiffError, RecordError, KeyError, TypeError, ValueError) as exc:
+                # the peer could not answer (down, frozen, too slow) or sent something unusable: this
+                # copy stays as it was, and the next diff that finds it behind asks again
+                log.warning("could not take %s's copy of 0x%s from mailbox position %d: %s",
+                            self.names[peer], address.hex(), since, exc)
                 return
-            async with self.runtime.paused():
-                rolled = await trio.to_thread.run_sync(self.store.roll_back, peer, address, since, snapshot)
             self._queued()
+            if not rolled.discarded:
+                log.info("filled 0x%s from mailbox position %d with %s's copy", address.hex(), since, self.names[peer])
+                return
             self.rolled_back += 1
             log.warning("rolled back 0x%s from mailbox position %d to %s's receipts; %d message(s) queued again",
                         address.hex(), since, self.names[peer], len(rolled.requeued))

@@ -44,6 +44,18 @@ class DiffConflict(DiffError):
         self.position = position
 
 
+class DiffGap(DiffError):
+    """A diff starts beyond this copy: diffs before it never reached this holder (they were lost
+    with a rollback of their sender, or queued by a former executor).  Nothing it holds is
+    contradicted, so the copy fetches what it lacks (a snapshot from ``position`` on) from the
+    actor's executor instead of waiting for diffs that will never come."""
+
+    def __init__(self, message: str, address: bytes, position: int) -> None:
+        super().__init__(message)
+        self.address = address
+        self.position = position
+
+
 @attrs.frozen
 class StateDiff:
     address: bytes
@@ -128,4 +140,4 @@ def _word(raw: object) -> int:
     return int.from_bytes(raw, "big")
 
 
-__all__ = ["MAX_DIFF_BYTES", "DiffError", "StateDiff"]
+__all__ = ["MAX_DIFF_BYTES", "DiffConflict", "DiffError", "DiffGap", "StateDiff"]

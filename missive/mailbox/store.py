@@ -67,7 +67,7 @@ import lmdb
 import msgpack
 
 from missive.mailbox import digest
-from missive.mailbox.diffs import DiffConflict, DiffError, StateDiff
+from missive.mailbox.diffs import DiffConflict, DiffError, DiffGap, StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
 from missive.mailbox.seals import GENESIS, SealError, chain, load_key, record_bytes, seal_message
@@ -146,6 +146,8 @@ class RolledBack:
     #: messages the discarded receipts sent that had already left this node (every other holder of
     #: their recipient acknowledged them): they stand where they went, nothing here takes them back
     gone: tuple[bytes, ...]
+    #: how many receipts of this copy were given up (0: the snapshot only filled a gap)
+    discarded: int = 0
 
 
 @attrs.define
@@ -826,7 +828,8 @@ class Store:
         (execution trust re-executes the diff there: :mod:`missive.consensus.execution`).
 
         Returns how many were applied or were already here (a re-sent diff is a
-        no-op), and what was wrong with the next one, if anything.  A bad diff
+        no-op, whoever re-sends it: :meth:`_already_held`), and what was wrong with
+        the next one, if anything.  A bad diff
         writes nothing, and neither does any diff after it.  Among the wrong
         ones: a diff for an actor this node executes now (the sender's view of
         who executes it is out of date, or two nodes both think they do), and
@@ -844,6 +847,9 @@ class Store:
                         done += 1
                         continue
                 try:
+                    if self._already_held(txn, diff):  # a re-sent record, from whichever holder
+                        done += 1
+                        continue
                     self._check_diff(txn, diff)
                     if check is not None:
                         check(txn, diff)
@@ -852,6 +858,41 @@ class Store:
                 self._apply_diff(txn, executor_id, diff)
                 done += 1
         return done, None
+
+    def _already_held(self, txn: lmdb.Transaction, diff: StateDiff) -> bool:
+        """Whether this copy already holds everything ``diff`` records, so applying it is a no-op.
+
+        Why not only "the last executor's seq": a diff is re-sent by whoever queued it,
+        and after a failover that may be a former executor (E1 applied here, was killed
+        before it dropped the diff from its queue, E2 took over, E1 came back and sent it
+        again).  Taken for new, it would look like a conflict over receipts this copy holds
+        byte for byte.  A record is identified by what it holds, not by who sends it:
+
+        * receipts: every position it covers is already filled here by the same message,
+          with the same receipt, byte for byte (execution is deterministic, so the same
+          receipt means the same run, from the same state);
+        * no receipts (an admission: the messages accepted and the sender's nonce): every
+          message it carries is already here;
+        * neither (a genesis): this copy's state is already the state it leads to.
+        """
+        raw = txn.get(diff.address, db=self.db["accounts"])
+        if raw is None:
+            return False
+        current = Account.decode(raw)
+        if diff.receipts:
+            receipts = diff.decoded_receipts()
+            if receipts[-1].position >= current.handled:
+                return False
+            mailbox, stored = self.db["mailbox"], self.db["receipts"]
+            return all(txn.get(diff.address + u64(r.position), db=mailbox) == r.message_id
+                       and txn.get(r.message_id, db=stored) == encoded
+                       for r, encoded in zip(receipts, diff.receipts, strict=True))
+        if diff.messages:
+            known = (self.db["replica_messages"], self.db["messages"])
+            return diff.account.nonce <= current.nonce and all(
+                any(txn.get(keccak256(msgpack.unpackb(record)[0]), db=table) is not None for table in known)
+                for record in diff.messages)
+        return self.placement is not None and diff.after == self.state_digest(diff.address, txn)
 
     def _check_diff(self, txn: lmdb.Transaction, diff: StateDiff) -> None:
         """Raise DiffError if ``diff`` does not continue this node's copy of its actor exactly."""
@@ -868,8 +909,11 @@ class Store:
                                f"{'0x' + theirs.hex()[:16] if theirs else 'another message'} there, the diff "
                                f"0x{receipts[0].message_id.hex()[:16]}", diff.address, position)
         if receipts and receipts[0].position != current.handled:
-            raise DiffError(f"{where} starts at mailbox position {receipts[0].position}, this replica holds "
-                            f"{current.handled}")
+            raise DiffGap(f"{where} starts at mailbox position {receipts[0].position}, this replica holds "
+                          f"{current.handled}", diff.address, current.handled)
+        if diff.account.handled > current.handled + len(receipts):
+            raise DiffGap(f"{where} leaves {diff.account.handled} messages handled after {len(receipts)} "
+                          f"receipts from {current.handled}", diff.address, current.handled)
         if diff.account.handled != current.handled + len(receipts):
             raise DiffError(f"{where} leaves {diff.account.handled} messages handled after {len(receipts)} "
                             f"receipts from {current.handled}")
@@ -964,8 +1008,11 @@ class Store:
         had already left.
 
         What the discarded receipts did goes with them: their storage writes (the snapshot
-        replaces all storage), the diffs queued for other holders, and the messages they sent
-        that had not left this node yet.  This is the losing side of a conflict (SPEC §6): a
+        replaces all storage), the diffs queued for other holders from ``since`` on (those
+        of the receipts before it stand and still go out), and the messages they sent that
+        had not left this node yet, unless the standing receipts sent the same ones.  What
+        the standing receipts handled leaves this node's queues.  With ``since`` at this
+        copy's own position nothing is discarded: that fills a gap (:class:`DiffGap`).  This is the losing side of a conflict (SPEC §6): a
         node that executed an actor, crashed before its diffs reached the next holder, and
         came back after that holder had taken over from an earlier position.  A message that
         had already left is not taken back (its recipient's holders have it, and may have
@@ -998,13 +1045,15 @@ class Store:
             for receipt, raw in zip(receipts, snapshot["receipts"], strict=True):
                 txn.put(receipt.message_id, raw, db=db["receipts"])
                 txn.put(address + u64(receipt.position), receipt.message_id, db=db["mailbox"])
-            gone = self._forget_messages(txn, sent)
-            for key, raw in self._scan("replicate", b"", txn=txn):
-                if bytes(msgpack.unpackb(raw)[1]) == address:
-                    txn.delete(key, db=db["replicate"])
+            # the standing receipts may have sent the very same messages (the same message run
+            # again from the same state sends the same ids): those stay, wherever they are
+            standing = {out for r in receipts for out in r.outgoing}
+            gone = self._forget_messages(txn, sent - standing)
+            self._drop_diffs_after(txn, address, since)
             txn.delete(address, db=db["last_diff"])
             txn.put(address, msgpack.packb([source, snapshot["seq"]]), db=db["replica"])
             handled = {r.message_id for r in receipts}
+            self._unqueue(txn, address, handled)  # what the standing receipts handled waits nowhere
             unhandled = [m for _, m in mine if m not in handled]
             for message_id in unhandled:
                 found = txn.get(message_id, db=db["messages"])
@@ -1017,7 +1066,7 @@ class Store:
                                           discarded])
             for seq in discarded:
                 txn.put(u64(seq), u64(rollback), db=db["discarded"])
-        return RolledBack(tuple(unhandled), tuple(gone))
+        return RolledBack(tuple(unhandled), tuple(gone), len(mine))
 
     def _receipt_records(self, txn: lmdb.Transaction, message_ids: set[bytes]) -> list[int]:
         """Seqs of the standing (not yet discarded) receipt records of ``message_ids``, ascending:
@@ -1064,8 +1113,19 @@ class Store:
                     gone.append(message_id)
         self._unqueue(txn, b"", message_ids)  # reads their records: before they go
         for message_id in message_ids:
-            txn.delete(message_id, db=db["messages"])
+            if txn.get(message_id, db=db["receipts"]) is None:  # a receipt here names it: replay needs it
+                txn.delete(message_id, db=db["messages"])
         return gone
+
+    def _drop_diffs_after(self, txn: lmdb.Transaction, address: bytes, since: int) -> None:
+        """Drop the diffs queued for ``address`` that a rollback from mailbox position ``since``
+        discards: those leaving it with more than ``since`` messages handled (they hold a
+        discarded receipt, or come after one).  Earlier ones stand, and a holder that has not
+        had them still needs them."""
+        for key, raw in self._scan("replicate", b"", txn=txn):
+            fields = msgpack.unpackb(raw)
+            if bytes(fields[1]) == address and Account.decode(fields[3]).handled > since:
+                txn.delete(key, db=self.db["replicate"])
 
     def next_seq(self) -> int:
         """The seq the next ledger record or queue entry will get (everything queued so far is below)."""

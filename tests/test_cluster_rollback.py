@@ -1,0 +1,52 @@
+"""A node asked to roll back (or fill a gap) by a peer that cannot hand over its copy.
+
+Issue 20, bug 6: the node took the peer's copy in a task of its own nursery with no error
+handling, so a peer that was frozen or gone (``CallTimeout``), or that answered with
+something unusable, ended the whole node process.  The node must keep its copy as it is,
+say so in one line, and go on serving: the next diff that finds its copy behind asks again.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from missive.cluster.config import NodeConfig, Peer
+from missive.cluster.node import IDENTITY_FILE, ClusterNode
+from missive.net import NodeIdentity
+from missive.net.errors import CallTimeout
+
+
+def _node(tmp_path: Path) -> tuple[ClusterNode, bytes]:
+    peer = NodeIdentity.load_or_generate(tmp_path / "peer" / IDENTITY_FILE)
+    me = NodeIdentity.load_or_generate(tmp_path / "me" / IDENTITY_FILE)
+    members = (Peer("me", "127.0.0.1", 1, me.node_id), Peer("peer", "127.0.0.1", 2, peer.node_id))
+    return ClusterNode(NodeConfig("me", tmp_path / "me", "127.0.0.1", 0, members, replicas=2)), peer.node_id
+
+
+@pytest.mark.parametrize("answer", [CallTimeout("snapshot", 10.0), {"account": b"\x01junk", "storage": [],
+                                                                     "receipts": [], "seq": 0}])
+def test_a_peer_that_cannot_hand_over_its_copy_leaves_the_node_running(tmp_path: Path, answer: Any,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    node, peer = _node(tmp_path)
+    address = b"\x11" * 20
+
+    async def snapshot(method: str, params: Any = None, *, timeout: float | None = None) -> Any:
+        assert method == "snapshot"
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    node.links[peer].call = snapshot  # type: ignore[method-assign]
+    try:
+        with caplog.at_level(logging.WARNING):
+            trio.run(node._roll_back, peer, address, 0)  # returns: it does not raise into the node's nursery
+        assert node.rolled_back == 0
+        assert any("could not take peer's copy of 0x1111" in r.getMessage() for r in caplog.records)
+        assert node.store.account(address) is None  # nothing written
+    finally:
+        node.store.close()
