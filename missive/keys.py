@@ -51,6 +51,7 @@ class Keystore:
         path = Path(node_dir) / "keystore"
         path.mkdir(parents=True, exist_ok=True)
         self.env = lmdb.open(str(path), map_size=1 << 26, max_dbs=2, sync=True)
+        self.env.reader_check()  # slots of processes killed while reading (see Store.clear_stale_readers)
         self.db = self.env.open_db(b"keys")
 
     def close(self) -> None:

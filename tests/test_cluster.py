@@ -16,7 +16,7 @@ import pytest
 from eth_abi import decode, encode
 
 from missive.cluster import launcher
-from missive.cluster.client import ClusterClient
+from missive.cluster.client import ClusterClient, load_operator
 from missive.cluster.placement import executor
 from missive.keys import Key, Keystore
 from missive.mailbox.envelope import Kind
@@ -35,6 +35,7 @@ class Cluster:
     def __init__(self, root: Path, nodes: int, replicas: int = 1, failover_timeout: float = 2.0) -> None:
         self.root = root
         self.states = launcher.up(root, nodes, replicas=replicas, failover_timeout=failover_timeout)
+        self.operator = load_operator(root)
         self.members = sorted(s["id"] for s in self.states)
         self.by_id = {s["id"]: s for s in self.states}
         self.keys = Keystore(root)
@@ -42,6 +43,11 @@ class Cluster:
         assert self.alice is not None
 
     def client(self, i: int = 0) -> ClusterClient:
+        """A client of node ``i`` connecting as the cluster's operator (it funds accounts, replays)."""
+        return ClusterClient("127.0.0.1", self.states[i]["port"], self.operator)
+
+    def stranger(self, i: int = 0) -> ClusterClient:
+        """A client of node ``i`` with a throwaway key: what anyone on the network gets."""
         return ClusterClient("127.0.0.1", self.states[i]["port"])
 
     def home(self, address: bytes) -> dict[str, Any]:

@@ -87,7 +87,8 @@ def test_deploy_on_one_node_send_and_query_through_the_other(cluster: Path) -> N
     assert "n2#" not in only
     replayed = ok(missive("replay", "--cluster", str(cluster)))
     assert "n1: replay ok" in replayed and "n2: replay ok" in replayed and "all 2 nodes" in replayed
-    assert "n2: replay ok" in ok(missive("replay", "--node", other))
+    assert "n2: replay ok" in ok(missive("replay", "--node", other, "--dir", str(cluster)))  # the operator's key
+    failed(missive("replay", "--node", other, "--dir", str(cluster / "n2")), "replay needs the cluster operator's key")
     listed = ok(missive("account", "list", "--contracts", "--cluster", str(cluster)))
     assert away in listed and "[Token]" in listed
 
@@ -102,6 +103,9 @@ def test_errors_are_one_line_and_non_zero(cluster: Path) -> None:
                    str(cluster)), "not an integer")
     failed(missive("receipt", "0xdeadbeefdead", "--cluster", str(cluster)), "no message")
     failed(missive("replay", "--cluster", str(cluster.parent / "none")), "no cluster at")
+    n1 = f"127.0.0.1:{nodes(cluster)[0]['port']}"
+    failed(missive("account", "new", "nokey", "--fund", "5", "--node", n1, "--dir", str(cluster / "n1")),
+           "create_account needs the cluster operator's key")  # the node directory holds no operator key
     failed(missive("deploy", str(TOKEN), "T", "T", "1", "--node", "127.0.0.1:1"), "")
 
 

@@ -102,15 +102,15 @@ def test_a_replica_refuses_diffs_not_from_the_executor_and_forged_ones(cluster: 
     rich = StateDiff(address, 10**9, Account(balance=10**30, nonce=7)).encode()
     outsider_key = NodeIdentity.load_or_generate(cluster.root / outsider / "node.key")
 
-    done, problem = _as_member(cluster, outsider, replica, "apply", {"diffs": [[rich, outsider_key.sign(keccak256(rich))]], "executing": True})
+    done, problem, *_ = _as_member(cluster, outsider, replica, "apply", {"diffs": [[rich, outsider_key.sign(keccak256(rich))]], "epoch": 0})
     assert done == 0 and problem == f"{outsider} does not hold 0x{address.hex()}"
-    done, problem = _as_member(cluster, executor_name, replica, "apply", {"diffs": [[rich, outsider_key.sign(keccak256(rich))]], "executing": True})
+    done, problem, *_ = _as_member(cluster, executor_name, replica, "apply", {"diffs": [[rich, outsider_key.sign(keccak256(rich))]], "epoch": 0})
     assert done == 0 and problem == f"bad signature from {executor_name} on a state diff"
-    done, problem = _as_member(cluster, executor_name, replica, "apply", {"diffs": [[b"\xc1junk", bytes(64)]], "executing": True})
+    done, problem, *_ = _as_member(cluster, executor_name, replica, "apply", {"diffs": [[b"\xc1junk", bytes(64)]], "epoch": 0})
     assert done == 0 and "bad signature" in problem
     with pytest.RaisesGroup(pytest.RaisesExc(Exception, match="apply takes"), flatten_subgroups=True):
-        _as_member(cluster, executor_name, replica, "apply", [[rich, bytes(64)]])  # no word on executing
+        _as_member(cluster, executor_name, replica, "apply", [[rich, bytes(64)]])  # no word on its epoch
     with pytest.raises(Exception, match="cluster members"):
-        cluster.client(replica).call("apply", {"diffs": [[rich, bytes(64)]], "executing": True})
+        cluster.client(replica).call("apply", {"diffs": [[rich, bytes(64)]], "epoch": 0})
     assert cluster.client(replica).call("local_state", address) == before  # nothing written
     assert msgpack.packb(launcher.status(cluster.root))  # and every node still answers

@@ -29,7 +29,8 @@ def _node(tmp_path: Path) -> tuple[ClusterNode, bytes]:
 
 
 @pytest.mark.parametrize("answer", [CallTimeout("snapshot", 10.0), {"account": b"\x01junk", "storage": [],
-                                                                     "receipts": [], "seq": 0}])
+                                                                     "receipts": [], "seq": 0, "since": 0,
+                                                                     "base": None, "entries": []}])
 def test_a_peer_that_cannot_hand_over_its_copy_leaves_the_node_running(tmp_path: Path, answer: Any,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
     node, peer = _node(tmp_path)
@@ -44,7 +45,7 @@ def test_a_peer_that_cannot_hand_over_its_copy_leaves_the_node_running(tmp_path:
     node.links[peer].call = snapshot  # type: ignore[method-assign]
     try:
         with caplog.at_level(logging.WARNING):
-            trio.run(node._roll_back, peer, address, 0)  # returns: it does not raise into the node's nursery
+            trio.run(node._reconcile, peer, address, 0)  # returns: it does not raise into the node's nursery
         assert node.rolled_back == 0
         assert any("could not take peer's copy of 0x1111" in r.getMessage() for r in caplog.records)
         assert node.store.account(address) is None  # nothing written

@@ -38,6 +38,9 @@ class ExecutesAll:
     def peers(self) -> list[bytes]:
         return [REPLICA]
 
+    def epoch(self) -> int:
+        return 0
+
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Ledger, list[bytes]]:
@@ -100,7 +103,7 @@ def test_a_gap_an_overlap_or_wrong_code_is_refused_and_writes_nothing(executed: 
     with Store(tmp_path / "replica", create=True) as replica:
         later = next(i for i, d in enumerate(diffs) if d.receipts and StateDiff.decode(raws[i]).decoded_receipts()[0].position > 0)
         done, problem = replica.apply_diffs(EXECUTOR, [diffs[later]])
-        assert done == 0 and problem is not None and "starts at mailbox position" in str(problem) and "this replica holds 0" in str(problem)
+        assert done == 0 and isinstance(problem, DiffGap) and "this copy holds 0" in str(problem)
         assert replica.accounts() == []
         deploy = next(d for d in diffs if d.code)
         forged = attrs.evolve(deploy, code=deploy.code + b"\x00")
@@ -114,7 +117,7 @@ def test_a_gap_an_overlap_or_wrong_code_is_refused_and_writes_nothing(executed: 
 
 @pytest.mark.parametrize("raw, message", [
     (b"\xc1", "not msgpack"),
-    (b"\x93\x01\x02\x03", "expected an array of 10 fields"),
+    (b"\x93\x01\x02\x03", "expected an array of 13 fields"),
     (b"x" * (2 << 20), "at most"),
 ])
 def test_malformed_diffs_are_named(raw: bytes, message: str) -> None:
@@ -130,12 +133,20 @@ def test_a_diff_for_positions_a_copy_already_holds_is_a_conflict_naming_them(exe
         assert replica.apply_diffs(EXECUTOR, diffs) == (len(diffs), None)
         handled = next(d for d in reversed(diffs) if d.receipts)
         before = state_of(replica)
-        # another receipt for a position this copy holds, from another holder: two executors, one position
+        # another record for a version this copy holds (another epoch's), from another holder
         first = handled.decoded_receipts()[0]
         other = first.replace(gas_used=first.gas_used + 1).encode()
-        done, problem = replica.apply_diffs(b"X" * 32, [attrs.evolve(handled, receipts=(other, *handled.receipts[1:]))])
+        rival = attrs.evolve(handled, receipts=(other, *handled.receipts[1:]), epoch=handled.epoch + 1)
+        done, problem = replica.apply_diffs(b"X" * 32, [rival])
         assert done == 0 and isinstance(problem, DiffConflict)
         assert problem.address == handled.address and problem.position == first.position
+        assert (problem.version, problem.theirs, problem.mine) == (handled.version, handled.epoch + 1, handled.epoch)
+        # a record that follows another record of the version before it: the copies diverged there
+        follower = next(d for d in diffs if d.address == handled.address and d.version == handled.version)
+        stray = attrs.evolve(follower, version=handled.version + 1, prev_epoch=handled.epoch + 2, epoch=handled.epoch + 2)
+        done, problem = replica.apply_diffs(b"X" * 32, [stray])
+        assert isinstance(problem, DiffConflict) and problem.version == handled.version
+        assert (problem.theirs, problem.mine) == (handled.epoch + 2, handled.epoch)
         assert state_of(replica) == before
 
 
@@ -173,9 +184,10 @@ def test_a_copy_missing_diffs_reports_a_gap_and_fills_it_from_a_snapshot(execute
         cut = handling[1]  # the replica lacks the token's second diff on: its third arrives alone
         assert replica.apply_diffs(EXECUTOR, diffs[:cut])[1] is None
         held = replica.account(token).handled  # type: ignore[union-attr]
+        version = replica.head(token)[0]
         done, problem = replica.apply_diffs(EXECUTOR, [diffs[handling[2]]])
-        assert done == 0 and isinstance(problem, DiffGap) and problem.position == held
-        rolled = replica.roll_back(EXECUTOR, token, held, ledger.store.snapshot(token, held))  # type: ignore[arg-type]
+        assert done == 0 and isinstance(problem, DiffGap) and problem.position == held and problem.version == version
+        rolled = replica.roll_back(EXECUTOR, token, version, ledger.store.snapshot(token, version))  # type: ignore[arg-type]
         assert rolled.discarded == 0 and rolled.requeued == () and rolled.gone == ()
         assert replica.account(token) == ledger.store.account(token)
         assert replica.storage(token) == ledger.store.storage(token)
@@ -197,6 +209,9 @@ class Replica:
     def peers(self) -> list[bytes]:
         return [EXECUTOR]
 
+    def epoch(self) -> int:
+        return 0
+
 
 def test_a_rollback_to_identical_receipts_forgets_nothing_and_clears_standby(tmp_path: Path) -> None:
     """Issue 20, bugs 2 and 3: the holder whose receipts stand often re-ran the same messages from
@@ -215,16 +230,18 @@ def test_a_rollback_to_identical_receipts_forgets_nothing_and_clears_standby(tmp
         # every message reached the replica (standby), and every diff: its copy is the executor's
         replica.receive([raw for _, raw in store.queued("outbound", REPLICA, 10**6)])
         assert replica.apply_diffs(EXECUTOR, [StateDiff.decode(raw) for _, raw in store.queued("replicate", REPLICA, 10**6)])[1] is None
-        since = 2
-        identical = replica.snapshot(token, since)
+        version = 2
+        identical = replica.snapshot(token, version)
     assert identical is not None
+    since = identical["since"]
+    records = store.head(token)[0] - version
     outbound_before = store.queued("outbound", REPLICA, 10**6)
     sent = {out for m in store.mailbox(token)[since:] for out in store.receipt(m).outgoing}  # type: ignore[union-attr]
-    assert sent
+    assert sent and records > 0
 
-    rolled = store.roll_back(REPLICA, token, since, identical)
+    rolled = store.roll_back(REPLICA, token, version, identical)
 
-    assert rolled.gone == () and rolled.discarded == len(store.mailbox(token)) - since
+    assert rolled.gone == () and rolled.discarded == 0  # the same records: nothing was given up
     assert store.queued("outbound", REPLICA, 10**6) == outbound_before  # nothing that still had to leave is lost
     for message_id in sent:
         assert store.message(message_id) is not None  # the standing receipts name them
@@ -238,10 +255,10 @@ def test_a_rollback_to_identical_receipts_forgets_nothing_and_clears_standby(tmp
         with replica.read() as txn:
             assert txn.stat(replica.db["standby"])["entries"] > 0
         queued = [StateDiff.decode(raw) for _, raw in store.queued("replicate", REPLICA, 10**6)]
-        prefix = [d for d in queued if d.address != token or d.account.handled <= since]
+        prefix = [d for d in queued if d.address != token or d.version <= version]
         assert replica.apply_diffs(EXECUTOR, prefix)[1] is None
-        position = replica.account(token).handled  # type: ignore[union-attr]
-        replica.roll_back(EXECUTOR, token, position, store.snapshot(token, position))  # type: ignore[arg-type]
+        assert replica.head(token)[0] == version
+        replica.roll_back(EXECUTOR, token, version, store.snapshot(token, version))  # type: ignore[arg-type]
         waiting = {m for _, m in replica._scan("standby", token)}
         assert not waiting & set(store.mailbox(token))
 
@@ -271,10 +288,11 @@ def test_a_rollback_names_the_messages_its_discarded_receipts_sent_that_had_alre
         prefix = [d for d in snapshot_diffs if d.address != token or d.account.handled <= since]
         assert replica.apply_diffs(EXECUTOR, prefix)[1] is None
         assert replica.account(token).handled == since  # type: ignore[union-attr]
-        snapshot = replica.snapshot(token, since)
+        version = replica.head(token)[0]
+        snapshot = replica.snapshot(token, version)
     assert snapshot is not None
 
-    rolled = store.roll_back(REPLICA, token, since, snapshot)
+    rolled = store.roll_back(REPLICA, token, version, snapshot)
 
     assert set(rolled.gone) == set(delivered) & discarded_sent  # not the one a standing receipt sent
     assert set(rolled.requeued) == set(mailbox[since:])
@@ -300,17 +318,17 @@ def test_rolling_back_to_another_holders_earlier_copy_then_running_again_ends_wh
         assert replica.apply_diffs(EXECUTOR, prefix)[1] is None
         since = replica.account(token).handled  # type: ignore[union-attr]
         assert 0 < since < handled
-        snapshot = replica.snapshot(token, since)
+        version = replica.head(token)[0]
+        snapshot = replica.snapshot(token, version)
     assert snapshot is not None
-    rolled = ledger.store.roll_back(REPLICA, token, since, snapshot)
+    rolled = ledger.store.roll_back(REPLICA, token, version, snapshot)
     assert len(rolled.requeued) == handled - since and rolled.gone == ()  # nothing had left: all still queued
     assert ledger.store.account(token).handled == since  # type: ignore[union-attr]
     left = [d for raw in (r for _, r in ledger.store.queued("replicate", REPLICA, 10**6))
             if (d := StateDiff.decode(raw)).address == token]
-    assert all(d.account.handled <= since for d in left)  # the discarded receipts' diffs are gone too
+    assert all(d.version <= version for d in left)  # the discarded receipts' diffs are gone too
     # (issue 20, bug 4) those of the receipts that stand are not: a holder that lacks them still gets them
-    assert {d.account.handled for d in left} == {d.account.handled for d in diffs
-                                                 if d.address == token and d.account.handled <= since}
+    assert {d.version for d in left} == {d.version for d in diffs if d.address == token and d.version <= version}
     ledger.run()  # the messages queued again are handled again, in their order, from the same state
     assert state_of(ledger.store) == before
     report = replay(ledger.store)  # the discarded receipts are skipped, the rollback taken as recorded

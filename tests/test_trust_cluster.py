@@ -207,7 +207,7 @@ def _restart(cluster: Cluster, name: str, settings: TrustSettings | None = None)
     Returns the trust state found on its disk while it was stopped."""
     (record,) = [n for n in launcher.read_cluster(cluster.root)["nodes"] if n["name"] == name]
     state = next(s for s in cluster.states if s["name"] == name)
-    call("127.0.0.1", state["port"], "shutdown")
+    call("127.0.0.1", state["port"], "shutdown", identity=cluster.operator)
     deadline = time.monotonic() + 30
     while any(s["name"] == name and s["up"] for s in launcher.status(cluster.root)):
         assert time.monotonic() < deadline, f"{name} did not stop"

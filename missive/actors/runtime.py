@@ -27,15 +27,26 @@ Actors are loaded on demand, when a message for them is waiting, and unloaded
 with 100,000 contracts keeps only its busy ones in memory.  Only one process
 at a time may run a node's actors: the executor lock (``<node>/executor.lock``)
 makes a second one fail with a clear error instead of handling messages twice.
+
+A round whose commit meets a full disk (:class:`missive.mailbox.store.DiskFull`)
+was not written, but the loaded actors' memory already holds its effects, and
+the round after it may have run on them.  Both are dropped with that memory:
+every actor is reloaded from the store when next needed, and the messages,
+still queued there, are handled again by a later round (:meth:`Runtime._recover`).
+A runtime that runs until idle then raises the error (its caller gets the one
+line); one that runs forever (a node) tries again ``retry_after`` seconds later,
+so handling resumes by itself once there is space.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
+import math
 import os
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 import attrs
@@ -45,14 +56,20 @@ import trio
 from missive.actors.handler import ActorState, handle
 from missive.mailbox.envelope import Envelope
 from missive.mailbox.records import Account
-from missive.mailbox.store import Outcome, Store
+from missive.mailbox.store import DiskFull, Outcome, Store, StoreError
 
 Observer = Callable[[list[tuple[Envelope, Outcome]]], None]
 Committer = Callable[[list[Outcome]], Awaitable[None]]
 
+log = logging.getLogger(__name__)
 
-class NodeBusy(Exception):
-    """Another process is already running this node's actors."""
+RETRY_AFTER = 1.0  # seconds a node's runtime waits after a round lost to a full disk before the next
+READERS_EVERY = 5.0  # seconds between two looks for reader slots of dead processes (Store.clear_stale_readers)
+LOST_LOG_EVERY = 10.0  # seconds between two log lines while rounds keep being lost to a full disk
+
+
+class NodeBusy(StoreError):
+    """Another process is already running this node's actors (the store is in use: a StoreError)."""
 
 
 @attrs.define(eq=False)
@@ -80,7 +97,8 @@ class ExecutorLock:
             os.close(fd)
             raise NodeBusy(f"another process (pid {holder}) is running the actors of {self.path.parent}") from None
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        with suppress(OSError):  # who holds it, for the message above: a full disk does not stop the actors
+            os.write(fd, str(os.getpid()).encode())
         self.fd = fd
 
     def release(self) -> None:
@@ -120,6 +138,12 @@ class Runtime:
         self._turn = trio.Lock()
         # set by wake(): something may have been queued, so an idle run() looks at the store again
         self._wake = trio.Event()
+        # a full disk: a commit that failed (the memory is ahead of the store), or a round run in a
+        # write transaction whose durability was never confirmed (see _check_memory)
+        self._lost: DiskFull | None = None
+        self._unconfirmed = False
+        self.retry_after = RETRY_AFTER
+        self._lost_logged = -math.inf
 
     # -- reading committed state during a round -----------------------------------
 
@@ -222,8 +246,10 @@ class Runtime:
         """Run one round; return how many messages it handled (0: idle).
 
         The round's commit may still be under way when this returns; the next
-        ``step`` (or the end of :meth:`run`) waits for it.
+        ``step`` (or the end of :meth:`run`) waits for it.  Raises :class:`DiskFull`
+        if the memory it would run on, or ran on, holds a round that was not written.
         """
+        self._check_memory()
         if self.may_run is not None and not self.may_run():
             await self._finish_commit()
             return 0
@@ -244,6 +270,7 @@ class Runtime:
             await self._round_done.wait()
             self._txn = None
         await self._finish_commit()  # commits stay one at a time, in round order
+        self._check_memory()  # the round before was not written: this one ran on its memory, and goes too
         self._start_commit(self._outcomes, {key for key, _ in pending})
         return len(self._outcomes)
 
@@ -271,6 +298,9 @@ class Runtime:
         """
         if self._nursery is None or self._turn.locked():
             return None
+        if self._memory_lost():
+            self.wake()  # run() drops the memory first
+            return None
         if self.may_run is not None and not self.may_run():
             return None
 
@@ -285,6 +315,7 @@ class Runtime:
                 return lambda: None
             self._cursor = pending[-1][0][:20]
             self._executed_rounds += 1
+            self._unconfirmed = True  # until the transaction is durable: the writer calls what this returns
             outcomes: list[tuple[Envelope, Outcome]] = []
             self._txn = txn
             try:
@@ -295,7 +326,7 @@ class Runtime:
             finally:
                 self._txn = None
             self.store.commit([o for _, o in outcomes], txn)
-            return lambda: self._committed(outcomes)
+            return lambda: self._confirmed(outcomes)
 
         return run
 
@@ -318,12 +349,60 @@ class Runtime:
 
     async def _commit(self, outcomes: list[tuple[Envelope, Outcome]], done: trio.Event) -> None:
         # A failed commit raises out of the nursery and stops the runtime: the
-        # actors' memory is ahead of the store, so nothing may run on it.
-        await self.committer([o for _, o in outcomes])
+        # actors' memory is ahead of the store, so nothing may run on it.  Unless
+        # the disk is full: then the next step() finds it and drops that memory.
+        try:
+            await self.committer([o for _, o in outcomes])
+        except DiskFull as exc:
+            self._lost = exc
+            self._committing, self._committing_keys = None, set()
+            done.set()
+            self.wake()
+            return
         self._committing, self._committing_keys = None, set()
         done.set()
         self._committed(outcomes)
         self.wake()  # what it sent to actors here is visible now
+
+    def _confirmed(self, outcomes: list[tuple[Envelope, Outcome]]) -> None:
+        """The write transaction a round ran in is durable (see :meth:`round_in_transaction`)."""
+        self._unconfirmed = False
+        self._committed(outcomes)
+
+    def _memory_lost(self) -> bool:
+        """Whether the loaded actors' memory holds a round that was not written (a full disk)."""
+        return self._lost is not None or self._unconfirmed
+
+    def _check_memory(self) -> None:
+        """Raise :class:`DiskFull` if the loaded actors' memory holds a round that was not written.
+
+        Why ``_unconfirmed`` counts: a round run inside a write transaction hears that the
+        transaction is durable from the writer, in the same pass of the event loop as the
+        commit; any other task that finds it still unconfirmed knows the transaction failed."""
+        if self._lost is not None:
+            raise self._lost
+        if self._unconfirmed:
+            raise DiskFull(f"a transaction that handled messages in {self.store.path} was not written "
+                           "(the disk is full: the writer's error says more)")
+
+    async def _recover(self, error: DiskFull, *, retry: bool) -> None:
+        """Drop the actors' memory after a round was lost to a full disk, and wait ``retry_after``
+        seconds if ``retry``: the store is the whole truth again (see the module docstring)."""
+        async with self._turn:
+            await self._finish_commit()
+            for actor in self.live.values():
+                actor.send.close()
+            self.live.clear()
+            self._lost, self._unconfirmed = None, False
+            self._executed_rounds = self.rounds  # the rounds not written are forgotten with their memory
+        if not retry:
+            return  # the caller gets the error and says it (one line, not two)
+        now = trio.current_time()
+        if now >= self._lost_logged + LOST_LOG_EVERY:
+            self._lost_logged = now
+            log.warning("handling stopped: %s; the actors are reloaded from the store, and handling tries again "
+                        "every %g s", error, self.retry_after)
+        await trio.sleep(self.retry_after)
 
     def _committed(self, outcomes: list[tuple[Envelope, Outcome]]) -> None:
         """A round is durable: count it, tell the observers, unload what may go."""
@@ -365,19 +444,34 @@ class Runtime:
     async def run(self, *, until_idle: bool = True, poll_interval: float = 0.01,
                   until: Callable[[], bool] | None = None) -> int:
         """Run rounds until idle (or forever: when idle, wait for :meth:`wake` or, for writers
-        in other processes, ``poll_interval`` seconds before looking at the store again)."""
+        in other processes, ``poll_interval`` seconds before looking at the store again).
+
+        A round lost to a full disk drops the actors' memory (:meth:`_recover`); then a
+        run until idle raises :class:`DiskFull`, and one that runs forever tries again
+        ``retry_after`` seconds later.  Every ``READERS_EVERY`` seconds it frees reader
+        slots of dead processes (:meth:`Store.clear_stale_readers`).
+        """
         total = 0
+        failure: DiskFull | None = None
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
                 while until is None or not until():
                     self._wake = trio.Event()  # before the round looks: a later wake() is not lost
+                    self.store.clear_stale_readers(every=READERS_EVERY)
                     handled = 0
-                    if self._has_work():
-                        async with self._turn:
-                            handled = await self.step()
-                    elif until_idle and self._committing is not None:
-                        await self._finish_commit()  # what it sends may be work here
+                    try:
+                        if self._memory_lost() or self._has_work():
+                            async with self._turn:
+                                handled = await self.step()
+                        elif until_idle and self._committing is not None:
+                            await self._finish_commit()  # what it sends may be work here
+                            continue
+                    except DiskFull as exc:
+                        await self._recover(exc, retry=not until_idle)
+                        if until_idle:
+                            failure = exc
+                            break
                         continue
                     total += handled
                     if handled == 0:
@@ -388,9 +482,14 @@ class Runtime:
                     elif until is not None:
                         await self._finish_commit()  # `until` looks at the store
                 await self._finish_commit()
+                if failure is None and self._lost is not None:  # the last round's commit
+                    failure = self._lost
+                    await self._recover(failure, retry=False)
             finally:
                 for actor in self.live.values():
                     actor.send.close()
                 self.live.clear()
                 self._nursery = None
+        if failure is not None:
+            raise failure
         return total

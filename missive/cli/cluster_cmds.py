@@ -79,8 +79,9 @@ def run_status(args: argparse.Namespace) -> int:
 def run_down(args: argparse.Namespace) -> int:
     from missive.cluster import launcher
 
-    stopped = _guard(lambda: launcher.down(args.dir))
-    make_console().print(f"stopped {', '.join(stopped)}", markup=False)
+    console = make_console()
+    stopped = _guard(lambda: launcher.down(args.dir, say=lambda text: console.print(text, markup=False)))
+    console.print(f"stopped {', '.join(stopped)}", markup=False)
     return EXIT_OK
 
 

@@ -21,6 +21,9 @@ EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 #: The command could not run: malformed arguments or input files.
 EXIT_USAGE: Final = 2
+#: The disk holding the node's store is full or failing: nothing was written (sysexits' EX_IOERR;
+#: the same as :data:`missive.mailbox.store.EXIT_DISK`, which cluster nodes exit with).
+EXIT_DISK: Final = 74
 
 
 class CliError(Exception):

@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 
 from missive.cli import cluster_cmds, compile_cmd, demo_cmd, node_cmds, replay_cmd, trust_cmd, version, vm
-from missive.cli.common import EXIT_USAGE, CliError, make_console
+from missive.cli.common import EXIT_DISK, EXIT_USAGE, CliError, make_console
 
 #: Command-group modules, in the order ``missive --help`` lists them.
 COMMAND_GROUPS: tuple[ModuleType, ...] = (demo_cmd, version, compile_cmd, vm, node_cmds, replay_cmd, cluster_cmds,
@@ -52,6 +53,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `missive ... | head`
         sys.stderr.close()
         return 0
+    except Exception as exc:  # a full disk under a command that does not expect one (demo, say)
+        from missive.mailbox.store import DiskFull, fatal_error
+
+        failure = fatal_error(exc, Path(getattr(args, "dir", None) or Path.cwd()))  # (a raw error: where it ran)
+        if not isinstance(failure, DiskFull):
+            raise
+        make_console(stderr=True).print(f"missive: error: {failure}", markup=False, style="red")
+        return EXIT_DISK
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ with ``--cluster``): the node forwards each request to the node executing the ac
 node keeps its own ledger: ``ledger`` shows the named node's, or every node's in turn.
 
 Exit status: 0 done, 1 the message's handler failed (revert reason printed), 2 bad input
-(unknown account, bad address, wrong arguments, unknown function, no node, refused message).
+(unknown account, bad address, wrong arguments, unknown function, no node, refused message),
+74 the disk holding the node's store is full or failing (one line naming it; nothing was written).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from missive.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, make_console, parse_word
+from missive.cli.common import EXIT_DISK, EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, make_console, parse_word
 
 if TYPE_CHECKING:  # the node (and with it the VM) is imported only by the commands that use it
     from eth_abi.grammar import ABIType
@@ -134,7 +135,7 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
         from missive.keys import KeystoreError
         from missive.mailbox.envelope import EnvelopeError
         from missive.mailbox.records import RecordError
-        from missive.mailbox.store import StoreError
+        from missive.mailbox.store import DiskFull, StoreError, disk_full
         from missive.node import ArgumentError, NodeError, NodeTimeout, NotHandled, Reverted
         from missive.toolchain.compiler import CompileError, CompileInputError
 
@@ -143,12 +144,17 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
         except (Reverted, NotHandled, NodeTimeout, CompileError) as exc:
             code = EXIT_USAGE if isinstance(exc, CompileInputError) else EXIT_FAILED
             raise CliError(str(exc), code) from exc
+        except DiskFull as exc:  # one line naming the disk; nothing was written
+            raise CliError(str(exc), EXIT_DISK) from exc
         except (ArgumentError, NodeError, EnvelopeError, KeystoreError, StoreError) as exc:
             raise CliError(str(exc)) from exc
-        except (RecordError, lmdb.Error) as exc:
+        except (RecordError, lmdb.Error, OSError) as exc:  # OSError: e.g. a keystore directory that cannot be made
+            full = disk_full(node_dir(args), exc) if not isinstance(exc, RecordError) else None
+            if full is not None:  # the keystore's own writes, say
+                raise CliError(str(full), EXIT_DISK) from exc
+            if isinstance(exc, OSError):
+                raise CliError(str(exc)) from exc
             raise CliError(f"cannot read the node at {node_dir(args)}: {exc}", EXIT_FAILED) from exc
-        except OSError as exc:  # e.g. a keystore directory that cannot be created
-            raise CliError(str(exc)) from exc
 
     return run
 

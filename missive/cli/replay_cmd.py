@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 from missive.actors.replay import replay
-from missive.cli.common import EXIT_FAILED, EXIT_OK, CliError, make_console
+from missive.cli.common import EXIT_DISK, EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, make_console
 from missive.mailbox.envelope import Envelope
 from missive.mailbox.records import Receipt
-from missive.mailbox.store import Store, StoreError
+from missive.mailbox.store import DiskFull, Store, StoreError
 
 
 def _hex_bytes(text: str, size: int, what: str) -> bytes:
@@ -43,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--seal-key", metavar="HEX",
                    help="the store's seal public key as you noted it earlier: replay fails if the store's differs")
     p.add_argument("--node", default=None, metavar="HOST:PORT",
-                   help="replay this cluster node's ledger, in the node (with --cluster: a member's name works too)")
+                   help="replay this cluster node's ledger, in the node (with --cluster: a member's name works too); "
+                        "as the cluster's operator, whose key is in the cluster directory: give it with --cluster "
+                        "or --dir")
     p.add_argument("--cluster", type=Path, default=None, metavar="DIR",
                    help="replay every node's ledger of the cluster in DIR, each in its node")
     p.set_defaults(handler=run)
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         store = Store(args.dir)
     except StoreError as err:
-        raise CliError(str(err)) from None
+        raise CliError(str(err), EXIT_DISK if isinstance(err, DiskFull) else EXIT_USAGE) from None
 
     def trace(envelope: Envelope, receipt: Receipt) -> None:
         console.print(
@@ -101,7 +103,8 @@ def run_remote(args: argparse.Namespace, actor: bytes | None, until: bytes | Non
     if args.trace:
         raise CliError("--trace is for a local node directory; a node replays remotely and reports the outcome")
     try:
-        node = RemoteNode.connect(args.node, args.cluster, None)
+        # replay is the operator's to ask: its key is in the cluster directory (--cluster, or --dir with --node)
+        node = RemoteNode.connect(args.node, args.cluster, Path(args.dir) if args.cluster is None else None)
         try:
             reports = node.replay_nodes(actor, until)
         finally:

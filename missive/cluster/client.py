@@ -1,24 +1,43 @@
 """Talking to a cluster node from a client: one authenticated RPC connection per session.
 
-A client has its own throwaway Ed25519 identity (nodes accept any client; what
-a client may *do* is limited by the account keys that sign its messages).
+A client connects with a throwaway Ed25519 identity unless it is given one
+(nodes accept any client; what a client may *do* is limited by the account
+keys that sign its messages).  The administrative requests (``shutdown``,
+``create_account``, ``replay``) are the exception: a node answers them only
+for the cluster's *operator* key, which ``missive cluster up`` keeps in the
+cluster directory (:data:`OPERATOR_FILE`, mode 0600); the tools that run a
+cluster connect with it (:func:`load_operator`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import trio
 
-from missive.net import NodeIdentity, RpcConnection, initiate, open_rpc
+from missive.net import IdentityError, NodeIdentity, RemoteError, RpcConnection, initiate, open_rpc
 
 CONNECT_TIMEOUT = 5.0
+#: The cluster operator's identity, in the cluster directory.
+OPERATOR_FILE = "operator.key"
+#: The requests a node answers only for the operator's key.
+ADMIN_METHODS = frozenset({"shutdown", "create_account", "replay"})
 
 
 class ClusterError(Exception):
     """A node could not be reached or refused the request; the text says which and why."""
+
+
+def failure_text(host: str, port: int, method: str, exc: Exception) -> str:
+    """One line for a request that failed: a node's refusal that already names the method
+    (as the door's do: "shutdown needs the cluster operator's key") is shown as it is."""
+    if isinstance(exc, RemoteError) and exc.message.startswith(method):
+        return f"node {host}:{port}: {exc.message}"
+    return f"node {host}:{port}: {method} failed: {exc}"
 
 
 def parse_node(text: str) -> tuple[str, int]:
@@ -33,23 +52,60 @@ def parse_node(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", number
 
 
+def operator_path(root: Path) -> Path:
+    return Path(root) / OPERATOR_FILE
+
+
+def create_operator(root: Path) -> NodeIdentity:
+    """The operator identity of the cluster directory ``root``, made if there is none yet.
+
+    Whoever holds it may stop the nodes and mint coin, so it is kept readable by
+    its owner alone (mode 0600, set again here in case the file was loosened).
+    """
+    path = operator_path(root)
+    try:
+        identity = NodeIdentity.load_or_generate(path)
+    except IdentityError as exc:
+        raise ClusterError(f"cannot use the cluster operator's key: {exc}") from None
+    os.chmod(path, 0o600)
+    return identity
+
+
+def load_operator(root: Path | None) -> NodeIdentity | None:
+    """The operator identity kept in directory ``root``, or None if there is none (or no ``root``).
+
+    A file that exists but cannot be read or is not an identity is an error, not None:
+    silently connecting without the key would only move the failure somewhere less clear.
+    """
+    if root is None or not operator_path(root).exists():
+        return None
+    try:
+        return NodeIdentity.load(operator_path(root))
+    except IdentityError as exc:
+        raise ClusterError(f"cannot use the cluster operator's key: {exc}") from None
+
+
 @asynccontextmanager
 async def connect(host: str, port: int, expected_id: bytes | None = None,
-                  timeout: float = CONNECT_TIMEOUT) -> AsyncIterator[RpcConnection]:
+                  timeout: float = CONNECT_TIMEOUT, *,
+                  identity: NodeIdentity | None = None) -> AsyncIterator[RpcConnection]:
+    """An RPC connection to a node, as ``identity`` (default: a throwaway key; give the
+    operator's for administrative requests)."""
     try:
         with trio.fail_after(timeout):
             stream = await trio.open_tcp_stream(host, port)
-            channel = await initiate(stream, NodeIdentity.generate(), expected_peer=expected_id)
+            channel = await initiate(stream, identity or NodeIdentity.generate(), expected_peer=expected_id)
     except (OSError, trio.TooSlowError) as exc:
         raise ClusterError(f"cannot reach node {host}:{port}: {exc or 'timed out'}") from None
     async with open_rpc(channel) as conn:
         yield conn
 
 
-async def acall(host: str, port: int, method: str, params: Any = None, *, timeout: float = 10.0) -> Any:
-    """One request to one node."""
+async def acall(host: str, port: int, method: str, params: Any = None, *, timeout: float = 10.0,
+                identity: NodeIdentity | None = None) -> Any:
+    """One request to one node (as ``identity``, if given: see :func:`connect`)."""
     try:
-        async with connect(host, port) as conn:
+        async with connect(host, port, identity=identity) as conn:
             return await conn.call(method, params, timeout=timeout)
     except BaseExceptionGroup as group:  # trio nurseries wrap errors; a lone one is the error
         leaves = list(_leaves(group))
@@ -58,9 +114,10 @@ async def acall(host: str, port: int, method: str, params: Any = None, *, timeou
         raise
 
 
-def call(host: str, port: int, method: str, params: Any = None, *, timeout: float = 10.0) -> Any:
+def call(host: str, port: int, method: str, params: Any = None, *, timeout: float = 10.0,
+         identity: NodeIdentity | None = None) -> Any:
     """One request to one node, from synchronous code."""
-    return trio.run(lambda: acall(host, port, method, params, timeout=timeout))
+    return trio.run(lambda: acall(host, port, method, params, timeout=timeout, identity=identity))
 
 
 def _leaves(group: BaseExceptionGroup[Any]) -> Any:
@@ -76,18 +133,21 @@ class ClusterClient:
 
     Synchronous, one connection per request: this is the CLI's and the tests'
     view of a cluster.  The node forwards each request to where it belongs.
+    With ``identity`` (the cluster operator's, :func:`load_operator`) it connects
+    as that key and may make administrative requests (``create_account``...).
     """
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, identity: NodeIdentity | None = None) -> None:
         self.host, self.port = host, port
+        self.identity = identity
 
     def call(self, method: str, params: Any = None, *, timeout: float = 10.0) -> Any:
         from missive.net import NetError
 
         try:
-            return call(self.host, self.port, method, params, timeout=timeout)
+            return call(self.host, self.port, method, params, timeout=timeout, identity=self.identity)
         except NetError as exc:
-            raise ClusterError(f"node {self.host}:{self.port}: {method} failed: {exc}") from None
+            raise ClusterError(failure_text(self.host, self.port, method, exc)) from None
 
     def account(self, address: bytes) -> Any:
         from missive.mailbox.records import Account

@@ -8,6 +8,13 @@
     port = 7401                    # 0: pick a free one (written to <dir>/port)
     replicas = 2                   # nodes holding each actor (default 1); the same on every node
     failover_timeout = 2.0         # seconds without a heartbeat before a node counts as down
+    operator = "cd34..."           # the cluster operator's Ed25519 id, hex: the one key allowed the
+                                   # administrative requests (shutdown, create_account, replay);
+                                   # without it the node refuses them to everybody
+    development = true             # a development cluster: create_account mints coin for anyone
+                                   # the operator names (the faucet); off by default
+    connections_per_key = 16       # connections one client key may hold (members and operator: more)
+    idle_timeout = 60.0            # seconds before a client's idle connection is closed
 
     [trust]                        # optional (missive.cluster.trust.TrustSettings)
     interval = 1.0                 # seconds per attestation step and gossip round (default 1)
@@ -20,17 +27,21 @@
     id = "ab12..."                 # the peer's Ed25519 node id, hex
 
 The same file format runs a node on another machine: list the seed peers
-with their addresses and ids.
+with their addresses and ids.  ``missive cluster up`` writes ``operator`` (the
+key it keeps in the cluster directory) and ``development = true`` (it starts a
+local development cluster).
 """
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import attrs
 
 from missive.cluster.trust import TrustSettings
+from missive.net.transport import IDLE_TIMEOUT, MAX_PER_KEY
 
 
 class ConfigError(Exception):
@@ -55,10 +66,23 @@ class NodeConfig:
     replicas: int = 1
     failover_timeout: float = 2.0
     trust: TrustSettings = TrustSettings()  # the [trust] table (missive/cluster/trust.py)
+    operator: bytes | None = None  # the operator's node id: the only key allowed administrative requests
+    development: bool = False  # the faucet (create_account) is on
+    connections_per_key: int = MAX_PER_KEY
+    idle_timeout: float = IDLE_TIMEOUT
 
     def dump(self) -> str:
         lines = [f'name = "{self.name}"', f'dir = "{self.dir}"', f'host = "{self.host}"', f"port = {self.port}",
-                 f"replicas = {self.replicas}", f"failover_timeout = {self.failover_timeout}", ""]
+                 f"replicas = {self.replicas}", f"failover_timeout = {self.failover_timeout}"]
+        if self.operator is not None:
+            lines.append(f'operator = "{self.operator.hex()}"')
+        if self.development:
+            lines.append("development = true")
+        if self.connections_per_key != MAX_PER_KEY:
+            lines.append(f"connections_per_key = {self.connections_per_key}")
+        if self.idle_timeout != IDLE_TIMEOUT:
+            lines.append(f"idle_timeout = {self.idle_timeout}")
+        lines.append("")
         for peer in self.peers:
             lines += ["[[peers]]", f'name = "{peer.name}"', f'host = "{peer.host}"', f"port = {peer.port}",
                       f'id = "{peer.node_id.hex()}"', ""]
@@ -89,9 +113,28 @@ def load(path: Path) -> NodeConfig:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         return NodeConfig(str(data["name"]), Path(str(data["dir"])), str(data.get("host", "127.0.0.1")),
-                          _port(data.get("port", 0), "port"), peers, replicas, float(timeout), trust)
+                          _port(data.get("port", 0), "port"), peers, replicas, float(timeout), trust,
+                          **_doors(data, path))
     except KeyError as exc:
         raise ConfigError(f"{path}: missing key {exc}") from None
+
+
+def _doors(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The settings of who may do what and hold how much (operator, development, limits), checked."""
+    operator = data.get("operator")
+    if operator is not None:
+        operator = _node_id(operator, "operator", f"{path}: operator")
+    development = data.get("development", False)
+    if not isinstance(development, bool):
+        raise ConfigError(f"{path}: development must be true or false, not {development!r}")
+    per_key = data.get("connections_per_key", MAX_PER_KEY)
+    if not isinstance(per_key, int) or isinstance(per_key, bool) or not 1 <= per_key <= 4096:
+        raise ConfigError(f"{path}: connections_per_key must be an integer from 1 to 4096, not {per_key!r}")
+    idle = data.get("idle_timeout", IDLE_TIMEOUT)
+    if not isinstance(idle, int | float) or isinstance(idle, bool) or not 0.1 <= idle <= 86400:
+        raise ConfigError(f"{path}: idle_timeout must be a number of seconds from 0.1 to 86400, not {idle!r}")
+    return {"operator": operator, "development": development, "connections_per_key": per_key,
+            "idle_timeout": float(idle)}
 
 
 def _port(value: object, what: str) -> int:
@@ -100,11 +143,11 @@ def _port(value: object, what: str) -> int:
     return value
 
 
-def _node_id(value: object, name: str) -> bytes:
+def _node_id(value: object, name: str, what: str | None = None) -> bytes:
     try:
         raw = bytes.fromhex(str(value))
     except ValueError:
         raw = b""
     if len(raw) != 32:
-        raise ConfigError(f"peer {name}: id must be 64 hex digits (an Ed25519 public key)")
+        raise ConfigError(f"{what or f'peer {name}: id'} must be 64 hex digits (an Ed25519 public key)")
     return raw

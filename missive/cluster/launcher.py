@@ -5,26 +5,39 @@ LMDB store and Ed25519 identity, described by ``<dir>/cluster.msgpack``.
 list every other node (address and id) as a seed peer, then starts the
 processes, waits until each sees all the others, and creates a funded
 ``default`` account in the cluster's client keystore (``<dir>``).
+
+The cluster directory also holds the operator's key (``<dir>/operator.key``,
+mode 0600): every node's config names it as the only key allowed the
+administrative requests, and ``up`` (funding ``default``) and ``down``
+(``shutdown``) connect with it.  A node that does not answer ``shutdown`` is
+signalled, but only once its recorded PID is proven to still be that node
+(its command line names the node's config and its start time is the one
+recorded at spawn): a PID the system has since given to another process is
+left alone.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import trio
 
-from missive.cluster.client import ClusterClient, ClusterError, acall, call
+from missive.cluster.client import ClusterClient, ClusterError, acall, call, create_operator, load_operator
 from missive.cluster.config import NodeConfig, Peer
 from missive.cluster.node import IDENTITY_FILE
 from missive.net import NetError, NodeIdentity
+
+log = logging.getLogger(__name__)
 
 CLUSTER_FILE = "cluster.msgpack"
 FORMAT = 1
@@ -62,6 +75,7 @@ def up(root: Path, nodes: int, *, replicas: int = 1, failover_timeout: float = 2
         if any(s.get("up") for s in states):
             raise ClusterError(f"a cluster is already running at {root}; `missive cluster down --dir {root}` first")
     root.mkdir(parents=True, exist_ok=True)
+    operator = create_operator(root)
     members = []
     for i in range(1, nodes + 1):
         name = f"n{i}"
@@ -71,10 +85,12 @@ def up(root: Path, nodes: int, *, replicas: int = 1, failover_timeout: float = 2
     records = []
     for peer in members:
         node_dir = root / peer.name
-        config = NodeConfig(peer.name, node_dir, peer.host, peer.port, tuple(members), replicas, failover_timeout)
+        config = NodeConfig(peer.name, node_dir, peer.host, peer.port, tuple(members), replicas, failover_timeout,
+                            operator=operator.node_id, development=True)  # a local development cluster
         (node_dir / "node.toml").write_text(config.dump())
+        pid = _spawn(node_dir)
         records.append({"name": peer.name, "host": peer.host, "port": peer.port, "id": peer.node_id,
-                        "pid": _spawn(node_dir), "dir": str(node_dir)})
+                        "pid": pid, "started": _start_time(pid), "dir": str(node_dir)})
     (root / CLUSTER_FILE).write_bytes(msgpack.packb({"format": FORMAT, "replicas": replicas, "nodes": records}))
     deadline = time.monotonic() + timeout
     while True:
@@ -110,6 +126,7 @@ def start(root: Path, name: str, timeout: float = 30.0) -> dict[str, Any]:
     if _alive(record["pid"]) and any(s.get("up") for s in status(root) if s["name"] == name):
         raise ClusterError(f"node {name} is already running (pid {record['pid']})")
     record["pid"] = _spawn(Path(record["dir"]))
+    record["started"] = _start_time(record["pid"])
     (root / CLUSTER_FILE).write_bytes(msgpack.packb(data))
     deadline = time.monotonic() + timeout
     while True:
@@ -129,7 +146,7 @@ def _ensure_default_account(root: Path, node: dict[str, Any]) -> None:
         key = keystore.find("default")
         if key is None:
             key = keystore.new("default")
-        client = ClusterClient(node["host"], node["port"])
+        client = ClusterClient(node["host"], node["port"], load_operator(root))  # the faucet is the operator's
         if client.account(key.address) is None:
             client.create_account(key, DEFAULT_BALANCE)
     finally:
@@ -159,23 +176,78 @@ def status(root: Path) -> list[dict[str, Any]]:
     return trio.run(ask_all)
 
 
-def down(root: Path, timeout: float = 10.0) -> list[str]:
-    """Stop every node (shutdown request, then SIGTERM, then SIGKILL); the names stopped."""
-    nodes = read_cluster(root)["nodes"]
+def down(root: Path, timeout: float = 10.0, *, say: Callable[[str], None] | None = None) -> list[str]:
+    """Stop every node (shutdown request as the operator, then SIGTERM, then SIGKILL); the names
+    stopped.  A signal goes only to a PID proven to still be its node (:func:`_is_node`); one
+    that is not is left alone, and ``say`` (default: a log warning) is told so."""
+    tell = say or log.warning
+    data = read_cluster(root)
+    nodes = data["nodes"]
+    operator = load_operator(root)
     for node in nodes:
         try:
-            call(node["host"], node["port"], "shutdown", timeout=2.0)
+            call(node["host"], node["port"], "shutdown", timeout=2.0, identity=operator)
         except (ClusterError, NetError, trio.TooSlowError):
-            _signal(node["pid"], signal.SIGTERM)
+            _signal_node(node, signal.SIGTERM, tell)
     deadline = time.monotonic() + timeout
     stopped = []
     for node in nodes:
-        while _alive(node["pid"]) and time.monotonic() < deadline:
+        while _running(node) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _alive(node["pid"]):
-            _signal(node["pid"], signal.SIGKILL)
+        if _running(node):
+            _signal_node(node, signal.SIGKILL, tell)
         stopped.append(node["name"])
     return stopped
+
+
+def _running(node: dict[str, Any]) -> bool:
+    """Whether the recorded process of ``node`` is alive and still that node."""
+    return _alive(node["pid"]) and _is_node(node["pid"], node)
+
+
+def _signal_node(node: dict[str, Any], sig: int, tell: Callable[[str], None]) -> None:
+    """Send ``sig`` to ``node``'s recorded PID if, and only if, that PID is still the node.
+
+    Why: a node that died long ago left its PID in the cluster file, and the
+    system may have given that number to any other process since; signalling
+    it on trust could kill a stranger.
+    """
+    pid = node["pid"]
+    if not _alive(pid):
+        return
+    if not _is_node(pid, node):
+        tell(f"left pid {pid} alone: it is not node {node['name']} any more (that node is not running)")
+        return
+    _signal(pid, sig)
+
+
+def _is_node(pid: int, node: dict[str, Any]) -> bool:
+    """Whether process ``pid`` is provably ``node``: its command line runs the node module on the
+    node's config, and (when the cluster file recorded it at spawn) it started at the same
+    clock tick.  Anything unknowable (no /proc, a process we may not inspect) counts as no."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    config = str(Path(node["dir"]) / "node.toml").encode()
+    if b"missive.cluster.node" not in argv or config not in argv:
+        return False
+    started = node.get("started")
+    return started is None or started == _start_time(pid)
+
+
+def _start_time(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (/proc/PID/stat's 22nd field): with
+    the PID, it names one process for good, since PIDs are reused but never at the same tick."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+    try:
+        return int(fields[19])  # field 22 overall; fields[0] is field 3 (the state)
+    except (IndexError, ValueError):
+        return None
 
 
 def _alive(pid: int) -> bool:

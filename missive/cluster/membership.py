@@ -1,40 +1,35 @@
-"""Membership and liveness: which members are up, which serve, and so who executes what.
+"""Membership and liveness: which members are up, and the epoch this node acts in.
 
-The view is kept by one actor per node (:meth:`Membership.run`, a trio task
-that takes observations from its mailbox one at a time), so it changes in one
-place and in order; the trust layer reads the same view.  Observations are
-heartbeats: every ``interval`` each node calls every peer's ``heartbeat``,
-saying whether it serves; the answer says the same of the peer.  A peer not
-heard from for ``timeout`` seconds is *down*.
+The view is kept by one actor per node (:meth:`Membership.run`, a trio task that takes
+observations from its mailbox one at a time), so it changes in one place and in order;
+the trust layer reads the same view.  Observations are heartbeats: every ``interval``
+each node calls every peer's ``heartbeat``, saying which epoch it knows and whether its
+copies are complete; the answer says the same of the peer.  A peer not heard from for
+``timeout`` seconds is *down*.
 
-Who executes an actor: the first of its K holders (rendezvous order, see
-:mod:`missive.cluster.placement`) that is up.  So when an executor dies, the
-next holder takes over after ``timeout``; when it returns, it is up again and
-the interim executor hands the actor back.  A node executes nothing until it
-*serves*: a returning node first catches up (see
-:class:`missive.cluster.node.ClusterNode`), and only then runs its actors.
+**Who executes what** (K > 1) is not decided here from heartbeats but by the newest
+**epoch** this node has installed (:mod:`missive.replicas.epochs`): a view of the cluster
+chosen by a majority, naming the nodes that serve (they execute) and those that join
+(they catch up).  An actor's executor is the first of its holders that serves.  Liveness
+feeds the coordinator, which proposes the next epoch when someone went down, came back,
+or has caught up.  With K = 1 each actor has one copy, so its only holder executes it
+and there is nothing to agree on.
 
-**Quorum.** With K > 1 an actor has several copies, so two nodes could both
-execute it: a node cut off from its peers (a partition, or a process frozen
-for longer than ``timeout``) keeps running the actors whose other holders have
-meanwhile taken them over.  To prevent that, a node executes only while it
-holds a *lease*: it has heard from a majority of the members, itself included,
-within ``timeout / 2`` (exactly half counts when it includes the first member in
-id order, so a 2-node cluster keeps one side).  Its peers take over only after
-``timeout``, so a node cut off stops executing well before anyone replaces it.
-A node that loses its lease stops serving and, when it hears from a majority
-again, catches up like a returning node: receipts its peers never got are
-rolled back then (see :meth:`Membership.yields_to`).
+**The lease.** With K > 1 a node executes only while it has heard from a majority of the
+members, itself included, within ``timeout / 2`` (exactly half counts when it includes the
+first member in id order), and while no peer has told it of a newer epoch than the one it
+acts in.  A node cut off or frozen so stops before another holder can take its actors;
+the epochs are what keeps that safe where timing is not (an executor that a newer epoch
+replaced cannot get its records acknowledged any more).
 
 A member proven to have sent a wrong state diff (execution trust,
-:mod:`missive.cluster.execution_trust`) is *distrusted*: it stays a member and
-keeps its copies, but executes nothing any more, so its actors move to their
-next holders exactly as if it were down.  That holds in its own view too: a
-node that checks the evidence against itself steps down.
+:mod:`missive.cluster.execution_trust`) is *distrusted*: it counts as down, so the next
+epoch leaves it out and its actors move to their next holders.  That holds in its own view
+too: a node that checks the evidence against itself steps down.
 
-The view a node acts on (:attr:`Membership.acting`) changes only through
-:meth:`Membership.adopt`, which the node calls with its runtime paused, so a
-round never runs under one view and commits under another.
+The epoch a node acts on (:attr:`Membership.number`) changes only through
+:meth:`Membership.adopt`, which the node calls with its runtime paused, so a round never
+runs under one epoch and commits under another.
 """
 
 from __future__ import annotations
@@ -47,6 +42,7 @@ import attrs
 import trio
 
 from missive.cluster.placement import replicas
+from missive.replicas.epochs import Epoch, History
 
 log = logging.getLogger(__name__)
 
@@ -57,43 +53,49 @@ class Heard:
 
     node_id: bytes
     serving: bool
-    #: state diffs the peer still holds for actors this node will execute (None: not asked)
-    waiting: int | None = None
+    #: the newest epoch the peer has installed (-1: not said)
+    epoch: int = -1
+    #: the peer joins and reports its copies complete in that epoch (see ClusterNode._catch_up)
+    complete: bool = False
 
 
 @attrs.define
 class PeerState:
     last_heard: float | None = None
     serving: bool = False
-    waiting: int | None = None
+    epoch: int = -1
+    complete: bool = False
 
 
 class Membership:
-    """One node's view of the members (see the module docstring)."""
+    """One node's view of the members and of the epoch it acts in (see the module docstring)."""
 
     def __init__(self, me: bytes, members: Sequence[bytes], k: int, *, timeout: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, history: History | None = None) -> None:
         self.me = me
         self.members = sorted(members)
         self.k = k
         self.timeout = timeout
         self.clock = clock
         self.started = clock()
-        #: how recently a majority must have been heard for this node to execute (see Quorum above)
+        #: how recently a majority must have been heard for this node to execute (see the lease above)
         self.lease = timeout / 2
-        #: the lease ran out at some moment since this node last caught up (even if heard again since)
-        self.lapsed = False
-        #: how many times this node lost its lease (and so stopped serving until it caught up)
+        #: how many times this node lost its lease (and so stopped executing until it had it back)
         self.leases_lost = 0
+        self._had_lease = False  # none until a majority is heard
         self.peers = {n: PeerState() for n in self.members if n != me}
-        #: this node executes its actors (it has caught up since it started)
-        self.serving = not self.peers or k == 1
-        #: the members this node takes to be up (itself included): who executes what follows from it
-        self.acting: frozenset[bytes] = frozenset(self.members)
+        #: every epoch this node installed (shared with its acceptor: missive.replicas.epochs)
+        self.history = history if history is not None else History(self.members, self.holders)
+        #: the epoch this node acts in (adopted with the runtime paused; <= the newest installed)
+        self.number = self.history.latest.number
+        #: how many times the epoch acted in changed
         self.changes = 0
         #: members proven to have sent a wrong state diff: never executors again
         self.distrusted: set[bytes] = set()
-        self._inbox_in, self._inbox_out = trio.open_memory_channel[tuple[Heard, trio.Event | None]](1024)
+        self._inbox_in, self._inbox_out = trio.open_memory_channel[tuple[Heard | None, trio.Event | None]](1024)
+
+    def holders(self, address: bytes) -> list[bytes]:
+        return replicas(address, self.members, self.k)
 
     # -- observations ---------------------------------------------------------------------
 
@@ -104,27 +106,37 @@ class Membership:
         except trio.WouldBlock:  # the actor is far behind; a newer heartbeat will come
             log.warning("membership inbox full; dropped a heartbeat from %s", heard.node_id.hex()[:8])
 
-    async def observe(self, heard: Heard) -> None:
-        """Record a heartbeat and return once the view it leads to is adopted (a peer asking
-        whether it may serve must be answered from a view in which it is up)."""
+    async def observe(self, heard: Heard | None = None) -> None:
+        """Record a heartbeat (or, with None, a newly installed epoch) and return once the view it
+        leads to is adopted."""
         done = trio.Event()
         await self._inbox_in.send((heard, done))
         await done.wait()
+
+    def installed(self) -> None:
+        """A newer epoch was installed (by the acceptor): the actor adopts it between rounds."""
+        try:
+            self._inbox_in.send_nowait((None, None))
+        except trio.WouldBlock:
+            pass  # the actor looks at the history on its next turn anyway
 
     def _record(self, heard: Heard) -> None:
         peer = self.peers.get(heard.node_id)
         if peer is None:
             return
-        if self.serving and not self.has_quorum():
-            # the lease ran out before this heartbeat came (the process was frozen, or cut off):
-            # another holder may have taken over meanwhile, so this node must catch up first
-            self.lapsed = True
+        self._check_lease()  # did it run out before this heartbeat came (a freeze, a cut)?
         peer.last_heard = self.clock()
         peer.serving = heard.serving
-        if heard.waiting is not None:
-            peer.waiting = heard.waiting
+        if heard.epoch >= 0:
+            peer.epoch, peer.complete = heard.epoch, heard.complete
 
-    # -- the view -----------------------------------------------------------------------------
+    def told_epoch(self, node_id: bytes, epoch: object) -> None:
+        """A peer's answer named the newest epoch it knows (it may be newer than this node's)."""
+        peer = self.peers.get(node_id)
+        if peer is not None and isinstance(epoch, int) and not isinstance(epoch, bool) and epoch > peer.epoch:
+            peer.epoch, peer.complete = epoch, False  # what it said of its copies was of an older epoch
+
+    # -- liveness -------------------------------------------------------------------------------
 
     def up(self, node_id: bytes) -> bool:
         """Heard from within ``timeout`` (a peer never heard from counts as up until ``timeout``
@@ -137,11 +149,11 @@ class Membership:
         return self.clock() - (peer.last_heard if peer.last_heard is not None else self.started) < self.timeout
 
     def current(self) -> frozenset[bytes]:
-        """The members that may execute: up and not distrusted."""
+        """The members up and not distrusted (what the coordinator proposes epochs from)."""
         return frozenset(n for n in self.members if self.up(n) and n not in self.distrusted)
 
     def distrust(self, node_id: bytes) -> None:
-        """``node_id`` sent a wrong state diff (the evidence checked): the next view leaves it out."""
+        """``node_id`` sent a wrong state diff (the evidence checked): the next epoch leaves it out."""
         if node_id in self.members and node_id not in self.distrusted:
             log.warning("membership: %s is distrusted; its actors move to their next holders", node_id.hex()[:8])
             self.distrusted.add(node_id)
@@ -157,61 +169,87 @@ class Membership:
         twice, total = 2 * len(heard), len(self.members)
         return twice > total or (twice == total and self.members[0] in heard)
 
+    def newer_epoch(self) -> int:
+        """The newest epoch a peer has told of (to fetch it if this node lacks it)."""
+        return max([p.epoch for p in self.peers.values()] + [self.history.latest.number])
+
+    def complete_peers(self) -> frozenset[bytes]:
+        """Joining peers that report complete copies in the newest epoch (the coordinator promotes them)."""
+        latest = self.history.latest.number
+        return frozenset(n for n, p in self.peers.items() if p.complete and p.epoch == latest and self.up(n))
+
+    # -- the epoch acted in ---------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> Epoch:
+        return self.history.epochs[self.number]
+
+    @property
+    def serving(self) -> bool:
+        """This node executes its actors: it serves in the epoch it acts in (always, with K = 1)."""
+        return self.k == 1 or not self.peers or (self.me in self.epoch.serving and self.me not in self.distrusted)
+
+    @property
+    def joining(self) -> bool:
+        return self.k > 1 and bool(self.peers) and self.me in self.epoch.joining
+
+    @property
+    def acting(self) -> frozenset[bytes]:
+        """The members whose copies take part now (serving or joining): what a record waits for."""
+        if self.k == 1 or not self.peers:
+            return self.current()
+        return self.epoch.serving | self.epoch.joining
+
     def may_execute(self) -> bool:
-        """Whether this node may run a round or admit a message now: it serves and holds its lease
-        (checked at the moment, not at the last view change: a node frozen for a while must not
-        run a round before its view catches up with the time that passed)."""
-        return self.serving and not self.lapsed and self.has_quorum()
+        """Whether this node may run a round or admit a message now: it serves, holds its lease, and
+        no peer has told it of a newer epoch (checked at the moment, not at the last change: a
+        node frozen for a while must not run a round before its view catches up)."""
+        if self.k == 1 or not self.peers:
+            return True
+        return self.serving and self.has_quorum() and self.newer_epoch() <= self.number
 
-    def yields_to(self, peer: bytes, address: bytes, peer_executing: bool) -> bool:
-        """Whether ``peer``'s receipts for ``address`` stand over this node's where the two copies
-        conflict: the rule every node computes alike (SPEC §6).
-
-        A node that may not execute now (it is catching up: it came back, or lost its
-        lease) yields to one that may; ``peer_executing`` is what the peer said of itself
-        when it sent its diffs (its own view, not this node's memory of its heartbeats,
-        which may predate a freeze).  Between two alike, the actor's executor in the view
-        wins.  So, once views agree, exactly one side yields.
-        """
-        if peer == self.me:
-            return False
-        executing = self.may_execute()
-        if executing != peer_executing:
-            return not executing
-        return self.executor(address) == peer
-
-    def executor(self, address: bytes, acting: frozenset[bytes] | None = None) -> bytes:
-        """The holder of ``address`` that executes it in the view ``acting`` (default: the adopted
-        one); if no holder is up, the first holder (messages wait for it)."""
-        view = self.acting if acting is None else acting
-        holders = replicas(address, self.members, self.k)
-        return next((n for n in holders if n in view), holders[0])
+    def executor(self, address: bytes) -> bytes:
+        """The holder of ``address`` that executes it in the epoch acted in; if none serves, the first
+        holder (its messages wait there)."""
+        holders = self.holders(address)
+        if self.k == 1 or not self.peers:
+            return holders[0]
+        return self.history.executor(address, self.number) or holders[0]
 
     def executes(self, address: bytes) -> bool:
         return self.serving and self.executor(address) == self.me
 
-    def caught_up(self) -> bool:
-        """Every peer that is up has told us it holds no diffs left for the actors we will execute."""
-        return all(not self.up(n) or (p.last_heard is not None and p.waiting == 0) for n, p in self.peers.items())
+    def adopt(self) -> bool:
+        """Act in the newest installed epoch (the caller has paused the runtime); whether it changed."""
+        latest = self.history.latest.number
+        if latest == self.number:
+            return False
+        before = self.epoch
+        self.number = latest
+        self.changes += 1
+        now = self.epoch
+        log.info("membership: epoch %d: serving %s, joining %s%s", now.number,
+                 sorted(n.hex()[:8] for n in now.serving), sorted(n.hex()[:8] for n in now.joining),
+                 "; this node serves" if self.me in now.serving and self.me not in before.serving else
+                 "; this node catches up" if self.me in now.joining else "")
+        return True
 
-    def adopt(self, acting: frozenset[bytes], serving: bool) -> None:
-        """Act on a new view (the caller has paused the runtime)."""
-        gone, back = self.acting - acting, acting - self.acting
-        if gone or back or serving != self.serving:
-            self.changes += 1
-            log.info("membership: %s%s%s", "serving; " if serving and not self.serving else "",
-                     f"down: {sorted(n.hex()[:8] for n in gone)} " if gone else "",
-                     f"up: {sorted(n.hex()[:8] for n in back)}" if back else "")
-        self.acting, self.serving = acting, serving
+    def _check_lease(self) -> None:
+        """Count a lease that ran out since the last look (the node stopped executing meanwhile)."""
+        lease = self.has_quorum()
+        if self._had_lease and not lease and self.serving:
+            log.warning("membership: lost touch with a majority of the members; this node executes nothing "
+                        "until it hears from them again")
+            self.leases_lost += 1
+        self._had_lease = lease
 
     # -- the actor ---------------------------------------------------------------------------------
 
-    async def run(self, on_change: Callable[[frozenset[bytes], bool], Awaitable[None]],
-                  interval: float) -> None:
-        """Apply heartbeats in order; when the view changes (a peer down or up, this node caught
-        up), call ``on_change(acting, serving)``, which adopts it with the runtime paused."""
+    async def run(self, on_change: Callable[[], Awaitable[None]], interval: float) -> None:
+        """Apply heartbeats in order; when a newer epoch is installed, call ``on_change()``, which
+        adopts it with the runtime paused.  Counts lost leases."""
         while True:
-            observed: list[tuple[Heard, trio.Event | None]] = []
+            observed: list[tuple[Heard | None, trio.Event | None]] = []
             with trio.move_on_after(interval):
                 observed.append(await self._inbox_out.receive())
                 while True:
@@ -220,19 +258,11 @@ class Membership:
                     except trio.WouldBlock:
                         break
             for heard, _ in observed:
-                self._record(heard)
-            acting = self.current()
-            if self.serving and (self.lapsed or not self.has_quorum()):
-                log.warning("membership: lost touch with a majority of the members; this node executes nothing "
-                            "until it hears from them again and has caught up")
-                for peer in self.peers.values():
-                    peer.waiting = None  # catching up again: each peer must say anew what it holds for us
-                self.leases_lost += 1
-                await on_change(acting, False)
-                self.lapsed = False
-            serving = (self.serving or self.caught_up()) and self.has_quorum()
-            if acting != self.acting or serving != self.serving:
-                await on_change(acting, serving)
+                if heard is not None:
+                    self._record(heard)
+            self._check_lease()
+            if self.history.latest.number != self.number:
+                await on_change()
             for _, done in observed:
                 if done is not None:
                     done.set()

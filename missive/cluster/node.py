@@ -58,8 +58,9 @@ import trio
 
 from missive.actors.handler import MAX_CODE_SIZE
 from missive.actors.runtime import ExecutorLock, Runtime
-from missive.cluster import delivery, reads
+from missive.cluster import delivery, door, reads
 from missive.cluster.config import ConfigError, NodeConfig, load
+from missive.cluster.epochs import EpochService, load_history
 from missive.cluster.execution_trust import EVIDENCE_METHOD, ExecutionTrust, NotYetCheckable, falsify
 from missive.cluster.membership import Heard, Membership
 from missive.cluster.placement import replicas
@@ -68,12 +69,12 @@ from missive.cluster.trust import WRONG_DIFFS, TrustService
 from missive.cluster.waiters import MAX_WAIT, Waiters
 from missive.consensus.execution import WrongResult
 from missive.mailbox.admission import check_signatures, checker
-from missive.mailbox.diffs import DiffConflict, DiffError, DiffGap, StateDiff
+from missive.mailbox.diffs import DiffConflict, DiffError, DiffGap, DiffSuperseded, StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError
 from missive.mailbox.records import RecordError
 from missive.mailbox.store import Accepted, Outcome, Store
 from missive.mailbox.writer import GroupWriter
-from missive.net import NetError, NodeIdentity, PeerLink, allow_any, serve
+from missive.net import Limits, NetError, NodeIdentity, PeerLink, allow_any, serve
 from missive.net.identity import short_id, verify
 from missive.vm.keccak import keccak256
 
@@ -99,8 +100,11 @@ class ClusterNode:
         self.names = {p.node_id: p.name for p in config.peers} | {self.me: config.name}
         self.members = sorted(self.names)
         self.k = min(config.replicas, len(self.members))
-        self.membership = Membership(self.me, self.members, self.k, timeout=config.failover_timeout)
         self.store = Store(config.dir, create=True, placement=self)
+        # the epochs this node installed (missive/replicas/epochs.py): who executes and acknowledges what
+        history, acceptor_state = load_history(self.store, self.members, self.holders)
+        self.membership = Membership(self.me, self.members, self.k, timeout=config.failover_timeout,
+                                     history=history)
         # signatures are checked before the admission's transaction (see _admit)
         self.check = checker(self.store, self.executes, signatures=False)
         self.writer = GroupWriter(self.store)  # every write of this node: one transaction per turn
@@ -146,6 +150,16 @@ class ClusterNode:
         self.execution = ExecutionTrust(self.identity, self.store, self.names, self.links, self.membership,
                                         self.trust, config.trust)
         self._lies = config.trust.fault == WRONG_DIFFS  # tests and simulation only
+        # epochs: choosing them (every member an acceptor), learning them, catching up (cluster/epochs.py)
+        self.epochs = EpochService(self.me, self.names, self.links, self.membership, self.store, self.writer,
+                                   acceptor_state, self._reconcile, interval=self.heartbeat_interval,
+                                   timeout=config.failover_timeout / 2)
+        # the doors (missive/cluster/door.py): the operator alone may shutdown, create_account (only in
+        # development mode) and replay; members and the operator are exempt from client connection limits
+        self.limits = Limits(max_per_key=config.connections_per_key, idle_timeout=config.idle_timeout,
+                             is_privileged=lambda node_id: node_id in self.names or node_id == config.operator)
+        if config.operator is None:
+            log.warning("no operator in the config: shutdown, create_account and replay are refused to everybody")
 
     async def _commit_round(self, outcomes: list[Outcome]) -> None:
         await self.writer.write(functools.partial(self.store.commit, outcomes))
@@ -169,6 +183,10 @@ class ClusterNode:
     def peers(self) -> list[bytes]:
         return [n for n in self.members if n != self.me]
 
+    def epoch(self) -> int:
+        """The epoch this node acts in: every record it makes carries it."""
+        return self.membership.number
+
     def executor(self, address: bytes) -> bytes:
         """The node that executes ``address`` as this node sees it (itself, even while catching up)."""
         return self.membership.executor(address)
@@ -182,8 +200,9 @@ class ClusterNode:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self.writer.run)
-                self.port = await nursery.start(serve, self.identity, self.config.host, self.config.port,
-                                                self.handlers(), allow_any)
+                self.port = await nursery.start(functools.partial(
+                    serve, self.identity, self.config.host, self.config.port, self.handlers(), allow_any,
+                    limits=self.limits))
                 (self.config.dir / "port").write_text(str(self.port))
                 for link in self.links.values():
                     nursery.start_soon(link.run)
@@ -194,6 +213,8 @@ class ClusterNode:
                         nursery.start_soon(self._drain, node_id, table, method)
                     nursery.start_soon(self._heartbeat, node_id)
                 nursery.start_soon(self.membership.run, self._adopt, self.heartbeat_interval)
+                if self.k > 1 and self.links:
+                    nursery.start_soon(self.epochs.run)  # choosing, learning, catching up (cluster/epochs.py)
                 nursery.start_soon(self._measure)
                 nursery.start_soon(self.trust.run)  # trust layer (missive/cluster/trust.py)
                 nursery.start_soon(self.execution.run)  # spreads evidence of wrong diffs
@@ -242,7 +263,7 @@ class ClusterNode:
         results: list[Accepted | EnvelopeError] = await self.writer.result(joined)
         accepted = iter(results)
         if self.k > 1:  # (the next seq is a read of the store: not for nothing on every submit)
-            await self._until_replicated(self.store.next_seq())
+            await self._until_replicated(self.store.next_seq(), {envelope.sender for envelope, _, _ in signed})
         self._queued()
         return [next(accepted) if problem is None else problem for problem in bad]
 
@@ -263,45 +284,57 @@ class ClusterNode:
         link = self.links[node_id]
         while True:
             try:
-                serving = self.membership.serving
-                answer = await link.call("heartbeat", {"serving": serving}, timeout=self.config.failover_timeout / 2)
-                # what the peer still holds for us counts only if it was asked while we catch up: an
-                # answer to a heartbeat sent while serving says 0 whatever it holds
-                waiting = None if serving else int(answer["waiting"])
-                self.membership.heard(Heard(node_id, bool(answer["serving"]), waiting))
+                said = {"serving": self.membership.serving, "epoch": self.membership.history.latest.number,
+                        "complete": self.epochs.complete}
+                answer = await link.call("heartbeat", said, timeout=self.config.failover_timeout / 2)
+                epoch = answer["epoch"]
+                if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+                    raise ValueError("its epoch must be a number")
+                self.membership.heard(Heard(node_id, bool(answer["serving"]), epoch, bool(answer.get("complete"))))
             except NetError:
                 pass  # silence is the signal: the membership actor counts the time since last heard
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("bad heartbeat answer from %s: %s", self.names[node_id], exc)
             await trio.sleep(self.heartbeat_interval)
 
-    async def _adopt(self, acting: frozenset[bytes], serving: bool) -> None:
-        """Act on a new membership view: between rounds, move each actor's waiting messages to
+    async def _adopt(self) -> None:
+        """Act in the newest installed epoch: between rounds, move each actor's waiting messages to
         the queue its new role needs (run them here, or keep them in standby)."""
         async with self.runtime.paused():
-            self.membership.adopt(acting, serving)
+            if not self.membership.adopt():
+                return
             taken, handed = await trio.to_thread.run_sync(self.store.rehome)
         if taken or handed:
             log.info("took over %d waiting message(s), handed back %d", taken, handed)
-        if serving:
+        if self.membership.serving:
             self._serving.set()
-        elif self._serving.is_set():  # lost its lease: requests wait again until it has caught up
+        elif self._serving.is_set():  # left the serving nodes: requests wait again until it has caught up
             self._serving = trio.Event()
         self._queued()
 
-    async def _until_replicated(self, seq: int) -> None:
-        """Wait until every holder that is up has the diffs queued before ``seq``.
+    async def _until_replicated(self, seq: int, senders: set[bytes]) -> None:
+        """Wait until every holder whose copy takes part in the epoch has the diffs queued before ``seq``
+        (those of the admissions of ``senders``' messages among them).
 
-        Why: acceptance moves an account's nonce and balance.  Acknowledged
-        while only this node had it, a crash here would let the next holder
-        take over without it and accept a different message with the same
-        nonce; so with K > 1 a submit is acknowledged once every live copy
-        holds it (a holder that is down catches up when it returns).
+        Why: acceptance moves an account's nonce and balance.  Acknowledged while only
+        this node had it, a crash here would let the next holder take over without it and
+        accept a different message with the same nonce; so with K > 1 a submit is
+        acknowledged once every copy of the epoch's ack set holds it (missive/replicas/
+        epochs.py, rule 2).  If the epoch changes meanwhile and this node still executes
+        the senders, its copies stand and the new epoch's ack set decides; if it does not,
+        the records may be given up, and the client is told so.
         """
+        epoch = self.membership.number
         while self.k > 1:
             if self.execution.distrusts(self.me):
                 raise RuntimeError(f"{self.config.name} is distrusted (it sent a wrong state diff): "
                                    "its acceptances are not replicated; submit to another node")
+            if self.membership.number != epoch:
+                if not all(self.membership.executes(sender) for sender in senders):
+                    raise RuntimeError(f"the cluster moved to epoch {self.membership.number} and another node "
+                                       "executes the sender now: this submit may or may not be handled; ask for "
+                                       "its receipt before sending it again")
+                epoch = self.membership.number
             behind = [n for n in self.links if n in self.membership.acting
                       and not self.store.replicated_before(n, seq)]
             if not behind:
@@ -347,13 +380,23 @@ class ClusterNode:
                     await ready.wait()  # messages waiting on diffs, by a peer acknowledging diffs)
                 continue
             records: Any = [self._signed_diff(raw) if table == "replicate" else raw for _, raw in batch]
-            if table == "replicate":  # whether this node executes now: the receiver's rule for conflicts needs it
-                records = {"diffs": records, "executing": self.membership.may_execute()}
+            if table == "replicate":  # the epoch this node acts in: a holder in a newer one refuses them
+                records = {"diffs": records, "epoch": self.membership.number}
             try:
-                done, problem = await link.call(method, records, timeout=10.0)
+                answer = await link.call(method, records, timeout=10.0)
+                done, problem, *said = answer
+                if not isinstance(done, int) or not 0 <= done <= len(batch):
+                    raise ValueError(f"{done!r} records done of {len(batch)}")
+                if table == "replicate" and len(said) == 2:
+                    self.membership.told_epoch(node_id, said[1])
+                    await self._act_on(node_id, said[0])
             except NetError as exc:
                 log.debug("%s of %d record(s) to %s failed (%s); will retry", method, len(batch), name, exc)
                 await trio.sleep(0.2)
+                continue
+            except (TypeError, ValueError) as exc:
+                log.warning("%s answered %s with something unusable (%s); will retry", name, method, exc)
+                await trio.sleep(1.0)
                 continue
             if done:
                 keys = [key for key, _ in batch[:done]]
@@ -370,7 +413,7 @@ class ClusterNode:
                 else:  # lost in a crash, it is sent again and the peer drops the copy
                     self.writer.write_later(drop)
             if problem is not None:
-                log.error("%s refused %s: %s", name, method, problem)
+                log.warning("%s refused %s: %s", name, method, problem)
                 await trio.sleep(1.0)
             elif not done:  # the peer puts it off (a diff it re-executes waits for a message): later
                 await trio.sleep(0.05)
@@ -411,7 +454,8 @@ class ClusterNode:
     # -- RPC -----------------------------------------------------------------------------
 
     def handlers(self) -> dict[str, Callable[[bytes, Any], Awaitable[Any]]]:
-        return {
+        """Every RPC method; those that take no parameters refuse any (missive/cluster/door.py)."""
+        methods: dict[str, Callable[[bytes, Any], Awaitable[Any]]] = {
             "status": self.rpc_status,
             "heartbeat": self.rpc_heartbeat,
             "snapshot": self.rpc_snapshot,
@@ -438,9 +482,13 @@ class ClusterNode:
             "accounts": self.rpc_accounts,
             "replay": self.rpc_replay,
             **self.trust.handlers(),  # trust, trust_view (missive/cluster/trust.py)
+            **self.epochs.handlers(),  # epoch_prepare, epoch_accept, epoch_learn, epochs, sync (cluster/epochs.py)
             "trust_view": self.rpc_trust_view,
             EVIDENCE_METHOD: self.execution.rpc_evidence,  # missive/cluster/execution_trust.py
         }
+        bare = ("status", "members", "progress", "pending", "accounts", "trust_view")
+        return {name: door.without_params(name, handler) if name in bare else handler
+                for name, handler in methods.items()}
 
     async def _at(self, address: bytes, method: str, params: Any,
                   local: Callable[[], Awaitable[Any]], *, timeout: float = 10.0) -> Any:
@@ -467,17 +515,17 @@ class ClusterNode:
         return self.names[peer]
 
     async def rpc_heartbeat(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any]:
-        """A peer is alive.  If it is catching up, answer once this node's view has it up (so it no
-        longer executes the peer's actors) with how many diffs for them it still has to send."""
+        """A peer is alive, knows epoch ``epoch`` and (if it joins) whether its copies are complete;
+        the answer says whether this node serves and the newest epoch it knows."""
         self._member(peer, "heartbeat")
-        serving = bool(params["serving"])
-        await self.membership.observe(Heard(peer, serving))
-        waiting = 0
-        if not serving:
-            view = self.membership.acting | {peer}
-            waiting = await trio.to_thread.run_sync(
-                self.store.diffs_waiting, peer, lambda address: self.membership.executor(address, view) == peer)
-        return {"serving": self.membership.serving, "waiting": waiting}
+        if not isinstance(params, dict):
+            raise ValueError("heartbeat takes {serving, epoch, complete}")
+        epoch = params.get("epoch", -1)
+        if not isinstance(epoch, int) or isinstance(epoch, bool):
+            raise ValueError("a heartbeat's epoch must be a number")
+        await self.membership.observe(Heard(peer, bool(params.get("serving")), epoch, bool(params.get("complete"))))
+        return {"serving": self.membership.serving, "epoch": self.membership.history.latest.number,
+                "complete": self.epochs.complete}
 
     async def rpc_status(self, peer: bytes, params: Any) -> dict[str, Any]:
         with self.store.read() as txn:
@@ -488,7 +536,7 @@ class ClusterNode:
             held = txn.stat(self.store.db["replica"])["entries"]
         actors = sum(1 for address, account in self.store.accounts() if account.is_contract and self.executes(address))
         return {
-            "serving": self.membership.serving, "standby": standby, "view_changes": self.membership.changes,
+            "serving": self.membership.may_execute(), "standby": standby, "view_changes": self.membership.changes,
             "up": sorted(self.names[n] for n in self.membership.acting),
             "name": self.config.name, "id": self.me, "pid": os.getpid(), "port": self.port,
             "uptime": time.monotonic() - self.started, "actors": actors, "backlog": backlog,
@@ -498,6 +546,9 @@ class ClusterNode:
             "diffs_sent": self.diffs_sent, "diffs_applied": self.diffs_applied,
             "conflicts": self.conflicts, "rolled_back": self.rolled_back, "gone_after_rollback": self.gone_after_rollback,
             "leases_lost": self.membership.leases_lost,
+            "epoch": self.membership.number, "epochs_known": self.membership.history.latest.number,
+            "joining": self.membership.joining, "complete": self.epochs.complete,
+            "epochs_proposed": self.epochs.proposals, "epochs_chosen": self.epochs.chosen,
             "distrusted": sorted(self.names[n] for n in self.membership.distrusted),
             "peers": {self.names[n]: link.connected for n, link in self.links.items()},
         }
@@ -568,16 +619,31 @@ class ClusterNode:
         return len(results), (str(bad[0]) if bad else None)
 
     async def rpc_create_account(self, peer: bytes, params: dict[str, Any]) -> bool:
-        address = bytes(params["address"])
+        """The development faucet: a new external account with a balance minted from nothing.
+
+        The operator's request (or a member's, forwarding it to the account's executor), only
+        in development mode, and checked whole before anything is written: a bad account
+        written here would have its state diff refused by every peer, forever.
+        """
+        if peer not in self.names or peer == self.me:  # members only forward what the operator asked
+            door.require_operator(peer, self.config.operator, "create_account")
+        door.require_development(self.config.development, "create_account")
+        door.table(params, "create_account", ("address", "public_key", "balance"))
+        address = door.address(params["address"], "create_account")
+        public_key = door.public_key(params["public_key"], "create_account")
+        balance = door.u256(params["balance"], "create_account", "balance")
 
         async def local() -> bool:
-            balance = int.from_bytes(bytes(params["balance"]), "big")
-            await trio.to_thread.run_sync(self.store.create_account, address, bytes(params["public_key"]), balance)
+            if self.store.account(address) is not None:
+                raise door.BadRequest(f"create_account: account 0x{address.hex()} already exists")
+            await trio.to_thread.run_sync(self.store.create_account, address, public_key, balance)
             return True
 
         return bool(await self._at(address, "create_account", params, local))
 
     async def rpc_account(self, peer: bytes, address: bytes) -> bytes | None:
+        address = door.address(address, "account")
+
         async def local() -> bytes | None:
             account = self.store.account(address)
             return account.encode() if account is not None else None
@@ -598,7 +664,9 @@ class ClusterNode:
 
     async def rpc_receipt(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any] | None:
         """A message's receipt, from the node that executes its recipient, with the messages it sent."""
-        message_id, recipient = bytes(params["id"]), bytes(params["recipient"])
+        door.table(params, "receipt", ("id", "recipient"))
+        message_id = door.message_id(params["id"], "receipt")
+        recipient = door.address(params["recipient"], "receipt", "recipient")
 
         async def local() -> dict[str, Any] | None:
             return self._receipt_answer(message_id)
@@ -608,7 +676,9 @@ class ClusterNode:
     async def rpc_wait(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any] | None:
         """Like ``receipt``, but the answer waits (up to ``timeout`` s, at most 30) until the message
         is handled: the commit wakes it (missive/cluster/waiters.py).  None: not handled in time."""
-        message_id, recipient = bytes(params["id"]), bytes(params["recipient"])
+        door.table(params, "wait", ("id", "recipient"), ("timeout",))
+        message_id = door.message_id(params["id"], "wait")
+        recipient = door.address(params["recipient"], "wait", "recipient")
         timeout = _wait_timeout(params)
 
         async def local() -> dict[str, Any] | None:
@@ -621,7 +691,9 @@ class ClusterNode:
         handled it: {"reply": the reply message, "receipt": its receipt}.  None: not within
         ``timeout`` s (at most 30), or handled so long ago that it is no longer remembered by
         request (then ask for the request's receipt and ``wait`` for the reply it names)."""
-        request, sender = bytes(params["request"]), bytes(params["sender"])
+        door.table(params, "wait_reply", ("request", "sender"), ("timeout",))
+        request = door.message_id(params["request"], "wait_reply", "request")
+        sender = door.address(params["sender"], "wait_reply", "sender")
         timeout = _wait_timeout(params)
 
         async def local() -> dict[str, Any] | None:
@@ -666,6 +738,8 @@ class ClusterNode:
         return {**answer, "handled": handled}
 
     async def rpc_inbox(self, peer: bytes, address: bytes) -> list[bytes]:
+        address = door.address(address, "inbox")
+
         async def local() -> list[bytes]:
             out = []
             for _, message_id in self.store.pending(address):
@@ -676,19 +750,34 @@ class ClusterNode:
 
         return await self._at(address, "inbox", address, local)  # type: ignore[no-any-return]
 
-    async def rpc_apply(self, peer: bytes, params: dict[str, Any]) -> tuple[int, str | None]:
-        """State diffs from the executor of their actors (see the module docstring):
-        ``{"diffs": [[diff, signature], ...], "executing": whether the sender may execute now}``.
-        The store refuses a diff for an actor this node executes itself, or one that does not
-        continue its copy exactly; where the copies conflict, ``executing`` decides which side
-        rolls back (:meth:`Membership.yields_to`)."""
+    async def rpc_apply(self, peer: bytes, params: dict[str, Any]) -> list[Any]:
+        """State diffs of actors ``peer`` executes or executed (see the module docstring):
+        ``{"diffs": [[diff, signature], ...], "epoch": the epoch the sender acts in}``.
+
+        Answers ``[done, problem, action, epoch]``: how many diffs this copy holds now, what
+        was wrong with the next (None), what the sender should do about it (None,
+        ``["reconcile", address]``: take the executor's copy of that actor, or ``["drop",
+        address]``: stop sending this node that actor's queued diffs), and the newest epoch
+        this node knows.  A sender acting in an older epoch than this node's is refused
+        whole: the epoch it made its records in is over, and they may not be acknowledged
+        any more (missive/replicas/epochs.py, rule 2).  Within one epoch, every copy that
+        differs from the actor's executor's takes the executor's (rule 4).
+        """
         name = self._member(peer, "apply")
         if not (isinstance(params, dict) and isinstance(params.get("diffs"), list)
-                and isinstance(params.get("executing"), bool)):
-            raise ValueError("apply takes {diffs: [[state diff, signature], ...], executing: true or false}")
-        signed, executing = params["diffs"], params["executing"]
+                and isinstance(params.get("epoch"), int) and not isinstance(params.get("epoch"), bool)):
+            raise ValueError("apply takes {diffs: [[state diff, signature], ...], epoch: the sender's epoch}")
+        signed, epoch = params["diffs"], params["epoch"]
+        latest = self.membership.history.latest.number
         if self.execution.distrusts(peer):
-            return 0, f"{name} is distrusted (evidence of a wrong state diff): its diffs are refused"
+            return [0, f"{name} is distrusted (evidence of a wrong state diff): its diffs are refused", None, latest]
+        if self.k > 1 and epoch != latest:
+            if epoch < latest:
+                return [0, f"{name} acts in epoch {epoch}, this node in {latest}: its records of that epoch can "
+                        "no longer be acknowledged", None, latest]
+            return [0, f"this node has not installed epoch {epoch} yet", None, latest]
+        if self.k > 1 and self.membership.number != latest:
+            return [0, f"this node is adopting epoch {latest}", None, latest]
         diffs = []
         problem = None
         for raw, signature in signed:
@@ -701,6 +790,10 @@ class ClusterNode:
                     raise DiffError(f"{name} does not hold 0x{diff.address.hex()}")
                 if self.me not in holders:
                     raise DiffError(f"this node does not replicate 0x{diff.address.hex()}")
+                made_in = self.membership.history.get(diff.epoch)
+                if diff.version and (made_in is None or self.membership.history.executor(
+                        diff.address, diff.epoch) != peer):
+                    raise DiffError(f"{name} did not execute 0x{diff.address.hex()} in epoch {diff.epoch}")
             except DiffError as err:
                 problem = str(err)
                 break
@@ -710,69 +803,110 @@ class ClusterNode:
         self.diffs_applied += done
         if isinstance(refused, NotYetCheckable):  # re-executing it needs a message still on its way
             log.debug("%s", refused)
-            return done, problem
+            return [done, problem, None, latest]
         if isinstance(refused, WrongResult):
             raw, signature = signed[done]
             self.execution.accuse(peer, refused, raw, signature)
-        if isinstance(refused, DiffConflict):
-            self.conflicts += 1
-            # the rule both sides compute alike: this node is catching up, or the peer executes the
-            # actor, or this node was found to lie: its receipts there are the losing ones
-            if self.membership.yields_to(peer, refused.address, executing) or self.execution.distrusts(self.me):
-                assert self._nursery is not None
-                self._nursery.start_soon(self._roll_back, peer, refused.address, refused.position)
-        elif isinstance(refused, DiffGap) and executing and self.executor(refused.address) == peer:
-            # diffs before this one will never come (dropped by a rollback of the sender, or queued
-            # by a former executor): fetch what this copy lacks from the actor's executor
-            assert self._nursery is not None
-            self._nursery.start_soon(self._roll_back, peer, refused.address, refused.position)
+        action = None
+        if isinstance(refused, DiffConflict | DiffGap | DiffSuperseded):
+            action = self._resolve(peer, refused)
         problem = str(refused) if refused is not None else problem
         if problem:
-            log.warning("refused a state diff from %s: %s", name, problem)
-        return done, problem
+            log.log(logging.INFO if action else logging.WARNING, "refused a state diff from %s: %s", name, problem)
+        return [done, problem, action, latest]
 
-    async def _roll_back(self, peer: bytes, address: bytes, since: int) -> None:
-        """Give up this node's receipts for ``address`` from ``since`` on for ``peer``'s.
+    def _resolve(self, peer: bytes, refused: DiffConflict | DiffGap | DiffSuperseded) -> list[Any] | None:
+        """Who takes whose copy where ``peer``'s diff does not continue this one (rule 4: the copy of
+        the actor's executor in the epoch both act in stands); returns what ``peer`` should do."""
+        address = refused.address
+        executor = self.membership.history.executor(address, self.membership.number)
+        assert self._nursery is not None
+        if isinstance(refused, DiffConflict):
+            self.conflicts += 1
+        if isinstance(refused, DiffSuperseded) or executor == self.me:
+            return ["reconcile", address]  # this copy is the executor's: the sender's differs, so it goes
+        if executor == peer:  # the sender's copy stands: this one takes it (a gap, or records that lost)
+            version = refused.version if isinstance(refused, DiffConflict | DiffGap) else 0
+            self._nursery.start_soon(self._reconcile, peer, address, version)
+            return None
+        if isinstance(refused, DiffGap):
+            return ["drop", address]  # a former executor's records this copy cannot place: the executor's fill it
+        return ["reconcile", address]  # neither is the executor's: the sender asks the executor
 
-        The rule both sides compute alike (SPEC §6): the receipts that stand are
-        those of the holder that served while this node was down; a node that
-        comes back with receipts its peers never got (it crashed before its
-        diffs left) is the one that rolls back.  It does so before it serves.
+    async def _act_on(self, peer: bytes, action: Any) -> None:
+        """Do what a holder answered about diffs this node sent it (see :meth:`rpc_apply`)."""
+        if action is None:
+            return
+        if not (isinstance(action, list) and len(action) == 2 and action[0] in ("reconcile", "drop")
+                and isinstance(action[1], bytes) and len(action[1]) == 20):
+            log.warning("%s answered an apply with an unknown action: %r", self.names[peer], action)
+            return
+        kind, address = action
+        if kind == "drop":
+            dropped = await self.writer.write(functools.partial(self.store.drop_queued_diffs, peer, address))
+            log.info("dropped %d diff(s) of 0x%s queued for %s: its copy is filled from the executor's", dropped,
+                     address.hex(), self.names[peer])
+            return
+        executor = self.membership.history.executor(address, self.membership.number)
+        if executor is not None and executor != self.me:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._reconcile, executor, address, self.store.head(address)[0])
+
+    async def _reconcile(self, peer: bytes, address: bytes, version: int) -> None:
+        """Take ``peer``'s copy of ``address`` (the actor's executor's) where this one differs or ends.
+
+        Asks for a snapshot from this copy's record ``version`` on (at most its last); where
+        the copies differ at that record already, from earlier ones (the last record they
+        share is their common point).  What this copy held after it is given up
+        (:meth:`Store.roll_back`); nothing of it was acknowledged, since the executor's copy
+        holds every acknowledged record (missive/replicas/epochs.py, rules 2 and 3).
         """
         async with self._rolling_back:
-            try:
-                snapshot = await self.links[peer].call("snapshot", {"address": address, "since": since},
-                                                       timeout=10.0)
-                if snapshot is None:
+            version = min(version, self.store.head(address)[0])
+            step = 1
+            while True:
+                try:
+                    snapshot = await self.links[peer].call("snapshot", {"address": address, "version": version},
+                                                           timeout=10.0)
+                    if snapshot is None:
+                        return
+                    async with self.runtime.paused():
+                        rolled = await trio.to_thread.run_sync(self.store.roll_back, peer, address, version, snapshot)
+                    break
+                except DiffError as exc:
+                    if version == 0 or "differ at that record already" not in str(exc):
+                        log.warning("could not take %s's copy of 0x%s: %s", self.names[peer], address.hex(), exc)
+                        return
+                    version, step = max(0, version - step), step * 4  # the common point is earlier
+                except (NetError, RecordError, KeyError, TypeError, ValueError) as exc:
+                    # the peer could not answer (down, frozen, too slow) or sent something unusable: this
+                    # copy stays as it was, and the next diff or catch-up that finds it behind asks again
+                    log.warning("could not take %s's copy of 0x%s from record %d: %s",
+                                self.names[peer], address.hex(), version, exc)
                     return
-                async with self.runtime.paused():
-                    rolled = await trio.to_thread.run_sync(self.store.roll_back, peer, address, since, snapshot)
-            except (NetError, DiffError, RecordError, KeyError, TypeError, ValueError) as exc:
-                # the peer could not answer (down, frozen, too slow) or sent something unusable: this
-                # copy stays as it was, and the next diff that finds it behind asks again
-                log.warning("could not take %s's copy of 0x%s from mailbox position %d: %s",
-                            self.names[peer], address.hex(), since, exc)
-                return
             self._queued()
             if not rolled.discarded:
-                log.info("filled 0x%s from mailbox position %d with %s's copy", address.hex(), since, self.names[peer])
+                log.info("filled 0x%s after record %d with %s's copy", address.hex(), version, self.names[peer])
                 return
             self.rolled_back += 1
-            log.warning("rolled back 0x%s from mailbox position %d to %s's receipts; %d message(s) queued again",
-                        address.hex(), since, self.names[peer], len(rolled.requeued))
-            if rolled.gone:  # SPEC §6 keeps one side's receipts; what the other side already sent stands
+            log.warning("rolled back 0x%s after record %d to %s's copy; %d message(s) queued again",
+                        address.hex(), version, self.names[peer], len(rolled.requeued))
+            if rolled.gone:  # only the executor's copy stands; what the other side already sent stands too
                 self.gone_after_rollback += len(rolled.gone)
-                log.error("%d message(s) sent by the receipts of 0x%s given up had already left this node and "
+                log.error("%d message(s) sent by the records of 0x%s given up had already left this node and "
                           "are not taken back: %s", len(rolled.gone), address.hex(),
                           ", ".join(f"0x{m.hex()}" for m in rolled.gone[:8]) + (" ..." if len(rolled.gone) > 8 else ""))
 
     async def rpc_snapshot(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any] | None:
-        """This node's copy of an actor, for a holder rolling back (see :meth:`_roll_back`)."""
+        """This node's copy of an actor after its record ``version``, for a holder taking it (see
+        :meth:`_reconcile`)."""
         self._member(peer, "snapshot")
-        address, since = bytes(params["address"]), int(params["since"])
+        address, version = bytes(params["address"]), int(params["version"])
+        if len(address) != 20 or version < 0:
+            raise ValueError("snapshot takes {address: 20 bytes, version: a record number}")
         if peer not in self.holders(address):
             raise PermissionError(f"{self.names[peer]} does not hold 0x{address.hex()}")
-        return await trio.to_thread.run_sync(self.store.snapshot, address, since)
+        return await trio.to_thread.run_sync(self.store.snapshot, address, version)
 
     async def rpc_learn_code(self, peer: bytes, records: list[bytes]) -> tuple[int, str | None]:
         """Code of actors ``peer`` executes and deployed (see the store's ``announce``)."""
@@ -798,6 +932,7 @@ class ClusterNode:
 
     async def rpc_local_state(self, peer: bytes, address: bytes) -> dict[str, Any] | None:
         """This node's own copy of an actor (executor or replica): account, storage and mailbox."""
+        address = door.address(address, "local_state")
         account = self.store.account(address)
         if account is None:
             return None
@@ -819,8 +954,11 @@ class ClusterNode:
 
     async def rpc_ledger(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any]:
         """This node's ledger (each node keeps its own): a page of records with messages and receipts."""
-        return await trio.to_thread.run_sync(functools.partial(
-            reads.ledger_page, self.store, int(params.get("start") or 0), params.get("limit"), params.get("last")))
+        door.table(params, "ledger", (), ("start", "limit", "last"))
+        start = door.count(params.get("start"), "ledger", "start") or 0
+        limit = door.count(params.get("limit"), "ledger", "limit")
+        last = door.count(params.get("last"), "ledger", "last")
+        return await trio.to_thread.run_sync(functools.partial(reads.ledger_page, self.store, start, limit, last))
 
     async def _everywhere(self, method: str, params: Any) -> list[Any]:
         """Ask every reachable peer (their answers; an unreachable peer is left out)."""
@@ -839,20 +977,26 @@ class ClusterNode:
 
     async def rpc_message(self, peer: bytes, params: dict[str, Any]) -> bytes | None:
         """A message by id: from here, else (``spread``) from whichever peer has it."""
-        found = reads.message(self.store, bytes(params["id"]))
-        if found is None and params.get("spread"):
-            found = next((a for a in await self._everywhere("message", {"id": params["id"]}) if a), None)
+        door.table(params, "message", ("id",), ("spread",))
+        message_id = door.message_id(params["id"], "message")
+        found = reads.message(self.store, message_id)
+        if found is None and door.flag(params.get("spread"), "message", "spread"):
+            found = next((a for a in await self._everywhere("message", {"id": message_id}) if a), None)
         return found
 
     async def rpc_resolve(self, peer: bytes, params: dict[str, Any]) -> list[bytes]:
         """Message ids starting with a prefix, here and (``spread``) on every peer."""
-        matches = set(self.store.message_ids_with_prefix(bytes(params["prefix"])))
-        if params.get("spread"):
-            for answer in await self._everywhere("resolve", {"prefix": params["prefix"]}):
+        door.table(params, "resolve", ("prefix",), ("spread",))
+        start = door.prefix(params["prefix"], "resolve")
+        matches = set(self.store.message_ids_with_prefix(start))
+        if door.flag(params.get("spread"), "resolve", "spread"):
+            for answer in await self._everywhere("resolve", {"prefix": start}):
                 matches.update(bytes(m) for m in answer)
         return sorted(matches)[:2]
 
     async def rpc_mailbox(self, peer: bytes, address: bytes) -> list[list[Any]]:
+        address = door.address(address, "mailbox")
+
         async def local() -> list[list[Any]]:
             return reads.mailbox(self.store, address)
 
@@ -866,15 +1010,20 @@ class ClusterNode:
         return reads.accounts(self.store)
 
     async def rpc_replay(self, peer: bytes, params: dict[str, Any] | None) -> dict[str, Any]:
-        """Replay this node's ledger on a worker thread (the node keeps serving) and report."""
-        params = params or {}
-        actor = bytes(params["actor"]) if params.get("actor") else None
-        until = bytes(params["until"]) if params.get("until") else None
+        """Replay this node's ledger on a worker thread (the node keeps serving) and report.
+        The operator's request: a replay re-executes the whole ledger."""
+        door.require_operator(peer, self.config.operator, "replay")
+        params = door.table({} if params is None else params, "replay", (), ("actor", "until"))
+        actor = door.optional_address(params.get("actor") or None, "replay", "actor")
+        until = door.optional_message_id(params.get("until") or None, "replay", "until")
         started = time.perf_counter()
         report = await trio.to_thread.run_sync(reads.replay_report, self.store, actor, until)
         return {**report, "seconds": time.perf_counter() - started, "name": self.config.name}
 
     async def rpc_shutdown(self, peer: bytes, params: Any) -> bool:
+        """Stop this node (the operator's request: ``missive cluster down``)."""
+        door.require_operator(peer, self.config.operator, "shutdown")
+
         async def later() -> None:
             await trio.sleep(0.05)  # let the answer leave first
             self.stopping.set()
@@ -888,7 +1037,8 @@ def _wait_timeout(params: dict[str, Any]) -> float:
     """A client's ``timeout`` for a wait, in seconds: from 0 to MAX_WAIT (default MAX_WAIT)."""
     raw = params.get("timeout", MAX_WAIT)
     if not isinstance(raw, int | float) or isinstance(raw, bool) or not 0 <= raw <= MAX_WAIT:
-        raise ValueError(f"timeout must be a number of seconds from 0 to {MAX_WAIT:g}, not {raw!r}")
+        shown = raw if isinstance(raw, int | float | str) and len(repr(raw)) < 40 else type(raw).__name__
+        raise door.BadRequest(f"timeout must be a number of seconds from 0 to {MAX_WAIT:g}, not {shown!r}")
     return float(raw)
 
 
@@ -908,9 +1058,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"missive node: {exc}", file=sys.stderr)
         return 2
-    node = ClusterNode(config)
 
-    async def main_task() -> None:
+    async def main_task(node: ClusterNode) -> None:
         async def stop_on_signal() -> None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:
@@ -922,7 +1071,22 @@ def main(argv: list[str] | None = None) -> int:
             await node.run()  # returns when stopped by a signal or by the shutdown RPC
             nursery.cancel_scope.cancel()  # so the signal watcher does not keep the process alive
 
-    trio.run(main_task)
+    # A store the node cannot go on with (its disk full when it starts, a store LMDB gave up on, a
+    # wrong format, another process running its actors) stops it with one line naming the store and
+    # exit status 74 for the disk (EXIT_DISK), 1 for the rest; nothing acknowledged is lost, and it
+    # restarts where it stopped.  A disk that fills while it runs only refuses writes
+    # (missive/mailbox/writer.py), unless a change of who executes what, which writes outside the
+    # writer, meets it: that stops the node here too.
+    from missive.mailbox.store import exit_status, fatal_error
+
+    try:
+        trio.run(main_task, ClusterNode(config))
+    except Exception as exc:  # (a group, from the nurseries, as often as not)
+        failure = fatal_error(exc, config.dir)
+        if failure is None:
+            raise
+        print(f"missive node {config.name}: {failure}", file=sys.stderr)
+        return exit_status(failure)
     return 0
 
 

@@ -17,7 +17,11 @@ and inbox reads) and work unchanged on a cluster.  ``Contract``, ``Sent`` and
   the home node's when it was named (``--node``), every node's otherwise.
 
 Every request opens its own authenticated connection: simple, stateless, and
-a few milliseconds, which is nothing next to a person at a terminal.  (The
+a few milliseconds, which is nothing next to a person at a terminal.  The
+administrative requests (``create_account``, the development faucet, and
+``replay``) connect with the cluster operator's key, found in the cluster
+directory (or the keys directory given with ``--node``); the others with a
+throwaway key.  (The
 benchmark in ``tools/bench/cluster.py`` keeps connections open instead.)
 Blocking methods run their own trio loop, as in ``Node``; the ``a``-prefixed
 waits are trio-native, and observers run on a worker thread so they may call
@@ -36,13 +40,21 @@ from typing import Any
 import msgpack
 import trio
 
-from missive.cluster.client import ClusterError, acall, parse_node
+from missive.cluster.client import (
+    ADMIN_METHODS,
+    OPERATOR_FILE,
+    ClusterError,
+    acall,
+    failure_text,
+    load_operator,
+    parse_node,
+)
 from missive.cluster.placement import executor
 from missive.cluster.waiters import MAX_WAIT
 from missive.keys import Keystore
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
-from missive.net import NetError
+from missive.net import NetError, NodeIdentity
 from missive.node import (
     ArgumentError,
     LedgerRecord,
@@ -76,9 +88,12 @@ class RemoteNode(Node):
     scope = "cluster"
 
     def __init__(self, host: str, port: int, keys_dir: Path | None, *, pinned: bool = False,
-                 members: list[dict[str, Any]] | None = None, wait_timeout: float = DEFAULT_WAIT) -> None:
+                 members: list[dict[str, Any]] | None = None, wait_timeout: float = DEFAULT_WAIT,
+                 operator: NodeIdentity | None = None) -> None:
         # Node.__init__ opens a store and a runtime; a remote node has neither.
         self.path = Path(keys_dir) if keys_dir is not None else Path()
+        #: the cluster operator's key, for the administrative requests (None: this client may not make them)
+        self.operator = operator
         self._keys_dir = keys_dir
         self._keystore: Keystore | None = None
         self.host, self.port = host, port
@@ -103,10 +118,16 @@ class RemoteNode(Node):
 
         With ``cluster``, the keystore is the cluster directory's (unless
         ``keys_dir``) and ``node`` may be a member's name; without ``node``, the
-        first member that answers is used.
+        first member that answers is used.  The operator's key is taken from the
+        cluster directory, else from ``keys_dir``, if there is one.
         """
         if cluster is None and node is None:
             raise ArgumentError("give --node HOST:PORT or --cluster DIR")
+        if "operator" not in kwargs:
+            try:
+                kwargs["operator"] = load_operator(cluster) or load_operator(keys_dir)
+            except ClusterError as exc:
+                raise NodeError(str(exc)) from None
         if cluster is not None:
             from missive.cluster.launcher import read_cluster
 
@@ -174,12 +195,20 @@ class RemoteNode(Node):
     async def _acall(self, method: str, params: Any = None, *, at: tuple[str, int] | None = None,
                      timeout: float = 10.0) -> Any:
         host, port = at if at is not None else (self.host, self.port)
+        identity = self._operator_for(method) if method in ADMIN_METHODS else None
         try:
-            return await acall(host, port, method, params, timeout=timeout)
+            return await acall(host, port, method, params, timeout=timeout, identity=identity)
         except ClusterError as exc:
             raise NodeUnreachable(str(exc)) from None
         except NetError as exc:
-            raise NodeUnreachable(f"node {host}:{port}: {method} failed: {exc}") from None
+            raise NodeUnreachable(failure_text(host, port, method, exc)) from None
+
+    def _operator_for(self, method: str) -> NodeIdentity:
+        """The operator's key, which administrative requests need; or one line saying where it is."""
+        if self.operator is None:
+            raise NodeError(f"{method} needs the cluster operator's key ({OPERATOR_FILE} in the cluster "
+                            "directory): give --cluster DIR, or --dir DIR with --node")
+        return self.operator
 
     def _call(self, method: str, params: Any = None, *, at: tuple[str, int] | None = None,
               timeout: float = 10.0) -> Any:
@@ -234,6 +263,7 @@ class RemoteNode(Node):
 
     def new_account(self, name: str = "", balance: int = 0) -> Wallet:
         _check_new_account(name, balance)
+        self._operator_for("create_account")  # before a key is made that could not be funded
         key = self.keystore.new(name)
         self._call("create_account", {"address": key.address, "public_key": key.public_key,
                                       "balance": balance.to_bytes(32, "big")})

@@ -339,6 +339,7 @@ class TrustStore:
     def __init__(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.env = lmdb.open(str(path), map_size=1 << 30, max_dbs=len(self.TABLES), sync=True, metasync=True)
+        self.env.reader_check()  # slots of processes killed while reading (see Store.clear_stale_readers)
         self.db = {name: self.env.open_db(name.encode()) for name in self.TABLES}
         with self.env.begin(write=True) as txn:
             version = txn.get(b"format", db=self.db["meta"])

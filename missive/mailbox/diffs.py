@@ -38,10 +38,26 @@ class DiffConflict(DiffError):
     """A diff's receipts are for mailbox positions this copy already holds other receipts for:
     two nodes executed the same actor from the same state (see SPEC §6)."""
 
-    def __init__(self, message: str, address: bytes, position: int) -> None:
+    def __init__(self, message: str, address: bytes, position: int, *, version: int = 0, theirs: int = 0,
+                 mine: int = 0) -> None:
         super().__init__(message)
         self.address = address
         self.position = position
+        #: the version both copies hold different records for, and the epochs of the two records
+        #: (0 for diffs from before versions: then the copies conflict by mailbox position only)
+        self.version = version
+        self.theirs = theirs
+        self.mine = mine
+
+
+class DiffSuperseded(DiffError):
+    """A diff for an actor this node executes now: whatever it holds that this copy does not was
+    never acknowledged (the sender's epoch is over, or its record lost to a higher epoch's); the
+    sender takes this copy instead (it reconciles, :meth:`missive.mailbox.store.Store.roll_back`)."""
+
+    def __init__(self, message: str, address: bytes) -> None:
+        super().__init__(message)
+        self.address = address
 
 
 class DiffGap(DiffError):
@@ -50,10 +66,12 @@ class DiffGap(DiffError):
     contradicted, so the copy fetches what it lacks (a snapshot from ``position`` on) from the
     actor's executor instead of waiting for diffs that will never come."""
 
-    def __init__(self, message: str, address: bytes, position: int) -> None:
+    def __init__(self, message: str, address: bytes, position: int, *, version: int = 0) -> None:
         super().__init__(message)
         self.address = address
         self.position = position
+        #: the version this copy holds (its last record): a snapshot from there fills the gap
+        self.version = version
 
 
 @attrs.frozen
@@ -79,12 +97,21 @@ class StateDiff:
     #: account and storage applied must give it, so a diff that misstates its own writes is
     #: caught by every replica without running anything
     after: bytes = b""
+    #: the epoch its executor made it in (missive.replicas.epochs): where two copies hold different
+    #: records for one version, the record of the higher epoch wins
+    epoch: int = 0
+    #: the actor's record count once this diff is applied (1 for its first); 0 in diffs recorded
+    #: before versions existed
+    version: int = 0
+    #: the epoch of the record before it (version - 1): a copy whose record there is another one
+    #: has diverged from the sender's (Raft's log matching)
+    prev_epoch: int = 0
 
     def encode(self) -> bytes:
         return cast(bytes, msgpack.packb(
             [FORMAT_VERSION, self.address, self.seq, self.account.encode(),
              [[int_bytes(k), int_bytes(v)] for k, v in self.storage], self.code, list(self.receipts),
-             list(self.messages), self.before, self.after],
+             list(self.messages), self.before, self.after, self.epoch, self.version, self.prev_epoch],
             use_bin_type=True,
         ))
 
@@ -96,10 +123,14 @@ class StateDiff:
             fields: Any = msgpack.unpackb(raw)
         except Exception as exc:
             raise DiffError(f"malformed state diff: not msgpack ({exc})") from None
-        if not isinstance(fields, list) or len(fields) not in (8, 10):
-            raise DiffError("malformed state diff: expected an array of 10 fields")
+        if not isinstance(fields, list) or len(fields) not in (8, 10, 13):
+            raise DiffError("malformed state diff: expected an array of 13 fields")
         version, address, seq, account, storage, code, receipts, messages, *rest = fields
-        before, after = rest if rest else (b"", b"")
+        before, after = rest[:2] if rest else (b"", b"")
+        epoch, record, prev_epoch = rest[2:] if len(rest) == 5 else (0, 0, 0)
+        if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1 << 63
+                   for n in (epoch, record, prev_epoch)):
+            raise DiffError("malformed state diff: epoch, version and previous epoch must be non-negative integers")
         if not all(isinstance(d, bytes) and len(d) in (0, 32) for d in (before, after)):
             raise DiffError("malformed state diff: its state digests must be 32 bytes")
         if version != FORMAT_VERSION:
@@ -115,7 +146,8 @@ class StateDiff:
             raise DiffError(f"malformed state diff for 0x{address.hex()}: {exc}") from None
         if not isinstance(code, bytes) or not all(isinstance(r, bytes) for r in [*receipts, *messages]):
             raise DiffError(f"malformed state diff for 0x{address.hex()}: code, receipts and messages must be bytes")
-        return cls(address, seq, decoded_account, slots, code, tuple(receipts), tuple(messages), before, after)
+        return cls(address, seq, decoded_account, slots, code, tuple(receipts), tuple(messages), before, after,
+                   epoch, record, prev_epoch)
 
     def decoded_receipts(self) -> list[Receipt]:
         """The receipts, each checked to belong to this actor and to follow the one before."""
@@ -140,4 +172,4 @@ def _word(raw: object) -> int:
     return int.from_bytes(raw, "big")
 
 
-__all__ = ["MAX_DIFF_BYTES", "DiffConflict", "DiffError", "DiffGap", "StateDiff"]
+__all__ = ["MAX_DIFF_BYTES", "DiffConflict", "DiffError", "DiffGap", "DiffSuperseded", "StateDiff"]

@@ -39,6 +39,10 @@ last_diff     address                                seq of the last diff this n
 digests       address                                the actor's storage sum (missive.mailbox.digest),
                                                      kept by cluster nodes only; b"digests" in meta
                                                      says every sum is current
+entries       address + version (8 bytes)            [epoch, state digest after, messages handled after,
+                                                     [ids of the messages it carried]]: one per record
+                                                     (state diff) of a replicated actor, made or applied
+                                                     here; what copies compare (missive.replicas.epochs)
 ============  =====================================  ==========================================
 
 ``ledger`` + ``seals`` + ``messages`` + ``receipts`` (+ the ``discarded`` index)
@@ -55,10 +59,13 @@ so throughput does not pay one fsync per message.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -67,7 +74,7 @@ import lmdb
 import msgpack
 
 from missive.mailbox import digest
-from missive.mailbox.diffs import DiffConflict, DiffError, DiffGap, StateDiff
+from missive.mailbox.diffs import DiffConflict, DiffError, DiffGap, DiffSuperseded, StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
 from missive.mailbox.seals import GENESIS, SealError, chain, load_key, record_bytes, seal_message
@@ -76,7 +83,7 @@ from missive.vm.keccak import keccak256
 
 TABLES = ("meta", "ledger", "seals", "discarded", "messages", "pending", "standby", "scheduled", "receipts", "mailbox",
           "accounts", "code", "storage", "outbound", "replicate", "replica", "replica_messages", "announce", "known_code",
-          "last_diff", "digests")
+          "last_diff", "digests", "entries")
 MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as used
 #: Version of the store's layout (meta b"format").  1: before ledger seals (records rewritten by a
 #: rollback; no seals); this Missive does not open those (replay them with the Missive that wrote them).
@@ -85,6 +92,130 @@ STORE_FORMAT = 2
 
 class StoreError(Exception):
     """The store cannot be used as asked (missing, wrong format, locked)."""
+
+
+class DiskFull(StoreError):
+    """A write transaction met a full (or failing) disk: nothing of it was written.
+
+    LMDB writes a transaction's pages, then its meta page; a transaction whose
+    pages could not all be written never becomes the store's state, so the
+    store stays as it was and opens and replays as before.  Writes may work
+    again once there is space.  The text is one line naming the store's path.
+    """
+
+
+log = logging.getLogger(__name__)
+#: LMDB's reader table (one slot per open read transaction of every process): LMDB's default is 126,
+#: which a busy node and its clients, or readers killed inside a read, use up
+MAX_READERS = 1024
+#: bytes of a lock file made here: MAX_READERS slots of 64 bytes and room for LMDB's header
+LOCK_FILE_SIZE = (MAX_READERS + 64) * 64
+#: below this many free bytes an Input/output error on a write is read as a full disk (LMDB turns a
+#: short write, as a filling disk gives, into EIO)
+NEARLY_FULL = 64 << 20
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+
+
+def _disk_errno(exc: BaseException) -> int | None:
+    """The errno of a failed write that points at the disk (full, over quota, failing), if any.
+
+    py-lmdb gives no errno, only LMDB's text ("mdb_txn_commit: Input/output error"),
+    so its errors are matched by their strerror."""
+    if isinstance(exc, OSError):
+        return exc.errno if exc.errno in _DISK_ERRNOS else None
+    if isinstance(exc, lmdb.DiskError):
+        return errno.ENOSPC
+    if isinstance(exc, lmdb.Error):
+        text = str(exc)
+        return next((code for code in _DISK_ERRNOS if text.endswith(os.strerror(code))), None)
+    return None
+
+
+def _free_bytes(path: Path) -> int | None:
+    """The bytes left on the disk holding ``path`` for an unprivileged writer (None: unknown)."""
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
+def _size_text(size: int | None) -> str:
+    """``size`` bytes free, for a person ("12.0 MiB free")."""
+    if size is None:
+        return "free space unknown"
+    if size < 1024:
+        return f"{size} B free"
+    value, unit = size / 1024, "KiB"
+    for larger in ("MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, larger
+    return f"{value:.1f} {unit} free"
+
+
+def disk_full(path: Path, exc: BaseException) -> DiskFull | None:
+    """``exc`` as one line naming the disk that holds the store at ``path``, if it says that disk is
+    full or failing; None for any other error.
+
+    Why: LMDB reports a full disk as ``lmdb.DiskError`` (ENOSPC), as a plain
+    ``lmdb.Error`` "Input/output error" (LMDB turns a short write into EIO), or,
+    past the map size, as ``MapFullError``; the files beside it fail with OSError.
+    Raw, these reach a client or a log as a traceback naming neither the disk
+    nor what to do about it.
+    """
+    if isinstance(exc, DiskFull):
+        return exc
+    done = "nothing was written; free space and retry"
+    if isinstance(exc, lmdb.MapFullError):
+        return DiskFull(f"the store at {path} is full: it has reached its LMDB map size (MDB_MAP_FULL): nothing "
+                        "was written")
+    code = _disk_errno(exc)
+    if code is None:
+        return None
+    free = _free_bytes(path)
+    if code == errno.EIO and (free is None or free >= NEARLY_FULL):
+        return DiskFull(f"the disk holding {path} failed a write ({os.strerror(code)}, {_size_text(free)}): "
+                        "nothing was written; check the disk and retry")
+    return DiskFull(f"the disk holding {path} is full ({os.strerror(code)}, {_size_text(free)}): {done}")
+
+
+#: exit status of a process stopped by its store's disk (full or failing) or by a store LMDB gave up on
+#: (sysexits' EX_IOERR), for ``missive`` commands and cluster nodes alike
+EXIT_DISK = 74
+
+
+def fatal_error(exc: BaseException, path: Path) -> StoreError | None:
+    """The store error ``exc`` stops a process with (``exc`` may be a group: a nursery's errors),
+    a full disk under ``path`` as :class:`DiskFull`; None if it holds none (a bug, which keeps its
+    traceback)."""
+    leaves = [exc]
+    while leaves:
+        leaf = leaves.pop(0)
+        if isinstance(leaf, BaseExceptionGroup):
+            leaves.extend(leaf.exceptions)
+        elif isinstance(leaf, StoreError):
+            return leaf
+        elif isinstance(leaf, lmdb.Error | OSError) and (found := disk_full(path, leaf)) is not None:
+            return found
+    return None
+
+
+def exit_status(error: StoreError) -> int:
+    """:data:`EXIT_DISK` for a full or failing disk (or a store LMDB gave up on), else 1."""
+    return EXIT_DISK if isinstance(error, DiskFull) or isinstance(error.__cause__, lmdb.Error) else 1
+
+
+@contextmanager
+def disk_errors(path: Path) -> Iterator[None]:
+    """Raise what a write meets on a full or failing disk as :class:`DiskFull` (see :func:`disk_full`)."""
+    try:
+        yield
+    except (lmdb.Error, OSError) as exc:
+        converted = disk_full(path, exc)
+        if converted is None:
+            raise
+        raise converted from exc
 
 
 class Placement(Protocol):
@@ -102,6 +233,10 @@ class Placement(Protocol):
     def executes(self, address: bytes) -> bool: ...
 
     def peers(self) -> Sequence[bytes]: ...
+
+    def epoch(self) -> int:
+        """The epoch this node acts in now (missive.replicas.epochs): every record it makes carries it."""
+        ...
 
 
 def u64(n: int) -> bytes:
@@ -202,10 +337,15 @@ class Store:
         self.placement = placement
         if not create and not (self.path / "data.mdb").exists():
             raise StoreError(f"no Missive node at {self.path} (run `missive init` first)")
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.env = lmdb.open(
-            str(self.path), map_size=MAP_SIZE, max_dbs=len(TABLES) + 2, sync=True, metasync=True, readonly=readonly
-        )
+        with disk_errors(self.path):
+            self.path.mkdir(parents=True, exist_ok=True)
+        self._make_lock_file()  # before LMDB writes its header through a mapping
+        with disk_errors(self.path):
+            self.env = lmdb.open(str(self.path), map_size=MAP_SIZE, max_dbs=len(TABLES) + 2, sync=True,
+                                 metasync=True, readonly=readonly, max_readers=MAX_READERS)
+        self._next_reader_check = 0.0
+        # before this process's first read needs a slot; quietly: a command's or a node's first line is its own
+        self.clear_stale_readers(level=logging.DEBUG)
         meta = self.env.open_db(b"meta", create=not readonly)
         with self.env.begin() as txn:
             version = txn.get(b"format", db=meta)
@@ -219,7 +359,7 @@ class Store:
         #: signs the seals (None: read-only use; appending to the ledger raises StoreError)
         self.seal_key: NodeIdentity | None = None
         try:
-            with self.env.begin(write=not readonly) as txn:
+            with disk_errors(self.path), self.env.begin(write=not readonly) as txn:
                 version = txn.get(b"format", db=meta)
                 if version is None and not readonly:  # a new store: its seal key with it
                     self.seal_key = load_key(self.path, create=True)
@@ -243,8 +383,73 @@ class Store:
         #: up after its commit released LMDB's write lock while another thread's transaction begins.
         self._sealing = threading.local()
         if not readonly:
-            with self.env.begin(write=True) as txn:
-                self._start_digests(txn)
+            try:
+                with disk_errors(self.path), self.env.begin(write=True) as txn:
+                    self._start_digests(txn)
+            except StoreError:
+                self.env.close()
+                raise
+
+    def _make_lock_file(self) -> None:
+        """Make the lock file (``lock.mdb``, LMDB's reader table) with its disk blocks, if there is
+        none yet; a full disk raises :class:`DiskFull`.
+
+        Why: LMDB sizes a new lock file with ftruncate (a sparse file) and writes its
+        header and reader slots through a shared mapping; the first write to a page
+        without a block on a full disk kills the process with SIGBUS, no message (a
+        node starting on a full disk did).  Made here, the file's blocks are there
+        before LMDB maps it, and a full disk fails the open instead.  It is made
+        under another name and linked into place, so a lock file another process
+        made meanwhile stays as it is.  A lock file that exists is never opened here:
+        closing any descriptor of it would drop the fcntl locks LMDB holds on it in
+        this process (POSIX), and another process could then reset the reader table.
+        It is made a little larger than LMDB would make it for :data:`MAX_READERS`;
+        LMDB takes the size it finds.
+        """
+        lock_file = self.path / "lock.mdb"
+        if lock_file.exists():
+            return
+        spare = self.path / f"lock.mdb.{os.getpid()}.new"
+        try:
+            fd = os.open(spare, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                with disk_errors(self.path):
+                    os.posix_fallocate(fd, 0, LOCK_FILE_SIZE)
+            finally:
+                os.close(fd)
+            os.link(spare, lock_file)
+        except OSError:
+            pass  # made meanwhile, or not here (read-only directory, no fallocate): LMDB makes its own
+        finally:
+            with suppress(OSError):
+                os.unlink(spare)
+
+    def clear_stale_readers(self, *, every: float = 0.0, level: int = logging.WARNING) -> int:
+        """Free the reader slots of processes that died inside a read transaction; return how many.
+
+        Why: a process killed (SIGKILL, OOM) while it reads keeps its slot in the lock
+        file's reader table, and the old snapshot the slot names pins every page freed
+        since: the file grows instead of reusing them (244 MB against 17.5 MB in issue
+        20), and once every slot is taken every new read fails (``MDB_READERS_FULL``)
+        in every process.  LMDB frees a slot only when asked (``mdb_reader_check``):
+        every process opening the store asks, and long-running ones (a node's writer,
+        its runtime) ask again every ``every`` seconds at most (a call sooner returns 0).
+        Cheap: one scan of the table and one lock test per process in it.  What it
+        freed is logged at ``level``.
+        """
+        now = time.monotonic()
+        if now < self._next_reader_check:
+            return 0
+        self._next_reader_check = now + every
+        try:
+            cleared: int = self.env.reader_check()
+        except lmdb.Error as exc:  # housekeeping: never the reason a write or an open fails
+            log.warning("could not look for reader slots of dead processes in %s: %s", self.path, exc)
+            return 0
+        if cleared:
+            log.log(level, "freed %d reader slot(s) of %s left by processes that died while reading", cleared,
+                    self.path)
+        return cleared
 
     def _start_digests(self, txn: lmdb.Transaction) -> None:
         """Cluster nodes keep each actor's storage sum current (one write, two hashes); a node
@@ -459,8 +664,9 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[lmdb.Transaction]:
-        """A write transaction that seals the ledger records it appends (one seal, at its end)."""
-        with self.env.begin(write=True) as txn:
+        """A write transaction that seals the ledger records it appends (one seal, at its end); a full
+        disk raises :class:`DiskFull` (nothing written)."""
+        with disk_errors(self.path), self.env.begin(write=True) as txn:
             self._sealing.appended = []
             try:
                 yield txn
@@ -579,7 +785,17 @@ class Store:
         return results
 
     def create_account(self, address: bytes, public_key: bytes, balance: int) -> None:
-        """Genesis: an external account with a starting balance (the dev faucet)."""
+        """Genesis: an external account with a starting balance (the dev faucet).
+
+        Checked before anything is written: an account with a malformed address or key
+        would be written, and its state diff then refused by every peer, forever."""
+        if not isinstance(address, bytes) or len(address) != 20:
+            shown = f"{len(address)} bytes" if isinstance(address, bytes) else type(address).__name__
+            raise StoreError(f"an account address is 20 bytes, not {shown}")
+        if not isinstance(public_key, bytes) or len(public_key) != 32:
+            raise StoreError("an account's public key is 32 bytes (Ed25519)")
+        if not isinstance(balance, int) or isinstance(balance, bool) or not 0 <= balance < 2**256:
+            raise StoreError(f"a balance is a whole number from 0 to 2**256 - 1, not {balance!r}")
         with self._write() as txn:
             if txn.get(address, db=self.db["accounts"]) is not None:
                 raise StoreError(f"account 0x{address.hex()} already exists")
@@ -608,12 +824,13 @@ class Store:
         txn = self.env.begin(write=True)
         self._sealing.appended = []
         try:
-            results = self._accept(txn, submissions, check)
-            if all_or_nothing and any(isinstance(r, EnvelopeError) for r in results):
-                txn.abort()
-            else:
-                self._seal(txn)
-                txn.commit()
+            with disk_errors(self.path):
+                results = self._accept(txn, submissions, check)
+                if all_or_nothing and any(isinstance(r, EnvelopeError) for r in results):
+                    txn.abort()
+                else:
+                    self._seal(txn)
+                    txn.commit()
         except BaseException:
             txn.abort()
             raise
@@ -747,13 +964,65 @@ class Store:
         if self.placement is None:
             return
         me = self.placement.me
+        epoch = self.placement.epoch()
         for diff in diffs:
             targets = [n for n in self.placement.holders(diff.address) if n != me]
             if targets:
                 seq = seqs[diff.address] if seqs and diff.address in seqs else self._next_seq(txn)
-                raw = attrs.evolve(diff, seq=seq).encode()
-                self._queue_for(txn, "replicate", targets, raw, seq)
+                version, prev_epoch = self._head(txn, diff.address)
+                diff = attrs.evolve(diff, seq=seq, epoch=epoch, version=version + 1, prev_epoch=prev_epoch)
+                self._record_entry(txn, diff)
+                self._queue_for(txn, "replicate", targets, diff.encode(), seq)
                 txn.put(diff.address, u64(seq), db=self.db["last_diff"])
+
+    # -- records of replicated actors (versions, epochs) ------------------------------------
+
+    def _entry(self, txn: lmdb.Transaction, address: bytes, version: int) -> list[Any] | None:
+        """[epoch, digest after, handled after, message ids] of ``address``'s record ``version``."""
+        raw = txn.get(address + u64(version), db=self.db["entries"])
+        return msgpack.unpackb(raw) if raw is not None else None
+
+    def _head(self, txn: lmdb.Transaction, address: bytes) -> tuple[int, int]:
+        """(version, epoch) of ``address``'s last record here; (0, 0) before its first."""
+        cursor = txn.cursor(db=self.db["entries"])
+        if cursor.set_range(address + b"\xff" * 8):
+            found = cursor.prev()
+        else:
+            found = cursor.last()
+        if found and cursor.key()[:20] == address:
+            return int.from_bytes(cursor.key()[20:], "big"), int(msgpack.unpackb(cursor.value())[0])
+        return 0, 0
+
+    def head(self, address: bytes, txn: lmdb.Transaction | None = None) -> tuple[int, int]:
+        """(version, epoch) of the last record of ``address``'s copy here (what joining nodes compare)."""
+        with self._reading(txn) as t:
+            return self._head(t, address)
+
+    def record_epoch(self, address: bytes, version: int, txn: lmdb.Transaction | None = None) -> int | None:
+        """The epoch of record ``version`` of ``address``'s copy here (None: no such record; 0 for
+        version 0, the empty copy every holder starts from)."""
+        if version == 0:
+            return 0
+        with self._reading(txn) as t:
+            entry = self._entry(t, address, version)
+        return int(entry[0]) if entry is not None else None
+
+    def _record_entry(self, txn: lmdb.Transaction, diff: StateDiff) -> None:
+        ids = [keccak256(msgpack.unpackb(record)[0]) for record in diff.messages]
+        txn.put(diff.address + u64(diff.version),
+                msgpack.packb([diff.epoch, diff.after, diff.account.handled, ids], use_bin_type=True),
+                db=self.db["entries"])
+
+    def heads(self, wanted: Callable[[bytes], bool]) -> list[tuple[bytes, int, int]]:
+        """(address, version, epoch) of every replicated actor held here that ``wanted`` picks."""
+        out = []
+        with self.read() as txn:
+            for address in txn.cursor(db=self.db["accounts"]).iternext(keys=True, values=False):
+                address = bytes(address)
+                if self._replicated(address) and wanted(address):
+                    version, epoch = self._head(txn, address)
+                    out.append((address, version, epoch))
+        return out
 
     def _queue_for(self, txn: lmdb.Transaction, table: str, node_ids: Sequence[bytes], raw: bytes,
                    seq: int | None = None) -> None:
@@ -838,17 +1107,11 @@ class Store:
         """
         done = 0
         with self._write() as txn:
-            db = self.db
             for diff in diffs:
-                seen = txn.get(diff.address, db=db["replica"])
-                if seen is not None:
-                    seen_executor, seen_seq = msgpack.unpackb(seen)
-                    if seen_executor == executor_id and diff.seq <= seen_seq:
-                        done += 1
-                        continue
                 try:
-                    if self._already_held(txn, diff):  # a re-sent record, from whichever holder
-                        done += 1
+                    if (self._holds_record(txn, diff) if diff.version
+                            else self._legacy_held(txn, executor_id, diff)):
+                        done += 1  # a re-sent record, from whichever holder
                         continue
                     self._check_diff(txn, diff)
                     if check is not None:
@@ -858,6 +1121,50 @@ class Store:
                 self._apply_diff(txn, executor_id, diff)
                 done += 1
         return done, None
+
+    def _holds_record(self, txn: lmdb.Transaction, diff: StateDiff) -> bool:
+        """Where ``diff`` (a versioned record) stands against this copy's records of its actor.
+
+        True: this copy holds it already (same version, same epoch, same resulting state:
+        one executor per epoch makes one record per version, so that is the same record).
+        False: it is the next record of this copy.  Otherwise raises: :class:`DiffConflict`
+        (another record for that version here, or for the one before it: the copies
+        diverged; the record of the higher epoch wins, missive.replicas.epochs rule 4) or
+        :class:`DiffGap` (records between this copy's last and it are missing here).
+        """
+        where = f"state diff for 0x{diff.address.hex()}"
+        held = self._entry(txn, diff.address, diff.version)
+        if held is not None:
+            if held[0] == diff.epoch and bytes(held[1]) == diff.after:
+                return True
+            raise DiffConflict(f"{where} is record {diff.version} of epoch {diff.epoch}; this copy holds record "
+                               f"{diff.version} of epoch {held[0]}", diff.address, self._handled_at(txn, diff),
+                               version=diff.version, theirs=diff.epoch, mine=int(held[0]))
+        version, epoch = self._head(txn, diff.address)
+        if diff.version > version + 1:
+            account = self.account(diff.address, txn)
+            raise DiffGap(f"{where} is record {diff.version}; this copy holds {version}", diff.address,
+                          account.handled if account is not None else 0, version=version)
+        if diff.prev_epoch != epoch:
+            raise DiffConflict(f"{where} follows a record {version} of epoch {diff.prev_epoch}; this copy's is of "
+                               f"epoch {epoch}", diff.address, self._handled_at(txn, diff, version),
+                               version=version, theirs=diff.prev_epoch, mine=epoch)
+        return False
+
+    def _handled_at(self, txn: lmdb.Transaction, diff: StateDiff, version: int | None = None) -> int:
+        """Messages handled in this copy before record ``version`` (default: the diff's)."""
+        before = self._entry(txn, diff.address, (diff.version if version is None else version) - 1)
+        return int(before[2]) if before is not None else 0
+
+    def _legacy_held(self, txn: lmdb.Transaction, executor_id: bytes, diff: StateDiff) -> bool:
+        """A diff from before versions (0): held if its executor's last diff applied here came after
+        it, or if this copy holds what it records (:meth:`_already_held`)."""
+        seen = txn.get(diff.address, db=self.db["replica"])
+        if seen is not None:
+            seen_executor, seen_seq = msgpack.unpackb(seen)
+            if seen_executor == executor_id and diff.seq <= seen_seq:
+                return True
+        return self._already_held(txn, diff)
 
     def _already_held(self, txn: lmdb.Transaction, diff: StateDiff) -> bool:
         """Whether this copy already holds everything ``diff`` records, so applying it is a no-op.
@@ -898,7 +1205,19 @@ class Store:
         """Raise DiffError if ``diff`` does not continue this node's copy of its actor exactly."""
         where = f"state diff for 0x{diff.address.hex()}"
         if self.placement is not None and self.placement.executes(diff.address):
-            raise DiffError(f"{where}: this node executes that actor now")
+            raise DiffSuperseded(f"{where}: this node executes that actor now", diff.address)
+        if diff.version:  # its version and epochs follow this copy's records
+            try:
+                self._check_continues(txn, diff, where)
+            except DiffConflict as exc:  # ...but not its state: one of the two copies drifted
+                raise DiffConflict(str(exc), diff.address, exc.position, version=diff.version - 1,
+                                   theirs=diff.prev_epoch, mine=diff.prev_epoch) from None
+            except DiffGap as exc:  # positions past this copy's while the versions follow: a lie
+                raise DiffError(f"{exc}, though its version follows this copy's") from None
+            return
+        self._check_continues(txn, diff, where)
+
+    def _check_continues(self, txn: lmdb.Transaction, diff: StateDiff, where: str) -> None:
         receipts = diff.decoded_receipts()
         raw = txn.get(diff.address, db=self.db["accounts"])
         current = Account.decode(raw) if raw is not None else Account()
@@ -945,6 +1264,8 @@ class Store:
         for record in diff.messages:
             txn.put(keccak256(msgpack.unpackb(record)[0]), record, db=db["replica_messages"])
         txn.put(diff.address, msgpack.packb([executor_id, diff.seq]), db=db["replica"])
+        if diff.version:
+            self._record_entry(txn, diff)
         self._append(txn, ["diff", executor_id, diff.encode()])
 
     def _unqueue(self, txn: lmdb.Transaction, address: bytes, message_ids: set[bytes]) -> None:
@@ -985,52 +1306,89 @@ class Store:
                         moved[target] += 1
         return moved["pending"], moved["standby"]
 
-    def snapshot(self, address: bytes, since: int) -> dict[str, Any] | None:
-        """This node's whole copy of an actor, for a holder whose copy conflicts from mailbox position
-        ``since`` on: account, every storage slot, the receipts from ``since``, and the seq of the
-        last diff this node made for it (diffs up to that one are in the snapshot)."""
+    def snapshot(self, address: bytes, version: int) -> dict[str, Any] | None:
+        """This node's copy of an actor after its record ``version``, for a holder whose copy diverged
+        after that record, or ends there (a gap): the record itself (``base``: [epoch, digest], so
+        the other side checks it is theirs too), the records after it (``entries``: [version,
+        epoch, digest, handled, message ids]), the receipts from the mailbox position it left
+        (``since``), the account, every storage slot, and the seq of the last diff this node
+        made for it.  ``{"head": n}`` if this copy does not reach record ``version``."""
         with self.read() as txn:
             raw = txn.get(address, db=self.db["accounts"])
             if raw is None:
                 return None
+            head, _ = self._head(txn, address)
+            base = self._entry(txn, address, version) if version else None
+            if version > head or (version and base is None):
+                return {"head": head}
+            since = int(base[2]) if base is not None else 0
             receipts = [txn.get(message_id, db=self.db["receipts"])
                         for key, message_id in self._scan("mailbox", address, txn=txn)
                         if int.from_bytes(key[20:], "big") >= since]
+            entries = [[int.from_bytes(key[20:], "big"), *msgpack.unpackb(value)]
+                       for key, value in self._scan("entries", address, txn=txn, after=address + u64(version))]
             storage = [[key[20:], value] for key, value in self._scan("storage", address, txn=txn)]
             seq = txn.get(address, db=self.db["last_diff"])
-            return {"account": raw, "storage": storage, "receipts": receipts,
+            return {"account": raw, "storage": storage, "receipts": receipts, "since": since,
+                    "base": None if base is None else base[:2], "entries": entries,
                     "seq": int.from_bytes(seq, "big") if seq else -1}
 
-    def roll_back(self, source: bytes, address: bytes, since: int, snapshot: dict[str, Any]) -> RolledBack:
-        """Replace this node's copy of ``address`` from mailbox position ``since`` on by ``source``'s
-        (a :meth:`snapshot`), in one transaction; say which messages this node had handled there
-        (they now stand unhandled, queued again) and which messages the discarded receipts sent
-        had already left.
+    def roll_back(self, source: bytes, address: bytes, version: int, snapshot: dict[str, Any]) -> RolledBack:
+        """Replace this node's copy of ``address`` after its record ``version`` by ``source``'s (a
+        :meth:`snapshot` from that record), in one transaction; say which messages this node had
+        handled there (they now stand unhandled, queued again) and which messages the records
+        given up had sent that had already left.
 
-        What the discarded receipts did goes with them: their storage writes (the snapshot
-        replaces all storage), the diffs queued for other holders from ``since`` on (those
-        of the receipts before it stand and still go out), and the messages they sent that
-        had not left this node yet, unless the standing receipts sent the same ones.  What
-        the standing receipts handled leaves this node's queues.  With ``since`` at this
-        copy's own position nothing is discarded: that fills a gap (:class:`DiffGap`).  This is the losing side of a conflict (SPEC §6): a
-        node that executed an actor, crashed before its diffs reached the next holder, and
-        came back after that holder had taken over from an earlier position.  A message that
-        had already left is not taken back (its recipient's holders have it, and may have
-        handled it); it is named in the result so that the node can say so.
+        This is the losing side of a conflict (the record of the higher epoch wins:
+        missive.replicas.epochs, rule 4), or a copy filling a gap (``version`` is its last
+        record: nothing is given up).  What the records given up did goes with them: their
+        storage writes (the snapshot replaces all storage), their receipts, the diffs queued
+        for other holders after ``version`` (earlier ones stand, and still go out), and the
+        messages they sent or admitted, unless the standing records carry the same ones
+        (the same message run again from the same state sends the same ids).  What the
+        standing receipts handled leaves this node's queues.  A message that had already left
+        is not taken back; it is named in the result so that the node can say so (with the
+        epochs' acknowledgement rule, a message leaves only with a record that stands).
+
+        Raises DiffError if the snapshot is not from this copy's record ``version`` (the copies
+        diverged earlier: ask from an earlier record) or does not hold what it says.
         """
+        where = f"snapshot of 0x{address.hex()} from record {version}"
+        if "head" in snapshot:
+            raise DiffError(f"{where}: the other copy holds only {snapshot['head']} records")
         account = Account.decode(snapshot["account"])
         receipts = [Receipt.decode(raw) for raw in snapshot["receipts"]]
+        since = int(snapshot["since"])
+        theirs = [(int(v), int(epoch), bytes(after), int(handled), [bytes(m) for m in ids])
+                  for v, epoch, after, handled, ids in snapshot["entries"]]
         if any(r.position != since + i for i, r in enumerate(receipts)) or account.handled != since + len(receipts):
-            raise DiffError(f"snapshot of 0x{address.hex()} from {since} does not hold positions {since}.. in order")
+            raise DiffError(f"{where} does not hold mailbox positions {since}.. in order")
+        if [v for v, *_ in theirs] != list(range(version + 1, version + 1 + len(theirs))):
+            raise DiffError(f"{where} does not hold the records after {version} in order")
         db = self.db
         with self._write() as txn:
+            base = self._entry(txn, address, version) if version else None
+            their_base = snapshot["base"]
+            if (None if base is None else [int(base[0]), bytes(base[1])]) != (
+                    None if their_base is None else [int(their_base[0]), bytes(their_base[1])]):
+                raise DiffError(f"{where}: the copies differ at that record already")
+            if (int(base[2]) if base is not None else 0) != since:
+                raise DiffError(f"{where} starts at mailbox position {since}, this copy's record {version} at "
+                                f"{int(base[2]) if base is not None else 0}")
+            given_up: set[bytes] = set()  # what this copy's records after `version` carried
+            standing_records = {v: (epoch, after) for v, epoch, after, _, _ in theirs}
+            differing = 0  # records of this copy that the other's does not hold (0: a gap filled)
+            for key, value in self._scan("entries", address, txn=txn, after=address + u64(version)):
+                entry = msgpack.unpackb(value)
+                given_up.update(bytes(m) for m in entry[3])
+                differing += standing_records.get(int.from_bytes(key[20:], "big")) != (int(entry[0]), bytes(entry[1]))
+                txn.delete(key, db=db["entries"])
             mine = [(key, message_id) for key, message_id in self._scan("mailbox", address, txn=txn)
                     if int.from_bytes(key[20:], "big") >= since]
-            sent: set[bytes] = set()
             for key, message_id in mine:
                 raw_receipt = txn.get(message_id, db=db["receipts"])
                 if raw_receipt is not None:
-                    sent.update(Receipt.decode(raw_receipt).outgoing)
+                    given_up.update(Receipt.decode(raw_receipt).outgoing)
                 txn.delete(message_id, db=db["receipts"])
                 txn.delete(key, db=db["mailbox"])
             for key, _ in self._scan("storage", address, txn=txn):
@@ -1045,11 +1403,13 @@ class Store:
             for receipt, raw in zip(receipts, snapshot["receipts"], strict=True):
                 txn.put(receipt.message_id, raw, db=db["receipts"])
                 txn.put(address + u64(receipt.position), receipt.message_id, db=db["mailbox"])
-            # the standing receipts may have sent the very same messages (the same message run
-            # again from the same state sends the same ids): those stay, wherever they are
-            standing = {out for r in receipts for out in r.outgoing}
-            gone = self._forget_messages(txn, sent - standing)
-            self._drop_diffs_after(txn, address, since)
+            for v, epoch, after, count, ids in theirs:
+                txn.put(address + u64(v), msgpack.packb([epoch, after, count, ids], use_bin_type=True),
+                        db=db["entries"])
+            # the standing records may carry the very same messages: those stay, wherever they are
+            standing = {out for r in receipts for out in r.outgoing} | {m for *_, ids in theirs for m in ids}
+            gone = self._forget_messages(txn, given_up - standing)
+            self._drop_diffs_after(txn, address, version, since)
             txn.delete(address, db=db["last_diff"])
             txn.put(address, msgpack.packb([source, snapshot["seq"]]), db=db["replica"])
             handled = {r.message_id for r in receipts}
@@ -1066,7 +1426,9 @@ class Store:
                                           discarded])
             for seq in discarded:
                 txn.put(u64(seq), u64(rollback), db=db["discarded"])
-        return RolledBack(tuple(unhandled), tuple(gone), len(mine))
+        standing_receipts = {(r.position, r.message_id) for r in receipts}
+        differing += sum(1 for key, m in mine if (int.from_bytes(key[20:], "big"), m) not in standing_receipts)
+        return RolledBack(tuple(unhandled), tuple(gone), differing)
 
     def _receipt_records(self, txn: lmdb.Transaction, message_ids: set[bytes]) -> list[int]:
         """Seqs of the standing (not yet discarded) receipt records of ``message_ids``, ascending:
@@ -1115,16 +1477,18 @@ class Store:
         for message_id in message_ids:
             if txn.get(message_id, db=db["receipts"]) is None:  # a receipt here names it: replay needs it
                 txn.delete(message_id, db=db["messages"])
+            txn.delete(message_id, db=db["replica_messages"])
         return gone
 
-    def _drop_diffs_after(self, txn: lmdb.Transaction, address: bytes, since: int) -> None:
-        """Drop the diffs queued for ``address`` that a rollback from mailbox position ``since``
-        discards: those leaving it with more than ``since`` messages handled (they hold a
-        discarded receipt, or come after one).  Earlier ones stand, and a holder that has not
-        had them still needs them."""
+    def _drop_diffs_after(self, txn: lmdb.Transaction, address: bytes, version: int, since: int) -> None:
+        """Drop the diffs queued for ``address`` that a rollback after record ``version`` (mailbox
+        position ``since``) gives up: later records (diffs from before versions: those leaving it
+        with more than ``since`` messages handled).  Earlier ones stand, and a holder that has
+        not had them still needs them."""
         for key, raw in self._scan("replicate", b"", txn=txn):
-            fields = msgpack.unpackb(raw)
-            if bytes(fields[1]) == address and Account.decode(fields[3]).handled > since:
+            diff = StateDiff.decode(raw)
+            if diff.address == address and (diff.version > version if diff.version
+                                            else diff.account.handled > since):
                 txn.delete(key, db=self.db["replicate"])
 
     def next_seq(self) -> int:
@@ -1142,19 +1506,62 @@ class Store:
         head = self._scan("replicate", node_id, 1)
         return int.from_bytes(head[0][0][32:], "big") if head else None
 
-    def diffs_waiting(self, node_id: bytes, wanted: Callable[[bytes], bool]) -> int:
-        """How many diffs queued for ``node_id`` concern actors ``wanted`` picks (a returning node
-        catching up waits until the actors it will execute have none left here)."""
-        count = 0
-        for _, raw in self._scan("replicate", node_id):
-            if wanted(bytes(msgpack.unpackb(raw)[1])):
-                count += 1
-        return count
+    def epochs(self) -> tuple[list[Any], Any]:
+        """The epochs this node installed and its acceptor's state, as saved (missive.replicas.epochs)."""
+        with self.read() as txn:
+            raw = txn.get(b"epochs", db=self.db["meta"])
+            state = txn.get(b"acceptor", db=self.db["meta"])
+        return (msgpack.unpackb(raw) if raw else []), (msgpack.unpackb(state) if state else None)
+
+    def save_epochs(self, epochs: list[Any], state: Any, txn: lmdb.Transaction) -> None:
+        """Save the epochs and the acceptor's state (a :meth:`write_together` write: durable before
+        the acceptor answers, so a promise outlives a crash)."""
+        txn.put(b"epochs", msgpack.packb(epochs, use_bin_type=True), db=self.db["meta"])
+        txn.put(b"acceptor", msgpack.packb(state, use_bin_type=True), db=self.db["meta"])
+
+    def drop_queued_diffs(self, node_id: bytes, address: bytes, txn: lmdb.Transaction) -> int:
+        """Drop the diffs of ``address`` queued for ``node_id`` (a :meth:`write_together` write): that
+        holder cannot place them (they follow records it lacks, and this node no longer executes
+        the actor: the executor's copy fills its gap)."""
+        dropped = 0
+        for key, raw in self._scan("replicate", node_id, txn=txn):
+            if bytes(msgpack.unpackb(raw)[1]) == address:
+                txn.delete(key, db=self.db["replicate"])
+                dropped += 1
+        return dropped
+
+    def sync_view(self, node_id: bytes, wanted: Callable[[bytes], bool]) -> list[list[Any]]:
+        """What a joining ``node_id`` compares its copies with, read in one transaction: for each
+        actor held here that ``wanted`` picks, [address, version, epoch of that record, oldest
+        epoch among its diffs still queued for ``node_id`` (None: none)].  The version is the
+        record just before the first diff queued for ``node_id``, or this copy's last record
+        if none is queued: the joining copy must hold exactly that record."""
+        with self.read() as txn:
+            queued: dict[bytes, tuple[int, int]] = {}
+            for _, raw in self._scan("replicate", node_id, txn=txn):
+                fields = msgpack.unpackb(raw)
+                address = bytes(fields[1])
+                version, epoch = (int(fields[11]), int(fields[10])) if len(fields) == 13 else (0, 0)
+                low = queued.get(address)
+                queued[address] = (version, epoch) if low is None else (min(low[0], version), min(low[1], epoch))
+            out: list[list[Any]] = []
+            for key in txn.cursor(db=self.db["accounts"]).iternext(keys=True, values=False):
+                address = bytes(key)
+                if not (self._replicated(address) and wanted(address)):
+                    continue
+                if address in queued:
+                    version, oldest = queued[address][0] - 1, queued[address][1]
+                    entry = self._entry(txn, address, version) if version > 0 else None
+                    out.append([address, version, int(entry[0]) if entry is not None else 0, oldest])
+                else:
+                    version, epoch = self._head(txn, address)
+                    out.append([address, version, epoch, None])
+            return out
 
     def release_scheduled(self, up_to: int) -> int:
         """Move scheduled messages due at or before logical time ``up_to`` into their queues."""
         moved = 0
-        with self.env.begin(write=True) as txn:
+        with disk_errors(self.path), self.env.begin(write=True) as txn:
             cursor = txn.cursor(db=self.db["scheduled"])
             due = []
             if cursor.first():

@@ -50,12 +50,37 @@ messages the transaction's other writes queued, so that a message is stored
 and handled in one durable step (:meth:`missive.actors.runtime.Runtime.round_in_transaction`).
 Its write returns what to call once the transaction is durable.  It shares the
 fate of the actors' memory, so if it or the transaction fails, the writer
-stops with that error (and the node with it) instead of going on.
+stops with that error (and the node with it) instead of going on; unless
+the failure is a full disk, below: then the writer goes on, and the owner of
+the last write learns of the failure from the call it never gets (the
+runtime drops its actors' memory and reloads them from the store).
+
+A full disk (:class:`missive.mailbox.store.DiskFull`) does not stop the
+writer.  The transaction that met it wrote nothing (LMDB's last committed
+state stands), so every write in it fails with the same one line naming the
+store's path and the disk ("the disk holding ... is full (No space left on
+device, 0 B free): nothing was written; free space and retry"); the node
+keeps serving reads, its peers resend what they delivered, and every later
+transaction tries again, so writes work once there is space, without a
+restart.  Why not exit: a node that exits on a full disk takes its reads and
+its part of the cluster with it, and a supervisor restarting it meets the
+same disk; nothing is gained over refusing writes until an operator frees
+space.  The error is logged once, then at most every ``DISK_LOG_EVERY``
+seconds while it lasts, and once more when writes work again.  Only a store
+LMDB gives up on (``MDB_PANIC``: a meta page it could not write) stops the
+writer, and the node with it (exit code 74, one line: ``missive.cluster.node.main``).
+
+The writer also frees, every ``readers_every`` seconds at most, the reader
+slots that processes killed inside a read transaction leave in the lock file
+(:meth:`missive.mailbox.store.Store.clear_stale_readers`): one of those pins
+an old snapshot, so the pages each transaction frees could not be reused and
+the file would grow with every transaction.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -63,7 +88,7 @@ import attrs
 import lmdb
 import trio
 
-from missive.mailbox.store import Store, StoreError
+from missive.mailbox.store import DiskFull, Store, StoreError, disk_full
 
 T = TypeVar("T")
 #: gives the write to run last in a transaction (or None); that write returns what to call once durable
@@ -75,6 +100,8 @@ LATER = 0.05  # seconds a write_later waits at most for a transaction to ride in
 WINDOW = 0.001  # seconds a transaction waits at most for writes under way to join it
 MIN_YIELDS = 3  # a frame already read reaches the writer within a few scheduler batches
 MAX_YIELDS = 16
+READERS_EVERY = 5.0  # seconds between two looks for reader slots of dead processes (Store.clear_stale_readers)
+DISK_LOG_EVERY = 10.0  # seconds between two log lines while the disk stays full
 
 
 @attrs.define(eq=False)
@@ -87,9 +114,14 @@ class _Write(Generic[T]):
 class GroupWriter:
     """Group commit for one store; :meth:`run` must be running (in the node's nursery)."""
 
-    def __init__(self, store: Store, *, later: float = LATER, window: float = WINDOW) -> None:
+    def __init__(self, store: Store, *, later: float = LATER, window: float = WINDOW,
+                 readers_every: float = READERS_EVERY) -> None:
         self.store = store
         self.later, self.window = later, window
+        self.readers_every = readers_every
+        #: why the last transaction failed, while transactions fail for want of disk (None: they do not)
+        self.disk_full: DiskFull | None = None
+        self._disk_logged = -math.inf
         self._waiting: list[_Write[Any]] = []
         self._later: list[Callable[[lmdb.Transaction], Any]] = []
         self._idle: trio.CancelScope | None = None  # the writer's wait for the next write, if waiting
@@ -159,10 +191,11 @@ class GroupWriter:
                     continue
                 last = self.last() if self.last is not None else None
                 writes = [w.run for w in batch] + ([last] if last is not None else [])
+                self.store.clear_stale_readers(every=self.readers_every)
                 try:
-                    results = self.store.write_together(writes)
+                    results = self._checked(self.store.write_together(writes))
                 except Exception as exc:  # the transaction failed as a whole: every write in it failed
-                    results = [exc] * len(writes)
+                    results = [self._failed(exc)] * len(writes)
                 after = results.pop() if last is not None else None
                 self.transactions += 1
                 self.writes += len(batch)
@@ -170,8 +203,10 @@ class GroupWriter:
                     write.result = result
                     write.done.set()
                 for result in results[:len(riders)]:
-                    if isinstance(result, BaseException):
+                    if isinstance(result, BaseException) and not isinstance(result, DiskFull):  # (logged)
                         log.warning("a deferred write failed (it is redone after a restart): %s", result)
+                if isinstance(after, DiskFull):
+                    after = None  # its owner never hears the transaction was durable: it knows (docstring)
                 if isinstance(after, BaseException):
                     raise StoreError(f"the transaction's last write (a round) failed: {after}") from after
                 if after is not None:
@@ -182,3 +217,39 @@ class GroupWriter:
                 if not write.done.is_set():
                     write.result = StoreError("the store's writer stopped before this write was made")
                     write.done.set()
+
+    def _checked(self, results: list[Any]) -> list[Any]:
+        """The results of a durable transaction's writes, a full disk met inside one (LMDB's map
+        full on a put) as :class:`DiskFull`; if none met one, say that writes work again."""
+        refused = False
+        for index, result in enumerate(results):
+            if isinstance(result, lmdb.Error | OSError):
+                found = disk_full(self.store.path, result)
+                if found is not None:
+                    self._disk_failure(found)
+                    results[index], refused = found, True
+        if not refused and self.disk_full is not None:
+            log.warning("writes to %s work again", self.store.path)
+            self.disk_full = None
+        return results
+
+    def _failed(self, exc: Exception) -> Exception:
+        """What every write of a transaction that failed as a whole gets: the error, or the one line
+        of :class:`DiskFull` for a full disk (the writer goes on: the module docstring says why).
+        A store LMDB has given up on stops the writer: nothing can be written or read any more."""
+        if isinstance(exc, lmdb.PanicError):
+            raise StoreError(f"the store at {self.store.path} cannot be used any more ({exc}); restart the "
+                             "node") from exc
+        found = disk_full(self.store.path, exc)
+        if found is None:
+            return exc
+        self._disk_failure(found)
+        return found
+
+    def _disk_failure(self, error: DiskFull) -> None:
+        """Note a write refused for want of disk; log it if it is new, or at most every DISK_LOG_EVERY s."""
+        now = trio.current_time()
+        if self.disk_full is None or now >= self._disk_logged + DISK_LOG_EVERY:
+            log.error("%s (writes fail until then; reads go on)", error)
+            self._disk_logged = now
+        self.disk_full = error

@@ -19,8 +19,9 @@ The stack, bottom to top — each layer only knows the one below it:
    connection (a full connection stops being read: TCP pushes back).
 6. **server / peer link** (:mod:`missive.net.transport`): :func:`serve` runs
    each inbound connection in its own task so a bad peer only loses its own
-   connection; :class:`PeerLink` keeps an outgoing connection alive with
-   backoff and a bounded queue.
+   connection, bounded per key and closed when idle (:class:`Limits`);
+   :class:`PeerLink` keeps an outgoing connection alive with backoff and a
+   bounded queue.
 
 Everything that can go wrong raises a subclass of :class:`NetError`.
 """
@@ -65,8 +66,8 @@ from missive.net.handshake import (
     respond,
 )
 from missive.net.identity import IdentityError, NodeId, NodeIdentity, short_id
-from missive.net.rpc import Handler, Pending, RpcConnection, open_rpc
-from missive.net.transport import PeerLink, open_peer_link, serve
+from missive.net.rpc import Handler, Pending, Refused, RpcConnection, open_rpc
+from missive.net.transport import Limits, PeerLink, open_peer_link, serve
 
 __all__ = [
     "HANDSHAKE_TIMEOUT",
@@ -89,6 +90,7 @@ __all__ = [
     "HandshakeError",
     "IdentityError",
     "IsAllowed",
+    "Limits",
     "NetError",
     "NodeId",
     "NodeIdentity",
@@ -96,6 +98,7 @@ __all__ = [
     "Pending",
     "PeerLink",
     "ProtocolViolation",
+    "Refused",
     "RemoteError",
     "RpcConnection",
     "RpcError",

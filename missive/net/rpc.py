@@ -26,6 +26,19 @@ Failures are contained: an unknown method or a handler exception becomes an
 error response (the connection stays up); a message that is not valid RPC
 (:class:`ProtocolViolation`) or any channel failure ends the connection, and
 every call still waiting on it fails with :class:`ConnectionLost`.
+
+A handler's exception is either the caller's fault or ours, and is logged
+accordingly.  :class:`Refused` (a handler turning a request away on purpose:
+bad parameters, a key that may not do this) and the errors bad parameters
+cause in handler code (``TypeError``, ``ValueError``, ``KeyError``,
+``PermissionError``...) are *bad requests*: answered with one line, logged
+with one line and no traceback, since anyone can send junk and a log full of
+tracebacks hides the real problems.  Anything else is a bug in the handler:
+answered likewise, but logged at ERROR with its traceback.
+
+Idle connections: with ``idle_timeout`` set, a connection on which nothing
+has arrived for that long and no request is being handled or awaited is
+closed (a server's defence against clients that hold connections open).
 """
 
 from __future__ import annotations
@@ -113,13 +126,35 @@ class Pending:
             self._forget = None
 
 
-class _UnknownMethod(Exception):
+class Refused(Exception):
+    """A handler turns a request away on purpose (bad parameters, a caller not allowed to do this).
+
+    The caller gets exactly this text, so write it for them: one line saying
+    what was wrong.  Logged at INFO in one line, without a traceback: a
+    refusal is the handler working, not failing.
+    """
+
+
+class _UnknownMethod(Refused):
     """A request named a method nobody handles (answered with an error, not logged loudly)."""
 
 
+#: Exceptions that, raised by a handler, mean the request was bad (its parameters did not
+#: fit what the handler expects, or the caller may not do this), not that the handler broke.
+BAD_REQUEST_ERRORS: tuple[type[Exception], ...] = (
+    TypeError, ValueError, KeyError, IndexError, PermissionError, OverflowError, NetError)
+
+
 def _error_text(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return text[:_MAX_ERROR_TEXT]
+    if isinstance(exc, Refused):
+        text = str(exc)
+    elif isinstance(exc, RemoteError):  # a peer's answer to a request forwarded there: passed on as it is
+        text = exc.message
+    elif isinstance(exc, KeyError) and len(exc.args) == 1:
+        text = f"KeyError: missing {exc.args[0]!r}"  # str(KeyError) is just the key: say what is wrong
+    else:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return (text.splitlines() or [""])[0][:_MAX_ERROR_TEXT]
 
 
 class RpcConnection:
@@ -137,10 +172,16 @@ class RpcConnection:
         *,
         max_in_flight: int = MAX_IN_FLIGHT,
         call_timeout: float = CALL_TIMEOUT,
+        idle_timeout: float | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive (or None: never)")
         self.channel = channel
+        #: Seconds without traffic or work after which :meth:`run` closes the connection (None: never).
+        self.idle_timeout = idle_timeout
+        self._last_active = 0.0  # trio time of the last message received or request finished
         self.handlers: Mapping[str, Handler] = handlers or {}
         self.call_timeout = call_timeout
         self.max_in_flight = max_in_flight
@@ -254,9 +295,12 @@ class RpcConnection:
         self._started = True
         reason = "closed locally"
         error: NetError | None = None
+        self._last_active = trio.current_time()
         try:
             with self._cancel:
                 async with trio.open_nursery() as handlers:
+                    if self.idle_timeout is not None:
+                        handlers.start_soon(self._close_when_idle, self.idle_timeout)
                     try:
                         await self._read_loop(handlers)
                     except ChannelClosed:
@@ -286,9 +330,25 @@ class RpcConnection:
         """Wait until :meth:`run` has finished."""
         await self._finished.wait()
 
+    async def _close_when_idle(self, timeout: float) -> None:
+        """Close the connection once it has been idle for ``timeout`` s: nothing received, no
+        request being handled, no call of ours awaiting its answer.  A client holding a
+        connection it does not use would otherwise keep one of the server's slots forever."""
+        while True:
+            idle_for = trio.current_time() - self._last_active
+            busy = self.in_flight > 0 or bool(self._pending)
+            if not busy and idle_for >= timeout:
+                self._shut(f"idle for {timeout:g} s")
+                self._closing = True
+                self._cancel.cancel()
+                return
+            # busy: finishing updates _last_active, so look again a little later
+            await trio.sleep(timeout / 4 if busy else timeout - idle_for)
+
     async def _read_loop(self, handlers: trio.Nursery) -> None:
         while True:
             message = await self.channel.receive()
+            self._last_active = trio.current_time()
             if not isinstance(message, list) or not message or type(message[0]) is not int:
                 raise ProtocolViolation(f"not an rpc message: {_describe(message)}")
             kind = message[0]
@@ -329,7 +389,6 @@ class RpcConnection:
         """
         handler = self.handlers.get(method)
         if handler is None:
-            log.debug("%s called unknown method %r", short_id(self.peer_id), method)
             return _UnknownMethod(f"unknown method {method!r}")
         try:
             return handler(self.peer_id, params)
@@ -344,15 +403,28 @@ class RpcConnection:
                 if isinstance(work, BaseException):
                     raise work
                 reply = [RESULT, call_id, await work]
-            except _UnknownMethod as exc:
-                reply = [ERROR, call_id, str(exc)[:_MAX_ERROR_TEXT]]
             except Exception as exc:
-                log.warning("handler %r (called by %s) raised", method, short_id(self.peer_id), exc_info=True)
+                self._log_failure(method, exc)
                 reply = [ERROR, call_id, _error_text(exc)]
             if call_id is not None:
                 await self._reply(reply)
         finally:
             self._slots.release()
+            self._last_active = trio.current_time()
+
+    def _log_failure(self, method: str, exc: Exception) -> None:
+        """Log a handler's exception once: one line for a bad request (the caller's doing, and
+        anyone may send junk), the traceback only for what can only be a bug in the handler."""
+        who = short_id(self.peer_id)
+        if isinstance(exc, _UnknownMethod):
+            log.debug("%s called unknown method %r", who, method)
+        elif isinstance(exc, NetError):  # the handler asked another node, which failed or refused
+            log.info("%s request from %s failed on the way: %s", method, who, _error_text(exc))
+        elif isinstance(exc, (Refused, *BAD_REQUEST_ERRORS)):
+            level = logging.WARNING if isinstance(exc, PermissionError) else logging.INFO
+            log.log(level, "bad %s request from %s: %s", method, who, _error_text(exc))
+        else:
+            log.error("handler %r (called by %s) failed unexpectedly: a bug", method, who, exc_info=exc)
 
     async def _reply(self, reply: list[Any]) -> None:
         try:

@@ -7,6 +7,14 @@ or breaks the protocol loses *its* connection (the reason is logged at
 WARNING) and nothing else is affected.  Even a bug in our own per-connection
 code is logged and contained, because the listener must outlive any peer.
 
+The doors are bounded so that no one caller can lock the others out (see
+:class:`Limits`): handshakes under way are few and time out; each
+authenticated key may hold only so many connections, and all ordinary keys
+together only so many; a connection with nothing going on is closed after
+an idle timeout.  Privileged keys (a cluster's members and its operator) are
+counted apart, with a higher limit per key and no idle timeout, so a crowd
+of clients never keeps the cluster's own links out.
+
 :class:`PeerLink` keeps one outgoing connection to one known peer.  It
 reconnects forever with capped exponential backoff and jitter (so a cluster
 restarting together does not reconnect in lock-step), and callers never see
@@ -26,22 +34,43 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import trio
 
-from missive.net.errors import CallTimeout, ConnectionLost, FrameTooLarge, HandshakeError, NetError, NotEncodable
+from missive.net.channel import SecureChannel
+from missive.net.errors import (
+    CallTimeout,
+    ChannelError,
+    ConnectionLost,
+    FrameTooLarge,
+    HandshakeError,
+    NetError,
+    NotEncodable,
+)
 from missive.net.frames import MAX_FRAME
 from missive.net.handshake import HANDSHAKE_TIMEOUT, IsAllowed, initiate, respond
 from missive.net.identity import NodeId, NodeIdentity, short_id
-from missive.net.rpc import CALL_TIMEOUT, MAX_IN_FLIGHT, Handler, Pending, RpcConnection
+from missive.net.rpc import CALL_TIMEOUT, ERROR, MAX_IN_FLIGHT, REQUEST, Handler, Pending, RpcConnection
 
 log = logging.getLogger(__name__)
 
-#: Connections (including ones still in the handshake) a server holds at once.
+#: Authenticated connections of ordinary (not privileged) keys a server holds at once, all keys together.
 MAX_CONNECTIONS = 256
+#: Authenticated connections one ordinary key may hold at once.
+MAX_PER_KEY = 16
+#: Authenticated connections one privileged key (a member, the operator) may hold at once.
+MAX_PER_PRIVILEGED_KEY = 128
+#: Connections still in the handshake at once (each is bounded by the handshake timeout too).
+MAX_HANDSHAKES = 128
+#: Seconds an ordinary key's connection may sit idle (nothing received, nothing running) before it is closed.
+IDLE_TIMEOUT = 60.0
+#: How long a refused connection waits for its first request, to answer it with the reason.
+_REFUSAL_GRACE = 1.0
 #: A session that lasted at least this long resets the reconnect backoff.
 _STABLE_AFTER = 1.0
 
@@ -80,6 +109,68 @@ def _address(stream: trio.SocketStream) -> str:
     return f"{host}:{port}"
 
 
+def _nobody(node_id: NodeId) -> bool:
+    return False
+
+
+@attrs.frozen
+class Limits:
+    """How many connections a server holds, and for how long; see the module docstring.
+
+    ``is_privileged(node_id)`` picks the keys counted apart (a cluster's members and
+    operator): ``max_per_privileged_key`` each, not in ``max_connections``, no idle timeout.
+    """
+
+    max_connections: int = MAX_CONNECTIONS
+    max_per_key: int = MAX_PER_KEY
+    max_per_privileged_key: int = MAX_PER_PRIVILEGED_KEY
+    max_handshakes: int = MAX_HANDSHAKES
+    idle_timeout: float | None = IDLE_TIMEOUT
+    is_privileged: Callable[[NodeId], bool] = _nobody
+
+    def __attrs_post_init__(self) -> None:
+        if min(self.max_connections, self.max_per_key, self.max_per_privileged_key, self.max_handshakes) < 1:
+            raise ValueError("connection limits must be at least 1")
+        if self.idle_timeout is not None and self.idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive (or None: never)")
+
+
+class _Doors:
+    """Who holds which connections right now, and whether one more may come in."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.handshakes = 0
+        self.ordinary = 0  # authenticated connections of ordinary keys
+        self.per_key: Counter[NodeId] = Counter()
+
+    def refusal(self, node_id: NodeId) -> str | None:
+        """Why ``node_id`` may not have one more connection now (None: it may)."""
+        if self.limits.is_privileged(node_id):
+            if self.per_key[node_id] >= self.limits.max_per_privileged_key:
+                return f"key {short_id(node_id)} already has {self.per_key[node_id]} connections"
+            return None
+        if self.per_key[node_id] >= self.limits.max_per_key:
+            return (f"too many connections from key {short_id(node_id)}: "
+                    f"{self.limits.max_per_key} is the limit per key")
+        if self.ordinary >= self.limits.max_connections:
+            return f"server busy: already {self.ordinary} client connections"
+        return None
+
+    def enter(self, node_id: NodeId) -> bool:
+        """Count a connection in; whether it is an ordinary key's (so it gets the idle timeout)."""
+        self.per_key[node_id] += 1
+        ordinary = not self.limits.is_privileged(node_id)
+        self.ordinary += ordinary
+        return ordinary
+
+    def leave(self, node_id: NodeId, ordinary: bool) -> None:
+        self.per_key[node_id] -= 1
+        if self.per_key[node_id] <= 0:
+            del self.per_key[node_id]
+        self.ordinary -= ordinary
+
+
 async def serve(
     identity: NodeIdentity,
     host: str,
@@ -91,33 +182,32 @@ async def serve(
     max_in_flight: int = MAX_IN_FLIGHT,
     max_connections: int = MAX_CONNECTIONS,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    limits: Limits | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host:port`` and serve ``handlers`` to allowed peers until cancelled.
 
     ``port`` 0 picks a free port; the bound port is reported through
     ``task_status`` (``port = await nursery.start(serve, ...)``).
-    ``is_allowed(node_id)`` decides which authenticated nodes may connect.
+    ``is_allowed(node_id)`` decides which authenticated nodes may connect;
+    ``limits`` how many connections they may hold and for how long (default
+    :class:`Limits` with ``max_connections``).
     Give ``host`` as an address ("127.0.0.1"): a name that resolves to several
     addresses gets one listener each, and with port 0 only the first is kept,
     since each would get a different port.
     """
+    doors = _Doors(limits if limits is not None else Limits(max_connections=max_connections))
     listeners = await trio.open_tcp_listeners(port, host=host)
     if port == 0:
         for extra in listeners[1:]:
             await extra.aclose()
         listeners = listeners[:1]
     bound: int = listeners[0].socket.getsockname()[1]
-    slots = trio.Semaphore(max_connections)
     log.info("node %s listening on %s:%d", short_id(identity.node_id), host, bound)
 
     async def on_connection(stream: trio.SocketStream) -> None:
-        if slots.value == 0:
-            log.warning("refused connection from %s: already %d connections", _address(stream), max_connections)
-            await trio.aclose_forcefully(stream)
-            return
-        async with slots:
-            await _serve_connection(stream, identity, handlers, is_allowed, max_frame, max_in_flight, handshake_timeout)
+        await _serve_connection(stream, identity, handlers, is_allowed, max_frame, max_in_flight, handshake_timeout,
+                                doors)
 
     task_status.started(bound)
     await trio.serve_listeners(on_connection, listeners)
@@ -131,10 +221,15 @@ async def _serve_connection(
     max_frame: int,
     max_in_flight: int,
     handshake_timeout: float,
+    doors: _Doors,
 ) -> None:
     """One inbound connection, start to end; logs why it ended and never raises (except cancellation)."""
     where = _address(stream)
     try:
+        if doors.handshakes >= doors.limits.max_handshakes:
+            log.warning("refused connection from %s: already %d handshakes under way", where, doors.handshakes)
+            return
+        doors.handshakes += 1
         try:
             channel = await respond(
                 stream, identity, is_allowed=is_allowed, timeout=handshake_timeout, max_frame=max_frame
@@ -142,19 +237,45 @@ async def _serve_connection(
         except HandshakeError as exc:
             log.warning("refused connection from %s: %s", where, exc.reason)
             return
+        finally:
+            doors.handshakes -= 1
         peer = short_id(channel.peer_id)
-        log.info("node %s connected from %s", peer, where)
-        conn = RpcConnection(channel, handlers, max_in_flight=max_in_flight)
+        refusal = doors.refusal(channel.peer_id)
+        if refusal is not None:
+            log.warning("refused connection from node %s at %s: %s", peer, where, refusal)
+            await _refuse(channel, refusal)
+            return
+        ordinary = doors.enter(channel.peer_id)
         try:
-            await conn.run()
-        except NetError as exc:
-            log.warning("dropped connection from node %s at %s: %s", peer, where, exc)
-        else:
-            log.info("node %s at %s disconnected (%s)", peer, where, conn.closed_reason)
+            log.info("node %s connected from %s", peer, where)
+            idle = doors.limits.idle_timeout if ordinary else None
+            conn = RpcConnection(channel, handlers, max_in_flight=max_in_flight, idle_timeout=idle)
+            try:
+                await conn.run()
+            except NetError as exc:
+                log.warning("dropped connection from node %s at %s: %s", peer, where, exc)
+            else:
+                log.info("node %s at %s disconnected (%s)", peer, where, conn.closed_reason)
+        finally:
+            doors.leave(channel.peer_id, ordinary)
     except Exception:
         log.exception("unexpected error serving %s; connection dropped", where)
     finally:
         await trio.aclose_forcefully(stream)
+
+
+async def _refuse(channel: SecureChannel, reason: str) -> None:
+    """Tell a caller refused after its handshake why: its first request (if it sends one
+    soon) is answered with ``reason``, so it sees that rather than a bare closed connection."""
+    with trio.move_on_after(_REFUSAL_GRACE):
+        try:
+            message = await channel.receive()
+            if isinstance(message, list) and len(message) == 4 and message[0] == REQUEST and type(message[1]) is int:
+                await channel.send([ERROR, message[1], reason])
+        except ChannelError:
+            pass  # it went away: nothing to tell
+        except NetError as exc:
+            log.debug("refused caller sent something unreadable: %s", exc)
 
 
 class PeerLink:

@@ -58,7 +58,7 @@ import _common  # noqa: E402
 import vm as vm_bench  # noqa: E402
 
 from missive.cluster import launcher, tracing  # noqa: E402
-from missive.cluster.client import connect  # noqa: E402
+from missive.cluster.client import connect, load_operator  # noqa: E402
 from missive.cluster.placement import executor  # noqa: E402
 from missive.keys import Key  # noqa: E402
 from missive.mailbox.envelope import Envelope, Kind  # noqa: E402
@@ -150,7 +150,9 @@ async def cluster(root: Path, nodes: int, replicas: int = 1) -> AsyncIterator[Be
     states = await trio.to_thread.run_sync(lambda: launcher.up(root, nodes, replicas=min(replicas, nodes)))
     try:
         async with AsyncExitStack() as stack:
-            conns = {s["id"]: await stack.enter_async_context(connect("127.0.0.1", s["port"])) for s in states}
+            operator = load_operator(root)  # these connections create accounts: the operator's requests
+            conns = {s["id"]: await stack.enter_async_context(connect("127.0.0.1", s["port"], identity=operator))
+                     for s in states}
             yield Bench(root, states, conns)
     finally:
         await trio.to_thread.run_sync(lambda: launcher.down(root))
