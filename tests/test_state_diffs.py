@@ -16,6 +16,7 @@ from test_ledger_actors import ASKER, TOKEN, Ledger, selector, transfer
 from missive.actors.replay import replay
 from missive.mailbox.diffs import DiffConflict, DiffError, DiffGap, StateDiff
 from missive.mailbox.envelope import Kind
+from missive.mailbox.records import Account
 from missive.mailbox.store import Store
 from missive.vm.keccak import keccak256
 
@@ -147,6 +148,24 @@ def test_a_diff_for_positions_a_copy_already_holds_is_a_conflict_naming_them(exe
         done, problem = replica.apply_diffs(b"X" * 32, [stray])
         assert isinstance(problem, DiffConflict) and problem.version == handled.version
         assert (problem.theirs, problem.mine) == (handled.epoch + 2, handled.epoch)
+        assert state_of(replica) == before
+
+
+def test_a_diff_whose_receipts_name_messages_it_does_not_carry_is_refused(executed: tuple[Ledger, list[bytes]],
+                                                                         tmp_path: Path) -> None:
+    """An invariant kept in code: every message a receipt names travels with it (else a copy
+    would hold receipts whose messages exist nowhere it can read or send them)."""
+    ledger, raws = executed
+    diffs = [StateDiff.decode(raw) for raw in raws]
+    sending = next(i for i, d in enumerate(diffs) if any(r.outgoing for r in d.decoded_receipts()))
+    with Store(tmp_path / "replica", create=True) as replica:
+        assert replica.apply_diffs(EXECUTOR, diffs[:sending]) == (sending, None)
+        before = state_of(replica)
+        for broken in (attrs.evolve(diffs[sending], messages=()),
+                       attrs.evolve(diffs[sending], messages=(b"\xc1",))):
+            done, problem = replica.apply_diffs(EXECUTOR, [broken])
+            assert done == 0 and isinstance(problem, DiffError)
+            assert "does not carry" in str(problem) or "malformed" in str(problem)
         assert state_of(replica) == before
 
 
@@ -333,3 +352,33 @@ def test_rolling_back_to_another_holders_earlier_copy_then_running_again_ends_wh
     assert state_of(ledger.store) == before
     report = replay(ledger.store)  # the discarded receipts are skipped, the rollback taken as recorded
     assert report.divergence is None and report.checked == sum(len(ledger.store.mailbox(a)) for a, _ in ledger.store.accounts())
+
+
+def test_a_message_made_here_waits_for_its_record_and_goes_with_it_if_given_up(tmp_path: Path) -> None:
+    """Issue 20 (found by tools/faults.py): an admitted message for an actor this node executes was
+    handled at once, before the admission was acknowledged; when the admission was then given
+    up (another holder's copy stood), its message had already moved value and spent its
+    sender's nonce, so two messages with one nonce were handled.  Now it waits like messages for
+    other nodes do, and goes with its record; the ledger still replays (the accept record is
+    listed as given up)."""
+    ledger = Ledger(tmp_path / "executor", placement=ExecutesAll())
+    store = ledger.store
+    token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [1000]))
+    with Store(tmp_path / "replica", create=True, placement=Replica()) as replica:
+        assert replica.apply_diffs(EXECUTOR, [StateDiff.decode(raw) for _, raw in
+                                              store.queued("replicate", REPLICA, 10**6)])[1] is None
+        version = replica.head(ledger.alice.address)[0]
+        before = replica.snapshot(ledger.alice.address, version)
+    assert before is not None
+    message_id = ledger.submit(ledger.alice, Kind.CALL, token, transfer(ledger.bob.address, 5))
+    assert store.pending() == []  # not handled: its admission is not acknowledged yet
+    assert [keccak256(msgpack.unpackb(raw)[0]) for _, raw in store.queued("outbound", EXECUTOR, 10**6)] == [message_id]
+
+    rolled = store.roll_back(REPLICA, ledger.alice.address, version, before)  # the admission is given up
+
+    assert rolled.discarded == 1 and rolled.gone == ()
+    assert store.queued("outbound", EXECUTOR, 10**6) == [] and store.message(message_id) is None
+    ledger.run()
+    assert store.receipt(message_id) is None
+    assert store.account(ledger.alice.address) == Account.decode(before["account"])
+    assert replay(store).divergence is None

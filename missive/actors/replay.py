@@ -23,7 +23,7 @@ broken seal, naming its record range and the expected vs computed hash;
 records after the last seal are reported as unsealed.  The newest seal's
 signature, verified first, vouches for the whole chain (see :class:`_Seals`).
 No Ed25519 verify per message is what lets replay run at 50,000 messages a
-second on two cores.  Receipts a rollback gave up are
+second on two cores.  Receipts and admissions a rollback gave up are
 listed by its (sealed) rollback record and indexed in the store's
 ``discarded`` table: replay skips them, checking each skip against that record.
 
@@ -447,7 +447,7 @@ def replay(
                         _NOT_EXECUTED_HERE[tag](record, state, code_by_hash, other_code)
                         continue
                     message_id = bytes(record[1])
-                    if tag == "receipt" and discarded and key in discarded:
+                    if tag in ("receipt", "accept") and discarded and key in discarded:
                         why = _discard_problem(txn, ledger_db, key, discarded[key])
                         if why is not None:
                             return diverged(message_id, b"", -1, f"ledger record {_seq(key)}: {why}")

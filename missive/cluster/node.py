@@ -207,6 +207,8 @@ class ClusterNode:
                 for link in self.links.values():
                     nursery.start_soon(link.run)
                 nursery.start_soon(self._run_actors)
+                if self.k > 1:
+                    nursery.start_soon(self._release_held)  # messages for actors here, once acknowledged
                 for node_id in self.links:
                     nursery.start_soon(self._deliver_to, node_id)
                     for table, method in PEER_QUEUES:
@@ -341,6 +343,23 @@ class ClusterNode:
                 return
             with trio.move_on_after(0.05):
                 await self._diffs_acked.wait()
+
+    async def _release_held(self) -> None:
+        """Place the messages this node made for actors it holds itself, once the records that made
+        them are acknowledged (the same rule as for messages leaving: _replicated_prefix).
+
+        Why: a record given up (missive/replicas/epochs.py, rule 4) must not have had its messages
+        handled anywhere; handled here at once, a rolled-back admission's message would still
+        move value and spend its nonce."""
+        while True:
+            ready = self._queue_ready[self.me, "outbound"] = trio.Event()
+            batch = self._replicated_prefix(self.store.queued("outbound", self.me, SEND_BATCH))
+            if batch:
+                await self.writer.write(functools.partial(self.store.release_held, [key for key, _ in batch]))
+                self._queued()
+                continue
+            with trio.move_on_after(0.05):  # woken by a commit, or by a peer acknowledging diffs
+                await ready.wait()
 
     async def _deliver_to(self, node_id: bytes) -> None:
         """Send the messages queued for ``node_id`` (``outbound``) to its ``deliver``, oldest first,

@@ -11,7 +11,8 @@ ledger        seq (8 bytes, big-endian)              ["genesis", addr, pubkey, b
                                                      ["accept", message id] | ["receipt", message id] |
                                                      ["diff", executor node id, state diff] (applied
                                                      here) | ["rollback", addr, position, account,
-                                                     storage, [seqs of the receipt records it discards]]
+                                                     storage, [seqs of the receipt and accept records
+                                                     it discards]]
 seals         seq of the last ledger record covered  [chain hash, Ed25519 signature] (one per write
                                                      transaction that appends records; see
                                                      :mod:`missive.mailbox.seals`)
@@ -723,14 +724,38 @@ class Store:
             self._place(txn, envelope, message_id, True)
             return record
         holders = placement.holders(envelope.recipient)
+        # a message made here (an admission, or a handler's) for another actor waits for the record
+        # that made it to be acknowledged, here too: given up, it must not have been handled anywhere
+        held = fan_out and envelope.sender != envelope.recipient and self._replicated(envelope.sender)
         if placement.me in holders:
-            if txn.get(message_id, db=self.db["receipts"]) is None:  # not handled by another holder yet
+            if held:
+                pass  # queued for this node below, like for the others: release_held places it
+            elif txn.get(message_id, db=self.db["receipts"]) is None:  # not handled by another holder yet
                 self._place(txn, envelope, message_id, placement.executes(envelope.recipient))
         elif not fan_out:
             raise EnvelopeError(f"this node keeps no copy of 0x{envelope.recipient.hex()}, the recipient")
         if fan_out:
-            self._queue_for(txn, "outbound", [n for n in holders if n != placement.me], record)
+            targets = [n for n in holders if n != placement.me or held]
+            self._queue_for(txn, "outbound", targets, record)
         return record
+
+    def release_held(self, keys: list[bytes], txn: lmdb.Transaction) -> int:
+        """Place the messages queued for this node itself under ``keys`` (outbound, this node's id +
+        seq), now that the records that made them are acknowledged (a :meth:`write_together`
+        write).  One given up meanwhile is gone from the queue and is skipped."""
+        assert self.placement is not None, "only a cluster node holds messages for itself"
+        placed = 0
+        for key in keys:
+            record = txn.get(key, db=self.db["outbound"])
+            if record is None:
+                continue
+            txn.delete(key, db=self.db["outbound"])
+            envelope = Envelope.decode(msgpack.unpackb(record)[0], check=False)
+            message_id = envelope.id
+            if txn.get(message_id, db=self.db["receipts"]) is None:
+                self._place(txn, envelope, message_id, self.placement.executes(envelope.recipient))
+                placed += 1
+        return placed
 
     def _place(self, txn: lmdb.Transaction, envelope: Envelope, message_id: bytes, executed_here: bool) -> None:
         """Queue a message for an actor held here: when due, in its queue (or standby queue)."""
@@ -907,6 +932,8 @@ class Store:
             if o.storage_writes:
                 self._write_storage(txn, o.recipient, o.storage_writes.items())
             self._append(txn, ["receipt", o.message_id])
+            if o.receipt.outgoing != tuple(envelope.id for envelope in o.new_messages):
+                raise StoreError(f"the receipt of 0x{o.message_id.hex()} names other messages than its run sent")
             sent = [self._enqueue(txn, envelope, envelope.id, b"", b"") for envelope in o.new_messages]
             if replicated:
                 changes[o.recipient].add(o, encoded, sent)
@@ -971,7 +998,7 @@ class Store:
                 seq = seqs[diff.address] if seqs and diff.address in seqs else self._next_seq(txn)
                 version, prev_epoch = self._head(txn, diff.address)
                 diff = attrs.evolve(diff, seq=seq, epoch=epoch, version=version + 1, prev_epoch=prev_epoch)
-                self._record_entry(txn, diff)
+                self._record_entry(txn, diff, made_here=True)
                 self._queue_for(txn, "replicate", targets, diff.encode(), seq)
                 txn.put(diff.address, u64(seq), db=self.db["last_diff"])
 
@@ -1007,10 +1034,14 @@ class Store:
             entry = self._entry(t, address, version)
         return int(entry[0]) if entry is not None else None
 
-    def _record_entry(self, txn: lmdb.Transaction, diff: StateDiff) -> None:
+    def _record_entry(self, txn: lmdb.Transaction, diff: StateDiff, *, made_here: bool) -> None:
+        """Keep ``diff``'s record: [epoch, digest after, handled after, message ids, and the seq it was
+        numbered with if this node made it (its accept and receipt ledger records come after that
+        seq: where a rollback starts looking for them), else -1]."""
         ids = [keccak256(msgpack.unpackb(record)[0]) for record in diff.messages]
         txn.put(diff.address + u64(diff.version),
-                msgpack.packb([diff.epoch, diff.after, diff.account.handled, ids], use_bin_type=True),
+                msgpack.packb([diff.epoch, diff.after, diff.account.handled, ids, diff.seq if made_here else -1],
+                              use_bin_type=True),
                 db=self.db["entries"])
 
     def heads(self, wanted: Callable[[bytes], bool]) -> list[tuple[bytes, int, int]]:
@@ -1240,6 +1271,12 @@ class Store:
             raise DiffError(f"{where} takes the account's nonce back from {current.nonce} to {diff.account.nonce}")
         if diff.code and keccak256(diff.code) != diff.account.code_hash:
             raise DiffError(f"{where}: its code does not hash to the account's code hash")
+        try:
+            carried = {keccak256(msgpack.unpackb(record)[0]) for record in diff.messages}
+        except (ValueError, TypeError, IndexError, KeyError) as exc:
+            raise DiffError(f"{where}: a message record it carries is malformed ({exc})") from None
+        if not {out for r in receipts for out in r.outgoing} <= carried:
+            raise DiffError(f"{where}: its receipts name messages it does not carry")
         if self.placement is not None:
             mine = self.state_digest(diff.address, txn)
             if diff.before != mine:  # same position, other state: the copies diverged (a conflict too)
@@ -1265,7 +1302,7 @@ class Store:
             txn.put(keccak256(msgpack.unpackb(record)[0]), record, db=db["replica_messages"])
         txn.put(diff.address, msgpack.packb([executor_id, diff.seq]), db=db["replica"])
         if diff.version:
-            self._record_entry(txn, diff)
+            self._record_entry(txn, diff, made_here=False)
         self._append(txn, ["diff", executor_id, diff.encode()])
 
     def _unqueue(self, txn: lmdb.Transaction, address: bytes, message_ids: set[bytes]) -> None:
@@ -1325,12 +1362,19 @@ class Store:
             receipts = [txn.get(message_id, db=self.db["receipts"])
                         for key, message_id in self._scan("mailbox", address, txn=txn)
                         if int.from_bytes(key[20:], "big") >= since]
-            entries = [[int.from_bytes(key[20:], "big"), *msgpack.unpackb(value)]
+            entries = [[int.from_bytes(key[20:], "big"), *msgpack.unpackb(value)[:4]]
                        for key, value in self._scan("entries", address, txn=txn, after=address + u64(version))]
             storage = [[key[20:], value] for key, value in self._scan("storage", address, txn=txn)]
             seq = txn.get(address, db=self.db["last_diff"])
+            carried = []  # the messages those records sent or admitted: the other copy keeps them too
+            for entry in entries:
+                for message_id in entry[4]:
+                    record = (txn.get(bytes(message_id), db=self.db["messages"])
+                              or txn.get(bytes(message_id), db=self.db["replica_messages"]))
+                    if record is not None:
+                        carried.append(record)
             return {"account": raw, "storage": storage, "receipts": receipts, "since": since,
-                    "base": None if base is None else base[:2], "entries": entries,
+                    "base": None if base is None else base[:2], "entries": entries, "messages": carried,
                     "seq": int.from_bytes(seq, "big") if seq else -1}
 
     def roll_back(self, source: bytes, address: bytes, version: int, snapshot: dict[str, Any]) -> RolledBack:
@@ -1360,7 +1404,7 @@ class Store:
         receipts = [Receipt.decode(raw) for raw in snapshot["receipts"]]
         since = int(snapshot["since"])
         theirs = [(int(v), int(epoch), bytes(after), int(handled), [bytes(m) for m in ids])
-                  for v, epoch, after, handled, ids in snapshot["entries"]]
+                  for v, epoch, after, handled, ids, *_ in snapshot["entries"]]
         if any(r.position != since + i for i, r in enumerate(receipts)) or account.handled != since + len(receipts):
             raise DiffError(f"{where} does not hold mailbox positions {since}.. in order")
         if [v for v, *_ in theirs] != list(range(version + 1, version + 1 + len(theirs))):
@@ -1378,10 +1422,14 @@ class Store:
             given_up: set[bytes] = set()  # what this copy's records after `version` carried
             standing_records = {v: (epoch, after) for v, epoch, after, _, _ in theirs}
             differing = 0  # records of this copy that the other's does not hold (0: a gap filled)
+            made_from: int | None = None  # the lowest seq of those this node made: its ledger records follow
             for key, value in self._scan("entries", address, txn=txn, after=address + u64(version)):
                 entry = msgpack.unpackb(value)
                 given_up.update(bytes(m) for m in entry[3])
-                differing += standing_records.get(int.from_bytes(key[20:], "big")) != (int(entry[0]), bytes(entry[1]))
+                if standing_records.get(int.from_bytes(key[20:], "big")) != (int(entry[0]), bytes(entry[1])):
+                    differing += 1
+                    if len(entry) > 4 and entry[4] >= 0:
+                        made_from = entry[4] if made_from is None else min(made_from, entry[4])
                 txn.delete(key, db=db["entries"])
             mine = [(key, message_id) for key, message_id in self._scan("mailbox", address, txn=txn)
                     if int.from_bytes(key[20:], "big") >= since]
@@ -1408,6 +1456,10 @@ class Store:
                         db=db["entries"])
             # the standing records may carry the very same messages: those stay, wherever they are
             standing = {out for r in receipts for out in r.outgoing} | {m for *_, ids in theirs for m in ids}
+            for record in snapshot.get("messages", ()):
+                message_id = keccak256(msgpack.unpackb(bytes(record))[0])
+                if message_id in standing and txn.get(message_id, db=db["messages"]) is None:
+                    txn.put(message_id, bytes(record), db=db["replica_messages"])
             gone = self._forget_messages(txn, given_up - standing)
             self._drop_diffs_after(txn, address, version, since)
             txn.delete(address, db=db["last_diff"])
@@ -1420,7 +1472,7 @@ class Store:
                 if found is not None:
                     envelope = Envelope.decode(msgpack.unpackb(found)[0], check=False)
                     self._place(txn, envelope, message_id, self.placement is None or self.placement.executes(address))
-            discarded = self._receipt_records(txn, {m for _, m in mine})
+            discarded = self._records_given_up(txn, {m for _, m in mine}, given_up - standing, made_from)
             rollback = self._append(txn, ["rollback", address, since, account.encode(),
                                           [[bytes(slot), bytes(value)] for slot, value in snapshot["storage"]],
                                           discarded])
@@ -1430,20 +1482,28 @@ class Store:
         differing += sum(1 for key, m in mine if (int.from_bytes(key[20:], "big"), m) not in standing_receipts)
         return RolledBack(tuple(unhandled), tuple(gone), differing)
 
-    def _receipt_records(self, txn: lmdb.Transaction, message_ids: set[bytes]) -> list[int]:
-        """Seqs of the standing (not yet discarded) receipt records of ``message_ids``, ascending:
-        the ones a rollback gives up.  Sealed records are never rewritten: the rollback record
+    def _records_given_up(self, txn: lmdb.Transaction, handled: set[bytes], carried: set[bytes],
+                          made_from: int | None) -> list[int]:
+        """Seqs of the standing (not yet discarded) ledger records a rollback gives up, ascending: the
+        receipt records of ``handled`` and the accept records of ``carried`` (messages this node
+        admitted in records given up).  Sealed records are never rewritten: the rollback record
         lists them and the ``discarded`` index points replay from each to it.  They are recent:
-        search from the end."""
-        left = set(message_ids)
+        search from the end, down to ``made_from`` (the seq of the first record given up that
+        this node made; None: it made none, so its ledger has none of them)."""
+        if made_from is None:
+            return []
+        wanted = {"receipt": set(handled), "accept": set(carried)}
         found_seqs: list[int] = []
         discarded = self.db["discarded"]
         cursor = txn.cursor(db=self.db["ledger"])
         found = cursor.last()
-        while found and left:
+        while found and (wanted["receipt"] or wanted["accept"]):
             key, value = cursor.item()
+            if int.from_bytes(key, "big") < made_from:
+                break
             record = msgpack.unpackb(value)
-            if record[0] == "receipt" and bytes(record[1]) in left and txn.get(key, db=discarded) is None:
+            left = wanted.get(record[0])
+            if left and bytes(record[1]) in left and txn.get(key, db=discarded) is None:
                 left.discard(bytes(record[1]))
                 found_seqs.append(int.from_bytes(key, "big"))
             found = cursor.prev()
