@@ -58,19 +58,6 @@ from missive.net.handshake import PROTOCOL_VERSION
 from missive.net.transport import Backoff
 
 
-@pytest.fixture
-def net_log() -> Any:
-    """Records from the missive.net loggers (all threads), at DEBUG and above."""
-    handler = ListRecords()
-    logger = logging.getLogger("missive.net")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
-
-
 async def wait_for_log(net_log: ListRecords, text: str, level: int = logging.WARNING) -> str:
     """The first log message at ``level`` or above containing ``text`` (polls; bounded by the test's timeout)."""
     while True:

@@ -27,19 +27,6 @@ from missive.net import (
 )
 
 
-@pytest.fixture
-def net_log() -> Any:
-    """Records from the missive.net loggers, at DEBUG and above."""
-    handler = ListRecords()
-    logger = logging.getLogger("missive.net")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
-
-
 @asynccontextmanager
 async def connected(port: int, identity: NodeIdentity, server: NodeIdentity) -> AsyncIterator[RpcConnection]:
     channel = await initiate(await trio.open_tcp_stream(HOST, port), identity, expected_peer=server.node_id)

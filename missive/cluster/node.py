@@ -76,6 +76,7 @@ from missive.mailbox.store import Accepted, Outcome, Store
 from missive.mailbox.writer import GroupWriter
 from missive.net import Limits, NetError, NodeIdentity, PeerLink, allow_any, serve
 from missive.net.identity import short_id, verify
+from missive.net.rpc import Refused
 from missive.vm.keccak import keccak256
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,11 @@ IDENTITY_FILE = "node.key"
 INLINE_SIGNATURES = 4
 #: seconds a thread may hold the GIL while another waits (see main())
 SWITCH_INTERVAL = 0.0005
+
+
+class NotServing(Refused):
+    """A request this node turns away on purpose because it may not serve it now (catching up, no
+    lease, distrusted, or the epoch changed under a submit): one line to the client, no traceback."""
 
 
 class ClusterNode:
@@ -273,7 +279,7 @@ class ClusterNode:
         """The admission check, asked again inside the transaction: a node that lost its lease
         while the submit waited for the writer admits nothing (another holder may serve now)."""
         if not self.membership.may_execute():
-            raise RuntimeError(f"{self.config.name} has lost touch with most of the cluster and does not serve "
+            raise NotServing(f"{self.config.name} has lost touch with most of the cluster and does not serve "
                                "until it has caught up again; try another node")
         return self.check
 
@@ -329,11 +335,11 @@ class ClusterNode:
         epoch = self.membership.number
         while self.k > 1:
             if self.execution.distrusts(self.me):
-                raise RuntimeError(f"{self.config.name} is distrusted (it sent a wrong state diff): "
+                raise NotServing(f"{self.config.name} is distrusted (it sent a wrong state diff): "
                                    "its acceptances are not replicated; submit to another node")
             if self.membership.number != epoch:
                 if not all(self.membership.executes(sender) for sender in senders):
-                    raise RuntimeError(f"the cluster moved to epoch {self.membership.number} and another node "
+                    raise NotServing(f"the cluster moved to epoch {self.membership.number} and another node "
                                        "executes the sender now: this submit may or may not be handled; ask for "
                                        "its receipt before sending it again")
                 epoch = self.membership.number
@@ -525,7 +531,7 @@ class ClusterNode:
         with trio.move_on_after(self.config.failover_timeout * 4):
             await self._serving.wait()
         if not self._serving.is_set():
-            raise RuntimeError(f"{self.config.name} is still catching up from its peers; try again")
+            raise NotServing(f"{self.config.name} is still catching up from its peers; try again")
 
     def _member(self, peer: bytes, method: str) -> str:
         """The name of cluster member ``peer`` (the caller of ``method``), or PermissionError."""
@@ -861,12 +867,15 @@ class ClusterNode:
             log.warning("%s answered an apply with an unknown action: %r", self.names[peer], action)
             return
         kind, address = action
+        executor = self.membership.history.executor(address, self.membership.number)
         if kind == "drop":
-            dropped = await self.writer.write(functools.partial(self.store.drop_queued_diffs, peer, address))
+            if executor == self.me:
+                return  # this node executes the actor again: what it queues now must reach that holder
+            dropped = await self.writer.write(functools.partial(
+                self.store.drop_queued_diffs, peer, address, self.membership.number))
             log.info("dropped %d diff(s) of 0x%s queued for %s: its copy is filled from the executor's", dropped,
                      address.hex(), self.names[peer])
             return
-        executor = self.membership.history.executor(address, self.membership.number)
         if executor is not None and executor != self.me:
             assert self._nursery is not None
             self._nursery.start_soon(self._reconcile, executor, address, self.store.head(address)[0])
@@ -890,6 +899,12 @@ class ClusterNode:
                     if snapshot is None:
                         return
                     async with self.runtime.paused():
+                        if self.membership.history.executor(address, self.membership.number) != peer:
+                            # the epoch changed while the snapshot came: its copy no longer stands (this
+                            # node may execute the actor now, and its own records must not be given up)
+                            log.info("not taking %s's copy of 0x%s: it no longer executes it", self.names[peer],
+                                     address.hex())
+                            return
                         rolled = await trio.to_thread.run_sync(self.store.roll_back, peer, address, version, snapshot)
                     break
                 except DiffError as exc:

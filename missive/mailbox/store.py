@@ -1579,13 +1579,17 @@ class Store:
         txn.put(b"epochs", msgpack.packb(epochs, use_bin_type=True), db=self.db["meta"])
         txn.put(b"acceptor", msgpack.packb(state, use_bin_type=True), db=self.db["meta"])
 
-    def drop_queued_diffs(self, node_id: bytes, address: bytes, txn: lmdb.Transaction) -> int:
-        """Drop the diffs of ``address`` queued for ``node_id`` (a :meth:`write_together` write): that
-        holder cannot place them (they follow records it lacks, and this node no longer executes
-        the actor: the executor's copy fills its gap)."""
+    def drop_queued_diffs(self, node_id: bytes, address: bytes, before_epoch: int, txn: lmdb.Transaction) -> int:
+        """Drop the diffs of ``address`` made in epochs before ``before_epoch`` and queued for
+        ``node_id`` (a :meth:`write_together` write): that holder cannot place them (they follow
+        records it lacks, and this node no longer executes the actor: the executor's copy fills
+        its gap).  Diffs of the current epoch are kept, whatever happens: an acknowledgement
+        counts on them reaching every holder."""
         dropped = 0
         for key, raw in self._scan("replicate", node_id, txn=txn):
-            if bytes(msgpack.unpackb(raw)[1]) == address:
+            fields = msgpack.unpackb(raw)
+            epoch = int(fields[10]) if len(fields) == 13 else 0
+            if bytes(fields[1]) == address and epoch < before_epoch:
                 txn.delete(key, db=self.db["replicate"])
                 dropped += 1
         return dropped
