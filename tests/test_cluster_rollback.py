@@ -77,3 +77,38 @@ def test_a_copy_taken_from_a_peer_that_no_longer_executes_the_actor_is_not_appli
         assert any("no longer executes" in r.getMessage() for r in caplog.records)
     finally:
         node.store.close()
+
+
+def test_a_message_waits_for_its_record_to_be_acknowledged_in_the_epoch_it_was_made_in(tmp_path: Path) -> None:
+    """Found by tools/faults.py (3 nodes, K=2, 50 double faults: value created, two messages with
+    one nonce handled): a node admitted a message in one epoch, the other holder of the sender
+    never acknowledged it, and in a later epoch that left that holder out (it was killed) the
+    message was let go because no holder *of the later epoch* lacked the record.  The record
+    then lost to the other holder's, and the message stood.  A message waits for the holders
+    of the epoch its record was made in (or, while this node executes the sender, of the
+    current one)."""
+    from missive.keys import Keystore
+    from missive.mailbox.envelope import Envelope, Kind
+    from missive.replicas.epochs import Epoch
+
+    ids = [NodeIdentity.load_or_generate(tmp_path / name / IDENTITY_FILE) for name in ("me", "h", "z")]
+    me, h, z = (i.node_id for i in ids)
+    members = tuple(Peer(name, "127.0.0.1", 1 + n, i.node_id) for n, (name, i) in enumerate(zip(("me", "h", "z"), ids,
+                                                                                                 strict=True)))
+    node = ClusterNode(NodeConfig("me", tmp_path / "me", "127.0.0.1", 0, members, replicas=2))
+    try:
+        keys = Keystore(tmp_path / "keys")
+        sender = next(k for k in (keys.new(f"s{i}") for i in range(400)) if node.holders(k.address) == [me, h])
+        recipient = next(a for a in (bytes([i]) * 20 for i in range(256)) if z in node.holders(a) and me not in node.holders(a))
+        node.store.create_account(sender.address, sender.public_key, 10**18)
+        envelope = Envelope(Kind.CALL, sender.address, recipient, value=7, nonce=0)
+        (accepted,) = node.store.accept([sender.sign(envelope)], node.check)
+        queued = node.store.queued("outbound", z, 10)
+        assert len(queued) == 1 and node._replicated_prefix(queued) == []  # h has not acknowledged the record
+        # h is killed and left out; this node no longer serves (it joins): z alone serves
+        node.membership.history.extend([Epoch(1, frozenset({z}), frozenset({me}))])
+        assert node.membership.adopt() and not node.executes(sender.address)
+        assert node._replicated_prefix(queued) == []  # still: h, of the record's epoch, lacks it
+        keys.close()
+    finally:
+        node.store.close()

@@ -445,24 +445,33 @@ class ClusterNode:
 
     def _replicated_prefix(self, batch: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """The messages of ``batch`` (outbound, oldest first) that may leave now: with K > 1, a
-        message leaves once every live holder of its sender has the diffs numbered below it,
-        its own commit's included (they are numbered first: Store._replicate).
+        message leaves once the record that made it (its sender's diff numbered below it:
+        Store._replicate) is acknowledged (missive/replicas/epochs.py, rule 2): every holder of
+        the sender that served or joined in the epoch the record was made in has it, or, if this
+        node still executes the sender, every such holder of the epoch it acts in now.
 
-        Why: an executor that crashes (or loses its lease) after a commit whose diff has not
-        reached the next holder has its receipt rolled back when it returns (the next
-        holder's stand).  Had a message of that receipt left already, nothing could take it
-        back; held until the diff is replicated, it either goes with a receipt that stands
-        or is dropped with one that does not.
+        Why the record's epoch and not the current one: a record made before a change of epoch
+        and never acknowledged may lose to the new executor's; with the holders of a later epoch
+        only (which may leave out the very holder that refused it), its message would leave, and
+        nothing could take it back when the record is given up.
         """
         if self.k == 1 or not batch:
             return batch
+        history, number = self.membership.history, self.membership.number
         lacking: dict[bytes, int | None] = {}  # per holder: the oldest diff it still lacks
         for index, (key, raw) in enumerate(batch):
             seq = int.from_bytes(key[32:], "big")
             sender = Envelope.decode(msgpack.unpackb(raw)[0], check=False).sender
+            if self.executes(sender):
+                epoch = history.epochs[number]
+            else:
+                made_in = self.store.epoch_of_record_before(sender, seq)
+                if made_in is None:  # its record is gone (given up: the message goes with it) or unknown
+                    return batch[:index]
+                epoch = history.epochs[min(made_in, number)]
             for holder in self.holders(sender):
-                if holder == self.me or holder not in self.membership.acting:
-                    continue  # a holder that is down catches up from the diffs when it returns
+                if holder == self.me or not (holder in epoch.serving or holder in epoch.joining):
+                    continue
                 if holder not in lacking:
                     lacking[holder] = self.store.oldest_unreplicated(holder)
                 oldest = lacking[holder]
@@ -855,7 +864,9 @@ class ClusterNode:
             self._nursery.start_soon(self._reconcile, peer, address, version)
             return None
         if isinstance(refused, DiffGap):
-            return ["drop", address]  # a former executor's records this copy cannot place: the executor's fill it
+            # a former executor's records this copy cannot place yet: the executor's copy fills the
+            # gap, and then they are held here (a no-op) or lose to it (the sender reconciles)
+            return None
         return ["reconcile", address]  # neither is the executor's: the sender asks the executor
 
     async def _act_on(self, peer: bytes, action: Any) -> None:

@@ -1025,6 +1025,19 @@ class Store:
         with self._reading(txn) as t:
             return self._head(t, address)
 
+    def epoch_of_record_before(self, address: bytes, seq: int) -> int | None:
+        """The epoch of the last record of ``address`` this node made numbered below ``seq`` (the record
+        that made a message queued at ``seq``); None if it has none (it was given up, or made elsewhere)."""
+        with self.read() as txn:
+            cursor = txn.cursor(db=self.db["entries"])
+            found = cursor.prev() if cursor.set_range(address + b"\xff" * 8) else cursor.last()
+            while found and cursor.key()[:20] == address:
+                entry = msgpack.unpackb(cursor.value())
+                if len(entry) > 4 and 0 <= entry[4] < seq:
+                    return int(entry[0])
+                found = cursor.prev()
+        return None
+
     def record_epoch(self, address: bytes, version: int, txn: lmdb.Transaction | None = None) -> int | None:
         """The epoch of record ``version`` of ``address``'s copy here (None: no such record; 0 for
         version 0, the empty copy every holder starts from)."""
