@@ -120,4 +120,4 @@ def test_demo_on_a_cluster_shows_crossings_and_stops_it(tmp_path: Path) -> None:
     for expected in ("token supply conserved", "native coin conserved", "every receipt matches", "the cluster is stopped"):
         assert expected in out
     for node in nodes(root):
-        assert not launcher._alive(int(node["pid"]))  # type: ignore[call-overload]
+        assert not launcher.alive(int(node["pid"]))

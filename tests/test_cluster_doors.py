@@ -263,7 +263,7 @@ def test_cluster_down_leaves_a_process_that_took_a_dead_nodes_pid_alone(tmp_path
         assert launcher._is_node(record["pid"], record) and not launcher._is_node(stranger.pid, record)
         os.kill(record["pid"], signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while launcher._alive(record["pid"]):
+        while launcher.alive(record["pid"]):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         record["pid"] = stranger.pid  # as if the system had given the dead node's PID to `sleep`

@@ -212,18 +212,25 @@ def test_the_cli_says_the_disk_is_full_in_one_line_with_exit_status_74(disk: Dis
     assert replayed.returncode == 0 and "replay ok" in replayed.stdout, replayed.stderr
 
 
-def test_a_node_refuses_writes_while_its_disk_is_full_keeps_running_and_resumes_by_itself(
-        disk: Disk, caplog: pytest.LogCaptureFixture) -> None:
-    """A cluster node's writer and runtime, wired as on a node: on a full disk every write gets
-    the one line, reads go on, the round that could not be committed is dropped with the
-    actors' memory and retried; once there is space the node handles everything, once, without
-    a restart, and the same submit that was refused goes through."""
+def _wired_node(disk: Disk) -> tuple[Ledger, Store, bytes, GroupWriter, Runtime]:
+    """A node's store with a token deployed, and its writer and runtime wired as on a cluster node
+    (the writer's transaction ends with a round over what it queued)."""
     ledger = Ledger(disk.root / "node")
     store = ledger.store
     token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [10**6]))
     writer = GroupWriter(store)
     runtime = Runtime(store, committer=lambda outcomes: writer.write(partial(store.commit, outcomes)))
     writer.last = runtime.round_in_transaction
+    return ledger, store, token, writer, runtime
+
+
+def test_a_node_refuses_writes_while_its_disk_is_full_keeps_running_and_resumes_by_itself(
+        disk: Disk, caplog: pytest.LogCaptureFixture) -> None:
+    """A cluster node's writer and runtime, wired as on a node: on a full disk every write gets
+    the one line, reads go on, the round that could not be committed is dropped with the
+    actors' memory and retried; once there is space the node handles everything, once, without
+    a restart, and the same submit that was refused goes through."""
+    ledger, store, token, writer, runtime = _wired_node(disk)
     runtime.retry_after = 0.02
 
     def transfers(count: int, start: int) -> list[tuple[Envelope, bytes, bytes]]:
@@ -276,12 +283,7 @@ def test_a_round_run_in_a_transaction_the_full_disk_refused_is_forgotten(disk: D
     write).  Refused by a full disk, that round never happened, but the actors' memory holds it:
     the runtime must drop that memory, or the same transfers, written again once there is space,
     would be applied on top of it (each twice)."""
-    ledger = Ledger(disk.root / "node")
-    store = ledger.store
-    token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [10**6]))
-    writer = GroupWriter(store)
-    runtime = Runtime(store, committer=lambda outcomes: writer.write(partial(store.commit, outcomes)))
-    writer.last = runtime.round_in_transaction
+    ledger, store, token, writer, runtime = _wired_node(disk)
     runtime.retry_after = 0.01
     nonce = ledger.nonce(ledger.alice)
     batch = [ledger.alice.sign(Envelope(Kind.CALL, ledger.alice.address, token, nonce=nonce + i, gas=500_000,

@@ -467,7 +467,7 @@ class Run:
     def alive_names(self) -> list[str]:
         """Nodes whose process runs and is not frozen (the ones worth asking)."""
         records = self.records()
-        return [name for name, r in records.items() if _running(r["pid"]) and r["pid"] not in self.frozen]
+        return [name for name, r in records.items() if launcher.alive(r["pid"]) and r["pid"] not in self.frozen]
 
     def executors_of(self, address: bytes) -> list[str]:
         """The nodes (of those running) that say they execute ``address`` now."""
@@ -652,7 +652,7 @@ class Run:
         for name, record in self.records().items():  # nothing is left frozen or down by the schedule, normally
             if record["pid"] in self.frozen:
                 self.signal_node(name, signal.SIGCONT)
-            if not _running(record["pid"]):
+            if not launcher.alive(record["pid"]):
                 self.start_node(name)
         ok, states = self.all_serving(min(5.0, s.recover_timeout) if self.wedged else s.recover_timeout)
         if not ok and not self.wedged:
@@ -761,7 +761,7 @@ class Run:
         """Thaw and kill any node process of this run still alive (``down`` waits 10 s for each
         and cannot stop a frozen one), and reap the ones that are our children."""
         for pid in sorted(self.pids):
-            if _running(pid) and _is_node_of(pid, self.root):
+            if launcher.alive(pid) and _is_node_of(pid, self.root):
                 with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)
                     os.kill(pid, signal.SIGKILL)
@@ -778,7 +778,7 @@ class Run:
             for record in self.records().values():
                 self.pids.add(record["pid"])
         for pid in sorted(self.pids):
-            if _running(pid) and _is_node_of(pid, self.root):
+            if launcher.alive(pid) and _is_node_of(pid, self.root):
                 with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)
         with suppress(Exception):
@@ -829,25 +829,6 @@ def _brief_status(st: dict[str, Any]) -> dict[str, Any]:
     return {"name": st["name"], "serving": st.get("serving"), "view": st.get("up"),
             **{q: st.get(q) for q in QUEUES if st.get(q)},
             **{c: st.get(c) for c in ("conflicts", "rolled_back", "gone_after_rollback", "leases_lost") if st.get(c)}}
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (reaping it if it is our child)."""
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def _is_node_of(pid: int, root: Path) -> bool:

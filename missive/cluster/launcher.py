@@ -123,7 +123,7 @@ def start(root: Path, name: str, timeout: float = 30.0) -> dict[str, Any]:
     if record is None:
         raise ClusterError(f"no node {name!r} in the cluster at {root} "
                            f"(nodes: {', '.join(n['name'] for n in data['nodes'])})")
-    if _alive(record["pid"]) and any(s.get("up") for s in status(root) if s["name"] == name):
+    if alive(record["pid"]) and any(s.get("up") for s in status(root) if s["name"] == name):
         raise ClusterError(f"node {name} is already running (pid {record['pid']})")
     record["pid"] = _spawn(Path(record["dir"]))
     record["started"] = _start_time(record["pid"])
@@ -202,7 +202,7 @@ def down(root: Path, timeout: float = 10.0, *, say: Callable[[str], None] | None
 
 def _running(node: dict[str, Any]) -> bool:
     """Whether the recorded process of ``node`` is alive and still that node."""
-    return _alive(node["pid"]) and _is_node(node["pid"], node)
+    return alive(node["pid"]) and _is_node(node["pid"], node)
 
 
 def _signal_node(node: dict[str, Any], sig: int, tell: Callable[[str], None]) -> None:
@@ -213,7 +213,7 @@ def _signal_node(node: dict[str, Any], sig: int, tell: Callable[[str], None]) ->
     it on trust could kill a stranger.
     """
     pid = node["pid"]
-    if not _alive(pid):
+    if not alive(pid):
         return
     if not _is_node(pid, node):
         tell(f"left pid {pid} alone: it is not node {node['name']} any more (that node is not running)")
@@ -250,7 +250,8 @@ def _start_time(pid: int) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Alive and not a zombie (reaping it if it is our own child)."""
     try:
         waited, _ = os.waitpid(pid, os.WNOHANG)  # our own child (tests, `up` in-process)
         if waited == pid:

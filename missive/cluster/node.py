@@ -790,9 +790,8 @@ class ClusterNode:
 
         Answers ``[done, problem, action, epoch]``: how many diffs this copy holds now, what
         was wrong with the next (None), what the sender should do about it (None,
-        ``["reconcile", address]``: take the executor's copy of that actor, or ``["drop",
-        address]``: stop sending this node that actor's queued diffs), and the newest epoch
-        this node knows.  A sender acting in an older epoch than this node's is refused
+        ``["reconcile", address]``: take the executor's copy of that actor), and the newest
+        epoch this node knows.  A sender acting in an older epoch than this node's is refused
         whole: the epoch it made its records in is over, and they may not be acknowledged
         any more (missive/replicas/epochs.py, rule 2).  Within one epoch, every copy that
         differs from the actor's executor's takes the executor's (rule 4).
@@ -870,23 +869,16 @@ class ClusterNode:
         return ["reconcile", address]  # neither is the executor's: the sender asks the executor
 
     async def _act_on(self, peer: bytes, action: Any) -> None:
-        """Do what a holder answered about diffs this node sent it (see :meth:`rpc_apply`)."""
+        """Do what a holder answered about diffs this node sent it (see :meth:`rpc_apply`): take the
+        executor's copy of the actor named."""
         if action is None:
             return
-        if not (isinstance(action, list) and len(action) == 2 and action[0] in ("reconcile", "drop")
+        if not (isinstance(action, list) and len(action) == 2 and action[0] == "reconcile"
                 and isinstance(action[1], bytes) and len(action[1]) == 20):
             log.warning("%s answered an apply with an unknown action: %r", self.names[peer], action)
             return
-        kind, address = action
+        address = action[1]
         executor = self.membership.history.executor(address, self.membership.number)
-        if kind == "drop":
-            if executor == self.me:
-                return  # this node executes the actor again: what it queues now must reach that holder
-            dropped = await self.writer.write(functools.partial(
-                self.store.drop_queued_diffs, peer, address, self.membership.number))
-            log.info("dropped %d diff(s) of 0x%s queued for %s: its copy is filled from the executor's", dropped,
-                     address.hex(), self.names[peer])
-            return
         if executor is not None and executor != self.me:
             assert self._nursery is not None
             self._nursery.start_soon(self._reconcile, executor, address, self.store.head(address)[0])

@@ -1592,21 +1592,6 @@ class Store:
         txn.put(b"epochs", msgpack.packb(epochs, use_bin_type=True), db=self.db["meta"])
         txn.put(b"acceptor", msgpack.packb(state, use_bin_type=True), db=self.db["meta"])
 
-    def drop_queued_diffs(self, node_id: bytes, address: bytes, before_epoch: int, txn: lmdb.Transaction) -> int:
-        """Drop the diffs of ``address`` made in epochs before ``before_epoch`` and queued for
-        ``node_id`` (a :meth:`write_together` write): that holder cannot place them (they follow
-        records it lacks, and this node no longer executes the actor: the executor's copy fills
-        its gap).  Diffs of the current epoch are kept, whatever happens: an acknowledgement
-        counts on them reaching every holder."""
-        dropped = 0
-        for key, raw in self._scan("replicate", node_id, txn=txn):
-            fields = msgpack.unpackb(raw)
-            epoch = int(fields[10]) if len(fields) == 13 else 0
-            if bytes(fields[1]) == address and epoch < before_epoch:
-                txn.delete(key, db=self.db["replicate"])
-                dropped += 1
-        return dropped
-
     def sync_view(self, node_id: bytes, wanted: Callable[[bytes], bool]) -> list[list[Any]]:
         """What a joining ``node_id`` compares its copies with, read in one transaction: for each
         actor held here that ``wanted`` picks, [address, version, epoch of that record, oldest
