@@ -85,6 +85,8 @@ DEFAULT_GAS: Final = 1_000_000
 DEFAULT_DEPLOY_GAS: Final = 10_000_000
 #: How often a waiting call looks at the store while another process runs the actors.
 POLL_INTERVAL: Final = 0.02
+#: The file that makes a directory a cluster node's (``missive cluster up`` writes it).
+CLUSTER_NODE_CONFIG: Final = "node.toml"
 ABI_FILE: Final = "abis.msgpack"
 
 ERROR_SELECTOR: Final = keccak256(b"Error(string)")[:4]
@@ -464,6 +466,13 @@ class Sent:
         return await self.node._await_receipt(self.envelope, f"{self.what} (message {self.hex}) is not handled yet",
                                               timeout)
 
+    def follow(self, timeout: float | None = None) -> Chain:
+        """Wait until the messages this one caused are handled too (see :meth:`Node.afollow`)."""
+        return self.node.follow(self.id, timeout)
+
+    async def afollow(self, timeout: float | None = None) -> Chain:
+        return await self.node.afollow(self.id, timeout)
+
     # -- reply -----------------------------------------------------------------------------
 
     def reply(self, timeout: float | None = None) -> Any:
@@ -488,6 +497,50 @@ class Sent:
         if self.function is None:
             return data
         return self.function.decode_output(data)
+
+
+class Chain:
+    """The messages that one message caused, followed as they are handled.
+
+    On one node the actors run only while a command (or ``missive serve``) runs
+    them, so a command that returned once its own message was handled would leave
+    the query, the reply and the scheduled tick that message caused waiting for
+    the next command.  A chain is what such a command waits for instead.  It is
+    followed incrementally: each look visits only the messages not yet seen
+    handled, so following a long chain costs one receipt lookup per message.
+    """
+
+    def __init__(self, receipt_of: Callable[[bytes], Receipt | None], root: bytes) -> None:
+        self._receipt_of = receipt_of
+        self.root = root
+        self._open: list[bytes] = [root]
+        #: messages of the chain (the root excluded) handled so far
+        self.handled = 0
+        #: those whose handler failed: (message id, receipt)
+        self.failed: list[tuple[bytes, Receipt]] = []
+
+    @property
+    def unfinished(self) -> tuple[bytes, ...]:
+        """Ids of the chain's messages not handled yet (as of the last look)."""
+        return tuple(self._open)
+
+    def done(self) -> bool:
+        """Look again; True once every message of the chain is handled."""
+        waiting: list[bytes] = []
+        stack = self._open
+        while stack:
+            message_id = stack.pop()
+            receipt = self._receipt_of(message_id)
+            if receipt is None:
+                waiting.append(message_id)
+                continue
+            if message_id != self.root:
+                self.handled += 1
+                if not receipt.success:
+                    self.failed.append((message_id, receipt))
+            stack.extend(receipt.outgoing)
+        self._open = waiting
+        return not waiting
 
 
 # -- contracts --------------------------------------------------------------------------------------
@@ -720,6 +773,10 @@ class Node:
         self._check = checker(store)
         self._runtime = Runtime(store)
         self._running = False
+        #: whether another process (``missive serve``) ran the actors when we last tried to
+        self._served_elsewhere = False
+        #: set when ``path`` is a cluster node's directory: only its node process may write there
+        self.cluster_node = (path / CLUSTER_NODE_CONFIG).exists()
         self._submit_lock = threading.Lock()
         self._default: Wallet | None = None
         self._reply_ids: dict[bytes, bytes] = {}
@@ -763,6 +820,15 @@ class Node:
     def __repr__(self) -> str:
         return f"<Node {self.path}>"
 
+    def _writable(self, what: str) -> None:
+        """Refuse to write into a cluster node's directory: its node process alone writes its
+        ledger and runs its actors (a genesis record or a handled message written beside
+        it would be a fork no peer knows of).  Reading it is fine."""
+        if self.cluster_node:
+            root = self.path.parent
+            raise NodeError(f"{self.path} is a node of the cluster at {root}: only its node process writes there; "
+                            f"{what} through the cluster instead (`--cluster {root}`)")
+
     # -- accounts ----------------------------------------------------------------------------
 
     def new_account(self, name: str = "", balance: int = 0) -> Wallet:
@@ -772,6 +838,7 @@ class Node:
         body = name.strip().removeprefix("0x").removeprefix("0X")
         if name.strip()[:2].lower() == "0x" or (len(body) == 40 and all(c in "0123456789abcdefABCDEF" for c in body)):
             raise ArgumentError(f"account name {name!r} looks like an address; pick another")
+        self._writable("create accounts")
         key = self.keystore.new(name)
         self.store.create_account(key.address, key.public_key, balance)
         return Wallet(self, key)
@@ -881,6 +948,7 @@ class Node:
                 gas: int | None, wants_reply: bool) -> tuple[Envelope, bool]:
         """Sign and accept one external message; (envelope, duplicate) once it is durable."""
         key = self._key(sender)
+        self._writable("send messages")
         gas = self._check_message(kind, value, gas)
         with self._submit_lock:
             for attempt in range(8):
@@ -909,6 +977,7 @@ class Node:
         """
         gas = self._check_message(Kind.CALL, value, gas)
         prepared = [(self._key(sender), to_address(to, "recipient"), bytes(data)) for sender, to, data in calls]
+        self._writable("send messages")
         with self._submit_lock:
             nonces: dict[bytes, int] = {}
             clock = self.store.clock()
@@ -1042,12 +1111,15 @@ class Node:
                     if self._running:  # another task of this process is running the actors
                         await trio.sleep(POLL_INTERVAL)
                         continue
+                    self._writable("run its actors")
                     lock = ExecutorLock(self.path)
                     try:
                         lock.acquire()
                     except NodeBusy:
+                        self._served_elsewhere = True
                         await trio.sleep(POLL_INTERVAL)  # another process runs them: watch the store
                         continue
+                    self._served_elsewhere = False
                     self._running = True
                     try:
                         handled += await self._runtime.run(until_idle=True, until=done)
@@ -1066,6 +1138,29 @@ class Node:
 
     def run_until_idle(self, timeout: float | None = None) -> int:
         return _sync("run_until_idle", lambda: self.arun_until_idle(timeout))
+
+    async def afollow(self, message_id: bytes | str, timeout: float | None = None) -> Chain:
+        """Wait until every message that ``message_id`` caused (its replies, the queries and
+        calls its handler sent, what those sent, scheduled messages included) is handled, or
+        ``timeout`` passes.  Return the chain: ``chain.unfinished`` names what is still
+        waiting.  Never raises for an unfinished chain.
+
+        When this process runs the actors (no ``missive serve`` holds the node), it runs
+        them until the node is idle, not only until the chain is done: on one node nothing
+        else would handle what earlier commands left waiting, and a scheduled message is
+        released only when nothing else waits (logical time then jumps to it).
+        """
+        chain = Chain(self.store.receipt, to_message_id(message_id))
+
+        def done() -> bool:
+            return chain.done() and (self._served_elsewhere or self.is_idle())
+
+        with contextlib.suppress(NodeTimeout, NotHandled):
+            await self._wait(done, "messages it caused are still waiting", timeout)
+        return chain
+
+    def follow(self, message_id: bytes | str, timeout: float | None = None) -> Chain:
+        return _sync("follow", lambda: self.afollow(message_id, timeout))
 
     def _reply_id(self, request_id: bytes, receipt: Receipt) -> bytes:
         found = self._reply_ids.get(request_id)
@@ -1169,6 +1264,11 @@ class Node:
     def inbox(self, address: object) -> list[Envelope]:
         """The messages waiting in ``address``'s queue (not handled yet)."""
         return self.pending(address)
+
+    def scheduled_for(self, address: object) -> list[tuple[int, Envelope]]:
+        """Scheduled messages to ``address`` not due yet: (logical time, message), soonest first."""
+        target = to_address(address)
+        return [(due, envelope) for due, envelope in self.scheduled() if envelope.recipient == target]
 
     def scheduled(self) -> list[tuple[int, Envelope]]:
         out: list[tuple[int, Envelope]] = []

@@ -7,8 +7,10 @@ limit, and the fixture stops the cluster whatever happens.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,3 +123,65 @@ def test_demo_on_a_cluster_shows_crossings_and_stops_it(tmp_path: Path) -> None:
         assert expected in out
     for node in nodes(root):
         assert not launcher.alive(int(node["pid"]))
+
+
+def test_a_cluster_node_directory_is_not_written_behind_its_back(cluster: Path) -> None:
+    """Before: `account new eve --fund 99 --dir CLUSTER/n1` wrote a genesis record into the running
+    node's ledger (and `send`/`serve` there would have run its actors outside the node)."""
+    n1 = cluster / "n1"
+    before = ok(missive("ledger", "--dir", str(n1)))  # reading a node's directory is fine
+    failed(missive("account", "new", "eve", "--fund", "99", "--dir", str(n1)),
+           f"{n1} is a node of the cluster at {cluster}")
+    failed(missive("serve", "--dir", str(n1)), "only its node process writes there")
+    assert "eve" not in ok(missive("account", "list", "--dir", str(n1)))
+    after = ok(missive("ledger", "--dir", str(n1)))
+    assert after.count(" genesis ") == before.count(" genesis ")
+
+
+def _cluster_processes(root: Path) -> list[str]:
+    found = subprocess.run(["pgrep", "-f", f"{root}/n[0-9]+/node.toml"], capture_output=True, text=True)
+    return found.stdout.split()
+
+
+def test_cluster_shape_is_kept_or_refused(tmp_path: Path) -> None:
+    """Before: `cluster up --nodes 3` over a stopped 2-node cluster answered "unknown contract" for
+    half the contracts, and `--replicas 2` silently became 1 on a plain restart."""
+    root = tmp_path / "shaped"
+    try:
+        ok(missive("cluster", "up", "--nodes", "2", "--replicas", "2", "--dir", str(root)))
+        counters = [ok(missive("deploy", str(TOKEN.parent / "Counter.vy"), "0x" + "00" * 20, "-q", "--cluster",
+                               str(root))).strip() for _ in range(4)]
+        ok(missive("cluster", "down", "--dir", str(root)))
+        for options, shown in ((["--nodes", "3"], "3 node(s) and 2"), (["--replicas", "1"], "2 node(s) and 1")):
+            refused = missive("cluster", "up", *options, "--dir", str(root))
+            assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+            assert "has 2 node(s) and 2 holder(s) per actor" in refused.stderr and shown in refused.stderr
+            assert _cluster_processes(root) == []  # nothing was started
+        ok(missive("cluster", "up", "--dir", str(root)))  # its own shape
+        assert msgpack.unpackb((root / launcher.CLUSTER_FILE).read_bytes())["replicas"] == 2
+        for counter in counters:
+            assert ok(missive("query", counter, "count", "--cluster", str(root))).strip() == "0"
+    finally:
+        if (root / launcher.CLUSTER_FILE).exists():
+            launcher.down(root)
+
+
+def test_interrupted_cluster_up_stops_what_it_started(tmp_path: Path) -> None:
+    """Before: Ctrl-C during `cluster up` left node processes running and no keystore."""
+    root = tmp_path / "half"
+    process = subprocess.Popen([sys.executable, "-m", "missive", "cluster", "up", "--nodes", "3", "--dir", str(root)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        deadline = time.monotonic() + 60
+        while not (root / launcher.CLUSTER_FILE).exists():  # every node process is spawned
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, (out, err)
+    assert "Traceback" not in err and "interrupted" in err
+    assert _cluster_processes(root) == []
+    assert not root.exists()  # a first `up` that did not finish leaves no half-made cluster

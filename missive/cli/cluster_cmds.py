@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.table import Table
 
-from missive.cli.common import EXIT_FAILED, EXIT_OK, CliError, make_console
+from missive.cli.common import EXIT_FAILED, EXIT_OK, CliError, make_console, parse_seconds
 
 DEFAULT_DIR = Path(".missive-cluster")
 
@@ -18,9 +18,12 @@ def register(subparsers: Any) -> None:
     commands = parser.add_subparsers(dest="cluster_command", metavar="COMMAND")
     commands.required = True
     up = commands.add_parser("up", help="start N node processes and wait until they see each other")
-    up.add_argument("--nodes", type=int, default=4)
-    up.add_argument("--replicas", type=int, default=1, help="nodes holding each actor: its executor plus copies kept by state diffs (default 1)")
-    up.add_argument("--failover-timeout", type=float, default=2.0, metavar="SECONDS",
+    up.add_argument("--nodes", type=int, default=None,
+                    help="how many nodes (default 4; an existing cluster restarts with its own number)")
+    up.add_argument("--replicas", type=int, default=None,
+                    help="nodes holding each actor: its executor plus copies kept by state diffs (default 1; an "
+                    "existing cluster keeps its own)")
+    up.add_argument("--failover-timeout", type=parse_seconds, default=2.0, metavar="SECONDS",
                     help="silence after which a node counts as down and the next holder of its actors takes over (default 2)")
     up.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"cluster directory (default {DEFAULT_DIR})")
     up.set_defaults(handler=run_up)
@@ -50,7 +53,8 @@ def run_up(args: argparse.Namespace) -> int:
     from missive.cluster import launcher
 
     console = make_console()
-    with console.status(f"starting {args.nodes} nodes in {args.dir}..."):
+    nodes, _ = _guard(lambda: launcher.check_shape(args.dir, args.nodes, args.replicas))
+    with console.status(f"starting {nodes} nodes in {args.dir}..."):
         states = _guard(lambda: launcher.up(args.dir, args.nodes, replicas=args.replicas,
                                             failover_timeout=args.failover_timeout))
     show(states)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Final
@@ -21,6 +22,12 @@ EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 #: The command could not run: malformed arguments or input files.
 EXIT_USAGE: Final = 2
+#: Not found: no node or cluster there, an unknown account, contract or message.
+EXIT_NOT_FOUND: Final = 3
+#: Damaged data: a store, key file or ledger that is not whole (nothing was changed).
+EXIT_DAMAGED: Final = 4
+#: Interrupted (Ctrl-C): what was committed is kept, nothing is half-written.
+EXIT_INTERRUPTED: Final = 130
 #: The disk holding the node's store is full or failing: nothing was written (sysexits' EX_IOERR;
 #: the same as :data:`missive.mailbox.store.EXIT_DISK`, which cluster nodes exit with).
 EXIT_DISK: Final = 74
@@ -58,6 +65,17 @@ def parse_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number (decimal or 0x-hex)") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def parse_seconds(text: str) -> float:
+    """argparse ``type=`` for a duration in seconds: a finite number, not negative."""
+    try:
+        value = float(text.strip().replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (seconds, 0 or more)")
     return value
 
 

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from missive.cli.common import EXIT_FAILED, EXIT_OK, CliError, make_console
+from missive.cli.common import EXIT_FAILED, EXIT_OK, CliError, make_console, parse_seconds
 
 KIND_STYLE = {"deploy": "magenta", "call": "cyan", "query": "blue", "reply": "green", "bounce": "yellow",
               "scheduled": "bright_magenta"}
@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
                         help="node directory to create and keep (must not exist yet); default: a temporary one")
     parser.add_argument("--messages", type=int, default=2000, help="transfers in the traffic phase (default 2000)")
     parser.add_argument("--senders", type=int, default=20, help="accounts sending them (default 20)")
-    parser.add_argument("--pace", type=float, default=0.3,
+    parser.add_argument("--pace", type=parse_seconds, default=0.3,
                         help="seconds to pause between scenes so the flow can be followed (default 0.3)")
     parser.add_argument("--seed", type=int, default=7, help="random seed of the traffic")
     parser.add_argument("--cluster", action="store_true",

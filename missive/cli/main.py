@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 from missive.cli import cluster_cmds, compile_cmd, demo_cmd, node_cmds, replay_cmd, trust_cmd, version, vm
-from missive.cli.common import EXIT_DISK, EXIT_USAGE, CliError, make_console
+from missive.cli.common import EXIT_DISK, EXIT_INTERRUPTED, EXIT_USAGE, CliError, make_console
 
 #: Command-group modules, in the order ``missive --help`` lists them.
 COMMAND_GROUPS: tuple[ModuleType, ...] = (demo_cmd, version, compile_cmd, vm, node_cmds, replay_cmd, cluster_cmds,
@@ -49,10 +49,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         make_console(stderr=True).print("missive: interrupted", markup=False)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # e.g. `missive ... | head`
         sys.stderr.close()
         return 0
+    except BaseExceptionGroup as group:  # from a trio nursery: Ctrl-C, or one user-facing error, inside
+        from missive.actors.serve import interrupted
+
+        if interrupted(group):
+            make_console(stderr=True).print("missive: interrupted", markup=False)
+            return EXIT_INTERRUPTED
+        only, rest = group.split(CliError)
+        if only is None or rest is not None:
+            raise
+        first = only.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        assert isinstance(first, CliError)
+        make_console(stderr=True).print(f"missive: error: {first.message}", markup=False, style="red")
+        return first.code
     except Exception as exc:  # a full disk under a command that does not expect one (demo, say)
         from missive.mailbox.store import DiskFull, fatal_error
 

@@ -24,12 +24,23 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import time
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from missive.cli.common import EXIT_DISK, EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, make_console, parse_word
+from missive.cli.common import (
+    EXIT_DISK,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    make_console,
+    parse_seconds,
+    parse_word,
+)
 
 if TYPE_CHECKING:  # the node (and with it the VM) is imported only by the commands that use it
     from eth_abi.grammar import ABIType
@@ -39,6 +50,9 @@ if TYPE_CHECKING:  # the node (and with it the VM) is imported only by the comma
     from missive.node import Contract, ContractFunction, Node
 
 DEFAULT_DIR = ".missive"
+#: How long ``deploy``/``send``/``query`` wait, without ``--timeout``, for the messages their message
+#: caused (on one node they run only while a command or ``missive serve`` runs the actors).
+FOLLOW_SECONDS = 10.0
 #: What ``missive init`` gives the "default" account (the dev faucet): 10**6 coins of 10**18.
 DEFAULT_FUND = 10**24
 
@@ -59,7 +73,9 @@ def register(subparsers: Any) -> None:
     sending = argparse.ArgumentParser(add_help=False)
     sending.add_argument("--from", dest="sender", metavar="NAME", help="sending account: name or address (default: 'default')")
     sending.add_argument("--gas", type=parse_word, default=None, metavar="G", help="gas the message carries")
-    sending.add_argument("--timeout", type=float, default=None, metavar="S", help="give up waiting after S seconds")
+    sending.add_argument("--timeout", type=parse_seconds, default=None, metavar="S",
+                         help="give up waiting after S seconds (for the messages it caused too; without it, they are "
+                         f"waited for up to {FOLLOW_SECONDS:g} s)")
 
     p = subparsers.add_parser("init", parents=[common], help="create a node directory with a funded default account",
                               description="Create a node directory (error if one exists) and a funded account "
@@ -123,6 +139,47 @@ def register(subparsers: Any) -> None:
                               "(8+ hex digits). Exit status 1 if its handler failed.")
     p.add_argument("id", metavar="ID")
     p.set_defaults(handler=guarded(run_receipt))
+
+    p = subparsers.add_parser("serve", parents=[common], help="run the node's actors until stopped (Ctrl-C)",
+                              description="Keep the actors of one node directory running: messages sent with "
+                              "--no-wait, by other processes, or scheduled for later are handled as they come. "
+                              "Without it, a node's actors run only while a command runs them.")
+    p.set_defaults(handler=guarded(run_serve))
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import trio
+
+    from missive.actors.runtime import Runtime
+    from missive.actors.serve import interrupted, serve
+
+    if is_remote(args):
+        raise CliError("a cluster's nodes run their actors themselves; `missive serve` is for one node's directory")
+    where = node_dir(args)
+    node = open_node(args)  # refuses, with one line, what is not a node
+    try:
+        node._writable("run its actors")
+    finally:
+        node.close()
+    console = make_console(stderr=True)
+    running: list[Runtime] = []
+
+    def ready() -> None:
+        console.print(f"serving the actors of {where} (Ctrl-C stops; other commands may send meanwhile)", markup=False)
+
+    def report(total: int) -> None:
+        console.print(f"handled {total} message(s)", markup=False)
+
+    try:
+        trio.run(functools.partial(serve, where, ready=ready, report=report, runtime_out=running))
+    except BaseException as exc:
+        if not interrupted(exc):
+            raise
+        handled = running[0].handled_total if running else 0
+        console.print(f"missive: interrupted; stopped after handling {handled} message(s) (every committed round "
+                      "is kept)", markup=False)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
 
 
 def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -426,6 +483,50 @@ def show_outcome(node: Node, receipt: Receipt, fn: ContractFunction | None) -> N
                           f"{describe_payload(node, message, abis)}  id {hx(message_id)}", markup=False)
 
 
+def finish_chain(node: Node, message_id: bytes, args: argparse.Namespace, started: float, *, quiet: bool = False,
+                 stderr: bool = False) -> None:
+    """Wait (within the time limit) for the messages ``message_id`` caused; say what they did and,
+    plainly, what is still waiting and how to run it."""
+    limit = FOLLOW_SECONDS if args.timeout is None else max(0.0, args.timeout - (time.monotonic() - started))
+    chain = node.follow(message_id, limit)
+    console = make_console(stderr=stderr)
+    if chain.handled and not quiet:
+        failed = f", {len(chain.failed)} failed" if chain.failed else ""
+        console.print(f"caused:    {chain.handled} message(s) handled{failed}", markup=False)
+        for failed_id, receipt in chain.failed[:3]:
+            console.print(f"  failed:  {hx(failed_id)}  {outcome_words(receipt)}", markup=False)
+    if chain.unfinished:
+        waiting = chain.unfinished
+        shown = ", ".join(pending_words(node, m) for m in waiting[:3]) + (", ..." if len(waiting) > 3 else "")
+        how = ("the cluster runs them" if is_remote(args) else
+               f"they run with the next command on this node, or keep its actors running: `missive serve --dir "
+               f"{node_dir(args)}`")
+        make_console(stderr=True).print(
+            f"pending:   {len(waiting)} message(s) it caused not handled after {limit:g} s ({shown}); {how}",
+            markup=False)
+    elif not is_remote(args) and not node.is_idle():
+        make_console(stderr=True).print(
+            f"pending:   other messages wait on this node after {limit:g} s (`missive inbox`); they run with the next "
+            f"command on this node, or keep its actors running: `missive serve --dir {node_dir(args)}`", markup=False)
+
+
+def outcome_words(receipt: Receipt) -> str:
+    from missive.node import revert_reason
+
+    reason = revert_reason(receipt.output)
+    return receipt.status + (f" ({receipt.error})" if receipt.error and receipt.error != receipt.status else "") + (
+        f": {reason}" if reason is not None else "")
+
+
+def pending_words(node: Node, message_id: bytes) -> str:
+    """``scheduled to 0x.. at t=5 (0x1234..)``: a waiting message in a few words."""
+    envelope = node.message(message_id)
+    if envelope is None:
+        return short(message_id)
+    due = f" at t={envelope.not_before}" if envelope.not_before else ""
+    return f"{envelope.kind.name.lower()} to {hx(envelope.recipient)}{due} ({short(message_id)})"
+
+
 def failed_error(fn_label: str, receipt: Receipt) -> CliError:
     from missive.node import Reverted, revert_reason
 
@@ -515,6 +616,7 @@ def run_deploy(args: argparse.Namespace) -> int:
         console = make_console()
         if not args.quiet:
             console.print(f"message   {sent.hex}", markup=False)
+        started = time.monotonic()
         receipt = sent.receipt(args.timeout)
         if not receipt.success:
             raise failed_error(f"deploying {compiled.name}", receipt)
@@ -523,6 +625,7 @@ def run_deploy(args: argparse.Namespace) -> int:
         else:
             console.print(f"deployed  {compiled.name} at {contract.hex}", markup=False)
             console.print(f"gas used  {receipt.gas_used}", markup=False)
+        finish_chain(node, sent.id, args, started, quiet=args.quiet)
     finally:
         node.close()
     return EXIT_OK
@@ -541,10 +644,12 @@ def run_send(args: argparse.Namespace) -> int:
         console.file.flush()
         if args.no_wait:
             return EXIT_OK
+        started = time.monotonic()
         receipt = sent.receipt(args.timeout)
         show_outcome(node, receipt, fn)
         if not receipt.success:
             raise failed_error(fn.signature, receipt)
+        finish_chain(node, sent.id, args, started)
     finally:
         node.close()
     return EXIT_OK
@@ -562,6 +667,7 @@ def run_query(args: argparse.Namespace) -> int:
         raw = not known
         if raw:
             sent.function = None  # outputs unknown: print the reply's bytes
+        started = time.monotonic()
         answer = sent.reply(args.timeout)
         console = make_console()
         if raw:
@@ -571,6 +677,7 @@ def run_query(args: argparse.Namespace) -> int:
                 console.print(format_value(item), markup=False)
         elif fn.outputs:
             console.print(format_value(answer), markup=False)
+        finish_chain(node, sent.id, args, started, stderr=True)  # stdout is the answer alone
     finally:
         node.close()
     return EXIT_OK
@@ -605,6 +712,13 @@ def run_inbox(args: argparse.Namespace) -> int:
         console.print(f"{len(pending)} message(s) waiting for {hx(address)}", markup=False)
         for envelope in pending:
             console.print(f"  {short(envelope.id)}  {envelope_line(node, envelope, abis)}  gas {envelope.gas}", markup=False)
+        if not is_remote(args):  # a cluster node lists its own schedule only
+            scheduled = node.scheduled_for(address)
+            if scheduled:
+                console.print(f"{len(scheduled)} scheduled message(s), not due yet (logical time now "
+                              f"{node.store.clock()}):", markup=False)
+            for due, envelope in scheduled:
+                console.print(f"  {short(envelope.id)}  at t={due}  {envelope_line(node, envelope, abis)}", markup=False)
     finally:
         node.close()
     return EXIT_OK

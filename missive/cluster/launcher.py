@@ -18,8 +18,10 @@ left alone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -61,19 +63,71 @@ def read_cluster(root: Path) -> dict[str, Any]:
     return data
 
 
-def up(root: Path, nodes: int, *, replicas: int = 1, failover_timeout: float = 2.0,
+def shape(root: Path) -> tuple[int, int] | None:
+    """(nodes, replicas) of the cluster at ``root``, or None where there is none yet."""
+    if not (root / CLUSTER_FILE).exists():
+        return None
+    data = read_cluster(root)
+    return len(data["nodes"]), int(data.get("replicas", 1))
+
+
+def check_shape(root: Path, nodes: int | None, replicas: int | None) -> tuple[int, int]:
+    """The shape ``up`` starts: the cluster's own when it exists (an option that differs is
+    refused, naming the shape it has), else the options' (default 4 nodes, 1 replica).
+
+    Why refuse rather than resize: actors are placed on nodes by rendezvous hashing over
+    the members and copied to ``replicas`` holders; a restart with another shape would
+    give most actors holders that never had their state, and contracts would vanish
+    from view ("unknown contract").  Moving every actor's state, mailbox and pending
+    messages to its new holders is a resize this launcher does not do.
+    """
+    have = shape(root)
+    if have is None:
+        return (4 if nodes is None else nodes), (1 if replicas is None else replicas)
+    wanted = (have[0] if nodes is None else nodes, have[1] if replicas is None else replicas)
+    if wanted != have:
+        raise ClusterError(
+            f"the cluster at {root} has {have[0]} node(s) and {have[1]} holder(s) per actor; it cannot restart as "
+            f"{wanted[0]} node(s) and {wanted[1]} (its actors' state would not move to new holders): "
+            f"`missive cluster up --dir {root}` restarts it as it is, or start a new cluster in another directory")
+    return have
+
+
+def up(root: Path, nodes: int | None = None, *, replicas: int | None = None, failover_timeout: float = 2.0,
        timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Start the cluster at ``root`` (made if new; restarted with its own shape if not) and wait
+    until every node serves and sees every other.
+
+    Interrupted or failed half-way, it stops every process it started, and a cluster it was
+    making for the first time is removed again: nothing is left running or half-made.
+    """
+    fresh = shape(root) is None
+    nodes, replicas = check_shape(root, nodes, replicas)
     if nodes < 1:
         raise ClusterError("a cluster needs at least one node")
     if not 1 <= replicas <= nodes:
         raise ClusterError(f"--replicas must be from 1 to the number of nodes ({nodes}), not {replicas}")
-    if (root / CLUSTER_FILE).exists():
+    if not fresh:
         try:
             states = status(root)
         except ClusterError:
             states = []
         if any(s.get("up") for s in states):
             raise ClusterError(f"a cluster is already running at {root}; `missive cluster down --dir {root}` first")
+    made = [path for path in [root, *(root / name for name in ("operator.key", "keystore")),
+                              *(root / f"n{i}" for i in range(1, nodes + 1))] if not path.exists()]
+    spawned: list[int] = []
+    try:
+        return _up(root, nodes, replicas, failover_timeout, timeout, spawned)
+    except BaseException:
+        _stop_spawned(spawned)
+        if fresh:
+            _remove_made(root, made)
+        raise
+
+
+def _up(root: Path, nodes: int, replicas: int, failover_timeout: float, timeout: float,
+        spawned: list[int]) -> list[dict[str, Any]]:
     root.mkdir(parents=True, exist_ok=True)
     operator = create_operator(root)
     members = []
@@ -89,6 +143,7 @@ def up(root: Path, nodes: int, *, replicas: int = 1, failover_timeout: float = 2
                             operator=operator.node_id, development=True)  # a local development cluster
         (node_dir / "node.toml").write_text(config.dump())
         pid = _spawn(node_dir)
+        spawned.append(pid)
         records.append({"name": peer.name, "host": peer.host, "port": peer.port, "id": peer.node_id,
                         "pid": pid, "started": _start_time(pid), "dir": str(node_dir)})
     (root / CLUSTER_FILE).write_bytes(msgpack.packb({"format": FORMAT, "replicas": replicas, "nodes": records}))
@@ -98,13 +153,44 @@ def up(root: Path, nodes: int, *, replicas: int = 1, failover_timeout: float = 2
         if all(s.get("up") and s.get("serving") and all(s["peers"].values()) for s in states):
             break
         if time.monotonic() > deadline:
-            down(root)
             waiting = [s["name"] for s in states if not s.get("up")]
             raise ClusterError(f"the cluster did not come up within {timeout:.0f} s (not answering: "
                                f"{', '.join(waiting) or 'none'}; see <dir>/nN/node.log)")
         time.sleep(0.1)
     _ensure_default_account(root, records[0])
     return states
+
+
+def _stop_spawned(pids: list[int], grace: float = 5.0) -> None:
+    """Stop node processes this launcher just started (SIGTERM, then SIGKILL after ``grace``).
+
+    Their PIDs are our own children's, fresh: no proof of identity is needed as for
+    :func:`down`, and they are reaped here so that none lingers as a zombie."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for pid in pids:
+        while alive(pid) and time.monotonic() < deadline:  # alive() reaps our own children
+            time.sleep(0.02)
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
+def _remove_made(root: Path, made: list[Path]) -> None:
+    """Remove what an interrupted first ``up`` made (the directories it created, the operator key)."""
+    for path in sorted(made, key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    if root not in made:
+        with contextlib.suppress(FileNotFoundError):
+            (root / CLUSTER_FILE).unlink()
 
 
 def _spawn(node_dir: Path) -> int:

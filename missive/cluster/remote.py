@@ -57,6 +57,7 @@ from missive.mailbox.records import Account, Receipt
 from missive.net import NetError, NodeIdentity
 from missive.node import (
     ArgumentError,
+    Chain,
     LedgerRecord,
     Node,
     NodeError,
@@ -105,6 +106,8 @@ class RemoteNode(Node):
         self._reply_ids: dict[bytes, bytes] = {}
         self._submit_lock = threading.Lock()
         self._running = False
+        self._served_elsewhere = True  # a cluster's nodes run the actors
+        self.cluster_node = False  # writes go through the cluster's door
         self._known: dict[bytes, Envelope] = {}  # messages seen: ids -> envelopes (to find their recipients)
         self._observers: list[Callable[[list[tuple[Envelope, Receipt]]], None]] = []
         self._cursors: dict[str, int] = {}
@@ -419,6 +422,29 @@ class RemoteNode(Node):
         reply = self._known[reply_id]
         await self._await_receipt(reply, f"the reply to {what} is not handled yet", timeout)
         return reply, receipt
+
+    async def afollow(self, message_id: bytes | str, timeout: float | None = None) -> Chain:
+        """A cluster runs its actors all the time: watch the receipts of the chain's messages
+        (each receipt's answer carries the messages it sent) until all are in or ``timeout``."""
+        seen: dict[bytes, Receipt] = {}
+        chain = Chain(seen.get, to_message_id(message_id))
+        deadline = time.monotonic() + (self.wait_timeout if timeout is None else timeout)
+        delay = 0.002
+        while not chain.done() and time.monotonic() < deadline:
+            for unfinished in chain.unfinished:
+                envelope = self._known.get(unfinished)
+                if envelope is None:
+                    raw = await self._acall("message", {"id": unfinished, "spread": True})
+                    if raw is None:
+                        continue
+                    envelope = self._known[unfinished] = Envelope.decode(raw)
+                receipt = await self._areceipt_of(envelope)
+                if receipt is not None:
+                    seen[unfinished] = receipt
+            if any(unfinished not in seen for unfinished in chain.unfinished):
+                await trio.sleep(delay)
+                delay = min(delay * 1.5, 0.05)
+        return chain
 
     async def _progress_all(self) -> list[dict[str, int]]:
         out: list[dict[str, int]] = []
