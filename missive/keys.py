@@ -16,12 +16,17 @@ import lmdb
 import msgpack
 import nacl.signing
 
+from missive.errors import NotFound
 from missive.mailbox.admission import address_of
 from missive.mailbox.envelope import Envelope
 
 
 class KeystoreError(Exception):
     pass
+
+
+class UnknownKey(KeystoreError, NotFound):
+    """No key with that name or address in the keystore."""
 
 
 @attrs.frozen
@@ -79,5 +84,5 @@ class Keystore:
     def get(self, name_or_address: str) -> Key:
         key = self.find(name_or_address)
         if key is None:
-            raise KeystoreError(f"no key {name_or_address!r} in the keystore (see `missive account list`)")
+            raise UnknownKey(f"no key {name_or_address!r} in the keystore (see `missive account list`)")
         return key

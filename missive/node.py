@@ -53,6 +53,7 @@ from eth_abi.exceptions import DecodingError, EncodingError
 from eth_abi.grammar import ABIType, TupleType, normalize, parse
 
 from missive.actors.runtime import ExecutorLock, NodeBusy, Runtime
+from missive.errors import NotFound
 from missive.keys import Key, Keystore, KeystoreError
 from missive.mailbox.admission import checker
 from missive.mailbox.envelope import MAX_GAS, Envelope, EnvelopeError, Kind
@@ -113,6 +114,10 @@ class NodeError(Exception):
 
 class ArgumentError(NodeError, TypeError):
     """Arguments that do not fit the function's ABI (nothing was sent)."""
+
+
+class UnknownMessage(NodeError, NotFound):
+    """No message with that id (or prefix) here."""
 
 
 class NotHandled(NodeError):
@@ -1235,7 +1240,7 @@ class Node:
             raise ArgumentError(f"{text!r} is not a message id (not hex)") from None
         matches = self._ids_with_prefix(prefix)
         if not matches:
-            raise NodeError(f"no message {text} on this {self.scope}")
+            raise UnknownMessage(f"no message {text} on this {self.scope}")
         if len(matches) > 1:
             raise ArgumentError(f"message id prefix {text} is ambiguous; give more digits")
         return matches[0]

@@ -1,6 +1,6 @@
 """The node commands as a user runs them: ``python -m missive ...`` in subprocesses on one node dir.
 
-Exit statuses: 0 ok, 1 the handler failed (revert reason printed), 2 bad input (one line, no traceback).
+Exit statuses: 0 ok, 1 the handler failed (revert reason printed), 2 bad input, 3 not found (one line, no traceback).
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_without_a_node(work: Path) -> None:
-    fails(missive("ledger", cwd=work), 2, "no Missive node at .missive", "missive init")
-    fails(missive("account", "list", "--dir", str(work / "nowhere"), cwd=work), 2, "no Missive node")
+    fails(missive("ledger", cwd=work), 3, "no Missive node at .missive", "missive init")
+    fails(missive("account", "list", "--dir", str(work / "nowhere"), cwd=work), 3, "no Missive node")
 
 
 def test_token_flow(work: Path) -> None:
@@ -108,8 +108,8 @@ def test_token_flow(work: Path) -> None:
     fails(missive("send", token, "transfer", "carol", "1", cwd=work), 2, "'carol': not an address")
     fails(missive("send", token, "transfer", "0x1234", "1", cwd=work), 2, "'0x1234' is not an address")
     fails(missive("send", token, "transfer", "bob", cwd=work), 2, "expected 2 arguments (address, uint256), got 1")
-    fails(missive("send", token, "transfre", "bob", "1", cwd=work), 2, "has no function 'transfre'", "transfer")
-    fails(missive("send", token, "transfer", "bob", "1", "--from", "carol", cwd=work), 2, "no key 'carol'")
+    fails(missive("send", token, "transfre", "bob", "1", cwd=work), 3, "has no function 'transfre'", "transfer")
+    fails(missive("send", token, "transfer", "bob", "1", "--from", "carol", cwd=work), 3, "no key 'carol'")
     fails(missive("send", token, "transfer", "bob", "1", "--value", "5", cwd=work), 2, "cannot receive value")
     fails(missive("send", bob, "f(uint256)", "1", cwd=work), 2, "unknown contract")
     fails(missive("query", token, "balanceOf(uint7)", "1", cwd=work), 2, "'uint7' is not an ABI type")
@@ -137,7 +137,7 @@ def test_unknown_abi_and_quiet_deploy(work: Path) -> None:
     adder = ok(missive("deploy", "-q", str(source), "--dir", str(node), cwd=work)).strip()
     assert ADDRESS.fullmatch(adder)
     (node / "abis.msgpack").unlink()  # forget the ABI: only signatures work now
-    fails(missive("send", adder, "add", "[1]", "false", "--dir", str(node), cwd=work), 2, "no ABI known")
+    fails(missive("send", adder, "add", "[1]", "false", "--dir", str(node), cwd=work), 3, "no ABI known")
     out = ok(missive("send", adder, "add(uint256[],bool)", "[1, 2,3]", "false", "--dir", str(node), cwd=work))
     assert "status:    success" in out and "result:    0x" in out
     fails(missive("send", adder, "add(uint256[],bool)", "[1]", "true", "--dir", str(node), cwd=work), 1, "flagged")

@@ -390,7 +390,7 @@ def test_replay_command_checks_seals_by_default_and_signatures_on_request(tmp_pa
     assert "sealed through ledger record" in out.stdout
     assert missive("replay", "--dir", str(node), "--seal-key", public_key.hex()).returncode == 0
     wrong = missive("replay", "--dir", str(node), "--seal-key", "00" * 32)
-    assert wrong.returncode == 1 and "seal key: expected 0x" in wrong.stdout
+    assert wrong.returncode == 4 and "seal key: expected 0x" in wrong.stdout
     assert missive("replay", "--dir", str(node), "--trust-signatures").returncode == 0  # the old flag: a no-op now
     help_text = missive("replay", "--help").stdout
     assert "--check-signatures" in help_text and "seal" in help_text and "--trust-signatures" not in help_text
@@ -402,12 +402,12 @@ def test_replay_command_checks_seals_by_default_and_signatures_on_request(tmp_pa
             txn.put(message_id, msgpack.packb([canonical, pk, bytes([sig[0] ^ 1]) + sig[1:]]), db=store.db["messages"])
     assert missive("replay", "--dir", str(node)).returncode == 0
     checking = missive("replay", "--dir", str(node), "--check-signatures")
-    assert checking.returncode == 1 and "bad signature" in checking.stdout, checking.stdout
+    assert checking.returncode == 4 and "bad signature" in checking.stdout, checking.stdout
 
     with Store(node) as store, store.env.begin(write=True) as txn:
         txn.put(accept_key, accept_raw[:-1] + bytes([accept_raw[-1] ^ 0x40]), db=store.db["ledger"])
     broken = missive("replay", "--dir", str(node))
-    assert broken.returncode == 1 and "replay diverged" in broken.stdout
+    assert broken.returncode == 4 and "replay diverged" in broken.stdout
     seq = int.from_bytes(accept_key, "big")
     assert "diverge from their seal" in broken.stdout and "chain hash: expected 0x" in broken.stdout
     assert f"..{covering_seal_at(node, seq)} diverge" in broken.stdout

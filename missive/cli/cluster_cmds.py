@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.table import Table
 
-from missive.cli.common import EXIT_FAILED, EXIT_OK, CliError, make_console, parse_seconds
+from missive.cli.common import EXIT_FAILED, EXIT_OK, CliError, exit_code, make_console, parse_seconds
 
 DEFAULT_DIR = Path(".missive-cluster")
 
@@ -46,7 +46,7 @@ def _guard(fn: Any) -> Any:
     try:
         return fn()
     except (ClusterError, ConfigError) as exc:
-        raise CliError(str(exc), EXIT_FAILED) from None
+        raise CliError(str(exc), exit_code(exc, EXIT_FAILED)) from None
 
 
 def run_up(args: argparse.Namespace) -> int:

@@ -33,6 +33,17 @@ EXIT_INTERRUPTED: Final = 130
 EXIT_DISK: Final = 74
 
 
+def exit_code(exc: BaseException, default: int = EXIT_USAGE) -> int:
+    """The exit code for an error of a room below: by its kind (:mod:`missive.errors`)."""
+    from missive.errors import Damaged, NotFound
+
+    if isinstance(exc, NotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, Damaged):
+        return EXIT_DAMAGED
+    return default
+
+
 class CliError(Exception):
     """A user-facing error: the message is printed as is, then the CLI exits with ``code``."""
 

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import NoReturn
 
 from missive.cli import cluster_cmds, compile_cmd, demo_cmd, node_cmds, replay_cmd, trust_cmd, version, vm
 from missive.cli.common import EXIT_DISK, EXIT_INTERRUPTED, EXIT_USAGE, CliError, make_console
@@ -23,8 +24,16 @@ COMMAND_GROUPS: tuple[ModuleType, ...] = (demo_cmd, version, compile_cmd, vm, no
                                           trust_cmd)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what was wrong, and where help is) and exit 2,
+    like every other error of the CLI; ``--help`` still prints the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="missive",
         description="Missive: every contract an actor, every call a message on a ledger.",
     )
@@ -32,16 +41,31 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     for group in COMMAND_GROUPS:
         group.register(subparsers)
+    _name_commands(parser)
     return parser
+
+
+def _name_commands(parser: argparse.ArgumentParser) -> None:
+    """Let each command know its own name (``missive cluster up``): an argument none of the
+    command's parsers knows is reported by the top parser, which would name only ``missive``."""
+    parser.set_defaults(command_name=parser.prog)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _name_commands(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
     parser = build_parser()
     try:
-        args = parser.parse_args(list(argv) if argv is not None else None)
+        args, unknown = parser.parse_known_args(list(argv) if argv is not None else None)
     except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if unknown:
+        sys.stderr.write(f"{args.command_name}: error: unrecognized arguments: {' '.join(unknown)} "
+                         f"(see `{args.command_name} --help`)\n")
+        return EXIT_USAGE
     try:
         return int(args.handler(args))
     except CliError as exc:

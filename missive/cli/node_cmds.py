@@ -14,9 +14,9 @@ Against a cluster (``missive cluster up``), the client commands take ``--cluster
 with ``--cluster``): the node forwards each request to the node executing the actor.  Each
 node keeps its own ledger: ``ledger`` shows the named node's, or every node's in turn.
 
-Exit status: 0 done, 1 the message's handler failed (revert reason printed), 2 bad input
-(unknown account, bad address, wrong arguments, unknown function, no node, refused message),
-74 the disk holding the node's store is full or failing (one line naming it; nothing was written).
+Exit status (the README's table): 0 done, 1 the message's handler failed (revert reason
+printed), 2 bad input (bad address, wrong arguments, refused message), 3 not found (no node,
+unknown key, message or function), 74 the disk is full or failing, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -34,9 +34,11 @@ from missive.cli.common import (
     EXIT_DISK,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_USAGE,
     CliError,
+    exit_code,
     make_console,
     parse_seconds,
     parse_word,
@@ -204,7 +206,7 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
         except DiskFull as exc:  # one line naming the disk; nothing was written
             raise CliError(str(exc), EXIT_DISK) from exc
         except (ArgumentError, NodeError, EnvelopeError, KeystoreError, StoreError) as exc:
-            raise CliError(str(exc)) from exc
+            raise CliError(str(exc), exit_code(exc)) from exc
         except (RecordError, lmdb.Error, OSError) as exc:  # OSError: e.g. a keystore directory that cannot be made
             full = disk_full(node_dir(args), exc) if not isinstance(exc, RecordError) else None
             if full is not None:  # the keystore's own writes, say
@@ -380,10 +382,12 @@ def resolve_function(node: Node, address: bytes, text: str, nargs: int, *, view:
         label = contract._label if contract is not None else "contract"
         return Contract(node, address, [entry], label).function(signature), outputs is not None
     if contract is None:
-        raise CliError(f"no ABI known for {hx(address)}: give the signature with types, e.g. '{name}(address,uint256)'")
+        raise CliError(f"no ABI known for {hx(address)}: give the signature with types, e.g. '{name}(address,uint256)'",
+                       EXIT_NOT_FOUND)
     candidates = [f for f in contract._by_signature.values() if f.name == name]
     if not candidates:
-        raise CliError(f"{contract._label} at {hx(address)} has no function {name!r}; functions: {', '.join(contract.function_names())}")
+        raise CliError(f"{contract._label} at {hx(address)} has no function {name!r}; functions: "
+                       f"{', '.join(contract.function_names())}", EXIT_NOT_FOUND)
     fitting = [f for f in candidates if len(f.inputs) == nargs] or candidates
     if len(fitting) > 1:
         raise CliError(f"{name} is overloaded ({', '.join(f.signature for f in fitting)}); give the full signature")

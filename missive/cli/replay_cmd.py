@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from missive.actors.replay import replay
-from missive.cli.common import EXIT_DISK, EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, make_console
+from missive.cli.common import EXIT_DAMAGED, EXIT_DISK, EXIT_OK, CliError, exit_code, make_console
 from missive.mailbox.envelope import Envelope
 from missive.mailbox.records import Receipt
 from missive.mailbox.store import DiskFull, Store, StoreError
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         store = Store(args.dir)
     except StoreError as err:
-        raise CliError(str(err), EXIT_DISK if isinstance(err, DiskFull) else EXIT_USAGE) from None
+        raise CliError(str(err), EXIT_DISK if isinstance(err, DiskFull) else exit_code(err)) from None
 
     def trace(envelope: Envelope, receipt: Receipt) -> None:
         console.print(
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if report.divergence is not None:
         console.print(f"[red]replay diverged[/red] after {report.checked} checked receipts")
         console.print(report.divergence.describe(), markup=False)
-        return EXIT_FAILED
+        return EXIT_DAMAGED
     rate = report.checked / elapsed if elapsed > 0 else 0.0
     where = f", stopped at 0x{report.stopped_at.hex()}" if report.stopped_at else ""
     signatures = ", every client signature re-checked" if args.check_signatures else ""
@@ -110,7 +110,7 @@ def run_remote(args: argparse.Namespace, actor: bytes | None, until: bytes | Non
         finally:
             node.close()
     except NodeError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(str(exc), exit_code(exc)) from None
     console = make_console()
     failed = False
     for report in reports:
@@ -125,4 +125,4 @@ def run_remote(args: argparse.Namespace, actor: bytes | None, until: bytes | Non
                           f"{report['seconds']:.2f}s ({rate:,.0f}/s){where}", markup=False)
     if len(reports) > 1 and not failed:
         console.print(f"replay ok on all {len(reports)} nodes: {sum(r['checked'] for r in reports)} receipts", markup=False)
-    return EXIT_FAILED if failed else EXIT_OK
+    return EXIT_DAMAGED if failed else EXIT_OK

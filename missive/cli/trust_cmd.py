@@ -25,7 +25,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from rich.table import Table
 
-from missive.cli.common import EXIT_FAILED, EXIT_OK, CliError, make_console
+from missive.cli.common import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, CliError, make_console
 
 DEFAULT_CLUSTER = Path(".missive-cluster")
 
@@ -100,7 +100,7 @@ def candidates(node: str | None, cluster: Path | None) -> list[tuple[str, int]]:
     named = [m for m in members if node in (m["name"], f"{m['host']}:{m['port']}", str(m["port"]))]
     if not named:
         names = ", ".join(str(m["name"]) for m in members)
-        raise CliError(f"--node {node!r}: no such node in the cluster at {root} ({names})")
+        raise CliError(f"--node {node!r}: no such node in the cluster at {root} ({names})", EXIT_NOT_FOUND)
     return [(str(named[0]["host"]), int(named[0]["port"]))]
 
 

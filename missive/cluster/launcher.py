@@ -37,11 +37,17 @@ import trio
 from missive.cluster.client import ClusterClient, ClusterError, acall, call, create_operator, load_operator
 from missive.cluster.config import NodeConfig, Peer
 from missive.cluster.node import IDENTITY_FILE
+from missive.errors import NotFound
 from missive.net import NetError, NodeIdentity
 
 log = logging.getLogger(__name__)
 
 CLUSTER_FILE = "cluster.msgpack"
+
+
+class NoCluster(ClusterError, NotFound):
+    """No cluster file in the directory."""
+
 FORMAT = 1
 DEFAULT_BALANCE = 10**24
 
@@ -57,7 +63,7 @@ def read_cluster(root: Path) -> dict[str, Any]:
     try:
         data = msgpack.unpackb(path.read_bytes())
     except FileNotFoundError:
-        raise ClusterError(f"no cluster at {root} (start one with `missive cluster up --dir {root}`)") from None
+        raise NoCluster(f"no cluster at {root} (start one with `missive cluster up --dir {root}`)") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ClusterError(f"{path} is not a cluster file this Missive reads")
     return data

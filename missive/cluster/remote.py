@@ -51,6 +51,7 @@ from missive.cluster.client import (
 )
 from missive.cluster.placement import executor
 from missive.cluster.waiters import MAX_WAIT
+from missive.errors import NotFound
 from missive.keys import Keystore
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
@@ -81,6 +82,14 @@ SUBMIT_CHUNK = 1000
 
 class NodeUnreachable(NodeError):
     """A node did not answer or refused the request; the text names it and says why."""
+
+
+class UnknownNode(ArgumentError, NotFound):
+    """No node of that name in the cluster."""
+
+
+class UnknownCluster(NodeError, NotFound):
+    """No cluster in the directory given."""
 
 
 class RemoteNode(Node):
@@ -130,14 +139,14 @@ class RemoteNode(Node):
             try:
                 kwargs["operator"] = load_operator(cluster) or load_operator(keys_dir)
             except ClusterError as exc:
-                raise NodeError(str(exc)) from None
+                raise (UnknownCluster if isinstance(exc, NotFound) else NodeError)(str(exc)) from None
         if cluster is not None:
             from missive.cluster.launcher import read_cluster
 
             try:
                 members = [dict(m) for m in read_cluster(cluster)["nodes"]]
             except ClusterError as exc:
-                raise NodeError(str(exc)) from None
+                raise (UnknownCluster if isinstance(exc, NotFound) else NodeError)(str(exc)) from None
             keys = keys_dir if keys_dir is not None else cluster
             if node is not None:
                 named = [m for m in members if m["name"] == node or f"{m['host']}:{m['port']}" == node
@@ -146,7 +155,7 @@ class RemoteNode(Node):
                     return cls(named[0]["host"], named[0]["port"], keys, pinned=True, members=members, **kwargs)
                 if ":" not in node:
                     names = ", ".join(m["name"] for m in members)
-                    raise ArgumentError(f"--node {node!r}: no such node in the cluster at {cluster} ({names})")
+                    raise UnknownNode(f"--node {node!r}: no such node in the cluster at {cluster} ({names})")
                 host, port = _parse(node)
                 return cls(host, port, keys, pinned=True, members=members, **kwargs)
             for member in members:

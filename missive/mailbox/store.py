@@ -74,6 +74,7 @@ import attrs
 import lmdb
 import msgpack
 
+from missive.errors import NotFound
 from missive.mailbox import digest
 from missive.mailbox.diffs import DiffConflict, DiffError, DiffGap, DiffSuperseded, StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
@@ -93,6 +94,10 @@ STORE_FORMAT = 2
 
 class StoreError(Exception):
     """The store cannot be used as asked (missing, wrong format, locked)."""
+
+
+class NoNode(StoreError, NotFound):
+    """The directory holds no node."""
 
 
 class DiskFull(StoreError):
@@ -337,7 +342,7 @@ class Store:
         self.path = Path(path)
         self.placement = placement
         if not create and not (self.path / "data.mdb").exists():
-            raise StoreError(f"no Missive node at {self.path} (run `missive init` first)")
+            raise NoNode(f"no Missive node at {self.path} (run `missive init` first)")
         with disk_errors(self.path):
             self.path.mkdir(parents=True, exist_ok=True)
         self._make_lock_file()  # before LMDB writes its header through a mapping
