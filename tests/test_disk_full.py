@@ -331,3 +331,70 @@ def test_a_node_that_starts_on_a_full_disk_stops_with_one_line_and_exit_status_7
     store = Store(node_dir, create=True)  # the store it would open now opens, and is empty
     assert store.seal_head() is None
     store.close()
+
+
+def test_a_full_disk_under_the_trust_store_is_one_line_not_a_traceback_each_step(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Before: the trust layer's loops logged a full traceback every step while the disk was full."""
+    import types
+
+    import lmdb
+
+    from missive.cluster.trust import TrustService
+
+    steps = 0
+
+    async def failing_step() -> None:
+        nonlocal steps
+        steps += 1
+        raise lmdb.MapFullError("mdb_put: MDB_MAP_FULL: Environment mapsize limit reached")
+
+    service = types.SimpleNamespace(state_path=tmp_path / "trust", interval=0.001)
+
+    async def main() -> None:
+        with trio.move_on_after(0.3):
+            await TrustService._keep_running(service, "attestation", failing_step)  # type: ignore[arg-type]
+
+    trio.run(main)
+    said = [r for r in caplog.records if r.name == "missive.cluster.trust"]
+    assert steps > 10
+    assert len(said) == 1 and said[0].exc_info is None, [r.getMessage() for r in said]
+    assert "trust attestation: the store at" in said[0].getMessage() and "MDB_MAP_FULL" in said[0].getMessage()
+
+
+def test_a_cluster_node_on_a_full_disk_answers_one_refusal_and_the_cli_exits_74(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: a node's handler meeting a full disk was logged as a bug with a traceback on every
+    request, and a remote client saw a generic failure (exit 2, not 74)."""
+    import missive.cluster.remote as remote
+    from missive.cli.main import main
+    from missive.cluster import door
+    from missive.net import RemoteError
+
+    async def handler(peer: bytes, params: Any) -> Any:
+        raise DiskFull(f"the disk holding {tmp_path} is full (No space left on device, 0 bytes free): nothing "
+                       "was written; free space and retry")
+
+    async def refused() -> None:
+        await door.refusing_on_full_disk(handler)(b"peer", {})
+
+    with pytest.raises(door.DiskRefused) as error:
+        trio.run(refused)
+    text = str(error.value)
+    assert text.startswith(door.DISK_FULL) and "\n" not in text
+
+    async def answering(host: str, port: int, method: str, params: Any = None, **_: Any) -> Any:
+        if method == "members":
+            return [{"name": "n1", "host": host, "port": port, "id": b"\x01" * 32}]
+        raise RemoteError(method, text)  # what the node's RPC sends back
+
+    monkeypatch.setattr(remote, "acall", answering)
+    monkeypatch.setattr(remote.RemoteNode, "connect", classmethod(
+        lambda cls, node=None, cluster=None, keys_dir=None, **kw: cls("127.0.0.1", 1, keys_dir)))
+    node_dir = tmp_path / "keys"
+    assert main(["init", "--dir", str(node_dir)]) == 0
+    capsys.readouterr()
+    status = main(["send", "0x" + "11" * 20, "f()", "--node", "127.0.0.1:1", "--dir", str(node_dir)])
+    err = capsys.readouterr().err
+    assert status == EXIT_DISK, err
+    assert err.count("\n") == 1 and f"the disk holding {tmp_path} is full" in err and "node 127.0.0.1:1" in err

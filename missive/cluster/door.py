@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from missive.mailbox.store import DiskFull
 from missive.net import Refused
 from missive.net.identity import short_id
 
@@ -147,6 +148,27 @@ def require_development(development: bool, method: str) -> None:
 
 
 Handler = Callable[[bytes, Any], Awaitable[Any]]
+
+
+#: How a refusal for a full disk begins: a client tells it apart by it (its CLI exits 74).
+DISK_FULL = "DiskFull: "
+
+
+class DiskRefused(Refused):
+    """A write refused because this node's disk is full: nothing was written; the client may retry."""
+
+
+def refusing_on_full_disk(handler: Handler) -> Handler:
+    """``handler``, with a full disk answered as one refusal line (``DiskFull: the disk holding ...``)
+    rather than logged as a handler's bug with a traceback on every request while it lasts."""
+
+    async def checked(peer: bytes, params: Any) -> Any:
+        try:
+            return await handler(peer, params)
+        except DiskFull as exc:
+            raise DiskRefused(f"{DISK_FULL}{exc}") from None
+
+    return checked
 
 
 def without_params(method: str, handler: Handler) -> Handler:

@@ -521,7 +521,7 @@ class ClusterNode:
             EVIDENCE_METHOD: self.execution.rpc_evidence,  # missive/cluster/execution_trust.py
         }
         bare = ("status", "members", "progress", "pending", "accounts", "trust_view")
-        return {name: door.without_params(name, handler) if name in bare else handler
+        return {name: door.refusing_on_full_disk(door.without_params(name, handler) if name in bare else handler)
                 for name, handler in methods.items()}
 
     async def _at(self, address: bytes, method: str, params: Any,

@@ -49,13 +49,15 @@ from missive.cluster.client import (
     load_operator,
     parse_node,
 )
+from missive.cluster.door import DISK_FULL
 from missive.cluster.placement import executor
 from missive.cluster.waiters import MAX_WAIT
 from missive.errors import NotFound
 from missive.keys import Keystore
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
-from missive.net import NetError, NodeIdentity
+from missive.mailbox.store import DiskFull
+from missive.net import NetError, NodeIdentity, RemoteError
 from missive.node import (
     ArgumentError,
     Chain,
@@ -86,6 +88,10 @@ class NodeUnreachable(NodeError):
 
 class UnknownNode(ArgumentError, NotFound):
     """No node of that name in the cluster."""
+
+
+class RemoteDiskFull(NodeError, DiskFull):
+    """The node refused a write because its disk is full (nothing was written there)."""
 
 
 class UnknownCluster(NodeError, NotFound):
@@ -213,6 +219,8 @@ class RemoteNode(Node):
         except ClusterError as exc:
             raise NodeUnreachable(str(exc)) from None
         except NetError as exc:
+            if isinstance(exc, RemoteError) and exc.message.startswith(DISK_FULL):
+                raise RemoteDiskFull(f"node {host}:{port}: {exc.message.removeprefix(DISK_FULL)}") from None
             raise NodeUnreachable(failure_text(host, port, method, exc)) from None
 
     def _operator_for(self, method: str) -> NodeIdentity:

@@ -56,12 +56,16 @@ from missive.consensus.gossip import Gossiper
 from missive.consensus.kernel import Attester, Kernel, Statement, Verifier
 from missive.consensus.overlay import Overlay
 from missive.consensus.scores import attestation_graph, conspiracy_scores, transitive_trust
+from missive.mailbox.store import disk_full
 from missive.net import NetError, NodeIdentity, PeerLink, short_id
 
 if TYPE_CHECKING:
     from missive.mailbox.store import Store
 
 log = logging.getLogger(__name__)
+
+#: How often a full disk under the trust store is said again while it lasts (seconds).
+FULL_DISK_REPEAT = 60.0
 
 #: The RPC method carrying the actors' bytes between members.
 TRUST_METHOD = "trust"
@@ -434,7 +438,8 @@ class TrustService:
         self.router = Router()
         self.router.add(GOSSIP, self._on_gossip)
         self.router.add(ATTEST, self._on_attest)
-        self.state = TrustStore(node_dir / "trust")
+        self.state_path = node_dir / "trust"
+        self.state = TrustStore(self.state_path)
         self.evidence: list[Evidence] = []
         self._transitive: dict[bytes, float] = {}  # refreshed every step, for trust_in
         self._saved: dict[bytes, int] = {}  # attester -> digest of the statement last written
@@ -482,12 +487,22 @@ class TrustService:
                 self.state.close()
 
     async def _keep_running(self, what: str, loop: Callable[[], Awaitable[None]]) -> None:
-        """A bug in the trust layer is logged and the loop restarted; it never takes the node down."""
+        """A bug in the trust layer is logged and the loop restarted; it never takes the node down.
+
+        A full disk is not a bug: it is said in one line, at most once a minute while it
+        lasts (not a traceback every step)."""
+        full_said = -FULL_DISK_REPEAT
         while True:
             try:
                 await loop()
-            except Exception:
-                log.exception("trust %s loop failed; restarting it", what)
+            except Exception as exc:
+                full = disk_full(self.state_path, exc)
+                if full is None:
+                    log.exception("trust %s loop failed; restarting it", what)
+                elif time.monotonic() - full_said >= FULL_DISK_REPEAT:
+                    full_said = time.monotonic()
+                    log.error("trust %s: %s (the trust store is not ledger: nothing anyone relies on is lost; "
+                              "trying again every step)", what, full)
             await trio.sleep(self.interval)
 
     async def _attest_forever(self) -> None:
