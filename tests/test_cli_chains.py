@@ -151,11 +151,11 @@ def test_serve_refuses_what_is_not_a_node(tmp_path: Path) -> None:
     """Before: a traceback, and an `executor.lock` left in the directory."""
     empty = tmp_path / "empty"
     empty.mkdir()
-    fails(missive("serve", "--dir", str(empty), cwd=tmp_path), 2, "no Missive node")
+    fails(missive("serve", "--dir", str(empty), cwd=tmp_path), 3, "no Missive node")
     assert list(empty.iterdir()) == []
     proc = subprocess.run([sys.executable, "-m", "missive.actors.serve", str(empty)], capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "no Missive node" in proc.stderr
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr and "no Missive node" in proc.stderr
     assert list(empty.iterdir()) == []
     help_run = subprocess.run([sys.executable, "-m", "missive.actors.serve", "--help"], capture_output=True,
                               text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)

@@ -23,6 +23,7 @@ from pathlib import Path
 import trio
 
 from missive.actors.runtime import ExecutorLock, Runtime
+from missive.errors import NotFound
 from missive.mailbox.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         trio.run(serve, Path(args[0]))
     except StoreError as exc:
         print(f"missive serve: error: {exc}", file=sys.stderr)
-        return 2
+        return 3 if isinstance(exc, NotFound) else 2  # the CLI's exit codes (README)
     except BaseException as exc:
         if not interrupted(exc):
             raise
