@@ -49,7 +49,7 @@ PRECOMPILE_LIMIT: Final = 0x101
 #: ``onReply(bytes32,bool,bytes)``.
 ON_REPLY_SELECTOR: Final = 0x9CC2B73B
 #: Where in the guide each kind of finding is explained.
-GUIDE: Final = "examples/SOLIDITY.md#what-missive-check-reports"
+GUIDE: Final = "examples/SOLIDITY.md#4-what-missive-check-reports"
 #: How far past a call the analysis follows the code looking for return-data reads.
 WINDOW: Final = 96
 

@@ -227,14 +227,13 @@ def embedded_runtime(code: bytes) -> bytes | None:
     table = blocks(disassemble(code))
     for start in sorted(table):
         block = table[start]
-        items = list(walk(block))
-        for index, (ins, stack) in enumerate(items):
+        for index, (ins, stack) in enumerate(walk(block)):  # (the stack is the one before `ins`, now)
             if ins.op != 0x39:  # CODECOPY(dest, offset, size)
                 continue
             offset, size = stack.peek(1), stack.peek(2)
             if offset is None or size is None or offset <= ins.pc or size <= 0 or offset + size > len(code):
                 continue
-            if any(later.op == 0xF3 for later, _ in items[index + 1: index + 7]):
+            if any(later.op == 0xF3 for later in block.instructions[index + 1: index + 7]):
                 return code[offset: offset + size]
     return None
 
