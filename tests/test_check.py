@@ -40,6 +40,36 @@ def poke(target: address):
 """
 
 
+#: Vyper's factory example, as written for Ethereum: it registers an exchange by asking it for its token.
+FACTORY = """
+# pragma version ^0.4.0
+interface Exchange:
+    def token() -> address: view
+
+exchange_codehash: public(bytes32)
+exchanges: public(HashMap[address, address])
+
+@deploy
+def __init__(codehash: bytes32):
+    self.exchange_codehash = codehash
+
+@external
+def register():
+    assert msg.sender.codehash == self.exchange_codehash
+    token: address = staticcall Exchange(msg.sender).token()
+    self.exchanges[token] = msg.sender
+"""
+
+
+def test_the_factory_example_is_refused_at_deploy(tmp_path: Path) -> None:
+    """Before: it deployed, and every register() reverted (the token() answer is empty): it registered nothing."""
+    source = tmp_path / "Factory.vy"
+    source.write_text(FACTORY)
+    with Node.init(tmp_path / "node", default_balance=10**24) as node:
+        with pytest.raises(AsyncHazard, match=r"return-data-read@\d+: Factory\.vy:\d+, in register"):
+            node.deploy(source, bytes(32))
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_every_example_passes_the_deploy_check(path: Path) -> None:
     report = check_contract(compile_source(path))

@@ -2,8 +2,9 @@
 
 OpenZeppelin-style contracts in tests/solidity/: staking on SafeERC20 (refused at deploy: the
 token's empty return data would count as success), the start of an ERC4626 vault (its decimals
-read in the constructor: refused), a view call (refused); examples/solidity/: a plain ERC20 (no
-finding) and staking written for messages, which works.
+read in the constructor: refused), a multisig that marks a call executed when it is only queued
+(refused), a view call (refused); examples/solidity/: a plain ERC20 (no finding) and staking
+written for messages, which works.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def test_check_on_solidity_contracts(compiled: dict[str, object]) -> None:
     (vault,) = reports["Vault.sol"].findings
     assert vault.kind == "return-data-read" and vault.in_constructor and vault.refused
     assert [f.kind for f in reports["Reader.sol"].refused] == ["return-data-read"]
+    (multisig,) = reports["Multisig.sol"].refused  # marks a transaction executed on a call that was only queued
+    assert multisig.kind == "return-data-read" and multisig.function == "execute"
 
 
 def test_safeerc20_staking_is_refused_at_deploy_and_the_message_staking_works(tmp_path: Path) -> None:
@@ -129,6 +132,10 @@ def test_cli_compile_deploy_send_trace(tmp_path: Path) -> None:
     assert lines[2].startswith("    └── reply ") and lines[-1] == "3 message(s): 2 succeeded, 1 failed, 0 pending"
     data = json.loads(missive("trace", root.group(1), "--json", cwd=tmp_path).stdout)
     assert data["failed"] == 1 and data["root"]["children"][0]["reason"].startswith("InsufficientAllowance(")
+    reply = data["root"]["children"][0]["children"][0]
+    assert reply["kind"] == "reply" and reply["status"] == "success"
+    out = ok(missive("receipt", reply["id"], cwd=tmp_path))  # the failure it carries, decoded
+    assert "answer:    the request failed: InsufficientAllowance(" in out
     fails(missive("send", token, "transfer", staking, "5000", cwd=tmp_path), 1,
           "InsufficientBalance(from=")
 

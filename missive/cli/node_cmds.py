@@ -799,6 +799,8 @@ def run_ledger(args: argparse.Namespace) -> int:
 
 
 def run_receipt(args: argparse.Namespace) -> int:
+    from missive.mailbox.envelope import Kind
+
     node = open_node(args)
     try:
         message_id = node.resolve_id(args.id)
@@ -816,6 +818,10 @@ def run_receipt(args: argparse.Namespace) -> int:
         console.print(f"gas limit: {envelope.gas}", markup=False)
         if envelope.parent:
             console.print(f"sent by:   handling of {hx(envelope.parent)}", markup=False)
+        if envelope.kind is Kind.REPLY and not envelope.success and envelope.payload:
+            reason = node.explain(envelope.payload, envelope.sender)
+            if reason is not None:
+                console.print(f"answer:    the request failed: {reason}", markup=False)
         receipt = node.receipt(message_id)
         if receipt is None:
             console.print("status:    pending (not handled yet)", markup=False)

@@ -216,11 +216,14 @@ def _scan(code: _Code, on_reply: bool, pc_lines: dict[int, int] | None, source_n
         if not pc_lines:
             return None, None
         line = pc_lines.get(offset)
-        if line is None:  # the nearest mapped instruction before it
-            before = [pc for pc in pc_lines if offset - 64 <= pc <= offset]
-            if not before:
+        if line is None:  # a mapped instruction close before it, else close after it, else further before it
+            before = [pc for pc in pc_lines if offset - 16 <= pc <= offset]
+            after = [pc for pc in pc_lines if offset <= pc <= offset + 16]
+            further = [pc for pc in pc_lines if offset - 64 <= pc <= offset]
+            if before or after or further:
+                line = pc_lines[max(before) if before else min(after) if after else max(further)]
+            else:
                 return None, None
-            line = pc_lines[max(before)]
         function = _enclosing_function(source_text, line) if source_text else None
         return f"{source_name}:{line}", function
 
