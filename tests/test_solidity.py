@@ -101,6 +101,13 @@ def test_foundry_and_hardhat_artifacts(tmp_path: Path, compiled: dict[str, objec
     with Node.init(tmp_path / "node", default_balance=10**24) as node:
         deployed = node.deploy(tmp_path / "Hard.json", "A", "B", 7)
         assert deployed.totalSupply() == 7
+        # solc --bin output (init code that patches an immutable before it returns) is told from runtime code.
+        staking = compiled["Staking.sol"]
+        (tmp_path / "Staking.bin").write_text(staking.bytecode.hex())  # type: ignore[attr-defined]
+        (tmp_path / "Staking.abi").write_text(json.dumps(staking.abi))  # type: ignore[attr-defined]
+        loaded = compile_source(tmp_path / "Staking.bin")
+        assert loaded.bytecode == staking.bytecode and loaded.runtime_bytecode == staking.runtime_bytecode  # type: ignore[attr-defined]
+        assert node.deploy(tmp_path / "Staking.bin", deployed.address).token() == deployed.hex
     (tmp_path / "Linked.json").write_text(json.dumps({"abi": [], "bytecode": "0x6000__$abc$__", "deployedBytecode": ""}))
     fails(missive("compile", str(tmp_path / "Linked.json"), cwd=tmp_path), 2, "unlinked library")
     (tmp_path / "Abi.json").write_text(json.dumps([]))

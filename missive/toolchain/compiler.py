@@ -221,20 +221,23 @@ def wrap_runtime(runtime: bytes) -> bytes:
 
 def embedded_runtime(code: bytes) -> bytes | None:
     """The runtime code that init code ``code`` copies out of itself and returns; None if it does not look like
-    init code (no ``CODECOPY`` of a later part of itself followed within a few instructions by ``RETURN``)."""
+    init code: a ``CODECOPY`` of a later part of itself to memory, then, in the same basic block, a ``RETURN`` of
+    that memory (solc patches immutables in between; the copy returned here has them zero)."""
     from missive.toolchain.evmcode import blocks, disassemble, walk
 
     table = blocks(disassemble(code))
     for start in sorted(table):
-        block = table[start]
-        for index, (ins, stack) in enumerate(walk(block)):  # (the stack is the one before `ins`, now)
-            if ins.op != 0x39:  # CODECOPY(dest, offset, size)
-                continue
-            offset, size = stack.peek(1), stack.peek(2)
-            if offset is None or size is None or offset <= ins.pc or size <= 0 or offset + size > len(code):
-                continue
-            if any(later.op == 0xF3 for later in block.instructions[index + 1: index + 7]):
-                return code[offset: offset + size]
+        copied: list[tuple[int, int, int]] = []  # (memory offset, code offset, size)
+        for ins, stack in walk(table[start]):  # (the stack just before `ins`)
+            if ins.op == 0x39:  # CODECOPY(dest, offset, size)
+                dest, offset, size = stack.peek(0), stack.peek(1), stack.peek(2)
+                if dest is not None and dest >= 0 and offset is not None and size is not None and \
+                        offset > ins.pc and 0 < size and offset + size <= len(code):
+                    copied.append((dest, offset, size))
+            elif ins.op == 0xF3 and copied:  # RETURN(offset, size)
+                for dest, offset, size in copied:
+                    if stack.peek(0) == dest and stack.peek(1) == size:
+                        return code[offset: offset + size]
     return None
 
 
