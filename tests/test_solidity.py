@@ -147,6 +147,11 @@ def test_cli_compile_deploy_send_trace(tmp_path: Path) -> None:
           "InsufficientBalance(from=")
 
 
+def test_toolchain_status_names_the_pinned_version(tmp_path: Path) -> None:
+    out = ok(missive("toolchain", "status", cwd=tmp_path))
+    assert f"solc-js {solidity.SOLC_VERSION} in " in out
+
+
 def test_solidity_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bad = tmp_path / "Bad.sol"
     bad.write_text("// SPDX-License-Identifier: MIT\npragma solidity ^0.8.20;\ncontract Bad {\n  uint x = ;\n}\n")
