@@ -218,12 +218,13 @@ def withdraw():
     """
     @notice Send the caller the native coin it is owed.
     @dev If the caller cannot take the coins (its code fails), they come back in a
-         `bounce` and the failure reply re-credits the caller.  Replies can be
-         forged by the callee (see onReply), and a forged "failed" would credit
-         the payee twice; so a failure is believed only when the coins are
-         really back, which is a check on our own balance.  That check is exact
-         only if no other withdrawal's bounced coins can be mistaken for these,
-         hence one native withdrawal in flight at a time.
+         `bounce` and the failure reply re-credits the caller.  The runtime
+         runs onReply only for real replies, but a withdrawal can also be
+         settled as failed by the timeout below, with no reply at all; so a
+         failure is believed only when the coins are really back, which is a
+         check on our own balance.  That check is exact only if no other
+         withdrawal's bounced coins can be mistaken for these, hence one native
+         withdrawal in flight at a time.
     """
     if self.withdrawing != empty(bytes32):
         assert self._now() >= self.withdrawingSince + WITHDRAW_TIMEOUT, "a withdrawal is in flight, try later"

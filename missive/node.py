@@ -39,7 +39,7 @@ import fcntl
 import functools
 import os
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 
@@ -128,6 +128,15 @@ class NodeTimeout(NodeError, TimeoutError):
     """A wait took longer than its ``timeout``."""
 
 
+class AsyncHazard(NodeError):
+    """A deploy refused: the code would change meaning silently under message semantics (``missive check``
+    names each place); pass ``accept_async=`` with the finding's kind (or ``kind@offset``) to deploy anyway."""
+
+    def __init__(self, message: str, findings: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.findings = tuple(findings)
+
+
 class Reverted(NodeError):
     """A message's handler failed: revert (with its decoded reason when there is one) or halt."""
 
@@ -149,8 +158,9 @@ class Reverted(NodeError):
         super().__init__(f"{what} {'reverted' if status == 'revert' else 'failed'}: {detail}")
 
 
-def revert_reason(data: bytes) -> str | None:
-    """The reason in revert data: ``Error(string)`` text, or a ``Panic(uint256)`` code explained."""
+def revert_reason(data: bytes, abi: Iterable[dict[str, Any]] = ()) -> str | None:
+    """The reason in revert data: ``Error(string)`` text, a ``Panic(uint256)`` code explained, or a custom
+    error of ``abi`` (``InsufficientBalance(from=0x.., balance=0, needed=5)``); None if none of them fits."""
     try:
         if data[:4] == ERROR_SELECTOR:
             return str(abi_decode(["string"], data[4:])[0])
@@ -159,7 +169,33 @@ def revert_reason(data: bytes) -> str | None:
             return f"panic 0x{code:02x} ({PANIC_CODES.get(code, 'unknown panic code')})"
     except (DecodingError, UnicodeDecodeError, OverflowError):
         return None
+    if len(data) < 4:
+        return None
+    for entry in abi:
+        if entry.get("type") != "error":
+            continue
+        inputs = entry.get("inputs", [])
+        types = [abi_type(i) for i in inputs]
+        if keccak256(f"{entry.get('name', '')}({','.join(types)})".encode())[:4] != data[:4]:
+            continue
+        try:
+            values = abi_decode(types, data[4:])
+        except (DecodingError, OverflowError, ValueError):
+            continue
+        shown = ", ".join((f"{i.get('name')}=" if i.get("name") else "") + _show(v)
+                          for i, v in zip(inputs, values, strict=True))
+        return f"{entry.get('name', '')}({shown})"
     return None
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return str(value)
 
 
 # -- small helpers --------------------------------------------------------------------------
@@ -488,13 +524,14 @@ class Sent:
         if self.envelope.wants_reply:
             reply, receipt = await self.node._await_reply(self.envelope, f"{self.what} (message {self.hex})", timeout)
             if not reply.success:
-                raise Reverted(self.what, reason=revert_reason(reply.payload), data=reply.payload,
+                raise Reverted(self.what, reason=self.node.explain(reply.payload, reply.sender), data=reply.payload,
                                status=receipt.status, error=receipt.error, receipt=receipt, message_id=self.id)
             data = reply.payload
         else:
             receipt = await self.areceipt(timeout)
             if not receipt.success:
-                raise Reverted(self.what, reason=revert_reason(receipt.output), data=receipt.output,
+                raise Reverted(self.what, reason=self.node.explain(receipt.output, receipt.recipient),
+                               data=receipt.output,
                                status=receipt.status, error=receipt.error, receipt=receipt, message_id=self.id)
             data = receipt.output
             if self.kind is Kind.DEPLOY:
@@ -502,6 +539,26 @@ class Sent:
         if self.function is None:
             return data
         return self.function.decode_output(data)
+
+
+@attrs.define
+class Trace:
+    """One message of a tree (``Node.trace``): its envelope, its receipt (None while it waits), what it sent."""
+
+    id: bytes
+    envelope: Envelope
+    receipt: Receipt | None
+    children: list[Trace] = attrs.field(factory=list)
+
+    def walk(self) -> Iterator[Trace]:
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+    @property
+    def failed(self) -> list[Trace]:
+        """The messages of the tree whose handler failed."""
+        return [t for t in self.walk() if t.receipt is not None and not t.receipt.success]
 
 
 class Chain:
@@ -528,6 +585,15 @@ class Chain:
     def unfinished(self) -> tuple[bytes, ...]:
         """Ids of the chain's messages not handled yet (as of the last look)."""
         return tuple(self._open)
+
+    @property
+    def ok(self) -> bool:
+        """Every message of the chain handled so far succeeded (see :attr:`failed`, :attr:`unfinished`)."""
+        return not self.failed
+
+    def __repr__(self) -> str:
+        return (f"<Chain of 0x{self.root.hex()[:16]}: {self.handled} handled, {len(self.failed)} failed, "
+                f"{len(self._open)} unfinished>")
 
     def done(self) -> bool:
         """Look again; True once every message of the chain is handled."""
@@ -1047,9 +1113,15 @@ class Node:
 
     def _prepare_deploy(self, source: str | os.PathLike[str] | bytes, args: Sequence[Any],
                         abi: list[dict[str, Any]] | None, name: str | None,
-                        value: int) -> tuple[bytes, list[dict[str, Any]], str]:
+                        value: int, accept_async: Sequence[str] | bool = ()) -> tuple[bytes, list[dict[str, Any]], str]:
+        from missive.toolchain.check import check_code, check_contract
+
         if isinstance(source, (bytes, bytearray)):
+            from missive.toolchain.compiler import embedded_runtime
+
             init_code, abi, name = bytes(source), list(abi or []), name or "contract"
+            report = None if accept_async is True else check_code(
+                embedded_runtime(init_code) or b"", name=name, abi=abi, init=init_code)
         else:
             from missive.toolchain.compiler import compile_source
 
@@ -1057,6 +1129,11 @@ class Node:
             init_code = compiled.bytecode
             abi = list(abi) if abi is not None else compiled.abi
             name = name or compiled.name
+            report = None if accept_async is True else check_contract(compiled)
+        if report is not None and not isinstance(accept_async, bool):
+            refusal = report.refusal(accept_async)
+            if refusal is not None:
+                raise AsyncHazard(refusal, report.unaccepted(accept_async))
         constructor = next((e for e in abi if e.get("type") == "constructor"), None)
         if constructor is None:
             if args:
@@ -1072,9 +1149,14 @@ class Node:
 
     def deploy_message(self, source: str | os.PathLike[str] | bytes, *args: Any, sender: object = None,
                        value: int = 0, gas: int | None = None, abi: list[dict[str, Any]] | None = None,
-                       name: str | None = None) -> tuple[Sent, Contract]:
-        """Compile and send a deploy message without waiting: (its Sent, the future contract)."""
-        payload, abi, name = self._prepare_deploy(source, args, abi, name, value)
+                       name: str | None = None, accept_async: Sequence[str] | bool = ()) -> tuple[Sent, Contract]:
+        """Compile, check and send a deploy message without waiting: (its Sent, the future contract).
+
+        Code that would change meaning silently under message semantics (``missive check``) is refused with
+        :class:`AsyncHazard` unless ``accept_async`` names each refused finding (by kind or ``kind@offset``);
+        ``accept_async=True`` skips the check.
+        """
+        payload, abi, name = self._prepare_deploy(source, args, abi, name, value, accept_async)
         envelope, duplicate = self._submit(Kind.DEPLOY, None, payload, sender=sender, value=value, gas=gas,
                                            wants_reply=False)
         sent = Sent(self, envelope, duplicate=duplicate)
@@ -1083,20 +1165,24 @@ class Node:
 
     def deploy(self, source: str | os.PathLike[str] | bytes, *args: Any, sender: object = None, value: int = 0,
                gas: int | None = None, abi: list[dict[str, Any]] | None = None, name: str | None = None,
-               timeout: float | None = None) -> Contract:
-        """Deploy a contract (``.vy``/``.bin`` path, Vyper source text, or init code bytes + ``abi=``).
+               timeout: float | None = None, accept_async: Sequence[str] | bool = ()) -> Contract:
+        """Deploy a contract (``.vy``/``.sol``/artifact/``.bin`` path, Vyper source text, or init code bytes +
+        ``abi=``); ``accept_async`` as in :meth:`deploy_message`.
 
         Runs the node until the deploy is handled; raises :class:`Reverted` if it failed.
         """
-        sent, contract = self.deploy_message(source, *args, sender=sender, value=value, gas=gas, abi=abi, name=name)
+        sent, contract = self.deploy_message(source, *args, sender=sender, value=value, gas=gas, abi=abi, name=name,
+                                             accept_async=accept_async)
         _check_deployed(sent, sent.receipt(timeout), contract)
         return contract
 
     async def adeploy(self, source: str | os.PathLike[str] | bytes, *args: Any, sender: object = None,
                       value: int = 0, gas: int | None = None, abi: list[dict[str, Any]] | None = None,
-                      name: str | None = None, timeout: float | None = None) -> Contract:
+                      name: str | None = None, timeout: float | None = None,
+                      accept_async: Sequence[str] | bool = ()) -> Contract:
         sent, contract = await trio.to_thread.run_sync(functools.partial(
-            self.deploy_message, source, *args, sender=sender, value=value, gas=gas, abi=abi, name=name))
+            self.deploy_message, source, *args, sender=sender, value=value, gas=gas, abi=abi, name=name,
+            accept_async=accept_async))
         _check_deployed(sent, await sent.areceipt(timeout), contract)
         return contract
 
@@ -1205,6 +1291,37 @@ class Node:
         return message[0], receipt
 
     # -- inspecting -----------------------------------------------------------------------------
+
+    def explain(self, data: bytes, address: object = None) -> str | None:
+        """Revert data in words: ``Error(string)``, ``Panic(uint256)``, or a custom error from the ABI of
+        ``address`` (the contract that reverted) or, failing that, of any contract registered here."""
+        abis = self.abis()
+        own = abis.get(to_address(address)) if address is not None else None
+        reason = revert_reason(data, own[1] if own else ())
+        if reason is None and len(data) >= 4:
+            reason = revert_reason(data, [e for _, abi in abis.values() for e in abi if e.get("type") == "error"])
+        return reason
+
+    def trace(self, message_id: bytes | str) -> Trace:
+        """The tree of messages ``message_id`` caused, with each one's receipt (None while not handled)."""
+        root = self.resolve_id(message_id) if isinstance(message_id, str) else to_message_id(message_id)
+        envelope = self.message(root)
+        if envelope is None:
+            raise UnknownMessage(f"no message {hexstr(root)} on this {self.scope}")
+        top = Trace(root, envelope, self.receipt(root))
+        stack = [top]
+        while stack:
+            current = stack.pop()
+            if current.receipt is None:
+                continue
+            for child_id in current.receipt.outgoing:
+                child_envelope = self.message(child_id)
+                if child_envelope is None:
+                    continue
+                child = Trace(child_id, child_envelope, self.receipt(child_id))
+                current.children.append(child)
+                stack.append(child)
+        return top
 
     def receipt(self, message_id: bytes | str) -> Receipt | None:
         return self.store.receipt(to_message_id(message_id))
@@ -1328,5 +1445,6 @@ class Node:
 
 def _check_deployed(sent: Sent, receipt: Receipt, contract: Contract) -> None:
     if not receipt.success:
-        raise Reverted(f"deploying {contract._label}", reason=revert_reason(receipt.output), data=receipt.output,
+        raise Reverted(f"deploying {contract._label}", reason=revert_reason(receipt.output, contract.abi),
+                       data=receipt.output,
                        status=receipt.status, error=receipt.error, receipt=receipt, message_id=sent.id)

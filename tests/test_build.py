@@ -84,8 +84,10 @@ LEDGER_ENCODINGS = [
     "6b6b6b6b6b6b6b6b6b6b6b6b6b6b",
     "2ac337a3c2e3868490db8e61c7687037338c3fffd9d05fd6371ca32614bad865",
 ]
-#: keccak256 of the JSON of glue_parity's ``handled`` (receipt, account, writes, messages sent), same commit.
-HANDLED_DIGEST = "5bd090abf4cf9ad5dc219594508fdad10b9edf0b7fd9e4855b106391b7ed4357"
+#: keccak256 of the JSON of glue_parity's ``handled`` (receipt, account, writes, messages sent).  Changed on
+#: purpose once since 5d53a23: a request that asks for a reply runs with its gas less the reply's reserve, and
+#: the reply no longer gets a 100,000-gas floor from nowhere (issue 26), so this sample's run and reply differ.
+HANDLED_DIGEST = "a95f42b1b3308b87fd176a4534835414287d1899f5b0ee4c16b4d5567cfd6d8e"
 
 
 def test_compiled_glue_behaves_like_pure_python_and_writes_the_same_bytes() -> None:

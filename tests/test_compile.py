@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from missive.toolchain.compiler import CompiledContract, CompileError, CompileInputError, compile_source, parse_hex
+from missive.toolchain.compiler import (
+    CompiledContract,
+    CompileError,
+    CompileInputError,
+    compile_source,
+    parse_hex,
+    wrap_runtime,
+)
 from missive.vm import execute
 
 COUNTER = """\
@@ -80,7 +87,9 @@ def test_hex_file_with_prefix_whitespace_and_sibling_abi(tmp_path: Path) -> None
     (tmp_path / "Token.bin").write_text("0x6001\n  6000 55\n00\n")
     (tmp_path / "Token.abi").write_text(json.dumps(abi))
     contract = compile_source(tmp_path / "Token.bin")
-    assert contract.bytecode == contract.runtime_bytecode == bytes.fromhex("600160005500")
+    # Runtime code by content (it does not copy and return code of its own): deployed through a minimal init code.
+    assert contract.runtime_bytecode == bytes.fromhex("600160005500")
+    assert contract.bytecode == wrap_runtime(contract.runtime_bytecode)
     assert contract.abi == abi and contract.name == "Token" and contract.language == "hex"
 
 
@@ -121,9 +130,9 @@ def test_vyper_semantic_error_names_the_line(tmp_path: Path) -> None:
 
 
 def test_unknown_extension(tmp_path: Path) -> None:
-    path = tmp_path / "Token.sol"
+    path = tmp_path / "Token.rs"
     path.write_text("contract Token {}")
-    with pytest.raises(CompileInputError, match=r"unknown extension '\.sol'"):
+    with pytest.raises(CompileInputError, match=r"unknown extension '\.rs'"):
         compile_source(path)
 
 

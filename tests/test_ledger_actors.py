@@ -14,6 +14,7 @@ from missive.keys import Key, Keystore
 from missive.mailbox.admission import checker
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.store import Placement, Store
+from missive.toolchain.compiler import wrap_runtime
 from missive.vm.keccak import keccak256
 from missive.vm.messages import create_address
 
@@ -266,15 +267,25 @@ def test_on_reply_cannot_be_forged_by_a_call(ledger: Ledger) -> None:
     assert ledger.store.account(asker).balance == 0  # type: ignore[union-attr]  # the value bounced
 
 
-def test_replies_carry_at_least_the_reply_gas_floor(ledger: Ledger) -> None:
-    token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [10]))
+def test_a_callee_that_halts_still_answers_out_of_the_requests_own_gas(ledger: Ledger) -> None:
+    """The reply to a callee that halted exceptionally still runs onReply, on gas kept back from the request
+    (REPLY_GAS_FLOOR, at most half of it), never on gas from nowhere (before: a 100,000-gas floor was added)."""
+    halting = create_address(ledger.alice.address, ledger.nonce(ledger.alice))
+    deployed = ledger.submit(ledger.alice, Kind.DEPLOY, halting, wrap_runtime(b"\xfe"), gas=100_000)  # INVALID
     asker = ledger.deploy(ledger.alice, ASKER)
-    # so that onReply can run even after a callee halted and used all of the request's gas
-    ledger.submit(ledger.alice, Kind.CALL, asker, selector("ask(address,address)") + encode(["address", "address"], [token, ledger.bob.address]))
+    assert ledger.store.receipt(deployed).success  # type: ignore[union-attr]
+    ask = ledger.submit(ledger.alice, Kind.CALL, asker, selector("ask(address,address)")
+                        + encode(["address", "address"], [halting, ledger.bob.address]))
     ledger.run()
-    replies = [ledger.store.message(m)[0] for m in ledger.store.mailbox(asker)]  # type: ignore[index]
-    reply = next(e for e in replies if e.kind is Kind.REPLY)
-    assert reply.gas >= 100_000
+    (query_id,) = ledger.store.receipt(ask).outgoing  # type: ignore[union-attr]
+    query = ledger.store.message(query_id)[0]  # type: ignore[index]
+    halted = ledger.store.receipt(query_id)
+    assert halted is not None and not halted.success and halted.status != "revert" and query.gas == 100_000
+    (reply_id,) = halted.outgoing
+    reply = ledger.store.message(reply_id)[0]  # type: ignore[index]
+    assert reply.gas == 50_000 and halted.gas_used + reply.gas == query.gas  # nothing beyond what the query had
+    assert ledger.store.receipt(reply_id).success  # type: ignore[union-attr]  # onReply ran on it
+    assert ledger.store.storage(asker).get(2) == 1  # replies == 1
 
 
 def test_a_message_stamped_far_in_the_future_is_refused(ledger: Ledger) -> None:

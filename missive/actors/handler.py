@@ -18,7 +18,9 @@ Per kind (SPEC §3):
 
 On failure nothing of the run stands and any value goes back in a ``bounce``.
 A message that asked for a reply gets one, success or not, carrying the gas
-the run did not use.
+the run did not use; the run is given the message's gas less a reserve for the
+reply (:data:`REPLY_GAS_FLOOR`, at most half), so even a run that halted and
+used all it was given leaves its reply that much.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ from missive.vm.keccak import keccak256
 
 ON_REPLY = keccak256(b"onReply(bytes32,bool,bytes)")[:4]
 MAX_CODE_SIZE = 24576  # EIP-170
-#: A reply always carries at least this much gas, so a requester learns of a
-#: callee's exceptional halt (which used all the request's gas) in onReply.
+#: Gas kept back from a request that asks for a reply (at most half of what it
+#: carries) so that the reply can run onReply even after the callee halted
+#: exceptionally and used all the gas it ran with.  It comes out of the
+#: request's own gas: a tree of messages never burns more than its root had.
 REPLY_GAS_FLOOR = 100_000
 
 _KIND_OF = {
@@ -202,6 +206,9 @@ def run_handler(
 
     result: ExecutionResult | None = None
     status, output, gas_used, error = "success", b"", 0, ""
+    run_gas = envelope.gas
+    if envelope.wants_reply and kind in (Kind.CALL, Kind.QUERY):
+        run_gas -= min(REPLY_GAS_FLOOR, envelope.gas // 2)  # kept for the reply, out of the request's own gas
     writes: dict[int, int] = {}
     balance, nonce, new_code = account.balance + value, account.nonce, None
     outgoing: list[Envelope] = []
@@ -219,7 +226,7 @@ def run_handler(
             caller=envelope.sender,
             value=value,
             data=data,
-            gas=envelope.gas,
+            gas=run_gas,
             storage=actor.storage if read_slot is None else _StorageView(actor.storage, read_slot),
             balance=balance,
             nonce=nonce,
@@ -244,7 +251,7 @@ def run_handler(
             if kind is Kind.DEPLOY:
                 new_code = output
         else:
-            gas_used = gas_used if result.status is Status.REVERT else envelope.gas
+            gas_used = gas_used if result.status is Status.REVERT else run_gas
 
     succeeded = status == "success"
     if not succeeded:
@@ -259,7 +266,7 @@ def run_handler(
     if envelope.wants_reply and kind in (Kind.CALL, Kind.QUERY):
         outgoing.append(
             Envelope(kind=Kind.REPLY, sender=actor.address, recipient=envelope.sender, payload=output,
-                     gas=max(envelope.gas - gas_used, REPLY_GAS_FLOOR), nonce=follow, time=time, request_id=message_id,
+                     gas=envelope.gas - gas_used, nonce=follow, time=time, request_id=message_id,
                      success=succeeded, parent=message_id)
         )
 

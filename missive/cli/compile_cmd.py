@@ -1,4 +1,5 @@
-"""``missive compile FILE``: Vyper source (or hex runtime bytecode) to bytecode and ABI.
+"""``missive compile FILE``: Vyper or Solidity source, a Foundry/Hardhat artifact, or hex bytecode
+(init or runtime code) to init code, runtime code and ABI.
 
 Prints the result, or with ``--out DIR`` writes ``NAME.bin`` (deploy code),
 ``NAME.runtime.bin`` and ``NAME.abi.json`` — the same layout ``compile``
@@ -19,18 +20,20 @@ from missive.toolchain.compiler import SUPPORTED_EVM_VERSIONS, CompiledContract,
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "compile",
-        help="compile a Vyper contract (or load hex runtime bytecode)",
-        description="Compile a Vyper .vy file for the Cancun EVM, or load a .hex/.bin file of runtime "
-        "bytecode (e.g. solc --bin-runtime output; its ABI is read from a sibling .abi/.json file).",
+        help="compile a Vyper or Solidity contract (or load an artifact or bytecode)",
+        description="Compile a Vyper .vy or Solidity .sol file (solc-js: `missive toolchain install`) for the Cancun "
+        "EVM, or load a Foundry/Hardhat .json artifact or a .hex/.bin file of init or runtime bytecode (told apart by "
+        "name, X.runtime.bin or .bin-runtime, and by content; its ABI is read from a sibling .abi/.json file).",
     )
-    parser.add_argument("file", type=Path, metavar="FILE", help=".vy source, or .hex/.bin runtime bytecode")
+    parser.add_argument("file", type=Path, metavar="FILE",
+                        help=".vy or .sol source, a .json artifact, or .hex/.bin/.bin-runtime bytecode")
     parser.add_argument("--out", type=Path, metavar="DIR", help="write NAME.bin, NAME.runtime.bin, NAME.abi.json here")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--name", help="contract name (default: the file's stem)")
     parser.add_argument(
         "--evm-version",
         choices=SUPPORTED_EVM_VERSIONS,
-        help="target EVM version for Vyper (default: cancun, or the source's pragma)",
+        help="target EVM version for Vyper (default: cancun, or the source's pragma); Solidity is compiled for cancun",
     )
     parser.set_defaults(handler=run)
 

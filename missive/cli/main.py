@@ -16,11 +16,21 @@ from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
 
-from missive.cli import cluster_cmds, compile_cmd, demo_cmd, node_cmds, replay_cmd, trust_cmd, version, vm
+from missive.cli import (
+    check_cmd,
+    cluster_cmds,
+    compile_cmd,
+    demo_cmd,
+    node_cmds,
+    replay_cmd,
+    trust_cmd,
+    version,
+    vm,
+)
 from missive.cli.common import EXIT_DISK, EXIT_INTERRUPTED, EXIT_USAGE, CliError, make_console
 
 #: Command-group modules, in the order ``missive --help`` lists them.
-COMMAND_GROUPS: tuple[ModuleType, ...] = (demo_cmd, version, compile_cmd, vm, node_cmds, replay_cmd, cluster_cmds,
+COMMAND_GROUPS: tuple[ModuleType, ...] = (demo_cmd, version, compile_cmd, check_cmd, vm, node_cmds, replay_cmd, cluster_cmds,
                                           trust_cmd)
 
 

@@ -97,14 +97,20 @@ def register(subparsers: Any) -> None:
     p.add_argument("--contracts", action="store_true", help="list contracts too")
     p.set_defaults(handler=guarded(run_account_list))
 
-    p = subparsers.add_parser("deploy", parents=[common, remote, sending], help="compile and deploy a contract",
-                              description="Compile FILE (.vy, or .bin/.hex init code with a sibling ABI), send a deploy "
-                              "message with the constructor ARGS, run the node until it is handled, print the address.")
+    p = subparsers.add_parser("deploy", parents=[common, remote, sending], help="compile, check and deploy a contract",
+                              description="Compile FILE (.vy, .sol, a Foundry/Hardhat .json artifact, or .bin/.hex "
+                              "init or runtime code with a sibling ABI), check it as `missive check` does (code that "
+                              "would change meaning silently is refused unless --accept-async names the finding), send "
+                              "a deploy message with the constructor ARGS, run the node until it is handled, print the "
+                              "address.")
     p.add_argument("file", type=Path, metavar="FILE")
     p.add_argument("args", nargs="*", metavar="ARG", help="constructor arguments")
     p.add_argument("--value", type=parse_amount, default=0, metavar="V", help="value sent with the deploy")
     p.add_argument("--name", default=None, help="contract name (default: the file's stem)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the address")
+    p.add_argument("--accept-async", action="append", default=[], metavar="FINDING",
+                   help="deploy although `missive check` finds this (a kind such as empty-return-as-success, or "
+                   "kind@offset; repeat or comma-separate for several)")
     p.set_defaults(handler=guarded(run_deploy))
 
     p = subparsers.add_parser("send", parents=[common, remote, sending], help="sign and send a call message",
@@ -141,6 +147,14 @@ def register(subparsers: Any) -> None:
                               "(8+ hex digits). Exit status 1 if its handler failed.")
     p.add_argument("id", metavar="ID")
     p.set_defaults(handler=guarded(run_receipt))
+
+    p = subparsers.add_parser("trace", parents=[common, remote], help="the tree of messages one message caused",
+                              description="Show the message ID and every message it caused (calls, queries, replies, "
+                              "bounces, scheduled ticks, deploys), each with its receipt: status, gas, decoded revert "
+                              "(Error(string), Panic(uint256), custom errors from the ABI). Exit status 1 if any failed.")
+    p.add_argument("id", metavar="ID", help="message id or a unique prefix (8+ hex digits)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=guarded(run_trace))
 
     p = subparsers.add_parser("serve", parents=[common], help="run the node's actors until stopped (Ctrl-C)",
                               description="Keep the actors of one node directory running: messages sent with "
@@ -450,7 +464,7 @@ def describe_payload(node: Node, envelope: Envelope, abis: dict[bytes, tuple[str
 
 def show_outcome(node: Node, receipt: Receipt, fn: ContractFunction | None) -> None:
     """Status, gas, decoded result or revert reason, events and sent messages of a receipt."""
-    from missive.node import decode_log, revert_reason
+    from missive.node import decode_log
 
     console = make_console()
     status = receipt.status + (f" ({receipt.error})" if receipt.error and receipt.error != receipt.status else "")
@@ -467,7 +481,7 @@ def show_outcome(node: Node, receipt: Receipt, fn: ContractFunction | None) -> N
                 shown = hx(receipt.output)
             console.print(f"result:    {shown}", markup=False)
     else:
-        reason = revert_reason(receipt.output)
+        reason = node.explain(receipt.output, receipt.recipient)
         if reason is not None:
             console.print(f"reason:    {reason}", markup=False)
         elif receipt.output:
@@ -498,7 +512,9 @@ def finish_chain(node: Node, message_id: bytes, args: argparse.Namespace, starte
         failed = f", {len(chain.failed)} failed" if chain.failed else ""
         console.print(f"caused:    {chain.handled} message(s) handled{failed}", markup=False)
         for failed_id, receipt in chain.failed[:3]:
-            console.print(f"  failed:  {hx(failed_id)}  {outcome_words(receipt)}", markup=False)
+            console.print(f"  failed:  {hx(failed_id)}  {outcome_words(receipt, node)}", markup=False)
+        if chain.failed:
+            console.print(f"  the whole tree: `missive trace {short(message_id)}`", markup=False)
     if chain.unfinished:
         waiting = chain.unfinished
         shown = ", ".join(pending_words(node, m) for m in waiting[:3]) + (", ..." if len(waiting) > 3 else "")
@@ -514,10 +530,10 @@ def finish_chain(node: Node, message_id: bytes, args: argparse.Namespace, starte
             f"command on this node, or keep its actors running: `missive serve --dir {node_dir(args)}`", markup=False)
 
 
-def outcome_words(receipt: Receipt) -> str:
+def outcome_words(receipt: Receipt, node: Node | None = None) -> str:
     from missive.node import revert_reason
 
-    reason = revert_reason(receipt.output)
+    reason = node.explain(receipt.output, receipt.recipient) if node is not None else revert_reason(receipt.output)
     return receipt.status + (f" ({receipt.error})" if receipt.error and receipt.error != receipt.status else "") + (
         f": {reason}" if reason is not None else "")
 
@@ -531,10 +547,11 @@ def pending_words(node: Node, message_id: bytes) -> str:
     return f"{envelope.kind.name.lower()} to {hx(envelope.recipient)}{due} ({short(message_id)})"
 
 
-def failed_error(fn_label: str, receipt: Receipt) -> CliError:
+def failed_error(fn_label: str, receipt: Receipt, node: Node | None = None) -> CliError:
     from missive.node import Reverted, revert_reason
 
-    err = Reverted(fn_label, reason=revert_reason(receipt.output), data=receipt.output, status=receipt.status,
+    reason = node.explain(receipt.output, receipt.recipient) if node is not None else revert_reason(receipt.output)
+    err = Reverted(fn_label, reason=reason, data=receipt.output, status=receipt.status,
                    error=receipt.error, receipt=receipt)
     return CliError(str(err), EXIT_FAILED)
 
@@ -611,19 +628,20 @@ def run_deploy(args: argparse.Namespace) -> int:
     try:
         sender = sender_of(node, args)
         compiled = compile_source(args.file, name=args.name)
+        accepted = check_before_deploy(compiled, args.accept_async, quiet=args.quiet)
         constructor = next((e for e in compiled.abi if e.get("type") == "constructor"), None)
         inputs = constructor.get("inputs", []) if constructor else []
         values = parse_text_args(node, [abi_type(i) for i in inputs], [str(i.get("name", "")) for i in inputs],
                                  args.args, f"{compiled.name} constructor")
         sent, contract = node.deploy_message(compiled.bytecode, *values, sender=sender, value=args.value, gas=args.gas,
-                                             abi=compiled.abi, name=compiled.name)
+                                             abi=compiled.abi, name=compiled.name, accept_async=accepted)
         console = make_console()
         if not args.quiet:
             console.print(f"message   {sent.hex}", markup=False)
         started = time.monotonic()
         receipt = sent.receipt(args.timeout)
         if not receipt.success:
-            raise failed_error(f"deploying {compiled.name}", receipt)
+            raise failed_error(f"deploying {compiled.name}", receipt, node)
         if args.quiet:
             console.print(contract.hex, markup=False)
         else:
@@ -633,6 +651,22 @@ def run_deploy(args: argparse.Namespace) -> int:
     finally:
         node.close()
     return EXIT_OK
+
+
+def check_before_deploy(compiled: Any, accepted: list[str], *, quiet: bool) -> bool:
+    """``missive check``'s findings: refuse (exit 2) those not accepted, say which were accepted.
+    Returns True: the code is checked, the node need not check it again."""
+    from missive.toolchain.check import check_contract
+
+    report = check_contract(compiled)
+    refusal = report.refusal(accepted)
+    if refusal is not None:
+        raise CliError(refusal)
+    if report.refused and not quiet:
+        names = ", ".join(f.name for f in report.refused)
+        make_console(stderr=True).print(f"accepted:  {names} (--accept-async): its meaning changes as `missive check "
+                                        f"{compiled.source_path or ''}` says", markup=False)
+    return True
 
 
 def run_send(args: argparse.Namespace) -> int:
@@ -652,7 +686,7 @@ def run_send(args: argparse.Namespace) -> int:
         receipt = sent.receipt(args.timeout)
         show_outcome(node, receipt, fn)
         if not receipt.success:
-            raise failed_error(fn.signature, receipt)
+            raise failed_error(fn.signature, receipt, node)
         finish_chain(node, sent.id, args, started)
     finally:
         node.close()
@@ -765,6 +799,8 @@ def run_ledger(args: argparse.Namespace) -> int:
 
 
 def run_receipt(args: argparse.Namespace) -> int:
+    from missive.mailbox.envelope import Kind
+
     node = open_node(args)
     try:
         message_id = node.resolve_id(args.id)
@@ -782,6 +818,10 @@ def run_receipt(args: argparse.Namespace) -> int:
         console.print(f"gas limit: {envelope.gas}", markup=False)
         if envelope.parent:
             console.print(f"sent by:   handling of {hx(envelope.parent)}", markup=False)
+        if envelope.kind is Kind.REPLY and not envelope.success and envelope.payload:
+            reason = node.explain(envelope.payload, envelope.sender)
+            if reason is not None:
+                console.print(f"answer:    the request failed: {reason}", markup=False)
         receipt = node.receipt(message_id)
         if receipt is None:
             console.print("status:    pending (not handled yet)", markup=False)
@@ -796,5 +836,82 @@ def run_receipt(args: argparse.Namespace) -> int:
             fn = next((f for f in contract._by_signature.values() if f.selector == envelope.payload[:4]), None)
         show_outcome(node, receipt, fn)
         return EXIT_OK if receipt.success else EXIT_FAILED
+    finally:
+        node.close()
+
+
+def run_trace(args: argparse.Namespace) -> int:
+    from missive.mailbox.envelope import Kind
+    from missive.node import Trace
+
+    node = open_node(args)
+    try:
+        root = node.trace(args.id)
+        abis = node.abis()
+
+        def outcome(item: Trace) -> str:
+            receipt = item.receipt
+            if receipt is None:
+                due = f", due at t={item.envelope.not_before}" if item.envelope.not_before else ""
+                return f"pending (not handled yet{due})"
+            words = f"{receipt.status}" + (f" ({receipt.error})" if receipt.error and receipt.error != receipt.status
+                                            else "")
+            words += f", gas {receipt.gas_used} of {item.envelope.gas}"
+            if not receipt.success:
+                reason = node.explain(receipt.output, receipt.recipient)
+                if reason is not None:
+                    words += f": {reason}"
+                elif receipt.output:
+                    words += f": revert data {hx(receipt.output)}"
+            return words
+
+        def label(item: Trace) -> str:
+            envelope = item.envelope
+            head = f"{envelope.kind.name.lower()} {short(item.id)}  {hx(envelope.sender)} -> {hx(envelope.recipient)}"
+            if envelope.value:
+                head += f"  value {envelope.value}"
+            payload = describe_payload(node, envelope, abis)
+            if envelope.kind is Kind.REPLY and not envelope.success and envelope.payload:
+                reason = node.explain(envelope.payload, envelope.sender)
+                if reason is not None:
+                    payload += f": {reason}"
+            return f"{head}  {payload}  =>  {outcome(item)}"
+
+        items = list(root.walk())
+        failed = root.failed
+        pending = [t for t in items if t.receipt is None]
+        if args.json:
+            from missive.cli.common import print_json
+
+            def as_json(item: Trace) -> dict[str, Any]:
+                receipt = item.receipt
+                return {
+                    "id": hx(item.id), "kind": item.envelope.kind.name.lower(), "from": hx(item.envelope.sender),
+                    "to": hx(item.envelope.recipient), "value": item.envelope.value, "gas_limit": item.envelope.gas,
+                    "payload": describe_payload(node, item.envelope, abis),
+                    "status": receipt.status if receipt is not None else "pending",
+                    "gas_used": receipt.gas_used if receipt is not None else None,
+                    "error": receipt.error if receipt is not None else None,
+                    "reason": node.explain(receipt.output, receipt.recipient) if receipt is not None
+                    and not receipt.success else None,
+                    "children": [as_json(c) for c in item.children],
+                }
+
+            print_json({"root": as_json(root), "messages": len(items), "failed": len(failed),
+                        "pending": len(pending)})
+            return EXIT_FAILED if failed else EXIT_OK
+        console = make_console()  # lines drawn by hand: a rich Tree would crop them at the terminal's width
+        console.print(label(root), markup=False, style="red" if root in failed else None)
+        todo: list[tuple[Trace, str, bool]] = [(c, "", i == len(root.children) - 1)
+                                               for i, c in reversed(list(enumerate(root.children)))]
+        while todo:
+            item, indent, last = todo.pop()
+            console.print(f"{indent}{'└── ' if last else '├── '}{label(item)}", markup=False,
+                          style="red" if item in failed else None)
+            deeper = indent + ("    " if last else "│   ")
+            todo.extend((c, deeper, i == len(item.children) - 1) for i, c in reversed(list(enumerate(item.children))))
+        console.print(f"{len(items)} message(s): {len(items) - len(failed) - len(pending)} succeeded, {len(failed)} "
+                      f"failed, {len(pending)} pending", markup=False)
+        return EXIT_FAILED if failed else EXIT_OK
     finally:
         node.close()

@@ -1,14 +1,19 @@
 """Turn contract sources into EVM bytecode a Missive actor can be deployed from.
 
-Two inputs are accepted:
+Accepted:
 
 * Vyper sources (``.vy``), compiled in-process with the ``vyper`` package's
   Python API for the Cancun EVM (the schedule Missive's VM implements), so a
   user needs no separate compiler binary;
-* a file holding hex-encoded *runtime* bytecode (``.hex``/``.bin``), e.g. what
-  ``solc --bin-runtime`` printed.  Missive does not ship a Solidity compiler, so
-  this is how Solidity contracts come in.  Their ABI is picked up from a
-  sibling ``.abi``/``.json`` file when there is one.
+* Solidity sources (``.sol``), compiled by solc-js (:mod:`missive.toolchain.solidity`;
+  ``missive toolchain install`` installs it);
+* Foundry (``out/X.sol/X.json``) and Hardhat (``artifacts/.../X.json``) artifacts,
+  as they are: ABI, init code and runtime code;
+* a file of hex bytecode (``.hex``/``.bin``/``.bin-runtime``).  ``NAME.runtime.bin``
+  and ``.bin-runtime`` are runtime code; otherwise the content decides: init code
+  (``solc --bin``) copies its runtime out of itself and returns it, and runtime
+  code (``solc --bin-runtime``) is wrapped in a minimal init code that does that.
+  The ABI is picked up from a sibling ``.abi``/``.json`` file when there is one.
 
 Every failure is a :class:`CompileError` whose message says what was wrong and
 where (file, line, byte offset), because the CLI shows it to a user verbatim.
@@ -30,7 +35,10 @@ DEFAULT_EVM_VERSION: Final = "cancun"
 SUPPORTED_EVM_VERSIONS: Final = ("london", "paris", "shanghai", "cancun", "prague")
 
 VYPER_SUFFIXES: Final = (".vy",)
-HEX_SUFFIXES: Final = (".hex", ".bin")
+SOLIDITY_SUFFIXES: Final = (".sol",)
+ARTIFACT_SUFFIXES: Final = (".json",)
+HEX_SUFFIXES: Final = (".hex", ".bin", ".bin-runtime")
+LANGUAGES: Final = ("vyper", "solidity", "hex", "artifact")
 
 _EVM_PRAGMA = re.compile(r"^\s*#\s*pragma\s+evm-version\s+(\S+)", re.MULTILINE)
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
@@ -66,8 +74,10 @@ class CompiledContract:
     runtime_bytecode: bytes
     abi: list[dict[str, Any]] = attrs.field(hash=False)
     source_path: Path | None = None
-    #: "vyper" or "hex": where the bytecode came from.
+    #: "vyper", "solidity", "hex" or "artifact": where the bytecode came from.
     language: str = "vyper"
+    #: runtime code offset -> source line (1-based), when the compiler gave a source map
+    pc_lines: dict[int, int] | None = attrs.field(default=None, hash=False)
 
 
 def parse_hex(text: str, *, what: str = "hex input") -> bytes:
@@ -111,8 +121,8 @@ def compile_source(
     is nothing but hex digits).  ``evm_version`` defaults to Cancun unless the
     source has an ``# pragma evm-version`` line.
     """
-    if language not in (None, "vyper", "hex"):
-        raise CompileInputError(f"unknown language {language!r} (expected 'vyper' or 'hex')")
+    if language is not None and language not in LANGUAGES:
+        raise CompileInputError(f"unknown language {language!r} (expected one of {', '.join(LANGUAGES)})")
     if evm_version is not None and evm_version not in SUPPORTED_EVM_VERSIONS:
         raise CompileInputError(
             f"EVM version {evm_version!r} is not supported (Missive runs {', '.join(SUPPORTED_EVM_VERSIONS)})"
@@ -124,7 +134,8 @@ def compile_source(
         code = parse_hex(source)
         if not code:
             raise CompileInputError("hex input: no bytecode")
-        return CompiledContract(name=name or "contract", bytecode=code, runtime_bytecode=code, abi=[], language="hex")
+        init, runtime = init_and_runtime(code)
+        return CompiledContract(name=name or "contract", bytecode=init, runtime_bytecode=runtime, abi=[], language="hex")
     return _compile_vyper(source, name=name or "contract", path=None, evm_version=evm_version)
 
 
@@ -134,7 +145,8 @@ def _looks_like_path(value: str | Path) -> bool:
     if "\n" in value or not value.strip():
         return False
     candidate = Path(value)
-    return candidate.suffix.lower() in VYPER_SUFFIXES + HEX_SUFFIXES or candidate.is_file()
+    known = VYPER_SUFFIXES + SOLIDITY_SUFFIXES + ARTIFACT_SUFFIXES + HEX_SUFFIXES
+    return candidate.suffix.lower() in known or candidate.is_file()
 
 
 def _is_hex_text(text: str) -> bool:
@@ -153,12 +165,16 @@ def _compile_file(path: Path, *, name: str | None, evm_version: str | None, lang
     if language is None:
         if suffix in VYPER_SUFFIXES:
             language = "vyper"
+        elif suffix in SOLIDITY_SUFFIXES:
+            language = "solidity"
+        elif suffix in ARTIFACT_SUFFIXES:
+            language = "artifact"
         elif suffix in HEX_SUFFIXES:
             language = "hex"
         else:
             raise CompileInputError(
-                f"{path}: unknown extension {path.suffix or '(none)'!r}; expected .vy (Vyper source) "
-                "or .hex/.bin (hex runtime bytecode, e.g. from solc --bin-runtime)"
+                f"{path}: unknown extension {path.suffix or '(none)'!r}; expected .vy (Vyper), .sol (Solidity), "
+                ".json (a Foundry or Hardhat artifact) or .hex/.bin/.bin-runtime (hex bytecode)"
             )
     try:
         text = path.read_text(encoding="utf-8")
@@ -168,14 +184,22 @@ def _compile_file(path: Path, *, name: str | None, evm_version: str | None, lang
         raise CompileInputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     if language == "vyper":
         return _compile_vyper(text, name=name or path.stem, path=path, evm_version=evm_version)
+    if language == "solidity":
+        return _compile_solidity(text, name=name, path=path)
+    if language == "artifact":
+        return _load_artifact(text, name=name, path=path)
     code = parse_hex(text, what=str(path))
     if not code:
         raise CompileInputError(f"{path}: no bytecode in file")
     base = _hex_base_name(path)
+    if path.name.lower().endswith((".runtime.bin", ".runtime.hex", ".bin-runtime")):
+        init, runtime = wrap_runtime(code), code
+    else:
+        init, runtime = init_and_runtime(code)
     return CompiledContract(
         name=name or base,
-        bytecode=code,
-        runtime_bytecode=code,
+        bytecode=init,
+        runtime_bytecode=runtime,
         abi=_sibling_abi(path, base),
         source_path=path,
         language="hex",
@@ -186,6 +210,116 @@ def _hex_base_name(path: Path) -> str:
     """``Token.runtime.bin`` (as ``missive compile --out`` writes) names ``Token``."""
     stem = path.stem
     return stem[: -len(".runtime")] if stem.endswith(".runtime") and len(stem) > len(".runtime") else stem
+
+
+def wrap_runtime(runtime: bytes) -> bytes:
+    """Minimal init code that returns ``runtime``: PUSH2 len DUP1 PUSH1 10 PUSH0 CODECOPY PUSH0 RETURN."""
+    if len(runtime) > 0xFFFF:
+        raise CompileInputError(f"runtime code of {len(runtime)} bytes is too large to deploy")
+    return b"\x61" + len(runtime).to_bytes(2, "big") + bytes.fromhex("80600a5f395ff3") + runtime
+
+
+def embedded_runtime(code: bytes) -> bytes | None:
+    """The runtime code that init code ``code`` copies out of itself and returns; None if it does not look like
+    init code: a ``CODECOPY`` of a later part of itself to memory, then, in the same basic block, a ``RETURN`` of
+    that memory (solc patches immutables in between; the copy returned here has them zero)."""
+    from missive.toolchain.evmcode import blocks, disassemble, walk
+
+    table = blocks(disassemble(code))
+    for start in sorted(table):
+        copied: list[tuple[int, int, int]] = []  # (memory offset, code offset, size)
+        for ins, stack in walk(table[start]):  # (the stack just before `ins`)
+            if ins.op == 0x39:  # CODECOPY(dest, offset, size)
+                dest, offset, size = stack.peek(0), stack.peek(1), stack.peek(2)
+                if dest is not None and dest >= 0 and offset is not None and size is not None and \
+                        offset > ins.pc and 0 < size and offset + size <= len(code):
+                    copied.append((dest, offset, size))
+            elif ins.op == 0xF3 and copied:  # RETURN(offset, size)
+                for dest, offset, size in copied:
+                    if stack.peek(0) == dest and stack.peek(1) == size:
+                        return code[offset: offset + size]
+    return None
+
+
+def init_and_runtime(code: bytes) -> tuple[bytes, bytes]:
+    """(init code, runtime code) of bytecode of either kind, told apart by content."""
+    runtime = embedded_runtime(code)
+    if runtime is not None:
+        return code, runtime
+    return wrap_runtime(code), code
+
+
+def _code_field(value: Any, what: str) -> bytes:
+    if isinstance(value, dict):  # Foundry: {"object": "0x..", "sourceMap": ...}
+        value = value.get("object")
+    if not isinstance(value, str):
+        raise CompileInputError(f"{what}: expected hex bytecode")
+    if "__" in value:
+        raise CompileInputError(f"{what}: the bytecode has unlinked library references (__$...$__); link them first")
+    return parse_hex(value, what=what)
+
+
+def _load_artifact(text: str, *, name: str | None, path: Path) -> CompiledContract:
+    """A Foundry or Hardhat artifact: ``abi``, ``bytecode`` (init) and ``deployedBytecode`` (runtime)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CompileInputError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+    if not isinstance(data, dict) or "bytecode" not in data:
+        raise CompileInputError(f"{path}: not a Foundry or Hardhat artifact (no 'bytecode'); an ABI alone goes "
+                                "beside a .bin file")
+    abi = data.get("abi", [])
+    if not isinstance(abi, list) or not all(isinstance(e, dict) for e in abi):
+        raise CompileInputError(f"{path}: 'abi' must be a list of objects")
+    init = _code_field(data["bytecode"], f"{path}: bytecode")
+    runtime = _code_field(data["deployedBytecode"], f"{path}: deployedBytecode") if "deployedBytecode" in data else b""
+    if not init:
+        raise CompileInputError(f"{path}: empty bytecode (an interface or abstract contract cannot be deployed)")
+    if not runtime:
+        runtime = embedded_runtime(init) or b""
+    contract_name = name or str(data.get("contractName") or path.stem)
+    return CompiledContract(name=contract_name, bytecode=init, runtime_bytecode=runtime, abi=list(abi),
+                            source_path=path, language="artifact")
+
+
+def _compile_solidity(text: str, *, name: str | None, path: Path) -> CompiledContract:
+    from missive.toolchain import solidity
+
+    output = solidity.compile_standard_json(path, text)
+    errors = [e for e in output.get("errors", []) if e.get("severity") == "error"]
+    if errors:
+        first = errors[0]
+        location = first.get("sourceLocation") or {}
+        where = str(path)
+        if location.get("file") == path.name and "start" in location:
+            line = text.encode("utf-8")[: int(location["start"])].count(b"\n") + 1
+            where = f"{path}:{line}"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise CompileError(f"{where}: {first.get('type', 'Error')}: {first.get('message', 'solc failed')}{more}")
+    contracts = output.get("contracts", {}).get(path.name, {})
+    deployable = {n: c for n, c in contracts.items() if c.get("evm", {}).get("bytecode", {}).get("object")}
+    if name is not None:
+        if name not in contracts:
+            raise CompileInputError(f"{path}: no contract {name!r}; it defines {', '.join(contracts) or 'none'}")
+        chosen = name
+    elif path.stem in deployable:
+        chosen = path.stem
+    elif len(deployable) == 1:
+        chosen = next(iter(deployable))
+    else:
+        raise CompileInputError(f"{path}: {len(deployable)} deployable contracts ({', '.join(deployable) or 'none'}); "
+                                "pick one with --name")
+    entry = contracts[chosen]
+    evm = entry.get("evm", {})
+    init = _code_field(evm.get("bytecode", {}).get("object", ""), f"{path}: {chosen}")
+    if not init:
+        raise CompileInputError(f"{path}: {chosen} is abstract or an interface: no bytecode to deploy")
+    runtime = _code_field(evm.get("deployedBytecode", {}).get("object", ""), f"{path}: {chosen}")
+    source_index = next((i for i, unit in enumerate(sorted(output.get("sources", {}))) if unit == path.name), 0)
+    index = output.get("sources", {}).get(path.name, {}).get("id", source_index)
+    lines = solidity.pc_lines(runtime, evm.get("deployedBytecode", {}).get("sourceMap", ""), text, int(index))
+    return CompiledContract(name=chosen, bytecode=init, runtime_bytecode=runtime, abi=list(entry.get("abi", [])),
+                            source_path=path, language="solidity", pc_lines=lines or None)
 
 
 def _sibling_abi(path: Path, base: str) -> list[dict[str, Any]]:
@@ -249,7 +383,7 @@ def _compile_vyper(source: str, *, name: str, path: Path | None, evm_version: st
             file_input,
             input_bundle=bundle,
             settings=settings,
-            output_formats=["bytecode", "bytecode_runtime", "abi"],
+            output_formats=["bytecode", "bytecode_runtime", "abi", "source_map"],
         )
     except VyperException as exc:
         raise CompileError(f"Vyper {type(exc).__name__}: {str(exc).rstrip()}") from exc
@@ -262,4 +396,5 @@ def _compile_vyper(source: str, *, name: str, path: Path | None, evm_version: st
         abi=list(output["abi"]),
         source_path=path,
         language="vyper",
+        pc_lines={int(pc): int(pos[0]) for pc, pos in output["source_map"]["pc_pos_map"].items() if pos},
     )

@@ -1,0 +1,106 @@
+"""``missive check FILE``: where a contract expects a synchronous answer (:mod:`missive.toolchain.check`);
+``missive toolchain install|status``: solc-js for Solidity.
+
+``check`` exits 0 when nothing would be refused at deploy (notes may be listed), 1 when something
+would, 2 for input it cannot read or compile.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from missive.cli.common import EXIT_FAILED, EXIT_OK, CliError, make_console, print_json
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "check", help="find where a contract expects a synchronous answer",
+        description="Report every place where FILE (.vy, .sol, a Foundry/Hardhat .json artifact, or .bin/.hex init "
+        "or runtime bytecode) expects a call to answer at once, which Missive's messages do not. Findings marked "
+        "'refused' stop `missive deploy` unless --accept-async names them. Exit status 1 if there is one.")
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("--name", default=None, help="the contract, when the file defines several")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=run_check)
+
+    toolchain = subparsers.add_parser("toolchain", help="install or show the Solidity compiler (solc-js)")
+    commands = toolchain.add_subparsers(dest="toolchain_command", metavar="COMMAND")
+    commands.required = True
+    p = commands.add_parser("install", help="npm install the pinned solc-js (needs Node.js and npm)",
+                            description="Run `npm install --prefix DIR solc@VERSION`, DIR being $MISSIVE_SOLC_DIR or "
+                            "~/.cache/missive/solc.")
+    p.set_defaults(handler=run_install)
+    p = commands.add_parser("status", help="is solc-js installed, where, which version")
+    p.set_defaults(handler=run_status)
+
+
+def compile_for_check(file: Path, name: str | None) -> Any:
+    from missive.toolchain.compiler import CompileError, CompileInputError, compile_source
+
+    try:
+        return compile_source(file, name=name)
+    except CompileInputError as exc:
+        raise CliError(str(exc)) from exc
+    except CompileError as exc:
+        raise CliError(str(exc), EXIT_FAILED) from exc
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from missive.toolchain.check import FIXES, GUIDE, check_contract
+
+    contract = compile_for_check(args.file, args.name)
+    report = check_contract(contract)
+    status = EXIT_FAILED if report.refused else EXIT_OK
+    if args.json:
+        print_json({"name": report.name, "file": str(args.file), "on_reply": report.has_on_reply,
+                    "refused": len(report.refused), "findings": [f.as_json() for f in report.findings],
+                    "guide": GUIDE})
+        return status
+    console = make_console()
+    if not report.findings:
+        console.print(f"{report.name}: no findings: nothing in it expects a call to answer at once", markup=False)
+        return EXIT_OK
+    for finding in report.findings:
+        label = "refused" if finding.refused else "note"
+        console.print(f"{label:<8} {finding.line()}", markup=False)
+        console.print(f"{'':<8}   fix: {FIXES[finding.kind]}", markup=False)
+    notes = len(report.findings) - len(report.refused)
+    console.print(f"{report.name}: {len(report.refused)} refused at deploy, {notes} note(s); see {GUIDE}",
+                  markup=False)
+    if report.refused:
+        kinds = ",".join(dict.fromkeys(f.kind for f in report.refused))
+        console.print(f"deploy anyway (meaning changes as described): missive deploy {args.file} "
+                      f"--accept-async {kinds}", markup=False)
+    return status
+
+
+def run_install(args: argparse.Namespace) -> int:
+    from missive.toolchain import solidity
+
+    console = make_console()
+    target = solidity.solc_dir()
+    console.print(f"installing solc-js {solidity.SOLC_VERSION} into {target} (npm)", markup=False)
+    try:
+        done = solidity.install(target)
+    except FileNotFoundError:
+        raise CliError("npm is not on PATH: install Node.js (with npm) first", EXIT_FAILED) from None
+    except OSError as exc:
+        raise CliError(f"cannot install into {target}: {exc.strerror or exc}", EXIT_FAILED) from exc
+    if done.returncode != 0:
+        lines = (done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}").splitlines()
+        raise CliError(f"npm install solc@{solidity.SOLC_VERSION} failed: {lines[-1]}", EXIT_FAILED)
+    console.print(f"solc-js {solidity.installed_version()} ready: `missive compile X.sol` works", markup=False)
+    return EXIT_OK
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from missive.toolchain import solidity
+
+    reason = solidity.missing_reason()
+    if reason is not None:
+        raise CliError(reason, EXIT_FAILED)
+    make_console().print(f"solc-js {solidity.installed_version()} in {solidity.solc_dir()} (pinned "
+                         f"{solidity.SOLC_VERSION})", markup=False)
+    return EXIT_OK
