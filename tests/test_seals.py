@@ -160,6 +160,16 @@ def test_an_old_store_without_seals_is_refused_with_a_clear_error(tmp_path: Path
         Store(tmp_path / "node", readonly=True)
 
 
+def test_a_store_whose_replies_got_free_gas_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    """Format 2 ledgers were written when a reply got 100,000 gas no message paid for: under
+    today's rule they would replay as a divergence, so they are refused by name instead."""
+    Store(tmp_path / "node", create=True).close()
+    with Store(tmp_path / "node") as store, store.env.begin(write=True) as txn:
+        txn.put(b"format", msgpack.packb(2), db=store.db["meta"])
+    with pytest.raises(StoreError, match=rf"store format 2 \(its replies got gas no message paid for.*reads {STORE_FORMAT}"):
+        Store(tmp_path / "node", readonly=True)
+
+
 @SETTINGS
 @given(data=st.data())
 def test_flipping_any_byte_of_any_record_is_reported_at_its_seal(sealed: Ledger, data: st.DataObject) -> None:

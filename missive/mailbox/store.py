@@ -87,9 +87,12 @@ TABLES = ("meta", "ledger", "seals", "discarded", "messages", "pending", "standb
           "accounts", "code", "storage", "outbound", "replicate", "replica", "replica_messages", "announce", "known_code",
           "last_diff", "digests", "entries")
 MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as used
-#: Version of the store's layout (meta b"format").  1: before ledger seals (records rewritten by a
-#: rollback; no seals); this Missive does not open those (replay them with the Missive that wrote them).
-STORE_FORMAT = 2
+#: Version of the store's layout and of the rules its ledger replays under (meta b"format").
+#: 1: before ledger seals (records rewritten by a rollback; no seals).  2: a reply was given at least
+#: 100,000 gas that no message paid for (REPLY_GAS_FLOOR); since 3 the request reserves its reply's
+#: gas, so a format-2 ledger with replies would not replay.  This Missive opens neither (replay them
+#: with the Missive that wrote them).
+STORE_FORMAT = 3
 
 
 class StoreError(Exception):
@@ -358,7 +361,9 @@ class Store:
         if version is not None and msgpack.unpackb(version) != STORE_FORMAT:
             found = msgpack.unpackb(version)
             self.env.close()
-            why = " (a ledger without seals, from a Missive before them)" if found == 1 else ""
+            why = {1: " (a ledger without seals, from a Missive before them)",
+                   2: " (its replies got gas no message paid for, from a Missive before requests reserved it)"
+                   }.get(found, "")
             raise StoreError(f"{self.path} has store format {found}{why}; this Missive reads {STORE_FORMAT}. "
                              "Replay or read it with the Missive that wrote it, or start a new node")
         self.db = {name: self.env.open_db(name.encode(), create=not readonly) for name in TABLES}
