@@ -57,7 +57,7 @@ from missive.keys import Key, Keystore, KeystoreError
 from missive.mailbox.admission import checker
 from missive.mailbox.envelope import MAX_GAS, Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
-from missive.mailbox.store import Store, StoreError
+from missive.mailbox.store import Store, StoreError, check_whole
 from missive.vm.keccak import keccak256
 from missive.vm.messages import create_address
 
@@ -727,9 +727,14 @@ class Node:
     # -- opening -----------------------------------------------------------------------------
 
     @classmethod
-    def init(cls, path: str | os.PathLike[str], *, default_balance: int | None = None) -> Node:
-        """Create a node directory (error if one is there); with ``default_balance``, a funded "default" account."""
+    def init(cls, path: str | os.PathLike[str], *, default_balance: int | None = None,
+             encrypt_keys: bool | None = None) -> Node:
+        """Create a node directory (error if one is there); with ``default_balance``, a funded "default" account.
+
+        ``encrypt_keys``: whether the keystore encrypts seeds (None: unless ``$MISSIVE_UNENCRYPTED_KEYS``
+        is set; see :mod:`missive.keys`)."""
         target = Path(path)
+        check_whole(target)  # a damaged or lost ledger is named as such, never started over
         if (target / "data.mdb").exists():
             raise NodeError(f"a Missive node already exists at {target}")
         if target.exists() and not target.is_dir():
@@ -738,7 +743,12 @@ class Node:
             store = Store(target, create=True)
         except OSError as exc:
             raise NodeError(f"cannot create a node at {target}: {exc.strerror or exc}") from None
-        node = cls(target, store, Keystore(target))
+        try:
+            keystore = Keystore(target, create=True, encrypted=encrypt_keys)
+        except BaseException:
+            store.close()
+            raise
+        node = cls(target, store, keystore)
         if default_balance is not None:
             node.new_account("default", balance=default_balance)
         return node
@@ -747,8 +757,14 @@ class Node:
     def open(cls, path: str | os.PathLike[str]) -> Node:
         """Open an existing node directory (StoreError naming the path if there is none)."""
         target = Path(path)
+        Keystore.check(target)  # both files checked before either is opened
         store = Store(target)
-        return cls(target, store, Keystore(target))
+        try:
+            keystore = Keystore(target)
+        except BaseException:
+            store.close()
+            raise
+        return cls(target, store, keystore)
 
     def close(self) -> None:
         self.store.close()

@@ -48,8 +48,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_without_a_node(work: Path) -> None:
-    fails(missive("ledger", cwd=work), 2, "no Missive node at .missive", "missive init")
-    fails(missive("account", "list", "--dir", str(work / "nowhere"), cwd=work), 2, "no Missive node")
+    fails(missive("ledger", cwd=work), 3, "no Missive node at .missive", "missive init")
+    fails(missive("account", "list", "--dir", str(work / "nowhere"), cwd=work), 3, "no Missive node")
 
 
 def test_token_flow(work: Path) -> None:

@@ -21,6 +21,13 @@ EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 #: The command could not run: malformed arguments or input files.
 EXIT_USAGE: Final = 2
+#: What was asked for is not there (no node directory, say).
+EXIT_NOT_FOUND: Final = 3
+#: Stored data is not whole (a damaged, truncated or foreign store file, a ledger gone missing): nothing was
+#: opened or written (see :mod:`missive.mailbox.integrity`).
+EXIT_DAMAGED: Final = 4
+#: Interrupted (Ctrl-C).
+EXIT_INTERRUPTED: Final = 130
 #: The disk holding the node's store is full or failing: nothing was written (sysexits' EX_IOERR;
 #: the same as :data:`missive.mailbox.store.EXIT_DISK`, which cluster nodes exit with).
 EXIT_DISK: Final = 74

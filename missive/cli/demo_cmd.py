@@ -221,7 +221,7 @@ def run_cluster_demo(args: argparse.Namespace) -> int:
     started = False
     try:
         with console.status(f"starting {args.nodes} node processes in {workdir}..."):
-            states = launcher.up(workdir, args.nodes)
+            states = launcher.up(workdir, args.nodes, encrypt_keys=False)  # the demo's keys are throw-away
             started = True
         nodes = ", ".join(f"{s['name']} (127.0.0.1:{s['port']})" for s in states)
         console.print(f"[bold]Missive demo[/] on a local cluster: {escape(nodes)}")

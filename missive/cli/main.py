@@ -15,12 +15,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from missive.cli import cluster_cmds, compile_cmd, demo_cmd, node_cmds, replay_cmd, trust_cmd, version, vm
-from missive.cli.common import EXIT_DISK, EXIT_USAGE, CliError, make_console
+from missive.cli import (
+    backup_cmd,
+    cluster_cmds,
+    compile_cmd,
+    demo_cmd,
+    node_cmds,
+    replay_cmd,
+    trust_cmd,
+    version,
+    vm,
+)
+from missive.cli.common import EXIT_DAMAGED, EXIT_DISK, EXIT_USAGE, CliError, make_console
 
 #: Command-group modules, in the order ``missive --help`` lists them.
-COMMAND_GROUPS: tuple[ModuleType, ...] = (demo_cmd, version, compile_cmd, vm, node_cmds, replay_cmd, cluster_cmds,
-                                          trust_cmd)
+COMMAND_GROUPS: tuple[ModuleType, ...] = (demo_cmd, version, compile_cmd, vm, node_cmds, replay_cmd, backup_cmd,
+                                          cluster_cmds, trust_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except Exception as exc:  # a full disk under a command that does not expect one (demo, say)
+        from missive.mailbox.integrity import Damaged
+
+        if isinstance(exc, Damaged):  # a damaged store met by a command without its own handling
+            make_console(stderr=True).print(f"missive: error: {exc}", markup=False, style="red")
+            return EXIT_DAMAGED
+
         from missive.mailbox.store import DiskFull, fatal_error
 
         failure = fatal_error(exc, Path(getattr(args, "dir", None) or Path.cwd()))  # (a raw error: where it ran)

@@ -29,7 +29,17 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from missive.cli.common import EXIT_DISK, EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, make_console, parse_word
+from missive.cli.common import (
+    EXIT_DAMAGED,
+    EXIT_DISK,
+    EXIT_FAILED,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    make_console,
+    parse_word,
+)
 
 if TYPE_CHECKING:  # the node (and with it the VM) is imported only by the commands that use it
     from eth_abi.grammar import ABIType
@@ -132,10 +142,11 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
     def run(args: argparse.Namespace) -> int:
         import lmdb
 
-        from missive.keys import KeystoreError
+        from missive.keys import KeystoreError, WrongPassphrase
         from missive.mailbox.envelope import EnvelopeError
+        from missive.mailbox.integrity import Damaged
         from missive.mailbox.records import RecordError
-        from missive.mailbox.store import DiskFull, StoreError, disk_full
+        from missive.mailbox.store import DiskFull, NoStore, StoreError, disk_full
         from missive.node import ArgumentError, NodeError, NodeTimeout, NotHandled, Reverted
         from missive.toolchain.compiler import CompileError, CompileInputError
 
@@ -146,6 +157,12 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
             raise CliError(str(exc), code) from exc
         except DiskFull as exc:  # one line naming the disk; nothing was written
             raise CliError(str(exc), EXIT_DISK) from exc
+        except Damaged as exc:  # a store or keystore that is not whole: refused before it was opened
+            raise CliError(str(exc), EXIT_DAMAGED) from exc
+        except NoStore as exc:
+            raise CliError(str(exc), EXIT_NOT_FOUND) from exc
+        except WrongPassphrase as exc:
+            raise CliError(str(exc), EXIT_FAILED) from exc
         except (ArgumentError, NodeError, EnvelopeError, KeystoreError, StoreError) as exc:
             raise CliError(str(exc)) from exc
         except (RecordError, lmdb.Error, OSError) as exc:  # OSError: e.g. a keystore directory that cannot be made

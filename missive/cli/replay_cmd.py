@@ -7,10 +7,19 @@ import time
 from pathlib import Path
 
 from missive.actors.replay import replay
-from missive.cli.common import EXIT_DISK, EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, make_console
+from missive.cli.common import (
+    EXIT_DAMAGED,
+    EXIT_DISK,
+    EXIT_FAILED,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    make_console,
+)
 from missive.mailbox.envelope import Envelope
 from missive.mailbox.records import Receipt
-from missive.mailbox.store import DiskFull, Store, StoreError
+from missive.mailbox.store import DiskFull, NoStore, Store, StoreDamaged, StoreError
 
 
 def _hex_bytes(text: str, size: int, what: str) -> bytes:
@@ -66,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         store = Store(args.dir)
     except StoreError as err:
-        raise CliError(str(err), EXIT_DISK if isinstance(err, DiskFull) else EXIT_USAGE) from None
+        code = (EXIT_DISK if isinstance(err, DiskFull) else EXIT_DAMAGED if isinstance(err, StoreDamaged)
+                else EXIT_NOT_FOUND if isinstance(err, NoStore) else EXIT_USAGE)
+        raise CliError(str(err), code) from None
 
     def trace(envelope: Envelope, receipt: Receipt) -> None:
         console.print(

@@ -62,7 +62,7 @@ def read_cluster(root: Path) -> dict[str, Any]:
 
 
 def up(root: Path, nodes: int, *, replicas: int = 1, failover_timeout: float = 2.0,
-       timeout: float = 30.0) -> list[dict[str, Any]]:
+       timeout: float = 30.0, encrypt_keys: bool | None = None) -> list[dict[str, Any]]:
     if nodes < 1:
         raise ClusterError("a cluster needs at least one node")
     if not 1 <= replicas <= nodes:
@@ -103,7 +103,7 @@ def up(root: Path, nodes: int, *, replicas: int = 1, failover_timeout: float = 2
             raise ClusterError(f"the cluster did not come up within {timeout:.0f} s (not answering: "
                                f"{', '.join(waiting) or 'none'}; see <dir>/nN/node.log)")
         time.sleep(0.1)
-    _ensure_default_account(root, records[0])
+    _ensure_default_account(root, records[0], encrypt_keys)
     return states
 
 
@@ -138,10 +138,10 @@ def start(root: Path, name: str, timeout: float = 30.0) -> dict[str, Any]:
         time.sleep(0.1)
 
 
-def _ensure_default_account(root: Path, node: dict[str, Any]) -> None:
+def _ensure_default_account(root: Path, node: dict[str, Any], encrypt_keys: bool | None = None) -> None:
     from missive.keys import Keystore
 
-    keystore = Keystore(root)
+    keystore = Keystore(root, create=True, encrypted=encrypt_keys)  # (None: as $MISSIVE_UNENCRYPTED_KEYS says)
     try:
         key = keystore.find("default")
         if key is None:
