@@ -143,10 +143,12 @@ def ask_passphrase(where: Path, *, new: bool) -> bytes:
 class Keystore:
     """``<node_dir>/keystore``: opened if it is there and whole; made only with ``create=True``.
 
-    ``encrypted`` (when made): None follows ``$MISSIVE_UNENCRYPTED_KEYS``.
+    ``encrypted`` (when made): None follows ``$MISSIVE_UNENCRYPTED_KEYS``; ``passphrase`` (when made
+    encrypted): None asks (:func:`ask_passphrase`).
     """
 
-    def __init__(self, node_dir: str | os.PathLike[str], *, create: bool = False, encrypted: bool | None = None) -> None:
+    def __init__(self, node_dir: str | os.PathLike[str], *, create: bool = False, encrypted: bool | None = None,
+                 passphrase: bytes | None = None) -> None:
         path = Path(node_dir) / "keystore"
         self.path = path
         if (path / "data.mdb").exists():
@@ -169,7 +171,7 @@ class Keystore:
         if protection is None:
             if new or not any_key:  # a new keystore (or an empty one made before encryption)
                 plain = not encrypted if encrypted is not None else unencrypted_by_default()
-                protection = self._protect(plain)
+                protection = self._protect(plain, passphrase)
             else:
                 protection = msgpack.packb({"kind": "none"})  # made before encryption: its seeds are in the clear
         self.protection: dict[str, Any] = msgpack.unpackb(protection)
@@ -184,7 +186,7 @@ class Keystore:
             except Damaged as exc:
                 raise KeystoreDamaged(str(exc)) from None
 
-    def _protect(self, plain: bool) -> bytes:
+    def _protect(self, plain: bool, passphrase: bytes | None) -> bytes:
         if plain:
             record: dict[str, Any] = {"kind": "none"}
         else:
@@ -195,7 +197,8 @@ class Keystore:
             argon = nacl.pwhash.argon2id
             salt = nacl.utils.random(argon.SALTBYTES)
             ops, mem = argon.OPSLIMIT_INTERACTIVE, argon.MEMLIMIT_INTERACTIVE
-            passphrase = ask_passphrase(self.path, new=True)
+            if passphrase is None:
+                passphrase = ask_passphrase(self.path, new=True)
             key = argon.kdf(nacl.secret.SecretBox.KEY_SIZE, passphrase, salt, opslimit=ops, memlimit=mem)
             self._box = nacl.secret.SecretBox(key)
             record = {"kind": "argon2id-secretbox", "salt": salt, "ops": ops, "mem": mem,

@@ -38,6 +38,7 @@ import contextlib
 import fcntl
 import functools
 import os
+import shutil
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
@@ -53,7 +54,7 @@ from eth_abi.exceptions import DecodingError, EncodingError
 from eth_abi.grammar import ABIType, TupleType, normalize, parse
 
 from missive.actors.runtime import ExecutorLock, NodeBusy, Runtime
-from missive.keys import Key, Keystore, KeystoreError
+from missive.keys import Key, Keystore, KeystoreError, ask_passphrase, unencrypted_by_default
 from missive.mailbox.admission import checker
 from missive.mailbox.envelope import MAX_GAS, Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
@@ -739,18 +740,32 @@ class Node:
             raise NodeError(f"a Missive node already exists at {target}")
         if target.exists() and not target.is_dir():
             raise NodeError(f"{target} exists and is not a directory")
+        if (target / "keystore").exists():
+            raise NodeError(f"{target} already holds a keystore; a node is made in a new directory")
+        encrypted = not unencrypted_by_default() if encrypt_keys is None else encrypt_keys
+        # the passphrase first: nothing is made until the whole node can be
+        passphrase = ask_passphrase(target / "keystore", new=True) if encrypted else None
+        existed = target.exists()
+        store: Store | None = None
         try:
-            store = Store(target, create=True)
-        except OSError as exc:
-            raise NodeError(f"cannot create a node at {target}: {exc.strerror or exc}") from None
-        try:
-            keystore = Keystore(target, create=True, encrypted=encrypt_keys)
-        except BaseException:
-            store.close()
+            try:
+                store = Store(target, create=True)
+            except OSError as exc:
+                raise NodeError(f"cannot create a node at {target}: {exc.strerror or exc}") from None
+            keystore = Keystore(target, create=True, encrypted=encrypted, passphrase=passphrase)
+            node = cls(target, store, keystore)
+            if default_balance is not None:
+                node.new_account("default", balance=default_balance)
+        except BaseException:  # (Ctrl-C too) no half-made node is left behind
+            if store is not None:
+                store.close()
+            if not existed:
+                shutil.rmtree(target, ignore_errors=True)
+            else:  # an empty directory it was given (checked above: no store, no keystore in it)
+                shutil.rmtree(target / "keystore", ignore_errors=True)
+                for made in ("data.mdb", "lock.mdb", "ledger.key", "missive-ledger"):
+                    (target / made).unlink(missing_ok=True)
             raise
-        node = cls(target, store, keystore)
-        if default_balance is not None:
-            node.new_account("default", balance=default_balance)
         return node
 
     @classmethod

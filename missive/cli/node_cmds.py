@@ -76,6 +76,9 @@ def register(subparsers: Any) -> None:
                               "named 'default' (the dev faucet).")
     p.add_argument("--fund", type=parse_amount, default=DEFAULT_FUND, metavar="AMOUNT",
                    help=f"balance of the default account (default {DEFAULT_FUND})")
+    p.add_argument("--unencrypted-keys", action="store_true",
+                   help="keep the account seeds unencrypted (tests, throw-away nodes; also $MISSIVE_UNENCRYPTED_KEYS=1). "
+                        "Otherwise they are encrypted under a passphrase: $MISSIVE_PASSPHRASE, or asked for")
     p.set_defaults(handler=guarded(run_init))
 
     account = subparsers.add_parser("account", help="create and list accounts (keys in <dir>/keystore)")
@@ -458,12 +461,14 @@ def run_init(args: argparse.Namespace) -> int:
     from missive.node import Node
 
     path = node_dir(args)
-    node = Node.init(path, default_balance=args.fund)
+    node = Node.init(path, default_balance=args.fund, encrypt_keys=False if args.unencrypted_keys else None)
     try:
         wallet = node.default
         console = make_console()
         console.print(f"created a Missive node in {path}", markup=False)
         console.print(f"default account {wallet.hex} (balance {args.fund})", markup=False)
+        console.print("account keys encrypted under your passphrase" if node.keystore.encrypted
+                      else "account keys stored unencrypted (a development node)", markup=False)
     finally:
         node.close()
     return EXIT_OK
