@@ -6,9 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
 from missive.cli.common import EXIT_FAILED, EXIT_OK, CliError, make_console
+
+
+def Table(*args: Any, **kwargs: Any) -> Any:  # noqa: N802  (rich's Table, imported when a table is drawn)
+    from rich.table import Table as RichTable
+
+    return RichTable(*args, **kwargs)
 
 DEFAULT_DIR = Path(".missive-cluster")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from missive.actors.replay import replay
 from missive.cli.common import (
     EXIT_DAMAGED,
     EXIT_DISK,
@@ -17,9 +17,10 @@ from missive.cli.common import (
     CliError,
     make_console,
 )
-from missive.mailbox.envelope import Envelope
-from missive.mailbox.records import Receipt
-from missive.mailbox.store import DiskFull, NoStore, Store, StoreDamaged, StoreError
+
+if TYPE_CHECKING:  # the ledger and the VM are imported when a replay runs, not by `missive --help`
+    from missive.mailbox.envelope import Envelope
+    from missive.mailbox.records import Receipt
 
 
 def _hex_bytes(text: str, size: int, what: str) -> bytes:
@@ -61,6 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace) -> int:
+    from missive.actors.replay import replay
+    from missive.mailbox.store import DiskFull, NoStore, Store, StoreDamaged, StoreError
+
     console = make_console()
     actor = _hex_bytes(args.actor, 20, "--actor") if args.actor else None
     until = _hex_bytes(args.until, 32, "--until") if args.until else None
