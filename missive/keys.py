@@ -127,8 +127,9 @@ def ask_passphrase(where: Path, *, new: bool) -> bytes:
     text = os.environ.get(PASSPHRASE_ENV)
     if text is None:
         if not sys.stdin.isatty():
-            raise KeystoreError(f"the keystore at {where} is encrypted: set {PASSPHRASE_ENV} to its passphrase "
-                                f"(or run on a terminal to be asked; {UNENCRYPTED_ENV}=1 makes unencrypted ones)")
+            which = "a new keystore is made encrypted" if new else "the keystore is encrypted"
+            raise KeystoreError(f"{where}: {which}: set {PASSPHRASE_ENV} to its passphrase (or run on a terminal "
+                                f"to be asked; {UNENCRYPTED_ENV}=1 makes unencrypted ones, for development)")
         import getpass
 
         text = getpass.getpass(f"passphrase for the keystore at {where}: ")

@@ -427,6 +427,34 @@ class LedgerRecord:
     receipt: Receipt | None = None
     #: in a cluster, the node whose ledger holds the record (each node keeps its own)
     node: str = ""
+    #: diff/rollback records (a cluster's): what they did, in words (they carry no message)
+    detail: str = ""
+
+
+def special_record(seq: int, record: list[Any], node: str = "") -> LedgerRecord | None:
+    """A ``diff`` or ``rollback`` ledger record as a :class:`LedgerRecord` with its :attr:`~LedgerRecord.detail`
+    (None for the other kinds, which name a message)."""
+    kind = str(record[0])
+    if kind == "diff":
+        from missive.mailbox.diffs import DiffError, StateDiff
+
+        executor = bytes(record[1])
+        try:
+            diff = StateDiff.decode(bytes(record[2]))
+        except DiffError as exc:
+            return LedgerRecord(seq, kind, detail=f"state diff from executor 0x{executor.hex()[:16]}.. ({exc})", node=node)
+        version = f" version {diff.version}" if diff.version else ""
+        epoch = f" (epoch {diff.epoch})" if diff.epoch else ""
+        return LedgerRecord(seq, kind, address=diff.address, node=node,
+                            detail=f"state diff of 0x{diff.address.hex()}{version}{epoch} from executor "
+                                   f"0x{executor.hex()[:16]}..: {len(diff.receipts)} receipt(s), "
+                                   f"{len(diff.messages)} message(s), {len(diff.storage)} slot(s) written")
+    if kind == "rollback":
+        address, position, discarded = bytes(record[1]), int(record[2]), record[5]
+        return LedgerRecord(seq, kind, address=address, node=node,
+                            detail=f"rollback of 0x{address.hex()} to mailbox position {position}: gives up "
+                                   f"{len(discarded)} record(s) another holder's copy replaced")
+    return None
 
 
 class Sent:
@@ -1244,6 +1272,9 @@ class Node:
             kind = "discarded"  # a receipt a rollback gave up (the sealed record itself stays as written)
         if kind == "genesis":
             return LedgerRecord(seq, kind, address=record[1], balance=int.from_bytes(record[3], "big"))
+        special = special_record(seq, record)
+        if special is not None:
+            return special
         message_id = bytes(record[1])
         found = self.store.message(message_id)
         envelope = found[0] if found is not None else None

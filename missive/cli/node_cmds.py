@@ -650,6 +650,9 @@ def run_ledger(args: argparse.Namespace) -> int:
             if record.type == "genesis":
                 console.print(f"{head} account {hx(record.address)}  balance {record.balance}", markup=False)
                 continue
+            if record.detail:  # a cluster's state diff or rollback: no message of its own
+                console.print(f"{head} {record.detail}", markup=False)
+                continue
             envelope = record.envelope
             if envelope is None:
                 console.print(f"{head} {short(record.message_id)} (message missing)", markup=False)

@@ -90,6 +90,13 @@ def run(args: argparse.Namespace) -> int:
         )
 
     with store:
+        if until is not None and store.receipt(until) is None:
+            found = store.message(until)
+            if found is None:
+                raise CliError(f"--until 0x{until.hex()}: no such message on the ledger at {args.dir} "
+                               "(see `missive ledger`)", EXIT_NOT_FOUND)
+            raise CliError(f"--until 0x{until.hex()}: that message is on the ledger but not handled yet: replay "
+                           "stops after a handled message", EXIT_NOT_FOUND)
         started = time.perf_counter()
         report = replay(store, actor=actor, until=until, trace=trace if args.trace else None,
                         check_signatures=args.check_signatures, seal_key=seal_key)
@@ -126,6 +133,9 @@ def run_remote(args: argparse.Namespace, actor: bytes | None, until: bytes | Non
             node.close()
     except NodeError as exc:
         raise CliError(str(exc)) from None
+    if until is not None and not any(report["stopped_at"] or report["divergence"] for report in reports):
+        raise CliError(f"--until 0x{until.hex()}: no node in scope has that message handled on its ledger "
+                       "(see `missive ledger`)", EXIT_NOT_FOUND)
     console = make_console()
     failed = False
     for report in reports:

@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import trio
@@ -36,6 +36,9 @@ from missive.cluster.client import ClusterClient, ClusterError, acall, call, cre
 from missive.cluster.config import NodeConfig, Peer
 from missive.cluster.node import IDENTITY_FILE
 from missive.net import NetError, NodeIdentity
+
+if TYPE_CHECKING:
+    from missive.keys import Keystore
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,38 @@ def up(root: Path, nodes: int, *, replicas: int = 1, failover_timeout: float = 2
             states = []
         if any(s.get("up") for s in states):
             raise ClusterError(f"a cluster is already running at {root}; `missive cluster down --dir {root}` first")
+    keys = _open_keystore(root, encrypt_keys)  # its passphrase asked for (or refused) before anything starts
+    try:
+        return _up(root, keys, nodes, replicas, failover_timeout, timeout)
+    finally:
+        keys.close()
+
+
+def _open_keystore(root: Path, encrypt_keys: bool | None) -> Keystore:
+    """The cluster directory's keystore, made if new (encrypted unless told otherwise) and unlocked."""
+    from missive.keys import Keystore, KeystoreError, ask_passphrase, unencrypted_by_default
+
+    try:
+        Keystore.check(root)
+        passphrase = None
+        encrypted = not unencrypted_by_default() if encrypt_keys is None else encrypt_keys
+        if not (root / "keystore" / "data.mdb").exists() and encrypted:
+            passphrase = ask_passphrase(root / "keystore", new=True)
+        root.mkdir(parents=True, exist_ok=True)
+        keys = Keystore(root, create=True, encrypted=encrypted, passphrase=passphrase)
+        try:
+            if keys.encrypted:
+                keys.unlock()
+        except BaseException:
+            keys.close()
+            raise
+        return keys
+    except KeystoreError as exc:
+        raise ClusterError(str(exc)) from None
+
+
+def _up(root: Path, keys: Keystore, nodes: int, replicas: int, failover_timeout: float,
+        timeout: float) -> list[dict[str, Any]]:
     root.mkdir(parents=True, exist_ok=True)
     operator = create_operator(root)
     members = []
@@ -103,7 +138,7 @@ def up(root: Path, nodes: int, *, replicas: int = 1, failover_timeout: float = 2
             raise ClusterError(f"the cluster did not come up within {timeout:.0f} s (not answering: "
                                f"{', '.join(waiting) or 'none'}; see <dir>/nN/node.log)")
         time.sleep(0.1)
-    _ensure_default_account(root, records[0], encrypt_keys)
+    _ensure_default_account(root, records[0], keys)
     return states
 
 
@@ -138,19 +173,13 @@ def start(root: Path, name: str, timeout: float = 30.0) -> dict[str, Any]:
         time.sleep(0.1)
 
 
-def _ensure_default_account(root: Path, node: dict[str, Any], encrypt_keys: bool | None = None) -> None:
-    from missive.keys import Keystore
-
-    keystore = Keystore(root, create=True, encrypted=encrypt_keys)  # (None: as $MISSIVE_UNENCRYPTED_KEYS says)
-    try:
-        key = keystore.find("default")
-        if key is None:
-            key = keystore.new("default")
-        client = ClusterClient(node["host"], node["port"], load_operator(root))  # the faucet is the operator's
-        if client.account(key.address) is None:
-            client.create_account(key, DEFAULT_BALANCE)
-    finally:
-        keystore.close()
+def _ensure_default_account(root: Path, node: dict[str, Any], keystore: Keystore) -> None:
+    key = keystore.find("default")
+    if key is None:
+        key = keystore.new("default")
+    client = ClusterClient(node["host"], node["port"], load_operator(root))  # the faucet is the operator's
+    if client.account(key.address) is None:
+        client.create_account(key, DEFAULT_BALANCE)
 
 
 def status(root: Path) -> list[dict[str, Any]]:
