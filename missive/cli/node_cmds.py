@@ -14,9 +14,12 @@ Against a cluster (``missive cluster up``), the client commands take ``--cluster
 with ``--cluster``): the node forwards each request to the node executing the actor.  Each
 node keeps its own ledger: ``ledger`` shows the named node's, or every node's in turn.
 
-Exit status: 0 done, 1 the message's handler failed (revert reason printed), 2 bad input
-(unknown account, bad address, wrong arguments, unknown function, no node, refused message),
-74 the disk holding the node's store is full or failing (one line naming it; nothing was written).
+Exit status: 0 done, 1 the message's handler failed (revert reason printed) or a wrong keystore
+passphrase, 2 bad input (unknown account, bad address, wrong arguments, unknown function, refused
+message), 3 no node in the directory, 4 the node's store or keystore is not whole (damaged,
+truncated, foreign, or a ledger gone missing: one line naming the file; nothing was opened or
+written), 74 the disk holding the node's store is full or failing (one line naming it; nothing was
+written).
 """
 
 from __future__ import annotations
