@@ -137,6 +137,10 @@ def test_every_command_refuses_a_damaged_store_with_one_line(node_dir: Path, tmp
         commands.append(("deploy", str(TOKEN), "T", "T", "1", "--dir", d))
     for command in commands:
         refused(missive(*command, cwd=tmp_path), EXIT_DAMAGED, str(copy / "data.mdb"), reason)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    serve = subprocess.run([sys.executable, "-m", "missive.actors.serve", d], capture_output=True, text=True,
+                           env=env, timeout=60)
+    assert serve.returncode == EXIT_DAMAGED and "Traceback" not in serve.stderr and reason in serve.stderr
     assert snapshot(copy) == before
     assert not (tmp_path / "bk").exists()
 

@@ -17,12 +17,13 @@ from pathlib import Path
 import trio
 
 from missive.actors.runtime import ExecutorLock, Runtime
-from missive.mailbox.store import Store
+from missive.mailbox.store import Store, StoreDamaged, check_whole
 
 log = logging.getLogger(__name__)
 
 
 async def serve(node_dir: Path, *, poll_interval: float = 0.005) -> None:
+    check_whole(node_dir)  # a damaged store is refused before anything (the executor lock) is made
     lock = ExecutorLock(node_dir)
     lock.acquire()
     try:
@@ -40,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m missive.actors.serve NODE_DIR", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    trio.run(serve, Path(args[0]))
+    try:
+        trio.run(serve, Path(args[0]))
+    except StoreDamaged as exc:
+        print(f"missive serve: error: {exc}", file=sys.stderr)
+        return 4  # damaged data (missive.cli.common.EXIT_DAMAGED)
     return 0
 
 
