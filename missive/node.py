@@ -58,7 +58,7 @@ from missive.keys import Key, Keystore, KeystoreError, ask_passphrase, unencrypt
 from missive.mailbox.admission import checker
 from missive.mailbox.envelope import MAX_GAS, Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
-from missive.mailbox.store import Store, StoreError, check_whole
+from missive.mailbox.store import NoStore, Store, StoreError, check_whole
 from missive.vm.keccak import keccak256
 from missive.vm.messages import create_address
 
@@ -800,7 +800,13 @@ class Node:
     def open(cls, path: str | os.PathLike[str]) -> Node:
         """Open an existing node directory (StoreError naming the path if there is none)."""
         target = Path(path)
-        Keystore.check(target)  # both files checked before either is opened
+        check_whole(target)  # both files checked, and both there, before either is opened
+        if not (target / "data.mdb").exists():
+            raise NoStore(f"no Missive node at {target} (run `missive init` first)")
+        Keystore.check(target)
+        if not (target / "keystore" / "data.mdb").exists():
+            raise KeystoreError(f"no keystore at {target / 'keystore'} (a node directory made by `missive init` has "
+                                "one; a cluster member's has none: use --cluster DIR)")
         store = Store(target)
         try:
             keystore = Keystore(target)
