@@ -113,7 +113,7 @@ def run_demo(path: Path, view: DemoView, *, bulk: int = 2000, senders: int = 20,
     for needed in ("Token.vy", "Escrow.vy", "Ticker.vy"):
         example(needed)
     if node is None:
-        node = Node.init(path)
+        node = Node.init(path, encrypt_keys=False)  # a demo node: its keys are throw-away (missive.keys)
     names: dict[bytes, str] = {}
     view.begin(node, names)
     stop_observing = node.observe(view.round)

@@ -38,6 +38,7 @@ import contextlib
 import fcntl
 import functools
 import os
+import shutil
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -54,11 +55,11 @@ from eth_abi.grammar import ABIType, TupleType, normalize, parse
 
 from missive.actors.runtime import ExecutorLock, NodeBusy, Runtime
 from missive.errors import NotFound
-from missive.keys import Key, Keystore, KeystoreError
+from missive.keys import Key, Keystore, KeystoreError, ask_passphrase, unencrypted_by_default
 from missive.mailbox.admission import checker
 from missive.mailbox.envelope import MAX_GAS, Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
-from missive.mailbox.store import Store, StoreError
+from missive.mailbox.store import NoStore, Store, StoreError, check_whole
 from missive.vm.keccak import keccak256
 from missive.vm.messages import create_address
 
@@ -469,6 +470,34 @@ class LedgerRecord:
     receipt: Receipt | None = None
     #: in a cluster, the node whose ledger holds the record (each node keeps its own)
     node: str = ""
+    #: diff/rollback records (a cluster's): what they did, in words (they carry no message)
+    detail: str = ""
+
+
+def special_record(seq: int, record: list[Any], node: str = "") -> LedgerRecord | None:
+    """A ``diff`` or ``rollback`` ledger record as a :class:`LedgerRecord` with its :attr:`~LedgerRecord.detail`
+    (None for the other kinds, which name a message)."""
+    kind = str(record[0])
+    if kind == "diff":
+        from missive.mailbox.diffs import DiffError, StateDiff
+
+        executor = bytes(record[1])
+        try:
+            diff = StateDiff.decode(bytes(record[2]))
+        except DiffError as exc:
+            return LedgerRecord(seq, kind, detail=f"state diff from executor 0x{executor.hex()[:16]}.. ({exc})", node=node)
+        version = f" version {diff.version}" if diff.version else ""
+        epoch = f" (epoch {diff.epoch})" if diff.epoch else ""
+        return LedgerRecord(seq, kind, address=diff.address, node=node,
+                            detail=f"state diff of 0x{diff.address.hex()}{version}{epoch} from executor "
+                                   f"0x{executor.hex()[:16]}..: {len(diff.receipts)} receipt(s), "
+                                   f"{len(diff.messages)} message(s), {len(diff.storage)} slot(s) written")
+    if kind == "rollback":
+        address, position, discarded = bytes(record[1]), int(record[2]), record[5]
+        return LedgerRecord(seq, kind, address=address, node=node,
+                            detail=f"rollback of 0x{address.hex()} to mailbox position {position}: gives up "
+                                   f"{len(discarded)} record(s) another holder's copy replaced")
+    return None
 
 
 class Sent:
@@ -855,28 +884,68 @@ class Node:
     # -- opening -----------------------------------------------------------------------------
 
     @classmethod
-    def init(cls, path: str | os.PathLike[str], *, default_balance: int | None = None) -> Node:
-        """Create a node directory (error if one is there); with ``default_balance``, a funded "default" account."""
+    def init(cls, path: str | os.PathLike[str], *, default_balance: int | None = None,
+             encrypt_keys: bool | None = None) -> Node:
+        """Create a node directory (error if one is there); with ``default_balance``, a funded "default" account.
+
+        ``encrypt_keys``: whether the keystore encrypts seeds (None: unless ``$MISSIVE_UNENCRYPTED_KEYS``
+        is set; see :mod:`missive.keys`)."""
         target = Path(path)
+        check_whole(target)  # a damaged or lost ledger is named as such, never started over
         if (target / "data.mdb").exists():
             raise NodeError(f"a Missive node already exists at {target}")
         if target.exists() and not target.is_dir():
             raise NodeError(f"{target} exists and is not a directory")
+        if (target / "keystore").exists():
+            raise NodeError(f"{target} already holds a keystore; a node is made in a new directory")
+        encrypted = not unencrypted_by_default() if encrypt_keys is None else encrypt_keys
+        # the passphrase first: nothing is made until the whole node can be
+        passphrase = ask_passphrase(target / "keystore", new=True) if encrypted else None
+        existed = target.exists()
+        store: Store | None = None
         try:
-            store = Store(target, create=True)
-        except OSError as exc:
-            raise NodeError(f"cannot create a node at {target}: {exc.strerror or exc}") from None
-        node = cls(target, store, Keystore(target))
-        if default_balance is not None:
-            node.new_account("default", balance=default_balance)
+            try:
+                store = Store(target, create=True)
+            except OSError as exc:
+                raise NodeError(f"cannot create a node at {target}: {exc.strerror or exc}") from None
+            keystore = Keystore(target, create=True, encrypted=encrypted, passphrase=passphrase)
+            node = cls(target, store, keystore)
+            if default_balance is not None:
+                node.new_account("default", balance=default_balance)
+        except BaseException:  # (Ctrl-C too) no half-made node is left behind
+            if store is not None:
+                store.close()
+            if not existed:
+                shutil.rmtree(target, ignore_errors=True)
+            else:  # an empty directory it was given (checked above: no store, no keystore in it)
+                shutil.rmtree(target / "keystore", ignore_errors=True)
+                for made in ("data.mdb", "lock.mdb", "ledger.key", "missive-ledger"):
+                    (target / made).unlink(missing_ok=True)
+            raise
         return node
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Node:
         """Open an existing node directory (StoreError naming the path if there is none)."""
         target = Path(path)
+        check_whole(target)  # both files checked, and both there, before either is opened
+        if not (target / "data.mdb").exists():
+            raise NoStore(f"no Missive node at {target} (run `missive init` first)")
+        Keystore.check(target)
+        if (target / CLUSTER_NODE_CONFIG).exists() and not (target / "keystore" / "data.mdb").exists():
+            root = target.parent
+            raise NodeError(f"{target} is a node of the cluster at {root}: only its node process opens its store; "
+                            f"use the cluster (`--cluster {root}`, `--node {target.name}` for this node's ledger)")
+        if not (target / "keystore" / "data.mdb").exists():
+            raise KeystoreError(f"no keystore at {target / 'keystore'} (a node directory made by `missive init` has "
+                                "one; a cluster member's has none: use --cluster DIR)")
         store = Store(target)
-        return cls(target, store, Keystore(target))
+        try:
+            keystore = Keystore(target)
+        except BaseException:
+            store.close()
+            raise
+        return cls(target, store, keystore)
 
     def close(self) -> None:
         self.store.close()
@@ -1435,6 +1504,9 @@ class Node:
             kind = "discarded"  # a receipt a rollback gave up (the sealed record itself stays as written)
         if kind == "genesis":
             return LedgerRecord(seq, kind, address=record[1], balance=int.from_bytes(record[3], "big"))
+        special = special_record(seq, record)
+        if special is not None:
+            return special
         message_id = bytes(record[1])
         found = self.store.message(message_id)
         envelope = found[0] if found is not None else None

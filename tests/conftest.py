@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import pytest
 from net_support import ListRecords
+
+# Keystores the tests make keep seeds unencrypted (the documented development mode, missive.keys): an
+# Argon2id derivation per command would only slow the suite down.  The tests of encryption set a passphrase
+# and clear this themselves.  Subprocesses (the CLI, cluster nodes) inherit it.
+os.environ.setdefault("MISSIVE_UNENCRYPTED_KEYS", "1")
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ class Cluster:
         self.operator = load_operator(root)
         self.members = sorted(s["id"] for s in self.states)
         self.by_id = {s["id"]: s for s in self.states}
-        self.keys = Keystore(root)
+        self.keys = Keystore(root, create=True)
         self.alice = self.keys.find("default")
         assert self.alice is not None
 

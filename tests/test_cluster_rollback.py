@@ -97,7 +97,7 @@ def test_a_message_waits_for_its_record_to_be_acknowledged_in_the_epoch_it_was_m
                                                                                                  strict=True)))
     node = ClusterNode(NodeConfig("me", tmp_path / "me", "127.0.0.1", 0, members, replicas=2))
     try:
-        keys = Keystore(tmp_path / "keys")
+        keys = Keystore(tmp_path / "keys", create=True)
         sender = next(k for k in (keys.new(f"s{i}") for i in range(400)) if node.holders(k.address) == [me, h])
         recipient = next(a for a in (bytes([i]) * 20 for i in range(256)) if z in node.holders(a) and me not in node.holders(a))
         node.store.create_account(sender.address, sender.public_key, 10**18)

@@ -75,7 +75,7 @@ class Ledger:
 
     def __init__(self, path: Path, placement: Placement | None = None) -> None:
         self.store = Store(path, create=True, placement=placement)
-        self.keys = Keystore(path)
+        self.keys = Keystore(path, create=True)
         self.alice = self.keys.new("alice")
         self.bob = self.keys.new("bob")
         for key in (self.alice, self.bob):

@@ -437,7 +437,7 @@ def test_threads_writing_at_once_each_seal_their_own_records(tmp_path: Path) -> 
     from missive.mailbox.admission import checker
 
     store = Store(tmp_path / "node", create=True)
-    keys = Keystore(tmp_path / "node")
+    keys = Keystore(tmp_path / "node", create=True)
     alice, bob = keys.new("alice"), keys.new("bob")
     store.create_account(alice.address, alice.public_key, 10**18)
     check = checker(store)

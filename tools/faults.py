@@ -400,7 +400,7 @@ class Run:
         self.names = {st["id"]: st["name"] for st in states}
         self.ports = {st["name"]: st["port"] for st in states}
         self.pids.update(r["pid"] for r in self.records().values())
-        self.keys = Keystore(self.root)
+        self.keys = Keystore(self.root, create=True)
         self.alice = self.keys.find("default")
         assert self.alice is not None
         self.minted = launcher.DEFAULT_BALANCE

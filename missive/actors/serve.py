@@ -23,8 +23,8 @@ from pathlib import Path
 import trio
 
 from missive.actors.runtime import ExecutorLock, Runtime
-from missive.errors import NotFound
-from missive.mailbox.store import Store, StoreError
+from missive.errors import Damaged, NotFound
+from missive.mailbox.store import Store, StoreError, check_whole
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,10 @@ async def serve(node_dir: Path, *, poll_interval: float = 0.005, ready: Callable
     """Run the actors of ``node_dir`` until cancelled: call ``ready()`` once the executor lock is
     held, then, every ``REPORT_EVERY`` seconds in which messages were handled, ``report(total)``.
 
-    The store is opened before the lock is taken: a directory that is not a node is
-    refused without leaving a lock file behind.
+    The store is checked and opened before the lock is taken: a directory that is not a
+    node, or a damaged store, is refused without leaving a lock file behind.
     """
+    check_whole(node_dir)
     with Store(node_dir) as store:
         lock = ExecutorLock(node_dir)
         lock.acquire()
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         trio.run(serve, Path(args[0]))
     except StoreError as exc:
         print(f"missive serve: error: {exc}", file=sys.stderr)
-        return 3 if isinstance(exc, NotFound) else 2  # the CLI's exit codes (README)
+        # the CLI's exit codes (README): not found 3, damaged data 4, else refused 2
+        return 3 if isinstance(exc, NotFound) else 4 if isinstance(exc, Damaged) else 2
     except BaseException as exc:
         if not interrupted(exc):
             raise

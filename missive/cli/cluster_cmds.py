@@ -6,8 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
 from missive.cli.common import EXIT_FAILED, EXIT_OK, CliError, exit_code, make_console, parse_seconds
 
 DEFAULT_DIR = Path(".missive-cluster")
@@ -89,19 +87,41 @@ def run_down(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def show(states: list[dict[str, Any]]) -> None:
-    table = Table()
-    for column in ("node", "address", "state", "actors", "copies", "backlog", "standby", "outbound", "diffs out",
-                   "handled", "msg/s", "peers", "id"):
-        table.add_column(column)
+#: the width `cluster status` keeps to (a terminal's default, and what a pipe gets)
+WIDTH = 80
+
+
+def status_lines(states: list[dict[str, Any]]) -> list[str]:
+    """``cluster status`` as plain lines of at most :data:`WIDTH` columns (a few per node), so it reads
+    the same in a narrow terminal and through a pipe (a table of 13 columns needed about 140)."""
+    import textwrap
+
+    lines: list[str] = []
     for s in states:
+        address = f"127.0.0.1:{s['port']}"
         if not s.get("up"):
-            table.add_row(s["name"], f"127.0.0.1:{s['port']}", "[red]down[/]", *[""] * 10)
+            lines.append(f"{s['name']:<4} {address:<16} down")
             continue
+        state = "up" if s["serving"] else "catching up"
+        if s.get("joining"):
+            state += ", joining"
+        epoch = f"  epoch {s['epoch']}" if "epoch" in s else ""
+        lines.append(f"{s['name']:<4} {address:<16} {state}{epoch}  id 0x{s['id'].hex()[:16]}")
+        lines.append(f"     actors {s['actors']}  copies {s['replicas_held']}  handled {s['handled']}  "
+                     f"msg/s {s['rate']:.0f}")
+        lines.append(f"     waiting: backlog {s['backlog']}  standby {s['standby']}  outbound {s['outbound']}  "
+                     f"diffs out {s['replicating']}")
         # ✓ connected and up in this node's view; ✗ down (its actors run elsewhere); · connected, not yet up
-        peers = " ".join(f"{name}{'✓' if name in s['up'] else '·' if ok else '✗'}" for name, ok in sorted(s["peers"].items()))
-        state = "[green]up[/]" if s["serving"] else "[yellow]catching up[/]"
-        table.add_row(s["name"], f"127.0.0.1:{s['port']}", state, str(s["actors"]), str(s["replicas_held"]),
-                      str(s["backlog"]), str(s["standby"]), str(s["outbound"]), str(s["replicating"]), str(s["handled"]),
-                      f"{s['rate']:.0f}", peers, s["id"].hex()[:16])
-    make_console().print(table)
+        peers = " ".join(f"{name}{'✓' if name in s['up'] else '·' if ok else '✗'}"
+                         for name, ok in sorted(s["peers"].items()))
+        lines.extend(textwrap.wrap(f"peers: {peers or '(none)'}", WIDTH, initial_indent="     ",
+                                   subsequent_indent="            ", break_on_hyphens=False))
+    if any(s.get("up") for s in states):
+        lines.append("(peers: ✓ up in that node's view, · connected but not yet up, ✗ down)")
+    return lines
+
+
+def show(states: list[dict[str, Any]]) -> None:
+    console = make_console()
+    for line in status_lines(states):
+        console.print(line, markup=False, highlight=False)

@@ -17,13 +17,13 @@ import argparse
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from missive.cli.common import EXIT_FAILED, EXIT_OK, CliError, make_console, parse_seconds
+
+if TYPE_CHECKING:  # rich's pieces are imported by the demo when it runs, not by `missive --help`
+    from rich.console import Console
+    from rich.progress import Progress
 
 KIND_STYLE = {"deploy": "magenta", "call": "cyan", "query": "blue", "reply": "green", "bounce": "yellow",
               "scheduled": "bright_magenta"}
@@ -114,6 +114,8 @@ class TerminalView:
                     self.console.print(f"{'':25}[dim]sends[/] {what} → {escape(whom)}")
 
     def bulk_start(self, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         self._progress = Progress(TextColumn("handled"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                   console=self.console, transient=True)
         self._progress.start()
@@ -168,6 +170,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 
 def show_final(console: Console, result: Any) -> None:
+    from rich.table import Table
+
     console.print()
     console.rule("[bold]Final state", align="left")
     balances = Table(title="balances", title_justify="left")
@@ -221,7 +225,7 @@ def run_cluster_demo(args: argparse.Namespace) -> int:
     started = False
     try:
         with console.status(f"starting {args.nodes} node processes in {workdir}..."):
-            states = launcher.up(workdir, args.nodes)
+            states = launcher.up(workdir, args.nodes, encrypt_keys=False)  # the demo's keys are throw-away
             started = True
         nodes = ", ".join(f"{s['name']} (127.0.0.1:{s['port']})" for s in states)
         console.print(f"[bold]Missive demo[/] on a local cluster: {escape(nodes)}")

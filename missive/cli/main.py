@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import NoReturn
 
 from missive.cli import (
+    backup_cmd,
     check_cmd,
     cluster_cmds,
     compile_cmd,
@@ -27,11 +28,11 @@ from missive.cli import (
     version,
     vm,
 )
-from missive.cli.common import EXIT_DISK, EXIT_INTERRUPTED, EXIT_USAGE, CliError, make_console
+from missive.cli.common import EXIT_DAMAGED, EXIT_DISK, EXIT_INTERRUPTED, EXIT_USAGE, CliError, make_console
 
 #: Command-group modules, in the order ``missive --help`` lists them.
-COMMAND_GROUPS: tuple[ModuleType, ...] = (demo_cmd, version, compile_cmd, check_cmd, vm, node_cmds, replay_cmd, cluster_cmds,
-                                          trust_cmd)
+COMMAND_GROUPS: tuple[ModuleType, ...] = (demo_cmd, version, compile_cmd, check_cmd, vm, node_cmds, replay_cmd,
+                                          backup_cmd, cluster_cmds, trust_cmd)
 
 
 class Parser(argparse.ArgumentParser):
@@ -103,6 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         make_console(stderr=True).print(f"missive: error: {first.message}", markup=False, style="red")
         return first.code
     except Exception as exc:  # a full disk under a command that does not expect one (demo, say)
+        from missive.mailbox.integrity import Damaged
+
+        if isinstance(exc, Damaged):  # a damaged store met by a command without its own handling
+            make_console(stderr=True).print(f"missive: error: {exc}", markup=False, style="red")
+            return EXIT_DAMAGED
+
         from missive.mailbox.store import DiskFull, fatal_error
 
         failure = fatal_error(exc, Path(getattr(args, "dir", None) or Path.cwd()))  # (a raw error: where it ran)

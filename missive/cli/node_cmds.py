@@ -15,8 +15,10 @@ with ``--cluster``): the node forwards each request to the node executing the ac
 node keeps its own ledger: ``ledger`` shows the named node's, or every node's in turn.
 
 Exit status (the README's table): 0 done, 1 the message's handler failed (revert reason
-printed), 2 bad input (bad address, wrong arguments, refused message), 3 not found (no node,
-unknown key, message or function), 74 the disk is full or failing, 130 interrupted.
+printed) or a wrong keystore passphrase, 2 bad input (bad address, wrong arguments, refused
+message), 3 not found (no node, unknown key, message or function), 4 the node's store or keystore
+is not whole (one line naming the file; nothing was opened or written), 74 the disk is full or
+failing, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from missive.cli.common import (
+    EXIT_DAMAGED,
     EXIT_DISK,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -84,6 +87,9 @@ def register(subparsers: Any) -> None:
                               "named 'default' (the dev faucet).")
     p.add_argument("--fund", type=parse_amount, default=DEFAULT_FUND, metavar="AMOUNT",
                    help=f"balance of the default account (default {DEFAULT_FUND})")
+    p.add_argument("--unencrypted-keys", action="store_true",
+                   help="keep the account seeds unencrypted (tests, throw-away nodes; also $MISSIVE_UNENCRYPTED_KEYS=1). "
+                        "Otherwise they are encrypted under a passphrase: $MISSIVE_PASSPHRASE, or asked for")
     p.set_defaults(handler=guarded(run_init))
 
     account = subparsers.add_parser("account", help="create and list accounts (keys in <dir>/keystore)")
@@ -205,10 +211,11 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
     def run(args: argparse.Namespace) -> int:
         import lmdb
 
-        from missive.keys import KeystoreError
+        from missive.keys import KeystoreError, WrongPassphrase
         from missive.mailbox.envelope import EnvelopeError
+        from missive.mailbox.integrity import Damaged
         from missive.mailbox.records import RecordError
-        from missive.mailbox.store import DiskFull, StoreError, disk_full
+        from missive.mailbox.store import DiskFull, NoStore, StoreError, disk_full
         from missive.node import ArgumentError, NodeError, NodeTimeout, NotHandled, Reverted
         from missive.toolchain.compiler import CompileError, CompileInputError
 
@@ -219,6 +226,12 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
             raise CliError(str(exc), code) from exc
         except DiskFull as exc:  # one line naming the disk; nothing was written
             raise CliError(str(exc), EXIT_DISK) from exc
+        except Damaged as exc:  # a store or keystore that is not whole: refused before it was opened
+            raise CliError(str(exc), EXIT_DAMAGED) from exc
+        except NoStore as exc:
+            raise CliError(str(exc), EXIT_NOT_FOUND) from exc
+        except WrongPassphrase as exc:
+            raise CliError(str(exc), EXIT_FAILED) from exc
         except (ArgumentError, NodeError, EnvelopeError, KeystoreError, StoreError) as exc:
             raise CliError(str(exc), exit_code(exc)) from exc
         except (RecordError, lmdb.Error, OSError) as exc:  # OSError: e.g. a keystore directory that cannot be made
@@ -563,12 +576,14 @@ def run_init(args: argparse.Namespace) -> int:
     from missive.node import Node
 
     path = node_dir(args)
-    node = Node.init(path, default_balance=args.fund)
+    node = Node.init(path, default_balance=args.fund, encrypt_keys=False if args.unencrypted_keys else None)
     try:
         wallet = node.default
         console = make_console()
         console.print(f"created a Missive node in {path}", markup=False)
         console.print(f"default account {wallet.hex} (balance {args.fund})", markup=False)
+        console.print("account keys encrypted under your passphrase" if node.keystore.encrypted
+                      else "account keys stored unencrypted (a development node)", markup=False)
     finally:
         node.close()
     return EXIT_OK
@@ -779,6 +794,9 @@ def run_ledger(args: argparse.Namespace) -> int:
             head = f"{record.node}#{record.seq:<6} {record.type:<8}"
             if record.type == "genesis":
                 console.print(f"{head} account {hx(record.address)}  balance {record.balance}", markup=False)
+                continue
+            if record.detail:  # a cluster's state diff or rollback: no message of its own
+                console.print(f"{head} {record.detail}", markup=False)
                 continue
             envelope = record.envelope
             if envelope is None:

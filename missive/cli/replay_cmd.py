@@ -5,12 +5,21 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from missive.actors.replay import replay
-from missive.cli.common import EXIT_DAMAGED, EXIT_DISK, EXIT_OK, CliError, exit_code, make_console
-from missive.mailbox.envelope import Envelope
-from missive.mailbox.records import Receipt
-from missive.mailbox.store import DiskFull, Store, StoreError
+from missive.cli.common import (
+    EXIT_DAMAGED,
+    EXIT_DISK,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    CliError,
+    exit_code,
+    make_console,
+)
+
+if TYPE_CHECKING:  # the ledger and the VM are imported when a replay runs, not by `missive --help`
+    from missive.mailbox.envelope import Envelope
+    from missive.mailbox.records import Receipt
 
 
 def _hex_bytes(text: str, size: int, what: str) -> bytes:
@@ -52,6 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace) -> int:
+    from missive.actors.replay import replay
+    from missive.mailbox.store import DiskFull, Store, StoreError
+
     console = make_console()
     actor = _hex_bytes(args.actor, 20, "--actor") if args.actor else None
     until = _hex_bytes(args.until, 32, "--until") if args.until else None
@@ -75,6 +87,13 @@ def run(args: argparse.Namespace) -> int:
         )
 
     with store:
+        if until is not None and store.receipt(until) is None:
+            found = store.message(until)
+            if found is None:
+                raise CliError(f"--until 0x{until.hex()}: no such message on the ledger at {args.dir} "
+                               "(see `missive ledger`)", EXIT_NOT_FOUND)
+            raise CliError(f"--until 0x{until.hex()}: that message is on the ledger but not handled yet: replay "
+                           "stops after a handled message", EXIT_NOT_FOUND)
         started = time.perf_counter()
         report = replay(store, actor=actor, until=until, trace=trace if args.trace else None,
                         check_signatures=args.check_signatures, seal_key=seal_key)
@@ -111,6 +130,9 @@ def run_remote(args: argparse.Namespace, actor: bytes | None, until: bytes | Non
             node.close()
     except NodeError as exc:
         raise CliError(str(exc), exit_code(exc)) from None
+    if until is not None and not any(report["stopped_at"] or report["divergence"] for report in reports):
+        raise CliError(f"--until 0x{until.hex()}: no node in scope has that message handled on its ledger "
+                       "(see `missive ledger`)", EXIT_NOT_FOUND)
     console = make_console()
     failed = False
     for report in reports:

@@ -21,11 +21,26 @@ import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape, quoteattr
-
-from rich.table import Table
 
 from missive.cli.common import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, CliError, make_console
+
+
+def escape(text: str) -> str:
+    from xml.sax.saxutils import escape as xml_escape  # (imported when a graph is drawn)
+
+    return xml_escape(text)
+
+
+def quoteattr(text: str) -> str:
+    from xml.sax.saxutils import quoteattr as xml_quoteattr
+
+    return xml_quoteattr(text)
+
+
+def Table(*args: Any, **kwargs: Any) -> Any:  # noqa: N802  (rich's Table, imported when a table is drawn)
+    from rich.table import Table as RichTable
+
+    return RichTable(*args, **kwargs)
 
 DEFAULT_CLUSTER = Path(".missive-cluster")
 

@@ -12,10 +12,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-
 from missive.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -30,6 +26,12 @@ from missive.cli.common import (
 
 if TYPE_CHECKING:  # the VM is imported only by the commands that run it
     from missive.vm.types import ExecutionResult, Log, OutgoingMessage
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape  # (rich's pieces: imported when used)
+
+    return rich_escape(text)
 
 
 def register(subparsers: Any) -> None:
@@ -179,6 +181,8 @@ def run_exec(args: argparse.Namespace) -> int:
 
 
 def show_result(result: ExecutionResult) -> None:
+    from rich.table import Table
+
     console = make_console()
     if result.success:
         status = "[bold green]success[/]"
@@ -276,6 +280,8 @@ def run_conformance(args: argparse.Namespace) -> int:
             label = result.outcome.value.upper().removesuffix("ED")
             extra = f"  ({escape(result.explanation)})" if result.outcome is not Outcome.PASSED else ""
             out.print(f"[{style}]{label}[/] {escape(result.name)}{extra}")
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     progress = Progress(
         TextColumn("[progress.description]{task.description}"),

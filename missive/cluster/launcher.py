@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import trio
@@ -39,6 +39,9 @@ from missive.cluster.config import NodeConfig, Peer
 from missive.cluster.node import IDENTITY_FILE
 from missive.errors import NotFound
 from missive.net import NetError, NodeIdentity
+
+if TYPE_CHECKING:
+    from missive.keys import Keystore
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +103,10 @@ def check_shape(root: Path, nodes: int | None, replicas: int | None) -> tuple[in
 
 
 def up(root: Path, nodes: int | None = None, *, replicas: int | None = None, failover_timeout: float = 2.0,
-       timeout: float = 30.0) -> list[dict[str, Any]]:
+       timeout: float = 30.0, encrypt_keys: bool | None = None) -> list[dict[str, Any]]:
     """Start the cluster at ``root`` (made if new; restarted with its own shape if not) and wait
-    until every node serves and sees every other.
+    until every node serves and sees every other.  The client keystore's passphrase is asked
+    for (or refused) before anything starts.
 
     Interrupted or failed half-way, it stops every process it started, and a cluster it was
     making for the first time is removed again: nothing is left running or half-made.
@@ -124,7 +128,11 @@ def up(root: Path, nodes: int | None = None, *, replicas: int | None = None, fai
                               *(root / f"n{i}" for i in range(1, nodes + 1))] if not path.exists()]
     spawned: list[int] = []
     try:
-        return _up(root, nodes, replicas, failover_timeout, timeout, spawned)
+        keys = _open_keystore(root, encrypt_keys)  # its passphrase asked for (or refused) before anything starts
+        try:
+            return _up(root, keys, nodes, replicas, failover_timeout, timeout, spawned)
+        finally:
+            keys.close()
     except BaseException:
         _stop_spawned(spawned)
         if fresh:
@@ -132,7 +140,30 @@ def up(root: Path, nodes: int | None = None, *, replicas: int | None = None, fai
         raise
 
 
-def _up(root: Path, nodes: int, replicas: int, failover_timeout: float, timeout: float,
+def _open_keystore(root: Path, encrypt_keys: bool | None) -> Keystore:
+    """The cluster directory's keystore, made if new (encrypted unless told otherwise) and unlocked."""
+    from missive.keys import Keystore, KeystoreError, ask_passphrase, unencrypted_by_default
+
+    try:
+        Keystore.check(root)
+        passphrase = None
+        encrypted = not unencrypted_by_default() if encrypt_keys is None else encrypt_keys
+        if not (root / "keystore" / "data.mdb").exists() and encrypted:
+            passphrase = ask_passphrase(root / "keystore", new=True)
+        root.mkdir(parents=True, exist_ok=True)
+        keys = Keystore(root, create=True, encrypted=encrypted, passphrase=passphrase)
+        try:
+            if keys.encrypted:
+                keys.unlock()
+        except BaseException:
+            keys.close()
+            raise
+        return keys
+    except KeystoreError as exc:
+        raise ClusterError(str(exc)) from None
+
+
+def _up(root: Path, keys: Keystore, nodes: int, replicas: int, failover_timeout: float, timeout: float,
         spawned: list[int]) -> list[dict[str, Any]]:
     root.mkdir(parents=True, exist_ok=True)
     operator = create_operator(root)
@@ -163,7 +194,7 @@ def _up(root: Path, nodes: int, replicas: int, failover_timeout: float, timeout:
             raise ClusterError(f"the cluster did not come up within {timeout:.0f} s (not answering: "
                                f"{', '.join(waiting) or 'none'}; see <dir>/nN/node.log)")
         time.sleep(0.1)
-    _ensure_default_account(root, records[0])
+    _ensure_default_account(root, records[0], keys)
     return states
 
 
@@ -230,19 +261,13 @@ def start(root: Path, name: str, timeout: float = 30.0) -> dict[str, Any]:
         time.sleep(0.1)
 
 
-def _ensure_default_account(root: Path, node: dict[str, Any]) -> None:
-    from missive.keys import Keystore
-
-    keystore = Keystore(root)
-    try:
-        key = keystore.find("default")
-        if key is None:
-            key = keystore.new("default")
-        client = ClusterClient(node["host"], node["port"], load_operator(root))  # the faucet is the operator's
-        if client.account(key.address) is None:
-            client.create_account(key, DEFAULT_BALANCE)
-    finally:
-        keystore.close()
+def _ensure_default_account(root: Path, node: dict[str, Any], keystore: Keystore) -> None:
+    key = keystore.find("default")
+    if key is None:
+        key = keystore.new("default")
+    client = ClusterClient(node["host"], node["port"], load_operator(root))  # the faucet is the operator's
+    if client.account(key.address) is None:
+        client.create_account(key, DEFAULT_BALANCE)
 
 
 def status(root: Path) -> list[dict[str, Any]]:

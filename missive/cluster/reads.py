@@ -57,7 +57,7 @@ def ledger_page(store: Store, start: int = 0, limit: int | None = None, last: in
             if record[0] == "receipt" and txn.get(seq.to_bytes(8, "big"), db=store.db["discarded"]) is not None:
                 record = ["discarded", record[1]]  # a receipt a rollback gave up (shown as before seals)
             message = receipt = None
-            if record[0] != "genesis":
+            if record[0] in ("accept", "receipt", "discarded"):  # (diff and rollback records name no message)
                 stored = txn.get(bytes(record[1]), db=store.db["messages"])
                 message = msgpack.unpackb(stored)[0] if stored is not None else None
                 if record[0] == "receipt":

@@ -69,6 +69,7 @@ from missive.node import (
     Wallet,
     _in_trio,
     hexstr,
+    special_record,
     to_address,
     to_message_id,
 )
@@ -609,6 +610,9 @@ class RemoteNode(Node):
         if kind == "genesis":
             return LedgerRecord(int(seq), kind, address=bytes(record[1]), balance=int.from_bytes(record[3], "big"),
                                 node=name)
+        special = special_record(int(seq), record, name)
+        if special is not None:
+            return special
         envelope = Envelope.decode(canonical) if canonical is not None else None
         if envelope is not None:
             self._known.setdefault(envelope.id, envelope)

@@ -341,6 +341,14 @@ class TrustStore:
     TABLES = ("meta", "history", "kernel", "evidence", "wrong_diffs")
 
     def __init__(self, path: Path) -> None:
+        from missive.mailbox.integrity import Damaged, check_lmdb
+        from missive.mailbox.store import StoreDamaged
+
+        if (path / "data.mdb").exists():
+            try:
+                check_lmdb(path, "the node's trust store")  # refused whole, not crashed on (see integrity)
+            except Damaged as exc:
+                raise StoreDamaged(str(exc)) from None
         path.mkdir(parents=True, exist_ok=True)
         self.env = lmdb.open(str(path), map_size=1 << 30, max_dbs=len(self.TABLES), sync=True, metasync=True)
         self.env.reader_check()  # slots of processes killed while reading (see Store.clear_stale_readers)

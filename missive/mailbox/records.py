@@ -293,12 +293,51 @@ class Receipt(ValueFields):
         for name, a in self.fields().items():
             b = theirs[name]
             if a != b:
-                out.append(f"{name}: expected {_show(a)}, got {_show(b)}")
+                out.append(f"{name}: {difference(a, b)}")
         return out
 
+
+#: values up to this many bytes (or characters) are shown whole in a difference; longer ones around
+#: the first byte (or item) that differs
+SHOWN_WHOLE = 64
+#: bytes shown either side of the first differing byte
+CONTEXT = 8
 
 
 def _show(v: object) -> str:
     if isinstance(v, bytes):
         return "0x" + v.hex() if v else "0x"
-    return repr(v)
+    text = repr(v)
+    return text if len(text) <= 4 * SHOWN_WHOLE else text[:4 * SHOWN_WHOLE] + f"... ({len(text)} characters)"
+
+
+def difference(expected: object, got: object) -> str:
+    """How ``got`` differs from ``expected``, pointing at the first differing byte or item.
+
+    Short values are shown whole; two long byte strings (a contract's code, say) are not printed
+    whole but around the first byte where they differ, with their lengths; two sequences are
+    compared item by item and the first differing item is described the same way.
+    """
+    if isinstance(expected, bytes) and isinstance(got, bytes):
+        if len(expected) <= SHOWN_WHOLE and len(got) <= SHOWN_WHOLE:
+            return f"expected {_show(expected)}, got {_show(got)}"
+        at = next((i for i in range(min(len(expected), len(got))) if expected[i] != got[i]),
+                  min(len(expected), len(got)))
+        start = max(0, at - CONTEXT)
+        before = "..." if start else ""
+
+        def window(data: bytes) -> str:
+            end = min(len(data), at + CONTEXT + 1)
+            return f"{before}0x{data[start:end].hex()}{'...' if end < len(data) else ''}"
+
+        sizes = (f"{len(expected)} bytes" if len(expected) == len(got)
+                 else f"expected {len(expected)} bytes, got {len(got)}")
+        return (f"first differs at byte {at} ({sizes}): expected {window(expected)}, got {window(got)} "
+                f"(from byte {start})")
+    if isinstance(expected, (list, tuple)) and isinstance(got, (list, tuple)):
+        for i in range(min(len(expected), len(got))):
+            if expected[i] != got[i]:
+                count = "" if len(expected) == len(got) else f"; expected {len(expected)} items, got {len(got)}"
+                return f"item {i}: {difference(expected[i], got[i])}{count}"
+        return f"expected {len(expected)} items, got {len(got)} (the first {min(len(expected), len(got))} agree)"
+    return f"expected {_show(expected)}, got {_show(got)}"

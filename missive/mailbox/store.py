@@ -78,8 +78,9 @@ from missive.errors import NotFound
 from missive.mailbox import digest
 from missive.mailbox.diffs import DiffConflict, DiffError, DiffGap, DiffSuperseded, StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
+from missive.mailbox.integrity import Damaged, check_lmdb
 from missive.mailbox.records import Account, Receipt
-from missive.mailbox.seals import GENESIS, SealError, chain, load_key, record_bytes, seal_message
+from missive.mailbox.seals import GENESIS, KEY_FILE, SealError, chain, load_key, record_bytes, seal_message
 from missive.net.identity import NodeIdentity
 from missive.vm.keccak import keccak256
 
@@ -93,14 +94,32 @@ MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as used
 #: gas, so a format-2 ledger with replies would not replay.  This Missive opens neither (replay them
 #: with the Missive that wrote them).
 STORE_FORMAT = 3
+#: The file that says a directory holds a ledger (written with the store, or on the first write-open of
+#: a store made before it): with it, or a ``ledger.key``, a missing ``data.mdb`` is a lost ledger, never
+#: a place for a new one.
+MARKER = "missive-ledger"
+MARKER_TEXT = ("This directory holds a Missive ledger: data.mdb (LMDB) beside this file.\n"
+               "If data.mdb is missing, restore it from a backup (`missive restore`); Missive will not start "
+               "an empty ledger here.\n")
 
 
 class StoreError(Exception):
     """The store cannot be used as asked (missing, wrong format, locked)."""
 
 
-class NoNode(StoreError, NotFound):
-    """The directory holds no node."""
+class NoStore(StoreError, NotFound):
+    """There is no store where one was asked for (and none was ever there)."""
+
+
+#: the name the rest of the package used before the integrity check came
+NoNode = NoStore
+
+
+class StoreDamaged(StoreError, Damaged):
+    """The store is not whole: a damaged, truncated or foreign ``data.mdb``, or a ledger gone missing.
+
+    Raised before anything is mapped or written; the message is one line naming the file.
+    """
 
 
 class DiskFull(StoreError):
@@ -192,6 +211,8 @@ def disk_full(path: Path, exc: BaseException) -> DiskFull | None:
 #: exit status of a process stopped by its store's disk (full or failing) or by a store LMDB gave up on
 #: (sysexits' EX_IOERR), for ``missive`` commands and cluster nodes alike
 EXIT_DISK = 74
+#: exit status of a process that refused a store that is not whole (the same as the CLI's EXIT_DAMAGED)
+EXIT_DAMAGED = 4
 
 
 def fatal_error(exc: BaseException, path: Path) -> StoreError | None:
@@ -211,7 +232,10 @@ def fatal_error(exc: BaseException, path: Path) -> StoreError | None:
 
 
 def exit_status(error: StoreError) -> int:
-    """:data:`EXIT_DISK` for a full or failing disk (or a store LMDB gave up on), else 1."""
+    """:data:`EXIT_DISK` for a full or failing disk (or a store LMDB gave up on), 4 for a store that is
+    not whole (:class:`StoreDamaged`), else 1."""
+    if isinstance(error, StoreDamaged):
+        return EXIT_DAMAGED
     return EXIT_DISK if isinstance(error, DiskFull) or isinstance(error.__cause__, lmdb.Error) else 1
 
 
@@ -318,6 +342,30 @@ class _Changes:
                          tuple(self.receipts), tuple(self.messages), self.before, self.after)
 
 
+def check_whole(path: Path) -> None:
+    """Raise :class:`StoreDamaged` if the store at ``path`` is not whole: its ``data.mdb`` fails the
+    header check (:mod:`missive.mailbox.integrity`), or is missing where a ledger was (:data:`MARKER`
+    or ``ledger.key`` is there).  Reads only."""
+    data_file = path / "data.mdb"
+    if data_file.exists():
+        try:
+            check_lmdb(path, "the node's ledger")
+        except Damaged as exc:
+            raise StoreDamaged(str(exc)) from None
+        return
+    for sign in (MARKER, KEY_FILE):
+        if (path / sign).exists():
+            raise StoreDamaged(f"{data_file} is missing, but {path} held a ledger ({sign} is there): refusing to "
+                               "start an empty one in its place; restore the node from a backup (`missive restore`)")
+
+
+def write_marker(path: Path) -> None:
+    """Write :data:`MARKER` into ``path`` (atomically)."""
+    spare = path / f".{MARKER}.{os.getpid()}"
+    spare.write_text(MARKER_TEXT)
+    os.replace(spare, path / MARKER)
+
+
 class Store:
     """A node's ledger and state in one LMDB environment.
 
@@ -344,10 +392,12 @@ class Store:
                  placement: Placement | None = None) -> None:
         self.path = Path(path)
         self.placement = placement
-        if not create and not (self.path / "data.mdb").exists():
-            raise NoNode(f"no Missive node at {self.path} (run `missive init` first)")
+        check_whole(self.path)
+        data_file = self.path / "data.mdb"
+        if not create and not data_file.exists():
+            raise NoStore(f"no Missive node at {self.path} (run `missive init` first)")
         with disk_errors(self.path):
-            self.path.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._make_lock_file()  # before LMDB writes its header through a mapping
         with disk_errors(self.path):
             self.env = lmdb.open(str(self.path), map_size=MAP_SIZE, max_dbs=len(TABLES) + 2, sync=True,
@@ -389,6 +439,13 @@ class Store:
         except StoreError:
             self.env.close()
             raise
+        if not readonly and not (self.path / MARKER).exists():
+            try:
+                with disk_errors(self.path):
+                    write_marker(self.path)
+            except StoreError:
+                self.env.close()
+                raise
         #: ``appended``: the ledger records (:func:`record_bytes`) the write transaction under way in
         #: this thread has appended, to seal.  Per thread: a thread's ``accept`` may still be tidying
         #: up after its commit released LMDB's write lock while another thread's transaction begins.

@@ -28,46 +28,109 @@ Everything that can go wrong raises a subclass of :class:`NetError`.
 
 from __future__ import annotations
 
-from missive.net.channel import SecureChannel
-from missive.net.errors import (
-    CallTimeout,
-    ChannelClosed,
-    ChannelError,
-    ConnectionLost,
-    DecryptionFailed,
-    FrameError,
-    FrameMalformed,
-    FrameTooLarge,
-    FrameTruncated,
-    FrameTypeError,
-    HandshakeError,
-    NetError,
-    NotEncodable,
-    ProtocolViolation,
-    RemoteError,
-    RpcError,
-)
-from missive.net.frames import (
-    MAX_FRAME,
-    MAX_MESSAGE,
-    FrameDecoder,
-    FrameReader,
-    decode_frame,
-    encode_frame,
-    read_frame,
-)
-from missive.net.handshake import (
-    HANDSHAKE_TIMEOUT,
-    PROTOCOL_VERSION,
-    IsAllowed,
-    allow_any,
-    allow_only,
-    initiate,
-    respond,
-)
-from missive.net.identity import IdentityError, NodeId, NodeIdentity, short_id
-from missive.net.rpc import Handler, Pending, Refused, RpcConnection, open_rpc
-from missive.net.transport import Limits, PeerLink, open_peer_link, serve
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+
+    from missive.net.channel import SecureChannel
+    from missive.net.errors import (
+        CallTimeout,
+        ChannelClosed,
+        ChannelError,
+        ConnectionLost,
+        DecryptionFailed,
+        FrameError,
+        FrameMalformed,
+        FrameTooLarge,
+        FrameTruncated,
+        FrameTypeError,
+        HandshakeError,
+        NetError,
+        NotEncodable,
+        ProtocolViolation,
+        RemoteError,
+        RpcError,
+    )
+    from missive.net.frames import (
+        MAX_FRAME,
+        MAX_MESSAGE,
+        FrameDecoder,
+        FrameReader,
+        decode_frame,
+        encode_frame,
+        read_frame,
+    )
+    from missive.net.handshake import (
+        HANDSHAKE_TIMEOUT,
+        PROTOCOL_VERSION,
+        IsAllowed,
+        allow_any,
+        allow_only,
+        initiate,
+        respond,
+    )
+    from missive.net.identity import IdentityError, NodeId, NodeIdentity, short_id
+    from missive.net.rpc import Handler, Pending, Refused, RpcConnection, open_rpc
+    from missive.net.transport import Limits, PeerLink, open_peer_link, serve
+
+#: where each name lives: imported on first use, so a process that needs only the identity (a node's
+#: ledger, the CLI) does not pay for the handshake, RPC and transport layers
+_WHERE: dict[str, str] = {
+    "HANDSHAKE_TIMEOUT": "missive.net.handshake",
+    "MAX_FRAME": "missive.net.frames",
+    "MAX_MESSAGE": "missive.net.frames",
+    "PROTOCOL_VERSION": "missive.net.handshake",
+    "CallTimeout": "missive.net.errors",
+    "ChannelClosed": "missive.net.errors",
+    "ChannelError": "missive.net.errors",
+    "ConnectionLost": "missive.net.errors",
+    "DecryptionFailed": "missive.net.errors",
+    "FrameDecoder": "missive.net.frames",
+    "FrameError": "missive.net.errors",
+    "FrameMalformed": "missive.net.errors",
+    "FrameReader": "missive.net.frames",
+    "FrameTooLarge": "missive.net.errors",
+    "FrameTruncated": "missive.net.errors",
+    "FrameTypeError": "missive.net.errors",
+    "Handler": "missive.net.rpc",
+    "HandshakeError": "missive.net.errors",
+    "IdentityError": "missive.net.identity",
+    "IsAllowed": "missive.net.handshake",
+    "Limits": "missive.net.transport",
+    "NetError": "missive.net.errors",
+    "NodeId": "missive.net.identity",
+    "NodeIdentity": "missive.net.identity",
+    "NotEncodable": "missive.net.errors",
+    "Pending": "missive.net.rpc",
+    "PeerLink": "missive.net.transport",
+    "ProtocolViolation": "missive.net.errors",
+    "Refused": "missive.net.rpc",
+    "RemoteError": "missive.net.errors",
+    "RpcConnection": "missive.net.rpc",
+    "RpcError": "missive.net.errors",
+    "SecureChannel": "missive.net.channel",
+    "allow_any": "missive.net.handshake",
+    "allow_only": "missive.net.handshake",
+    "decode_frame": "missive.net.frames",
+    "encode_frame": "missive.net.frames",
+    "initiate": "missive.net.handshake",
+    "open_peer_link": "missive.net.transport",
+    "open_rpc": "missive.net.rpc",
+    "read_frame": "missive.net.frames",
+    "respond": "missive.net.handshake",
+    "serve": "missive.net.transport",
+    "short_id": "missive.net.identity",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(where), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "HANDSHAKE_TIMEOUT",

@@ -15,6 +15,7 @@ clusters on one machine.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -87,7 +88,7 @@ class NodeIdentity:
     # -- files ---------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the identity to ``path`` atomically (temp file + rename), mode 0600."""
+        """Write the identity to ``path`` atomically (temp file + rename), mode 0600, its directory made 0700."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         data = pack({"format": IDENTITY_FORMAT, "seed": self.seed})
@@ -99,6 +100,8 @@ class NodeIdentity:
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o600)
             os.replace(tmp, target)
+            if stat.S_IMODE(target.parent.stat().st_mode) & 0o077:  # a private key lives in a private directory
+                os.chmod(target.parent, 0o700)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

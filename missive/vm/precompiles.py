@@ -30,9 +30,8 @@ import hashlib
 from typing import Final, final
 
 from coincurve import PublicKey
-from Crypto.Hash import RIPEMD160
 
-from missive.vm import blake2, bn254
+from missive.vm import blake2
 from missive.vm.keccak import keccak256
 
 FIRST_PRECOMPILE: Final = 0x01
@@ -214,6 +213,8 @@ def _ripemd160(data: bytes, gas: int) -> PrecompileResult:
     cost = RIPEMD160_GAS + RIPEMD160_WORD_GAS * _words(len(data))
     if gas < cost:
         return _fail(gas, OUT_OF_GAS)
+    from Crypto.Hash import RIPEMD160  # (imported on first use: 13 ms that every `missive` command paid)
+
     return _ok(cost, bytes(12) + RIPEMD160.new(data).digest())
 
 
@@ -297,6 +298,8 @@ def _g1_output(point: tuple[int, int]) -> bytes:
 
 
 def _ecadd(data: bytes, gas: int) -> PrecompileResult:
+    from missive.vm import bn254  # (imported on first use)
+
     if gas < ECADD_GAS:
         return _fail(gas, OUT_OF_GAS)
     x1, y1, x2, y2 = _word(data, 0), _word(data, 32), _word(data, 64), _word(data, 96)
@@ -309,6 +312,8 @@ def _ecadd(data: bytes, gas: int) -> PrecompileResult:
 
 
 def _ecmul(data: bytes, gas: int) -> PrecompileResult:
+    from missive.vm import bn254  # (imported on first use)
+
     if gas < ECMUL_GAS:
         return _fail(gas, OUT_OF_GAS)
     x, y, scalar = _word(data, 0), _word(data, 32), _word(data, 64)
@@ -325,6 +330,8 @@ def _ecpairing(data: bytes, gas: int) -> PrecompileResult:
     Every point is validated, including those in pairs that are skipped
     because one side is infinity (they contribute a factor of 1).
     """
+    from missive.vm import bn254  # (imported on first use)
+
     count = len(data) // ECPAIRING_PAIR_SIZE
     cost = ECPAIRING_BASE_GAS + ECPAIRING_PAIR_GAS * count
     if gas < cost:

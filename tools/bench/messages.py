@@ -53,7 +53,7 @@ def transfer(to: bytes, amount: int) -> bytes:
 
 def run(messages: int, senders: int, node_dir: Path) -> dict[str, Any]:
     store = Store(node_dir, create=True)
-    keys = Keystore(node_dir)
+    keys = Keystore(node_dir, create=True, encrypted=False)
     check = checker(store)
     owner = keys.new("owner")
     store.create_account(owner.address, owner.public_key, 10**24)
