@@ -69,7 +69,6 @@ class UnknownKey(KeystoreError, NotFound):
     """No key with that name or address in the keystore."""
 
 
-@attrs.frozen
 class Key:
     """An account key: its name, public key and (possibly still locked) seed."""
 
