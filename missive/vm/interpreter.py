@@ -39,6 +39,11 @@ from missive.vm.translate import (
     R_JUMPI_S,
     R_JZ,
     R_MOV,
+    R_XEQ,
+    R_XGT,
+    R_XLT,
+    R_XNZ,
+    R_XZ,
     STACK_LIMIT,
     Block,
     Program,
@@ -172,8 +177,9 @@ class Frame:
 
         Raises :class:`Halt` on an exceptional halt.
         """
-        blocks = self.program.blocks
-        jump_table = self.program.jump_table
+        program = self.program
+        traces = program.traces
+        jump_table = program.jump_table
         code_size = len(jump_table)
         regs = self.regs
         state = self.state
@@ -188,16 +194,22 @@ class Frame:
         o: i64 = 0
         x: i64 = 0
         nxt: i64 = 0
+        delta: i64 = 0
+        k: i64 = 0
         while True:
-            blk = blocks[bi]
+            tr = traces[bi]
+            blk = tr if tr is not None else program.trace(bi)
             gas = self.gas - blk.gas
             if sp + blk.min_pos < 0 or sp + blk.max_height > room or gas < 0:
-                room = self.make_room(blk, sp, gas)
+                blk = self.enter(bi, blk, sp)
+                room = len(regs) - program.temps
+                gas = self.gas - blk.gas
             self.gas = gas
             ops = blk.ops
             consts = blk.consts
             base = sp - BIAS
             nxt = blk.next_block
+            delta = blk.delta
             pc = 0
             while True:
                 o = ops[pc]
@@ -215,6 +227,35 @@ class Frame:
                         c &= MASK
                     regs[base + ops[pc + 1]] = c
                     pc += 4
+                elif o >= R_XNZ and o <= R_XEQ:
+                    # A side exit of a trace: a JUMPI whose fall-through the trace continues with.
+                    x = ops[pc + 2]
+                    a = regs[base + x] if x >= 0 else consts[~x]
+                    if o == R_XNZ:
+                        taken = a != 0
+                    elif o == R_XZ:
+                        taken = a == 0
+                    else:
+                        x = ops[pc + 3]
+                        b = regs[base + x] if x >= 0 else consts[~x]
+                        taken = a < b if o == R_XLT else (a > b if o == R_XGT else a == b)
+                    if taken:
+                        nxt = ops[pc + 1]
+                        if nxt < 0:
+                            raise Halt(Status.BAD_JUMP, f"JUMPI to a non-JUMPDEST in the trace at pc {blk.start_pc}")
+                        k = pc + 8
+                        x = k + 2 * ops[pc + 5]
+                        while k < x:
+                            o = ops[k + 1]
+                            regs[base + ops[k]] = regs[base + o] if o >= 0 else consts[~o]
+                            k += 2
+                        delta = ops[pc + 4]
+                        break
+                    gas = self.gas - ops[pc + 6]
+                    if gas < 0:
+                        raise self.segment_fault(blk.paths[ops[pc + 7]], sp)
+                    self.gas = gas
+                    pc += 8 + 2 * ops[pc + 5]
                 elif o == R_JUMPI_S:
                     x = ops[pc + 2]
                     if (regs[base + x] if x >= 0 else consts[~x]) != 0:
@@ -302,7 +343,10 @@ class Frame:
                     if o == op.SHR:
                         c = b >> a if a < 256 else 0
                     elif o == op.SHL:
-                        c = (b << a) & MASK if a < 256 else 0
+                        # Mask only when bits were pushed out (a small result stays unboxed).
+                        c = b << a if a < 256 else 0
+                        if c >> 256:
+                            c &= MASK
                     elif o == op.XOR:
                         c = a ^ b
                     elif o == op.MUL:
@@ -313,6 +357,25 @@ class Frame:
                         c = a // b if b else 0
                     else:
                         c = a % b if b else 0
+                    regs[base + ops[pc + 1]] = c
+                    pc += 4
+                elif o == op.SLT or o == op.SGT or o == op.SDIV:
+                    # Signed compares and division, inline: on the sign bits first,
+                    # then as unsigned when the signs allow it.
+                    x = ops[pc + 2]
+                    a = regs[base + x] if x >= 0 else consts[~x]
+                    x = ops[pc + 3]
+                    b = regs[base + x] if x >= 0 else consts[~x]
+                    neg_a = a >> 255 != 0
+                    neg_b = b >> 255 != 0
+                    if o == op.SLT:
+                        c = (1 if neg_a else 0) if neg_a != neg_b else (1 if a < b else 0)
+                    elif o == op.SGT:
+                        c = (1 if neg_b else 0) if neg_a != neg_b else (1 if a > b else 0)
+                    elif not neg_a and not neg_b:
+                        c = a // b if b else 0
+                    else:
+                        c = arith.sdiv(a, b)
                     regs[base + ops[pc + 1]] = c
                     pc += 4
                 elif o == op.NOT:
@@ -359,26 +422,45 @@ class Frame:
                     return b""
                 else:
                     pc = self.execute_other(o, ops, pc, base, consts)
-            sp += blk.delta
+            sp += delta
             if nxt < 0:
                 return b""
             bi = nxt
 
-    def make_room(self, blk: Block, sp: i64, gas: int) -> i64:
-        """A block's entry check failed: raise its halt, or grow the register file.
+    def enter(self, index: i64, trace: Block, sp: i64) -> Block:
+        """A trace's entry check failed: raise the halt, or grow the register file, or fall back.
 
-        One comparison per block covers both the EVM's stack limit and the
-        register file's current size; only when it fails do we find out which.
-        Returns the new room (highest stack height the register file holds).
+        One comparison per entry covers the EVM's stack limit, the register
+        file's current size and the first basic block's gas; only when it fails
+        do we find out which.  The trace's stack bounds may fail where its
+        first basic block's do not (the trace may leave before), and then that
+        basic block runs instead.  Returns the block to run.
         """
-        if sp + blk.min_pos < 0 or sp + blk.max_height > STACK_LIMIT or gas < 0:
+        blk = self.program.blocks[index]
+        if sp + blk.min_pos < 0 or sp + blk.max_height > STACK_LIMIT or self.gas < blk.gas:
             raise self.block_fault(blk.start_pc, sp)
+        if sp + trace.min_pos >= 0 and sp + trace.max_height <= STACK_LIMIT and self.gas >= trace.gas:
+            blk = trace
         temps = self.program.temps
-        room = min(STACK_LIMIT, max(2 * (len(self.regs) - temps), sp + blk.max_height))
-        self.regs.extend([0] * (room + temps - len(self.regs)))
-        return room
+        if sp + blk.max_height > len(self.regs) - temps:
+            room = min(STACK_LIMIT, max(2 * (len(self.regs) - temps), sp + blk.max_height))
+            self.regs.extend([0] * (room + temps - len(self.regs)))
+        return blk
 
-    def block_fault(self, start_pc: int, sp: int) -> Halt:
+    def segment_fault(self, path: list[int], sp: i64) -> Halt:
+        """The halt of a trace segment whose static gas is more than is left.
+
+        Found in the first of its basic blocks that cannot be paid for (the
+        segment's code runs all through or halts, see ``translate``).
+        """
+        gas = self.gas
+        for i in range(0, len(path), 3):
+            if gas < path[i + 2]:
+                return self.block_fault(path[i], sp + path[i + 1], gas)
+            gas -= path[i + 2]
+        return Halt(Status.OUT_OF_GAS, "out of gas in a trace segment")  # pragma: no cover
+
+    def block_fault(self, start_pc: int, sp: int, gas: int = -1) -> Halt:
         """The halt a block's entry checks found, located at its instruction.
 
         The checks run once per block; only when one fails do we walk the
@@ -387,7 +469,8 @@ class Frame:
         """
         code = self.program.code
         height = sp
-        gas = self.gas
+        if gas < 0:
+            gas = self.gas
         pc = start_pc
         while pc < len(code):
             b = code[pc]
@@ -395,7 +478,10 @@ class Frame:
             if not op.is_defined(b):
                 break
             if height < op.POPS[b]:
-                return Halt(Status.STACK_UNDERFLOW, f"stack underflow at pc {pc} ({name} needs {op.POPS[b]}, stack has {height})")
+                return Halt(
+                    Status.STACK_UNDERFLOW,
+                    f"stack underflow at pc {pc} ({name} needs {op.POPS[b]}, stack has {height})",
+                )
             gas -= op.STATIC_GAS[b]
             if gas < 0:
                 return Halt(Status.OUT_OF_GAS, f"out of gas at pc {pc} ({name})")
@@ -439,11 +525,21 @@ class Frame:
 
         width = 1 + (1 if op.PUSHES[o] else 0) + op.POPS[o]
         if o in _BINARY:
-            regs[base + ops[pc + 1]] = _binary(o, _operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3]))
+            regs[base + ops[pc + 1]] = _binary(
+                o, _operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3])
+            )
         elif o == op.ADDMOD:
-            regs[base + ops[pc + 1]] = arith.addmod(_operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3]), _operand(regs, consts, base, ops[pc + 4]))
+            regs[base + ops[pc + 1]] = arith.addmod(
+                _operand(regs, consts, base, ops[pc + 2]),
+                _operand(regs, consts, base, ops[pc + 3]),
+                _operand(regs, consts, base, ops[pc + 4]),
+            )
         elif o == op.MULMOD:
-            regs[base + ops[pc + 1]] = arith.mulmod(_operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3]), _operand(regs, consts, base, ops[pc + 4]))
+            regs[base + ops[pc + 1]] = arith.mulmod(
+                _operand(regs, consts, base, ops[pc + 2]),
+                _operand(regs, consts, base, ops[pc + 3]),
+                _operand(regs, consts, base, ops[pc + 4]),
+            )
         elif o == op.EXP:
             exponent = _operand(regs, consts, base, ops[pc + 3])
             self.charge(50 * arith.exp_byte_length(exponent))
@@ -462,21 +558,44 @@ class Frame:
             hashes = self.state.block.blob_hashes
             regs[base + ops[pc + 1]] = int.from_bytes(hashes[index], "big") if index < len(hashes) else 0
         elif o == op.CALLDATACOPY:
-            self.write_padded(_operand(regs, consts, base, ops[pc + 1]), self.data, _operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3]))
+            self.write_padded(
+                _operand(regs, consts, base, ops[pc + 1]),
+                self.data,
+                _operand(regs, consts, base, ops[pc + 2]),
+                _operand(regs, consts, base, ops[pc + 3]),
+            )
         elif o == op.CODECOPY:
-            self.write_padded(_operand(regs, consts, base, ops[pc + 1]), self.program.code, _operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3]))
+            self.write_padded(
+                _operand(regs, consts, base, ops[pc + 1]),
+                self.program.code,
+                _operand(regs, consts, base, ops[pc + 2]),
+                _operand(regs, consts, base, ops[pc + 3]),
+            )
         elif o == op.EXTCODECOPY:
             address = _operand(regs, consts, base, ops[pc + 1]) & messages.ADDRESS_MASK
             self.charge(self.state.warm_address(address))
-            self.write_padded(_operand(regs, consts, base, ops[pc + 2]), messages.code_of(self, address), _operand(regs, consts, base, ops[pc + 3]), _operand(regs, consts, base, ops[pc + 4]))
+            self.write_padded(
+                _operand(regs, consts, base, ops[pc + 2]),
+                messages.code_of(self, address),
+                _operand(regs, consts, base, ops[pc + 3]),
+                _operand(regs, consts, base, ops[pc + 4]),
+            )
         elif o == op.RETURNDATACOPY:
-            self.op_returndatacopy(_operand(regs, consts, base, ops[pc + 1]), _operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3]))
+            self.op_returndatacopy(
+                _operand(regs, consts, base, ops[pc + 1]),
+                _operand(regs, consts, base, ops[pc + 2]),
+                _operand(regs, consts, base, ops[pc + 3]),
+            )
         elif o == op.MSTORE8:
             offset = _operand(regs, consts, base, ops[pc + 1])
             self.expand(offset, 1)
             self.memory[offset] = _operand(regs, consts, base, ops[pc + 2]) & 0xFF
         elif o == op.MCOPY:
-            self.op_mcopy(_operand(regs, consts, base, ops[pc + 1]), _operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3]))
+            self.op_mcopy(
+                _operand(regs, consts, base, ops[pc + 1]),
+                _operand(regs, consts, base, ops[pc + 2]),
+                _operand(regs, consts, base, ops[pc + 3]),
+            )
         elif o == op.TLOAD:
             regs[base + ops[pc + 1]] = self.state.tload(_operand(regs, consts, base, ops[pc + 2]))
         elif o == op.TSTORE:
