@@ -40,9 +40,16 @@ from missive.vm.translate import (
     R_JZ,
     R_MOV,
     R_XEQ,
+    R_XGE,
     R_XGT,
+    R_XLE,
     R_XLT,
+    R_XNE,
     R_XNZ,
+    R_XSGE,
+    R_XSGT,
+    R_XSLE,
+    R_XSLT,
     R_XZ,
     STACK_LIMIT,
     Block,
@@ -105,6 +112,16 @@ class Frame:
         #: size first (``expand``).
         self.memory = bytearray()
         self.memory_words = 0
+        #: Memory's 32-byte-aligned words as ints, for MLOAD and MSTORE at
+        #: aligned offsets (nearly all in compiled code), which then convert
+        #: nothing: ``words[i]`` is the word at ``32 * i``, or -1 when only
+        #: ``memory`` knows it.  An aligned MSTORE writes only here and marks
+        #: the word ``dirty``; every byte-level access first writes the dirty
+        #: words of its range back (``sync_memory``), and a byte-level write
+        #: forgets the words it touched (``forget_words``).  Both lists have
+        #: one entry per 32 bytes of ``memory``.
+        self.words: list[int] = []
+        self.dirty: list[bool] = []
         self.returndata = b""
         self.reverted = False
         #: the stack, then ``program.temps`` slots for the temporaries of a block at the top
@@ -137,11 +154,34 @@ class Frame:
         have = len(self.memory) >> 10
         kib = min(max((size + 1023) >> 10, 2 * have), MAX_MEMORY >> 10)
         self.memory += ZERO_KIB * (kib - have)
+        # The new memory is all zero, and so are its words.
+        self.words.extend([0] * ((kib - have) << 5))
+        self.dirty.extend([False] * ((kib - have) << 5))
+
+    def sync_memory(self, offset: int, size: int) -> None:
+        """Write the words of [offset, offset+size) that aligned MSTOREs left in ``words`` only into ``memory``.
+
+        The range must be inside memory (callers expand first).
+        """
+        words = self.words
+        dirty = self.dirty
+        memory = self.memory
+        for w in range(offset >> 5, (offset + size + 31) >> 5):
+            if dirty[w]:
+                write_word(memory, w << 5, words[w].to_bytes(32, "big"))
+                dirty[w] = False
+
+    def forget_words(self, offset: int, size: int) -> None:
+        """After a byte-level write to [offset, offset+size) (synced before it)."""
+        words = self.words
+        for w in range(offset >> 5, (offset + size + 31) >> 5):
+            words[w] = -1
 
     def read_memory(self, offset: int, size: int) -> bytes:
         if size == 0:
             return b""
         self.expand(offset, size)
+        self.sync_memory(offset, size)
         if size == 32:
             # One word, the most common case (a uint256 or bool returned, a
             # log's one data word): read in place, without a slice and a
@@ -159,7 +199,18 @@ class Frame:
         chunk = source[start : start + size] if start < len(source) else b""
         if len(chunk) < size:
             chunk = chunk + bytes(size - len(chunk))
+        self.sync_memory(dest, size)
         self.memory[dest : dest + size] = chunk
+        self.forget_words(dest, size)
+
+    def mload_unaligned(self, offset: int) -> int:
+        self.sync_memory(offset, 32)
+        return int_from_bytes(read_word(self.memory, offset)[0], "big")
+
+    def mstore_unaligned(self, offset: int, value: int) -> None:
+        self.sync_memory(offset, 32)
+        write_word(self.memory, offset, value.to_bytes(32, "big"))
+        self.forget_words(offset, 32)
 
     def need_writable(self, what: str) -> None:
         """Halt if the run is read-only.
@@ -227,8 +278,8 @@ class Frame:
                         c &= MASK
                     regs[base + ops[pc + 1]] = c
                     pc += 4
-                elif o >= R_XNZ and o <= R_XEQ:
-                    # A side exit of a trace: a JUMPI whose fall-through the trace continues with.
+                elif o >= R_XNZ and o <= R_XSLE:
+                    # A side exit of a trace: a JUMPI whose other way the trace continues with.
                     x = ops[pc + 2]
                     a = regs[base + x] if x >= 0 else consts[~x]
                     if o == R_XNZ:
@@ -238,7 +289,36 @@ class Frame:
                     else:
                         x = ops[pc + 3]
                         b = regs[base + x] if x >= 0 else consts[~x]
-                        taken = a < b if o == R_XLT else (a > b if o == R_XGT else a == b)
+                        if o == R_XLT:
+                            taken = a < b
+                        elif o == R_XGE:
+                            taken = a >= b
+                        elif o == R_XGT:
+                            taken = a > b
+                        elif o == R_XLE:
+                            taken = a <= b
+                        elif o == R_XEQ:
+                            taken = a == b
+                        elif o == R_XNE:
+                            taken = a != b
+                        else:
+                            # Signed: compare the sign bits, then as unsigned when they are equal.
+                            neg_a = a >> 255 != 0
+                            neg_b = b >> 255 != 0
+                            if neg_a != neg_b:
+                                lt = neg_a
+                                gt = neg_b
+                            else:
+                                lt = a < b
+                                gt = a > b
+                            if o == R_XSLT:
+                                taken = lt
+                            elif o == R_XSGE:
+                                taken = not lt
+                            elif o == R_XSGT:
+                                taken = gt
+                            else:
+                                taken = not gt
                     if taken:
                         nxt = ops[pc + 1]
                         if nxt < 0:
@@ -324,7 +404,15 @@ class Frame:
                     a = regs[base + x] if x >= 0 else consts[~x]
                     if a + 32 > (self.memory_words << 5):
                         self.expand(a, 32)
-                    regs[base + ops[pc + 1]] = int_from_bytes(read_word(self.memory, a)[0], "big")
+                    if a & 31 == 0:
+                        words = self.words
+                        b = words[a >> 5]
+                        if b < 0:
+                            b = int_from_bytes(read_word(self.memory, a)[0], "big")
+                            words[a >> 5] = b
+                    else:
+                        b = self.mload_unaligned(a)
+                    regs[base + ops[pc + 1]] = b
                     pc += 3
                 elif o == op.MSTORE:
                     x = ops[pc + 1]
@@ -333,7 +421,11 @@ class Frame:
                     b = regs[base + x] if x >= 0 else consts[~x]
                     if a + 32 > (self.memory_words << 5):
                         self.expand(a, 32)
-                    write_word(self.memory, a, b.to_bytes(32, "big"))
+                    if a & 31 == 0:
+                        self.words[a >> 5] = b
+                        self.dirty[a >> 5] = True
+                    else:
+                        self.mstore_unaligned(a, b)
                     pc += 3
                 elif o == op.SHR or o == op.SHL or o == op.XOR or o == op.MUL or o == op.DIV or o == op.MOD:
                     x = ops[pc + 2]
@@ -420,6 +512,25 @@ class Frame:
                     x = ops[pc + 1]
                     messages.selfdestruct(self, regs[base + x] if x >= 0 else consts[~x])
                     return b""
+                elif o == op.KECCAK256:
+                    x = ops[pc + 2]
+                    a = regs[base + x] if x >= 0 else consts[~x]
+                    x = ops[pc + 3]
+                    b = regs[base + x] if x >= 0 else consts[~x]
+                    if b == 32 and a & 31 == 0 and a + 32 <= (self.memory_words << 5):
+                        # One aligned word in memory (a hash chain, a mapping key):
+                        # hashed from ``words`` when it is there.
+                        gas = self.gas - 6
+                        if gas < 0:
+                            raise Halt(Status.OUT_OF_GAS, f"out of gas: needed 6, had {self.gas}")
+                        self.gas = gas
+                        c = self.words[a >> 5]
+                        if c < 0:
+                            c = int_from_bytes(read_word(self.memory, a)[0], "big")
+                        regs[base + ops[pc + 1]] = int_from_bytes(keccak256(c.to_bytes(32, "big")), "big")
+                    else:
+                        regs[base + ops[pc + 1]] = self.op_keccak256(a, b)
+                    pc += 4
                 else:
                     pc = self.execute_other(o, ops, pc, base, consts)
             sp += delta
@@ -497,17 +608,13 @@ class Frame:
         """Run one less frequent instruction at ``ops[pc]``; return the next ``pc``.
 
         First the few that nearly every contract call runs (an ABI entry point
-        reads CALLER, CALLVALUE and CALLDATASIZE; a mapping access hashes; an
-        event logs), each with its own width and no lookups; then the rest,
+        reads CALLER, CALLVALUE and CALLDATASIZE; an event logs; KECCAK256 is
+        in ``run``), each with its own width and no lookups; then the rest,
         which share one width computation from the opcode table.  They are
         here rather than in ``run``'s chain because branches added there, even
         ones never taken, slowed the hottest loops by a few percent.
         """
         regs = self.regs
-        if o == op.KECCAK256:
-            offset = _operand(regs, consts, base, ops[pc + 2])
-            regs[base + ops[pc + 1]] = self.op_keccak256(offset, _operand(regs, consts, base, ops[pc + 3]))
-            return pc + 4
         if o == op.CALLER:
             regs[base + ops[pc + 1]] = self.caller
             return pc + 2
@@ -589,7 +696,9 @@ class Frame:
         elif o == op.MSTORE8:
             offset = _operand(regs, consts, base, ops[pc + 1])
             self.expand(offset, 1)
+            self.sync_memory(offset, 1)
             self.memory[offset] = _operand(regs, consts, base, ops[pc + 2]) & 0xFF
+            self.forget_words(offset, 1)
         elif o == op.MCOPY:
             self.op_mcopy(
                 _operand(regs, consts, base, ops[pc + 1]),
@@ -693,13 +802,28 @@ class Frame:
             return
         self.expand(max(dest, source), size)
         self.charge(3 * ((size + 31) >> 5))
+        self.sync_memory(source, size)
+        self.sync_memory(dest, size)
         self.memory[dest : dest + size] = self.memory[source : source + size]
+        self.forget_words(dest, size)
 
     def op_keccak256(self, offset: int, size: int) -> int:
         if size == 0:
             return EMPTY_KECCAK_WORD
         self.expand(offset, size)
         self.charge(6 * ((size + 31) >> 5))
+        if offset & 31 == 0 and (size == 32 or size == 64):
+            # One or two aligned words (a hash chain, a mapping slot): hash them
+            # from ``words`` when they are there, without syncing or slicing.
+            words = self.words
+            first = words[offset >> 5]
+            if first >= 0:
+                if size == 32:
+                    return int_from_bytes(keccak256(first.to_bytes(32, "big")), "big")
+                second = words[(offset >> 5) + 1]
+                if second >= 0:
+                    return int_from_bytes(keccak256(first.to_bytes(32, "big") + second.to_bytes(32, "big")), "big")
+        self.sync_memory(offset, size)
         return int_from_bytes(keccak256(self.memory[offset : offset + size]), "big")
 
     def op_log(self, offset: int, size: int, topics: tuple[int, ...]) -> None:

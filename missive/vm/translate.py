@@ -41,8 +41,8 @@ Traces
 ------
 What runs is not one basic block at a time but a *trace* starting at one: the
 translator keeps going, with the same symbolic stack, into the block a static
-JUMP goes to and into the fall-through of a JUMPI, until a block repeats, a
-jump is computed at run time, the code halts, or the trace is long enough.  A
+JUMP goes to and into the fall-through of a JUMPI, until a block repeats too
+often, a jump is computed at run time, the code halts, or the trace is long enough.  A
 JUMPI inside a trace becomes a side exit (``R_X*``) that, when taken, carries
 its own moves; the fall-through path needs none.  So moves and block entries
 happen at loop back-edges, side exits and computed jumps only (a function's
@@ -74,6 +74,7 @@ from typing import Final, final
 
 from mypy_extensions import i64
 
+from missive.vm import arith
 from missive.vm import opcodes as op
 from missive.vm.keccak import keccak256
 
@@ -105,12 +106,28 @@ R_XZ: Final = 0x10C  # a == 0
 R_XLT: Final = 0x10D  # a < b
 R_XGT: Final = 0x10E  # a > b
 R_XEQ: Final = 0x10F  # a == b
+R_XGE: Final = 0x110  # a >= b
+R_XLE: Final = 0x111  # a <= b
+R_XNE: Final = 0x112  # a != b
+R_XSLT: Final = 0x113  # a < b, signed
+R_XSGE: Final = 0x114  # a >= b, signed
+R_XSGT: Final = 0x115  # a > b, signed
+R_XSLE: Final = 0x116  # a <= b, signed
 
 _FUSED_BRANCH: Final = {op.LT: R_JLT, op.GT: R_JGT, op.EQ: R_JEQ, op.ISZERO: R_JZ}
-_FUSED_EXIT: Final = {op.LT: R_XLT, op.GT: R_XGT, op.EQ: R_XEQ, op.ISZERO: R_XZ}
-#: A trace stops after this many basic blocks or EVM instructions.
+_FUSED_EXIT: Final = {
+    op.LT: R_XLT, op.GT: R_XGT, op.EQ: R_XEQ, op.ISZERO: R_XZ, op.SLT: R_XSLT, op.SGT: R_XSGT,
+}  # fmt: skip
+#: The side exit taken when the comparison is false.
+_FUSED_EXIT_NOT: Final = {
+    op.LT: R_XGE, op.GT: R_XLE, op.EQ: R_XNE, op.ISZERO: R_XNZ, op.SLT: R_XSGE, op.SGT: R_XSLE,
+}  # fmt: skip
+#: A trace stops after this many basic blocks or EVM instructions, and before
+#: a basic block it already holds this many times (a loop unrolled, a
+#: function inlined at each call).
 MAX_TRACE_BLOCKS: Final = 24
 MAX_TRACE_INSTRUCTIONS: Final = 400
+MAX_TRACE_REPEATS: Final = 3
 #: Temporaries the register file keeps room for, so that most traces fit
 #: (a trace needing more runs as basic blocks instead).
 TRACE_TEMPS: Final = 64
@@ -317,16 +334,60 @@ class _BlockBuilder:
             self.ops += [R_MOV, pairs[i], pairs[i + 1]]
 
 
-def _rest_gas(code: bytes, pc: int, end: int) -> int:
-    """Static gas of the instructions after the one at ``pc`` up to ``end``."""
-    total = 0
-    b = code[pc]
-    pc += 1 + (b - op.PUSH1 + 1 if op.PUSH1 <= b <= op.PUSH32 else 0)
-    while pc < end:
-        b = code[pc]
-        total += op.STATIC_GAS[b]
-        pc += 1 + (b - op.PUSH1 + 1 if op.PUSH1 <= b <= op.PUSH32 else 0)
-    return total
+_FOLDABLE: Final = frozenset(
+    {
+        op.ADD, op.MUL, op.SUB, op.DIV, op.SDIV, op.MOD, op.SMOD, op.SIGNEXTEND, op.LT, op.GT, op.SLT,
+        op.SGT, op.EQ, op.ISZERO, op.AND, op.OR, op.XOR, op.NOT, op.BYTE, op.SHL, op.SHR, op.SAR,
+    }
+)  # fmt: skip
+
+
+def _fold(b: int, v: list[int]) -> int:
+    """The value of pure instruction ``b`` on constant operands ``v`` (EVM pop order)."""
+    mask = (1 << 256) - 1
+    if b == op.ADD:
+        return (v[0] + v[1]) & mask
+    if b == op.MUL:
+        return (v[0] * v[1]) & mask
+    if b == op.SUB:
+        return (v[0] - v[1]) & mask
+    if b == op.DIV:
+        return v[0] // v[1] if v[1] else 0
+    if b == op.SDIV:
+        return arith.sdiv(v[0], v[1])
+    if b == op.MOD:
+        return v[0] % v[1] if v[1] else 0
+    if b == op.SMOD:
+        return arith.smod(v[0], v[1])
+    if b == op.SIGNEXTEND:
+        return arith.signextend(v[0], v[1])
+    if b == op.LT:
+        return 1 if v[0] < v[1] else 0
+    if b == op.GT:
+        return 1 if v[0] > v[1] else 0
+    if b == op.SLT:
+        return arith.slt(v[0], v[1])
+    if b == op.SGT:
+        return arith.sgt(v[0], v[1])
+    if b == op.EQ:
+        return 1 if v[0] == v[1] else 0
+    if b == op.ISZERO:
+        return 1 if v[0] == 0 else 0
+    if b == op.AND:
+        return v[0] & v[1]
+    if b == op.OR:
+        return v[0] | v[1]
+    if b == op.XOR:
+        return v[0] ^ v[1]
+    if b == op.NOT:
+        return mask ^ v[0]
+    if b == op.BYTE:
+        return arith.byte(v[0], v[1])
+    if b == op.SHL:
+        return arith.shl(v[0], v[1])
+    if b == op.SHR:
+        return arith.shr(v[0], v[1])
+    return arith.sar(v[0], v[1])
 
 
 def _block_end(starts: list[int], index: int, n: int) -> int:
@@ -366,7 +427,8 @@ def _translate_pass(
     paths: list[list[int]] = []
     exited = False  # the last basic block ended in a side exit
     exit_at = -1  # where that side exit starts in ``ops``
-    visited = {index}
+    visited = {index: 1}  # basic block -> times in the trace
+    blocks_in = 1
     instructions = 0
     closed = False  # the trace already ends in a halting instruction
     pc = start
@@ -434,7 +496,7 @@ def _translate_pass(
                     last = bb.last_op_at
                     fusable = (
                         last >= 0
-                        and bb.ops[last] in _FUSED_BRANCH
+                        and bb.ops[last] in _FUSED_EXIT
                         and bb.ops[last + 1] == cond
                         and cond not in bb.sym.values()
                     )
@@ -442,26 +504,31 @@ def _translate_pass(
                     fall_ok = (
                         follow
                         and fall >= 0
-                        and fall not in visited
-                        and len(visited) < MAX_TRACE_BLOCKS
+                        and visited.get(fall, 0) < MAX_TRACE_REPEATS
+                        and blocks_in < MAX_TRACE_BLOCKS
                         and instructions < MAX_TRACE_INSTRUCTIONS
                     )
-                    jump_ok = follow and blk >= 0 and blk not in visited and len(visited) < MAX_TRACE_BLOCKS
+                    jump_ok = (
+                        follow and blk >= 0 and visited.get(blk, 0) < MAX_TRACE_REPEATS and blocks_in < MAX_TRACE_BLOCKS
+                    )
                     jump_ok = jump_ok and instructions < MAX_TRACE_INSTRUCTIONS
-                    # Continue with the fall-through, unless it only reverts (a
-                    # failed check: solc jumps over its panic code) or cannot be.
-                    if jump_ok and (not fall_ok or _halts_soon(code, starts, fall, jumpdests)):
+                    # Continue with the fall-through, unless it cannot be, or
+                    # the jump goes back (a loop's back edge, usually taken), or
+                    # the fall-through only reverts (a failed check: solc jumps
+                    # over its panic code).
+                    if jump_ok and (not fall_ok or dest <= pc_here or _halts_soon(code, starts, fall, jumpdests)):
                         # Follow the jump; leave when the condition is false.
-                        if fusable and bb.ops[last] == op.ISZERO:
-                            kind = R_XNZ
-                            operands = [bb.ops[last + 2]]
+                        if fusable:
+                            kind = _FUSED_EXIT_NOT[bb.ops[last]]
+                            operands = bb.ops[last + 2 :]
                             del bb.ops[last:]
                         else:
                             kind = R_XZ
                             operands = [cond]
                         pairs = bb.moves()
                         exit_at = len(bb.ops)
-                        bb.ops += [kind, fall, operands[0], 0, bb.height, len(pairs) // 2, 0, 0, *pairs]
+                        second = operands[1] if len(operands) > 1 else 0
+                        bb.ops += [kind, fall, operands[0], second, bb.height, len(pairs) // 2, 0, 0, *pairs]
                         follow_to = next_block = blk
                         exited = True
                     elif fall_ok:
@@ -487,7 +554,7 @@ def _translate_pass(
                         ]
                         follow_to = fall
                         exited = True
-                    elif fusable:
+                    elif fusable and bb.ops[last] in _FUSED_BRANCH:
                         # The comparison's result feeds this JUMPI only: fuse them.
                         fused = _FUSED_BRANCH[bb.ops[last]]
                         operands = bb.ops[last + 2 :]
@@ -497,6 +564,10 @@ def _translate_pass(
                         bb.ops += [R_JUMPI_S, blk, cond]
                 jumped = True
                 pc = end
+            elif b in _FOLDABLE and all(bb.read(bb.height - 1 - i) < 0 for i in range(op.POPS[b])):
+                # Every operand is a constant: compute it now (solc writes 1 << 255 as SHL).
+                values = [bb.consts[~bb.pop()] for _ in range(op.POPS[b])]
+                bb.push(bb.const(_fold(b, values)))
             else:
                 operands = [bb.pop() for _ in range(op.POPS[b])]
                 fields: list[int] = [b]
@@ -524,12 +595,13 @@ def _translate_pass(
         if (
             not follow
             or follow_to < 0
-            or follow_to in visited
-            or len(visited) >= MAX_TRACE_BLOCKS
+            or visited.get(follow_to, 0) >= MAX_TRACE_REPEATS
+            or blocks_in >= MAX_TRACE_BLOCKS
             or instructions >= MAX_TRACE_INSTRUCTIONS
         ):
             break
-        visited.add(follow_to)
+        visited[follow_to] = visited.get(follow_to, 0) + 1
+        blocks_in += 1
         path.append(block_gas)
         block_gas = 0
         if exited:
