@@ -28,6 +28,12 @@ from missive.vm.keccak import EMPTY_KECCAK, keccak256
 from missive.vm.state import RunState
 from missive.vm.translate import (
     BIAS,
+    F1,
+    F2,
+    F3,
+    FIELD,
+    FIELD_BIAS,
+    OP_MASK,
     R_BAD_JUMP,
     R_END,
     R_INVALID,
@@ -263,20 +269,21 @@ class Frame:
             delta = blk.delta
             pc = 0
             while True:
-                o = ops[pc]
+                w = ops[pc]
+                o = w & OP_MASK
                 if o == R_MOV:
-                    x = ops[pc + 2]
-                    regs[base + ops[pc + 1]] = regs[base + x] if x >= 0 else consts[~x]
+                    x = (w >> F2 & FIELD) - FIELD_BIAS
+                    regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = regs[base + x] if x >= 0 else consts[~x]
                     pc += 3
                 elif o == op.ADD:
-                    x = ops[pc + 2]
+                    x = (w >> F2 & FIELD) - FIELD_BIAS
                     a = regs[base + x] if x >= 0 else consts[~x]
-                    x = ops[pc + 3]
+                    x = (w >> F3 & FIELD) - FIELD_BIAS
                     b = regs[base + x] if x >= 0 else consts[~x]
                     c = a + b
                     if c >> 256:
                         c &= MASK
-                    regs[base + ops[pc + 1]] = c
+                    regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = c
                     pc += 4
                 elif o >= R_XNZ and o <= R_XSLE:
                     # A side exit of a trace: a JUMPI whose other way the trace continues with.
@@ -363,9 +370,9 @@ class Frame:
                             raise Halt(Status.BAD_JUMP, f"JUMPI to a non-JUMPDEST in the block at pc {blk.start_pc}")
                     pc += 3
                 elif o == op.LT or o == op.GT or o == op.EQ or o == op.SUB or o == op.AND or o == op.OR:
-                    x = ops[pc + 2]
+                    x = (w >> F2 & FIELD) - FIELD_BIAS
                     a = regs[base + x] if x >= 0 else consts[~x]
-                    x = ops[pc + 3]
+                    x = (w >> F3 & FIELD) - FIELD_BIAS
                     b = regs[base + x] if x >= 0 else consts[~x]
                     if o == op.LT:
                         c = 1 if a < b else 0
@@ -381,11 +388,13 @@ class Frame:
                         c = a & b
                     else:
                         c = a | b
-                    regs[base + ops[pc + 1]] = c
+                    regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = c
                     pc += 4
                 elif o == op.ISZERO:
-                    x = ops[pc + 2]
-                    regs[base + ops[pc + 1]] = 1 if (regs[base + x] if x >= 0 else consts[~x]) == 0 else 0
+                    x = (w >> F2 & FIELD) - FIELD_BIAS
+                    regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = (
+                        1 if (regs[base + x] if x >= 0 else consts[~x]) == 0 else 0
+                    )
                     pc += 3
                 elif o == R_JUMP or o == R_JUMPI:
                     x = ops[pc + 1]
@@ -400,7 +409,7 @@ class Frame:
                             raise Halt(Status.BAD_JUMP, f"jump to {target}, which is not a JUMPDEST")
                     pc += 3 if o == R_JUMPI else 2
                 elif o == op.MLOAD:
-                    x = ops[pc + 2]
+                    x = (w >> F2 & FIELD) - FIELD_BIAS
                     a = regs[base + x] if x >= 0 else consts[~x]
                     if a + 32 > (self.memory_words << 5):
                         self.expand(a, 32)
@@ -412,12 +421,12 @@ class Frame:
                             words[a >> 5] = b
                     else:
                         b = self.mload_unaligned(a)
-                    regs[base + ops[pc + 1]] = b
+                    regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = b
                     pc += 3
                 elif o == op.MSTORE:
-                    x = ops[pc + 1]
+                    x = (w >> F1 & FIELD) - FIELD_BIAS
                     a = regs[base + x] if x >= 0 else consts[~x]
-                    x = ops[pc + 2]
+                    x = (w >> F2 & FIELD) - FIELD_BIAS
                     b = regs[base + x] if x >= 0 else consts[~x]
                     if a + 32 > (self.memory_words << 5):
                         self.expand(a, 32)
@@ -428,9 +437,9 @@ class Frame:
                         self.mstore_unaligned(a, b)
                     pc += 3
                 elif o == op.SHR or o == op.SHL or o == op.XOR or o == op.MUL or o == op.DIV or o == op.MOD:
-                    x = ops[pc + 2]
+                    x = (w >> F2 & FIELD) - FIELD_BIAS
                     a = regs[base + x] if x >= 0 else consts[~x]
-                    x = ops[pc + 3]
+                    x = (w >> F3 & FIELD) - FIELD_BIAS
                     b = regs[base + x] if x >= 0 else consts[~x]
                     if o == op.SHR:
                         c = b >> a if a < 256 else 0
@@ -449,14 +458,14 @@ class Frame:
                         c = a // b if b else 0
                     else:
                         c = a % b if b else 0
-                    regs[base + ops[pc + 1]] = c
+                    regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = c
                     pc += 4
                 elif o == op.SLT or o == op.SGT or o == op.SDIV:
                     # Signed compares and division, inline: on the sign bits first,
                     # then as unsigned when the signs allow it.
-                    x = ops[pc + 2]
+                    x = (w >> F2 & FIELD) - FIELD_BIAS
                     a = regs[base + x] if x >= 0 else consts[~x]
-                    x = ops[pc + 3]
+                    x = (w >> F3 & FIELD) - FIELD_BIAS
                     b = regs[base + x] if x >= 0 else consts[~x]
                     neg_a = a >> 255 != 0
                     neg_b = b >> 255 != 0
@@ -468,11 +477,11 @@ class Frame:
                         c = a // b if b else 0
                     else:
                         c = arith.sdiv(a, b)
-                    regs[base + ops[pc + 1]] = c
+                    regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = c
                     pc += 4
                 elif o == op.NOT:
-                    x = ops[pc + 2]
-                    regs[base + ops[pc + 1]] = MASK ^ (regs[base + x] if x >= 0 else consts[~x])
+                    x = (w >> F2 & FIELD) - FIELD_BIAS
+                    regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = MASK ^ (regs[base + x] if x >= 0 else consts[~x])
                     pc += 3
                 elif o == op.CALLDATALOAD:
                     x = ops[pc + 2]

@@ -114,6 +114,20 @@ R_XSGE: Final = 0x114  # a >= b, signed
 R_XSGT: Final = 0x115  # a > b, signed
 R_XSLE: Final = 0x116  # a <= b, signed
 
+# Packed instructions: the hottest register instructions carry their first
+# three fields in their opcode word too, ``opcode | (field + FIELD_BIAS) <<
+# F1 | ... << F2 | ... << F3``, so that the interpreter reads one word instead
+# of four (the fields stay in place after it: widths do not change).  Every
+# other instruction's word is its bare opcode; ``word & OP_MASK`` is always
+# the opcode.  Fields fit: slots are below BIAS + STACK_LIMIT + temporaries,
+# constants' indices below a trace's instruction count.
+OP_MASK: Final = 0x3FF
+F1: Final = 10
+F2: Final = 26
+F3: Final = 42
+FIELD: Final = 0xFFFF
+FIELD_BIAS: Final = 0x8000
+
 _FUSED_BRANCH: Final = {op.LT: R_JLT, op.GT: R_JGT, op.EQ: R_JEQ, op.ISZERO: R_JZ}
 _FUSED_EXIT: Final = {
     op.LT: R_XLT, op.GT: R_XGT, op.EQ: R_XEQ, op.ISZERO: R_XZ, op.SLT: R_XSLT, op.SGT: R_XSGT,
@@ -136,6 +150,25 @@ TRACE_TEMPS: Final = 64
 GAS_READERS: Final = frozenset(
     {op.GAS, op.SSTORE, op.CALL, op.CALLCODE, op.DELEGATECALL, op.STATICCALL, op.CREATE, op.CREATE2}
 )
+
+
+_PACKED: Final = frozenset(
+    {
+        R_MOV, op.ADD, op.SUB, op.LT, op.GT, op.EQ, op.AND, op.OR, op.ISZERO, op.MLOAD, op.MSTORE,
+        op.SHR, op.SHL, op.XOR, op.MUL, op.DIV, op.MOD, op.NOT, op.SLT, op.SGT, op.SDIV,
+    }
+)  # fmt: skip
+
+
+def _pack(fields: list[int]) -> int:
+    """The opcode word of a packed instruction ``[opcode, fields...]``."""
+    word = fields[0]
+    for i in range(1, min(len(fields), 4)):
+        f = fields[i]
+        if not -FIELD_BIAS <= f < FIELD_BIAS:  # pragma: no cover - see the bounds above
+            raise ValueError(f"register code field {f} does not fit a packed instruction")
+        word |= (f + FIELD_BIAS) << (F1 + 16 * (i - 1))
+    return word
 
 
 @final
@@ -331,7 +364,7 @@ class _BlockBuilder:
         """Emit the parallel move that makes the real stack match the symbolic one."""
         pairs = self.moves()
         for i in range(0, len(pairs), 2):
-            self.ops += [R_MOV, pairs[i], pairs[i + 1]]
+            self.ops += [_pack([R_MOV, pairs[i], pairs[i + 1]]), pairs[i], pairs[i + 1]]
 
 
 _FOLDABLE: Final = frozenset(
@@ -496,7 +529,7 @@ def _translate_pass(
                     last = bb.last_op_at
                     fusable = (
                         last >= 0
-                        and bb.ops[last] in _FUSED_EXIT
+                        and bb.ops[last] & OP_MASK in _FUSED_EXIT
                         and bb.ops[last + 1] == cond
                         and cond not in bb.sym.values()
                     )
@@ -519,7 +552,7 @@ def _translate_pass(
                     if jump_ok and (not fall_ok or dest <= pc_here or _halts_soon(code, starts, fall, jumpdests)):
                         # Follow the jump; leave when the condition is false.
                         if fusable:
-                            kind = _FUSED_EXIT_NOT[bb.ops[last]]
+                            kind = _FUSED_EXIT_NOT[bb.ops[last] & OP_MASK]
                             operands = bb.ops[last + 2 :]
                             del bb.ops[last:]
                         else:
@@ -533,7 +566,7 @@ def _translate_pass(
                         exited = True
                     elif fall_ok:
                         if fusable:
-                            kind = _FUSED_EXIT[bb.ops[last]]
+                            kind = _FUSED_EXIT[bb.ops[last] & OP_MASK]
                             operands = bb.ops[last + 2 :]
                             del bb.ops[last:]
                         else:
@@ -554,9 +587,9 @@ def _translate_pass(
                         ]
                         follow_to = fall
                         exited = True
-                    elif fusable and bb.ops[last] in _FUSED_BRANCH:
+                    elif fusable and bb.ops[last] & OP_MASK in _FUSED_BRANCH:
                         # The comparison's result feeds this JUMPI only: fuse them.
-                        fused = _FUSED_BRANCH[bb.ops[last]]
+                        fused = _FUSED_BRANCH[bb.ops[last] & OP_MASK]
                         operands = bb.ops[last + 2 :]
                         del bb.ops[last:]
                         bb.ops += [fused, blk, *operands]
@@ -580,6 +613,8 @@ def _translate_pass(
                     rests += [len(bb.ops) + len(fields), gas]
                     fields.append(0)
                 bb.last_op_at = len(bb.ops)
+                if b in _PACKED:
+                    fields[0] = _pack(fields)
                 bb.ops += fields
                 if op.PUSHES[b]:
                     bb.push(dst)
