@@ -86,6 +86,11 @@ write_word: Final = _WORD.pack_into
 read_word: Final = _WORD.unpack_from
 
 
+#: ``Frame.words`` and ``Frame.dirty`` before memory is allocated (never written: empty).
+NO_WORDS: Final[list[int]] = []
+NO_FLAGS: Final[list[bool]] = []
+
+
 def memory_cost(words: int) -> int:
     return 3 * words + words * words // 512
 
@@ -126,12 +131,15 @@ class Frame:
         #: words of its range back (``sync_memory``), and a byte-level write
         #: forgets the words it touched (``forget_words``).  Both lists have
         #: one entry per 32 bytes of ``memory``.
-        self.words: list[int] = []
-        self.dirty: list[bool] = []
+        #: (Shared empty lists until memory is first allocated: most calls
+        #: of a small message never touch memory.)
+        self.words: list[int] = NO_WORDS
+        self.dirty: list[bool] = NO_FLAGS
         self.returndata = b""
         self.reverted = False
-        #: the stack, then ``program.temps`` slots for the temporaries of a block at the top
-        self.regs: list[int] = [0] * (INITIAL_STACK_ROOM + program.temps)
+        #: the stack, and the temporaries of the running block above it (a
+        #: block's ``reach``); grown by ``enter`` when a block needs more
+        self.regs: list[int] = [0] * INITIAL_STACK_ROOM
 
     # -- gas and memory --------------------------------------------------
 
@@ -161,8 +169,12 @@ class Frame:
         kib = min(max((size + 1023) >> 10, 2 * have), MAX_MEMORY >> 10)
         self.memory += ZERO_KIB * (kib - have)
         # The new memory is all zero, and so are its words.
-        self.words.extend([0] * ((kib - have) << 5))
-        self.dirty.extend([False] * ((kib - have) << 5))
+        if have == 0:
+            self.words = [0] * (kib << 5)
+            self.dirty = [False] * (kib << 5)
+        else:
+            self.words.extend([0] * ((kib - have) << 5))
+            self.dirty.extend([False] * ((kib - have) << 5))
 
     def sync_memory(self, offset: int, size: int) -> None:
         """Write the words of [offset, offset+size) that aligned MSTOREs left in ``words`` only into ``memory``.
@@ -240,8 +252,8 @@ class Frame:
         code_size = len(jump_table)
         regs = self.regs
         state = self.state
-        # Highest stack height the register file has room for (with temporaries above it).
-        room: i64 = len(regs) - self.program.temps
+        # Slots in the register file: a block entered at ``sp`` needs ``sp + reach``.
+        room: i64 = len(regs)
         # Native 64-bit integers for everything that indexes (mypyc compiles
         # them to C integers; in pure Python i64 is just int).
         sp: i64 = 0
@@ -257,9 +269,9 @@ class Frame:
             tr = traces[bi]
             blk = tr if tr is not None else program.trace(bi)
             gas = self.gas - blk.gas
-            if sp + blk.min_pos < 0 or sp + blk.max_height > room or gas < 0:
+            if sp + blk.min_pos < 0 or sp + blk.reach > room or gas < 0:
                 blk = self.enter(bi, blk, sp)
-                room = len(regs) - program.temps
+                room = len(regs)
                 gas = self.gas - blk.gas
             self.gas = gas
             ops = blk.ops
@@ -561,10 +573,9 @@ class Frame:
             raise self.block_fault(blk.start_pc, sp)
         if sp + trace.min_pos >= 0 and sp + trace.max_height <= STACK_LIMIT and self.gas >= trace.gas:
             blk = trace
-        temps = self.program.temps
-        if sp + blk.max_height > len(self.regs) - temps:
-            room = min(STACK_LIMIT, max(2 * (len(self.regs) - temps), sp + blk.max_height))
-            self.regs.extend([0] * (room + temps - len(self.regs)))
+        if sp + blk.reach > len(self.regs):
+            size = max(min(2 * len(self.regs), STACK_LIMIT), sp + blk.reach)
+            self.regs.extend([0] * (size - len(self.regs)))
         return blk
 
     def segment_fault(self, path: list[int], sp: i64) -> Halt:

@@ -142,9 +142,6 @@ _FUSED_EXIT_NOT: Final = {
 MAX_TRACE_BLOCKS: Final = 24
 MAX_TRACE_INSTRUCTIONS: Final = 400
 MAX_TRACE_REPEATS: Final = 3
-#: Temporaries the register file keeps room for, so that most traces fit
-#: (a trace needing more runs as basic blocks instead).
-TRACE_TEMPS: Final = 64
 
 #: Instructions that read the exact gas left and so carry ``rest``.
 GAS_READERS: Final = frozenset(
@@ -199,9 +196,12 @@ class Block:
         self.delta = delta
         #: block that follows when the block ends through R_END (-1: none)
         self.next_block = next_block
-        #: for each gas segment (the entry's first, then each R_GAS's), its basic
-        #: blocks as (start pc, stack height relative to entry, static gas)
+        #: for each gas segment (the entry's first, then each side exit's), its
+        #: basic blocks as (start pc, stack height relative to entry, static gas)
         self.paths: list[list[int]] = []
+        #: register slots the block uses above the entry stack pointer: its
+        #: highest stack height and its temporaries above that
+        self.reach: i64 = max_height
 
 
 @final
@@ -214,7 +214,6 @@ class Program:
         code_hash: bytes,
         blocks: list[Block],
         jump_table: list[i64],
-        temps: int,
         starts: list[int],
         jumpdests: list[bool],
     ) -> None:
@@ -226,22 +225,12 @@ class Program:
         self.traces: list[Block | None] = [None] * len(blocks)
         #: jump_table[pc] is the block starting at JUMPDEST ``pc``, or -1
         self.jump_table = jump_table
-        #: most temporaries any block or translated trace uses: the register file
-        #: keeps this many slots above the highest stack height it has room for
-        self.temps = temps
         self.starts = starts
         self.jumpdests = jumpdests
 
     def trace(self, index: int) -> Block:
-        """The trace starting at basic block ``index``, translated on first use.
-
-        A trace that needs more temporaries than the register files made so far
-        have room for is cut back to the basic block (frames size their file
-        from ``temps`` when they start).
-        """
-        block, temps = _translate(self.code, self.starts, index, self.jumpdests, True)
-        if temps > self.temps:
-            block = self.blocks[index]
+        """The trace starting at basic block ``index``, translated on first use."""
+        block = _translate(self.code, self.starts, index, self.jumpdests, True)
         self.traces[index] = block
         return block
 
@@ -427,21 +416,21 @@ def _block_end(starts: list[int], index: int, n: int) -> int:
     return starts[index + 1] if index + 1 < len(starts) else n
 
 
-def _translate(code: bytes, starts: list[int], first: int, jumpdests: list[bool], follow: bool) -> tuple[Block, int]:
-    """The basic block ``first``, or with ``follow`` the trace from it; and its temporaries.
+def _translate(code: bytes, starts: list[int], first: int, jumpdests: list[bool], follow: bool) -> Block:
+    """The basic block ``first``, or with ``follow`` the trace from it.
 
     Temporaries go above the trace's highest stack height, which is known only
     at its end: the first pass finds it, the second emits the code (both take
     the same path, which does not depend on slot numbers).
     """
-    _, _, top = _translate_pass(code, starts, first, jumpdests, follow, STACK_LIMIT * 4)
-    block, temps, _ = _translate_pass(code, starts, first, jumpdests, follow, top)
-    return block, temps
+    _, top = _translate_pass(code, starts, first, jumpdests, follow, STACK_LIMIT * 4)
+    block, _ = _translate_pass(code, starts, first, jumpdests, follow, top)
+    return block
 
 
 def _translate_pass(
     code: bytes, starts: list[int], first: int, jumpdests: list[bool], follow: bool, max_height: int
-) -> tuple[Block, int, int]:
+) -> tuple[Block, int]:
     n = len(code)
     bb = _BlockBuilder(max_height)
     index = first
@@ -666,7 +655,8 @@ def _translate_pass(
     top = max(bb.top, bb.height)
     block = Block(starts[first], bb.ops, bb.consts, first_gas, bb.min_pos, top, bb.height, next_block)
     block.paths = paths
-    return block, bb.temps_used, top
+    block.reach = top + bb.temps_used
+    return block, top
 
 
 def _close_segment(ops: list[i64], gas_at: int, gas: int, rests: list[int], first_gas: int) -> int:
@@ -731,18 +721,12 @@ def translate(code: bytes) -> Program:
     """Translate ``code`` (any bytes: hostile code is translated, then halts when run)."""
     jumpdests = valid_jumpdests(code)
     starts = _block_starts(code, jumpdests)
-    blocks: list[Block] = []
-    max_temps = 0
-    for i in range(len(starts)):
-        block, temps = _translate(code, starts, i, jumpdests, False)
-        blocks.append(block)
-        max_temps = max(max_temps, temps)
+    blocks = [_translate(code, starts, i, jumpdests, False) for i in range(len(starts))]
     jump_table: list[i64] = [-1] * len(code)
     for i, pc in enumerate(starts):
         if pc < len(code) and jumpdests[pc]:
             jump_table[pc] = i
-    # Room for the temporaries of traces: those of a basic block, and some.
-    return Program(code, keccak256(code), blocks, jump_table, max(max_temps, TRACE_TEMPS), starts, jumpdests)
+    return Program(code, keccak256(code), blocks, jump_table, starts, jumpdests)
 
 
 _CACHE_LIMIT: Final = 4096
