@@ -41,23 +41,26 @@ Traces
 ------
 What runs is not one basic block at a time but a *trace* starting at one: the
 translator keeps going, with the same symbolic stack, into the block a static
-JUMP goes to and into the fall-through of a JUMPI, until a block repeats too
-often, a jump is computed at run time, the code halts, or the trace is long enough.  A
-JUMPI inside a trace becomes a side exit (``R_X*``) that, when taken, carries
-its own moves; the fall-through path needs none.  So moves and block entries
-happen at loop back-edges, side exits and computed jumps only (a function's
-return address pushed inside the trace makes its return a static jump too).
+JUMP goes to and past a JUMPI, until a block repeats too often, a jump is
+computed at run time, the code halts, or the trace is long enough.  A JUMPI
+inside a trace becomes a side exit (``R_X*``) that, when taken, carries its own
+moves; the way the trace continues needs none.  It continues with the jump of
+a backward JUMPI (a loop's back edge) and of a JUMPI whose fall-through only
+reverts (solc jumps over its panic code), else with the fall-through.  So
+moves and block entries happen at trace ends, taken side exits and computed
+jumps only (a function's return address pushed inside the trace makes its
+return a static jump too).
 
 Gas is charged per *segment*: the basic blocks from the entry or a side exit
-to the next side exit or the end, on entry and at each side exit passed
-(which charges the segment after it when it falls through).  A segment runs all through or ends in an exceptional halt, which
+to the next side exit or the end, on entry and by each side exit that falls
+through.  A segment runs all through or ends in an exceptional halt, which
 discards all effects and consumes all gas whichever instruction causes it, so
-this is the EVM's outcome, as for one basic block (below); GAS readers' ``rest``
-counts to the segment's end.  The trace's stack bounds and first segment's gas
-are checked on entry; if they fail, which the first basic block alone might
-not, the interpreter runs that basic block instead (``Program.blocks``), whose
-checks are exact.  Traces are translated when
-first entered (``Program.trace``).
+this is the EVM's outcome, as for one basic block (below); GAS readers'
+``rest`` counts to the segment's end.  The trace's stack bounds and first
+segment's gas are checked on entry; if they fail, which the first basic block
+alone might not, the interpreter runs that basic block instead
+(``Program.blocks``), whose checks are exact.  Traces are translated when first
+entered (``Program.trace``).
 
 Equivalence with the EVM
 ------------------------
@@ -170,7 +173,7 @@ def _pack(fields: list[int]) -> int:
 
 @final
 class Block:
-    """One translated basic block (see the module docstring for the format)."""
+    """One translated basic block or trace (see the module docstring for the format)."""
 
     def __init__(
         self,
@@ -206,7 +209,7 @@ class Block:
 
 @final
 class Program:
-    """Translated code: blocks, the JUMPDEST table, and how many temporaries it needs."""
+    """Translated code: basic blocks, traces (made on first use), the JUMPDEST table."""
 
     def __init__(
         self,
