@@ -16,7 +16,7 @@ a constant (``< 0``).
 from __future__ import annotations
 
 import struct
-from typing import Final, final
+from typing import Final, cast, final
 
 from mypy_extensions import i64
 
@@ -87,7 +87,7 @@ read_word: Final = _WORD.unpack_from
 
 
 #: ``Frame.words`` and ``Frame.dirty`` before memory is allocated (never written: empty).
-NO_WORDS: Final[list[int]] = []
+NO_WORDS: Final[list[int | None]] = []
 NO_FLAGS: Final[list[bool]] = []
 
 
@@ -125,7 +125,7 @@ class Frame:
         self.memory_words = 0
         #: Memory's 32-byte-aligned words as ints, for MLOAD and MSTORE at
         #: aligned offsets (nearly all in compiled code), which then convert
-        #: nothing: ``words[i]`` is the word at ``32 * i``, or -1 when only
+        #: nothing: ``words[i]`` is the word at ``32 * i``, or None when only
         #: ``memory`` knows it.  An aligned MSTORE writes only here and marks
         #: the word ``dirty``; every byte-level access first writes the dirty
         #: words of its range back (``sync_memory``), and a byte-level write
@@ -133,7 +133,7 @@ class Frame:
         #: one entry per 32 bytes of ``memory``.
         #: (Shared empty lists until memory is first allocated: most calls
         #: of a small message never touch memory.)
-        self.words: list[int] = NO_WORDS
+        self.words: list[int | None] = NO_WORDS
         self.dirty: list[bool] = NO_FLAGS
         self.returndata = b""
         self.reverted = False
@@ -186,14 +186,16 @@ class Frame:
         memory = self.memory
         for w in range(offset >> 5, (offset + size + 31) >> 5):
             if dirty[w]:
-                write_word(memory, w << 5, words[w].to_bytes(32, "big"))
+                word = words[w]
+                assert word is not None  # a dirty word is known
+                write_word(memory, w << 5, word.to_bytes(32, "big"))
                 dirty[w] = False
 
     def forget_words(self, offset: int, size: int) -> None:
         """After a byte-level write to [offset, offset+size) (synced before it)."""
         words = self.words
         for w in range(offset >> 5, (offset + size + 31) >> 5):
-            words[w] = -1
+            words[w] = None
 
     def read_memory(self, offset: int, size: int) -> bytes:
         if size == 0:
@@ -251,6 +253,8 @@ class Frame:
         jump_table = program.jump_table
         code_size = len(jump_table)
         regs = self.regs
+        #: the same list, for moves that copy values without looking at them
+        regs_o = cast("list[object]", regs)
         state = self.state
         # Slots in the register file: a block entered at ``sp`` needs ``sp + reach``.
         room: i64 = len(regs)
@@ -276,6 +280,7 @@ class Frame:
             self.gas = gas
             ops = blk.ops
             consts = blk.consts
+            consts_o = cast("list[object]", consts)
             base = sp - BIAS
             nxt = blk.next_block
             delta = blk.delta
@@ -285,7 +290,8 @@ class Frame:
                 o = w & OP_MASK
                 if o == R_MOV:
                     x = (w >> F2 & FIELD) - FIELD_BIAS
-                    regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = regs[base + x] if x >= 0 else consts[~x]
+                    # Copied as objects: unboxing and boxing again would make a new int.
+                    regs_o[base + (w >> F1 & FIELD) - FIELD_BIAS] = regs_o[base + x] if x >= 0 else consts_o[~x]
                     pc += 3
                 elif o == op.ADD:
                     x = (w >> F2 & FIELD) - FIELD_BIAS
@@ -346,7 +352,7 @@ class Frame:
                         x = k + 2 * ops[pc + 5]
                         while k < x:
                             o = ops[k + 1]
-                            regs[base + ops[k]] = regs[base + o] if o >= 0 else consts[~o]
+                            regs_o[base + ops[k]] = regs_o[base + o] if o >= 0 else consts_o[~o]
                             k += 2
                         delta = ops[pc + 4]
                         break
@@ -427,25 +433,29 @@ class Frame:
                         self.expand(a, 32)
                     if a & 31 == 0:
                         words = self.words
-                        b = words[a >> 5]
-                        if b < 0:
+                        known = words[a >> 5]
+                        if known is None:
                             b = int_from_bytes(read_word(self.memory, a)[0], "big")
                             words[a >> 5] = b
+                            regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = b
+                        else:
+                            # Copied as an object: no unboxing and boxing again.
+                            regs_o[base + (w >> F1 & FIELD) - FIELD_BIAS] = known
                     else:
-                        b = self.mload_unaligned(a)
-                    regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = b
+                        regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = self.mload_unaligned(a)
                     pc += 3
                 elif o == op.MSTORE:
                     x = (w >> F1 & FIELD) - FIELD_BIAS
                     a = regs[base + x] if x >= 0 else consts[~x]
                     x = (w >> F2 & FIELD) - FIELD_BIAS
-                    b = regs[base + x] if x >= 0 else consts[~x]
                     if a + 32 > (self.memory_words << 5):
                         self.expand(a, 32)
                     if a & 31 == 0:
-                        self.words[a >> 5] = b
+                        # Stored as an object: no unboxing and boxing again.
+                        cast("list[object]", self.words)[a >> 5] = regs_o[base + x] if x >= 0 else consts_o[~x]
                         self.dirty[a >> 5] = True
                     else:
+                        b = regs[base + x] if x >= 0 else consts[~x]
                         self.mstore_unaligned(a, b)
                     pc += 3
                 elif o == op.SHR or o == op.SHL or o == op.XOR or o == op.MUL or o == op.DIV or o == op.MOD:
@@ -545,9 +555,8 @@ class Frame:
                         if gas < 0:
                             raise Halt(Status.OUT_OF_GAS, f"out of gas: needed 6, had {self.gas}")
                         self.gas = gas
-                        c = self.words[a >> 5]
-                        if c < 0:
-                            c = int_from_bytes(read_word(self.memory, a)[0], "big")
+                        known = self.words[a >> 5]
+                        c = int_from_bytes(read_word(self.memory, a)[0], "big") if known is None else known
                         regs[base + ops[pc + 1]] = int_from_bytes(keccak256(c.to_bytes(32, "big")), "big")
                     else:
                         regs[base + ops[pc + 1]] = self.op_keccak256(a, b)
@@ -837,11 +846,11 @@ class Frame:
             # from ``words`` when they are there, without syncing or slicing.
             words = self.words
             first = words[offset >> 5]
-            if first >= 0:
+            if first is not None:
                 if size == 32:
                     return int_from_bytes(keccak256(first.to_bytes(32, "big")), "big")
                 second = words[(offset >> 5) + 1]
-                if second >= 0:
+                if second is not None:
                     return int_from_bytes(keccak256(first.to_bytes(32, "big") + second.to_bytes(32, "big")), "big")
         self.sync_memory(offset, size)
         return int_from_bytes(keccak256(self.memory[offset : offset + size]), "big")
