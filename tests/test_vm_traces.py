@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from missive.vm.keccak import keccak256
-from missive.vm.translate import translate
+from missive.vm.translate import program_for, translate
 from tests.test_vm_differential import Case, check
 
 CONTRACTS = Path(__file__).resolve().parents[1] / "tools" / "bench" / "contracts"
@@ -70,3 +70,18 @@ def test_compiled_code_gets_traces() -> None:
     program = translate(SOL)
     longer = sum(1 for i in range(len(program.blocks)) if program.trace(i).paths != program.blocks[i].paths)
     assert longer > len(program.blocks) // 4
+
+
+def test_basic_blocks_stand_in_once_the_trace_budget_is_spent() -> None:
+    """Code cannot make the translator do unbounded work: past the budget, basic blocks run."""
+    program = program_for(SOL)
+    saved_traces, saved_budget = list(program.traces), program.trace_budget
+    program.traces[:] = [None] * len(program.traces)
+    program.trace_budget = 0
+    try:
+        check(case(SOL, SOL_CALLS[0], 10_000_000))
+        entered = [i for i, t in enumerate(program.traces) if t is not None]
+        assert entered and all(program.traces[i] is program.blocks[i] for i in entered)
+    finally:
+        program.traces[:] = saved_traces
+        program.trace_budget = saved_budget

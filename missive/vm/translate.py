@@ -145,6 +145,10 @@ _FUSED_EXIT_NOT: Final = {
 MAX_TRACE_BLOCKS: Final = 24
 MAX_TRACE_INSTRUCTIONS: Final = 400
 MAX_TRACE_REPEATS: Final = 3
+#: Bytes of code all of a program's traces may translate: this many times its
+#: size, plus a base (about 16 full traces of the smallest programs).
+TRACE_BUDGET_FACTOR: Final = 16
+TRACE_BUDGET_BASE: Final = 16 * 1024
 
 #: Instructions that read the exact gas left and so carry ``rest``.
 GAS_READERS: Final = frozenset(
@@ -230,10 +234,26 @@ class Program:
         self.jump_table = jump_table
         self.starts = starts
         self.jumpdests = jumpdests
+        #: bytes of code that traces may still translate: a bound on the work
+        #: code can cause by entering many blocks once each (a trace translates
+        #: up to MAX_TRACE_INSTRUCTIONS instructions, its entry may pay for one)
+        self.trace_budget = TRACE_BUDGET_FACTOR * len(code) + TRACE_BUDGET_BASE
 
     def trace(self, index: int) -> Block:
-        """The trace starting at basic block ``index``, translated on first use."""
-        block = _translate(self.code, self.starts, index, self.jumpdests, True)
+        """The trace starting at basic block ``index``, translated on first use.
+
+        Once the program's translation budget is spent, the basic block
+        stands in for the trace (same meaning, only slower).
+        """
+        if self.trace_budget <= 0:
+            block = self.blocks[index]
+        else:
+            block = _translate(self.code, self.starts, index, self.jumpdests, True)
+            n = len(self.code)
+            for path in block.paths:
+                for i in range(0, len(path), 3):
+                    start = path[i]
+                    self.trace_budget -= _block_end(self.starts, _index_of(self.starts, start), n) - start
         self.traces[index] = block
         return block
 
