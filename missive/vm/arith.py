@@ -29,15 +29,24 @@ def from_signed(x: int) -> int:
 
 
 def sdiv(a: int, b: int) -> int:
-    """Signed division, rounding toward zero; x / 0 = 0; -2**255 / -1 = -2**255."""
+    """Signed division, rounding toward zero; x / 0 = 0; -2**255 / -1 = -2**255.
+
+    Written on magnitudes (``TWO_256 - x`` is ``|x|`` of a negative word) so
+    that each case costs one division and at most two subtractions.
+    """
     if b == 0:
         return 0
-    sa = to_signed(a)
-    sb = to_signed(b)
-    q = abs(sa) // abs(sb)
-    if (sa < 0) != (sb < 0):
-        q = -q
-    return q & MASK
+    if a & SIGN_BIT:
+        if b & SIGN_BIT:
+            # Both negative: a positive quotient, 2**255 at most (-2**255 / -1,
+            # which wraps to -2**255 as the EVM wants).
+            return (TWO_256 - a) // (TWO_256 - b)
+        q = (TWO_256 - a) // b
+        return TWO_256 - q if q else 0
+    if b & SIGN_BIT:
+        q = a // (TWO_256 - b)
+        return TWO_256 - q if q else 0
+    return a // b
 
 
 def smod(a: int, b: int) -> int:

@@ -16,7 +16,7 @@ a constant (``< 0``).
 from __future__ import annotations
 
 import struct
-from typing import Final, final
+from typing import Final, cast, final
 
 from mypy_extensions import i64
 
@@ -28,6 +28,12 @@ from missive.vm.keccak import EMPTY_KECCAK, keccak256
 from missive.vm.state import RunState
 from missive.vm.translate import (
     BIAS,
+    F1,
+    F2,
+    F3,
+    FIELD,
+    FIELD_BIAS,
+    OP_MASK,
     R_BAD_JUMP,
     R_END,
     R_INVALID,
@@ -39,6 +45,18 @@ from missive.vm.translate import (
     R_JUMPI_S,
     R_JZ,
     R_MOV,
+    R_XEQ,
+    R_XGE,
+    R_XGT,
+    R_XLE,
+    R_XLT,
+    R_XNE,
+    R_XNZ,
+    R_XSGE,
+    R_XSGT,
+    R_XSLE,
+    R_XSLT,
+    R_XZ,
     STACK_LIMIT,
     Block,
     Program,
@@ -66,6 +84,11 @@ EMPTY_KECCAK_WORD: Final = int.from_bytes(EMPTY_KECCAK, "big")
 _WORD: Final = struct.Struct("32s")
 write_word: Final = _WORD.pack_into
 read_word: Final = _WORD.unpack_from
+
+
+#: ``Frame.words`` and ``Frame.dirty`` before memory is allocated (never written: empty).
+NO_WORDS: Final[list[int | None]] = []
+NO_FLAGS: Final[list[bool]] = []
 
 
 def memory_cost(words: int) -> int:
@@ -100,10 +123,23 @@ class Frame:
         #: size first (``expand``).
         self.memory = bytearray()
         self.memory_words = 0
+        #: Memory's 32-byte-aligned words as ints, for MLOAD and MSTORE at
+        #: aligned offsets (nearly all in compiled code), which then convert
+        #: nothing: ``words[i]`` is the word at ``32 * i``, or None when only
+        #: ``memory`` knows it.  An aligned MSTORE writes only here and marks
+        #: the word ``dirty``; every byte-level access first writes the dirty
+        #: words of its range back (``sync_memory``), and a byte-level write
+        #: forgets the words it touched (``forget_words``).  Both lists have
+        #: one entry per 32 bytes of ``memory``.
+        #: (Shared empty lists until memory is first allocated: most calls
+        #: of a small message never touch memory.)
+        self.words: list[int | None] = NO_WORDS
+        self.dirty: list[bool] = NO_FLAGS
         self.returndata = b""
         self.reverted = False
-        #: the stack, then ``program.temps`` slots for the temporaries of a block at the top
-        self.regs: list[int] = [0] * (INITIAL_STACK_ROOM + program.temps)
+        #: the stack, and the temporaries of the running block above it (a
+        #: block's ``reach``); grown by ``enter`` when a block needs more
+        self.regs: list[int] = [0] * INITIAL_STACK_ROOM
 
     # -- gas and memory --------------------------------------------------
 
@@ -132,11 +168,40 @@ class Frame:
         have = len(self.memory) >> 10
         kib = min(max((size + 1023) >> 10, 2 * have), MAX_MEMORY >> 10)
         self.memory += ZERO_KIB * (kib - have)
+        # The new memory is all zero, and so are its words.
+        if have == 0:
+            self.words = [0] * (kib << 5)
+            self.dirty = [False] * (kib << 5)
+        else:
+            self.words.extend([0] * ((kib - have) << 5))
+            self.dirty.extend([False] * ((kib - have) << 5))
+
+    def sync_memory(self, offset: int, size: int) -> None:
+        """Write the words of [offset, offset+size) that aligned MSTOREs left in ``words`` only into ``memory``.
+
+        The range must be inside memory (callers expand first).
+        """
+        words = self.words
+        dirty = self.dirty
+        memory = self.memory
+        for w in range(offset >> 5, (offset + size + 31) >> 5):
+            if dirty[w]:
+                word = words[w]
+                assert word is not None  # a dirty word is known
+                write_word(memory, w << 5, word.to_bytes(32, "big"))
+                dirty[w] = False
+
+    def forget_words(self, offset: int, size: int) -> None:
+        """After a byte-level write to [offset, offset+size) (synced before it)."""
+        words = self.words
+        for w in range(offset >> 5, (offset + size + 31) >> 5):
+            words[w] = None
 
     def read_memory(self, offset: int, size: int) -> bytes:
         if size == 0:
             return b""
         self.expand(offset, size)
+        self.sync_memory(offset, size)
         if size == 32:
             # One word, the most common case (a uint256 or bool returned, a
             # log's one data word): read in place, without a slice and a
@@ -154,7 +219,18 @@ class Frame:
         chunk = source[start : start + size] if start < len(source) else b""
         if len(chunk) < size:
             chunk = chunk + bytes(size - len(chunk))
+        self.sync_memory(dest, size)
         self.memory[dest : dest + size] = chunk
+        self.forget_words(dest, size)
+
+    def mload_unaligned(self, offset: int) -> int:
+        self.sync_memory(offset, 32)
+        return int_from_bytes(read_word(self.memory, offset)[0], "big")
+
+    def mstore_unaligned(self, offset: int, value: int) -> None:
+        self.sync_memory(offset, 32)
+        write_word(self.memory, offset, value.to_bytes(32, "big"))
+        self.forget_words(offset, 32)
 
     def need_writable(self, what: str) -> None:
         """Halt if the run is read-only.
@@ -172,13 +248,16 @@ class Frame:
 
         Raises :class:`Halt` on an exceptional halt.
         """
-        blocks = self.program.blocks
-        jump_table = self.program.jump_table
+        program = self.program
+        traces = program.traces
+        jump_table = program.jump_table
         code_size = len(jump_table)
         regs = self.regs
+        #: the same list, for moves that copy values without looking at them
+        regs_o = cast("list[object]", regs)
         state = self.state
-        # Highest stack height the register file has room for (with temporaries above it).
-        room: i64 = len(regs) - self.program.temps
+        # Slots in the register file: a block entered at ``sp`` needs ``sp + reach``.
+        room: i64 = len(regs)
         # Native 64-bit integers for everything that indexes (mypyc compiles
         # them to C integers; in pure Python i64 is just int).
         sp: i64 = 0
@@ -188,33 +267,100 @@ class Frame:
         o: i64 = 0
         x: i64 = 0
         nxt: i64 = 0
+        delta: i64 = 0
+        k: i64 = 0
         while True:
-            blk = blocks[bi]
+            tr = traces[bi]
+            blk = tr if tr is not None else program.trace(bi)
             gas = self.gas - blk.gas
-            if sp + blk.min_pos < 0 or sp + blk.max_height > room or gas < 0:
-                room = self.make_room(blk, sp, gas)
+            if sp + blk.min_pos < 0 or sp + blk.reach > room or gas < 0:
+                blk = self.enter(bi, blk, sp)
+                room = len(regs)
+                gas = self.gas - blk.gas
             self.gas = gas
             ops = blk.ops
             consts = blk.consts
+            consts_o = cast("list[object]", consts)
             base = sp - BIAS
             nxt = blk.next_block
+            delta = blk.delta
             pc = 0
             while True:
-                o = ops[pc]
+                w = ops[pc]
+                o = w & OP_MASK
                 if o == R_MOV:
-                    x = ops[pc + 2]
-                    regs[base + ops[pc + 1]] = regs[base + x] if x >= 0 else consts[~x]
+                    x = (w >> F2 & FIELD) - FIELD_BIAS
+                    # Copied as objects: unboxing and boxing again would make a new int.
+                    regs_o[base + (w >> F1 & FIELD) - FIELD_BIAS] = regs_o[base + x] if x >= 0 else consts_o[~x]
                     pc += 3
                 elif o == op.ADD:
-                    x = ops[pc + 2]
+                    x = (w >> F2 & FIELD) - FIELD_BIAS
                     a = regs[base + x] if x >= 0 else consts[~x]
-                    x = ops[pc + 3]
+                    x = (w >> F3 & FIELD) - FIELD_BIAS
                     b = regs[base + x] if x >= 0 else consts[~x]
                     c = a + b
                     if c >> 256:
                         c &= MASK
-                    regs[base + ops[pc + 1]] = c
+                    regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = c
                     pc += 4
+                elif o >= R_XNZ and o <= R_XSLE:
+                    # A side exit of a trace: a JUMPI whose other way the trace continues with.
+                    x = ops[pc + 2]
+                    a = regs[base + x] if x >= 0 else consts[~x]
+                    if o == R_XNZ:
+                        taken = a != 0
+                    elif o == R_XZ:
+                        taken = a == 0
+                    else:
+                        x = ops[pc + 3]
+                        b = regs[base + x] if x >= 0 else consts[~x]
+                        if o == R_XLT:
+                            taken = a < b
+                        elif o == R_XGE:
+                            taken = a >= b
+                        elif o == R_XGT:
+                            taken = a > b
+                        elif o == R_XLE:
+                            taken = a <= b
+                        elif o == R_XEQ:
+                            taken = a == b
+                        elif o == R_XNE:
+                            taken = a != b
+                        else:
+                            # Signed: compare the sign bits, then as unsigned when they are equal.
+                            neg_a = a >> 255 != 0
+                            neg_b = b >> 255 != 0
+                            if neg_a != neg_b:
+                                lt = neg_a
+                                gt = neg_b
+                            else:
+                                lt = a < b
+                                gt = a > b
+                            if o == R_XSLT:
+                                taken = lt
+                            elif o == R_XSGE:
+                                taken = not lt
+                            elif o == R_XSGT:
+                                taken = gt
+                            else:
+                                taken = not gt
+                    if taken:
+                        nxt = ops[pc + 1]
+                        if nxt < 0:
+                            raise Halt(Status.BAD_JUMP, f"JUMPI to a non-JUMPDEST in the trace at pc {blk.start_pc}")
+                        k = pc + 8
+                        x = k + 2 * ops[pc + 5]
+                        while k < x:
+                            o = ops[k + 1]
+                            regs_o[base + ops[k]] = regs_o[base + o] if o >= 0 else consts_o[~o]
+                            k += 2
+                        delta = ops[pc + 4]
+                        break
+                    gas = self.gas - ops[pc + 6]
+                    if gas < 0:
+                        raise self.segment_fault(blk.paths[ops[pc + 7]], sp)
+                    self.gas = gas
+                    pc += 8 + 2 * ops[pc + 5]
                 elif o == R_JUMPI_S:
                     x = ops[pc + 2]
                     if (regs[base + x] if x >= 0 else consts[~x]) != 0:
@@ -242,9 +388,9 @@ class Frame:
                             raise Halt(Status.BAD_JUMP, f"JUMPI to a non-JUMPDEST in the block at pc {blk.start_pc}")
                     pc += 3
                 elif o == op.LT or o == op.GT or o == op.EQ or o == op.SUB or o == op.AND or o == op.OR:
-                    x = ops[pc + 2]
+                    x = (w >> F2 & FIELD) - FIELD_BIAS
                     a = regs[base + x] if x >= 0 else consts[~x]
-                    x = ops[pc + 3]
+                    x = (w >> F3 & FIELD) - FIELD_BIAS
                     b = regs[base + x] if x >= 0 else consts[~x]
                     if o == op.LT:
                         c = 1 if a < b else 0
@@ -260,11 +406,13 @@ class Frame:
                         c = a & b
                     else:
                         c = a | b
-                    regs[base + ops[pc + 1]] = c
+                    regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = c
                     pc += 4
                 elif o == op.ISZERO:
-                    x = ops[pc + 2]
-                    regs[base + ops[pc + 1]] = 1 if (regs[base + x] if x >= 0 else consts[~x]) == 0 else 0
+                    x = (w >> F2 & FIELD) - FIELD_BIAS
+                    regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = (
+                        1 if (regs[base + x] if x >= 0 else consts[~x]) == 0 else 0
+                    )
                     pc += 3
                 elif o == R_JUMP or o == R_JUMPI:
                     x = ops[pc + 1]
@@ -279,30 +427,49 @@ class Frame:
                             raise Halt(Status.BAD_JUMP, f"jump to {target}, which is not a JUMPDEST")
                     pc += 3 if o == R_JUMPI else 2
                 elif o == op.MLOAD:
-                    x = ops[pc + 2]
+                    x = (w >> F2 & FIELD) - FIELD_BIAS
                     a = regs[base + x] if x >= 0 else consts[~x]
                     if a + 32 > (self.memory_words << 5):
                         self.expand(a, 32)
-                    regs[base + ops[pc + 1]] = int_from_bytes(read_word(self.memory, a)[0], "big")
+                    if a & 31 == 0:
+                        words = self.words
+                        known = words[a >> 5]
+                        if known is None:
+                            b = int_from_bytes(read_word(self.memory, a)[0], "big")
+                            words[a >> 5] = b
+                            regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = b
+                        else:
+                            # Copied as an object: no unboxing and boxing again.
+                            regs_o[base + (w >> F1 & FIELD) - FIELD_BIAS] = known
+                    else:
+                        regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = self.mload_unaligned(a)
                     pc += 3
                 elif o == op.MSTORE:
-                    x = ops[pc + 1]
+                    x = (w >> F1 & FIELD) - FIELD_BIAS
                     a = regs[base + x] if x >= 0 else consts[~x]
-                    x = ops[pc + 2]
-                    b = regs[base + x] if x >= 0 else consts[~x]
+                    x = (w >> F2 & FIELD) - FIELD_BIAS
                     if a + 32 > (self.memory_words << 5):
                         self.expand(a, 32)
-                    write_word(self.memory, a, b.to_bytes(32, "big"))
+                    if a & 31 == 0:
+                        # Stored as an object: no unboxing and boxing again.
+                        cast("list[object]", self.words)[a >> 5] = regs_o[base + x] if x >= 0 else consts_o[~x]
+                        self.dirty[a >> 5] = True
+                    else:
+                        b = regs[base + x] if x >= 0 else consts[~x]
+                        self.mstore_unaligned(a, b)
                     pc += 3
                 elif o == op.SHR or o == op.SHL or o == op.XOR or o == op.MUL or o == op.DIV or o == op.MOD:
-                    x = ops[pc + 2]
+                    x = (w >> F2 & FIELD) - FIELD_BIAS
                     a = regs[base + x] if x >= 0 else consts[~x]
-                    x = ops[pc + 3]
+                    x = (w >> F3 & FIELD) - FIELD_BIAS
                     b = regs[base + x] if x >= 0 else consts[~x]
                     if o == op.SHR:
                         c = b >> a if a < 256 else 0
                     elif o == op.SHL:
-                        c = (b << a) & MASK if a < 256 else 0
+                        # Mask only when bits were pushed out (a small result stays unboxed).
+                        c = b << a if a < 256 else 0
+                        if c >> 256:
+                            c &= MASK
                     elif o == op.XOR:
                         c = a ^ b
                     elif o == op.MUL:
@@ -313,11 +480,30 @@ class Frame:
                         c = a // b if b else 0
                     else:
                         c = a % b if b else 0
-                    regs[base + ops[pc + 1]] = c
+                    regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = c
+                    pc += 4
+                elif o == op.SLT or o == op.SGT or o == op.SDIV:
+                    # Signed compares and division, inline: on the sign bits first,
+                    # then as unsigned when the signs allow it.
+                    x = (w >> F2 & FIELD) - FIELD_BIAS
+                    a = regs[base + x] if x >= 0 else consts[~x]
+                    x = (w >> F3 & FIELD) - FIELD_BIAS
+                    b = regs[base + x] if x >= 0 else consts[~x]
+                    neg_a = a >> 255 != 0
+                    neg_b = b >> 255 != 0
+                    if o == op.SLT:
+                        c = (1 if neg_a else 0) if neg_a != neg_b else (1 if a < b else 0)
+                    elif o == op.SGT:
+                        c = (1 if neg_b else 0) if neg_a != neg_b else (1 if a > b else 0)
+                    elif not neg_a and not neg_b:
+                        c = a // b if b else 0
+                    else:
+                        c = arith.sdiv(a, b)
+                    regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = c
                     pc += 4
                 elif o == op.NOT:
-                    x = ops[pc + 2]
-                    regs[base + ops[pc + 1]] = MASK ^ (regs[base + x] if x >= 0 else consts[~x])
+                    x = (w >> F2 & FIELD) - FIELD_BIAS
+                    regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = MASK ^ (regs[base + x] if x >= 0 else consts[~x])
                     pc += 3
                 elif o == op.CALLDATALOAD:
                     x = ops[pc + 2]
@@ -357,28 +543,64 @@ class Frame:
                     x = ops[pc + 1]
                     messages.selfdestruct(self, regs[base + x] if x >= 0 else consts[~x])
                     return b""
+                elif o == op.KECCAK256:
+                    x = ops[pc + 2]
+                    a = regs[base + x] if x >= 0 else consts[~x]
+                    x = ops[pc + 3]
+                    b = regs[base + x] if x >= 0 else consts[~x]
+                    if b == 32 and a & 31 == 0 and a + 32 <= (self.memory_words << 5):
+                        # One aligned word in memory (a hash chain, a mapping key):
+                        # hashed from ``words`` when it is there.
+                        gas = self.gas - 6
+                        if gas < 0:
+                            raise Halt(Status.OUT_OF_GAS, f"out of gas: needed 6, had {self.gas}")
+                        self.gas = gas
+                        known = self.words[a >> 5]
+                        c = int_from_bytes(read_word(self.memory, a)[0], "big") if known is None else known
+                        regs[base + ops[pc + 1]] = int_from_bytes(keccak256(c.to_bytes(32, "big")), "big")
+                    else:
+                        regs[base + ops[pc + 1]] = self.op_keccak256(a, b)
+                    pc += 4
                 else:
                     pc = self.execute_other(o, ops, pc, base, consts)
-            sp += blk.delta
+            sp += delta
             if nxt < 0:
                 return b""
             bi = nxt
 
-    def make_room(self, blk: Block, sp: i64, gas: int) -> i64:
-        """A block's entry check failed: raise its halt, or grow the register file.
+    def enter(self, index: i64, trace: Block, sp: i64) -> Block:
+        """A trace's entry check failed: raise the halt, or grow the register file, or fall back.
 
-        One comparison per block covers both the EVM's stack limit and the
-        register file's current size; only when it fails do we find out which.
-        Returns the new room (highest stack height the register file holds).
+        One comparison per entry covers the EVM's stack limit, the register
+        file's current size and the first basic block's gas; only when it fails
+        do we find out which.  The trace's stack bounds may fail where its
+        first basic block's do not (the trace may leave before), and then that
+        basic block runs instead.  Returns the block to run.
         """
-        if sp + blk.min_pos < 0 or sp + blk.max_height > STACK_LIMIT or gas < 0:
+        blk = self.program.blocks[index]
+        if sp + blk.min_pos < 0 or sp + blk.max_height > STACK_LIMIT or self.gas < blk.gas:
             raise self.block_fault(blk.start_pc, sp)
-        temps = self.program.temps
-        room = min(STACK_LIMIT, max(2 * (len(self.regs) - temps), sp + blk.max_height))
-        self.regs.extend([0] * (room + temps - len(self.regs)))
-        return room
+        if sp + trace.min_pos >= 0 and sp + trace.max_height <= STACK_LIMIT and self.gas >= trace.gas:
+            blk = trace
+        if sp + blk.reach > len(self.regs):
+            size = max(min(2 * len(self.regs), STACK_LIMIT), sp + blk.reach)
+            self.regs.extend([0] * (size - len(self.regs)))
+        return blk
 
-    def block_fault(self, start_pc: int, sp: int) -> Halt:
+    def segment_fault(self, path: list[int], sp: i64) -> Halt:
+        """The halt of a trace segment whose static gas is more than is left.
+
+        Found in the first of its basic blocks that cannot be paid for (the
+        segment's code runs all through or halts, see ``translate``).
+        """
+        gas = self.gas
+        for i in range(0, len(path), 3):
+            if gas < path[i + 2]:
+                return self.block_fault(path[i], sp + path[i + 1], gas)
+            gas -= path[i + 2]
+        return Halt(Status.OUT_OF_GAS, "out of gas in a trace segment")  # pragma: no cover
+
+    def block_fault(self, start_pc: int, sp: int, gas: int = -1) -> Halt:
         """The halt a block's entry checks found, located at its instruction.
 
         The checks run once per block; only when one fails do we walk the
@@ -387,7 +609,8 @@ class Frame:
         """
         code = self.program.code
         height = sp
-        gas = self.gas
+        if gas < 0:
+            gas = self.gas
         pc = start_pc
         while pc < len(code):
             b = code[pc]
@@ -395,7 +618,10 @@ class Frame:
             if not op.is_defined(b):
                 break
             if height < op.POPS[b]:
-                return Halt(Status.STACK_UNDERFLOW, f"stack underflow at pc {pc} ({name} needs {op.POPS[b]}, stack has {height})")
+                return Halt(
+                    Status.STACK_UNDERFLOW,
+                    f"stack underflow at pc {pc} ({name} needs {op.POPS[b]}, stack has {height})",
+                )
             gas -= op.STATIC_GAS[b]
             if gas < 0:
                 return Halt(Status.OUT_OF_GAS, f"out of gas at pc {pc} ({name})")
@@ -411,17 +637,13 @@ class Frame:
         """Run one less frequent instruction at ``ops[pc]``; return the next ``pc``.
 
         First the few that nearly every contract call runs (an ABI entry point
-        reads CALLER, CALLVALUE and CALLDATASIZE; a mapping access hashes; an
-        event logs), each with its own width and no lookups; then the rest,
+        reads CALLER, CALLVALUE and CALLDATASIZE; an event logs; KECCAK256 is
+        in ``run``), each with its own width and no lookups; then the rest,
         which share one width computation from the opcode table.  They are
         here rather than in ``run``'s chain because branches added there, even
         ones never taken, slowed the hottest loops by a few percent.
         """
         regs = self.regs
-        if o == op.KECCAK256:
-            offset = _operand(regs, consts, base, ops[pc + 2])
-            regs[base + ops[pc + 1]] = self.op_keccak256(offset, _operand(regs, consts, base, ops[pc + 3]))
-            return pc + 4
         if o == op.CALLER:
             regs[base + ops[pc + 1]] = self.caller
             return pc + 2
@@ -439,11 +661,21 @@ class Frame:
 
         width = 1 + (1 if op.PUSHES[o] else 0) + op.POPS[o]
         if o in _BINARY:
-            regs[base + ops[pc + 1]] = _binary(o, _operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3]))
+            regs[base + ops[pc + 1]] = _binary(
+                o, _operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3])
+            )
         elif o == op.ADDMOD:
-            regs[base + ops[pc + 1]] = arith.addmod(_operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3]), _operand(regs, consts, base, ops[pc + 4]))
+            regs[base + ops[pc + 1]] = arith.addmod(
+                _operand(regs, consts, base, ops[pc + 2]),
+                _operand(regs, consts, base, ops[pc + 3]),
+                _operand(regs, consts, base, ops[pc + 4]),
+            )
         elif o == op.MULMOD:
-            regs[base + ops[pc + 1]] = arith.mulmod(_operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3]), _operand(regs, consts, base, ops[pc + 4]))
+            regs[base + ops[pc + 1]] = arith.mulmod(
+                _operand(regs, consts, base, ops[pc + 2]),
+                _operand(regs, consts, base, ops[pc + 3]),
+                _operand(regs, consts, base, ops[pc + 4]),
+            )
         elif o == op.EXP:
             exponent = _operand(regs, consts, base, ops[pc + 3])
             self.charge(50 * arith.exp_byte_length(exponent))
@@ -462,21 +694,46 @@ class Frame:
             hashes = self.state.block.blob_hashes
             regs[base + ops[pc + 1]] = int.from_bytes(hashes[index], "big") if index < len(hashes) else 0
         elif o == op.CALLDATACOPY:
-            self.write_padded(_operand(regs, consts, base, ops[pc + 1]), self.data, _operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3]))
+            self.write_padded(
+                _operand(regs, consts, base, ops[pc + 1]),
+                self.data,
+                _operand(regs, consts, base, ops[pc + 2]),
+                _operand(regs, consts, base, ops[pc + 3]),
+            )
         elif o == op.CODECOPY:
-            self.write_padded(_operand(regs, consts, base, ops[pc + 1]), self.program.code, _operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3]))
+            self.write_padded(
+                _operand(regs, consts, base, ops[pc + 1]),
+                self.program.code,
+                _operand(regs, consts, base, ops[pc + 2]),
+                _operand(regs, consts, base, ops[pc + 3]),
+            )
         elif o == op.EXTCODECOPY:
             address = _operand(regs, consts, base, ops[pc + 1]) & messages.ADDRESS_MASK
             self.charge(self.state.warm_address(address))
-            self.write_padded(_operand(regs, consts, base, ops[pc + 2]), messages.code_of(self, address), _operand(regs, consts, base, ops[pc + 3]), _operand(regs, consts, base, ops[pc + 4]))
+            self.write_padded(
+                _operand(regs, consts, base, ops[pc + 2]),
+                messages.code_of(self, address),
+                _operand(regs, consts, base, ops[pc + 3]),
+                _operand(regs, consts, base, ops[pc + 4]),
+            )
         elif o == op.RETURNDATACOPY:
-            self.op_returndatacopy(_operand(regs, consts, base, ops[pc + 1]), _operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3]))
+            self.op_returndatacopy(
+                _operand(regs, consts, base, ops[pc + 1]),
+                _operand(regs, consts, base, ops[pc + 2]),
+                _operand(regs, consts, base, ops[pc + 3]),
+            )
         elif o == op.MSTORE8:
             offset = _operand(regs, consts, base, ops[pc + 1])
             self.expand(offset, 1)
+            self.sync_memory(offset, 1)
             self.memory[offset] = _operand(regs, consts, base, ops[pc + 2]) & 0xFF
+            self.forget_words(offset, 1)
         elif o == op.MCOPY:
-            self.op_mcopy(_operand(regs, consts, base, ops[pc + 1]), _operand(regs, consts, base, ops[pc + 2]), _operand(regs, consts, base, ops[pc + 3]))
+            self.op_mcopy(
+                _operand(regs, consts, base, ops[pc + 1]),
+                _operand(regs, consts, base, ops[pc + 2]),
+                _operand(regs, consts, base, ops[pc + 3]),
+            )
         elif o == op.TLOAD:
             regs[base + ops[pc + 1]] = self.state.tload(_operand(regs, consts, base, ops[pc + 2]))
         elif o == op.TSTORE:
@@ -574,13 +831,28 @@ class Frame:
             return
         self.expand(max(dest, source), size)
         self.charge(3 * ((size + 31) >> 5))
+        self.sync_memory(source, size)
+        self.sync_memory(dest, size)
         self.memory[dest : dest + size] = self.memory[source : source + size]
+        self.forget_words(dest, size)
 
     def op_keccak256(self, offset: int, size: int) -> int:
         if size == 0:
             return EMPTY_KECCAK_WORD
         self.expand(offset, size)
         self.charge(6 * ((size + 31) >> 5))
+        if offset & 31 == 0 and (size == 32 or size == 64):
+            # One or two aligned words (a hash chain, a mapping slot): hash them
+            # from ``words`` when they are there, without syncing or slicing.
+            words = self.words
+            first = words[offset >> 5]
+            if first is not None:
+                if size == 32:
+                    return int_from_bytes(keccak256(first.to_bytes(32, "big")), "big")
+                second = words[(offset >> 5) + 1]
+                if second is not None:
+                    return int_from_bytes(keccak256(first.to_bytes(32, "big") + second.to_bytes(32, "big")), "big")
+        self.sync_memory(offset, size)
         return int_from_bytes(keccak256(self.memory[offset : offset + size]), "big")
 
     def op_log(self, offset: int, size: int, topics: tuple[int, ...]) -> None:

@@ -115,6 +115,8 @@ def dispatch(frame: Frame, o: int, args: list[int], rest: int) -> int:
         cost += CALL_VALUE_COST
     frame.charge(cost)
     forwarded = min(gas, all_but_one_64th(frame.gas + rest))
+    if in_size:
+        frame.sync_memory(in_off, in_size)
     payload = bytes(frame.memory[in_off : in_off + in_size]) if in_size else b""
     frame.returndata = b""
 
@@ -183,7 +185,9 @@ def emit(
 def _write_output(frame: Frame, output: bytes, out_off: int, out_size: int) -> None:
     n = min(out_size, len(output))
     if n:
+        frame.sync_memory(out_off, n)
         frame.memory[out_off : out_off + n] = output[:n]
+        frame.forget_words(out_off, n)
 
 
 def _synchronous(frame: Frame, to: int, payload: bytes, gas: int, out_off: int, out_size: int, static: bool) -> int:

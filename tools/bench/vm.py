@@ -20,6 +20,25 @@ Workloads:
   transfer  2,000 calls of a Vyper ERC20 ``transfer(address,uint256)``
   setup     per-call cost of ``execute`` on PUSH0 PUSH0 RETURN (100,000 calls)
 
+Compiled code that runs long inside one call (issue 27), each one call whose
+output and gas are checked identical in every peer:
+  vy-transfers  Vyper: 5,000 ERC20 transfers inside one call (contracts/Compute.vy)
+  vy-keccak     Vyper: keccak chain of 20,000
+  vy-sort       Vyper: bubble sort of 200 words in memory
+  sol-mandel    Solidity: 48x32 Mandelbrot, 64 steps, int256 fixed point (contracts/Compute.sol)
+  sol-sieve     Solidity: sieve of Eratosthenes below 60,000 over a memory array
+  sol-fib       Solidity: recursive fib(20), internal calls and returns
+  snailtracer   the SnailTracer ray tracer's Benchmark() (solc-compiled), when its
+                bytecode is given: ``--snailtracer FILE`` or MISSIVE_SNAILTRACER=FILE,
+                a file of hex runtime code or ipsilon/evm-benchmarks'
+                benchmarks/main/snailtracer.json.  It is not part of this repository.
+
+Measurement: ``--rounds`` interleaved rounds; in each round every workload runs
+once in each peer (the peers' order rotates from round to round), so a noisy
+moment on a shared machine hits every peer alike.  The table shows medians;
+the JSON keeps every sample and the per-round ours/pyrevm ratios.  py-evm, far
+slower, runs only in the first ``--pyevm-repeats`` rounds.
+
 Run: ``PYTHONPATH=. python tools/bench/vm.py [--quick] [--out FILE]``.
 py-evm and pyrevm are optional; a missing one is skipped with a message.
 """
@@ -27,7 +46,11 @@ py-evm and pyrevm are optional; a missing one is skipped with a message.
 from __future__ import annotations
 
 import argparse
+import gc
+import os
+import statistics
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +64,13 @@ if str(REPO) not in sys.path:
 
 import missive.vm as missive_vm  # noqa: E402
 from missive.vm import execute  # noqa: E402
-from tools.bench._common import RESULTS, cpu_best_of, machine_info, no_setup, write_json  # noqa: E402
+from tools.bench._common import RESULTS, machine_info, no_setup, write_json  # noqa: E402
 
-TOKEN_SOURCE = REPO / "tools" / "bench" / "contracts" / "Token.vy"
+CONTRACTS = REPO / "tools" / "bench" / "contracts"
+TOKEN_SOURCE = CONTRACTS / "Token.vy"
+COMPUTE_VY = CONTRACTS / "Compute.vy"
+#: Runtime code of contracts/Compute.sol (solc 0.8.28, see the source's header).
+COMPUTE_SOL_HEX = CONTRACTS / "compute_sol.hex"
 
 TOKEN = bytes.fromhex("00000000000000000000000000000000000070c3")
 ALICE = bytes.fromhex("00000000000000000000000000000000000a11ce")
@@ -178,6 +205,10 @@ class Workload:
     #: automatically commit"), so slots stay warm and dirty from one call to
     #: the next and later transfers are charged as in one long transaction.
     pyrevm_gas_comparable: bool = True
+    #: A compiled workload of one long call: outputs are compared too.
+    compiled: bool = False
+    outputs: dict[str, bytes] = field(default_factory=dict)
+    expect: bytes | None = None
 
 
 def raw_workload(
@@ -380,6 +411,172 @@ def setup_workload(calls: int, pyevm_calls: int, repeats: int, pyevm: Any, pyrev
 
 
 # ---------------------------------------------------------------------------
+# Compiled code that runs long inside one call
+# ---------------------------------------------------------------------------
+
+
+def _compile_vyper_runtime(path: Path) -> bytes:
+    import vyper
+    from vyper.compiler.settings import Settings
+
+    out = vyper.compile_code(
+        path.read_text(), output_formats=["bytecode_runtime"], settings=Settings(evm_version="cancun")
+    )
+    return bytes.fromhex(out["bytecode_runtime"][2:])
+
+
+def _selector(signature: str) -> bytes:
+    from missive.vm.keccak import keccak256
+
+    return keccak256(signature.encode())[:4]
+
+
+def _call(signature: str, *args: int) -> bytes:
+    return _selector(signature) + b"".join(a.to_bytes(32, "big") for a in args)
+
+
+def load_snailtracer(path: Path) -> bytes:
+    """SnailTracer's runtime code from a hex file or evm-benchmarks' snailtracer.json."""
+    import json
+
+    text = path.read_text().strip()
+    if text.startswith("{"):
+        test = next(iter(json.loads(text).values()))
+        code = test["pre"][test["transaction"]["to"]]["code"]
+    else:
+        code = text
+    return bytes.fromhex(code.removeprefix("0x"))
+
+
+def call_workload(
+    name: str, title: str, code: bytes, data: bytes, pyevm: Any, pyrevm: Any, expect: bytes | None = None
+) -> Workload:
+    """One call of ``data`` into ``code`` (fresh, empty storage), in every peer.
+
+    Each peer's output is recorded so that ``Measured`` can check they agree.
+    """
+    w = Workload(name, title, 1, "calls", None, max_vs_pyrevm=3.0)
+    w.compiled = True
+    outputs = w.outputs
+
+    def ours(_: None) -> int:
+        r = execute(code, address=RUNNER, caller=CALLER, data=data, gas=BIG_GAS)
+        assert r.success, r
+        outputs["ours"] = r.output
+        return r.gas_used
+
+    w.peers["ours"] = Peer(no_setup, ours, 1)
+
+    if pyevm is not None:
+
+        def pe_setup() -> Any:
+            world = pyevm.PyEvmWorld()
+            world.install(RUNNER, code=code)
+            return world
+
+        def pe_run(world: Any) -> int:
+            c = world.apply(code=code, address=RUNNER, caller=CALLER, data=data, gas=BIG_GAS)
+            assert c.is_success, c.error
+            outputs["py-evm"] = bytes(c.output)
+            return int(BIG_GAS - c.get_gas_remaining())
+
+        w.peers["py-evm"] = Peer(pe_setup, pe_run, 1)
+
+    if pyrevm is not None:
+
+        def rv_setup() -> Any:
+            evm = pyrevm.EVM(spec_id="CANCUN", gas_limit=BIG_GAS + 1_000_000)
+            evm.insert_account_info(_hex(RUNNER), pyrevm.AccountInfo(code=code))
+            return evm
+
+        def rv_run(evm: Any) -> int:
+            out = evm.message_call(_hex(CALLER), _hex(RUNNER), data, gas=BIG_GAS)
+            res = evm.result
+            assert res.is_success, res.reason
+            outputs["pyrevm"] = bytes(out)
+            return int(res.gas_used + res.gas_refunded - _intrinsic(data))
+
+        w.peers["pyrevm"] = Peer(rv_setup, rv_run, 1)
+    w.expect = expect
+    return w
+
+
+def compiled_workloads(args: argparse.Namespace, pyevm: Any, pyrevm: Any) -> dict[str, Callable[[], Workload]]:
+    q = args.quick
+    makers: dict[str, Callable[[], Workload]] = {}
+    vy: list[bytes] = []
+
+    def vyper_code() -> bytes:
+        if not vy:
+            vy.append(_compile_vyper_runtime(COMPUTE_VY))
+        return vy[0]
+
+    n_transfers, n_keccak, n_sort = (500, 2_000, 60) if q else (5_000, 20_000, 200)
+    makers["vy-transfers"] = lambda: call_workload(
+        "vy-transfers",
+        f"Vyper: {n_transfers:,} ERC20 transfers in one call",
+        vyper_code(),
+        _call("transfers(uint256)", n_transfers),
+        pyevm,
+        pyrevm,
+    )
+    makers["vy-keccak"] = lambda: call_workload(
+        "vy-keccak",
+        f"Vyper: keccak chain of {n_keccak:,}",
+        vyper_code(),
+        _call("keccak_chain(bytes32,uint256)", 0x5EED, n_keccak),
+        pyevm,
+        pyrevm,
+    )
+    makers["vy-sort"] = lambda: call_workload(
+        "vy-sort",
+        f"Vyper: bubble sort of {n_sort}",
+        vyper_code(),
+        _call("bubble_sort(uint256,uint256)", n_sort, 42),
+        pyevm,
+        pyrevm,
+    )
+    sol = bytes.fromhex(COMPUTE_SOL_HEX.read_text().strip())
+    mw, mh, mi = (16, 12, 32) if q else (48, 32, 64)
+    n_sieve, n_fib = (6_000, 14) if q else (60_000, 20)
+    makers["sol-mandel"] = lambda: call_workload(
+        "sol-mandel",
+        f"Solidity: {mw}x{mh} Mandelbrot, {mi} steps, int256 fixed point",
+        sol,
+        _call("mandelbrot(uint256,uint256,uint256)", mw, mh, mi),
+        pyevm,
+        pyrevm,
+    )
+    makers["sol-sieve"] = lambda: call_workload(
+        "sol-sieve",
+        f"Solidity: sieve below {n_sieve:,} in memory",
+        sol,
+        _call("sieve(uint256)", n_sieve),
+        pyevm,
+        pyrevm,
+    )
+    makers["sol-fib"] = lambda: call_workload(
+        "sol-fib",
+        f"Solidity: recursive fib({n_fib})",
+        sol,
+        _call("fib(uint256)", n_fib),
+        pyevm,
+        pyrevm,
+    )
+    snail = args.snailtracer or os.environ.get("MISSIVE_SNAILTRACER")
+    if snail:
+        makers["snailtracer"] = lambda: call_workload(
+            "snailtracer",
+            "SnailTracer Benchmark() (solc, held back)",
+            load_snailtracer(Path(snail)),
+            bytes.fromhex("30627b7c"),
+            pyevm,
+            pyrevm,
+        )
+    return makers  # fmt: skip
+
+
+# ---------------------------------------------------------------------------
 # Running and reporting
 # ---------------------------------------------------------------------------
 
@@ -387,8 +584,13 @@ def setup_workload(calls: int, pyevm_calls: int, repeats: int, pyevm: Any, pyrev
 @dataclass
 class Measured:
     workload: Workload
+    #: median CPU seconds per run, per peer
     seconds: dict[str, float]
     gas: dict[str, int]
+    #: every timed run, in round order
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    #: ours/pyrevm per unit, for each round both ran in
+    round_ratios: list[float] = field(default_factory=list)
 
     def per_unit(self, peer: str) -> float:
         """Seconds per call / iteration for ``peer`` (peers may run different counts)."""
@@ -411,9 +613,10 @@ class Measured:
         return self.seconds[peer] / self.workload.instructions * 1e9
 
     def gas_agrees(self) -> bool:
-        """Execution gas is the same in every peer whose gas is comparable."""
+        """Execution gas (and, for one-call workloads, the output) is the same in every comparable peer."""
         compared = {p: g for p, g in self.gas.items() if p != "pyrevm" or self.workload.pyrevm_gas_comparable}
-        return len(set(compared.values())) == 1
+        outputs = set(self.workload.outputs.values())
+        return len(set(compared.values())) == 1 and len(outputs) <= 1
 
     def targets(self) -> list[tuple[str, bool]]:
         """(description, met) for each target of this workload we could check."""
@@ -442,29 +645,66 @@ class Measured:
             "ns_per_instruction": {p: v for p in self.seconds if (v := self.ns_per_instruction(p)) is not None},
             "pyevm_over_ours": self.ratio_pyevm(),
             "ours_over_pyrevm": self.ratio_pyrevm(),
+            "samples": self.samples,
+            "ours_over_pyrevm_per_round": self.round_ratios,
             "gas": self.gas,
             "gas_agrees": self.gas_agrees(),
+            "output": next(iter(w.outputs.values())).hex() if w.outputs else None,
             "targets": [{"target": t, "met": ok} for t, ok in self.targets()],
         }
 
 
-def _time_peer(peer: Peer) -> tuple[float, int]:
-    """(best CPU seconds, gas of the last run) for one peer."""
-    gas: list[int] = []
+def _time_once(peer: Peer) -> tuple[float, int]:
+    """(CPU seconds, gas) of one run of ``peer``; its setup is not timed.
 
-    def run(prepared: Any) -> None:
-        gas.append(peer.run(prepared))
+    The garbage collector runs before and is paused during the run, so that a
+    collection of earlier garbage is not billed to it.
+    """
+    prepared = peer.setup()
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.process_time()
+        gas = peer.run(prepared)
+        elapsed = time.process_time() - start
+    finally:
+        gc.enable()
+    return elapsed, gas
 
-    return cpu_best_of(run, peer.repeats, peer.setup), gas[-1]
 
+def measure_rounds(
+    workloads: list[Workload], rounds: int, pyevm_rounds: int, log: Callable[[str], None]
+) -> list[Measured]:
+    """Interleaved rounds: each round runs every workload once in each peer.
 
-def measure(w: Workload, log: Callable[[str], None]) -> Measured:
-    seconds: dict[str, float] = {}
-    gas: dict[str, int] = {}
-    for name, peer in w.peers.items():
-        log(f"  {w.name}: {name} ({peer.repeats} repeat{'s' if peer.repeats > 1 else ''})")
-        seconds[name], gas[name] = _time_peer(peer)
-    return Measured(w, seconds, gas)
+    The order of the peers rotates from round to round.  py-evm runs only in
+    the first ``pyevm_rounds`` rounds.  A warm-up run of ours (untimed)
+    translates the code first, as a node that has seen the contract would.
+    """
+    samples: dict[str, dict[str, list[float]]] = {w.name: {p: [] for p in w.peers} for w in workloads}
+    gas: dict[str, dict[str, int]] = {w.name: {} for w in workloads}
+    for w in workloads:
+        if "ours" in w.peers:
+            _time_once(w.peers["ours"])
+    for r in range(rounds):
+        log(f"round {r + 1}/{rounds}")
+        for w in workloads:
+            names = list(w.peers)
+            names = names[r % len(names) :] + names[: r % len(names)]
+            for name in names:
+                if name == "py-evm" and r >= pyevm_rounds:
+                    continue
+                elapsed, g = _time_once(w.peers[name])
+                samples[w.name][name].append(elapsed)
+                gas[w.name][name] = g
+    results = []
+    for w in workloads:
+        s = {p: v for p, v in samples[w.name].items() if v}
+        m = Measured(w, {p: statistics.median(v) for p, v in s.items()}, gas[w.name], s)
+        if "pyrevm" in s and "ours" in s:
+            m.round_ratios = [a / b for a, b in zip(s["ours"], s["pyrevm"], strict=False)]
+        results.append(m)
+    return results
 
 
 def _fmt_time(seconds: float) -> str:
@@ -482,6 +722,12 @@ def _fmt_unit(m: Measured, peer: str) -> str:
     if ns is not None:
         return f"{_fmt_time(m.seconds[peer])}\n{ns:.1f} ns/instr"
     return f"{_fmt_time(m.seconds[peer])}\n{m.per_unit(peer) * 1e6:.2f} us/call"
+
+
+def _ratio_range(m: Measured) -> str:
+    if len(m.round_ratios) < 2:
+        return ""
+    return f"\n{min(m.round_ratios):.2f}-{max(m.round_ratios):.2f}"
 
 
 def print_table(results: list[Measured], compiled: bool) -> None:
@@ -510,7 +756,7 @@ def print_table(results: list[Measured], compiled: bool) -> None:
             _fmt_unit(m, "py-evm"),
             f"{rp:.1f}x" if rp is not None else "-",
             _fmt_unit(m, "pyrevm"),
-            f"{rr:.2f}x" if rr is not None else "-",
+            (f"{rr:.2f}x" if rr is not None else "-") + _ratio_range(m),
             gas,
             targets or "-",
         )
@@ -521,6 +767,10 @@ def print_table(results: list[Measured], compiled: bool) -> None:
         "  pyrevm gas is shown without its intrinsic (transaction) gas.  pyrevm keeps one journal"
         " across calls, so its transfer gas (warm, dirty slots) is not comparable."
     )
+
+
+SIMPLE = ("loop", "keccak", "sstore", "sinc", "transfer", "setup")
+COMPILED = ("vy-transfers", "vy-keccak", "vy-sort", "sol-mandel", "sol-sieve", "sol-fib", "snailtracer")
 
 
 def build_workloads(args: argparse.Namespace, pyevm: Any, pyrevm: Any) -> list[Workload]:
@@ -555,7 +805,10 @@ def build_workloads(args: argparse.Namespace, pyevm: Any, pyrevm: Any) -> list[W
         "transfer": lambda: transfer_workload(sizes["transfer"], reps, pe_reps, pyevm, pyrevm),
         "setup": lambda: setup_workload(sizes["setup"], sizes["setup-pyevm"], reps, pyevm, pyrevm),
     }  # fmt: skip
-    chosen = args.only or list(makers)
+    makers.update(compiled_workloads(args, pyevm, pyrevm))
+    if args.only and "snailtracer" in args.only and "snailtracer" not in makers:
+        raise SystemExit("snailtracer: give its bytecode with --snailtracer FILE or MISSIVE_SNAILTRACER=FILE")
+    chosen = args.only or [n for n in makers if not (args.compiled_only and n in SIMPLE)]
     return [makers[name]() for name in chosen]
 
 
@@ -563,10 +816,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="scaled-down sizes for a CI smoke run (< ~20 s)")
     parser.add_argument("--out", type=Path, default=RESULTS / "vm.json", help="JSON output file")
-    parser.add_argument("--repeats", type=int, default=None, help="repeats for ours and pyrevm (best is kept)")
-    parser.add_argument("--pyevm-repeats", type=int, default=1, help="repeats for py-evm (slow)")
     parser.add_argument(
-        "--only", nargs="+", choices=["loop", "keccak", "sstore", "sinc", "transfer", "setup"], help="workloads to run"
+        "--rounds",
+        "--repeats",
+        dest="repeats",
+        type=int,
+        default=None,
+        help="interleaved rounds for ours and pyrevm (medians are shown)",
+    )
+    parser.add_argument("--pyevm-repeats", type=int, default=1, help="rounds py-evm runs in (slow)")
+    parser.add_argument("--only", nargs="+", choices=[*SIMPLE, *COMPILED], help="workloads to run")
+    parser.add_argument("--compiled-only", action="store_true", help="only the compiled one-call workloads")
+    parser.add_argument(
+        "--snailtracer",
+        type=Path,
+        default=None,
+        help="SnailTracer runtime code (hex file or evm-benchmarks snailtracer.json)",
     )
     parser.add_argument("--no-pyevm", action="store_true", help="skip py-evm")
     parser.add_argument("--no-pyrevm", action="store_true", help="skip pyrevm")
@@ -584,7 +849,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    results = [measure(w, log) for w in build_workloads(args, pyevm, pyrevm)]
+    results = measure_rounds(build_workloads(args, pyevm, pyrevm), args.repeats, args.pyevm_repeats, log)
     print_table(results, compiled)
     data = {
         "benchmark": "vm",
@@ -592,6 +857,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "build_info": info,
         "machine": machine_info(),
         "peers": {"py-evm": pyevm is not None, "pyrevm": pyrevm is not None},
+        "rounds": args.repeats,
         "workloads": [m.to_json() for m in results],
     }
     path = write_json(args.out, data)
