@@ -22,6 +22,7 @@ unknown key, message or function), 74 the disk is full or failing, 130 interrupt
 from __future__ import annotations
 
 import argparse
+import datetime
 import functools
 import os
 import time
@@ -569,6 +570,8 @@ def run_init(args: argparse.Namespace) -> int:
         console = make_console()
         console.print(f"created a Missive node in {path}", markup=False)
         console.print(f"default account {wallet.hex} (balance {args.fund})", markup=False)
+        console.print(f"chain id {node.chain_id} (CHAINID; messages signed for this ledger are refused by others)",
+                      markup=False)
     finally:
         node.close()
     return EXIT_OK
@@ -827,6 +830,9 @@ def run_receipt(args: argparse.Namespace) -> int:
             console.print("status:    pending (not handled yet)", markup=False)
             return EXIT_OK
         console.print(f"position:  {receipt.position} in the mailbox of {hx(receipt.recipient)}", markup=False)
+        when = datetime.datetime.fromtimestamp(receipt.timestamp, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        console.print(f"time:      block.timestamp {receipt.timestamp} ({when}), block.number {receipt.time} "
+                      "(the actor's logical time)", markup=False)
         fn = None
         registered = abis.get(envelope.recipient)
         if registered is not None and len(envelope.payload) >= 4:
