@@ -94,6 +94,27 @@ def go(asker: address, teller: address):
     extcall Asker(asker).ask(teller, gas=1_000_000)
 """
 
+#: Alarm schedules a message to itself; the scheduled run notes tx.origin and block.timestamp.
+ALARM = """# pragma version ^0.4.0
+interface System:
+    def schedule(delay: uint256, message_gas: uint256, payload: Bytes[4]) -> bytes32: nonpayable
+
+SYSTEM: constant(address) = 0x000000000000000000000000006D697373697665
+
+origin_at_fire: public(address)
+fired_at: public(uint256)
+
+@external
+def arm():
+    extcall System(SYSTEM).schedule(5, 200_000, method_id("fire()"))
+
+@external
+def fire():
+    assert msg.sender == self, "fire() is for the alarm's own scheduled message"
+    self.origin_at_fire = tx.origin
+    self.fired_at = block.timestamp
+"""
+
 #: An auction that closes by block.timestamp, as Ethereum auctions do.
 AUCTION = """# pragma version ^0.4.0
 beneficiary: public(address)
@@ -324,6 +345,21 @@ def test_tx_origin_is_the_external_account_at_the_root_through_call_query_and_re
     assert asker.origin_at_ask() == root  # relay -> asker (call)
     assert asker.told() == root  # asker -> teller (query): the teller saw carol too
     assert asker.origin_at_reply() == root  # teller -> asker (reply)
+    assert replay(node.store).ok
+
+
+def test_a_scheduled_message_keeps_the_origin_and_runs_at_the_clock_of_its_handling(
+        node: mn.Node, tmp_path: Path) -> None:
+    clock = Clock(T0)
+    node.store.wall_clock = clock
+    alarm = node.deploy(_source(tmp_path, "Alarm", ALARM))
+    dave = node.new_account("dave", balance=10**20)
+    sent = alarm.arm.send(sender=dave)
+    sent.receipt()
+    clock.now = T0 + 7
+    chain = sent.follow()
+    assert not chain.failed and not chain.unfinished
+    assert alarm.origin_at_fire() == dave.hex and alarm.fired_at() == T0 + 7
     assert replay(node.store).ok
 
 
