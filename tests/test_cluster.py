@@ -272,7 +272,9 @@ def test_cluster_cli_up_status_down(tmp_path: Path) -> None:
         assert "n1" in started.stdout and "n2" in started.stdout and "n2✓" in started.stdout
         again = missive("up", "--nodes", "2")
         assert again.returncode != 0 and "already running" in again.stderr
-        assert missive("status").returncode == 0
+        status = missive("status")
+        chain_id = launcher.read_cluster(root)["chain_id"]
+        assert status.returncode == 0 and f"chain id {chain_id} (CHAINID" in status.stdout
     finally:
         stopped = missive("down")
     assert stopped.returncode == 0 and "stopped n1, n2" in stopped.stdout

@@ -104,4 +104,9 @@ def show(states: list[dict[str, Any]]) -> None:
         table.add_row(s["name"], f"127.0.0.1:{s['port']}", state, str(s["actors"]), str(s["replicas_held"]),
                       str(s["backlog"]), str(s["standby"]), str(s["outbound"]), str(s["replicating"]), str(s["handled"]),
                       f"{s['rate']:.0f}", peers, s["id"].hex()[:16])
-    make_console().print(table)
+    console = make_console()
+    console.print(table)
+    chain_ids = sorted({int(s["chain_id"]) for s in states if s.get("up") and "chain_id" in s})
+    if chain_ids:  # one, unless a node was given another's store
+        console.print(f"chain id {', '.join(map(str, chain_ids))} (CHAINID; what clients sign messages for)",
+                      markup=False)
