@@ -960,6 +960,12 @@ class Node:
     def __repr__(self) -> str:
         return f"<Node {self.path}>"
 
+    @property
+    def chain_id(self) -> int:
+        """The ledger's id: what CHAINID gives its contracts, and what its external messages are
+        signed for (a message signed for another ledger is refused).  Chosen at init, never 1."""
+        return self.store.chain_id
+
     def _writable(self, what: str) -> None:
         """Refuse to write into a cluster node's directory: its node process alone writes its
         ledger and runs its actors (a genesis record or a handled message written beside
@@ -1097,7 +1103,7 @@ class Node:
                 recipient = create_address(key.address, nonce) if kind is Kind.DEPLOY else to
                 assert recipient is not None
                 envelope = Envelope(kind, key.address, recipient, value=value, payload=payload, gas=gas, nonce=nonce,
-                                    time=self.store.clock(), wants_reply=wants_reply)
+                                    time=self.store.clock(), wants_reply=wants_reply, chain_id=self.store.chain_id)
                 envelope.validate()
                 (result,) = self.store.accept([key.sign(envelope)], self._check)
                 if isinstance(result, EnvelopeError):
@@ -1127,7 +1133,7 @@ class Node:
                     account = self.store.account(key.address)
                     nonces[key.address] = account.nonce if account is not None else 0
                 envelope = Envelope(Kind.CALL, key.address, to, value=value, payload=data, gas=gas,
-                                    nonce=nonces[key.address], time=clock)
+                                    nonce=nonces[key.address], time=clock, chain_id=self.store.chain_id)
                 envelope.validate()
                 nonces[key.address] += 1
                 signed.append(key.sign(envelope))

@@ -33,8 +33,9 @@ def envelopes() -> list[object]:
     fields = msgpack.unpackb(good)
     variants: list[object] = [good, bytearray(good), memoryview(good), good[:-1], good + b"\x00", b"", b"\xc1",
                               "text", 5, None, [1, 2], msgpack.packb([*fields, 0])]
-    for i, bad in [(0, 2), (1, 9), (1, "2"), (1, True), (2, b"short"), (4, b"\x00\x05"), (4, "5"), (6, -1),
-                   (6, "gas"), (7, b"\x01" * 33), (10, b"x"), (11, 1), (14, -3)]:
+    for i, bad in [(0, 1), (0, 3), (1, 9), (1, "2"), (1, True), (2, b"short"), (4, b"\x00\x05"), (4, "5"), (6, -1),
+                   (6, "gas"), (7, b"\x01" * 33), (10, b"x"), (11, 1), (14, -3), (15, -1), (15, True),
+                   (15, "1"), (16, b"short"), (16, 5)]:
         changed = list(fields)
         changed[i] = bad
         variants.append(msgpack.packb(changed))
@@ -42,16 +43,17 @@ def envelopes() -> list[object]:
 
 
 def sample_envelope() -> Envelope:
-    return Envelope(Kind.CALL, A, B, value=5, payload=b"\x01\x02", gas=90_000, nonce=3, time=7, wants_reply=True)
+    return Envelope(Kind.CALL, A, B, value=5, payload=b"\x01\x02", gas=90_000, nonce=3, time=7, wants_reply=True,
+                    chain_id=281_474_976_710_000)
 
 
 def sample_receipt() -> Receipt:
     return Receipt(bytes(32), B, 4, "success", 21_000, b"\x00\x01", b"r" * 32, ((B, (1, 2**255), b"d"),),
-                   (b"o" * 32,), ((A, b"h" * 32),), 9, "")
+                   (b"o" * 32,), ((A, b"h" * 32),), 9, "", 1_796_000_000)
 
 
 def sample_account() -> Account:
-    return Account(10**20, 2, b"c" * 32, 3, 4, b"s" * 32, b"k" * 32)
+    return Account(10**20, 2, b"c" * 32, 3, 4, b"s" * 32, b"k" * 32, 1_796_000_000)
 
 
 def mistyped(record: bytes) -> list[bytes]:
@@ -70,7 +72,7 @@ def encodings() -> list[str]:
     envelope = sample_envelope()
     return [envelope.canonical().hex(), envelope.id.hex(), sample_receipt().encode().hex(),
             sample_account().encode().hex(),
-            next_root(b"r" * 32, b"m" * 32, {2**255: 1, 3: 0}, -5, 1, b"h" * 32).hex()]
+            next_root(b"r" * 32, b"m" * 32, {2**255: 1, 3: 0}, -5, 1, b"h" * 32, 1_796_000_000).hex()]
 
 
 def handled() -> list[object]:
@@ -79,7 +81,8 @@ def handled() -> list[object]:
                          + B.hex() + "61fffff1" "00")
     envelope = sample_envelope()
     actor = ActorState(A, Account(balance=50, code_hash=b"h" * 32), code)
-    o = handle(actor, envelope, envelope.id, ("pending", b"k"), lambda slot: 0, lambda address: (b"", b""))
+    o = handle(actor, envelope, envelope.id, ("pending", b"k"), lambda slot: 0, lambda address: (b"", b""),
+               1_796_000_000, 281_474_976_710_000)
     return [o.receipt.encode().hex(), o.account.encode().hex(), repr(o.storage_writes),
             [e.canonical().hex() for e in o.new_messages], repr(actor.storage)]
 

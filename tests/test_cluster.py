@@ -237,6 +237,27 @@ def test_hostile_bytes_do_not_take_a_node_down(cluster: Cluster) -> None:
     assert status["up"] and all(status["peers"].values())
 
 
+def test_the_cluster_has_one_chain_id_and_refuses_messages_signed_for_another(cluster: Cluster) -> None:
+    import msgpack
+
+    from missive.mailbox.envelope import Envelope
+
+    chain_id = launcher.read_cluster(cluster.root)["chain_id"]
+    assert {s["chain_id"] for s in launcher.status(cluster.root)} == {chain_id} and chain_id != 1
+    for state in cluster.states:
+        assert f"chain_id = {chain_id}\n" in (cluster.root / state["name"] / "node.toml").read_text()
+    client = cluster.client(1)
+    nonce = client.account(cluster.alice.address).nonce
+    for wrong in (chain_id + 1, 1):
+        signed = cluster.alice.sign(Envelope(Kind.CALL, cluster.alice.address, bytes(20), value=1, nonce=nonce,
+                                             gas=50_000, chain_id=wrong))
+        (answer,) = client.call("submit", [msgpack.packb([signed[0].canonical(), signed[1], signed[2]])])
+        assert answer["error"] == (f"the message is signed for chain id {wrong}, not this ledger's ({chain_id}): "
+                                   "it was made for another ledger")
+    env = client.submit(cluster.alice, Kind.CALL, bytes(20), value=1)  # signed for the cluster: accepted
+    assert env.chain_id == chain_id and client.receipt(env)[0].success
+
+
 def test_cluster_cli_up_status_down(tmp_path: Path) -> None:
     root = tmp_path / "c"
     env = {**os.environ, "COLUMNS": "200"}
@@ -251,7 +272,9 @@ def test_cluster_cli_up_status_down(tmp_path: Path) -> None:
         assert "n1" in started.stdout and "n2" in started.stdout and "n2✓" in started.stdout
         again = missive("up", "--nodes", "2")
         assert again.returncode != 0 and "already running" in again.stderr
-        assert missive("status").returncode == 0
+        status = missive("status")
+        chain_id = launcher.read_cluster(root)["chain_id"]
+        assert status.returncode == 0 and f"chain id {chain_id} (CHAINID" in status.stdout
     finally:
         stopped = missive("down")
     assert stopped.returncode == 0 and "stopped n1, n2" in stopped.stdout

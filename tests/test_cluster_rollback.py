@@ -101,7 +101,8 @@ def test_a_message_waits_for_its_record_to_be_acknowledged_in_the_epoch_it_was_m
         sender = next(k for k in (keys.new(f"s{i}") for i in range(400)) if node.holders(k.address) == [me, h])
         recipient = next(a for a in (bytes([i]) * 20 for i in range(256)) if z in node.holders(a) and me not in node.holders(a))
         node.store.create_account(sender.address, sender.public_key, 10**18)
-        envelope = Envelope(Kind.CALL, sender.address, recipient, value=7, nonce=0)
+        envelope = Envelope(Kind.CALL, sender.address, recipient, value=7, nonce=0,
+                            chain_id=node.store.chain_id)
         (accepted,) = node.store.accept([sender.sign(envelope)], node.check)
         queued = node.store.queued("outbound", z, 10)
         assert len(queued) == 1 and node._replicated_prefix(queued) == []  # h has not acknowledged the record

@@ -52,7 +52,7 @@ def test_sigkill_under_load_loses_nothing_and_handles_nothing_twice(tmp_path: Pa
             for _ in range(rng.randint(1, 40)):
                 to = ledger.bob.address if rng.random() < 0.5 else bytes([rng.randint(1, 255)]) * 20
                 env = Envelope(Kind.CALL, ledger.alice.address, token, payload=transfer(to, rng.randint(0, 5)),
-                               gas=200_000, nonce=nonce)
+                               gas=200_000, nonce=nonce, chain_id=ledger.store.chain_id)
                 batch.append(ledger.alice.sign(env))
                 nonce += 1
             results = ledger.store.accept(batch, ledger.check)

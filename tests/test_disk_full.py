@@ -235,7 +235,7 @@ def test_a_node_refuses_writes_while_its_disk_is_full_keeps_running_and_resumes_
 
     def transfers(count: int, start: int) -> list[tuple[Envelope, bytes, bytes]]:
         return [ledger.alice.sign(Envelope(Kind.CALL, ledger.alice.address, token, nonce=start + i, gas=500_000,
-                                           payload=transfer(ledger.bob.address, 1))) for i in range(count)]
+                                           payload=transfer(ledger.bob.address, 1), chain_id=store.chain_id)) for i in range(count)]
 
     def accept(batch: list[tuple[Envelope, bytes, bytes]]) -> Any:
         return lambda txn: store.accept(batch, ledger.check, txn=txn)
@@ -287,7 +287,7 @@ def test_a_round_run_in_a_transaction_the_full_disk_refused_is_forgotten(disk: D
     runtime.retry_after = 0.01
     nonce = ledger.nonce(ledger.alice)
     batch = [ledger.alice.sign(Envelope(Kind.CALL, ledger.alice.address, token, nonce=nonce + i, gas=500_000,
-                                        payload=transfer(ledger.bob.address, 1))) for i in range(50)]
+                                        payload=transfer(ledger.bob.address, 1), chain_id=store.chain_id)) for i in range(50)]
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:

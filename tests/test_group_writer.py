@@ -35,7 +35,7 @@ from missive.mailbox.writer import GroupWriter
 
 def payment(ledger: Ledger, value: int, nonce: int) -> tuple[Envelope, bytes, bytes]:
     return ledger.alice.sign(Envelope(Kind.CALL, ledger.alice.address, ledger.bob.address, value=value,
-                                      nonce=nonce, gas=100_000))
+                                      nonce=nonce, gas=100_000, chain_id=ledger.store.chain_id))
 
 
 def test_a_failing_write_is_undone_alone_and_the_transaction_stays_sealed(tmp_path: Path) -> None:
@@ -80,7 +80,8 @@ def test_concurrent_writes_share_transactions_and_each_gets_its_own_result(tmp_p
     senders = [Key("", os.urandom(32)) for _ in range(40)]
     for key in senders:
         store.create_account(key.address, key.public_key, 1000)
-    messages = [key.sign(Envelope(Kind.CALL, key.address, senders[0].address, value=10, nonce=0, gas=100_000))
+    messages = [key.sign(Envelope(Kind.CALL, key.address, senders[0].address, value=10, nonce=0, gas=100_000,
+                                  chain_id=store.chain_id))
                 for key in senders]
     results: dict[int, object] = {}
 
@@ -328,7 +329,7 @@ def test_what_a_transaction_queues_is_handled_in_it_or_by_a_later_round_once_and
 
     def signed(amount: int, nonce: int) -> tuple[Envelope, bytes, bytes]:
         return ledger.alice.sign(Envelope(Kind.CALL, ledger.alice.address, token, payload=transfer(
-            ledger.bob.address, amount), nonce=nonce, gas=500_000))
+            ledger.bob.address, amount), nonce=nonce, gas=500_000, chain_id=store.chain_id))
 
     async def until_handled() -> None:
         while any(store.receipt(m) is None for m, _ in sent):
@@ -385,7 +386,7 @@ def test_the_transaction_that_commits_a_round_also_handles_what_it_stores(tmp_pa
     writer = GroupWriter(store)
     nonce = ledger.nonce(ledger.alice)
     first, second = ([ledger.alice.sign(Envelope(Kind.CALL, ledger.alice.address, token, payload=transfer(
-        ledger.bob.address, 10), nonce=nonce + i, gas=500_000)) for i in range(start, start + 3)] for start in (0, 3))
+        ledger.bob.address, 10), nonce=nonce + i, gas=500_000, chain_id=store.chain_id)) for i in range(start, start + 3)] for start in (0, 3))
     joined: list[Any] = []  # the second batch's write, and the transactions written before it joined
 
     async def committer(outcomes: list[Any]) -> None:

@@ -89,7 +89,8 @@ class Ledger:
 
     def submit(self, key: Key, kind: Kind, to: bytes, payload: bytes = b"", value: int = 0, gas: int = 500_000,
                wants_reply: bool = False) -> bytes:
-        env = Envelope(kind, key.address, to, value=value, payload=payload, gas=gas, nonce=self.nonce(key), wants_reply=wants_reply)
+        env = Envelope(kind, key.address, to, value=value, payload=payload, gas=gas, nonce=self.nonce(key), wants_reply=wants_reply,
+                       chain_id=self.store.chain_id)
         (result,) = self.store.accept([key.sign(env)], self.check)
         if isinstance(result, EnvelopeError):
             raise result
@@ -182,7 +183,7 @@ def test_failed_call_bounces_value_and_changes_nothing(ledger: Ledger) -> None:
 def test_duplicate_delivery_is_handled_once(ledger: Ledger) -> None:
     token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [100]))
     env = Envelope(Kind.CALL, ledger.alice.address, token, payload=transfer(ledger.bob.address, 1), gas=200_000,
-                   nonce=ledger.nonce(ledger.alice))
+                   nonce=ledger.nonce(ledger.alice), chain_id=ledger.store.chain_id)
     signed = ledger.alice.sign(env)
     first, again = ledger.store.accept([signed, signed], ledger.check)
     assert not first.duplicate and again.duplicate  # type: ignore[union-attr]
@@ -197,13 +198,14 @@ def test_duplicate_delivery_is_handled_once(ledger: Ledger) -> None:
     [
         (lambda env, pk, sig: (env, pk, bytes(64)), "bad signature"),
         (lambda env, pk, sig: (env, bytes(32), sig), "does not belong"),
-        (lambda env, pk, sig: (Envelope(env.kind, env.sender, env.recipient, payload=env.payload, nonce=env.nonce + 5, gas=env.gas), pk, sig), "bad signature"),
+        (lambda env, pk, sig: (Envelope(env.kind, env.sender, env.recipient, payload=env.payload, nonce=env.nonce + 5, gas=env.gas, chain_id=env.chain_id), pk, sig), "bad signature"),
     ],
 )
 def test_forged_messages_are_rejected_and_change_nothing(ledger: Ledger, mutate, message: str) -> None:  # type: ignore[no-untyped-def]
     token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [100]))
     seq_before = list(ledger.store.ledger())
-    env = Envelope(Kind.CALL, ledger.alice.address, token, payload=transfer(ledger.bob.address, 1), nonce=ledger.nonce(ledger.alice))
+    env = Envelope(Kind.CALL, ledger.alice.address, token, payload=transfer(ledger.bob.address, 1), nonce=ledger.nonce(ledger.alice),
+                   chain_id=ledger.store.chain_id)
     (result,) = ledger.store.accept([mutate(*ledger.alice.sign(env))], ledger.check)
     assert isinstance(result, EnvelopeError) and message in str(result)
     assert list(ledger.store.ledger()) == seq_before
@@ -220,13 +222,14 @@ def test_admission_errors_name_the_problem(ledger: Ledger) -> None:
         ledger.submit(ledger.alice, Kind.CALL, b"\x42" * 20, b"\x01\x02\x03\x04")
     with pytest.raises(EnvelopeError, match="exceeds"):
         ledger.submit(ledger.alice, Kind.CALL, token, b"\x00" * (200 * 1024))
-    env = Envelope(Kind.CALL, ledger.alice.address, token, payload=b"", nonce=ledger.nonce(ledger.alice) + 1)
+    env = Envelope(Kind.CALL, ledger.alice.address, token, payload=b"", nonce=ledger.nonce(ledger.alice) + 1,
+                   chain_id=ledger.store.chain_id)
     (result,) = ledger.store.accept([ledger.alice.sign(env)], ledger.check)
     assert isinstance(result, EnvelopeError) and "nonce" in str(result)
 
 
 def test_malformed_envelope_bytes_are_rejected_clearly() -> None:
-    for raw, message in [(b"\xc1", "not msgpack"), (b"\x90", "15 fields"), (Envelope(Kind.CALL, bytes(20), bytes(20)).canonical()[:-3], "not msgpack")]:
+    for raw, message in [(b"\xc1", "not msgpack"), (b"\x90", "17 fields"), (Envelope(Kind.CALL, bytes(20), bytes(20)).canonical()[:-3], "not msgpack")]:
         with pytest.raises(EnvelopeError, match=message):
             Envelope.decode(raw)
 
@@ -291,7 +294,7 @@ def test_a_callee_that_halts_still_answers_out_of_the_requests_own_gas(ledger: L
 def test_a_message_stamped_far_in_the_future_is_refused(ledger: Ledger) -> None:
     token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [10]))
     env = Envelope(Kind.QUERY, ledger.alice.address, token, payload=selector("balanceOf(address)") + encode(["address"], [token]),
-                   nonce=ledger.nonce(ledger.alice), time=2**64 - 1, wants_reply=True)
+                   nonce=ledger.nonce(ledger.alice), time=2**64 - 1, wants_reply=True, chain_id=ledger.store.chain_id)
     (result,) = ledger.store.accept([ledger.alice.sign(env)], ledger.check)
     assert isinstance(result, EnvelopeError) and "too far ahead" in str(result)
     assert ledger.store.pending() == []

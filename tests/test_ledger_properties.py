@@ -187,7 +187,7 @@ class Workload(Ledger):
     def send(self, key: Key, to: bytes, payload: bytes, value: int, twice: bool = False, wants_reply: bool = False,
              kind: Kind = Kind.CALL) -> None:
         signed = key.sign(Envelope(kind, key.address, to, value=value, payload=payload, gas=GAS, nonce=self.nonce(key),
-                                   wants_reply=wants_reply))
+                                   wants_reply=wants_reply, chain_id=self.store.chain_id))
         results = self.store.accept([signed, signed] if twice else [signed], self.check)
         if isinstance(results[0], Accepted):
             assert not results[0].duplicate

@@ -65,7 +65,8 @@ def test_hundred_thousand_contracts_with_a_hundred_live_actors(tmp_path: Path) -
     init = proxy_init_code(template)
     cells = [create_address(alice.address, first + i) for i in range(CONTRACTS)]
     for start in range(0, CONTRACTS, 2_000):
-        signed = [alice.sign(Envelope(Kind.DEPLOY, alice.address, cells[i], payload=init, gas=100_000, nonce=first + i))
+        signed = [alice.sign(Envelope(Kind.DEPLOY, alice.address, cells[i], payload=init, gas=100_000, nonce=first + i,
+                                    chain_id=ledger.store.chain_id))
                   for i in range(start, min(start + 2_000, CONTRACTS))]
         assert not any(isinstance(r, EnvelopeError) for r in ledger.store.accept(signed, ledger.check))
     ledger.run()

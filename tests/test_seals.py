@@ -42,7 +42,7 @@ def build(path: Path) -> Ledger:
     # several messages in one transaction (group commit): one seal covers them all
     nonce = ledger.nonce(ledger.bob)
     batch = [ledger.bob.sign(Envelope(Kind.CALL, ledger.bob.address, ledger.alice.address, value=1 + i, nonce=nonce + i,
-                                      gas=100_000)) for i in range(4)]
+                                      gas=100_000, chain_id=ledger.store.chain_id)) for i in range(4)]
     assert all(not isinstance(r, Exception) for r in ledger.store.accept(batch, ledger.check))
     ledger.submit(ledger.alice, Kind.CALL, asker,
                   selector("ask(address,address)") + encode(["address", "address"], [token, ledger.bob.address]))
@@ -484,7 +484,8 @@ def test_threads_writing_at_once_each_seal_their_own_records(tmp_path: Path) -> 
     def accepting() -> None:
         try:
             for nonce in range(300):
-                envelope = Envelope(Kind.CALL, alice.address, bob.address, value=1, nonce=nonce, gas=50_000)
+                envelope = Envelope(Kind.CALL, alice.address, bob.address, value=1, nonce=nonce, gas=50_000,
+                                    chain_id=store.chain_id)
                 (result,) = store.accept([alice.sign(envelope)], check)
                 assert not isinstance(result, Exception), result
         except BaseException as err:  # noqa: BLE001 - reported below

@@ -1,8 +1,14 @@
 """Handling one message by one actor: the step the live runtime and replay share.
 
 ``handle`` is deterministic: its result depends only on the actor's state, the
-message, and the code of other accounts it inspects (recorded in the receipt
-by code hash).  The runtime runs it live; replay runs it again from the ledger
+message, the code of other accounts it inspects (recorded in the receipt
+by code hash), the ledger's chain id and the clock reading it is given (``now``,
+recorded in the receipt as block.timestamp; replay gives it back).
+
+Ethereum's context (SPEC §3): block.timestamp is ``now`` in seconds but never
+less than the actor's previous one; block.number is the actor's logical
+(Lamport) time; CHAINID is the ledger's id; tx.origin is the external account at
+the root of the message tree, carried in every internal envelope's ``origin``.  The runtime runs it live; replay runs it again from the ledger
 and compares receipts.  It never touches the store: what it changes comes back
 as an :class:`~missive.mailbox.store.Outcome` that the caller commits.
 
@@ -91,8 +97,9 @@ class _StorageView:
         return value
 
 
-def outgoing_envelope(message: OutgoingMessage, parent: bytes, time: int) -> Envelope:
-    """The envelope a VM outbox entry becomes; its id is what the handler was told."""
+def outgoing_envelope(message: OutgoingMessage, parent: bytes, time: int, origin: bytes) -> Envelope:
+    """The envelope a VM outbox entry becomes; its id is what the handler was told.
+    ``origin``: the external account at the root of the tree (tx.origin), carried on."""
     return Envelope(
         kind=_KIND_OF[message.kind],
         sender=message.sender,
@@ -105,15 +112,17 @@ def outgoing_envelope(message: OutgoingMessage, parent: bytes, time: int) -> Env
         wants_reply=message.wants_reply,
         parent=parent,
         not_before=time + message.delay if message.kind is MessageKind.SCHEDULED else 0,
+        origin=origin,
     )
 
 
 class ActorHost(Host):
     """What a handler may see beyond its own state: immutable code, and message ids."""
 
-    def __init__(self, parent: bytes, time: int, read_code: CodeReader) -> None:
+    def __init__(self, parent: bytes, time: int, origin: bytes, read_code: CodeReader) -> None:
         self.parent = parent
         self.time = time
+        self.origin = origin
         self.read_code = read_code
         self.reads: dict[bytes, bytes] = {}
 
@@ -123,7 +132,7 @@ class ActorHost(Host):
         return code
 
     def message_id(self, message: OutgoingMessage, parent_id: bytes) -> bytes:
-        return outgoing_envelope(message, self.parent, self.time).id
+        return outgoing_envelope(message, self.parent, self.time, self.origin).id
 
 
 def reply_payload_for_contract(envelope: Envelope) -> bytes:
@@ -140,15 +149,19 @@ def reply_payload_for_contract(envelope: Envelope) -> bytes:
     )
 
 
-def next_root(root: bytes, message_id: bytes, writes: dict[int, int], balance_delta: int, nonce: int, code_hash: bytes) -> bytes:
+def next_root(root: bytes, message_id: bytes, writes: dict[int, int], balance_delta: int, nonce: int, code_hash: bytes,
+              timestamp: int) -> bytes:
     """The actor's state root: a hash chain over every state change, so equal roots mean equal histories.
+
+    It covers the run's block.timestamp too, which the caller chose from its clock: a receipt whose
+    recorded time was changed no longer matches the root it was recorded with.
 
     It hashes the balance *change*, not the balance: an external account's
     balance also moves when its own messages are accepted, at points that
     depend on batching, while the change a handler makes does not.
     """
     slots = [[int_bytes(k), int_bytes(writes[k])] for k in sorted(writes)] if writes else []
-    diff = packb([slots, balance_delta < 0, int_bytes(abs(balance_delta)), nonce, code_hash])
+    diff = packb([slots, balance_delta < 0, int_bytes(abs(balance_delta)), nonce, code_hash, timestamp])
     return keccak256(root + message_id + diff)
 
 
@@ -165,9 +178,12 @@ def handle(
     queue_key: tuple[str, bytes],
     read_slot: SlotReader | None,
     read_code: CodeReader,
+    now: int,
+    chain_id: int,
 ) -> Outcome:
     """Handle ``envelope`` as ``actor``; update ``actor`` in place and return what to commit."""
-    receipt, writes, new_code, outgoing, balance_delta = run_handler(actor, envelope, message_id, read_slot, read_code)
+    receipt, writes, new_code, outgoing, balance_delta = run_handler(actor, envelope, message_id, read_slot, read_code,
+                                                                     now, chain_id)
     return Outcome(message_id, actor.address, queue_key, receipt, actor.account, balance_delta, writes,
                    new_code if new_code else None, tuple(outgoing))
 
@@ -178,8 +194,15 @@ def run_handler(
     message_id: bytes,
     read_slot: SlotReader | None,
     read_code: CodeReader,
+    now: int,
+    chain_id: int,
 ) -> Handled:
     """Handle ``envelope`` as ``actor``; update ``actor`` in place and return what it did.
+
+    ``now``: the executing node's clock in seconds (live), or the receipt's recorded
+    timestamp (replay, re-execution); block.timestamp is that, but never less than the
+    actor's previous one.  ``chain_id``: the ledger's id (CHAINID).  block.number is the
+    actor's logical (Lamport) time, as the system contract's now().
 
     ``read_slot`` reads the committed storage slots ``actor.storage`` does not
     hold yet; ``None`` says it holds them all (replay, which starts from
@@ -188,7 +211,9 @@ def run_handler(
     account = actor.account
     # A scheduled message runs no earlier than it was due, so now() >= its due time.
     time = max(account.clock, envelope.time, envelope.not_before) + 1
-    host = ActorHost(message_id, time, read_code)
+    timestamp = now if now > account.timestamp else account.timestamp
+    origin = envelope.origin or envelope.sender
+    host = ActorHost(message_id, time, origin, read_code)
     kind = envelope.kind
     value = envelope.value if kind in (Kind.CALL, Kind.DEPLOY, Kind.SCHEDULED, Kind.BOUNCE) else 0
     code = actor.code
@@ -230,7 +255,7 @@ def run_handler(
             storage=actor.storage if read_slot is None else _StorageView(actor.storage, read_slot),
             balance=balance,
             nonce=nonce,
-            block=BlockContext(logical_time=time, timestamp=time, number=time, origin=envelope.sender),
+            block=BlockContext(logical_time=time, timestamp=timestamp, number=time, origin=origin, chain_id=chain_id),
             host=host,
             is_static=kind is Kind.QUERY,
             message_id=message_id,
@@ -245,7 +270,7 @@ def run_handler(
             writes = result.storage_writes
             balance, nonce = result.balance, result.nonce
             if result.outbox:
-                outgoing = [outgoing_envelope(m, message_id, time) for m in result.outbox]
+                outgoing = [outgoing_envelope(m, message_id, time, origin) for m in result.outbox]
             if result.logs:
                 logs = tuple([(log.address, log.topics, log.data) for log in result.logs])
             if kind is Kind.DEPLOY:
@@ -260,14 +285,14 @@ def run_handler(
     if not succeeded and value and kind is not Kind.BOUNCE:
         outgoing.append(
             Envelope(kind=Kind.BOUNCE, sender=actor.address, recipient=envelope.sender, value=value, gas=0,
-                     nonce=follow, time=time, request_id=message_id, parent=message_id)
+                     nonce=follow, time=time, request_id=message_id, parent=message_id, origin=origin)
         )
         follow += 1
     if envelope.wants_reply and kind in (Kind.CALL, Kind.QUERY):
         outgoing.append(
             Envelope(kind=Kind.REPLY, sender=actor.address, recipient=envelope.sender, payload=output,
                      gas=envelope.gas - gas_used, nonce=follow, time=time, request_id=message_id,
-                     success=succeeded, parent=message_id)
+                     success=succeeded, parent=message_id, origin=origin)
         )
 
     code_hash = account.code_hash
@@ -277,10 +302,10 @@ def run_handler(
     # An external account's nonce is moved by the acceptance of its own messages, not by
     # handlers, at points that depend on batching: like its balance, it stays out of the root.
     root = next_root(account.state_root, message_id, writes, balance - account.balance,
-                     nonce if code_hash else 0, code_hash)
+                     nonce if code_hash else 0, code_hash, timestamp)
     if writes:
         actor.storage.update(writes)
-    actor.account = Account(balance, nonce, code_hash, account.handled + 1, time, root, account.public_key)
+    actor.account = Account(balance, nonce, code_hash, account.handled + 1, time, root, account.public_key, timestamp)
     receipt = Receipt(
         message_id=message_id,
         recipient=actor.address,
@@ -294,5 +319,6 @@ def run_handler(
         code_reads=tuple(sorted(host.reads.items())) if host.reads else (),
         time=time,
         error=error,
+        timestamp=timestamp,
     )
     return receipt, writes, new_code, outgoing, balance - account.balance

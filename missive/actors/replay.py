@@ -98,6 +98,8 @@ CHUNK = 512
 
 #: index of ``code_reads`` in a stored receipt (after the format version; see Receipt.encode)
 _CODE_READS = 10
+#: index of block.timestamp (seconds) in an encoded receipt
+_TIMESTAMP = 12
 
 
 class _Problem(Exception):
@@ -334,6 +336,16 @@ def _code_reader(actors: dict[bytes, ActorState], code_by_hash: dict[bytes, byte
     return read_code
 
 
+def _recorded_timestamp(raw_receipt: bytes) -> int:
+    """The block.timestamp a receipt records: what the replayed run is given as its node's clock
+    (the handler still keeps it from going back, so a tampered time is a divergence)."""
+    try:
+        timestamp = msgpack.unpackb(raw_receipt)[_TIMESTAMP]
+    except (ValueError, TypeError, IndexError):
+        return 0  # a corrupt receipt: the comparison reports it
+    return timestamp if type(timestamp) is int and timestamp >= 0 else 0
+
+
 def _receipt_differences(raw: bytes, got: Receipt) -> list[str]:
     """Why a reproduced receipt's encoding differs from the recorded bytes, field by field."""
     try:
@@ -413,6 +425,7 @@ def replay(
     checks = _SignatureChecks(pool) if pool is not None else None
     try:
         with store.read() as txn:
+            chain_id = store.chain_id
             public_key = store.seal_public_key(txn)
             if seal_key is not None and public_key != seal_key:
                 recorded = f"0x{public_key.hex()}" if public_key else "none"
@@ -476,7 +489,8 @@ def replay(
                         me.code = code_by_hash.get(me.account.code_hash, b"")
                     # read_slot None: replay starts from nothing, so every slot an actor has is in its ActorState
                     receipt, _, new_code, _, _ = run_handler(me, envelope, message_id, None,
-                                                             _code_reader(actors, code_by_hash, raw_receipt, other_code))
+                                                             _code_reader(actors, code_by_hash, raw_receipt, other_code),
+                                                             _recorded_timestamp(raw_receipt), chain_id)
                     if envelope.kind is Kind.DEPLOY and receipt.success and new_code:
                         code_by_hash[me.account.code_hash] = new_code
                     if actor is None or envelope.recipient == actor:

@@ -189,9 +189,14 @@ class Runtime:
 
     def _handle(self, actor: Actor, batch: list[tuple[bytes, bytes, Envelope]], read_slot: Callable[[int], int],
                 outcomes: list[tuple[Envelope, Outcome]]) -> None:
-        """Handle an actor's share of a round, one message at a time, adding each outcome to ``outcomes``."""
+        """Handle an actor's share of a round, one message at a time, adding each outcome to ``outcomes``.
+
+        block.timestamp: this node's clock in seconds as the share starts (the handler keeps it from
+        going back for the actor), recorded in each receipt; CHAINID: the ledger's id."""
+        now, chain_id = int(self.store.wall_clock()), self.store.chain_id
         for queue_key, message_id, envelope in batch:
-            outcome = handle(actor.state, envelope, message_id, ("pending", queue_key), read_slot, self._read_code)
+            outcome = handle(actor.state, envelope, message_id, ("pending", queue_key), read_slot, self._read_code,
+                             now, chain_id)
             outcomes.append((envelope, outcome))
 
     def _unload_idle(self) -> None:

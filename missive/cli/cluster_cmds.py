@@ -118,6 +118,9 @@ def status_lines(states: list[dict[str, Any]]) -> list[str]:
                                    subsequent_indent="            ", break_on_hyphens=False))
     if any(s.get("up") for s in states):
         lines.append("(peers: ✓ up in that node's view, · connected but not yet up, ✗ down)")
+    chain_ids = sorted({int(s["chain_id"]) for s in states if s.get("up") and "chain_id" in s})
+    if chain_ids:  # one, unless a node was given another's store
+        lines.append(f"chain id {', '.join(map(str, chain_ids))} (CHAINID; what clients sign messages for)")
     return lines
 
 

@@ -24,6 +24,7 @@ failing, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import datetime
 import functools
 import os
 import time
@@ -584,6 +585,8 @@ def run_init(args: argparse.Namespace) -> int:
         console.print(f"default account {wallet.hex} (balance {args.fund})", markup=False)
         console.print("account keys encrypted under your passphrase" if node.keystore.encrypted
                       else "account keys stored unencrypted (a development node)", markup=False)
+        console.print(f"chain id {node.chain_id} (CHAINID; messages signed for this ledger are refused by others)",
+                      markup=False)
     finally:
         node.close()
     return EXIT_OK
@@ -845,6 +848,9 @@ def run_receipt(args: argparse.Namespace) -> int:
             console.print("status:    pending (not handled yet)", markup=False)
             return EXIT_OK
         console.print(f"position:  {receipt.position} in the mailbox of {hx(receipt.recipient)}", markup=False)
+        when = datetime.datetime.fromtimestamp(receipt.timestamp, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        console.print(f"time:      block.timestamp {receipt.timestamp} ({when}), block.number {receipt.time} "
+                      "(the actor's logical time)", markup=False)
         fn = None
         registered = abis.get(envelope.recipient)
         if registered is not None and len(envelope.payload) >= 4:

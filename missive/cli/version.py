@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+from pathlib import Path
 from typing import Any
 
 from missive.cli.common import EXIT_OK, make_console, print_json
@@ -17,6 +18,8 @@ from missive.cli.common import EXIT_OK, make_console, print_json
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("version", help="show versions and whether the VM is compiled by mypyc")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="also show the node directory's ledger: its chain id (CHAINID) and store format")
     parser.set_defaults(handler=run)
 
 
@@ -76,6 +79,19 @@ def run(args: argparse.Namespace) -> int:
             "description": describe_build(info),
         },
     }
+    if args.dir is not None:
+        from missive.cli.common import CliError, exit_code
+        from missive.mailbox.store import STORE_FORMAT, StoreError
+        from missive.node import Node
+
+        try:
+            node = Node.open(args.dir)
+        except StoreError as exc:
+            raise CliError(str(exc), exit_code(exc)) from exc
+        try:
+            data["ledger"] = {"dir": str(args.dir), "chain_id": node.chain_id, "store_format": STORE_FORMAT}
+        finally:
+            node.close()
     if args.json:
         print_json(data)
         return EXIT_OK
@@ -83,4 +99,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"missive {data['missive']}", markup=False)
     console.print(f"Python {data['python']} ({data['implementation']}) on {data['platform']}", markup=False)
     console.print(f"VM: {data['vm']['description']}", markup=False)
+    if "ledger" in data:
+        ledger = data["ledger"]
+        console.print(f"ledger at {ledger['dir']}: chain id {ledger['chain_id']}, store format "
+                      f"{ledger['store_format']}", markup=False)
     return EXIT_OK

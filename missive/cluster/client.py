@@ -140,6 +140,7 @@ class ClusterClient:
     def __init__(self, host: str, port: int, identity: NodeIdentity | None = None) -> None:
         self.host, self.port = host, port
         self.identity = identity
+        self._chain_id: int | None = None  # the cluster's, asked of the node once
 
     def call(self, method: str, params: Any = None, *, timeout: float = 10.0) -> Any:
         from missive.net import NetError
@@ -173,8 +174,10 @@ class ClusterClient:
         recipient = create_address(key.address, account.nonce) if kind is Kind.DEPLOY else to
         if recipient is None:
             raise EnvelopeError("recipient must be a 20-byte address")  # as envelope.validate() says
+        if self._chain_id is None:
+            self._chain_id = int(self.call("status")["chain_id"])
         envelope = Envelope(kind, key.address, recipient, value=value, payload=payload, gas=gas,
-                            nonce=account.nonce, wants_reply=wants_reply)
+                            nonce=account.nonce, wants_reply=wants_reply, chain_id=self._chain_id)
         envelope.validate()
         signed = key.sign(envelope)
         return envelope, msgpack.packb([signed[0].canonical(), signed[1], signed[2]])

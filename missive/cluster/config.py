@@ -15,6 +15,9 @@
                                    # the operator names (the faucet); off by default
     connections_per_key = 16       # connections one client key may hold (members and operator: more)
     idle_timeout = 60.0            # seconds before a client's idle connection is closed
+    chain_id = 190823740172061     # the cluster's chain id (CHAINID; what its external messages are
+                                   # signed for): the same on every node; without it a node picks
+                                   # its own when its store is made, which suits only a node alone
 
     [trust]                        # optional (missive.cluster.trust.TrustSettings)
     interval = 1.0                 # seconds per attestation step and gossip round (default 1)
@@ -28,8 +31,8 @@
 
 The same file format runs a node on another machine: list the seed peers
 with their addresses and ids.  ``missive cluster up`` writes ``operator`` (the
-key it keeps in the cluster directory) and ``development = true`` (it starts a
-local development cluster).
+key it keeps in the cluster directory), ``development = true`` (it starts a
+local development cluster) and ``chain_id`` (chosen when the cluster is made).
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class NodeConfig:
     development: bool = False  # the faucet (create_account) is on
     connections_per_key: int = MAX_PER_KEY
     idle_timeout: float = IDLE_TIMEOUT
+    chain_id: int | None = None  # the cluster's chain id; None: the store's own (chosen when it is made)
 
     def dump(self) -> str:
         lines = [f'name = "{self.name}"', f'dir = "{self.dir}"', f'host = "{self.host}"', f"port = {self.port}",
@@ -82,6 +86,8 @@ class NodeConfig:
             lines.append(f"connections_per_key = {self.connections_per_key}")
         if self.idle_timeout != IDLE_TIMEOUT:
             lines.append(f"idle_timeout = {self.idle_timeout}")
+        if self.chain_id is not None:
+            lines.append(f"chain_id = {self.chain_id}")
         lines.append("")
         for peer in self.peers:
             lines += ["[[peers]]", f'name = "{peer.name}"', f'host = "{peer.host}"', f"port = {peer.port}",
@@ -112,9 +118,13 @@ def load(path: Path) -> NodeConfig:
             trust = TrustSettings.from_table(data.get("trust"), str(path))
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        chain_id = data.get("chain_id")
+        if chain_id is not None and (not isinstance(chain_id, int) or isinstance(chain_id, bool)
+                                     or not 2 <= chain_id < 2**63):
+            raise ConfigError(f"{path}: chain_id must be an integer from 2 to 2**63 - 1, not {chain_id!r}")
         return NodeConfig(str(data["name"]), Path(str(data["dir"])), str(data.get("host", "127.0.0.1")),
                           _port(data.get("port", 0), "port"), peers, replicas, float(timeout), trust,
-                          **_doors(data, path))
+                          **_doors(data, path), chain_id=chain_id)
     except KeyError as exc:
         raise ConfigError(f"{path}: missing key {exc}") from None
 

@@ -125,7 +125,8 @@ class ExecutionTrust:
             code = store.code(account.code_hash, txn) if account.code_hash else b""
             if diff.after != store.digest_after(diff, txn):  # every diff: it costs a hash per slot written
                 raise WrongResult(diff, [CONTRADICTION], pre_state(account_raw, store.storage(address, txn).items(),
-                                                                   code, diff, lambda _: None, lambda _: None))
+                                                                   code, diff, lambda _: None, lambda _: None,
+                                                                   store.chain_id))
             if not diff.receipts:
                 return  # an acceptance or a new account: nothing ran, signatures were checked at admission
             if not self.wants_rerun(executor):
@@ -141,7 +142,7 @@ class ExecutionTrust:
 
             try:
                 differences = rerun(diff, account, code, {}, lambda slot: store.slot(address, slot, txn),
-                                    message, code_by_hash)
+                                    message, code_by_hash, store.chain_id)
             except CannotCheck as exc:
                 self.waiting[executor] += 1
                 raise NotYetCheckable(f"state diff for 0x{address.hex()} waits: {exc}") from None
@@ -149,7 +150,7 @@ class ExecutionTrust:
                 self.reexecuted[executor] += 1
                 return
             raise WrongResult(diff, differences, pre_state(account_raw, store.storage(address, txn).items(), code,
-                                                           diff, message, code_by_hash))
+                                                           diff, message, code_by_hash, store.chain_id))
 
         return check
 
@@ -188,6 +189,9 @@ class ExecutionTrust:
         if evidence.executor in self.evidence:
             self._told.setdefault(evidence.executor, set()).add(peer)
             return {"known": True}
+        if evidence.state.chain_id != self.store.chain_id:
+            raise ValueError(f"the evidence is about chain id {evidence.state.chain_id}, not this cluster's "
+                             f"({self.store.chain_id})")
         try:
             differences = await trio.to_thread.run_sync(evidence.check)
         except EvidenceError as exc:

@@ -38,6 +38,7 @@ from missive.cluster.client import ClusterClient, ClusterError, acall, call, cre
 from missive.cluster.config import NodeConfig, Peer
 from missive.cluster.node import IDENTITY_FILE
 from missive.errors import NotFound
+from missive.mailbox.store import new_chain_id
 from missive.net import NetError, NodeIdentity
 
 if TYPE_CHECKING:
@@ -167,6 +168,10 @@ def _up(root: Path, keys: Keystore, nodes: int, replicas: int, failover_timeout:
         spawned: list[int]) -> list[dict[str, Any]]:
     root.mkdir(parents=True, exist_ok=True)
     operator = create_operator(root)
+    # the cluster's chain id: chosen when it is made, kept by every restart (each node's store has it)
+    chain_id = read_cluster(root).get("chain_id") if (root / CLUSTER_FILE).exists() else None
+    if not isinstance(chain_id, int):
+        chain_id = new_chain_id()
     members = []
     for i in range(1, nodes + 1):
         name = f"n{i}"
@@ -177,13 +182,15 @@ def _up(root: Path, keys: Keystore, nodes: int, replicas: int, failover_timeout:
     for peer in members:
         node_dir = root / peer.name
         config = NodeConfig(peer.name, node_dir, peer.host, peer.port, tuple(members), replicas, failover_timeout,
-                            operator=operator.node_id, development=True)  # a local development cluster
+                            operator=operator.node_id, development=True,  # a local development cluster
+                            chain_id=chain_id)
         (node_dir / "node.toml").write_text(config.dump())
         pid = _spawn(node_dir)
         spawned.append(pid)
         records.append({"name": peer.name, "host": peer.host, "port": peer.port, "id": peer.node_id,
                         "pid": pid, "started": _start_time(pid), "dir": str(node_dir)})
-    (root / CLUSTER_FILE).write_bytes(msgpack.packb({"format": FORMAT, "replicas": replicas, "nodes": records}))
+    (root / CLUSTER_FILE).write_bytes(msgpack.packb({"format": FORMAT, "replicas": replicas, "nodes": records,
+                                                      "chain_id": chain_id}))
     deadline = time.monotonic() + timeout
     while True:
         states = status(root)

@@ -106,7 +106,7 @@ class ClusterNode:
         self.names = {p.node_id: p.name for p in config.peers} | {self.me: config.name}
         self.members = sorted(self.names)
         self.k = min(config.replicas, len(self.members))
-        self.store = Store(config.dir, create=True, placement=self)
+        self.store = Store(config.dir, create=True, placement=self, chain_id=config.chain_id)
         # the epochs this node installed (missive/replicas/epochs.py): who executes and acknowledges what
         history, acceptor_state = load_history(self.store, self.members, self.holders)
         self.membership = Membership(self.me, self.members, self.k, timeout=config.failover_timeout,
@@ -573,6 +573,7 @@ class ClusterNode:
             "serving": self.membership.may_execute(), "standby": standby, "view_changes": self.membership.changes,
             "up": sorted(self.names[n] for n in self.membership.acting),
             "name": self.config.name, "id": self.me, "pid": os.getpid(), "port": self.port,
+            "chain_id": self.store.chain_id,
             "uptime": time.monotonic() - self.started, "actors": actors, "backlog": backlog,
             "outbound": outbound, "handled": self.runtime.handled_total, "rate": self.rate,
             "transactions": self.writer.transactions, "writes": self.writer.writes,

@@ -118,6 +118,7 @@ class RemoteNode(Node):
         self.pinned = pinned
         self.wait_timeout = wait_timeout
         self._members = members
+        self._chain_id: int | None = None
         self._default: Wallet | None = None
         self._reply_ids: dict[bytes, bytes] = {}
         self._submit_lock = threading.Lock()
@@ -244,6 +245,13 @@ class RemoteNode(Node):
             self._members = [dict(m) for m in self._call("members")]
         return self._members
 
+    @property
+    def chain_id(self) -> int:
+        """The cluster's chain id (CHAINID; what its external messages are signed for), asked once."""
+        if self._chain_id is None:
+            self._chain_id = int(self._call("status")["chain_id"])
+        return self._chain_id
+
     def _member_ids(self) -> list[bytes]:
         return sorted(bytes(m["id"]) for m in self.members)
 
@@ -325,7 +333,7 @@ class RemoteNode(Node):
                 recipient = create_address(key.address, account.nonce) if kind is Kind.DEPLOY else to
                 assert recipient is not None
                 envelope = Envelope(kind, key.address, recipient, value=value, payload=payload, gas=gas,
-                                    nonce=account.nonce, wants_reply=wants_reply)
+                                    nonce=account.nonce, wants_reply=wants_reply, chain_id=self.chain_id)
                 envelope.validate()
                 (answer,) = self._call("submit", [_pack(key.sign(envelope))])
                 if "error" in answer:
@@ -356,7 +364,7 @@ class RemoteNode(Node):
             envelopes = []
             for key, to, data in prepared:
                 envelope = Envelope(Kind.CALL, key.address, to, value=value, payload=data, gas=gas,
-                                    nonce=nonces[key.address])
+                                    nonce=nonces[key.address], chain_id=self.chain_id)
                 envelope.validate()
                 nonces[key.address] += 1
                 envelopes.append((envelope, key))

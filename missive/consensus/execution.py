@@ -37,7 +37,7 @@ from missive.net.identity import NodeIdentity, verify
 from missive.vm.keccak import keccak256
 
 #: What an accuser signs (so the signature cannot be replayed as anything else).
-EVIDENCE_DOMAIN = "missive/trust/wrong-diff/v1"
+EVIDENCE_DOMAIN = "missive/trust/wrong-diff/v2"
 #: Evidence larger than this is refused: it must fit one network frame (1 MiB) with room to spare.
 MAX_EVIDENCE_BYTES = 960 * 1024
 #: Differences reported per re-run (the first is what matters; the rest is context).
@@ -75,6 +75,7 @@ class PreState:
     code: bytes  # the actor's code (b"" if none)
     messages: tuple[bytes, ...]  # canonical envelopes of the messages handled, in order
     codes: tuple[bytes, ...]  # code of other accounts the receipts read
+    chain_id: int = 0  # the ledger's chain id (CHAINID in the re-run); a node refuses evidence of another
 
 
 def code_reader(receipt: Receipt, code_by_hash: Callable[[bytes], bytes | None]) -> Callable[[bytes], tuple[bytes, bytes]]:
@@ -94,12 +95,14 @@ def code_reader(receipt: Receipt, code_by_hash: Callable[[bytes], bytes | None])
 
 
 def rerun(diff: StateDiff, account: Account, code: bytes, storage: dict[int, int], read_slot: SlotReader | None,
-          message: Callable[[bytes], Envelope | None], code_by_hash: Callable[[bytes], bytes | None]) -> list[str]:
+          message: Callable[[bytes], Envelope | None], code_by_hash: Callable[[bytes], bytes | None],
+          chain_id: int) -> list[str]:
     """Re-execute the messages ``diff``'s receipts handled, from ``account``/``code``/storage, and
     return how the results differ from the diff's (empty: the diff is right).
 
     ``storage`` holds slots already known; ``read_slot`` reads the others (None: ``storage`` is whole).
-    Raises :class:`CannotCheck` when a message or code it needs is missing.
+    Raises :class:`CannotCheck` when a message or code it needs is missing.  Each message runs with
+    the block.timestamp its receipt records (the handler keeps it from going back) and ``chain_id``.
     """
     actor = ActorState(diff.address, account, code, storage)
     writes: dict[int, int] = {}
@@ -115,7 +118,7 @@ def rerun(diff: StateDiff, account: Account, code: bytes, storage: dict[int, int
         if envelope.recipient != diff.address:
             return [f"message 0x{recorded.message_id.hex()[:16]} is for 0x{envelope.recipient.hex()}, not this actor"]
         got, written, _, outgoing, _ = run_handler(actor, envelope, recorded.message_id, read_slot,
-                                                   code_reader(recorded, code_by_hash))
+                                                   code_reader(recorded, code_by_hash), recorded.timestamp, chain_id)
         if got.encode() != raw:
             found = recorded.differences(got) or ["the receipt is not in canonical form"]
             return [f"receipt at mailbox position {recorded.position}: {d}" for d in found][:MAX_DIFFERENCES]
@@ -170,7 +173,7 @@ class WrongDiff:
         packed: bytes = msgpack.packb([
             EVIDENCE_DOMAIN, self.accuser, self.executor, self.diff, self.diff_signature, s.account,
             [[k.to_bytes(32, "big"), v.to_bytes(32, "big")] for k, v in s.storage], s.code,
-            list(s.messages), list(s.codes)], use_bin_type=True)
+            list(s.messages), list(s.codes), s.chain_id], use_bin_type=True)
         return packed
 
     @classmethod
@@ -194,9 +197,11 @@ class WrongDiff:
         try:
             body, signature = msgpack.unpackb(raw)
             (domain, accuser, executor, diff, diff_signature, account, storage, code, messages,
-             codes) = msgpack.unpackb(body)
+             codes, chain_id) = msgpack.unpackb(body)
+            if type(chain_id) is not int or not 0 <= chain_id < 2**64:
+                raise ValueError("the chain id must be an integer in [0, 2**64)")
             state = PreState(bytes(account), tuple((_int32(k), _int32(v)) for k, v in storage), bytes(code),
-                             tuple(bytes(m) for m in messages), tuple(bytes(c) for c in codes))
+                             tuple(bytes(m) for m in messages), tuple(bytes(c) for c in codes), chain_id)
             evidence = cls(bytes(accuser), bytes(executor), bytes(diff), bytes(diff_signature), state, bytes(signature))
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise EvidenceError(f"malformed evidence: {exc}") from None
@@ -242,7 +247,7 @@ class WrongDiff:
         codes = {keccak256(c): c for c in s.codes}
         try:
             return rerun(diff, account, s.code if account.code_hash else b"", storage, None,
-                         messages.get, codes.get)
+                         messages.get, codes.get, s.chain_id)
         except CannotCheck as exc:
             raise EvidenceError(f"the evidence is incomplete: {exc}") from None
 
@@ -254,13 +259,14 @@ def _int32(raw: object) -> int:
 
 
 def pre_state(account: bytes, storage: Iterable[tuple[int, int]], code: bytes, diff: StateDiff,
-              message: Callable[[bytes], Envelope | None], code_by_hash: Callable[[bytes], bytes | None]) -> PreState:
+              message: Callable[[bytes], Envelope | None], code_by_hash: Callable[[bytes], bytes | None],
+              chain_id: int) -> PreState:
     """The evidence body for ``diff`` from a holder's copy: the messages and code found of those it read."""
     handled = [Receipt.decode(raw) for raw in diff.receipts]
     read = {h for r in handled for _, h in r.code_reads if h}
     return PreState(account, tuple(sorted(storage)), code,
                     tuple(m.canonical() for r in handled if (m := message(r.message_id)) is not None),
-                    tuple(c for h in sorted(read) if (c := code_by_hash(h)) is not None))
+                    tuple(c for h in sorted(read) if (c := code_by_hash(h)) is not None), chain_id)
 
 
 __all__ = ["CONTRADICTION", "CannotCheck", "EvidenceError", "PreState", "WrongDiff", "WrongResult", "contradiction", "pre_state",

@@ -70,6 +70,9 @@ def checker(store: Store, is_local: Callable[[bytes], bool] | None = None, *, si
             raise EnvelopeError(f"an external account cannot send a {envelope.kind.name.lower()} message")
         if envelope.parent:
             raise EnvelopeError("an external message cannot name a parent message")
+        if envelope.chain_id != store.chain_id:
+            raise EnvelopeError(f"the message is signed for chain id {envelope.chain_id}, not this ledger's "
+                                f"({store.chain_id}): it was made for another ledger")
         clock = store.clock(txn)
         if envelope.time > clock + MAX_CLOCK_SKEW:
             raise EnvelopeError(f"time {envelope.time} is too far ahead of the node's logical clock ({clock})")

@@ -20,8 +20,10 @@ import msgpack
 from missive.mailbox.packing import packb
 from missive.vm.keccak import keccak256
 
-#: Version of the envelope's canonical encoding (and of the on-disk records).
-FORMAT_VERSION: Final = 1
+#: Version of the envelope's canonical encoding (and of the on-disk records).  2: envelopes carry
+#: the chain id an external message is signed for and the origin (the external account at the
+#: root of the message tree); receipts and accounts carry block.timestamp (seconds).
+FORMAT_VERSION: Final = 2
 #: The largest payload a message may carry (init code + constructor args fit easily).
 MAX_PAYLOAD: Final = 128 * 1024
 MAX_GAS: Final = 30_000_000
@@ -79,10 +81,21 @@ class Envelope:
     parent: bytes = b""
     #: for scheduled messages: the logical time before which it is not delivered
     not_before: int = 0
+    #: external messages: the id of the ledger (CHAINID) they are signed for, so that a message
+    #: signed for one ledger is refused by every other; internal messages: 0
+    chain_id: int = 0
+    #: internal messages: the external account at the root of the message tree (tx.origin);
+    #: external messages: b"" (their sender is the origin)
+    origin: bytes = b""
 
     @property
     def is_external(self) -> bool:
         return not self.parent
+
+    @property
+    def root_account(self) -> bytes:
+        """tx.origin of the handler run this message causes: the external account at the root of its tree."""
+        return self.origin or self.sender
 
     def canonical(self) -> bytes:
         return packb(
@@ -102,6 +115,8 @@ class Envelope:
                 self.wants_reply,
                 self.parent,
                 self.not_before,
+                self.chain_id,
+                self.origin,
             ]
         )
 
@@ -128,19 +143,22 @@ class Envelope:
             fields: Any = msgpack.unpackb(raw, raw=False, strict_map_key=True)
         except Exception as exc:
             raise EnvelopeError(f"malformed envelope: not msgpack ({exc})") from None
-        if not isinstance(fields, list) or len(fields) != 15:
-            raise EnvelopeError("malformed envelope: expected an array of 15 fields")
+        if not isinstance(fields, list) or len(fields) != 17:
+            if isinstance(fields, list) and fields[:1] == [1]:
+                raise EnvelopeError("envelope format version 1 is not supported (this node reads "
+                                    f"{FORMAT_VERSION}: envelopes now name their chain id and origin)")
+            raise EnvelopeError("malformed envelope: expected an array of 17 fields")
         if fields[0] != FORMAT_VERSION:
             raise EnvelopeError(f"envelope format version {fields[0]!r} is not supported (this node reads {FORMAT_VERSION})")
         (_, kind_code, sender, recipient, value, payload, gas, bid, nonce, time, request_id, success, wants_reply,
-         parent, not_before) = fields
+         parent, not_before, chain_id, origin) = fields
         try:
             kind = _KINDS.get(kind_code) if type(kind_code) is int else None
             if kind is None:
                 raise EnvelopeError(f"malformed envelope: {kind_code!r} is not a message kind")
             # positional, in field order: this runs for every message handled or replayed
             envelope = cls(kind, sender, recipient, bytes_int(value, "value"), payload, gas, bytes_int(bid, "bid"),
-                           nonce, time, request_id, success, wants_reply, parent, not_before)
+                           nonce, time, request_id, success, wants_reply, parent, not_before, chain_id, origin)
         except EnvelopeError:
             raise
         except (ValueError, TypeError) as exc:
@@ -155,7 +173,8 @@ class Envelope:
             v = getattr(self, name)
             if not isinstance(v, bytes) or len(v) != 20:
                 raise EnvelopeError(f"{name} must be a 20-byte address")
-        for name, bits in (("value", 256), ("bid", 256), ("gas", 64), ("nonce", 64), ("time", 64), ("not_before", 64)):
+        for name, bits in (("value", 256), ("bid", 256), ("gas", 64), ("nonce", 64), ("time", 64), ("not_before", 64),
+                           ("chain_id", 64)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0 or v >> bits:
                 raise EnvelopeError(f"{name} must be an integer in [0, 2**{bits})")
@@ -169,6 +188,12 @@ class Envelope:
             v = getattr(self, name)
             if not isinstance(v, bytes) or len(v) not in (0, 32):
                 raise EnvelopeError(f"{name} must be empty or a 32-byte message id")
+        if not isinstance(self.origin, bytes) or len(self.origin) not in (0, 20):
+            raise EnvelopeError("origin must be empty or a 20-byte address")
+        if self.parent and self.chain_id:
+            raise EnvelopeError("an internal message names no chain id (its parent's receipt vouches for it)")
+        if not self.parent and self.origin:
+            raise EnvelopeError("an external message names no origin (its sender is the origin)")
         if not isinstance(self.success, bool) or not isinstance(self.wants_reply, bool):
             raise EnvelopeError("success and wants_reply must be booleans")
         if self.kind in (Kind.REPLY, Kind.BOUNCE) and len(self.request_id) != 32:

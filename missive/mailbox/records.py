@@ -40,8 +40,8 @@ def _check_types(fields: list[Any], types: tuple[type, ...], what: str) -> None:
             raise RecordError(f"corrupt {what} record: field {i} is {type(value).__name__}, not {expected.__name__}")
 
 
-_ACCOUNT_TYPES = (bytes, int, bytes, int, int, bytes, bytes)
-_RECEIPT_TYPES = (bytes, bytes, int, str, int, bytes, bytes, list, list, list, int, str)
+_ACCOUNT_TYPES = (bytes, int, bytes, int, int, bytes, bytes, int)
+_RECEIPT_TYPES = (bytes, bytes, int, str, int, bytes, bytes, list, list, list, int, int, str)
 
 
 @final
@@ -56,7 +56,7 @@ class Account(ValueFields):
     """
 
     def __init__(self, balance: int = 0, nonce: int = 0, code_hash: bytes = b"", handled: int = 0, clock: int = 0,
-                 state_root: bytes = bytes(32), public_key: bytes = b"") -> None:
+                 state_root: bytes = bytes(32), public_key: bytes = b"", timestamp: int = 0) -> None:
         self._balance = balance
         self._nonce = nonce
         self._code_hash = code_hash
@@ -64,6 +64,7 @@ class Account(ValueFields):
         self._clock = clock
         self._state_root = state_root
         self._public_key = public_key
+        self._timestamp = timestamp
 
     @property
     def balance(self) -> int:
@@ -99,6 +100,11 @@ class Account(ValueFields):
         return self._public_key
 
     @property
+    def timestamp(self) -> int:
+        """block.timestamp (seconds) of the last message the account handled: the next is never less."""
+        return self._timestamp
+
+    @property
     def is_contract(self) -> bool:
         return bool(self._code_hash)
 
@@ -108,17 +114,17 @@ class Account(ValueFields):
         Admission and replay both take this step for every external message.
         """
         return Account(self._balance - value, self._nonce + 1, self._code_hash, self._handled, self._clock,
-                       self._state_root, self._public_key)
+                       self._state_root, self._public_key, self._timestamp)
 
     def encode(self) -> bytes:
         return packb([FORMAT_VERSION, int_bytes(self._balance), self._nonce, self._code_hash, self._handled,
-                      self._clock, self._state_root, self._public_key])
+                      self._clock, self._state_root, self._public_key, self._timestamp])
 
     @classmethod
     def decode(cls, raw: object) -> Account:
-        f = unpack(raw, "account", 7)
+        f = unpack(raw, "account", 8)
         _check_types(f, _ACCOUNT_TYPES, "account")
-        return Account(int.from_bytes(f[0], "big"), f[1], f[2], f[3], f[4], f[5], f[6])
+        return Account(int.from_bytes(f[0], "big"), f[1], f[2], f[3], f[4], f[5], f[6], f[7])
 
     def fields(self) -> dict[str, object]:
         return {
@@ -129,6 +135,7 @@ class Account(ValueFields):
             "clock": self._clock,
             "state_root": self._state_root,
             "public_key": self._public_key,
+            "timestamp": self._timestamp,
         }
 
 
@@ -160,6 +167,7 @@ class Receipt(ValueFields):
         code_reads: tuple[tuple[bytes, bytes], ...],
         time: int,
         error: str = "",
+        timestamp: int = 0,
     ) -> None:
         self._message_id = message_id
         self._recipient = recipient
@@ -173,6 +181,7 @@ class Receipt(ValueFields):
         self._code_reads = code_reads
         self._time = time
         self._error = error
+        self._timestamp = timestamp
 
     @property
     def message_id(self) -> bytes:
@@ -222,6 +231,11 @@ class Receipt(ValueFields):
         return self._time
 
     @property
+    def timestamp(self) -> int:
+        """block.timestamp the handler ran at: seconds of the executing node's clock, recorded so replay sees it."""
+        return self._timestamp
+
+    @property
     def error(self) -> str:
         return self._error
 
@@ -246,13 +260,14 @@ class Receipt(ValueFields):
                 self._outgoing,
                 self._code_reads,
                 self._time,
+                self._timestamp,
                 self._error,
             ]
         )
 
     @classmethod
     def decode(cls, raw: object) -> Receipt:
-        f = unpack(raw, "receipt", 12)
+        f = unpack(raw, "receipt", 13)
         _check_types(f, _RECEIPT_TYPES, "receipt")
         return Receipt(
             message_id=f[0],
@@ -266,7 +281,8 @@ class Receipt(ValueFields):
             outgoing=tuple(f[8]),
             code_reads=tuple((a, h) for a, h in f[9]),
             time=f[10],
-            error=f[11],
+            timestamp=f[11],
+            error=f[12],
         )
 
     def fields(self) -> dict[str, object]:
@@ -282,6 +298,7 @@ class Receipt(ValueFields):
             "outgoing": self._outgoing,
             "code_reads": self._code_reads,
             "time": self._time,
+            "timestamp": self._timestamp,
             "error": self._error,
         }
 

@@ -6,7 +6,8 @@ Tables (LMDB named databases; every value is msgpack or raw bytes):
 table         key                                    value
 ============  =====================================  ==========================================
 meta          b"format", b"seq", b"clock",           store format (STORE_FORMAT), next ledger seq,
-              b"seal_key"                            node clock, public key of the seals (below)
+              b"seal_key", b"chain_id"               node clock, public key of the seals (below),
+                                                     the ledger's chain id (CHAINID; chosen at init)
 ledger        seq (8 bytes, big-endian)              ["genesis", addr, pubkey, balance] |
                                                      ["accept", message id] | ["receipt", message id] |
                                                      ["diff", executor node id, state diff] (applied
@@ -92,8 +93,31 @@ MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as used
 #: 1: before ledger seals (records rewritten by a rollback; no seals).  2: a reply was given at least
 #: 100,000 gas that no message paid for (REPLY_GAS_FLOOR); since 3 the request reserves its reply's
 #: gas, so a format-2 ledger with replies would not replay.  This Missive opens neither (replay them
-#: with the Missive that wrote them).
-STORE_FORMAT = 3
+#: with the Missive that wrote them).  3: block.timestamp was the logical clock, CHAINID 1 and tx.origin
+#: the message's own sender; since 4 block.timestamp is the executing node's clock in seconds,
+#: recorded with each receipt, CHAINID the ledger's own id (meta b"chain_id"), signed messages bound
+#: to it, and envelopes carry their tree's origin: a format-3 ledger's receipts would not replay.
+STORE_FORMAT = 4
+#: A cluster holder refuses a state diff whose block.timestamp is more than this many seconds ahead
+#: of its own clock (an executor with a clock far ahead would drag its actors' time with it).
+MAX_TIME_AHEAD = 15
+#: Chain ids that must never be chosen for a ledger: Ethereum's mainnet and testnets, and the
+#: ids of other well-known chains and local development tools, so that a signature a wallet makes
+#: for one of them is never valid here and vice versa.
+WELL_KNOWN_CHAIN_IDS = frozenset({
+    0, 1, 2, 3, 4, 5, 10, 11, 25, 56, 61, 97, 100, 130, 137, 146, 250, 252, 288, 324, 1088, 1101, 1284, 1285,
+    1337, 2020, 4201, 5000, 7777777, 8453, 17000, 31337, 34443, 42161, 42170, 42220, 43113, 43114, 59144,
+    80001, 80002, 81457, 84532, 421614, 534352, 560048, 11155111, 11155420, 1313161554,
+})
+
+
+def new_chain_id() -> int:
+    """A random chain id for a new ledger: 48 bits (fits a JavaScript number, as wallets need), never a
+    well-known chain's."""
+    while True:
+        chain_id = int.from_bytes(os.urandom(6), "big")
+        if chain_id not in WELL_KNOWN_CHAIN_IDS:
+            return chain_id
 #: The file that says a directory holds a ledger (written with the store, or on the first write-open of
 #: a store made before it): with it, or a ``ledger.key``, a missing ``data.mdb`` is a lost ledger, never
 #: a place for a new one.
@@ -389,8 +413,12 @@ class Store:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False, readonly: bool = False,
-                 placement: Placement | None = None) -> None:
+                 placement: Placement | None = None, chain_id: int | None = None) -> None:
+        """``chain_id``: for a new store, its ledger's id (None: a random one, :func:`new_chain_id`);
+        for an existing one, the id it must have (a cluster node's config names its cluster's)."""
         self.path = Path(path)
+        #: the clock block.timestamp comes from (seconds); tests move it
+        self.wall_clock: Callable[[], float] = time.time
         self.placement = placement
         check_whole(self.path)
         data_file = self.path / "data.mdb"
@@ -412,7 +440,9 @@ class Store:
             found = msgpack.unpackb(version)
             self.env.close()
             why = {1: " (a ledger without seals, from a Missive before them)",
-                   2: " (its replies got gas no message paid for, from a Missive before requests reserved it)"
+                   2: " (its replies got gas no message paid for, from a Missive before requests reserved it)",
+                   3: " (its block.timestamp was the logical clock and its CHAINID 1, from a Missive before "
+                      "timestamps in seconds and its own chain id)"
                    }.get(found, "")
             raise StoreError(f"{self.path} has store format {found}{why}; this Missive reads {STORE_FORMAT}. "
                              "Replay or read it with the Missive that wrote it, or start a new node")
@@ -427,12 +457,19 @@ class Store:
                     assert self.seal_key is not None
                     txn.put(b"format", msgpack.packb(STORE_FORMAT), db=meta)
                     txn.put(b"seal_key", self.seal_key.node_id, db=meta)
+                    txn.put(b"chain_id", msgpack.packb(new_chain_id() if chain_id is None else chain_id), db=meta)
                 elif not readonly:
                     self.seal_key = load_key(self.path, create=False)
                 recorded = txn.get(b"seal_key", db=meta)
                 if self.seal_key is not None and recorded is not None and self.seal_key.node_id != recorded:
                     raise StoreError(f"{self.path}/ledger.key is not the key that sealed this ledger "
                                      f"(0x{recorded.hex()[:16]}..); it cannot append to it")
+                raw_chain = txn.get(b"chain_id", db=meta)
+                #: the ledger's id: CHAINID to its handlers, and what its external messages are signed for
+                self.chain_id: int = msgpack.unpackb(raw_chain) if raw_chain is not None else 0
+                if chain_id is not None and raw_chain is not None and self.chain_id != chain_id:
+                    raise StoreError(f"{self.path} holds the ledger of chain id {self.chain_id}, not {chain_id} "
+                                     "as this node's config says")
         except SealError as err:
             self.env.close()
             raise StoreError(str(err)) from None
@@ -1313,10 +1350,18 @@ class Store:
         return self.placement is not None and diff.after == self.state_digest(diff.address, txn)
 
     def _check_diff(self, txn: lmdb.Transaction, diff: StateDiff) -> None:
-        """Raise DiffError if ``diff`` does not continue this node's copy of its actor exactly."""
+        """Raise DiffError if ``diff`` does not continue this node's copy of its actor exactly, or
+        its time is more than :data:`MAX_TIME_AHEAD` seconds ahead of this node's clock."""
         where = f"state diff for 0x{diff.address.hex()}"
         if self.placement is not None and self.placement.executes(diff.address):
             raise DiffSuperseded(f"{where}: this node executes that actor now", diff.address)
+        if diff.receipts:
+            now = int(self.wall_clock())
+            latest = max([diff.account.timestamp, *(r.timestamp for r in diff.decoded_receipts())])
+            if latest > now + MAX_TIME_AHEAD:
+                raise DiffError(f"{where}: its block.timestamp {latest} is {latest - now} s ahead of this "
+                                f"node's clock (at most {MAX_TIME_AHEAD} s is taken); it is taken once this "
+                                "clock catches up")
         if diff.version:  # its version and epochs follow this copy's records
             try:
                 self._check_continues(txn, diff, where)

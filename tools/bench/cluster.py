@@ -89,6 +89,7 @@ class Bench:
         self.members = sorted(s["id"] for s in states)
         self.conns = conns
         self.nonces: dict[bytes, int] = {}
+        self.chain_id = int(states[0]["chain_id"])  # what every external message is signed for
 
     def port(self, node_id: bytes) -> int:
         return int(next(s["port"] for s in self.states if s["id"] == node_id))
@@ -100,7 +101,7 @@ class Bench:
         nonce = self.nonces.get(key.address, 0)
         self.nonces[key.address] = nonce + 1
         envelope = Envelope(kind, key.address, to, payload=payload, gas=GAS if kind is not Kind.DEPLOY else 5_000_000,
-                            nonce=nonce, wants_reply=wants_reply)
+                            nonce=nonce, wants_reply=wants_reply, chain_id=self.chain_id)
         signed = key.sign(envelope)
         return msgpack.packb([signed[0].canonical(), signed[1], signed[2]])  # type: ignore[no-any-return]
 

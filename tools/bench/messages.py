@@ -65,7 +65,8 @@ def run(messages: int, senders: int, node_dir: Path) -> dict[str, Any]:
     nonces = {owner.address: 0, **{k.address: 0 for k in accounts}}
 
     def signed(key: Any, kind: Kind, to: bytes, payload: bytes) -> Any:
-        env = Envelope(kind, key.address, to, payload=payload, gas=200_000, nonce=nonces[key.address])
+        env = Envelope(kind, key.address, to, payload=payload, gas=200_000, nonce=nonces[key.address],
+                       chain_id=store.chain_id)
         nonces[key.address] += 1
         return key.sign(env)
 
