@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 import trio
 
@@ -110,6 +111,51 @@ def test_a_message_waits_for_its_record_to_be_acknowledged_in_the_epoch_it_was_m
         node.membership.history.extend([Epoch(1, frozenset({z}), frozenset({me}))])
         assert node.membership.adopt() and not node.executes(sender.address)
         assert node._replicated_prefix(queued) == []  # still: h, of the record's epoch, lacks it
+        keys.close()
+    finally:
+        node.store.close()
+
+
+def test_a_handled_message_whose_record_was_taken_from_another_copy_does_not_hold_back_the_queue(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by tests/test_cluster_faults.py (3 nodes, K=3, kills; intermittent): a node admitted
+    a client's message, then rolled the sender back to another holder's copy, which holds the same
+    admission; the record stood but was no longer "made here", so the queued message found no
+    epoch to wait for and held back the 93 messages queued behind it for ever (the cluster never
+    settled).  Already handled, it may go (every holder drops it as a duplicate)."""
+    from missive.keys import Keystore
+    from missive.mailbox.envelope import Envelope, Kind
+    from missive.replicas.epochs import Epoch
+
+    ids = [NodeIdentity.load_or_generate(tmp_path / name / IDENTITY_FILE) for name in ("me", "h", "z")]
+    me, h, z = (i.node_id for i in ids)
+    members = tuple(Peer(name, "127.0.0.1", 1 + n, i.node_id) for n, (name, i) in enumerate(zip(("me", "h", "z"), ids,
+                                                                                                 strict=True)))
+    node = ClusterNode(NodeConfig("me", tmp_path / "me", "127.0.0.1", 0, members, replicas=2))
+    try:
+        keys = Keystore(tmp_path / "keys", create=True)
+        senders = [k for k in (keys.new(f"s{i}") for i in range(400)) if node.holders(k.address) == [me, h]][:2]
+        recipient = next(a for a in (bytes([i]) * 20 for i in range(256)) if z in node.holders(a) and me not in node.holders(a))
+        for sender in senders:
+            node.store.create_account(sender.address, sender.public_key, 10**18)
+            node.store.accept([sender.sign(Envelope(Kind.CALL, sender.address, recipient, value=7, nonce=0,
+                                                    chain_id=node.store.chain_id))], node.check)
+        queued = node.store.queued("outbound", z, 10)
+        assert len(queued) == 2
+        first = Envelope.decode(msgpack.unpackb(queued[0][1])[0], check=False)
+        # every holder serves in epoch 1; another node executes both senders now
+        node.membership.history.extend([Epoch(1, frozenset({me, h, z}), frozenset())])
+        node.membership.adopt()
+        monkeypatch.setattr(node, "executes", lambda address: False)
+        monkeypatch.setattr(node.store, "oldest_unreplicated", lambda holder: None)  # h has every diff
+        made_here = {senders[1].address: 1}  # the first sender's record now comes from another's copy
+        monkeypatch.setattr(node.store, "epoch_of_record_before", lambda address, seq: made_here.get(address))
+        assert node._replicated_prefix(queued) == []  # not handled anywhere yet: it still waits
+        handled = object()
+        real_receipt = node.store.receipt
+        monkeypatch.setattr(node.store, "receipt",
+                            lambda message_id, txn=None: handled if message_id == first.id else real_receipt(message_id))
+        assert node._replicated_prefix(queued) == queued  # handled: neither it nor what follows waits
         keys.close()
     finally:
         node.store.close()

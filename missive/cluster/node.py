@@ -461,11 +461,19 @@ class ClusterNode:
         lacking: dict[bytes, int | None] = {}  # per holder: the oldest diff it still lacks
         for index, (key, raw) in enumerate(batch):
             seq = int.from_bytes(key[32:], "big")
-            sender = Envelope.decode(msgpack.unpackb(raw)[0], check=False).sender
+            envelope = Envelope.decode(msgpack.unpackb(raw)[0], check=False)
+            sender = envelope.sender
             if self.executes(sender):
                 epoch = history.epochs[number]
             else:
                 made_in = self.store.epoch_of_record_before(sender, seq)
+                if made_in is None and self.store.receipt(envelope.id) is not None:
+                    # Handled already (here: so by the recipient's executor's history): the record
+                    # that made it stands, in a copy this node took from another (a rollback to the
+                    # executor's copy keeps the entry queued, but the record is no longer "made
+                    # here").  Sending it again is a no-op for every holder (dedup by id); holding
+                    # it would hold back everything queued behind it, for ever.
+                    continue
                 if made_in is None:  # its record is gone (given up: the message goes with it) or unknown
                     return batch[:index]
                 epoch = history.epochs[min(made_in, number)]
