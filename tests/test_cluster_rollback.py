@@ -30,6 +30,15 @@ def _node(tmp_path: Path) -> tuple[ClusterNode, bytes]:
     return ClusterNode(NodeConfig("me", tmp_path / "me", "127.0.0.1", 0, members, replicas=2)), peer.node_id
 
 
+def _three_nodes(tmp_path: Path) -> tuple[ClusterNode, tuple[bytes, bytes, bytes]]:
+    """Node "me" of a 3-node cluster (me, h, z; K=2), not started, and the three node ids."""
+    ids = [NodeIdentity.load_or_generate(tmp_path / name / IDENTITY_FILE) for name in ("me", "h", "z")]
+    members = tuple(Peer(name, "127.0.0.1", 1 + n, i.node_id) for n, (name, i) in enumerate(zip(("me", "h", "z"), ids,
+                                                                                                 strict=True)))
+    node = ClusterNode(NodeConfig("me", tmp_path / "me", "127.0.0.1", 0, members, replicas=2))
+    return node, (ids[0].node_id, ids[1].node_id, ids[2].node_id)
+
+
 @pytest.mark.parametrize("answer", [CallTimeout("snapshot", 10.0), {"account": b"\x01junk", "storage": [],
                                                                      "receipts": [], "seq": 0, "since": 0,
                                                                      "base": None, "entries": []}])
@@ -92,11 +101,7 @@ def test_a_message_waits_for_its_record_to_be_acknowledged_in_the_epoch_it_was_m
     from missive.mailbox.envelope import Envelope, Kind
     from missive.replicas.epochs import Epoch
 
-    ids = [NodeIdentity.load_or_generate(tmp_path / name / IDENTITY_FILE) for name in ("me", "h", "z")]
-    me, h, z = (i.node_id for i in ids)
-    members = tuple(Peer(name, "127.0.0.1", 1 + n, i.node_id) for n, (name, i) in enumerate(zip(("me", "h", "z"), ids,
-                                                                                                 strict=True)))
-    node = ClusterNode(NodeConfig("me", tmp_path / "me", "127.0.0.1", 0, members, replicas=2))
+    node, (me, h, z) = _three_nodes(tmp_path)
     try:
         keys = Keystore(tmp_path / "keys", create=True)
         sender = next(k for k in (keys.new(f"s{i}") for i in range(400)) if node.holders(k.address) == [me, h])
@@ -127,11 +132,7 @@ def test_a_handled_message_whose_record_was_taken_from_another_copy_does_not_hol
     from missive.mailbox.envelope import Envelope, Kind
     from missive.replicas.epochs import Epoch
 
-    ids = [NodeIdentity.load_or_generate(tmp_path / name / IDENTITY_FILE) for name in ("me", "h", "z")]
-    me, h, z = (i.node_id for i in ids)
-    members = tuple(Peer(name, "127.0.0.1", 1 + n, i.node_id) for n, (name, i) in enumerate(zip(("me", "h", "z"), ids,
-                                                                                                 strict=True)))
-    node = ClusterNode(NodeConfig("me", tmp_path / "me", "127.0.0.1", 0, members, replicas=2))
+    node, (me, h, z) = _three_nodes(tmp_path)
     try:
         keys = Keystore(tmp_path / "keys", create=True)
         senders = [k for k in (keys.new(f"s{i}") for i in range(400)) if node.holders(k.address) == [me, h]][:2]
