@@ -54,7 +54,11 @@ SCENARIOS = [
 
 @pytest.mark.parametrize(("nodes", "k", "kind", "count", "seed"), [s[1:] for s in SCENARIOS],
                          ids=[s[0] for s in SCENARIOS])
-def test_invariants_hold_under_faults(tmp_path: Path, nodes: int, k: int, kind: str, count: int, seed: int) -> None:
+def test_invariants_hold_under_faults(tmp_path: Path, nodes: int, k: int, kind: str, count: int, seed: int,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # As a user runs the tool: without the suite's unencrypted-keys default (conftest.py), which
+    # hid that the tool's `launcher.up` asked for a passphrase once keystores were encrypted.
+    monkeypatch.delenv("MISSIVE_UNENCRYPTED_KEYS", raising=False)
     seed = int(os.environ.get("MISSIVE_FAULT_SEED", seed))
     scenario = faults.Scenario(nodes=nodes, replicas=k, faults=count, kind=kind, seed=seed, failover_timeout=1.0,
                                clients=3, warmup=1.0, recover_timeout=15.0, settle_timeout=10.0, serve_timeout=6.0)

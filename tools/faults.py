@@ -395,12 +395,13 @@ class Run:
     def setup(self) -> None:
         """A fresh cluster, accounts, the token and the relay, tokens for every client."""
         s = self.scenario
-        states = launcher.up(self.root, s.nodes, replicas=s.replicas, failover_timeout=s.failover_timeout, timeout=60)
+        states = launcher.up(self.root, s.nodes, replicas=s.replicas, failover_timeout=s.failover_timeout, timeout=60,
+                             encrypt_keys=False)  # a test cluster: its keys are throw-away
         self.members = sorted(st["id"] for st in states)
         self.names = {st["id"]: st["name"] for st in states}
         self.ports = {st["name"]: st["port"] for st in states}
         self.pids.update(r["pid"] for r in self.records().values())
-        self.keys = Keystore(self.root, create=True)
+        self.keys = Keystore(self.root)  # made unencrypted by launcher.up
         self.alice = self.keys.find("default")
         assert self.alice is not None
         self.minted = launcher.DEFAULT_BALANCE

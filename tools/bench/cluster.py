@@ -148,7 +148,8 @@ class Bench:
 
 @asynccontextmanager
 async def cluster(root: Path, nodes: int, replicas: int = 1) -> AsyncIterator[Bench]:
-    states = await trio.to_thread.run_sync(lambda: launcher.up(root, nodes, replicas=min(replicas, nodes)))
+    states = await trio.to_thread.run_sync(lambda: launcher.up(root, nodes, replicas=min(replicas, nodes),
+                                                                           encrypt_keys=False))
     try:
         async with AsyncExitStack() as stack:
             operator = load_operator(root)  # these connections create accounts: the operator's requests
