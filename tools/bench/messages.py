@@ -115,7 +115,7 @@ def pyevm_transfers_per_s(calls: int) -> float | None:
     if pyevm is None:
         return None
     workload = vm_bench.transfer_workload(calls, 1, 1, pyevm, None)
-    seconds, _ = vm_bench._time_peer(workload.peers["py-evm"])
+    seconds = min(vm_bench._time_once(workload.peers["py-evm"])[0] for _ in range(3))  # best of 3
     return calls / seconds
 
 
