@@ -382,3 +382,33 @@ def test_a_message_made_here_waits_for_its_record_and_goes_with_it_if_given_up(t
     assert store.receipt(message_id) is None
     assert store.account(ledger.alice.address) == Account.decode(before["account"])
     assert replay(store).divergence is None
+
+
+def test_a_message_whose_admission_was_given_up_is_not_queued_again_by_its_recipients_rollback(
+        tmp_path: Path) -> None:
+    """Found by tools/faults.py (4 nodes, K=3, freezes; the rare case of issue 20 half-way): a
+    node admitted a message and handled it on its copy of the recipient; then it lost both copies
+    to another holder's.  The sender's rollback gave the admission up (the message has a receipt
+    here, so its body stayed for replay); the recipient's rollback then queued again every
+    message its given-up receipts had handled, this one included, although nothing admits it any
+    more.  Left in a queue it was waiting to be handled a second time: its nonce reused, its value
+    created."""
+    ledger = Ledger(tmp_path / "executor", placement=ExecutesAll())
+    store = ledger.store
+    alice, bob = ledger.alice.address, ledger.bob.address
+    with Store(tmp_path / "replica", create=True, placement=Replica()) as replica:
+        replica.receive([raw for _, raw in store.queued("outbound", REPLICA, 10**6)])
+        assert replica.apply_diffs(EXECUTOR, [StateDiff.decode(raw) for _, raw in store.queued("replicate", REPLICA, 10**6)])[1] is None
+        versions = {a: replica.head(a)[0] for a in (alice, bob)}
+        snapshots = {a: replica.snapshot(a, versions[a]) for a in (alice, bob)}  # the copies without the message
+    message = ledger.submit(ledger.alice, Kind.CALL, bob, value=5)
+    ledger.run()
+    assert store.receipt(message) is not None
+
+    store.roll_back(REPLICA, alice, versions[alice], snapshots[alice])  # type: ignore[arg-type]
+    rolled = store.roll_back(REPLICA, bob, versions[bob], snapshots[bob])  # type: ignore[arg-type]
+
+    assert message not in rolled.requeued
+    assert all(message_id != message for _, message_id in store.pending())
+    assert all(message_id != message for _, message_id in store._scan("standby", b""))
+    assert store.account(alice) == Account.decode(snapshots[alice]["account"])  # type: ignore[index]

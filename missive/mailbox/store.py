@@ -8,6 +8,8 @@ table         key                                    value
 meta          b"format", b"seq", b"clock",           store format (STORE_FORMAT), next ledger seq,
               b"seal_key", b"chain_id"               node clock, public key of the seals (below),
                                                      the ledger's chain id (CHAINID; chosen at init)
+              b"given-up:" + message id              b"": a message whose sending record a rollback
+                                                     gave up, kept only for replay (never queued again)
 ledger        seq (8 bytes, big-endian)              ["genesis", addr, pubkey, balance] |
                                                      ["accept", message id] | ["receipt", message id] |
                                                      ["diff", executor node id, state diff] (applied
@@ -89,6 +91,9 @@ TABLES = ("meta", "ledger", "seals", "discarded", "messages", "pending", "standb
           "accounts", "code", "storage", "outbound", "replicate", "replica", "replica_messages", "announce", "known_code",
           "last_diff", "digests", "entries")
 MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as used
+#: meta key prefix marking a message whose sending record a rollback gave up, but whose body stays
+#: because this node had handled it (replay needs it): a later rollback never queues it again.
+GIVEN_UP = b"given-up:"
 #: Version of the store's layout and of the rules its ledger replays under (meta b"format").
 #: 1: before ledger seals (records rewritten by a rollback; no seals).  2: a reply was given at least
 #: 100,000 gas that no message paid for (REPLY_GAS_FLOOR); since 3 the request reserves its reply's
@@ -823,6 +828,7 @@ class Store:
         it to every holder, so it is queued here only."""
         record = cast(bytes, msgpack.packb([envelope.canonical(), public_key, signature]))
         txn.put(message_id, record, db=self.db["messages"])
+        txn.delete(GIVEN_UP + message_id, db=self.db["meta"])  # admitted (or sent) again: it stands
         placement = self.placement
         if placement is None:
             self._place(txn, envelope, message_id, True)
@@ -1591,7 +1597,9 @@ class Store:
             txn.put(address, msgpack.packb([source, snapshot["seq"]]), db=db["replica"])
             handled = {r.message_id for r in receipts}
             self._unqueue(txn, address, handled)  # what the standing receipts handled waits nowhere
-            unhandled = [m for _, m in mine if m not in handled]
+            # what this copy had handled there waits again, unless the record that sent it was given
+            # up meanwhile (its body stayed only for replay): queued, it would be handled twice
+            unhandled = [m for _, m in mine if m not in handled and txn.get(GIVEN_UP + m, db=db["meta"]) is None]
             for message_id in unhandled:
                 found = txn.get(message_id, db=db["messages"])
                 if found is not None:
@@ -1662,6 +1670,8 @@ class Store:
         for message_id in message_ids:
             if txn.get(message_id, db=db["receipts"]) is None:  # a receipt here names it: replay needs it
                 txn.delete(message_id, db=db["messages"])
+            else:  # kept for replay, but nothing sends it any more: never queue it again (roll_back)
+                txn.put(GIVEN_UP + message_id, b"", db=db["meta"])
             txn.delete(message_id, db=db["replica_messages"])
         return gone
 
