@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from missive.cli.common import (
-    EXIT_DAMAGED,
     EXIT_DISK,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -212,11 +211,11 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
     def run(args: argparse.Namespace) -> int:
         import lmdb
 
+        from missive.errors import Damaged
         from missive.keys import KeystoreError, WrongPassphrase
         from missive.mailbox.envelope import EnvelopeError
-        from missive.mailbox.integrity import Damaged
         from missive.mailbox.records import RecordError
-        from missive.mailbox.store import DiskFull, NoStore, StoreError, disk_full
+        from missive.mailbox.store import DiskFull, StoreError, disk_full
         from missive.node import ArgumentError, NodeError, NodeTimeout, NotHandled, Reverted
         from missive.toolchain.compiler import CompileError, CompileInputError
 
@@ -227,14 +226,10 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
             raise CliError(str(exc), code) from exc
         except DiskFull as exc:  # one line naming the disk; nothing was written
             raise CliError(str(exc), EXIT_DISK) from exc
-        except Damaged as exc:  # a store or keystore that is not whole: refused before it was opened
-            raise CliError(str(exc), EXIT_DAMAGED) from exc
-        except NoStore as exc:
-            raise CliError(str(exc), EXIT_NOT_FOUND) from exc
         except WrongPassphrase as exc:
             raise CliError(str(exc), EXIT_FAILED) from exc
-        except (ArgumentError, NodeError, EnvelopeError, KeystoreError, StoreError) as exc:
-            raise CliError(str(exc), exit_code(exc)) from exc
+        except (ArgumentError, NodeError, EnvelopeError, KeystoreError, StoreError, Damaged) as exc:
+            raise CliError(str(exc), exit_code(exc)) from exc  # not found 3, damaged 4 (by kind), else 2
         except (RecordError, lmdb.Error, OSError) as exc:  # OSError: e.g. a keystore directory that cannot be made
             full = disk_full(node_dir(args), exc) if not isinstance(exc, RecordError) else None
             if full is not None:  # the keystore's own writes, say
