@@ -104,12 +104,13 @@ def query_balance(client: ClusterClient, asker: Key, token: bytes, who: bytes) -
 def native_total(cluster: Cluster) -> int:
     """Sum of balances over every node's accounts plus value waiting to leave a node."""
     from missive.mailbox.store import Store
+    from missive.replicas.records import in_transit_value
 
     total = 0
     for state in launcher.read_cluster(cluster.root)["nodes"]:
         store = Store(Path(state["dir"]), readonly=True)
         try:
-            total += sum(a.balance for _, a in store.accounts()) + store.in_transit_value()
+            total += sum(a.balance for _, a in store.accounts()) + in_transit_value(store)
             total += sum(store.message(m)[0].value for _, m in store.pending())  # type: ignore[index]
         finally:
             store.close()

@@ -56,8 +56,8 @@ def test_a_peer_that_cannot_hand_over_its_copy_leaves_the_node_running(tmp_path:
     node.links[peer].call = snapshot  # type: ignore[method-assign]
     try:
         with caplog.at_level(logging.WARNING):
-            trio.run(node._reconcile, peer, address, 0)  # returns: it does not raise into the node's nursery
-        assert node.rolled_back == 0
+            trio.run(node.receiver.reconcile, peer, address, 0)  # returns: it does not raise into the node's nursery
+        assert node.receiver.rolled_back == 0
         assert any(f"could not take peer's copy of 0x{address.hex()}" in r.getMessage() for r in caplog.records)
         assert node.store.account(address) is None  # nothing written
     finally:
@@ -82,8 +82,8 @@ def test_a_copy_taken_from_a_peer_that_no_longer_executes_the_actor_is_not_appli
     node.links[peer].call = answer  # type: ignore[method-assign]
     try:
         with caplog.at_level(logging.INFO):
-            trio.run(node._reconcile, peer, address, 0)
-        assert node.store.account(address) is None and node.rolled_back == 0
+            trio.run(node.receiver.reconcile, peer, address, 0)
+        assert node.store.account(address) is None and node.receiver.rolled_back == 0
         assert any("no longer executes" in r.getMessage() for r in caplog.records)
     finally:
         node.store.close()
@@ -110,12 +110,12 @@ def test_a_message_waits_for_its_record_to_be_acknowledged_in_the_epoch_it_was_m
         envelope = Envelope(Kind.CALL, sender.address, recipient, value=7, nonce=0,
                             chain_id=node.store.chain_id)
         (accepted,) = node.store.accept([sender.sign(envelope)], node.check)
-        queued = node.store.queued("outbound", z, 10)
-        assert len(queued) == 1 and node._replicated_prefix(queued) == []  # h has not acknowledged the record
+        queued = node.copies.queued("outbound", z, 10)
+        assert len(queued) == 1 and node.sender.replicated_prefix(queued) == []  # h has not acknowledged the record
         # h is killed and left out; this node no longer serves (it joins): z alone serves
         node.membership.history.extend([Epoch(1, frozenset({z}), frozenset({me}))])
         assert node.membership.adopt() and not node.executes(sender.address)
-        assert node._replicated_prefix(queued) == []  # still: h, of the record's epoch, lacks it
+        assert node.sender.replicated_prefix(queued) == []  # still: h, of the record's epoch, lacks it
         keys.close()
     finally:
         node.store.close()
@@ -141,22 +141,22 @@ def test_a_handled_message_whose_record_was_taken_from_another_copy_does_not_hol
             node.store.create_account(sender.address, sender.public_key, 10**18)
             node.store.accept([sender.sign(Envelope(Kind.CALL, sender.address, recipient, value=7, nonce=0,
                                                     chain_id=node.store.chain_id))], node.check)
-        queued = node.store.queued("outbound", z, 10)
+        queued = node.copies.queued("outbound", z, 10)
         assert len(queued) == 2
         first = Envelope.decode(msgpack.unpackb(queued[0][1])[0], check=False)
         # every holder serves in epoch 1; another node executes both senders now
         node.membership.history.extend([Epoch(1, frozenset({me, h, z}), frozenset())])
         node.membership.adopt()
         monkeypatch.setattr(node, "executes", lambda address: False)
-        monkeypatch.setattr(node.store, "oldest_unreplicated", lambda holder: None)  # h has every diff
+        monkeypatch.setattr(node.copies, "oldest_unreplicated", lambda holder: None)  # h has every diff
         made_here = {senders[1].address: 1}  # the first sender's record now comes from another's copy
-        monkeypatch.setattr(node.store, "epoch_of_record_before", lambda address, seq: made_here.get(address))
-        assert node._replicated_prefix(queued) == []  # not handled anywhere yet: it still waits
+        monkeypatch.setattr(node.copies, "epoch_of_record_before", lambda address, seq: made_here.get(address))
+        assert node.sender.replicated_prefix(queued) == []  # not handled anywhere yet: it still waits
         handled = object()
         real_receipt = node.store.receipt
         monkeypatch.setattr(node.store, "receipt",
                             lambda message_id, txn=None: handled if message_id == first.id else real_receipt(message_id))
-        assert node._replicated_prefix(queued) == queued  # handled: neither it nor what follows waits
+        assert node.sender.replicated_prefix(queued) == queued  # handled: neither it nor what follows waits
         keys.close()
     finally:
         node.store.close()

@@ -27,6 +27,7 @@ from missive.mailbox.diffs import DiffError, StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
 from missive.mailbox.store import MAX_TIME_AHEAD, STORE_FORMAT, WELL_KNOWN_CHAIN_IDS, Store, StoreError
+from tests.copies_support import copies_of
 
 REPO = Path(__file__).resolve().parents[1]
 #: a fixed wall clock for the tests that move it (2026-12-02)
@@ -368,29 +369,29 @@ def test_a_scheduled_message_keeps_the_origin_and_runs_at_the_clock_of_its_handl
 
 def _diffs_made_at(path: Path, now: float) -> list[StateDiff]:
     ledger = Ledger(path)
-    ledger.store.placement = ExecutesAll()
+    copies_of(ledger.store, ExecutesAll())
     ledger.store.wall_clock = Clock(now)
     token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [1000]))
     ledger.submit(ledger.alice, Kind.CALL, token, transfer(ledger.bob.address, 5))
     ledger.run()
-    return [StateDiff.decode(raw) for _, raw in ledger.store.queued("replicate", REPLICA, 10**6)]
+    return [StateDiff.decode(raw) for _, raw in copies_of(ledger.store).queued("replicate", REPLICA, 10**6)]
 
 
 def test_a_holder_refuses_a_diff_whose_time_is_too_far_ahead_of_its_clock(tmp_path: Path) -> None:
     ahead = _diffs_made_at(tmp_path / "fast", T0 + MAX_TIME_AHEAD + 1)
     with Store(tmp_path / "replica", create=True) as replica:
         replica.wall_clock = Clock(T0)
-        done, refused = replica.apply_diffs(b"E" * 32, ahead)
+        done, refused = copies_of(replica).apply_diffs(b"E" * 32, ahead)
         assert isinstance(refused, DiffError)
         assert f"is {MAX_TIME_AHEAD + 1} s ahead of this node's clock (at most {MAX_TIME_AHEAD} s is taken)" \
             in str(refused)
         assert done < len(ahead) and all(d.receipts == () for d in ahead[:done])  # only those without runs
         replica.wall_clock = Clock(T0 + 1)  # its clock catches up: the same diffs go in
-        assert replica.apply_diffs(b"E" * 32, ahead) == (len(ahead), None)
+        assert copies_of(replica).apply_diffs(b"E" * 32, ahead) == (len(ahead), None)
     within = _diffs_made_at(tmp_path / "close", T0 + MAX_TIME_AHEAD)
     with Store(tmp_path / "replica2", create=True) as replica:
         replica.wall_clock = Clock(T0)
-        assert replica.apply_diffs(b"E" * 32, within) == (len(within), None)
+        assert copies_of(replica).apply_diffs(b"E" * 32, within) == (len(within), None)
 
 
 # -- the encodings ---------------------------------------------------------------------------------

@@ -19,10 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_ledger_actors import ASKER, TOKEN, Ledger, selector, transfer
 
-from missive.cluster.execution_trust import ExecutionTrust, NotYetCheckable, falsify
+from missive.replicas.execution_trust import ExecutionTrust, NotYetCheckable, falsify
 from missive.cluster.membership import Membership
 from missive.cluster.trust import TrustSettings
-from missive.consensus.execution import EvidenceError, PreState, WrongDiff, WrongResult
+from missive.replicas.execution import EvidenceError, PreState, WrongDiff, WrongResult
 from missive.mailbox import digest
 from missive.mailbox.diffs import DiffConflict, StateDiff
 from missive.mailbox.envelope import Kind
@@ -30,6 +30,7 @@ from missive.mailbox.records import Receipt
 from missive.mailbox.store import Store
 from missive.net import NodeIdentity
 from missive.vm.keccak import keccak256
+from tests.copies_support import copies_of
 
 EXECUTOR = NodeIdentity.generate()
 REPLICA = NodeIdentity.generate()
@@ -85,14 +86,15 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Ledger, list[byt
                   selector("ask(address,address)") + encode(["address", "address"], [token, ledger.bob.address]))
     ledger.submit(ledger.alice, Kind.CALL, asker, selector("fail()"), value=77)  # revert + bounce
     ledger.run()
-    diffs = [raw for _, raw in ledger.store.queued("replicate", REPLICA.node_id, 10**6)]
-    messages = [raw for _, raw in ledger.store.queued("outbound", REPLICA.node_id, 10**6)]
+    diffs = [raw for _, raw in copies_of(ledger.store).queued("replicate", REPLICA.node_id, 10**6)]
+    messages = [raw for _, raw in copies_of(ledger.store).queued("outbound", REPLICA.node_id, 10**6)]
     return ledger, diffs, messages
 
 
 @pytest.fixture
 def replica(tmp_path: Path) -> Iterator[tuple[Store, ExecutionTrust, TrustNobody]]:
-    store = Store(tmp_path / "replica", create=True, placement=Holds(REPLICA.node_id, False))
+    store = Store(tmp_path / "replica", create=True)
+    copies_of(store, Holds(REPLICA.node_id, False))
     trust = TrustNobody()
     names = {EXECUTOR.node_id: "executor", REPLICA.node_id: "replica"}
     membership = Membership(REPLICA.node_id, sorted(names), 2)
@@ -112,9 +114,9 @@ def test_a_replica_that_re_executes_every_diff_ends_with_the_executors_state_and
         replica: tuple[Store, ExecutionTrust, TrustNobody]) -> None:
     ledger, raws, messages = executed
     store, execution, _ = replica
-    store.receive(messages)
+    copies_of(store).receive(messages)
     diffs = [StateDiff.decode(raw) for raw in raws]
-    done, problem = store.apply_diffs(EXECUTOR.node_id, diffs, execution.checker(EXECUTOR.node_id))
+    done, problem = copies_of(store).apply_diffs(EXECUTOR.node_id, diffs, execution.checker(EXECUTOR.node_id))
     assert problem is None and done == len(diffs)
     assert execution.reexecuted[EXECUTOR.node_id] == sum(1 for d in diffs if d.receipts) >= 4
     assert execution.on_trust[EXECUTOR.node_id] == 0 and not execution.evidence
@@ -133,7 +135,7 @@ def test_a_diff_that_needs_a_message_not_here_yet_waits_and_writes_nothing(
     store, execution, _ = replica
     diffs = [StateDiff.decode(raw) for raw in raws]
     first = next(i for i, d in enumerate(diffs) if d.receipts)
-    done, problem = store.apply_diffs(EXECUTOR.node_id, diffs, execution.checker(EXECUTOR.node_id))
+    done, problem = copies_of(store).apply_diffs(EXECUTOR.node_id, diffs, execution.checker(EXECUTOR.node_id))
     assert done == first and isinstance(problem, NotYetCheckable) and "is not here" in str(problem)
     assert store.mailbox(diffs[first].address) == []
 
@@ -156,10 +158,10 @@ def _refused(executed: tuple[Ledger, list[bytes], list[bytes]], store: Store, ex
              lie: Callable[[bytes], bytes] = falsify) -> tuple[int, bytes, WrongResult]:
     """Make the first diff ``lie`` changes lie; apply everything; the refusal."""
     _, raws, messages = executed
-    store.receive(messages)
+    copies_of(store).receive(messages)
     bad = next(i for i, raw in enumerate(raws) if lie(raw) != raw)
     sent = raws[:bad] + [lie(raws[bad])] + raws[bad + 1:]
-    done, problem = store.apply_diffs(EXECUTOR.node_id, [StateDiff.decode(r) for r in sent],
+    done, problem = copies_of(store).apply_diffs(EXECUTOR.node_id, [StateDiff.decode(r) for r in sent],
                                       execution.checker(EXECUTOR.node_id))
     assert done == bad and isinstance(problem, WrongResult)
     return bad, sent[bad], problem
@@ -222,9 +224,9 @@ def test_a_copy_that_diverged_is_a_conflict_named_by_its_digests(
     _, raws, messages = executed
     store, _, _ = replica
     diffs = [StateDiff.decode(raw) for raw in raws]
-    store.receive(messages)
+    copies_of(store).receive(messages)
     with_storage = next(i for i, d in enumerate(diffs) if d.storage)
-    assert store.apply_diffs(EXECUTOR.node_id, diffs[:with_storage + 1]) == (with_storage + 1, None)
+    assert copies_of(store).apply_diffs(EXECUTOR.node_id, diffs[:with_storage + 1]) == (with_storage + 1, None)
     address = diffs[with_storage].address
     later = next(d for d in diffs[with_storage + 1:] if d.address == address)
     with store.env.begin(write=True) as txn:  # this copy drifts: its balance changes behind the ledger's back
@@ -232,8 +234,8 @@ def test_a_copy_that_diverged_is_a_conflict_named_by_its_digests(
         assert account is not None
         txn.put(address, account.replace(balance=account.balance + 1).encode(), db=store.db["accounts"])
     skipped = diffs[with_storage + 1:diffs.index(later)]
-    assert store.apply_diffs(EXECUTOR.node_id, skipped)[1] is None
-    done, problem = store.apply_diffs(EXECUTOR.node_id, [later])
+    assert copies_of(store).apply_diffs(EXECUTOR.node_id, skipped)[1] is None
+    done, problem = copies_of(store).apply_diffs(EXECUTOR.node_id, [later])
     assert done == 0 and isinstance(problem, DiffConflict) and "another state than this copy" in str(problem)
 
 

@@ -31,6 +31,7 @@ from missive.mailbox.admission import check_signatures, checker
 from missive.mailbox.envelope import Envelope, Kind
 from missive.mailbox.store import Accepted, Store, StoreError
 from missive.mailbox.writer import GroupWriter
+from tests.copies_support import copies_of
 
 
 def payment(ledger: Ledger, value: int, nonce: int) -> tuple[Envelope, bytes, bytes]:
@@ -47,10 +48,11 @@ def test_a_failing_write_is_undone_alone_and_the_transaction_stays_sealed(tmp_pa
         store.accept([second], ledger.check, txn=txn)  # appends a ledger record, then fails
         raise StoreError("this write fails after appending")
 
+    copies = copies_of(store)
     results = store.write_together([
         lambda txn: store.accept([first], ledger.check, txn=txn),
         accept_then_fail,
-        lambda txn: store.dequeue("outbound", [b"no such key"], txn),
+        lambda txn: copies.dequeue("outbound", [b"no such key"], txn),
     ])
     assert isinstance(results[0][0], Accepted) and not results[0][0].duplicate
     assert isinstance(results[1], StoreError) and "fails after appending" in str(results[1])
@@ -164,13 +166,14 @@ def test_a_transaction_takes_in_the_writes_already_under_way_and_waits_for_nothi
 
 def test_writes_after_the_writer_stopped_fail_instead_of_hanging(tmp_path: Path) -> None:
     store = Store(tmp_path / "node", create=True)
+    copies = copies_of(store)
     writer = GroupWriter(store)
 
     async def main() -> None:
         with trio.move_on_after(0.05):
             await writer.run()
         with pytest.raises(StoreError, match="writer has stopped"):
-            await writer.write(lambda txn: store.dequeue("outbound", [], txn))
+            await writer.write(lambda txn: copies.dequeue("outbound", [], txn))
 
     trio.run(main)
     store.close()

@@ -13,10 +13,12 @@ from missive.actors.runtime import Runtime
 from missive.keys import Key, Keystore
 from missive.mailbox.admission import checker
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
-from missive.mailbox.store import Placement, Store
+from missive.mailbox.store import Store
+from missive.replicas.records import Placement
 from missive.toolchain.compiler import wrap_runtime
 from missive.vm.keccak import keccak256
 from missive.vm.messages import create_address
+from tests.copies_support import copies_of
 
 TOKEN = """
 # pragma version ^0.4.0
@@ -74,7 +76,9 @@ class Ledger:
     """A node directory with two funded accounts, driven synchronously."""
 
     def __init__(self, path: Path, placement: Placement | None = None) -> None:
-        self.store = Store(path, create=True, placement=placement)
+        self.store = Store(path, create=True)
+        if placement is not None:
+            copies_of(self.store, placement)
         self.keys = Keystore(path, create=True)
         self.alice = self.keys.new("alice")
         self.bob = self.keys.new("bob")
@@ -117,13 +121,13 @@ class Ledger:
                 return handled
 
     def release_held(self) -> int:
-        placement = self.store.placement
-        if placement is None:
+        if self.store.replication is None:
             return 0
-        keys = [key for key, _ in self.store.queued("outbound", placement.me, 10**6)]
+        copies = copies_of(self.store)
+        keys = [key for key, _ in copies.queued("outbound", copies.placement.me, 10**6)]
         if not keys:
             return 0
-        (placed,) = self.store.write_together([lambda txn: self.store.release_held(keys, txn)])
+        (placed,) = self.store.write_together([lambda txn: copies.release_held(keys, txn)])
         return int(placed) + len(keys)
 
     def balance_of(self, token: bytes, who: bytes) -> int:

@@ -28,6 +28,7 @@ from missive.actors.replay import ReplayReport, replay
 from missive.mailbox.envelope import Envelope, Kind
 from missive.mailbox.seals import GENESIS, KEY_FILE, chain, record_bytes, seal_message
 from missive.mailbox.store import STORE_FORMAT, Store, StoreError, u64
+from tests.copies_support import copies_of
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -147,7 +148,7 @@ def test_the_seal_key_file_is_private_and_matches_the_store(tmp_path: Path) -> N
 def test_a_record_appended_outside_a_sealing_transaction_is_refused(tmp_path: Path) -> None:
     with Store(tmp_path / "node", create=True) as store, store.env.begin(write=True) as txn:
         with pytest.raises(StoreError, match="outside a sealing transaction"):
-            store._append(txn, ["genesis", b"\x01" * 20, b"", b""])
+            store.append(txn, ["genesis", b"\x01" * 20, b"", b""])
 
 
 def test_an_old_store_without_seals_is_refused_with_a_clear_error(tmp_path: Path) -> None:
@@ -330,22 +331,22 @@ def test_rollback_appends_and_never_rewrites_a_sealed_record(tmp_path: Path) -> 
     from missive.mailbox.diffs import StateDiff
 
     ledger = Ledger(tmp_path / "executor")
-    ledger.store.placement = ExecutesAll()
+    copies_of(ledger.store, ExecutesAll())
     token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [1000]))
     for i in range(6):
         ledger.submit(ledger.alice, Kind.CALL, token, transfer(ledger.bob.address, i))
     ledger.run()
     handled = ledger.store.account(token).handled  # type: ignore[union-attr]
-    diffs = [StateDiff.decode(raw) for _, raw in ledger.store.queued("replicate", REPLICA, 10**6)]
+    diffs = [StateDiff.decode(raw) for _, raw in copies_of(ledger.store).queued("replicate", REPLICA, 10**6)]
     with Store(tmp_path / "replica", create=True) as replica:
         prefix = [d for d in diffs if d.address != token or d.account.handled <= handled // 2]
-        assert replica.apply_diffs(b"E" * 32, prefix)[1] is None
+        assert copies_of(replica).apply_diffs(b"E" * 32, prefix)[1] is None
         assert replay(replica).ok  # the replica's own ledger (its applied diffs) is sealed too
         since = replica.account(token).handled  # type: ignore[union-attr]
-        snapshot = replica.snapshot(token, since)
+        snapshot = copies_of(replica).snapshot(token, since)
     assert snapshot is not None
     before = table(ledger.store, "ledger")
-    ledger.store.roll_back(REPLICA, token, since, snapshot)
+    copies_of(ledger.store).roll_back(REPLICA, token, since, snapshot)
     after = table(ledger.store, "ledger")
     assert after[:len(before)] == before  # nothing sealed was rewritten
     rollback_key, rollback_raw = after[len(before)]

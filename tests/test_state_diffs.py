@@ -19,6 +19,7 @@ from missive.mailbox.envelope import Kind
 from missive.mailbox.records import Account
 from missive.mailbox.store import Store
 from missive.vm.keccak import keccak256
+from tests.copies_support import copies_of
 
 REPLICA = b"R" * 32
 EXECUTOR = b"E" * 32
@@ -47,7 +48,7 @@ class ExecutesAll:
 def executed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Ledger, list[bytes]]:
     """A busy node that replicates everything to REPLICA; its queued diffs."""
     ledger = Ledger(tmp_path_factory.mktemp("executor") / "node")
-    ledger.store.placement = ExecutesAll()
+    copies_of(ledger.store, ExecutesAll())
     token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [1000]))
     asker = ledger.deploy(ledger.alice, ASKER)
     for i in range(8):
@@ -56,7 +57,7 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Ledger, list[byt
     ledger.submit(ledger.alice, Kind.CALL, asker, selector("ask(address,address)") + encode(["address", "address"], [token, ledger.bob.address]))
     ledger.submit(ledger.alice, Kind.CALL, asker, selector("fail()"), value=77)  # revert + bounce
     ledger.run()
-    return ledger, [raw for _, raw in ledger.store.queued("replicate", REPLICA, 10**6)]
+    return ledger, [raw for _, raw in copies_of(ledger.store).queued("replicate", REPLICA, 10**6)]
 
 
 def state_of(store: Store) -> dict[bytes, tuple[bytes, dict[int, int], list[bytes], list[bytes | None]]]:
@@ -81,7 +82,7 @@ def test_replica_equals_executor_however_diffs_are_batched_and_resent(
             size = cuts[step % len(cuts)]
             back = resend[step % len(resend)] if resend else 0
             start = max(0, at - back)  # a retry re-sends diffs the replica already has
-            done, problem = replica.apply_diffs(EXECUTOR, diffs[start:at + size])
+            done, problem = copies_of(replica).apply_diffs(EXECUTOR, diffs[start:at + size])
             assert problem is None and done == len(diffs[start:at + size])
             at += size
             step += 1
@@ -94,7 +95,7 @@ def test_replica_equals_executor_however_diffs_are_batched_and_resent(
                 assert receipt is not None
                 for sent in receipt.outgoing:
                     with ledger.store.read() as txn:
-                        assert replica.replica_message(sent) == txn.get(sent, db=ledger.store.db["messages"])
+                        assert copies_of(replica).replica_message(sent) == txn.get(sent, db=ledger.store.db["messages"])
                     assert replica.message(sent) is None  # kept apart: a later delivery here is not a duplicate
 
 
@@ -103,16 +104,16 @@ def test_a_gap_an_overlap_or_wrong_code_is_refused_and_writes_nothing(executed: 
     diffs = [StateDiff.decode(raw) for raw in raws]
     with Store(tmp_path / "replica", create=True) as replica:
         later = next(i for i, d in enumerate(diffs) if d.receipts and StateDiff.decode(raws[i]).decoded_receipts()[0].position > 0)
-        done, problem = replica.apply_diffs(EXECUTOR, [diffs[later]])
+        done, problem = copies_of(replica).apply_diffs(EXECUTOR, [diffs[later]])
         assert done == 0 and isinstance(problem, DiffGap) and "this copy holds 0" in str(problem)
         assert replica.accounts() == []
         deploy = next(d for d in diffs if d.code)
         forged = attrs.evolve(deploy, code=deploy.code + b"\x00")
-        done, problem = replica.apply_diffs(EXECUTOR, diffs[: diffs.index(deploy)] + [forged])
+        done, problem = copies_of(replica).apply_diffs(EXECUTOR, diffs[: diffs.index(deploy)] + [forged])
         assert done == diffs.index(deploy) and problem is not None and "does not hash" in str(problem)
         assert replica.account(deploy.address) is None or replica.account(deploy.address).handled == 0  # type: ignore[union-attr]
         lying = attrs.evolve(deploy, account=deploy.account.replace(handled=deploy.account.handled + 1))
-        done, problem = replica.apply_diffs(EXECUTOR, [lying])
+        done, problem = copies_of(replica).apply_diffs(EXECUTOR, [lying])
         assert done == 0 and problem is not None and "messages handled after" in str(problem)
 
 
@@ -131,21 +132,21 @@ def test_a_diff_for_positions_a_copy_already_holds_is_a_conflict_naming_them(exe
     ledger, raws = executed
     diffs = [StateDiff.decode(raw) for raw in raws]
     with Store(tmp_path / "replica", create=True) as replica:
-        assert replica.apply_diffs(EXECUTOR, diffs) == (len(diffs), None)
+        assert copies_of(replica).apply_diffs(EXECUTOR, diffs) == (len(diffs), None)
         handled = next(d for d in reversed(diffs) if d.receipts)
         before = state_of(replica)
         # another record for a version this copy holds (another epoch's), from another holder
         first = handled.decoded_receipts()[0]
         other = first.replace(gas_used=first.gas_used + 1).encode()
         rival = attrs.evolve(handled, receipts=(other, *handled.receipts[1:]), epoch=handled.epoch + 1)
-        done, problem = replica.apply_diffs(b"X" * 32, [rival])
+        done, problem = copies_of(replica).apply_diffs(b"X" * 32, [rival])
         assert done == 0 and isinstance(problem, DiffConflict)
         assert problem.address == handled.address and problem.position == first.position
         assert (problem.version, problem.theirs, problem.mine) == (handled.version, handled.epoch + 1, handled.epoch)
         # a record that follows another record of the version before it: the copies diverged there
         follower = next(d for d in diffs if d.address == handled.address and d.version == handled.version)
         stray = attrs.evolve(follower, version=handled.version + 1, prev_epoch=handled.epoch + 2, epoch=handled.epoch + 2)
-        done, problem = replica.apply_diffs(b"X" * 32, [stray])
+        done, problem = copies_of(replica).apply_diffs(b"X" * 32, [stray])
         assert isinstance(problem, DiffConflict) and problem.version == handled.version
         assert (problem.theirs, problem.mine) == (handled.epoch + 2, handled.epoch)
         assert state_of(replica) == before
@@ -159,11 +160,11 @@ def test_a_diff_whose_receipts_name_messages_it_does_not_carry_is_refused(execut
     diffs = [StateDiff.decode(raw) for raw in raws]
     sending = next(i for i, d in enumerate(diffs) if any(r.outgoing for r in d.decoded_receipts()))
     with Store(tmp_path / "replica", create=True) as replica:
-        assert replica.apply_diffs(EXECUTOR, diffs[:sending]) == (sending, None)
+        assert copies_of(replica).apply_diffs(EXECUTOR, diffs[:sending]) == (sending, None)
         before = state_of(replica)
         for broken in (attrs.evolve(diffs[sending], messages=()),
                        attrs.evolve(diffs[sending], messages=(b"\xc1",))):
-            done, problem = replica.apply_diffs(EXECUTOR, [broken])
+            done, problem = copies_of(replica).apply_diffs(EXECUTOR, [broken])
             assert done == 0 and isinstance(problem, DiffError)
             assert "does not carry" in str(problem) or "malformed" in str(problem)
         assert state_of(replica) == before
@@ -177,14 +178,14 @@ def test_a_diff_the_copy_already_holds_is_a_no_op_whoever_re_sends_it(executed: 
     ledger, raws = executed
     diffs = [StateDiff.decode(raw) for raw in raws]
     with Store(tmp_path / "replica", create=True) as replica:
-        assert replica.apply_diffs(EXECUTOR, diffs) == (len(diffs), None)
+        assert copies_of(replica).apply_diffs(EXECUTOR, diffs) == (len(diffs), None)
         before = state_of(replica)
         former = b"F" * 32  # not the executor whose diffs were applied last
         with_receipts = [d for d in diffs if d.receipts]
         admissions = [d for d in diffs if not d.receipts and d.messages]
         assert with_receipts and admissions
         for old in (with_receipts[0], with_receipts[len(with_receipts) // 2], admissions[0], admissions[-1], diffs[0]):
-            assert replica.apply_diffs(former, [old]) == (1, None)
+            assert copies_of(replica).apply_diffs(former, [old]) == (1, None)
         assert state_of(replica) == before
         assert replay(replica).divergence is None
 
@@ -201,12 +202,12 @@ def test_a_copy_missing_diffs_reports_a_gap_and_fills_it_from_a_snapshot(execute
         handling = [i for i, d in enumerate(diffs) if d.address == token and d.receipts]
         assert len(handling) >= 3
         cut = handling[1]  # the replica lacks the token's second diff on: its third arrives alone
-        assert replica.apply_diffs(EXECUTOR, diffs[:cut])[1] is None
+        assert copies_of(replica).apply_diffs(EXECUTOR, diffs[:cut])[1] is None
         held = replica.account(token).handled  # type: ignore[union-attr]
-        version = replica.head(token)[0]
-        done, problem = replica.apply_diffs(EXECUTOR, [diffs[handling[2]]])
+        version = copies_of(replica).head(token)[0]
+        done, problem = copies_of(replica).apply_diffs(EXECUTOR, [diffs[handling[2]]])
         assert done == 0 and isinstance(problem, DiffGap) and problem.position == held and problem.version == version
-        rolled = replica.roll_back(EXECUTOR, token, version, ledger.store.snapshot(token, version))  # type: ignore[arg-type]
+        rolled = copies_of(replica).roll_back(EXECUTOR, token, version, copies_of(ledger.store).snapshot(token, version))  # type: ignore[arg-type]
         assert rolled.discarded == 0 and rolled.requeued == () and rolled.gone == ()
         assert replica.account(token) == ledger.store.account(token)
         assert replica.storage(token) == ledger.store.storage(token)
@@ -245,23 +246,24 @@ def test_a_rollback_to_identical_receipts_forgets_nothing_and_clears_standby(tmp
         ledger.submit(ledger.alice, Kind.CALL, asker, selector("ask(address,address)") + encode(["address", "address"], [token, ledger.bob.address]))
         ledger.run()
     store = ledger.store
-    with Store(tmp_path / "replica", create=True, placement=Replica()) as replica:
+    with Store(tmp_path / "replica", create=True) as replica:
+        copies_of(replica, Replica())
         # every message reached the replica (standby), and every diff: its copy is the executor's
-        replica.receive([raw for _, raw in store.queued("outbound", REPLICA, 10**6)])
-        assert replica.apply_diffs(EXECUTOR, [StateDiff.decode(raw) for _, raw in store.queued("replicate", REPLICA, 10**6)])[1] is None
+        copies_of(replica).receive([raw for _, raw in copies_of(store).queued("outbound", REPLICA, 10**6)])
+        assert copies_of(replica).apply_diffs(EXECUTOR, [StateDiff.decode(raw) for _, raw in copies_of(store).queued("replicate", REPLICA, 10**6)])[1] is None
         version = 2
-        identical = replica.snapshot(token, version)
+        identical = copies_of(replica).snapshot(token, version)
     assert identical is not None
     since = identical["since"]
-    records = store.head(token)[0] - version
-    outbound_before = store.queued("outbound", REPLICA, 10**6)
+    records = copies_of(store).head(token)[0] - version
+    outbound_before = copies_of(store).queued("outbound", REPLICA, 10**6)
     sent = {out for m in store.mailbox(token)[since:] for out in store.receipt(m).outgoing}  # type: ignore[union-attr]
     assert sent and records > 0
 
-    rolled = store.roll_back(REPLICA, token, version, identical)
+    rolled = copies_of(store).roll_back(REPLICA, token, version, identical)
 
     assert rolled.gone == () and rolled.discarded == 0  # the same records: nothing was given up
-    assert store.queued("outbound", REPLICA, 10**6) == outbound_before  # nothing that still had to leave is lost
+    assert copies_of(store).queued("outbound", REPLICA, 10**6) == outbound_before  # nothing that still had to leave is lost
     for message_id in sent:
         assert store.message(message_id) is not None  # the standing receipts name them
     assert store.pending() == [] and store.scheduled() == []  # nothing handled waits again
@@ -269,16 +271,17 @@ def test_a_rollback_to_identical_receipts_forgets_nothing_and_clears_standby(tmp
     assert report.divergence is None
 
     # the replica's side: a gap filled from the executor drops what the snapshot handled from standby
-    with Store(tmp_path / "replica2", create=True, placement=Replica()) as replica:
-        replica.receive([raw for _, raw in store.queued("outbound", REPLICA, 10**6)])
+    with Store(tmp_path / "replica2", create=True) as replica:
+        copies_of(replica, Replica())
+        copies_of(replica).receive([raw for _, raw in copies_of(store).queued("outbound", REPLICA, 10**6)])
         with replica.read() as txn:
             assert txn.stat(replica.db["standby"])["entries"] > 0
-        queued = [StateDiff.decode(raw) for _, raw in store.queued("replicate", REPLICA, 10**6)]
+        queued = [StateDiff.decode(raw) for _, raw in copies_of(store).queued("replicate", REPLICA, 10**6)]
         prefix = [d for d in queued if d.address != token or d.version <= version]
-        assert replica.apply_diffs(EXECUTOR, prefix)[1] is None
-        assert replica.head(token)[0] == version
-        replica.roll_back(EXECUTOR, token, version, store.snapshot(token, version))  # type: ignore[arg-type]
-        waiting = {m for _, m in replica._scan("standby", token)}
+        assert copies_of(replica).apply_diffs(EXECUTOR, prefix)[1] is None
+        assert copies_of(replica).head(token)[0] == version
+        copies_of(replica).roll_back(EXECUTOR, token, version, copies_of(store).snapshot(token, version))  # type: ignore[arg-type]
+        waiting = {m for _, m in replica.scan("standby", token)}
         assert not waiting & set(store.mailbox(token))
 
 
@@ -287,7 +290,7 @@ def test_a_rollback_names_the_messages_its_discarded_receipts_sent_that_had_alre
     queued; what the other holders had already acknowledged cannot be taken back, and the
     rollback says which messages those are (the node logs them and counts them)."""
     ledger = Ledger(tmp_path / "executor")
-    ledger.store.placement = ExecutesAll()
+    copies_of(ledger.store, ExecutesAll())
     token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [1000]))
     asker = ledger.deploy(ledger.alice, ASKER)
     for _ in range(6):  # each ask is a query to the token, whose receipt sends a reply to the asker
@@ -298,30 +301,30 @@ def test_a_rollback_names_the_messages_its_discarded_receipts_sent_that_had_alre
     since = 3
     discarded_sent = {out for m in mailbox[since:] for out in store.receipt(m).outgoing}  # type: ignore[union-attr]
     assert len(discarded_sent) == len(mailbox) - since
-    queued = {keccak256(msgpack.unpackb(raw)[0]): key for key, raw in store.queued("outbound", REPLICA, 10**6)}
+    queued = {keccak256(msgpack.unpackb(raw)[0]): key for key, raw in copies_of(store).queued("outbound", REPLICA, 10**6)}
     assert discarded_sent <= set(queued)  # every reply was also queued for the asker's other holder
     delivered = sorted(discarded_sent)[:2] + [next(iter(set(queued) - discarded_sent))]  # REPLICA acknowledged these
-    store.write_together([lambda txn: store.dequeue("outbound", [queued[m] for m in delivered], txn)])
+    store.write_together([lambda txn: copies_of(store).dequeue("outbound", [queued[m] for m in delivered], txn)])
     with Store(tmp_path / "replica", create=True) as replica:
-        snapshot_diffs = [StateDiff.decode(raw) for _, raw in store.queued("replicate", REPLICA, 10**6)]
+        snapshot_diffs = [StateDiff.decode(raw) for _, raw in copies_of(store).queued("replicate", REPLICA, 10**6)]
         prefix = [d for d in snapshot_diffs if d.address != token or d.account.handled <= since]
-        assert replica.apply_diffs(EXECUTOR, prefix)[1] is None
+        assert copies_of(replica).apply_diffs(EXECUTOR, prefix)[1] is None
         assert replica.account(token).handled == since  # type: ignore[union-attr]
-        version = replica.head(token)[0]
-        snapshot = replica.snapshot(token, version)
+        version = copies_of(replica).head(token)[0]
+        snapshot = copies_of(replica).snapshot(token, version)
     assert snapshot is not None
 
-    rolled = store.roll_back(REPLICA, token, version, snapshot)
+    rolled = copies_of(store).roll_back(REPLICA, token, version, snapshot)
 
     assert set(rolled.gone) == set(delivered) & discarded_sent  # not the one a standing receipt sent
     assert set(rolled.requeued) == set(mailbox[since:])
-    left_queued = {keccak256(msgpack.unpackb(raw)[0]) for _, raw in store.queued("outbound", REPLICA, 10**6)}
+    left_queued = {keccak256(msgpack.unpackb(raw)[0]) for _, raw in copies_of(store).queued("outbound", REPLICA, 10**6)}
     assert not left_queued & discarded_sent  # what had not left went with its receipt
 
 
 def test_rolling_back_to_another_holders_earlier_copy_then_running_again_ends_where_it_was(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "executor")
-    ledger.store.placement = ExecutesAll()
+    copies_of(ledger.store, ExecutesAll())
     token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [1000]))
     asker = ledger.deploy(ledger.alice, ASKER)
     for i in range(6):
@@ -330,20 +333,20 @@ def test_rolling_back_to_another_holders_earlier_copy_then_running_again_ends_wh
     ledger.run()
     before = state_of(ledger.store)
     handled = ledger.store.account(token).handled  # type: ignore[union-attr]
-    diffs = [StateDiff.decode(raw) for _, raw in ledger.store.queued("replicate", REPLICA, 10**6)]
+    diffs = [StateDiff.decode(raw) for _, raw in copies_of(ledger.store).queued("replicate", REPLICA, 10**6)]
     with Store(tmp_path / "replica", create=True) as replica:
         # the replica got only the diffs up to the middle of the token's mailbox
         prefix = [d for d in diffs if d.address != token or d.account.handled <= handled // 2]
-        assert replica.apply_diffs(EXECUTOR, prefix)[1] is None
+        assert copies_of(replica).apply_diffs(EXECUTOR, prefix)[1] is None
         since = replica.account(token).handled  # type: ignore[union-attr]
         assert 0 < since < handled
-        version = replica.head(token)[0]
-        snapshot = replica.snapshot(token, version)
+        version = copies_of(replica).head(token)[0]
+        snapshot = copies_of(replica).snapshot(token, version)
     assert snapshot is not None
-    rolled = ledger.store.roll_back(REPLICA, token, version, snapshot)
+    rolled = copies_of(ledger.store).roll_back(REPLICA, token, version, snapshot)
     assert len(rolled.requeued) == handled - since and rolled.gone == ()  # nothing had left: all still queued
     assert ledger.store.account(token).handled == since  # type: ignore[union-attr]
-    left = [d for raw in (r for _, r in ledger.store.queued("replicate", REPLICA, 10**6))
+    left = [d for raw in (r for _, r in copies_of(ledger.store).queued("replicate", REPLICA, 10**6))
             if (d := StateDiff.decode(raw)).address == token]
     assert all(d.version <= version for d in left)  # the discarded receipts' diffs are gone too
     # (issue 20, bug 4) those of the receipts that stand are not: a holder that lacks them still gets them
@@ -364,20 +367,21 @@ def test_a_message_made_here_waits_for_its_record_and_goes_with_it_if_given_up(t
     ledger = Ledger(tmp_path / "executor", placement=ExecutesAll())
     store = ledger.store
     token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [1000]))
-    with Store(tmp_path / "replica", create=True, placement=Replica()) as replica:
-        assert replica.apply_diffs(EXECUTOR, [StateDiff.decode(raw) for _, raw in
-                                              store.queued("replicate", REPLICA, 10**6)])[1] is None
-        version = replica.head(ledger.alice.address)[0]
-        before = replica.snapshot(ledger.alice.address, version)
+    with Store(tmp_path / "replica", create=True) as replica:
+        copies_of(replica, Replica())
+        assert copies_of(replica).apply_diffs(EXECUTOR, [StateDiff.decode(raw) for _, raw in
+                                              copies_of(store).queued("replicate", REPLICA, 10**6)])[1] is None
+        version = copies_of(replica).head(ledger.alice.address)[0]
+        before = copies_of(replica).snapshot(ledger.alice.address, version)
     assert before is not None
     message_id = ledger.submit(ledger.alice, Kind.CALL, token, transfer(ledger.bob.address, 5))
     assert store.pending() == []  # not handled: its admission is not acknowledged yet
-    assert [keccak256(msgpack.unpackb(raw)[0]) for _, raw in store.queued("outbound", EXECUTOR, 10**6)] == [message_id]
+    assert [keccak256(msgpack.unpackb(raw)[0]) for _, raw in copies_of(store).queued("outbound", EXECUTOR, 10**6)] == [message_id]
 
-    rolled = store.roll_back(REPLICA, ledger.alice.address, version, before)  # the admission is given up
+    rolled = copies_of(store).roll_back(REPLICA, ledger.alice.address, version, before)  # the admission is given up
 
     assert rolled.discarded == 1 and rolled.gone == ()
-    assert store.queued("outbound", EXECUTOR, 10**6) == [] and store.message(message_id) is None
+    assert copies_of(store).queued("outbound", EXECUTOR, 10**6) == [] and store.message(message_id) is None
     ledger.run()
     assert store.receipt(message_id) is None
     assert store.account(ledger.alice.address) == Account.decode(before["account"])
@@ -396,19 +400,20 @@ def test_a_message_whose_admission_was_given_up_is_not_queued_again_by_its_recip
     ledger = Ledger(tmp_path / "executor", placement=ExecutesAll())
     store = ledger.store
     alice, bob = ledger.alice.address, ledger.bob.address
-    with Store(tmp_path / "replica", create=True, placement=Replica()) as replica:
-        replica.receive([raw for _, raw in store.queued("outbound", REPLICA, 10**6)])
-        assert replica.apply_diffs(EXECUTOR, [StateDiff.decode(raw) for _, raw in store.queued("replicate", REPLICA, 10**6)])[1] is None
-        versions = {a: replica.head(a)[0] for a in (alice, bob)}
-        snapshots = {a: replica.snapshot(a, versions[a]) for a in (alice, bob)}  # the copies without the message
+    with Store(tmp_path / "replica", create=True) as replica:
+        copies_of(replica, Replica())
+        copies_of(replica).receive([raw for _, raw in copies_of(store).queued("outbound", REPLICA, 10**6)])
+        assert copies_of(replica).apply_diffs(EXECUTOR, [StateDiff.decode(raw) for _, raw in copies_of(store).queued("replicate", REPLICA, 10**6)])[1] is None
+        versions = {a: copies_of(replica).head(a)[0] for a in (alice, bob)}
+        snapshots = {a: copies_of(replica).snapshot(a, versions[a]) for a in (alice, bob)}  # the copies without the message
     message = ledger.submit(ledger.alice, Kind.CALL, bob, value=5)
     ledger.run()
     assert store.receipt(message) is not None
 
-    store.roll_back(REPLICA, alice, versions[alice], snapshots[alice])  # type: ignore[arg-type]
-    rolled = store.roll_back(REPLICA, bob, versions[bob], snapshots[bob])  # type: ignore[arg-type]
+    copies_of(store).roll_back(REPLICA, alice, versions[alice], snapshots[alice])  # type: ignore[arg-type]
+    rolled = copies_of(store).roll_back(REPLICA, bob, versions[bob], snapshots[bob])  # type: ignore[arg-type]
 
     assert message not in rolled.requeued
     assert all(message_id != message for _, message_id in store.pending())
-    assert all(message_id != message for _, message_id in store._scan("standby", b""))
+    assert all(message_id != message for _, message_id in store.scan("standby", b""))
     assert store.account(alice) == Account.decode(snapshots[alice]["account"])  # type: ignore[index]

@@ -83,6 +83,7 @@ from missive.cluster.placement import ranking, replicas
 from missive.keys import Key, Keystore
 from missive.mailbox.envelope import Envelope, Kind
 from missive.mailbox.records import Account
+from missive.replicas.records import open_tables
 from missive.toolchain.compiler import compile_source
 from missive.vm.keccak import keccak256
 from missive.vm.messages import create_address
@@ -922,7 +923,7 @@ def open_stores(run: Run) -> Iterator[dict[str, Any]]:
 
 def _table(store: Any, name: str) -> list[tuple[bytes, bytes]]:
     with store.read() as txn:
-        return [(bytes(k), bytes(v)) for k, v in txn.cursor(db=store.db[name])]
+        return [(bytes(k), bytes(v)) for k, v in txn.cursor(db=open_tables(store)[name])]
 
 
 def check_stores(run: Run, live_executors: dict[bytes, list[str]]) -> None:
@@ -1044,7 +1045,7 @@ def check_stores(run: Run, live_executors: dict[bytes, list[str]]) -> None:
         summary = {}
         for name, store in stores.items():
             with store.read() as txn:
-                left = {table: txn.stat(store.db[table])["entries"]
+                left = {table: txn.stat(open_tables(store)[table])["entries"]
                         for table in ("pending", "standby", "outbound", "replicate", "scheduled")}
             summary[name] = {"accounts": len(accounts[name]), "ledger_records": store.next_seq(),
                              **{t: n for t, n in left.items() if n}}

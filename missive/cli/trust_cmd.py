@@ -202,7 +202,7 @@ def show(view: dict[str, Any]) -> None:
 def show_execution(execution: dict[str, Any], names: dict[bytes, str]) -> None:
     """Execution trust: per executor, diffs re-executed or applied on trust; evidence of wrong diffs,
     each re-executed here (``WrongDiff.check``) before it is shown as proof."""
-    from missive.consensus.execution import EvidenceError, WrongDiff
+    from missive.replicas.execution import EvidenceError, WrongDiff
 
     console = make_console()
     table = Table(title=f"execution trust: state diffs re-executed below trust {execution['threshold']:.0%}, "

@@ -29,10 +29,10 @@ from typing import Any
 import trio
 
 from missive.cluster.membership import Membership
-from missive.mailbox.store import Store
 from missive.mailbox.writer import GroupWriter
 from missive.net import NetError, PeerLink
 from missive.net.identity import short_id
+from missive.replicas.copies import Copies
 from missive.replicas.epochs import Acceptor, AcceptorState, Epoch, EpochError, History, Proposer, parse_request
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,10 @@ log = logging.getLogger(__name__)
 Reconcile = Callable[[bytes, bytes, int], Awaitable[None]]
 
 
-def load_history(store: Store, members: list[bytes], holders: Callable[[bytes], list[bytes]]
+def load_history(copies: Copies, members: list[bytes], holders: Callable[[bytes], list[bytes]]
                  ) -> tuple[History, AcceptorState]:
     """The epochs and acceptor state a node saved (genesis and a fresh acceptor for a new store)."""
-    raw_epochs, raw_state = store.epochs()
+    raw_epochs, raw_state = copies.epochs()
     member_set = frozenset(members)
     history = History(members, holders, (Epoch.decode(e, member_set) for e in raw_epochs))
     state = AcceptorState.decode(raw_state, member_set) if raw_state is not None else AcceptorState()
@@ -53,14 +53,14 @@ def load_history(store: Store, members: list[bytes], holders: Callable[[bytes], 
 
 class EpochService:
     def __init__(self, me: bytes, names: dict[bytes, str], links: dict[bytes, PeerLink], membership: Membership,
-                 store: Store, writer: GroupWriter, state: AcceptorState, reconcile: Reconcile, *,
+                 copies: Copies, writer: GroupWriter, state: AcceptorState, reconcile: Reconcile, *,
                  interval: float, timeout: float) -> None:
         self.me = me
         self.names = names
         self.links = links
         self.membership = membership
         self.history = membership.history
-        self.store = store
+        self.copies = copies
         self.writer = writer
         self.reconcile = reconcile
         self.interval = interval
@@ -77,7 +77,7 @@ class EpochService:
 
     async def _save(self, history: History, state: AcceptorState) -> None:
         await self.writer.write(functools.partial(
-            self.store.save_epochs, [e.encode() for e in history.after(0)], state.encode()))
+            self.copies.save_epochs, [e.encode() for e in history.after(0)], state.encode()))
         if history.latest.number != self._saved_latest:
             self._saved_latest = history.latest.number
             self.complete = False  # said of the epoch before
@@ -138,7 +138,7 @@ class EpochService:
         def wanted(address: bytes) -> bool:
             return peer in self.membership.holders(address) and self.membership.executes(address)
 
-        view = await trio.to_thread.run_sync(self.store.sync_view, peer, wanted)
+        view = await trio.to_thread.run_sync(self.copies.sync_view, peer, wanted)
         return {"epoch": self.membership.number, "serving": self.membership.may_execute(), "copies": view}
 
     # -- running ------------------------------------------------------------------------------------
@@ -218,7 +218,7 @@ class EpochService:
         membership = self.membership
         epoch = membership.epoch
         holders = membership.holders
-        mine = await trio.to_thread.run_sync(self.store.heads, lambda a: self.me in holders(a))
+        mine = await trio.to_thread.run_sync(self.copies.heads, lambda a: self.me in holders(a))
         for address, _, _ in mine:
             executor = self.history.executor(address, epoch.number)
             if executor is None and not self.history.complete_without_executor(self.me, holders(address)):
@@ -230,8 +230,8 @@ class EpochService:
                 return False
             for address, version, record_epoch, oldest in answer["copies"]:
                 address, version = bytes(address), int(version)
-                head, _ = self.store.head(address)
-                if head >= version and self.store.record_epoch(address, version) == record_epoch:
+                head, _ = self.copies.head(address)
+                if head >= version and self.copies.record_epoch(address, version) == record_epoch:
                     # this copy has every record up to the executor's queue for it; records made before
                     # this epoch still queued were not acknowledged with it: wait until they are here
                     complete = complete and (oldest is None or oldest >= epoch.number)

@@ -23,7 +23,7 @@ the epochs are what keeps that safe where timing is not (an executor that a newe
 replaced cannot get its records acknowledged any more).
 
 A member proven to have sent a wrong state diff (execution trust,
-:mod:`missive.cluster.execution_trust`) is *distrusted*: it counts as down, so the next
+:mod:`missive.replicas.execution_trust`) is *distrusted*: it counts as down, so the next
 epoch leaves it out and its actors move to their next holders.  That holds in its own view
 too: a node that checks the evidence against itself steps down.
 

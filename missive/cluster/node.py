@@ -56,46 +56,33 @@ from typing import Any
 import msgpack
 import trio
 
-from missive.actors.handler import MAX_CODE_SIZE
 from missive.actors.runtime import ExecutorLock, Runtime
-from missive.cluster import delivery, door, reads
+from missive.cluster import door, reads
 from missive.cluster.config import ConfigError, NodeConfig, load
 from missive.cluster.epochs import EpochService, load_history
-from missive.cluster.execution_trust import EVIDENCE_METHOD, ExecutionTrust, NotYetCheckable, falsify
 from missive.cluster.membership import Heard, Membership
 from missive.cluster.placement import replicas
 from missive.cluster.tracing import Tracer
 from missive.cluster.trust import WRONG_DIFFS, TrustService
 from missive.cluster.waiters import MAX_WAIT, Waiters
-from missive.consensus.execution import WrongResult
 from missive.mailbox.admission import check_signatures, checker
-from missive.mailbox.diffs import DiffConflict, DiffError, DiffGap, DiffSuperseded, StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError
-from missive.mailbox.records import RecordError
-from missive.mailbox.store import Accepted, Outcome, Store
+from missive.mailbox.store import Accepted, Outcome
 from missive.mailbox.writer import GroupWriter
 from missive.net import Limits, NetError, NodeIdentity, PeerLink, allow_any, serve
-from missive.net.identity import short_id, verify
-from missive.net.rpc import Refused
-from missive.vm.keccak import keccak256
+from missive.net.identity import short_id
+from missive.replicas.copies import Copies
+from missive.replicas.execution_trust import EVIDENCE_METHOD, ExecutionTrust, falsify
+from missive.replicas.receiver import Receiver
+from missive.replicas.sender import NotServing, Sender
 
 log = logging.getLogger(__name__)
 
-#: Records (messages, state diffs, code) sent per ``deliver``/``apply``/``learn_code`` call.
-SEND_BATCH = 256
-#: What each peer queue is sent with: (store table, RPC method).
-#: (Messages, the ``outbound`` table, go to ``deliver`` with several batches in flight: _deliver_to.)
-PEER_QUEUES = (("replicate", "apply"), ("announce", "learn_code"))
 IDENTITY_FILE = "node.key"
 #: Admissions with at most this many signatures check them on the event loop (about 60 µs each).
 INLINE_SIGNATURES = 4
 #: seconds a thread may hold the GIL while another waits (see main())
 SWITCH_INTERVAL = 0.0005
-
-
-class NotServing(Refused):
-    """A request this node turns away on purpose because it may not serve it now (catching up, no
-    lease, distrusted, or the epoch changed under a submit): one line to the client, no traceback."""
 
 
 class ClusterNode:
@@ -106,9 +93,11 @@ class ClusterNode:
         self.names = {p.node_id: p.name for p in config.peers} | {self.me: config.name}
         self.members = sorted(self.names)
         self.k = min(config.replicas, len(self.members))
-        self.store = Store(config.dir, create=True, placement=self, chain_id=config.chain_id)
+        # the store, and this node's copies of the actors it holds with others (missive/replicas)
+        self.copies = Copies.open(config.dir, self, chain_id=config.chain_id)
+        self.store = self.copies.store
         # the epochs this node installed (missive/replicas/epochs.py): who executes and acknowledges what
-        history, acceptor_state = load_history(self.store, self.members, self.holders)
+        history, acceptor_state = load_history(self.copies, self.members, self.holders)
         self.membership = Membership(self.me, self.members, self.k, timeout=config.failover_timeout,
                                      history=history)
         # signatures are checked before the admission's transaction (see _admit)
@@ -124,23 +113,12 @@ class ClusterNode:
         }
         self.stopping = trio.Event()
         self.started = time.monotonic()
-        self.forwarded = 0
-        self.diffs_sent = 0
-        self.diffs_applied = 0
-        self.conflicts = 0
-        self.rolled_back = 0
-        self.gone_after_rollback = 0  # messages sent by receipts given up that had already left
-        self._rolling_back = trio.Lock()
-        self._diffs_acked = trio.Event()  # set (and replaced) each time a peer acknowledges diffs
         self.rate = 0.0
         self.port = 0
         self._nursery: trio.Nursery | None = None
         # set once the latest submit to arrive has its place in the writer's line (see _admit)
         self._admitted = trio.Event()
         self._admitted.set()
-        # per peer queue: set when a transaction may have queued something in it (its sender wakes)
-        self._queue_ready: dict[tuple[bytes, str], trio.Event] = {}
-        self._line = delivery.Line()  # where each peer's deliveries stand (missive/cluster/delivery.py)
         self.runtime.observers.append(lambda _outcomes: self._queued())
         self.waiters = Waiters()  # clients waiting for a receipt or a reply (the `wait` RPCs)
         self.runtime.observers.append(self.waiters.observe)
@@ -152,13 +130,21 @@ class ClusterNode:
             self._serving.set()
         # trust layer (attestation + gossip between members): all of it lives in missive/cluster/trust.py
         self.trust = TrustService(self.identity, config.dir, self.names, self.links, self.store, config.trust)
-        # execution trust: apply each state diff, or re-execute it first (missive/cluster/execution_trust.py)
+        # execution trust: apply each state diff, or re-execute it first (missive/replicas/execution_trust.py)
         self.execution = ExecutionTrust(self.identity, self.store, self.names, self.links, self.membership,
                                         self.trust, config.trust)
-        self._lies = config.trust.fault == WRONG_DIFFS  # tests and simulation only
+        lies = config.trust.fault == WRONG_DIFFS  # tests and simulation only
+        # replication (missive/replicas): sending this node's queues, and receiving the others'
+        self.receiver = Receiver(me=self.me, names=self.names, links=self.links, copies=self.copies,
+                                 writer=self.writer, runtime=self.runtime, membership=self.membership,
+                                 execution=self.execution, k=self.k, trace=self.trace, queued=self._queued)
+        self.sender = Sender(name=config.name, identity=self.identity, names=self.names, links=self.links,
+                             copies=self.copies, writer=self.writer, membership=self.membership, k=self.k,
+                             trace=self.trace, distrusted=self.execution.distrusts, act_on=self.receiver.act_on,
+                             queued=self._queued, sign=falsify if lies else None)
         # epochs: choosing them (every member an acceptor), learning them, catching up (cluster/epochs.py)
-        self.epochs = EpochService(self.me, self.names, self.links, self.membership, self.store, self.writer,
-                                   acceptor_state, self._reconcile, interval=self.heartbeat_interval,
+        self.epochs = EpochService(self.me, self.names, self.links, self.membership, self.copies, self.writer,
+                                   acceptor_state, self.receiver.reconcile, interval=self.heartbeat_interval,
                                    timeout=config.failover_timeout / 2)
         # the doors (missive/cluster/door.py): the operator alone may shutdown, create_account (only in
         # development mode) and replay; members and the operator are exempt from client connection limits
@@ -173,11 +159,10 @@ class ClusterNode:
     def _queued(self) -> None:
         """A transaction committed: wake the peer queues' senders, and the runtime (it may have
         queued messages for actors this node executes)."""
-        for ready in list(self._queue_ready.values()):
-            ready.set()
+        self.sender.wake()
         self.runtime.wake()
 
-    # -- placement (the store's view of it: missive.mailbox.store.Placement) --------------------
+    # -- placement (the copies' view of it: missive.replicas.records.Placement) ---------------
 
     def holders(self, address: bytes) -> list[bytes]:
         """The K nodes that keep ``address``'s actor, in preference order."""
@@ -213,12 +198,9 @@ class ClusterNode:
                 for link in self.links.values():
                     nursery.start_soon(link.run)
                 nursery.start_soon(self._run_actors)
-                if self.k > 1:
-                    nursery.start_soon(self._release_held)  # messages for actors here, once acknowledged
+                nursery.start_soon(self.sender.run)  # messages, diffs and code to the other holders
+                nursery.start_soon(self.receiver.run)
                 for node_id in self.links:
-                    nursery.start_soon(self._deliver_to, node_id)
-                    for table, method in PEER_QUEUES:
-                        nursery.start_soon(self._drain, node_id, table, method)
                     nursery.start_soon(self._heartbeat, node_id)
                 nursery.start_soon(self.membership.run, self._adopt, self.heartbeat_interval)
                 if self.k > 1 and self.links:
@@ -271,7 +253,7 @@ class ClusterNode:
         results: list[Accepted | EnvelopeError] = await self.writer.result(joined)
         accepted = iter(results)
         if self.k > 1:  # (the next seq is a read of the store: not for nothing on every submit)
-            await self._until_replicated(self.store.next_seq(), {envelope.sender for envelope, _, _ in signed})
+            await self.sender.until_replicated(self.store.next_seq(), {envelope.sender for envelope, _, _ in signed})
         self._queued()
         return [next(accepted) if problem is None else problem for problem in bad]
 
@@ -311,7 +293,7 @@ class ClusterNode:
         async with self.runtime.paused():
             if not self.membership.adopt():
                 return
-            taken, handed = await trio.to_thread.run_sync(self.store.rehome)
+            taken, handed = await trio.to_thread.run_sync(self.copies.rehome)
         if taken or handed:
             log.info("took over %d waiting message(s), handed back %d", taken, handed)
         if self.membership.serving:
@@ -320,179 +302,6 @@ class ClusterNode:
             self._serving = trio.Event()
         self._queued()
 
-    async def _until_replicated(self, seq: int, senders: set[bytes]) -> None:
-        """Wait until every holder whose copy takes part in the epoch has the diffs queued before ``seq``
-        (those of the admissions of ``senders``' messages among them).
-
-        Why: acceptance moves an account's nonce and balance.  Acknowledged while only
-        this node had it, a crash here would let the next holder take over without it and
-        accept a different message with the same nonce; so with K > 1 a submit is
-        acknowledged once every copy of the epoch's ack set holds it (missive/replicas/
-        epochs.py, rule 2).  If the epoch changes meanwhile and this node still executes
-        the senders, its copies stand and the new epoch's ack set decides; if it does not,
-        the records may be given up, and the client is told so.
-        """
-        epoch = self.membership.number
-        while self.k > 1:
-            if self.execution.distrusts(self.me):
-                raise NotServing(f"{self.config.name} is distrusted (it sent a wrong state diff): "
-                                   "its acceptances are not replicated; submit to another node")
-            if self.membership.number != epoch:
-                if not all(self.membership.executes(sender) for sender in senders):
-                    raise NotServing(f"the cluster moved to epoch {self.membership.number} and another node "
-                                       "executes the sender now: this submit may or may not be handled; ask for "
-                                       "its receipt before sending it again")
-                epoch = self.membership.number
-            behind = [n for n in self.links if n in self.membership.acting
-                      and not self.store.replicated_before(n, seq)]
-            if not behind:
-                return
-            with trio.move_on_after(0.05):
-                await self._diffs_acked.wait()
-
-    async def _release_held(self) -> None:
-        """Place the messages this node made for actors it holds itself, once the records that made
-        them are acknowledged (the same rule as for messages leaving: _replicated_prefix).
-
-        Why: a record given up (missive/replicas/epochs.py, rule 4) must not have had its messages
-        handled anywhere; handled here at once, a rolled-back admission's message would still
-        move value and spend its nonce."""
-        while True:
-            ready = self._queue_ready[self.me, "outbound"] = trio.Event()
-            batch = self._replicated_prefix(self.store.queued("outbound", self.me, SEND_BATCH))
-            if batch:
-                await self.writer.write(functools.partial(self.store.release_held, [key for key, _ in batch]))
-                self._queued()
-                continue
-            with trio.move_on_after(0.05):  # woken by a commit, or by a peer acknowledging diffs
-                await ready.wait()
-
-    async def _deliver_to(self, node_id: bytes) -> None:
-        """Send the messages queued for ``node_id`` (``outbound``) to its ``deliver``, oldest first,
-        several batches in flight (missive/cluster/delivery.py); drop them once acknowledged."""
-
-        async def batch_after(key: bytes | None) -> list[tuple[bytes, bytes]]:
-            while True:
-                ready = self._queue_ready[node_id, "outbound"] = trio.Event()
-                batch = self._replicated_prefix(self.store.queued("outbound", node_id, SEND_BATCH, after=key))
-                if batch:
-                    self.trace.records("forwarded", [raw for _, raw in batch])
-                    return batch
-                with trio.move_on_after(0.05):  # woken by a commit that may have queued some (or, for
-                    await ready.wait()  # messages waiting on diffs, by a peer acknowledging diffs)
-
-        def acknowledged(keys: list[bytes], done: int, problem: str | None) -> None:
-            if done:  # lost in a crash, they are sent again and the peer drops the copies by id
-                self.writer.write_later(functools.partial(self.store.dequeue, "outbound", keys[:done]))
-                self.forwarded += done
-                if problem is not None:
-                    log.error("%s refused a message: %s", self.names.get(node_id, short_id(node_id)), problem)
-
-        await delivery.send(self.links[node_id], batch_after, acknowledged)
-
-    async def _drain(self, node_id: bytes, table: str, method: str) -> None:
-        """Send what ``table`` holds for ``node_id`` to its ``method``, oldest first; drop it once
-        acknowledged.  The peer answers (how many it has durably, what was wrong with the next).
-        Messages and code go as stored; state diffs are signed (the peer checks who sent them)."""
-        link = self.links[node_id]
-        name = self.names.get(node_id, short_id(node_id))
-        acknowledged: bytes | None = None  # the last key the peer has: later ones go next
-        while True:
-            ready = self._queue_ready[node_id, table] = trio.Event()
-            batch = self.store.queued(table, node_id, SEND_BATCH, after=acknowledged)
-            if not batch:
-                with trio.move_on_after(0.05):  # woken by a commit that may have queued some (or, for
-                    await ready.wait()  # messages waiting on diffs, by a peer acknowledging diffs)
-                continue
-            records: Any = [self._signed_diff(raw) if table == "replicate" else raw for _, raw in batch]
-            if table == "replicate":  # the epoch this node acts in: a holder in a newer one refuses them
-                records = {"diffs": records, "epoch": self.membership.number}
-            try:
-                answer = await link.call(method, records, timeout=10.0)
-                done, problem, *said = answer
-                if not isinstance(done, int) or not 0 <= done <= len(batch):
-                    raise ValueError(f"{done!r} records done of {len(batch)}")
-                if table == "replicate" and len(said) == 2:
-                    self.membership.told_epoch(node_id, said[1])
-                    await self._act_on(node_id, said[0])
-            except NetError as exc:
-                log.debug("%s of %d record(s) to %s failed (%s); will retry", method, len(batch), name, exc)
-                await trio.sleep(0.2)
-                continue
-            except (TypeError, ValueError) as exc:
-                log.warning("%s answered %s with something unusable (%s); will retry", name, method, exc)
-                await trio.sleep(1.0)
-                continue
-            if done:
-                keys = [key for key, _ in batch[:done]]
-                acknowledged = keys[-1]
-                drop = functools.partial(self.store.dequeue, table, keys)
-                if table == "replicate":
-                    await self.writer.write(drop)  # _until_replicated looks at what is left in the table
-                    self.diffs_sent += done
-                    self._diffs_acked.set()
-                    self._diffs_acked = trio.Event()
-                    for (_, queue), waiting in list(self._queue_ready.items()):
-                        if queue == "outbound":  # messages held for these diffs may leave now
-                            waiting.set()
-                else:  # lost in a crash, it is sent again and the peer drops the copy
-                    self.writer.write_later(drop)
-            if problem is not None:
-                log.warning("%s refused %s: %s", name, method, problem)
-                await trio.sleep(1.0)
-            elif not done:  # the peer puts it off (a diff it re-executes waits for a message): later
-                await trio.sleep(0.05)
-
-    def _replicated_prefix(self, batch: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        """The messages of ``batch`` (outbound, oldest first) that may leave now: with K > 1, a
-        message leaves once the record that made it (its sender's diff numbered below it:
-        Store._replicate) is acknowledged (missive/replicas/epochs.py, rule 2): every holder of
-        the sender that served or joined in the epoch the record was made in has it, or, if this
-        node still executes the sender, every such holder of the epoch it acts in now.
-
-        Why the record's epoch and not the current one: a record made before a change of epoch
-        and never acknowledged may lose to the new executor's; with the holders of a later epoch
-        only (which may leave out the very holder that refused it), its message would leave, and
-        nothing could take it back when the record is given up.
-        """
-        if self.k == 1 or not batch:
-            return batch
-        history, number = self.membership.history, self.membership.number
-        lacking: dict[bytes, int | None] = {}  # per holder: the oldest diff it still lacks
-        for index, (key, raw) in enumerate(batch):
-            seq = int.from_bytes(key[32:], "big")
-            envelope = Envelope.decode(msgpack.unpackb(raw)[0], check=False)
-            sender = envelope.sender
-            if self.executes(sender):
-                epoch = history.epochs[number]
-            else:
-                made_in = self.store.epoch_of_record_before(sender, seq)
-                if made_in is None and self.store.receipt(envelope.id) is not None:
-                    # Handled already (here: so by the recipient's executor's history): the record
-                    # that made it stands, in a copy this node took from another (a rollback to the
-                    # executor's copy keeps the entry queued, but the record is no longer "made
-                    # here").  Sending it again is a no-op for every holder (dedup by id); holding
-                    # it would hold back everything queued behind it, for ever.
-                    continue
-                if made_in is None:  # its record is gone (given up: the message goes with it) or unknown
-                    return batch[:index]
-                epoch = history.epochs[min(made_in, number)]
-            for holder in self.holders(sender):
-                if holder == self.me or not (holder in epoch.serving or holder in epoch.joining):
-                    continue
-                if holder not in lacking:
-                    lacking[holder] = self.store.oldest_unreplicated(holder)
-                oldest = lacking[holder]
-                if oldest is not None and oldest < seq:
-                    return batch[:index]
-        return batch
-
-    def _signed_diff(self, raw: bytes) -> list[bytes]:
-        """A state diff as sent: with this node's signature (which makes a wrong one evidence)."""
-        if self._lies:
-            raw = falsify(raw)
-        return [raw, self.identity.sign(keccak256(raw))]
-
     # -- RPC -----------------------------------------------------------------------------
 
     def handlers(self) -> dict[str, Callable[[bytes, Any], Awaitable[Any]]]:
@@ -500,9 +309,9 @@ class ClusterNode:
         methods: dict[str, Callable[[bytes, Any], Awaitable[Any]]] = {
             "status": self.rpc_status,
             "heartbeat": self.rpc_heartbeat,
-            "snapshot": self.rpc_snapshot,
+            "snapshot": self.receiver.snapshot,
             "submit": self.rpc_submit,
-            "deliver": self.rpc_deliver,
+            "deliver": self.receiver.deliver,
             "create_account": self.rpc_create_account,
             "account": self.rpc_account,
             "receipt": self.rpc_receipt,
@@ -510,9 +319,9 @@ class ClusterNode:
             "wait_reply": self.rpc_wait_reply,
             "submit_wait": self.rpc_submit_wait,
             "inbox": self.rpc_inbox,
-            "apply": self.rpc_apply,
+            "apply": self.receiver.apply,
             "local_state": self.rpc_local_state,
-            "learn_code": self.rpc_learn_code,
+            "learn_code": self.receiver.learn_code,
             "shutdown": self.rpc_shutdown,
             "members": self.rpc_members,
             "progress": self.rpc_progress,
@@ -526,7 +335,7 @@ class ClusterNode:
             **self.trust.handlers(),  # trust, trust_view (missive/cluster/trust.py)
             **self.epochs.handlers(),  # epoch_prepare, epoch_accept, epoch_learn, epochs, sync (cluster/epochs.py)
             "trust_view": self.rpc_trust_view,
-            EVIDENCE_METHOD: self.execution.rpc_evidence,  # missive/cluster/execution_trust.py
+            EVIDENCE_METHOD: self.execution.rpc_evidence,  # missive/replicas/execution_trust.py
         }
         bare = ("status", "members", "progress", "pending", "accounts", "trust_view")
         return {name: door.refusing_on_full_disk(door.without_params(name, handler) if name in bare else handler)
@@ -550,16 +359,10 @@ class ClusterNode:
         if not self._serving.is_set():
             raise NotServing(f"{self.config.name} is still catching up from its peers; try again")
 
-    def _member(self, peer: bytes, method: str) -> str:
-        """The name of cluster member ``peer`` (the caller of ``method``), or PermissionError."""
-        if peer not in self.names or peer == self.me:
-            raise PermissionError(f"{method} is for cluster members; {short_id(peer)} is not one")
-        return self.names[peer]
-
     async def rpc_heartbeat(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any]:
         """A peer is alive, knows epoch ``epoch`` and (if it joins) whether its copies are complete;
         the answer says whether this node serves and the newest epoch it knows."""
-        self._member(peer, "heartbeat")
+        self.receiver.member(peer, "heartbeat")
         if not isinstance(params, dict):
             raise ValueError("heartbeat takes {serving, epoch, complete}")
         epoch = params.get("epoch", -1)
@@ -570,12 +373,9 @@ class ClusterNode:
                 "complete": self.epochs.complete}
 
     async def rpc_status(self, peer: bytes, params: Any) -> dict[str, Any]:
-        with self.store.read() as txn:
-            backlog = txn.stat(self.store.db["pending"])["entries"]
-            standby = txn.stat(self.store.db["standby"])["entries"]
-            outbound = txn.stat(self.store.db["outbound"])["entries"]
-            replicating = txn.stat(self.store.db["replicate"])["entries"]
-            held = txn.stat(self.store.db["replica"])["entries"]
+        counts = self.copies.counts("pending", "standby", "outbound", "replicate", "replica")
+        backlog, standby, outbound = counts["pending"], counts["standby"], counts["outbound"]
+        replicating, held = counts["replicate"], counts["replica"]
         actors = sum(1 for address, account in self.store.accounts() if account.is_contract and self.executes(address))
         return {
             "serving": self.membership.may_execute(), "standby": standby, "view_changes": self.membership.changes,
@@ -585,9 +385,10 @@ class ClusterNode:
             "uptime": time.monotonic() - self.started, "actors": actors, "backlog": backlog,
             "outbound": outbound, "handled": self.runtime.handled_total, "rate": self.rate,
             "transactions": self.writer.transactions, "writes": self.writer.writes,
-            "forwarded": self.forwarded, "replicas": self.k, "replicating": replicating, "replicas_held": held,
-            "diffs_sent": self.diffs_sent, "diffs_applied": self.diffs_applied,
-            "conflicts": self.conflicts, "rolled_back": self.rolled_back, "gone_after_rollback": self.gone_after_rollback,
+            "forwarded": self.sender.forwarded, "replicas": self.k, "replicating": replicating, "replicas_held": held,
+            "diffs_sent": self.sender.diffs_sent, "diffs_applied": self.receiver.diffs_applied,
+            "conflicts": self.receiver.conflicts, "rolled_back": self.receiver.rolled_back,
+            "gone_after_rollback": self.receiver.gone_after_rollback,
             "leases_lost": self.membership.leases_lost,
             "epoch": self.membership.number, "epochs_known": self.membership.history.latest.number,
             "joining": self.membership.joining, "complete": self.epochs.complete,
@@ -629,37 +430,6 @@ class ClusterNode:
             for i, answer in zip(indexes, answers, strict=True):
                 results[i] = answer
         return results
-
-    def rpc_deliver(self, peer: bytes, params: Any) -> Awaitable[tuple[int, str | None]]:
-        """Messages for actors this node holds, from the node that sent or accepted them, in
-        batches that follow each other (missive/cluster/delivery.py).  A bad record is refused
-        alone (logged and reported); it is never retried into the queues.
-
-        Not ``async``: this part runs in the RPC read loop, in the order the batches arrived,
-        and joins the writer in that order, so that a sender may keep several in flight.
-        """
-        name = self._member(peer, "deliver")
-        records, after, last = delivery.parse(params)
-        arrived = self.trace.records("arrived", records)
-        write = self.writer.join(functools.partial(self._receive_in_line, peer, records, after, last))
-        return self._stored(write, name, arrived)
-
-    def _receive_in_line(self, peer: bytes, records: list[bytes], after: bytes | None, last: bytes,
-                         txn: Any) -> list[bytes | EnvelopeError]:
-        """Store a delivery, in the writer's transaction, if it follows the last one taken from ``peer``."""
-        return self._line.take(peer, after, last, functools.partial(self.store.receive, records, txn=txn))
-
-    async def _stored(self, write: Any, name: str, arrived: list[bytes]) -> tuple[int, str | None]:
-        try:
-            results = await self.writer.result(write)
-        except delivery.NotInLine as exc:
-            return 0, str(exc)
-        self.trace.ids("stored", arrived)
-        self.runtime.wake()
-        bad = [r for r in results if isinstance(r, EnvelopeError)]
-        if bad:
-            log.warning("%s delivered %d bad message(s): %s", name, len(bad), bad[0])
-        return len(results), (str(bad[0]) if bad else None)
 
     async def rpc_create_account(self, peer: bytes, params: dict[str, Any]) -> bool:
         """The development faucet: a new external account with a balance minted from nothing.
@@ -793,189 +563,6 @@ class ClusterNode:
 
         return await self._at(address, "inbox", address, local)  # type: ignore[no-any-return]
 
-    async def rpc_apply(self, peer: bytes, params: dict[str, Any]) -> list[Any]:
-        """State diffs of actors ``peer`` executes or executed (see the module docstring):
-        ``{"diffs": [[diff, signature], ...], "epoch": the epoch the sender acts in}``.
-
-        Answers ``[done, problem, action, epoch]``: how many diffs this copy holds now, what
-        was wrong with the next (None), what the sender should do about it (None,
-        ``["reconcile", address]``: take the executor's copy of that actor), and the newest
-        epoch this node knows.  A sender acting in an older epoch than this node's is refused
-        whole: the epoch it made its records in is over, and they may not be acknowledged
-        any more (missive/replicas/epochs.py, rule 2).  Within one epoch, every copy that
-        differs from the actor's executor's takes the executor's (rule 4).
-        """
-        name = self._member(peer, "apply")
-        if not (isinstance(params, dict) and isinstance(params.get("diffs"), list)
-                and isinstance(params.get("epoch"), int) and not isinstance(params.get("epoch"), bool)):
-            raise ValueError("apply takes {diffs: [[state diff, signature], ...], epoch: the sender's epoch}")
-        signed, epoch = params["diffs"], params["epoch"]
-        latest = self.membership.history.latest.number
-        if self.execution.distrusts(peer):
-            return [0, f"{name} is distrusted (evidence of a wrong state diff): its diffs are refused", None, latest]
-        if self.k > 1 and epoch != latest:
-            if epoch < latest:
-                return [0, f"{name} acts in epoch {epoch}, this node in {latest}: its records of that epoch can "
-                        "no longer be acknowledged", None, latest]
-            return [0, f"this node has not installed epoch {epoch} yet", None, latest]
-        if self.k > 1 and self.membership.number != latest:
-            return [0, f"this node is adopting epoch {latest}", None, latest]
-        diffs = []
-        problem = None
-        for raw, signature in signed:
-            try:
-                if not verify(peer, keccak256(raw), signature):
-                    raise DiffError(f"bad signature from {name} on a state diff")
-                diff = StateDiff.decode(raw)
-                holders = self.holders(diff.address)
-                if peer not in holders:
-                    raise DiffError(f"{name} does not hold 0x{diff.address.hex()}")
-                if self.me not in holders:
-                    raise DiffError(f"this node does not replicate 0x{diff.address.hex()}")
-                made_in = self.membership.history.get(diff.epoch)
-                if diff.version and (made_in is None or self.membership.history.executor(
-                        diff.address, diff.epoch) != peer):
-                    raise DiffError(f"{name} did not execute 0x{diff.address.hex()} in epoch {diff.epoch}")
-            except DiffError as err:
-                problem = str(err)
-                break
-            diffs.append(diff)
-        done, refused = await trio.to_thread.run_sync(self.store.apply_diffs, peer, diffs,
-                                                      self.execution.checker(peer))
-        self.diffs_applied += done
-        if isinstance(refused, NotYetCheckable):  # re-executing it needs a message still on its way
-            log.debug("%s", refused)
-            return [done, problem, None, latest]
-        if isinstance(refused, WrongResult):
-            raw, signature = signed[done]
-            self.execution.accuse(peer, refused, raw, signature)
-        action = None
-        if isinstance(refused, DiffConflict | DiffGap | DiffSuperseded):
-            action = self._resolve(peer, refused)
-        problem = str(refused) if refused is not None else problem
-        if problem:
-            log.log(logging.INFO if action else logging.WARNING, "refused a state diff from %s: %s", name, problem)
-        return [done, problem, action, latest]
-
-    def _resolve(self, peer: bytes, refused: DiffConflict | DiffGap | DiffSuperseded) -> list[Any] | None:
-        """Who takes whose copy where ``peer``'s diff does not continue this one (rule 4: the copy of
-        the actor's executor in the epoch both act in stands); returns what ``peer`` should do."""
-        address = refused.address
-        executor = self.membership.history.executor(address, self.membership.number)
-        assert self._nursery is not None
-        if isinstance(refused, DiffConflict):
-            self.conflicts += 1
-        if isinstance(refused, DiffSuperseded) or executor == self.me:
-            return ["reconcile", address]  # this copy is the executor's: the sender's differs, so it goes
-        if executor == peer:  # the sender's copy stands: this one takes it (a gap, or records that lost)
-            version = refused.version if isinstance(refused, DiffConflict | DiffGap) else 0
-            self._nursery.start_soon(self._reconcile, peer, address, version)
-            return None
-        if isinstance(refused, DiffGap):
-            # a former executor's records this copy cannot place yet: the executor's copy fills the
-            # gap, and then they are held here (a no-op) or lose to it (the sender reconciles)
-            return None
-        return ["reconcile", address]  # neither is the executor's: the sender asks the executor
-
-    async def _act_on(self, peer: bytes, action: Any) -> None:
-        """Do what a holder answered about diffs this node sent it (see :meth:`rpc_apply`): take the
-        executor's copy of the actor named."""
-        if action is None:
-            return
-        if not (isinstance(action, list) and len(action) == 2 and action[0] == "reconcile"
-                and isinstance(action[1], bytes) and len(action[1]) == 20):
-            log.warning("%s answered an apply with an unknown action: %r", self.names[peer], action)
-            return
-        address = action[1]
-        executor = self.membership.history.executor(address, self.membership.number)
-        if executor is not None and executor != self.me:
-            assert self._nursery is not None
-            self._nursery.start_soon(self._reconcile, executor, address, self.store.head(address)[0])
-
-    async def _reconcile(self, peer: bytes, address: bytes, version: int) -> None:
-        """Take ``peer``'s copy of ``address`` (the actor's executor's) where this one differs or ends.
-
-        Asks for a snapshot from this copy's record ``version`` on (at most its last); where
-        the copies differ at that record already, from earlier ones (the last record they
-        share is their common point).  What this copy held after it is given up
-        (:meth:`Store.roll_back`); nothing of it was acknowledged, since the executor's copy
-        holds every acknowledged record (missive/replicas/epochs.py, rules 2 and 3).
-        """
-        async with self._rolling_back:
-            version = min(version, self.store.head(address)[0])
-            step = 1
-            while True:
-                try:
-                    snapshot = await self.links[peer].call("snapshot", {"address": address, "version": version},
-                                                           timeout=10.0)
-                    if snapshot is None:
-                        return
-                    async with self.runtime.paused():
-                        if self.membership.history.executor(address, self.membership.number) != peer:
-                            # the epoch changed while the snapshot came: its copy no longer stands (this
-                            # node may execute the actor now, and its own records must not be given up)
-                            log.info("not taking %s's copy of 0x%s: it no longer executes it", self.names[peer],
-                                     address.hex())
-                            return
-                        rolled = await trio.to_thread.run_sync(self.store.roll_back, peer, address, version, snapshot)
-                    break
-                except DiffError as exc:
-                    if version == 0 or "differ at that record already" not in str(exc):
-                        log.warning("could not take %s's copy of 0x%s: %s", self.names[peer], address.hex(), exc)
-                        return
-                    version, step = max(0, version - step), step * 4  # the common point is earlier
-                except (NetError, RecordError, KeyError, TypeError, ValueError) as exc:
-                    # the peer could not answer (down, frozen, too slow) or sent something unusable: this
-                    # copy stays as it was, and the next diff or catch-up that finds it behind asks again
-                    log.warning("could not take %s's copy of 0x%s from record %d: %s",
-                                self.names[peer], address.hex(), version, exc)
-                    return
-            self._queued()
-            if not rolled.discarded:
-                log.info("filled 0x%s after record %d with %s's copy", address.hex(), version, self.names[peer])
-                return
-            self.rolled_back += 1
-            log.warning("rolled back 0x%s after record %d to %s's copy; %d message(s) queued again",
-                        address.hex(), version, self.names[peer], len(rolled.requeued))
-            if rolled.gone:  # only the executor's copy stands; what the other side already sent stands too
-                self.gone_after_rollback += len(rolled.gone)
-                log.error("%d message(s) sent by the records of 0x%s given up had already left this node and "
-                          "are not taken back: %s", len(rolled.gone), address.hex(),
-                          ", ".join(f"0x{m.hex()}" for m in rolled.gone[:8]) + (" ..." if len(rolled.gone) > 8 else ""))
-
-    async def rpc_snapshot(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any] | None:
-        """This node's copy of an actor after its record ``version``, for a holder taking it (see
-        :meth:`_reconcile`)."""
-        self._member(peer, "snapshot")
-        address, version = bytes(params["address"]), int(params["version"])
-        if len(address) != 20 or version < 0:
-            raise ValueError("snapshot takes {address: 20 bytes, version: a record number}")
-        if peer not in self.holders(address):
-            raise PermissionError(f"{self.names[peer]} does not hold 0x{address.hex()}")
-        return await trio.to_thread.run_sync(self.store.snapshot, address, version)
-
-    async def rpc_learn_code(self, peer: bytes, records: list[bytes]) -> tuple[int, str | None]:
-        """Code of actors ``peer`` executes and deployed (see the store's ``announce``)."""
-        name = self._member(peer, "learn_code")
-        entries, problem = [], None
-        for raw in records:
-            try:
-                address, code = msgpack.unpackb(raw)
-                if not isinstance(address, bytes) or len(address) != 20 or not isinstance(code, bytes):
-                    raise ValueError("expected [20-byte address, code]")
-                if len(code) > MAX_CODE_SIZE:
-                    raise ValueError(f"code of {len(code)} bytes exceeds {MAX_CODE_SIZE}")
-                if peer not in self.holders(address):
-                    raise ValueError(f"{name} does not hold 0x{address.hex()}")
-            except (ValueError, TypeError) as exc:
-                problem = f"bad code announcement: {exc}"
-                break
-            entries.append((address, code))
-        done = await trio.to_thread.run_sync(self.store.learn_code, entries)
-        if problem:
-            log.warning("refused code from %s: %s", self.names[peer], problem)
-        return done, problem
-
     async def rpc_local_state(self, peer: bytes, address: bytes) -> dict[str, Any] | None:
         """This node's own copy of an actor (executor or replica): account, storage and mailbox."""
         address = door.address(address, "local_state")
@@ -996,7 +583,7 @@ class ClusterNode:
                        for p in self.config.peers if p.node_id != self.me]
 
     async def rpc_progress(self, peer: bytes, params: Any) -> dict[str, int]:
-        return reads.progress(self.store)
+        return reads.progress(self.copies)
 
     async def rpc_ledger(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any]:
         """This node's ledger (each node keeps its own): a page of records with messages and receipts."""

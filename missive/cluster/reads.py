@@ -21,6 +21,7 @@ import msgpack
 
 from missive.actors.replay import replay
 from missive.mailbox.store import Store
+from missive.replicas.copies import Copies
 
 #: At most this many ledger records per ``ledger`` call (keeps a reply far below the frame limit).
 LEDGER_PAGE = 400
@@ -98,21 +99,14 @@ def accounts(store: Store) -> list[list[bytes]]:
     return [[address, account.encode()] for address, account in store.accounts()]
 
 
-def progress(store: Store) -> dict[str, int]:
+def progress(copies: Copies) -> dict[str, int]:
     """Work left here and a counter that moves with every write (to tell "idle" from "between steps").
 
     ``seq`` is the store's sequence counter, which every accepted, received,
     queued or handled message advances: two looks that see the same ``seq``
     and nothing waiting saw no activity in between.
     """
-    with store.read() as txn:
-        raw = txn.get(b"seq", db=store.db["meta"])
-        return {
-            "pending": int(txn.stat(store.db["pending"])["entries"]),
-            "outbound": int(txn.stat(store.db["outbound"])["entries"]),
-            "scheduled": int(txn.stat(store.db["scheduled"])["entries"]),
-            "seq": int(msgpack.unpackb(raw)) if raw is not None else 0,
-        }
+    return {**copies.counts("pending", "outbound", "scheduled"), "seq": copies.store.next_seq()}
 
 
 def replay_report(store: Store, actor: bytes | None = None, until: bytes | None = None) -> dict[str, Any]:

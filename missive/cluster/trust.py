@@ -58,6 +58,7 @@ from missive.consensus.overlay import Overlay
 from missive.consensus.scores import attestation_graph, conspiracy_scores, transitive_trust
 from missive.mailbox.store import disk_full
 from missive.net import NetError, NodeIdentity, PeerLink, short_id
+from missive.replicas.records import open_tables
 
 if TYPE_CHECKING:
     from missive.mailbox.store import Store
@@ -100,7 +101,7 @@ class TrustSettings:
     """A node's ``[trust]`` config table.
 
     ``interval`` is the attestation step (and gossip round) in seconds.
-    Execution trust (:mod:`missive.cluster.execution_trust`): a state diff from
+    Execution trust (:mod:`missive.replicas.execution_trust`): a state diff from
     an executor this node trusts less than ``threshold`` (0..1, its trust as
     ``missive trust`` shows it) is re-executed before it is applied, and so is
     a random ``sample`` (0..1) of the others.
@@ -212,6 +213,8 @@ class ReplicaProver:
 
     def __init__(self, store: Store, rng: random.Random, fault: str | None = None) -> None:
         self.store = store
+        #: which executor's diffs made each actor's copy here (missive.replicas.records)
+        self.replica_table = open_tables(store)["replica"]
         self.rng = rng
         self.fault = fault
         self.candidates: dict[bytes, list[bytes]] = {}
@@ -223,7 +226,7 @@ class ReplicaProver:
         wanted = set(subjects)
         found: dict[bytes, set[bytes]] = {}
         with self.store.read() as txn:
-            cursor = txn.cursor(db=self.store.db["replica"])
+            cursor = txn.cursor(db=self.replica_table)
             if not cursor.first():
                 return {}
             for _ in range(PROBES):
@@ -331,7 +334,7 @@ class TrustStore:
     evidence subject id + step     [attester, subject, step, nonce, receipt,
                                    answer, signature] (newest EVIDENCE_KEPT)
     wrong_diffs executor id        evidence of a wrong state diff (the first:
-                                   :class:`missive.consensus.execution.WrongDiff`)
+                                   :class:`missive.replicas.execution.WrongDiff`)
     ======== ===================== =============================================
 
     Separate from the ledger's store because it is not ledger: losing it costs

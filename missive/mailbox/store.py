@@ -32,22 +32,15 @@ storage       address + slot (32 bytes)              value (big-endian, no leadi
 standby       recipient + seq                        message id   (for an actor another node executes
                                                      and this one keeps a copy of: its queue, should
                                                      this node take it over)
-outbound      peer node id (32) + seq                message record (to deliver to that peer)
-replicate     replica node id (32) + seq             state diff  (to send to that replica)
-replica       address                                [executor node id, seq of the last diff applied]
-replica_messages  message id                         message record of a replicated actor (kept apart
-                                                     from ``messages``, which dedups deliveries here)
-announce      peer node id (32) + seq                [address, code]  (a deploy, to tell that peer)
 known_code    address                                code hash   (of an actor another node executes)
-last_diff     address                                seq of the last diff this node made for it
 digests       address                                the actor's storage sum (missive.mailbox.digest),
                                                      kept by cluster nodes only; b"digests" in meta
                                                      says every sum is current
-entries       address + version (8 bytes)            [epoch, state digest after, messages handled after,
-                                                     [ids of the messages it carried]]: one per record
-                                                     (state diff) of a replicated actor, made or applied
-                                                     here; what copies compare (missive.replicas.epochs)
 ============  =====================================  ==========================================
+
+A cluster node's environment also holds the replication tables (the queues to the other
+holders of its actors and the records its copies compare), which only :mod:`missive.replicas`
+reads and writes: the store reaches them through its :class:`Replication` hook.
 
 ``ledger`` + ``seals`` + ``messages`` + ``receipts`` (+ the ``discarded`` index)
 are the ledger proper: replay reads only those.  Ledger records are never
@@ -79,7 +72,7 @@ import msgpack
 
 from missive.errors import NotFound
 from missive.mailbox import digest
-from missive.mailbox.diffs import DiffConflict, DiffError, DiffGap, DiffSuperseded, StateDiff
+from missive.mailbox.diffs import StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.integrity import Damaged, check_lmdb
 from missive.mailbox.records import Account, Receipt
@@ -88,8 +81,10 @@ from missive.net.identity import NodeIdentity
 from missive.vm.keccak import keccak256
 
 TABLES = ("meta", "ledger", "seals", "discarded", "messages", "pending", "standby", "scheduled", "receipts", "mailbox",
-          "accounts", "code", "storage", "outbound", "replicate", "replica", "replica_messages", "announce", "known_code",
-          "last_diff", "digests", "entries")
+          "accounts", "code", "storage", "known_code", "digests")
+#: LMDB named databases the environment may hold: the store's, and those other rooms open in it
+#: (the replication tables: :mod:`missive.replicas.records`)
+MAX_DBS = 32
 MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as used
 #: meta key prefix marking a message whose sending record a rollback gave up, but whose body stays
 #: because this node had handled it (replay needs it): a later rollback never queues it again.
@@ -280,24 +275,35 @@ def disk_errors(path: Path) -> Iterator[None]:
         raise converted from exc
 
 
-class Placement(Protocol):
-    """Where actors live, for a store that is one node of a cluster (see :mod:`missive.cluster`).
+class Replication(Protocol):
+    """The store's one hook for a node that holds actors with other nodes (a cluster node).
 
-    ``holders`` is fixed by the membership (the K nodes keeping a copy of an
-    actor, in preference order); ``executes`` changes as nodes fail and
-    return (which holder orders the mailbox and runs the handlers now).
+    The store calls it inside its own write transactions, so that what it queues for the
+    other holders is written with the commit that made it (or not at all).  A lone node
+    has none (``Store.replication is None``).  :class:`missive.replicas.copies.Copies`
+    implements it; the store never imports that package.
     """
 
-    me: bytes
+    def executes(self, address: bytes) -> bool:
+        """Whether this node runs ``address``'s handlers now (else its messages wait in ``standby``)."""
+        ...
 
-    def holders(self, address: bytes) -> Sequence[bytes]: ...
+    def replicated(self, address: bytes) -> bool:
+        """Whether other nodes keep copies of ``address`` (its changes go to them as state diffs)."""
+        ...
 
-    def executes(self, address: bytes) -> bool: ...
+    def queue_message(self, txn: lmdb.Transaction, envelope: Envelope, message_id: bytes, record: bytes,
+                      fan_out: bool) -> None:
+        """Queue a message just stored for every holder of its recipient (this node's own queue
+        through :meth:`Store.place`); ``fan_out=False``: a delivery from a peer."""
+        ...
 
-    def peers(self) -> Sequence[bytes]: ...
+    def changed(self, txn: lmdb.Transaction, diffs: list[StateDiff], seqs: dict[bytes, int] | None = None) -> None:
+        """Queue the state diffs of actors this transaction changed for their other holders."""
+        ...
 
-    def epoch(self) -> int:
-        """The epoch this node acts in now (missive.replicas.epochs): every record it makes carries it."""
+    def deployed(self, txn: lmdb.Transaction, address: bytes, code: bytes) -> None:
+        """Tell the other nodes about a deploy's code."""
         ...
 
 
@@ -332,19 +338,6 @@ class Outcome:
 class Accepted:
     message_id: bytes
     duplicate: bool
-
-
-@attrs.frozen
-class RolledBack:
-    """What :meth:`Store.roll_back` did to the messages around the receipts it gave up."""
-
-    #: messages the discarded receipts had handled: queued again, for whichever holder executes them
-    requeued: tuple[bytes, ...]
-    #: messages the discarded receipts sent that had already left this node (every other holder of
-    #: their recipient acknowledged them): they stand where they went, nothing here takes them back
-    gone: tuple[bytes, ...]
-    #: how many receipts of this copy were given up (0: the snapshot only filled a gap)
-    discarded: int = 0
 
 
 @attrs.define
@@ -398,33 +391,24 @@ def write_marker(path: Path) -> None:
 class Store:
     """A node's ledger and state in one LMDB environment.
 
-    Alone (no ``placement``) a node executes every actor.  As one node of a
-    cluster:
-
-    * A message is queued for *every* holder of its recipient's actor: here in
-      ``pending`` if this node executes it, in ``standby`` if it only keeps a
-      copy, and in ``outbound`` for each other holder, in the transaction that
-      creates it.  So whichever holder executes the actor next already has
-      every message, in arrival order, and nothing depends on the sender's
-      node being up when the executor changes.
-    * Every transaction that changes an actor queues a state diff for its
-      other holders in ``replicate`` (see :mod:`missive.mailbox.diffs`); a
-      diff applied here drops the messages its receipts handled from the queues.
-    * Each deploy's code is queued in ``announce`` for every peer, so every
-      node can answer EXTCODESIZE/EXTCODEHASH/EXTCODECOPY about an actor it
-      does not hold.  Code never changes once deployed, so a copy is never
-      stale; until it arrives the actor reads as having no code, and the
-      receipt records that, so replay agrees.
+    Alone, a node executes every actor.  As one node of a cluster, a
+    :class:`Replication` hook is attached (:meth:`attach`): the store asks it,
+    inside each write transaction, where a message is queued and what the other
+    holders of a changed actor must be sent (see :mod:`missive.replicas`).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False, readonly: bool = False,
-                 placement: Placement | None = None, chain_id: int | None = None) -> None:
+                 replicated: bool = False, chain_id: int | None = None) -> None:
         """``chain_id``: for a new store, its ledger's id (None: a random one, :func:`new_chain_id`);
-        for an existing one, the id it must have (a cluster node's config names its cluster's)."""
+        for an existing one, the id it must have (a cluster node's config names its cluster's).
+        ``replicated``: a cluster node's store (it keeps each actor's storage sum current, for the
+        state digests its copies are compared by); :meth:`attach` then gives it its hook."""
         self.path = Path(path)
         #: the clock block.timestamp comes from (seconds); tests move it
         self.wall_clock: Callable[[], float] = time.time
-        self.placement = placement
+        #: the cluster's hook (None: a node alone); set by :meth:`attach`
+        self.replication: Replication | None = None
+        self._keeps_digests = replicated
         check_whole(self.path)
         data_file = self.path / "data.mdb"
         if not create and not data_file.exists():
@@ -433,7 +417,7 @@ class Store:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._make_lock_file()  # before LMDB writes its header through a mapping
         with disk_errors(self.path):
-            self.env = lmdb.open(str(self.path), map_size=MAP_SIZE, max_dbs=len(TABLES) + 2, sync=True,
+            self.env = lmdb.open(str(self.path), map_size=MAP_SIZE, max_dbs=MAX_DBS, sync=True,
                                  metasync=True, readonly=readonly, max_readers=MAX_READERS)
         self._next_reader_check = 0.0
         # before this process's first read needs a slot; quietly: a command's or a node's first line is its own
@@ -566,7 +550,7 @@ class Store:
         alone does not need them.  Sums are (re)computed from scratch when a store becomes a
         cluster node's, or was opened alone since (its writes did not keep them)."""
         flag = txn.get(b"digests", db=self.db["meta"]) is not None
-        if self.placement is None:
+        if not self._keeps_digests:
             if flag:
                 txn.delete(b"digests", db=self.db["meta"])
             return
@@ -595,24 +579,24 @@ class Store:
         return self.env.begin(buffers=False)
 
     def account(self, address: bytes, txn: lmdb.Transaction | None = None) -> Account | None:
-        raw = self._get(txn, "accounts", address)
+        raw = self.get(txn, "accounts", address)
         return Account.decode(raw) if raw is not None else None
 
     def code(self, code_hash: bytes, txn: lmdb.Transaction | None = None) -> bytes:
-        return self._get(txn, "code", code_hash) or b""
+        return self.get(txn, "code", code_hash) or b""
 
     def slot(self, address: bytes, slot: int, txn: lmdb.Transaction | None = None) -> int:
-        raw = self._get(txn, "storage", address + slot.to_bytes(32, "big"))
+        raw = self.get(txn, "storage", address + slot.to_bytes(32, "big"))
         return int.from_bytes(raw, "big") if raw else 0
 
     def state_digest(self, address: bytes, txn: lmdb.Transaction | None = None) -> bytes:
         """The commitment to ``address``'s state here (see :mod:`missive.mailbox.digest`; cluster nodes)."""
-        return digest.state_digest(self._get(txn, "accounts", address) or b"",
-                                   digest.sum_from_bytes(self._get(txn, "digests", address)))
+        return digest.state_digest(self.get(txn, "accounts", address) or b"",
+                                   digest.sum_from_bytes(self.get(txn, "digests", address)))
 
     def digest_after(self, diff: StateDiff, txn: lmdb.Transaction | None = None) -> bytes:
         """The commitment this copy would have with ``diff`` applied (the diff's ``after`` must be it)."""
-        total = digest.sum_from_bytes(self._get(txn, "digests", diff.address))
+        total = digest.sum_from_bytes(self.get(txn, "digests", diff.address))
         for slot, value in diff.storage:
             total = digest.rewrite(total, slot, self.slot(diff.address, slot, txn), value)
         return digest.state_digest(diff.account.encode(), total)
@@ -620,12 +604,12 @@ class Store:
     def storage(self, address: bytes, txn: lmdb.Transaction | None = None) -> dict[int, int]:
         """Every non-zero storage slot of ``address``."""
         return {int.from_bytes(key[20:], "big"): int.from_bytes(value, "big")
-                for key, value in self._scan("storage", address, txn=txn)}
+                for key, value in self.scan("storage", address, txn=txn)}
 
     def message(self, message_id: bytes, txn: lmdb.Transaction | None = None, *,
                 check: bool = True) -> tuple[Envelope, bytes, bytes] | None:
         """(envelope, public key, signature) of a stored message; ``check=False``: see :meth:`Envelope.decode`."""
-        raw = self._get(txn, "messages", message_id)
+        raw = self.get(txn, "messages", message_id)
         if raw is None:
             return None
         canonical, public_key, signature = msgpack.unpackb(raw)
@@ -648,16 +632,16 @@ class Store:
         return matches
 
     def receipt(self, message_id: bytes, txn: lmdb.Transaction | None = None) -> Receipt | None:
-        raw = self._get(txn, "receipts", message_id)
+        raw = self.get(txn, "receipts", message_id)
         return Receipt.decode(raw) if raw is not None else None
 
     def mailbox(self, address: bytes) -> list[bytes]:
         """Ids of the messages ``address`` has handled, in order."""
-        return [v for _, v in self._scan("mailbox", address)]
+        return [v for _, v in self.scan("mailbox", address)]
 
     def pending(self, address: bytes | None = None, limit: int | None = None) -> list[tuple[bytes, bytes]]:
         """(queue key, message id) of messages waiting, for one actor or all, in queue order."""
-        return self._scan("pending", address or b"", limit)
+        return self.scan("pending", address or b"", limit)
 
     def pending_batch(self, limit: int, per_actor: int, start_after: bytes = b"",
                       skip: Container[bytes] = frozenset(),
@@ -668,7 +652,7 @@ class Store:
         ``skip`` (messages already handled, whose commit is under way) are passed over.
         Read in ``txn`` if given (a write transaction sees its own writes)."""
         out: list[tuple[bytes, bytes]] = []
-        with self._reading(txn) as txn:
+        with self.reading(txn) as txn:
             cursor = txn.cursor(db=self.db["pending"])
             seen: set[bytes] = set()
             positioned = cursor.set_range(start_after + b"\xff" * 8) if start_after else cursor.first()
@@ -697,16 +681,16 @@ class Store:
 
     def scheduled(self) -> list[tuple[int, bytes]]:
         """(due logical time, message id) of scheduled messages not yet due, soonest first."""
-        return [(int.from_bytes(k[:32], "big"), k[32:]) for k, _ in self._scan("scheduled", b"")]
+        return [(int.from_bytes(k[:32], "big"), k[32:]) for k, _ in self.scan("scheduled", b"")]
 
     def any_pending(self, queue_keys: Iterable[bytes], txn: lmdb.Transaction | None = None) -> bool:
         """Whether any of these ``pending`` queue keys is still queued (a round's commit removes them)."""
-        with self._reading(txn) as txn:
+        with self.reading(txn) as txn:
             return any(txn.get(key, db=self.db["pending"]) is not None for key in queue_keys)
 
     def next_scheduled(self, txn: lmdb.Transaction | None = None) -> int | None:
         """Logical time of the soonest scheduled message, if any."""
-        with self._reading(txn) as txn:
+        with self.reading(txn) as txn:
             cursor = txn.cursor(db=self.db["scheduled"])
             return int.from_bytes(cursor.key()[:32], "big") if cursor.first() else None
 
@@ -718,31 +702,34 @@ class Store:
                     yield int.from_bytes(key, "big"), msgpack.unpackb(value)
 
     def clock(self, txn: lmdb.Transaction | None = None) -> int:
-        raw = self._get(txn, "meta", b"clock")
+        raw = self.get(txn, "meta", b"clock")
         return msgpack.unpackb(raw) if raw else 0
 
     def accounts(self) -> list[tuple[bytes, Account]]:
-        return [(k, Account.decode(v)) for k, v in self._scan("accounts", b"")]
+        return [(k, Account.decode(v)) for k, v in self.scan("accounts", b"")]
 
-    def _reading(self, txn: lmdb.Transaction | None) -> AbstractContextManager[lmdb.Transaction]:
+    def reading(self, txn: lmdb.Transaction | None) -> AbstractContextManager[lmdb.Transaction]:
         """``txn`` if given (a write transaction sees its own writes), else a read transaction of its own."""
         return nullcontext(txn) if txn is not None else self.read()
 
-    def _get(self, txn: lmdb.Transaction | None, table: str, key: bytes) -> bytes | None:
+    def get(self, txn: lmdb.Transaction | None, table: str | Any, key: bytes) -> bytes | None:
+        """The value at ``key`` in ``table`` (a name of the store's, or a table handle another room
+        opened in this environment: :mod:`missive.replicas.records`)."""
+        db = self.db[table] if isinstance(table, str) else table
         if txn is not None:
-            return cast("bytes | None", txn.get(key, db=self.db[table]))
+            return cast("bytes | None", txn.get(key, db=db))
         with self.read() as own:
-            return cast("bytes | None", own.get(key, db=self.db[table]))
+            return cast("bytes | None", own.get(key, db=db))
 
-    def _scan(self, table: str, prefix: bytes, limit: int | None = None,
-              txn: lmdb.Transaction | None = None, after: bytes | None = None) -> list[tuple[bytes, bytes]]:
+    def scan(self, table: str | Any, prefix: bytes, limit: int | None = None,
+             txn: lmdb.Transaction | None = None, after: bytes | None = None) -> list[tuple[bytes, bytes]]:
         """(key, value) of ``table``'s entries starting with ``prefix``, in key order (those after
-        the key ``after`` only, if given)."""
+        the key ``after`` only, if given); ``table`` as for :meth:`get`."""
         if txn is None:
             with self.read() as own:
-                return self._scan(table, prefix, limit, own, after)
+                return self.scan(table, prefix, limit, own, after)
         out: list[tuple[bytes, bytes]] = []
-        cursor = txn.cursor(db=self.db[table])
+        cursor = txn.cursor(db=self.db[table] if isinstance(table, str) else table)
         if cursor.set_range(after if after is not None and after > prefix else prefix):
             for key, value in cursor:
                 key, value = bytes(key), bytes(value)
@@ -755,25 +742,25 @@ class Store:
 
     # -- writes ----------------------------------------------------------------
 
-    def _next_seq(self, txn: lmdb.Transaction) -> int:
+    def take_seq(self, txn: lmdb.Transaction) -> int:
         raw = txn.get(b"seq", db=self.db["meta"])
         seq = msgpack.unpackb(raw) if raw else 0
         txn.put(b"seq", msgpack.packb(seq + 1), db=self.db["meta"])
         return seq
 
-    def _append(self, txn: lmdb.Transaction, record: list[Any]) -> int:
+    def append(self, txn: lmdb.Transaction, record: list[Any]) -> int:
         """Append a ledger record; only inside :meth:`_write` (or ``accept``), which seals it."""
         appended: list[bytes] | None = getattr(self._sealing, "appended", None)
         if appended is None:
             raise StoreError("a ledger record appended outside a sealing transaction (Store._write)")
-        seq = self._next_seq(txn)
+        seq = self.take_seq(txn)
         key, value = u64(seq), msgpack.packb(record, use_bin_type=True)
         txn.put(key, value, db=self.db["ledger"])
         appended.append(record_bytes(key, value))
         return seq
 
     @contextmanager
-    def _write(self) -> Iterator[lmdb.Transaction]:
+    def writing(self) -> Iterator[lmdb.Transaction]:
         """A write transaction that seals the ledger records it appends (one seal, at its end); a full
         disk raises :class:`DiskFull` (nothing written)."""
         with disk_errors(self.path), self.env.begin(write=True) as txn:
@@ -803,7 +790,7 @@ class Store:
 
     def discarded(self, seq: int) -> bool:
         """Whether the receipt record at ledger ``seq`` was given up by a rollback (see ``roll_back``)."""
-        return self._get(None, "discarded", u64(seq)) is not None
+        return self.get(None, "discarded", u64(seq)) is not None
 
     def seal_head(self) -> tuple[int, bytes] | None:
         """(seq of the last sealed record, chain hash) of the newest seal, if any."""
@@ -815,13 +802,13 @@ class Store:
 
     def seal_public_key(self, txn: lmdb.Transaction | None = None) -> bytes | None:
         """The public key the ledger's seals are signed with (from the store's meta table)."""
-        return self._get(txn, "meta", b"seal_key")
+        return self.get(txn, "meta", b"seal_key")
 
-    def _advance_clock(self, txn: lmdb.Transaction, time: int) -> None:
+    def advance_clock(self, txn: lmdb.Transaction, time: int) -> None:
         if time > self.clock(txn):
             txn.put(b"clock", msgpack.packb(time), db=self.db["meta"])
 
-    def _enqueue(self, txn: lmdb.Transaction, envelope: Envelope, message_id: bytes, public_key: bytes,
+    def enqueue(self, txn: lmdb.Transaction, envelope: Envelope, message_id: bytes, public_key: bytes,
                  signature: bytes, *, fan_out: bool = True) -> bytes:
         """Store a message and queue it for every holder of its recipient (here, elsewhere, or when
         due); returns its record.  ``fan_out=False``: a delivery from a peer, which already sent
@@ -829,95 +816,37 @@ class Store:
         record = cast(bytes, msgpack.packb([envelope.canonical(), public_key, signature]))
         txn.put(message_id, record, db=self.db["messages"])
         txn.delete(GIVEN_UP + message_id, db=self.db["meta"])  # admitted (or sent) again: it stands
-        placement = self.placement
-        if placement is None:
-            self._place(txn, envelope, message_id, True)
-            return record
-        holders = placement.holders(envelope.recipient)
-        # a message made here (an admission, or a handler's) for another actor waits for the record
-        # that made it to be acknowledged, here too: given up, it must not have been handled anywhere
-        held = fan_out and envelope.sender != envelope.recipient and self._replicated(envelope.sender)
-        if placement.me in holders:
-            if held:
-                pass  # queued for this node below, like for the others: release_held places it
-            elif txn.get(message_id, db=self.db["receipts"]) is None:  # not handled by another holder yet
-                self._place(txn, envelope, message_id, placement.executes(envelope.recipient))
-        elif not fan_out:
-            raise EnvelopeError(f"this node keeps no copy of 0x{envelope.recipient.hex()}, the recipient")
-        if fan_out:
-            targets = [n for n in holders if n != placement.me or held]
-            self._queue_for(txn, "outbound", targets, record)
+        if self.replication is None:
+            self.place(txn, envelope, message_id, True)
+        else:
+            self.replication.queue_message(txn, envelope, message_id, record, fan_out)
         return record
 
-    def release_held(self, keys: list[bytes], txn: lmdb.Transaction) -> int:
-        """Place the messages queued for this node itself under ``keys`` (outbound, this node's id +
-        seq), now that the records that made them are acknowledged (a :meth:`write_together`
-        write).  One given up meanwhile is gone from the queue and is skipped."""
-        assert self.placement is not None, "only a cluster node holds messages for itself"
-        placed = 0
-        for key in keys:
-            record = txn.get(key, db=self.db["outbound"])
-            if record is None:
-                continue
-            txn.delete(key, db=self.db["outbound"])
-            envelope = Envelope.decode(msgpack.unpackb(record)[0], check=False)
-            message_id = envelope.id
-            if txn.get(message_id, db=self.db["receipts"]) is None:
-                self._place(txn, envelope, message_id, self.placement.executes(envelope.recipient))
-                placed += 1
-        return placed
-
-    def _place(self, txn: lmdb.Transaction, envelope: Envelope, message_id: bytes, executed_here: bool) -> None:
+    def place(self, txn: lmdb.Transaction, envelope: Envelope, message_id: bytes, executed_here: bool) -> None:
         """Queue a message for an actor held here: when due, in its queue (or standby queue)."""
         if envelope.kind is Kind.SCHEDULED:
             txn.put(envelope.not_before.to_bytes(32, "big") + message_id, b"", db=self.db["scheduled"])
         else:
             queue = "pending" if executed_here else "standby"
-            txn.put(envelope.recipient + u64(self._next_seq(txn)), message_id, db=self.db[queue])
+            txn.put(envelope.recipient + u64(self.take_seq(txn)), message_id, db=self.db[queue])
 
     # -- between nodes ---------------------------------------------------------------
 
-    def in_transit_value(self) -> int:
-        """Value carried by messages waiting to leave this node (part of the cluster's value in
-        flight); a message queued for several holders counts once."""
-        total = 0
-        seen: set[bytes] = set()
-        with self.read() as txn:
-            for _, record in txn.cursor(db=self.db["outbound"]):
-                envelope = Envelope.decode(msgpack.unpackb(record)[0], check=False)
-                if envelope.id not in seen:
-                    seen.add(envelope.id)
-                    total += envelope.value
-        return total
+    def attach(self, replication: Replication) -> None:
+        """Make this store one node's of a cluster: ``replication`` decides, inside each write
+        transaction, where messages are queued and what the other holders are sent."""
+        self.replication = replication
+        if not self._keeps_digests:
+            self._keeps_digests = True
+            with self.writing() as txn:
+                self._start_digests(txn)
 
-    def receive(self, records: list[bytes], txn: lmdb.Transaction | None = None) -> list[bytes | EnvelopeError]:
-        """Accept messages another node sent here (its stored records), in order, in one transaction
-        (``txn`` if given: a :meth:`write_together` write).
+    def _replicated(self, address: bytes) -> bool:
+        return self.replication is not None and self.replication.replicated(address)
 
-        Each is checked (decodes, validates) and deduplicated by id, so a retried
-        delivery is harmless; the Lamport clock moves past each message's time.
-        Returns the ids (or the error naming what was wrong with a record).
-        """
-        if txn is None:
-            with self.env.begin(write=True) as own:
-                return self.receive(records, own)
-        results: list[bytes | EnvelopeError] = []
-        for raw in records:
-            try:
-                canonical, public_key, signature = msgpack.unpackb(raw)
-                envelope = Envelope.decode(canonical)
-                message_id = envelope.id
-                if txn.get(message_id, db=self.db["messages"]) is None:
-                    self._enqueue(txn, envelope, message_id, public_key, signature, fan_out=False)
-                    self._advance_clock(txn, envelope.time)
-            except EnvelopeError as err:
-                results.append(err)
-                continue
-            except (ValueError, TypeError) as err:
-                results.append(EnvelopeError(f"malformed message record: {err}"))
-                continue
-            results.append(message_id)
-        return results
+    def _changed(self, txn: lmdb.Transaction, diffs: list[StateDiff], seqs: dict[bytes, int] | None = None) -> None:
+        if self.replication is not None:
+            self.replication.changed(txn, diffs, seqs)
 
     def create_account(self, address: bytes, public_key: bytes, balance: int) -> None:
         """Genesis: an external account with a starting balance (the dev faucet).
@@ -931,14 +860,14 @@ class Store:
             raise StoreError("an account's public key is 32 bytes (Ed25519)")
         if not isinstance(balance, int) or isinstance(balance, bool) or not 0 <= balance < 2**256:
             raise StoreError(f"a balance is a whole number from 0 to 2**256 - 1, not {balance!r}")
-        with self._write() as txn:
+        with self.writing() as txn:
             if txn.get(address, db=self.db["accounts"]) is not None:
                 raise StoreError(f"account 0x{address.hex()} already exists")
             before = self.state_digest(address, txn)
             account = Account(balance=balance, public_key=public_key)
             txn.put(address, account.encode(), db=self.db["accounts"])
-            self._append(txn, ["genesis", address, public_key, word_bytes(balance)])
-            self._replicate(txn, [StateDiff(address, 0, account, before=before,
+            self.append(txn, ["genesis", address, public_key, word_bytes(balance)])
+            self._changed(txn, [StateDiff(address, 0, account, before=before,
                                             after=self.state_digest(address, txn))])
 
     def accept(self, submissions: list[tuple[Envelope, bytes, bytes]], check: Any, *,
@@ -992,15 +921,15 @@ class Store:
                 continue
             if envelope.sender not in befores and self._replicated(envelope.sender):
                 befores[envelope.sender] = self.state_digest(envelope.sender, txn)
-                diff_seqs[envelope.sender] = self._next_seq(txn)  # numbered before its messages
+                diff_seqs[envelope.sender] = self.take_seq(txn)  # numbered before its messages
             updated[envelope.sender] = sender
             txn.put(envelope.sender, sender.encode(), db=self.db["accounts"])
             records.setdefault(envelope.sender, []).append(
-                self._enqueue(txn, envelope, message_id, public_key, signature))
-            self._append(txn, ["accept", message_id])
-            self._advance_clock(txn, envelope.time)
+                self.enqueue(txn, envelope, message_id, public_key, signature))
+            self.append(txn, ["accept", message_id])
+            self.advance_clock(txn, envelope.time)
             results.append(Accepted(message_id, duplicate=False))
-        self._replicate(txn, [StateDiff(sender, 0, updated[sender], messages=tuple(sent), before=befores[sender],
+        self._changed(txn, [StateDiff(sender, 0, updated[sender], messages=tuple(sent), before=befores[sender],
                                         after=self.state_digest(sender, txn))
                               for sender, sent in records.items() if sender in befores], diff_seqs)
         return results
@@ -1014,7 +943,7 @@ class Store:
         run's ``account`` already includes every earlier run of the round).
         """
         if txn is None:
-            with self._write() as own:
+            with self.writing() as own:
                 return self.commit(outcomes, own)
         accounts: dict[bytes, tuple[Account, int]] = {}
         changes: dict[bytes, _Changes] = {}  # per actor, for its replicas
@@ -1026,7 +955,7 @@ class Store:
             replicated = o.recipient in changes or self._replicated(o.recipient)
             if replicated and o.recipient not in changes:  # the state its diff starts from
                 changes[o.recipient] = _Changes(before=self.state_digest(o.recipient, txn))
-                diff_seqs[o.recipient] = self._next_seq(txn)  # numbered before the messages it sends
+                diff_seqs[o.recipient] = self.take_seq(txn)  # numbered before the messages it sends
             table, key = o.queue_key
             txn.delete(key, db=db[table])
             encoded = o.receipt.encode()
@@ -1036,15 +965,14 @@ class Store:
             accounts[o.recipient] = (o.account, o.balance_delta + (earlier[1] if earlier else 0))
             if o.code is not None:
                 txn.put(o.account.code_hash, o.code, db=db["code"])
-                if self.placement is not None:
-                    self._queue_for(txn, "announce", self.placement.peers(),
-                                    msgpack.packb([o.recipient, o.code], use_bin_type=True))
+                if self.replication is not None:
+                    self.replication.deployed(txn, o.recipient, o.code)
             if o.storage_writes:
-                self._write_storage(txn, o.recipient, o.storage_writes.items())
-            self._append(txn, ["receipt", o.message_id])
+                self.write_storage(txn, o.recipient, o.storage_writes.items())
+            self.append(txn, ["receipt", o.message_id])
             if o.receipt.outgoing != tuple(envelope.id for envelope in o.new_messages):
                 raise StoreError(f"the receipt of 0x{o.message_id.hex()} names other messages than its run sent")
-            sent = [self._enqueue(txn, envelope, envelope.id, b"", b"") for envelope in o.new_messages]
+            sent = [self.enqueue(txn, envelope, envelope.id, b"", b"") for envelope in o.new_messages]
             if replicated:
                 changes[o.recipient].add(o, encoded, sent)
             clock = max(clock, o.account.clock)
@@ -1061,16 +989,16 @@ class Store:
                 changes[address].account = merged
                 changes[address].after = self.state_digest(address, txn)
         if outcomes:
-            self._advance_clock(txn, clock)
+            self.advance_clock(txn, clock)
         if changes:
-            self._replicate(txn, [c.diff(address) for address, c in changes.items()], diff_seqs)
+            self._changed(txn, [c.diff(address) for address, c in changes.items()], diff_seqs)
 
-    def _write_storage(self, txn: lmdb.Transaction, address: bytes, writes: Iterable[tuple[int, int]]) -> None:
+    def write_storage(self, txn: lmdb.Transaction, address: bytes, writes: Iterable[tuple[int, int]]) -> None:
         """Write storage slots (value 0 deletes), keeping the actor's storage sum on a cluster node."""
         storage = self.db["storage"]
         # the store's transactions are begun without buffers=True: values are bytes
         total = (digest.sum_from_bytes(cast("bytes | None", txn.get(address, db=self.db["digests"])))
-                 if self.placement is not None else None)
+                 if self._keeps_digests else None)
         for slot, value in writes:
             skey = address + slot.to_bytes(32, "big")
             if total is not None:
@@ -1085,116 +1013,7 @@ class Store:
 
     # -- replication -------------------------------------------------------------------
 
-    def _replicated(self, address: bytes) -> bool:
-        """Whether other nodes keep copies of ``address`` (its changes go to them as state diffs)."""
-        placement = self.placement
-        return placement is not None and any(n != placement.me for n in placement.holders(address))
-
-    def _replicate(self, txn: lmdb.Transaction, diffs: list[StateDiff], seqs: dict[bytes, int] | None = None) -> None:
-        """Queue each diff for the other holders of its actor (numbered now, or at ``seqs[address]``
-        if the transaction reserved its number earlier; their order is ours).
-
-        Why reserve: a diff numbered below the messages its commit sends lets a sender hold
-        each message until every live holder has the diffs numbered below it (see
-        :meth:`replicated_before`), so no message leaves before the state that sent it.
-        """
-        if self.placement is None:
-            return
-        me = self.placement.me
-        epoch = self.placement.epoch()
-        for diff in diffs:
-            targets = [n for n in self.placement.holders(diff.address) if n != me]
-            if targets:
-                seq = seqs[diff.address] if seqs and diff.address in seqs else self._next_seq(txn)
-                version, prev_epoch = self._head(txn, diff.address)
-                diff = attrs.evolve(diff, seq=seq, epoch=epoch, version=version + 1, prev_epoch=prev_epoch)
-                self._record_entry(txn, diff, made_here=True)
-                self._queue_for(txn, "replicate", targets, diff.encode(), seq)
-                txn.put(diff.address, u64(seq), db=self.db["last_diff"])
-
     # -- records of replicated actors (versions, epochs) ------------------------------------
-
-    def _entry(self, txn: lmdb.Transaction, address: bytes, version: int) -> list[Any] | None:
-        """[epoch, digest after, handled after, message ids] of ``address``'s record ``version``."""
-        raw = txn.get(address + u64(version), db=self.db["entries"])
-        return msgpack.unpackb(raw) if raw is not None else None
-
-    def _head(self, txn: lmdb.Transaction, address: bytes) -> tuple[int, int]:
-        """(version, epoch) of ``address``'s last record here; (0, 0) before its first."""
-        cursor = txn.cursor(db=self.db["entries"])
-        if cursor.set_range(address + b"\xff" * 8):
-            found = cursor.prev()
-        else:
-            found = cursor.last()
-        if found and cursor.key()[:20] == address:
-            return int.from_bytes(cursor.key()[20:], "big"), int(msgpack.unpackb(cursor.value())[0])
-        return 0, 0
-
-    def head(self, address: bytes, txn: lmdb.Transaction | None = None) -> tuple[int, int]:
-        """(version, epoch) of the last record of ``address``'s copy here (what joining nodes compare)."""
-        with self._reading(txn) as t:
-            return self._head(t, address)
-
-    def epoch_of_record_before(self, address: bytes, seq: int) -> int | None:
-        """The epoch of the last record of ``address`` this node made numbered below ``seq`` (the record
-        that made a message queued at ``seq``); None if it has none (it was given up, or made elsewhere)."""
-        with self.read() as txn:
-            cursor = txn.cursor(db=self.db["entries"])
-            found = cursor.prev() if cursor.set_range(address + b"\xff" * 8) else cursor.last()
-            while found and cursor.key()[:20] == address:
-                entry = msgpack.unpackb(cursor.value())
-                if len(entry) > 4 and 0 <= entry[4] < seq:
-                    return int(entry[0])
-                found = cursor.prev()
-        return None
-
-    def record_epoch(self, address: bytes, version: int, txn: lmdb.Transaction | None = None) -> int | None:
-        """The epoch of record ``version`` of ``address``'s copy here (None: no such record; 0 for
-        version 0, the empty copy every holder starts from)."""
-        if version == 0:
-            return 0
-        with self._reading(txn) as t:
-            entry = self._entry(t, address, version)
-        return int(entry[0]) if entry is not None else None
-
-    def _record_entry(self, txn: lmdb.Transaction, diff: StateDiff, *, made_here: bool) -> None:
-        """Keep ``diff``'s record: [epoch, digest after, handled after, message ids, and the seq it was
-        numbered with if this node made it (its accept and receipt ledger records come after that
-        seq: where a rollback starts looking for them), else -1]."""
-        ids = [keccak256(msgpack.unpackb(record)[0]) for record in diff.messages]
-        txn.put(diff.address + u64(diff.version),
-                msgpack.packb([diff.epoch, diff.after, diff.account.handled, ids, diff.seq if made_here else -1],
-                              use_bin_type=True),
-                db=self.db["entries"])
-
-    def heads(self, wanted: Callable[[bytes], bool]) -> list[tuple[bytes, int, int]]:
-        """(address, version, epoch) of every replicated actor held here that ``wanted`` picks."""
-        out = []
-        with self.read() as txn:
-            for address in txn.cursor(db=self.db["accounts"]).iternext(keys=True, values=False):
-                address = bytes(address)
-                if self._replicated(address) and wanted(address):
-                    version, epoch = self._head(txn, address)
-                    out.append((address, version, epoch))
-        return out
-
-    def _queue_for(self, txn: lmdb.Transaction, table: str, node_ids: Sequence[bytes], raw: bytes,
-                   seq: int | None = None) -> None:
-        """Queue ``raw`` in ``table`` for each of ``node_ids``, after everything queued before."""
-        key = u64(self._next_seq(txn) if seq is None else seq)
-        for node_id in node_ids:
-            txn.put(node_id + key, raw, db=self.db[table])
-
-    def queued(self, table: str, node_id: bytes, limit: int, after: bytes | None = None) -> list[tuple[bytes, bytes]]:
-        """(queue key, record) waiting in ``table`` ("replicate", "outbound" or "announce") for
-        ``node_id``, oldest first; only those queued after the key ``after``, if given (records
-        acknowledged but not yet dropped are skipped so)."""
-        return self._scan(table, node_id, limit, after=after)
-
-    def dequeue(self, table: str, keys: list[bytes], txn: lmdb.Transaction) -> None:
-        """The peer has these records durably: drop them from ``table`` (a :meth:`write_together` write)."""
-        for key in keys:
-            txn.delete(key, db=self.db[table])
 
     def write_together(self, writes: Sequence[Callable[[lmdb.Transaction], Any]]) -> list[Any]:
         """Run several writes in one transaction, so that one fsync makes them all durable (group
@@ -1206,7 +1025,7 @@ class Store:
         appended.  If the commit itself fails, that raises and nothing is kept.
         """
         results: list[Any] = []
-        with self._write() as txn:
+        with self.writing() as txn:
             appended: list[bytes] = self._sealing.appended
             for write in writes:
                 mark = len(appended)
@@ -1224,13 +1043,9 @@ class Store:
                 child.commit()
         return results
 
-    def replica_message(self, message_id: bytes) -> bytes | None:
-        """The stored record of a message a replicated actor sent or had accepted."""
-        return self._get(None, "replica_messages", message_id)
-
     def known_code(self, address: bytes, txn: lmdb.Transaction | None = None) -> tuple[bytes, bytes]:
         """(code, code hash) of an actor another node executes, as far as this node has heard."""
-        code_hash = self._get(txn, "known_code", address)
+        code_hash = self.get(txn, "known_code", address)
         return (self.code(code_hash, txn), code_hash) if code_hash else (b"", b"")
 
     def learn_code(self, entries: list[tuple[bytes, bytes]]) -> int:
@@ -1242,505 +1057,10 @@ class Store:
                 txn.put(address, code_hash, db=self.db["known_code"])
         return len(entries)
 
-    def apply_diffs(self, executor_id: bytes, diffs: list[StateDiff],
-                    check: Callable[[lmdb.Transaction, StateDiff], None] | None = None) -> tuple[int, DiffError | None]:
-        """Apply an executor's diffs in order, in one transaction, stopping at the first bad one.
-
-        ``check(txn, diff)`` runs once a diff is found to continue this copy, with
-        the copy as the diff found it; it may raise DiffError to refuse the diff
-        (execution trust re-executes the diff there: :mod:`missive.consensus.execution`).
-
-        Returns how many were applied or were already here (a re-sent diff is a
-        no-op, whoever re-sends it: :meth:`_already_held`), and what was wrong with
-        the next one, if anything.  A bad diff
-        writes nothing, and neither does any diff after it.  Among the wrong
-        ones: a diff for an actor this node executes now (the sender's view of
-        who executes it is out of date, or two nodes both think they do), and
-        receipts that do not continue this node's copy of the mailbox exactly
-        (a gap, or receipts for positions this copy already holds: a conflict).
-        """
-        done = 0
-        with self._write() as txn:
-            for diff in diffs:
-                try:
-                    if (self._holds_record(txn, diff) if diff.version
-                            else self._legacy_held(txn, executor_id, diff)):
-                        done += 1  # a re-sent record, from whichever holder
-                        continue
-                    self._check_diff(txn, diff)
-                    if check is not None:
-                        check(txn, diff)
-                except DiffError as err:
-                    return done, err
-                self._apply_diff(txn, executor_id, diff)
-                done += 1
-        return done, None
-
-    def _holds_record(self, txn: lmdb.Transaction, diff: StateDiff) -> bool:
-        """Where ``diff`` (a versioned record) stands against this copy's records of its actor.
-
-        True: this copy holds it already (same version, same epoch, same resulting state:
-        one executor per epoch makes one record per version, so that is the same record).
-        False: it is the next record of this copy.  Otherwise raises: :class:`DiffConflict`
-        (another record for that version here, or for the one before it: the copies
-        diverged; the record of the higher epoch wins, missive.replicas.epochs rule 4) or
-        :class:`DiffGap` (records between this copy's last and it are missing here).
-        """
-        where = f"state diff for 0x{diff.address.hex()}"
-        held = self._entry(txn, diff.address, diff.version)
-        if held is not None:
-            if held[0] == diff.epoch and bytes(held[1]) == diff.after:
-                return True
-            raise DiffConflict(f"{where} is record {diff.version} of epoch {diff.epoch}; this copy holds record "
-                               f"{diff.version} of epoch {held[0]}", diff.address, self._handled_at(txn, diff),
-                               version=diff.version, theirs=diff.epoch, mine=int(held[0]))
-        version, epoch = self._head(txn, diff.address)
-        if diff.version > version + 1:
-            account = self.account(diff.address, txn)
-            raise DiffGap(f"{where} is record {diff.version}; this copy holds {version}", diff.address,
-                          account.handled if account is not None else 0, version=version)
-        if diff.prev_epoch != epoch:
-            raise DiffConflict(f"{where} follows a record {version} of epoch {diff.prev_epoch}; this copy's is of "
-                               f"epoch {epoch}", diff.address, self._handled_at(txn, diff, version),
-                               version=version, theirs=diff.prev_epoch, mine=epoch)
-        return False
-
-    def _handled_at(self, txn: lmdb.Transaction, diff: StateDiff, version: int | None = None) -> int:
-        """Messages handled in this copy before record ``version`` (default: the diff's)."""
-        before = self._entry(txn, diff.address, (diff.version if version is None else version) - 1)
-        return int(before[2]) if before is not None else 0
-
-    def _legacy_held(self, txn: lmdb.Transaction, executor_id: bytes, diff: StateDiff) -> bool:
-        """A diff from before versions (0): held if its executor's last diff applied here came after
-        it, or if this copy holds what it records (:meth:`_already_held`)."""
-        seen = txn.get(diff.address, db=self.db["replica"])
-        if seen is not None:
-            seen_executor, seen_seq = msgpack.unpackb(seen)
-            if seen_executor == executor_id and diff.seq <= seen_seq:
-                return True
-        return self._already_held(txn, diff)
-
-    def _already_held(self, txn: lmdb.Transaction, diff: StateDiff) -> bool:
-        """Whether this copy already holds everything ``diff`` records, so applying it is a no-op.
-
-        Why not only "the last executor's seq": a diff is re-sent by whoever queued it,
-        and after a failover that may be a former executor (E1 applied here, was killed
-        before it dropped the diff from its queue, E2 took over, E1 came back and sent it
-        again).  Taken for new, it would look like a conflict over receipts this copy holds
-        byte for byte.  A record is identified by what it holds, not by who sends it:
-
-        * receipts: every position it covers is already filled here by the same message,
-          with the same receipt, byte for byte (execution is deterministic, so the same
-          receipt means the same run, from the same state);
-        * no receipts (an admission: the messages accepted and the sender's nonce): every
-          message it carries is already here;
-        * neither (a genesis): this copy's state is already the state it leads to.
-        """
-        raw = txn.get(diff.address, db=self.db["accounts"])
-        if raw is None:
-            return False
-        current = Account.decode(raw)
-        if diff.receipts:
-            receipts = diff.decoded_receipts()
-            if receipts[-1].position >= current.handled:
-                return False
-            mailbox, stored = self.db["mailbox"], self.db["receipts"]
-            return all(txn.get(diff.address + u64(r.position), db=mailbox) == r.message_id
-                       and txn.get(r.message_id, db=stored) == encoded
-                       for r, encoded in zip(receipts, diff.receipts, strict=True))
-        if diff.messages:
-            known = (self.db["replica_messages"], self.db["messages"])
-            return diff.account.nonce <= current.nonce and all(
-                any(txn.get(keccak256(msgpack.unpackb(record)[0]), db=table) is not None for table in known)
-                for record in diff.messages)
-        return self.placement is not None and diff.after == self.state_digest(diff.address, txn)
-
-    def _check_diff(self, txn: lmdb.Transaction, diff: StateDiff) -> None:
-        """Raise DiffError if ``diff`` does not continue this node's copy of its actor exactly, or
-        its time is more than :data:`MAX_TIME_AHEAD` seconds ahead of this node's clock."""
-        where = f"state diff for 0x{diff.address.hex()}"
-        if self.placement is not None and self.placement.executes(diff.address):
-            raise DiffSuperseded(f"{where}: this node executes that actor now", diff.address)
-        if diff.receipts:
-            now = int(self.wall_clock())
-            latest = max([diff.account.timestamp, *(r.timestamp for r in diff.decoded_receipts())])
-            if latest > now + MAX_TIME_AHEAD:
-                raise DiffError(f"{where}: its block.timestamp {latest} is {latest - now} s ahead of this "
-                                f"node's clock (at most {MAX_TIME_AHEAD} s is taken); it is taken once this "
-                                "clock catches up")
-        if diff.version:  # its version and epochs follow this copy's records
-            try:
-                self._check_continues(txn, diff, where)
-            except DiffConflict as exc:  # ...but not its state: one of the two copies drifted
-                raise DiffConflict(str(exc), diff.address, exc.position, version=diff.version - 1,
-                                   theirs=diff.prev_epoch, mine=diff.prev_epoch) from None
-            except DiffGap as exc:  # positions past this copy's while the versions follow: a lie
-                raise DiffError(f"{exc}, though its version follows this copy's") from None
-            return
-        self._check_continues(txn, diff, where)
-
-    def _check_continues(self, txn: lmdb.Transaction, diff: StateDiff, where: str) -> None:
-        receipts = diff.decoded_receipts()
-        raw = txn.get(diff.address, db=self.db["accounts"])
-        current = Account.decode(raw) if raw is not None else Account()
-        if receipts and receipts[0].position < current.handled:
-            position = receipts[0].position
-            theirs = txn.get(diff.address + u64(position), db=self.db["mailbox"])
-            raise DiffConflict(f"{where} conflicts at mailbox position {position}: this copy handled "
-                               f"{'0x' + theirs.hex()[:16] if theirs else 'another message'} there, the diff "
-                               f"0x{receipts[0].message_id.hex()[:16]}", diff.address, position)
-        if receipts and receipts[0].position != current.handled:
-            raise DiffGap(f"{where} starts at mailbox position {receipts[0].position}, this replica holds "
-                          f"{current.handled}", diff.address, current.handled)
-        if diff.account.handled > current.handled + len(receipts):
-            raise DiffGap(f"{where} leaves {diff.account.handled} messages handled after {len(receipts)} "
-                          f"receipts from {current.handled}", diff.address, current.handled)
-        if diff.account.handled != current.handled + len(receipts):
-            raise DiffError(f"{where} leaves {diff.account.handled} messages handled after {len(receipts)} "
-                            f"receipts from {current.handled}")
-        if not diff.account.code_hash and diff.account.nonce < current.nonce:
-            raise DiffError(f"{where} takes the account's nonce back from {current.nonce} to {diff.account.nonce}")
-        if diff.code and keccak256(diff.code) != diff.account.code_hash:
-            raise DiffError(f"{where}: its code does not hash to the account's code hash")
-        try:
-            carried = {keccak256(msgpack.unpackb(record)[0]) for record in diff.messages}
-        except (ValueError, TypeError, IndexError, KeyError) as exc:
-            raise DiffError(f"{where}: a message record it carries is malformed ({exc})") from None
-        if not {out for r in receipts for out in r.outgoing} <= carried:
-            raise DiffError(f"{where}: its receipts name messages it does not carry")
-        if self.placement is not None:
-            mine = self.state_digest(diff.address, txn)
-            if diff.before != mine:  # same position, other state: the copies diverged (a conflict too)
-                raise DiffConflict(f"{where} starts from another state than this copy's (pre-state digest "
-                                   f"{diff.before.hex()[:16] or 'missing'}, this copy's {mine.hex()[:16]})",
-                                   diff.address, min(current.handled, diff.account.handled - len(receipts)))
-
-    def _apply_diff(self, txn: lmdb.Transaction, executor_id: bytes, diff: StateDiff) -> None:
-        db = self.db
-        txn.put(diff.address, diff.account.encode(), db=db["accounts"])
-        if diff.storage:
-            self._write_storage(txn, diff.address, diff.storage)
-        if diff.code:
-            txn.put(diff.account.code_hash, diff.code, db=db["code"])
-        handled = set()
-        for receipt, raw_receipt in zip(diff.decoded_receipts(), diff.receipts, strict=True):
-            txn.put(receipt.message_id, raw_receipt, db=db["receipts"])
-            txn.put(diff.address + u64(receipt.position), receipt.message_id, db=db["mailbox"])
-            handled.add(receipt.message_id)
-        if handled:
-            self._unqueue(txn, diff.address, handled)
-        for record in diff.messages:
-            txn.put(keccak256(msgpack.unpackb(record)[0]), record, db=db["replica_messages"])
-        txn.put(diff.address, msgpack.packb([executor_id, diff.seq]), db=db["replica"])
-        if diff.version:
-            self._record_entry(txn, diff, made_here=False)
-        self._append(txn, ["diff", executor_id, diff.encode()])
-
-    def _unqueue(self, txn: lmdb.Transaction, address: bytes, message_ids: set[bytes]) -> None:
-        """Drop messages from this node's queues for ``address`` (b"": every actor's): another
-        holder has handled them, or the receipts that sent them were discarded."""
-        for table in ("standby", "pending"):
-            done = [key for key, message_id in self._scan(table, address, txn=txn) if message_id in message_ids]
-            for key in done:
-                txn.delete(key, db=self.db[table])
-        for message_id in message_ids:
-            raw = txn.get(message_id, db=self.db["messages"])
-            if raw is not None:
-                envelope = Envelope.decode(msgpack.unpackb(raw)[0], check=False)
-                if envelope.kind is Kind.SCHEDULED:
-                    txn.delete(envelope.not_before.to_bytes(32, "big") + message_id, db=self.db["scheduled"])
-
-    def rehome(self) -> tuple[int, int]:
-        """Move waiting messages between ``pending`` and ``standby`` after who-executes-what changed.
-
-        Keys (recipient + arrival seq) move unchanged, so each actor's queue
-        keeps its arrival order whichever table it was in: per-pair FIFO holds
-        across a change of executor.  Returns (taken over, handed back).
-        """
-        assert self.placement is not None, "only a cluster node's actors change executor"
-        moved = {"pending": 0, "standby": 0}
-        verdicts: dict[bytes, bool] = {}
-        with self.env.begin(write=True) as txn:
-            for source, target, wanted in (("standby", "pending", True), ("pending", "standby", False)):
-                for key, message_id in self._scan(source, b"", txn=txn):
-                    address = key[:20]
-                    if address not in verdicts:
-                        verdicts[address] = self.placement.executes(address)
-                    if verdicts[address] != wanted:
-                        continue
-                    txn.delete(key, db=self.db[source])
-                    if txn.get(message_id, db=self.db["receipts"]) is None:
-                        txn.put(key, message_id, db=self.db[target])
-                        moved[target] += 1
-        return moved["pending"], moved["standby"]
-
-    def snapshot(self, address: bytes, version: int) -> dict[str, Any] | None:
-        """This node's copy of an actor after its record ``version``, for a holder whose copy diverged
-        after that record, or ends there (a gap): the record itself (``base``: [epoch, digest], so
-        the other side checks it is theirs too), the records after it (``entries``: [version,
-        epoch, digest, handled, message ids]), the receipts from the mailbox position it left
-        (``since``), the account, every storage slot, and the seq of the last diff this node
-        made for it.  ``{"head": n}`` if this copy does not reach record ``version``."""
-        with self.read() as txn:
-            raw = txn.get(address, db=self.db["accounts"])
-            if raw is None:
-                return None
-            head, _ = self._head(txn, address)
-            base = self._entry(txn, address, version) if version else None
-            if version > head or (version and base is None):
-                return {"head": head}
-            since = int(base[2]) if base is not None else 0
-            receipts = [txn.get(message_id, db=self.db["receipts"])
-                        for key, message_id in self._scan("mailbox", address, txn=txn)
-                        if int.from_bytes(key[20:], "big") >= since]
-            entries = [[int.from_bytes(key[20:], "big"), *msgpack.unpackb(value)[:4]]
-                       for key, value in self._scan("entries", address, txn=txn, after=address + u64(version))]
-            storage = [[key[20:], value] for key, value in self._scan("storage", address, txn=txn)]
-            seq = txn.get(address, db=self.db["last_diff"])
-            carried = []  # the messages those records sent or admitted: the other copy keeps them too
-            for entry in entries:
-                for message_id in entry[4]:
-                    record = (txn.get(bytes(message_id), db=self.db["messages"])
-                              or txn.get(bytes(message_id), db=self.db["replica_messages"]))
-                    if record is not None:
-                        carried.append(record)
-            return {"account": raw, "storage": storage, "receipts": receipts, "since": since,
-                    "base": None if base is None else base[:2], "entries": entries, "messages": carried,
-                    "seq": int.from_bytes(seq, "big") if seq else -1}
-
-    def roll_back(self, source: bytes, address: bytes, version: int, snapshot: dict[str, Any]) -> RolledBack:
-        """Replace this node's copy of ``address`` after its record ``version`` by ``source``'s (a
-        :meth:`snapshot` from that record), in one transaction; say which messages this node had
-        handled there (they now stand unhandled, queued again) and which messages the records
-        given up had sent that had already left.
-
-        This is the losing side of a conflict (the record of the higher epoch wins:
-        missive.replicas.epochs, rule 4), or a copy filling a gap (``version`` is its last
-        record: nothing is given up).  What the records given up did goes with them: their
-        storage writes (the snapshot replaces all storage), their receipts, the diffs queued
-        for other holders after ``version`` (earlier ones stand, and still go out), and the
-        messages they sent or admitted, unless the standing records carry the same ones
-        (the same message run again from the same state sends the same ids).  What the
-        standing receipts handled leaves this node's queues.  A message that had already left
-        is not taken back; it is named in the result so that the node can say so (with the
-        epochs' acknowledgement rule, a message leaves only with a record that stands).
-
-        Raises DiffError if the snapshot is not from this copy's record ``version`` (the copies
-        diverged earlier: ask from an earlier record) or does not hold what it says.
-        """
-        where = f"snapshot of 0x{address.hex()} from record {version}"
-        if "head" in snapshot:
-            raise DiffError(f"{where}: the other copy holds only {snapshot['head']} records")
-        account = Account.decode(snapshot["account"])
-        receipts = [Receipt.decode(raw) for raw in snapshot["receipts"]]
-        since = int(snapshot["since"])
-        theirs = [(int(v), int(epoch), bytes(after), int(handled), [bytes(m) for m in ids])
-                  for v, epoch, after, handled, ids, *_ in snapshot["entries"]]
-        if any(r.position != since + i for i, r in enumerate(receipts)) or account.handled != since + len(receipts):
-            raise DiffError(f"{where} does not hold mailbox positions {since}.. in order")
-        if [v for v, *_ in theirs] != list(range(version + 1, version + 1 + len(theirs))):
-            raise DiffError(f"{where} does not hold the records after {version} in order")
-        db = self.db
-        with self._write() as txn:
-            base = self._entry(txn, address, version) if version else None
-            their_base = snapshot["base"]
-            if (None if base is None else [int(base[0]), bytes(base[1])]) != (
-                    None if their_base is None else [int(their_base[0]), bytes(their_base[1])]):
-                raise DiffError(f"{where}: the copies differ at that record already")
-            if (int(base[2]) if base is not None else 0) != since:
-                raise DiffError(f"{where} starts at mailbox position {since}, this copy's record {version} at "
-                                f"{int(base[2]) if base is not None else 0}")
-            given_up: set[bytes] = set()  # what this copy's records after `version` carried
-            standing_records = {v: (epoch, after) for v, epoch, after, _, _ in theirs}
-            differing = 0  # records of this copy that the other's does not hold (0: a gap filled)
-            made_from: int | None = None  # the lowest seq of those this node made: its ledger records follow
-            for key, value in self._scan("entries", address, txn=txn, after=address + u64(version)):
-                entry = msgpack.unpackb(value)
-                given_up.update(bytes(m) for m in entry[3])
-                if standing_records.get(int.from_bytes(key[20:], "big")) != (int(entry[0]), bytes(entry[1])):
-                    differing += 1
-                    if len(entry) > 4 and entry[4] >= 0:
-                        made_from = entry[4] if made_from is None else min(made_from, entry[4])
-                txn.delete(key, db=db["entries"])
-            mine = [(key, message_id) for key, message_id in self._scan("mailbox", address, txn=txn)
-                    if int.from_bytes(key[20:], "big") >= since]
-            for key, message_id in mine:
-                raw_receipt = txn.get(message_id, db=db["receipts"])
-                if raw_receipt is not None:
-                    given_up.update(Receipt.decode(raw_receipt).outgoing)
-                txn.delete(message_id, db=db["receipts"])
-                txn.delete(key, db=db["mailbox"])
-            for key, _ in self._scan("storage", address, txn=txn):
-                txn.delete(key, db=db["storage"])
-            for slot, value in snapshot["storage"]:
-                txn.put(address + bytes(slot), bytes(value), db=db["storage"])
-            if self.placement is not None:
-                txn.put(address, digest.sum_bytes(digest.storage_sum(
-                    (int.from_bytes(bytes(slot), "big"), int.from_bytes(bytes(value), "big"))
-                    for slot, value in snapshot["storage"])), db=db["digests"])
-            txn.put(address, account.encode(), db=db["accounts"])
-            for receipt, raw in zip(receipts, snapshot["receipts"], strict=True):
-                txn.put(receipt.message_id, raw, db=db["receipts"])
-                txn.put(address + u64(receipt.position), receipt.message_id, db=db["mailbox"])
-            for v, epoch, after, count, ids in theirs:
-                txn.put(address + u64(v), msgpack.packb([epoch, after, count, ids], use_bin_type=True),
-                        db=db["entries"])
-            # the standing records may carry the very same messages: those stay, wherever they are
-            standing = {out for r in receipts for out in r.outgoing} | {m for *_, ids in theirs for m in ids}
-            for record in snapshot.get("messages", ()):
-                message_id = keccak256(msgpack.unpackb(bytes(record))[0])
-                if message_id in standing and txn.get(message_id, db=db["messages"]) is None:
-                    txn.put(message_id, bytes(record), db=db["replica_messages"])
-            gone = self._forget_messages(txn, given_up - standing)
-            self._drop_diffs_after(txn, address, version, since)
-            txn.delete(address, db=db["last_diff"])
-            txn.put(address, msgpack.packb([source, snapshot["seq"]]), db=db["replica"])
-            handled = {r.message_id for r in receipts}
-            self._unqueue(txn, address, handled)  # what the standing receipts handled waits nowhere
-            # what this copy had handled there waits again, unless the record that sent it was given
-            # up meanwhile (its body stayed only for replay): queued, it would be handled twice
-            unhandled = [m for _, m in mine if m not in handled and txn.get(GIVEN_UP + m, db=db["meta"]) is None]
-            for message_id in unhandled:
-                found = txn.get(message_id, db=db["messages"])
-                if found is not None:
-                    envelope = Envelope.decode(msgpack.unpackb(found)[0], check=False)
-                    self._place(txn, envelope, message_id, self.placement is None or self.placement.executes(address))
-            discarded = self._records_given_up(txn, {m for _, m in mine}, given_up - standing, made_from)
-            rollback = self._append(txn, ["rollback", address, since, account.encode(),
-                                          [[bytes(slot), bytes(value)] for slot, value in snapshot["storage"]],
-                                          discarded])
-            for seq in discarded:
-                txn.put(u64(seq), u64(rollback), db=db["discarded"])
-        standing_receipts = {(r.position, r.message_id) for r in receipts}
-        differing += sum(1 for key, m in mine if (int.from_bytes(key[20:], "big"), m) not in standing_receipts)
-        return RolledBack(tuple(unhandled), tuple(gone), differing)
-
-    def _records_given_up(self, txn: lmdb.Transaction, handled: set[bytes], carried: set[bytes],
-                          made_from: int | None) -> list[int]:
-        """Seqs of the standing (not yet discarded) ledger records a rollback gives up, ascending: the
-        receipt records of ``handled`` and the accept records of ``carried`` (messages this node
-        admitted in records given up).  Sealed records are never rewritten: the rollback record
-        lists them and the ``discarded`` index points replay from each to it.  They are recent:
-        search from the end, down to ``made_from`` (the seq of the first record given up that
-        this node made; None: it made none, so its ledger has none of them)."""
-        if made_from is None:
-            return []
-        wanted = {"receipt": set(handled), "accept": set(carried)}
-        found_seqs: list[int] = []
-        discarded = self.db["discarded"]
-        cursor = txn.cursor(db=self.db["ledger"])
-        found = cursor.last()
-        while found and (wanted["receipt"] or wanted["accept"]):
-            key, value = cursor.item()
-            if int.from_bytes(key, "big") < made_from:
-                break
-            record = msgpack.unpackb(value)
-            left = wanted.get(record[0])
-            if left and bytes(record[1]) in left and txn.get(key, db=discarded) is None:
-                left.discard(bytes(record[1]))
-                found_seqs.append(int.from_bytes(key, "big"))
-            found = cursor.prev()
-        return sorted(found_seqs)
-
-    def _forget_messages(self, txn: lmdb.Transaction, message_ids: set[bytes]) -> list[bytes]:
-        """Drop messages sent by discarded receipts: from the ledger's messages and every queue
-        they are in (the holder whose receipts stand sends its own, perhaps with the same ids).
-        Return those that had left already: their recipient has holders other than this node,
-        and no copy of them waited in the outbound queue any more (each was acknowledged)."""
-        if not message_ids:
-            return []
-        db = self.db
-        waiting: set[bytes] = set()
-        for key, record in self._scan("outbound", b"", txn=txn):
-            message_id = keccak256(msgpack.unpackb(record)[0])
-            if message_id in message_ids:
-                waiting.add(message_id)
-                txn.delete(key, db=db["outbound"])
-        gone = []
-        placement = self.placement
-        if placement is not None:  # (a node alone sends nothing away)
-            for message_id in sorted(message_ids - waiting):
-                raw = txn.get(message_id, db=db["messages"])
-                if raw is None:
-                    continue
-                recipient = Envelope.decode(msgpack.unpackb(raw)[0], check=False).recipient
-                if any(holder != placement.me for holder in placement.holders(recipient)):
-                    gone.append(message_id)
-        self._unqueue(txn, b"", message_ids)  # reads their records: before they go
-        for message_id in message_ids:
-            if txn.get(message_id, db=db["receipts"]) is None:  # a receipt here names it: replay needs it
-                txn.delete(message_id, db=db["messages"])
-            else:  # kept for replay, but nothing sends it any more: never queue it again (roll_back)
-                txn.put(GIVEN_UP + message_id, b"", db=db["meta"])
-            txn.delete(message_id, db=db["replica_messages"])
-        return gone
-
-    def _drop_diffs_after(self, txn: lmdb.Transaction, address: bytes, version: int, since: int) -> None:
-        """Drop the diffs queued for ``address`` that a rollback after record ``version`` (mailbox
-        position ``since``) gives up: later records (diffs from before versions: those leaving it
-        with more than ``since`` messages handled).  Earlier ones stand, and a holder that has
-        not had them still needs them."""
-        for key, raw in self._scan("replicate", b"", txn=txn):
-            diff = StateDiff.decode(raw)
-            if diff.address == address and (diff.version > version if diff.version
-                                            else diff.account.handled > since):
-                txn.delete(key, db=self.db["replicate"])
-
     def next_seq(self) -> int:
         """The seq the next ledger record or queue entry will get (everything queued so far is below)."""
-        raw = self._get(None, "meta", b"seq")
+        raw = self.get(None, "meta", b"seq")
         return msgpack.unpackb(raw) if raw else 0
-
-    def replicated_before(self, node_id: bytes, seq: int) -> bool:
-        """``node_id`` has every diff this node queued for it before ``seq`` (they leave in order)."""
-        oldest = self.oldest_unreplicated(node_id)
-        return oldest is None or oldest >= seq
-
-    def oldest_unreplicated(self, node_id: bytes) -> int | None:
-        """The seq of the oldest diff queued for ``node_id`` that it has not acknowledged (None: none)."""
-        head = self._scan("replicate", node_id, 1)
-        return int.from_bytes(head[0][0][32:], "big") if head else None
-
-    def epochs(self) -> tuple[list[Any], Any]:
-        """The epochs this node installed and its acceptor's state, as saved (missive.replicas.epochs)."""
-        with self.read() as txn:
-            raw = txn.get(b"epochs", db=self.db["meta"])
-            state = txn.get(b"acceptor", db=self.db["meta"])
-        return (msgpack.unpackb(raw) if raw else []), (msgpack.unpackb(state) if state else None)
-
-    def save_epochs(self, epochs: list[Any], state: Any, txn: lmdb.Transaction) -> None:
-        """Save the epochs and the acceptor's state (a :meth:`write_together` write: durable before
-        the acceptor answers, so a promise outlives a crash)."""
-        txn.put(b"epochs", msgpack.packb(epochs, use_bin_type=True), db=self.db["meta"])
-        txn.put(b"acceptor", msgpack.packb(state, use_bin_type=True), db=self.db["meta"])
-
-    def sync_view(self, node_id: bytes, wanted: Callable[[bytes], bool]) -> list[list[Any]]:
-        """What a joining ``node_id`` compares its copies with, read in one transaction: for each
-        actor held here that ``wanted`` picks, [address, version, epoch of that record, oldest
-        epoch among its diffs still queued for ``node_id`` (None: none)].  The version is the
-        record just before the first diff queued for ``node_id``, or this copy's last record
-        if none is queued: the joining copy must hold exactly that record."""
-        with self.read() as txn:
-            queued: dict[bytes, tuple[int, int]] = {}
-            for _, raw in self._scan("replicate", node_id, txn=txn):
-                fields = msgpack.unpackb(raw)
-                address = bytes(fields[1])
-                version, epoch = (int(fields[11]), int(fields[10])) if len(fields) == 13 else (0, 0)
-                low = queued.get(address)
-                queued[address] = (version, epoch) if low is None else (min(low[0], version), min(low[1], epoch))
-            out: list[list[Any]] = []
-            for key in txn.cursor(db=self.db["accounts"]).iternext(keys=True, values=False):
-                address = bytes(key)
-                if not (self._replicated(address) and wanted(address)):
-                    continue
-                if address in queued:
-                    version, oldest = queued[address][0] - 1, queued[address][1]
-                    entry = self._entry(txn, address, version) if version > 0 else None
-                    out.append([address, version, int(entry[0]) if entry is not None else 0, oldest])
-                else:
-                    version, epoch = self._head(txn, address)
-                    out.append([address, version, epoch, None])
-            return out
 
     def release_scheduled(self, up_to: int) -> int:
         """Move scheduled messages due at or before logical time ``up_to`` into their queues."""
@@ -1757,8 +1077,8 @@ class Store:
                 message_id = key[32:]
                 envelope = Envelope.decode(msgpack.unpackb(txn.get(message_id, db=self.db["messages"]))[0])
                 txn.delete(key, db=self.db["scheduled"])
-                queue = "pending" if self.placement is None or self.placement.executes(envelope.recipient) else "standby"
-                txn.put(envelope.recipient + u64(self._next_seq(txn)), message_id, db=self.db[queue])
+                queue = "pending" if self.replication is None or self.replication.executes(envelope.recipient) else "standby"
+                txn.put(envelope.recipient + u64(self.take_seq(txn)), message_id, db=self.db[queue])
                 moved += 1
-            self._advance_clock(txn, up_to)
+            self.advance_clock(txn, up_to)
         return moved

@@ -3,7 +3,7 @@
 Every state diff an executor sends passes through :meth:`ExecutionTrust.checker`
 inside the store transaction that would apply it (so it sees the copy
 exactly as the diff finds it).  A diff that handled messages is re-executed
-(:func:`missive.consensus.execution.rerun`) when this node's trust in the
+(:func:`missive.replicas.execution.rerun`) when this node's trust in the
 executor (:meth:`TrustService.trust_in`, 0..1) is below ``[trust] threshold``,
 and otherwise for a random ``[trust] sample`` of diffs, drawn from the system
 RNG so an executor cannot tell which of its diffs will be checked.  A new
@@ -17,7 +17,7 @@ account and storage writes applied, must give the state it signed it ends in
 replica, without running anything.
 
 A diff whose re-run differs, or that contradicts itself, is refused and becomes signed evidence
-(:class:`~missive.consensus.execution.WrongDiff`).  This node keeps it (in the
+(:class:`~missive.replicas.execution.WrongDiff`).  This node keeps it (in the
 trust store, for the pledge/slashing issue), stops trusting the executor
 (its trust reads 0; the membership distrusts it, so its actors move to
 their next holders), and hands the evidence to every peer until each has
@@ -46,7 +46,12 @@ import trio
 
 from missive.cluster.membership import Membership
 from missive.cluster.trust import TrustService, TrustSettings
-from missive.consensus.execution import (
+from missive.mailbox.diffs import DiffError, StateDiff
+from missive.mailbox.envelope import Envelope
+from missive.mailbox.records import Account
+from missive.mailbox.store import Store
+from missive.net import NetError, NodeIdentity, PeerLink, RemoteError, short_id
+from missive.replicas.execution import (
     CONTRADICTION,
     CannotCheck,
     EvidenceError,
@@ -55,11 +60,6 @@ from missive.consensus.execution import (
     pre_state,
     rerun,
 )
-from missive.mailbox.diffs import DiffError, StateDiff
-from missive.mailbox.envelope import Envelope
-from missive.mailbox.records import Account
-from missive.mailbox.store import Store
-from missive.net import NetError, NodeIdentity, PeerLink, RemoteError, short_id
 
 log = logging.getLogger(__name__)
 
