@@ -160,3 +160,41 @@ def test_a_handled_message_whose_record_was_taken_from_another_copy_does_not_hol
         keys.close()
     finally:
         node.store.close()
+
+
+def test_a_submit_whose_admission_a_rollback_gave_up_is_refused_not_acknowledged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by tools/faults.py (3 nodes, K=2, 40 double faults, seed 21; and 4 nodes, K=2, mixed,
+    seed 23): a client was told "accepted" for a message no node held any more, and a second
+    message with the same nonce was then accepted and handled.  While the submit waited for its
+    acknowledgement the epoch moved on twice: the node lost the sender to the other holder, took
+    that holder's copy (giving up the record that admitted the message, and its queued diff with
+    it), then executed the sender again; every holder now "had every diff queued before" the
+    submit, so it was acknowledged.  The admitted message must still stand to be acknowledged."""
+    from missive.keys import Keystore
+    from missive.mailbox.envelope import Envelope, Kind
+    from missive.mailbox.store import Accepted
+    from missive.replicas.sender import NotServing
+
+    node, (me, h, z) = _three_nodes(tmp_path)
+    try:
+        keys = Keystore(tmp_path / "keys", create=True)
+        sender = next(k for k in (keys.new(f"s{i}") for i in range(400)) if node.holders(k.address) == [me, h])
+        node.store.create_account(sender.address, sender.public_key, 10**18)
+        version = node.copies.head(sender.address)[0]
+        before = node.copies.snapshot(sender.address, version)  # the other holder's copy: no admission yet
+        recipient = next(a for a in (bytes([i]) * 20 for i in range(256)) if z in node.holders(a) and me not in node.holders(a))
+        envelope = Envelope(Kind.CALL, sender.address, recipient, value=7, nonce=0, chain_id=node.store.chain_id)
+        (accepted,) = node.store.accept([sender.sign(envelope)], node.check)
+        assert isinstance(accepted, Accepted) and node.copies.stands(accepted.message_id)
+        seq = node.store.next_seq()
+        assert before is not None
+        node.copies.roll_back(h, sender.address, version, before)  # the admission is given up
+        assert not node.copies.stands(accepted.message_id)
+        monkeypatch.setattr(node.copies, "replicated_before", lambda holder, seq: True)  # nothing left to send
+        with pytest.raises(NotServing, match="gave up this submit"):
+            trio.run(node.sender.until_replicated, seq, {sender.address}, [accepted.message_id])
+        trio.run(node.sender.until_replicated, seq, {sender.address}, [])  # (a submit that admitted nothing)
+        keys.close()
+    finally:
+        node.store.close()

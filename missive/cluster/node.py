@@ -253,7 +253,9 @@ class ClusterNode:
         results: list[Accepted | EnvelopeError] = await self.writer.result(joined)
         accepted = iter(results)
         if self.k > 1:  # (the next seq is a read of the store: not for nothing on every submit)
-            await self.sender.until_replicated(self.store.next_seq(), {envelope.sender for envelope, _, _ in signed})
+            admitted = [r.message_id for r in results if isinstance(r, Accepted)]
+            await self.sender.until_replicated(self.store.next_seq(), {envelope.sender for envelope, _, _ in signed},
+                                               admitted)
         self._queued()
         return [next(accepted) if problem is None else problem for problem in bad]
 

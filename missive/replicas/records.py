@@ -39,7 +39,7 @@ import msgpack
 
 from missive.mailbox.diffs import StateDiff
 from missive.mailbox.envelope import Envelope, Kind
-from missive.mailbox.store import Store, u64
+from missive.mailbox.store import GIVEN_UP, Store, u64
 from missive.vm.keccak import keccak256
 
 #: The replication tables (opened in the store's environment by :class:`Records`).
@@ -275,6 +275,13 @@ class Records:
         """The seq of the oldest diff queued for ``node_id`` that it has not acknowledged (None: none)."""
         head = self.scan("replicate", node_id, 1)
         return int.from_bytes(head[0][0][32:], "big") if head else None
+
+    def stands(self, message_id: bytes) -> bool:
+        """Whether a message admitted or sent here still stands: stored, and not given up by a
+        rollback of the record that made it (kept for replay only: ``GIVEN_UP``)."""
+        with self.store.read() as txn:
+            return (txn.get(message_id, db=self.db["messages"]) is not None
+                    and txn.get(GIVEN_UP + message_id, db=self.db["meta"]) is None)
 
     def replica_message(self, message_id: bytes) -> bytes | None:
         """The stored record of a message a replicated actor sent or had accepted."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -94,7 +94,7 @@ class Sender:
                 for table, method in PEER_QUEUES:
                     nursery.start_soon(self.drain, node_id, table, method)
 
-    async def until_replicated(self, seq: int, senders: set[bytes]) -> None:
+    async def until_replicated(self, seq: int, senders: set[bytes], admitted: Collection[bytes] = ()) -> None:
         """Wait until every holder whose copy takes part in the epoch has the diffs queued before ``seq``
         (those of the admissions of ``senders``' messages among them).
 
@@ -105,6 +105,14 @@ class Sender:
         epochs.py, rule 2).  If the epoch changes meanwhile and this node still executes
         the senders, its copies stand and the new epoch's ack set decides; if it does not,
         the records may be given up, and the client is told so.
+
+        ``admitted``: the ids of the messages the submit admitted.  Before acknowledging, each
+        must still stand here.  Why: between two looks the epoch may move on twice (this node
+        loses the senders to another holder, whose copy this one takes, giving up the records
+        that admitted them, and then executes them again); their diffs left the queue with the
+        records, so every holder "has every diff queued before ``seq``", and the client would
+        be told "accepted" for a message no copy holds any more (a nonce then accepted twice:
+        tools/faults.py, 3 nodes K=2, double faults, seed 21).
         """
         epoch = self.membership.number
         while self.k > 1:
@@ -120,6 +128,13 @@ class Sender:
             behind = [n for n in self.links if n in self.membership.acting
                       and not self.copies.replicated_before(n, seq)]
             if not behind:
+                given_up = [m for m in admitted if not self.copies.stands(m)]
+                if given_up:
+                    log.warning("a rollback gave up the admission of %d message(s) before it was acknowledged "
+                                "(epoch %d now): the submit is refused", len(given_up), self.membership.number)
+                    raise NotServing(f"the cluster moved to epoch {self.membership.number} and a rollback gave up "
+                                     "this submit before it was acknowledged: it will not be handled; send it "
+                                     "again (with the account's nonce read afresh)")
                 return
             with trio.move_on_after(0.05):
                 await self.diffs_acked.wait()
