@@ -31,6 +31,14 @@ COMPILED_GLUE: tuple[str, ...] = (
 )
 
 
+def build_info() -> dict[str, object]:
+    """Whether the VM and the glue compiled with it (:data:`COMPILED_GLUE`) run compiled by mypyc,
+    module by module (``missive version`` shows it)."""
+    from missive import vm
+
+    return vm.build_info(COMPILED_GLUE)
+
+
 class _PurePythonVM(importlib.abc.MetaPathFinder):
     """Finds ``missive.vm.*`` and :data:`COMPILED_GLUE` modules in their .py files, never in compiled ones."""
 

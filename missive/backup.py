@@ -100,7 +100,7 @@ def _into(target: Path, make: Callable[[Path], None]) -> None:
 def backup(node_dir: Path, out: Path, say: Callable[[str], None] = lambda _: None) -> None:
     """Copy the node directory ``node_dir`` (running or not) to the new directory ``out``."""
     if not (node_dir / "data.mdb").exists() and not (node_dir / "missive-ledger").exists():
-        from missive.mailbox.store import NoStore
+        from missive.mailbox.disk import NoStore
 
         raise NoStore(f"no Missive node at {node_dir} (nothing to back up)")
     _into(out, lambda spare: _copy_node(node_dir, spare, say))
@@ -109,7 +109,7 @@ def backup(node_dir: Path, out: Path, say: Callable[[str], None] = lambda _: Non
 def restore(backup_dir: Path, node_dir: Path, say: Callable[[str], None] = lambda _: None) -> None:
     """Copy the backup ``backup_dir`` to ``node_dir``, which must not exist or be empty."""
     if not (backup_dir / "data.mdb").exists():
-        from missive.mailbox.store import NoStore
+        from missive.mailbox.disk import NoStore
 
         if (backup_dir / "missive-ledger").exists():
             raise Damaged(f"{backup_dir / 'data.mdb'} is missing: {backup_dir} is not a whole backup")

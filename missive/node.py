@@ -57,9 +57,10 @@ from missive.actors.runtime import ExecutorLock, NodeBusy, Runtime
 from missive.errors import NotFound
 from missive.keys import Key, Keystore, KeystoreError, ask_passphrase, unencrypted_by_default
 from missive.mailbox.admission import checker
+from missive.mailbox.disk import NoStore, StoreError
 from missive.mailbox.envelope import MAX_GAS, Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
-from missive.mailbox.store import NoStore, Store, StoreError, check_whole
+from missive.mailbox.store import Store, check_whole
 from missive.vm.keccak import keccak256
 from missive.vm.messages import create_address
 

@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import missive
-import missive.vm as vm
 from missive.vm.keccak import keccak256
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_build_info_matches_the_module_files() -> None:
-    info = vm.build_info()
+    info = missive.build_info()
     modules = info["modules"]
     assert isinstance(modules, dict) and "interpreter" in modules
     assert set(missive.COMPILED_GLUE) <= set(modules)
@@ -43,7 +42,7 @@ def test_setup_compiles_the_glue_the_package_names() -> None:
 def test_pure_python_switch_loads_sources() -> None:
     env = dict(os.environ, MISSIVE_PURE_PYTHON="1")
     out = subprocess.run(
-        [sys.executable, "-c", "import missive.vm as v; print(v.build_info()['compiled'], v.execute(bytes.fromhex('6001600201')).status.name)"],
+        [sys.executable, "-c", "import missive, missive.vm as v; print(missive.build_info()['compiled'], v.execute(bytes.fromhex('6001600201')).status.name)"],
         env=env, capture_output=True, text=True, check=True,
     ).stdout.split()
     assert out == ["False", "SUCCESS"]

@@ -30,8 +30,9 @@ from missive.cluster import launcher
 from missive.cluster.client import ClusterClient, ClusterError, acall, connect
 from missive.cluster.config import ConfigError, NodeConfig, load
 from missive.cluster.node import ClusterNode
+from missive.mailbox.disk import StoreError
 from missive.mailbox.envelope import Kind
-from missive.mailbox.store import Store, StoreError
+from missive.mailbox.store import Store
 from missive.net import NodeIdentity, RemoteError
 
 #: Parameters no method takes: each is the wrong type, size or shape for every one of them.

@@ -24,9 +24,10 @@ import missive.node as mn
 from missive.actors.replay import replay
 from missive.mailbox.admission import checker
 from missive.mailbox.diffs import DiffError, StateDiff
+from missive.mailbox.disk import StoreError
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
-from missive.mailbox.store import MAX_TIME_AHEAD, STORE_FORMAT, WELL_KNOWN_CHAIN_IDS, Store, StoreError
+from missive.mailbox.store import MAX_TIME_AHEAD, STORE_FORMAT, WELL_KNOWN_CHAIN_IDS, Store
 from tests.copies_support import copies_of
 
 REPO = Path(__file__).resolve().parents[1]

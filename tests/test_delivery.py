@@ -1,4 +1,4 @@
-"""Several deliveries in flight per peer, still exactly once and in order (missive/cluster/delivery.py).
+"""Several deliveries in flight per peer, still exactly once and in order (missive/replicas/delivery.py).
 
 Real loopback sockets and the real secure channel; between sender and receiver
 a proxy that drops a frame (which ends that connection), and a receiver whose
@@ -17,8 +17,8 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from missive.cluster import delivery
 from missive.net import NodeId, NodeIdentity, PeerLink, RemoteError, allow_any
+from missive.replicas import delivery
 from tests.net_support import HOST, meddling_proxy, running_server, trio_test
 
 

@@ -28,14 +28,16 @@ import trio.testing
 from eth_abi import encode
 from test_ledger_actors import TOKEN, Ledger, transfer
 
+import missive.mailbox.disk as disk_module
 import missive.mailbox.store as store_module
 from missive.actors.replay import replay
 from missive.actors.runtime import Runtime
 from missive.cli.common import EXIT_DISK
+from missive.identity import NodeIdentity
+from missive.mailbox.disk import DiskFull, disk_full
 from missive.mailbox.envelope import Envelope, Kind
-from missive.mailbox.store import DiskFull, Store, disk_full
+from missive.mailbox.store import Store
 from missive.mailbox.writer import GroupWriter
-from missive.net.identity import NodeIdentity
 from missive.node import Node
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -200,7 +202,7 @@ def test_the_cli_says_the_disk_is_full_in_one_line_with_exit_status_74(disk: Dis
     args = ["--dir", str(node_dir), "--from", "alice", "--no-wait", "0x" + token.address.hex(),
             "transfer(address,uint256)", "0x" + bob.address.hex(), "1"]
     full = disk.missive("send", *args)
-    assert full.returncode == EXIT_DISK == store_module.EXIT_DISK, full.stderr
+    assert full.returncode == EXIT_DISK == disk_module.EXIT_DISK, full.stderr
     assert "Traceback" not in full.stderr and full.stdout == ""
     assert one_line_naming(full.stderr, node_dir).startswith("missive: error: ")
     replayed = disk.missive("replay", "--dir", str(node_dir))

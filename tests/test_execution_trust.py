@@ -19,16 +19,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_ledger_actors import ASKER, TOKEN, Ledger, selector, transfer
 
-from missive.replicas.execution_trust import ExecutionTrust, NotYetCheckable, falsify
 from missive.cluster.membership import Membership
 from missive.cluster.trust import TrustSettings
-from missive.replicas.execution import EvidenceError, PreState, WrongDiff, WrongResult
 from missive.mailbox import digest
 from missive.mailbox.diffs import DiffConflict, StateDiff
 from missive.mailbox.envelope import Kind
 from missive.mailbox.records import Receipt
 from missive.mailbox.store import Store
 from missive.net import NodeIdentity
+from missive.replicas.execution import EvidenceError, PreState, WrongDiff, WrongResult
+from missive.replicas.execution_trust import ExecutionTrust, NotYetCheckable, falsify
 from missive.vm.keccak import keccak256
 from tests.copies_support import copies_of
 

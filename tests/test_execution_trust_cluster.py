@@ -22,8 +22,8 @@ from test_trust_cluster import _restart, missive, restartable
 from missive.cluster import launcher
 from missive.cluster.client import call
 from missive.cluster.trust import WRONG_DIFFS, TrustSettings
-from missive.replicas.execution import WrongDiff
 from missive.mailbox.envelope import Kind
+from missive.replicas.execution import WrongDiff
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,9 @@ from missive.actors.runtime import Runtime
 from missive.cluster.waiters import Waiters
 from missive.keys import Key
 from missive.mailbox.admission import check_signatures, checker
+from missive.mailbox.disk import StoreError
 from missive.mailbox.envelope import Envelope, Kind
-from missive.mailbox.store import Accepted, Store, StoreError
+from missive.mailbox.store import Accepted, Store
 from missive.mailbox.writer import GroupWriter
 from tests.copies_support import copies_of
 

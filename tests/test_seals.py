@@ -25,9 +25,10 @@ from hypothesis import strategies as st
 from test_ledger_actors import ASKER, TOKEN, Ledger, selector, transfer
 
 from missive.actors.replay import ReplayReport, replay
+from missive.mailbox.disk import StoreError
 from missive.mailbox.envelope import Envelope, Kind
 from missive.mailbox.seals import GENESIS, KEY_FILE, chain, record_bytes, seal_message
-from missive.mailbox.store import STORE_FORMAT, Store, StoreError, u64
+from missive.mailbox.store import STORE_FORMAT, Store, u64
 from tests.copies_support import copies_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,7 +132,7 @@ def test_the_seal_key_file_is_private_and_matches_the_store(tmp_path: Path) -> N
         assert store.seal_public_key() == public_key and store.seal_key is not None
     # another key in the file: the store refuses to append with it
     key_file.rename(tmp_path / "saved.key")
-    from missive.net.identity import NodeIdentity
+    from missive.identity import NodeIdentity
 
     NodeIdentity.generate().save(key_file)
     with pytest.raises(StoreError, match="not the key that sealed this ledger"):

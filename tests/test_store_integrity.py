@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from missive.mailbox.disk import NoStore, StoreDamaged
 from missive.mailbox.integrity import lmdb_problem
-from missive.mailbox.store import MARKER, NoStore, Store, StoreDamaged
+from missive.mailbox.store import MARKER, Store
 from missive.node import Node
 
 REPO = Path(__file__).resolve().parents[1]

@@ -28,7 +28,7 @@ with 100,000 contracts keeps only its busy ones in memory.  Only one process
 at a time may run a node's actors: the executor lock (``<node>/executor.lock``)
 makes a second one fail with a clear error instead of handling messages twice.
 
-A round whose commit meets a full disk (:class:`missive.mailbox.store.DiskFull`)
+A round whose commit meets a full disk (:class:`missive.mailbox.disk.DiskFull`)
 was not written, but the loaded actors' memory already holds its effects, and
 the round after it may have run on them.  Both are dropped with that memory:
 every actor is reloaded from the store when next needed, and the messages,
@@ -54,9 +54,10 @@ import lmdb
 import trio
 
 from missive.actors.handler import ActorState, handle
+from missive.mailbox.disk import DiskFull, StoreError
 from missive.mailbox.envelope import Envelope
 from missive.mailbox.records import Account
-from missive.mailbox.store import DiskFull, Outcome, Store, StoreError
+from missive.mailbox.store import Outcome, Store
 
 Observer = Callable[[list[tuple[Envelope, Outcome]]], None]
 Committer = Callable[[list[Outcome]], Awaitable[None]]

@@ -24,7 +24,8 @@ import trio
 
 from missive.actors.runtime import ExecutorLock, Runtime
 from missive.errors import Damaged, NotFound
-from missive.mailbox.store import Store, StoreError, check_whole
+from missive.mailbox.disk import StoreError
+from missive.mailbox.store import Store, check_whole
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ def register(subparsers: Any) -> None:
 
 def _run(what: str, act: Any) -> int:
     from missive.backup import BackupError
+    from missive.mailbox.disk import NoStore, StoreError
     from missive.mailbox.integrity import Damaged
-    from missive.mailbox.store import NoStore, StoreError
 
     console = make_console()
     try:

@@ -29,7 +29,7 @@ EXIT_DAMAGED: Final = 4
 #: Interrupted (Ctrl-C): what was committed is kept, nothing is half-written.
 EXIT_INTERRUPTED: Final = 130
 #: The disk holding the node's store is full or failing: nothing was written (sysexits' EX_IOERR;
-#: the same as :data:`missive.mailbox.store.EXIT_DISK`, which cluster nodes exit with).
+#: the same as :data:`missive.mailbox.disk.EXIT_DISK`, which cluster nodes exit with).
 EXIT_DISK: Final = 74
 
 

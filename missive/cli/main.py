@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             make_console(stderr=True).print(f"missive: error: {exc}", markup=False, style="red")
             return EXIT_DAMAGED
 
-        from missive.mailbox.store import DiskFull, fatal_error
+        from missive.mailbox.disk import DiskFull, fatal_error
 
         failure = fatal_error(exc, Path(getattr(args, "dir", None) or Path.cwd()))  # (a raw error: where it ran)
         if not isinstance(failure, DiskFull):

@@ -213,9 +213,9 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
 
         from missive.errors import Damaged
         from missive.keys import KeystoreError, WrongPassphrase
+        from missive.mailbox.disk import DiskFull, StoreError, disk_full
         from missive.mailbox.envelope import EnvelopeError
         from missive.mailbox.records import RecordError
-        from missive.mailbox.store import DiskFull, StoreError, disk_full
         from missive.node import ArgumentError, NodeError, NodeTimeout, NotHandled, Reverted
         from missive.toolchain.compiler import CompileError, CompileInputError
 

@@ -62,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def run(args: argparse.Namespace) -> int:
     from missive.actors.replay import replay
-    from missive.mailbox.store import DiskFull, Store, StoreError
+    from missive.mailbox.disk import DiskFull, StoreError
+    from missive.mailbox.store import Store
 
     console = make_console()
     actor = _hex_bytes(args.actor, 20, "--actor") if args.actor else None

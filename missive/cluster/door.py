@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from missive.mailbox.store import DiskFull
+from missive.identity import short_id
+from missive.mailbox.disk import DiskFull
 from missive.net import Refused
-from missive.net.identity import short_id
 
 ADDRESS_SIZE = 20
 ID_SIZE = 32

@@ -29,15 +29,15 @@ from typing import Any
 import trio
 
 from missive.cluster.membership import Membership
+from missive.identity import short_id
 from missive.mailbox.writer import GroupWriter
 from missive.net import NetError, PeerLink
-from missive.net.identity import short_id
 from missive.replicas.copies import Copies
 from missive.replicas.epochs import Acceptor, AcceptorState, Epoch, EpochError, History, Proposer, parse_request
 
 log = logging.getLogger(__name__)
 
-#: Takes ``peer``'s copy of an actor after this node's record ``version`` (the node's _reconcile).
+#: Takes ``peer``'s copy of an actor after this node's record ``version`` (the receiver's reconcile: missive.replicas.receiver).
 Reconcile = Callable[[bytes, bytes, int], Awaitable[None]]
 
 

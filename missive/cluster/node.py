@@ -65,12 +65,12 @@ from missive.cluster.placement import replicas
 from missive.cluster.tracing import Tracer
 from missive.cluster.trust import WRONG_DIFFS, TrustService
 from missive.cluster.waiters import MAX_WAIT, Waiters
+from missive.identity import short_id
 from missive.mailbox.admission import check_signatures, checker
 from missive.mailbox.envelope import Envelope, EnvelopeError
 from missive.mailbox.store import Accepted, Outcome
 from missive.mailbox.writer import GroupWriter
 from missive.net import Limits, NetError, NodeIdentity, PeerLink, allow_any, serve
-from missive.net.identity import short_id
 from missive.replicas.copies import Copies
 from missive.replicas.execution_trust import EVIDENCE_METHOD, ExecutionTrust, falsify
 from missive.replicas.receiver import Receiver
@@ -712,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
     # restarts where it stopped.  A disk that fills while it runs only refuses writes
     # (missive/mailbox/writer.py), unless a change of who executes what, which writes outside the
     # writer, meets it: that stops the node here too.
-    from missive.mailbox.store import exit_status, fatal_error
+    from missive.mailbox.disk import exit_status, fatal_error
 
     try:
         trio.run(main_task, ClusterNode(config))

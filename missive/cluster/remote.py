@@ -54,9 +54,9 @@ from missive.cluster.placement import executor
 from missive.cluster.waiters import MAX_WAIT
 from missive.errors import NotFound
 from missive.keys import Keystore
+from missive.mailbox.disk import DiskFull
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
-from missive.mailbox.store import DiskFull
 from missive.net import NetError, NodeIdentity, RemoteError
 from missive.node import (
     ArgumentError,

@@ -56,7 +56,7 @@ from missive.consensus.gossip import Gossiper
 from missive.consensus.kernel import Attester, Kernel, Statement, Verifier
 from missive.consensus.overlay import Overlay
 from missive.consensus.scores import attestation_graph, conspiracy_scores, transitive_trust
-from missive.mailbox.store import disk_full
+from missive.mailbox.disk import disk_full
 from missive.net import NetError, NodeIdentity, PeerLink, short_id
 from missive.replicas.records import open_tables
 
@@ -344,8 +344,8 @@ class TrustStore:
     TABLES = ("meta", "history", "kernel", "evidence", "wrong_diffs")
 
     def __init__(self, path: Path) -> None:
+        from missive.mailbox.disk import StoreDamaged
         from missive.mailbox.integrity import Damaged, check_lmdb
-        from missive.mailbox.store import StoreDamaged
 
         if (path / "data.mdb").exists():
             try:

@@ -36,6 +36,7 @@ from missive.consensus import gossip
 from missive.consensus.direct_trust import DEFAULT_K, TrustHistory
 from missive.consensus.gossip import Gossiper
 from missive.consensus.kernel import Attester, Statement
+from missive.identity import verify
 
 Handler = Callable[[bytes, bytes], Awaitable[bytes | None]]
 ATTEST_DOMAIN = "missive/trust/attest/v1"
@@ -112,11 +113,7 @@ class Evidence:
 
 
 def _verify(key: bytes, body: bytes, signature: bytes) -> bool:
-    try:
-        nacl.signing.VerifyKey(key).verify(body, signature)
-    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError, TypeError):
-        return False
-    return True
+    return verify(key, body, signature)
 
 
 class AttestationActor:

@@ -39,6 +39,7 @@ import nacl.exceptions
 import nacl.signing
 
 from missive.consensus.direct_trust import DEFAULT_K
+from missive.identity import verify
 
 DOMAIN = "missive/trust/statement/v1"
 #: Finest bucket level: 2**MAX_LEVEL buckets.
@@ -108,11 +109,7 @@ class Statement:
 
     def verify(self) -> bool:
         """True if the signature is the named attester's over this exact content."""
-        try:
-            nacl.signing.VerifyKey(self.attester).verify(self.signed_bytes(), self.signature)
-        except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError, TypeError):
-            return False
-        return True
+        return verify(self.attester, self.signed_bytes(), self.signature)
 
     def entries(self) -> tuple[Entry, ...]:
         return tuple(Entry(self.attester, s, v, self.step, self.version) for s, v in self.trusts)

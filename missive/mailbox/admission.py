@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import lmdb
-import nacl.exceptions
-import nacl.signing
 
+from missive.identity import verify
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account
 from missive.mailbox.store import Store
@@ -36,10 +35,8 @@ def verify_signature(envelope: Envelope, public_key: bytes, signature: bytes) ->
         raise EnvelopeError("public key must be 32 bytes (Ed25519)")
     if address_of(public_key) != envelope.sender:
         raise EnvelopeError(f"public key does not belong to sender 0x{envelope.sender.hex()}")
-    try:
-        nacl.signing.VerifyKey(public_key).verify(envelope.id, signature)
-    except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
-        raise EnvelopeError(f"bad signature on message from 0x{envelope.sender.hex()}") from None
+    if not verify(public_key, envelope.id, signature):
+        raise EnvelopeError(f"bad signature on message from 0x{envelope.sender.hex()}")
 
 
 Check = Callable[[lmdb.Transaction, Envelope, bytes, bytes, dict[bytes, Account]], Account]

@@ -53,7 +53,7 @@ class DiffConflict(DiffError):
 class DiffSuperseded(DiffError):
     """A diff for an actor this node executes now: whatever it holds that this copy does not was
     never acknowledged (the sender's epoch is over, or its record lost to a higher epoch's); the
-    sender takes this copy instead (it reconciles, :meth:`missive.mailbox.store.Store.roll_back`)."""
+    sender takes this copy instead (it reconciles, :meth:`missive.replicas.rollback.RollingBack.roll_back`)."""
 
     def __init__(self, message: str, address: bytes) -> None:
         super().__init__(message)

@@ -49,10 +49,7 @@ import hashlib
 import struct
 from pathlib import Path
 
-import nacl.exceptions
-import nacl.signing
-
-from missive.net.identity import IdentityError, NodeIdentity
+from missive.identity import IdentityError, NodeIdentity, verify
 
 #: The file in the store directory that holds the seal signing key (a NodeIdentity file, 0600).
 KEY_FILE = "ledger.key"
@@ -90,11 +87,7 @@ def seal_message(last_key: bytes, digest: bytes) -> bytes:
 
 
 def verify_seal(public_key: bytes, last_key: bytes, digest: bytes, signature: bytes) -> bool:
-    try:
-        nacl.signing.VerifyKey(public_key).verify(seal_message(last_key, digest), signature)
-    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, nacl.exceptions.TypeError):
-        return False
-    return True
+    return verify(public_key, seal_message(last_key, digest), signature)
 
 
 def load_key(store_dir: Path, *, create: bool) -> NodeIdentity | None:

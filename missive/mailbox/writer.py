@@ -55,7 +55,7 @@ the failure is a full disk, below: then the writer goes on, and the owner of
 the last write learns of the failure from the call it never gets (the
 runtime drops its actors' memory and reloads them from the store).
 
-A full disk (:class:`missive.mailbox.store.DiskFull`) does not stop the
+A full disk (:class:`missive.mailbox.disk.DiskFull`) does not stop the
 writer.  The transaction that met it wrote nothing (LMDB's last committed
 state stands), so every write in it fails with the same one line naming the
 store's path and the disk ("the disk holding ... is full (No space left on
@@ -88,7 +88,8 @@ import attrs
 import lmdb
 import trio
 
-from missive.mailbox.store import DiskFull, Store, StoreError, disk_full
+from missive.mailbox.disk import DiskFull, StoreError, disk_full
+from missive.mailbox.store import Store
 
 T = TypeVar("T")
 #: gives the write to run last in a transaction (or None); that write returns what to call once durable

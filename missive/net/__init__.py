@@ -5,7 +5,7 @@ The stack, bottom to top — each layer only knows the one below it:
 1. **frames** (:mod:`missive.net.frames`): TCP is a byte stream, so messages are
    framed as a 4-byte big-endian length plus one msgpack value, with a size
    limit checked from the header and a strict decoder for hostile input.
-2. **identity** (:mod:`missive.net.identity`): a node is its Ed25519 key; the
+2. **identity** (:mod:`missive.identity`): a node is its Ed25519 key; the
    node id is the 32-byte verify key.
 3. **handshake** (:mod:`missive.net.handshake`): both ends sign a transcript
    of fresh X25519 keys and nonces, proving their ids; the responder refuses
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
 
+    from missive.identity import IdentityError, NodeId, NodeIdentity, short_id
     from missive.net.channel import SecureChannel
     from missive.net.errors import (
         CallTimeout,
@@ -70,7 +71,6 @@ if TYPE_CHECKING:
         initiate,
         respond,
     )
-    from missive.net.identity import IdentityError, NodeId, NodeIdentity, short_id
     from missive.net.rpc import Handler, Pending, Refused, RpcConnection, open_rpc
     from missive.net.transport import Limits, PeerLink, open_peer_link, serve
 
@@ -95,12 +95,12 @@ _WHERE: dict[str, str] = {
     "FrameTypeError": "missive.net.errors",
     "Handler": "missive.net.rpc",
     "HandshakeError": "missive.net.errors",
-    "IdentityError": "missive.net.identity",
+    "IdentityError": "missive.identity",
     "IsAllowed": "missive.net.handshake",
     "Limits": "missive.net.transport",
     "NetError": "missive.net.errors",
-    "NodeId": "missive.net.identity",
-    "NodeIdentity": "missive.net.identity",
+    "NodeId": "missive.identity",
+    "NodeIdentity": "missive.identity",
     "NotEncodable": "missive.net.errors",
     "Pending": "missive.net.rpc",
     "PeerLink": "missive.net.transport",
@@ -120,7 +120,7 @@ _WHERE: dict[str, str] = {
     "read_frame": "missive.net.frames",
     "respond": "missive.net.handshake",
     "serve": "missive.net.transport",
-    "short_id": "missive.net.identity",
+    "short_id": "missive.identity",
 }
 
 

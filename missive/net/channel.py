@@ -21,9 +21,9 @@ import nacl.exceptions
 import nacl.secret
 import trio
 
+from missive.identity import NodeId, short_id
 from missive.net.errors import ChannelClosed, ChannelError, DecryptionFailed, FrameError, FrameTooLarge
 from missive.net.frames import MAX_FRAME, FrameReader, expect_bytes, frame_body, pack, unpack
-from missive.net.identity import NodeId, short_id
 
 #: Poly1305 tag (16) + the largest msgpack bin header (5).
 _SEAL_OVERHEAD = nacl.secret.SecretBox.MACBYTES + 5

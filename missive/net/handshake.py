@@ -46,10 +46,10 @@ import nacl.hash
 import nacl.public
 import trio
 
+from missive.identity import NODE_ID_SIZE, NodeId, NodeIdentity, short_id, verify
 from missive.net.channel import SecureChannel
 from missive.net.errors import FrameError, HandshakeError
 from missive.net.frames import MAX_FRAME, FrameReader, expect_dict, frame_body, pack, unpack
-from missive.net.identity import NODE_ID_SIZE, NodeId, NodeIdentity, short_id, verify
 
 PROTOCOL_VERSION = 1
 #: Seconds a handshake may take from connect to keys.

@@ -51,6 +51,7 @@ from typing import Any
 
 import trio
 
+from missive.identity import NodeId, short_id
 from missive.net.channel import SecureChannel
 from missive.net.errors import (
     CallTimeout,
@@ -63,7 +64,6 @@ from missive.net.errors import (
     ProtocolViolation,
     RemoteError,
 )
-from missive.net.identity import NodeId, short_id
 
 log = logging.getLogger(__name__)
 

@@ -42,6 +42,7 @@ from typing import Any
 import attrs
 import trio
 
+from missive.identity import NodeId, NodeIdentity, short_id
 from missive.net.channel import SecureChannel
 from missive.net.errors import (
     CallTimeout,
@@ -54,7 +55,6 @@ from missive.net.errors import (
 )
 from missive.net.frames import MAX_FRAME
 from missive.net.handshake import HANDSHAKE_TIMEOUT, IsAllowed, initiate, respond
-from missive.net.identity import NodeId, NodeIdentity, short_id
 from missive.net.rpc import CALL_TIMEOUT, ERROR, MAX_IN_FLIGHT, REQUEST, Handler, Pending, RpcConnection
 
 log = logging.getLogger(__name__)
@@ -364,7 +364,7 @@ class PeerLink:
         connection at a time.  Waits only for queue space (backpressure).  A
         call still queued when its connection fails is sent on the next one,
         after the ones lost with the old connection: a caller for whom order
-        matters has the receiver check it (missive/cluster/delivery.py does).
+        matters has the receiver check it (missive/replicas/delivery.py does).
         """
         pending = Pending(method, params)
         await self._queue_in.send(pending)

@@ -29,11 +29,11 @@ import attrs
 import msgpack
 
 from missive.actors.handler import ActorState, SlotReader, run_handler
+from missive.identity import NodeIdentity, verify
 from missive.mailbox import digest
 from missive.mailbox.diffs import DiffError, StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError
 from missive.mailbox.records import Account, Receipt, RecordError
-from missive.net.identity import NodeIdentity, verify
 from missive.vm.keccak import keccak256
 
 #: What an accuser signs (so the signature cannot be replayed as anything else).

@@ -38,14 +38,12 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import lmdb
 import trio
 
-from missive.cluster.membership import Membership
-from missive.cluster.trust import TrustService, TrustSettings
 from missive.mailbox.diffs import DiffError, StateDiff
 from missive.mailbox.envelope import Envelope
 from missive.mailbox.records import Account
@@ -60,6 +58,10 @@ from missive.replicas.execution import (
     pre_state,
     rerun,
 )
+
+if TYPE_CHECKING:  # the cluster node hands them in (replication never imports the cluster)
+    from missive.cluster.membership import Membership
+    from missive.cluster.trust import TrustService, TrustSettings
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +117,7 @@ class ExecutionTrust:
     # -- checking diffs (in the store's transaction, on a worker thread) -----------------------
 
     def checker(self, executor: bytes) -> Callable[[lmdb.Transaction, StateDiff], None]:
-        """The ``check`` for :meth:`Store.apply_diffs` of ``executor``'s diffs."""
+        """The ``check`` for :meth:`missive.replicas.copies.Copies.apply_diffs` of ``executor``'s diffs."""
         store = self.store
 
         def check(txn: lmdb.Transaction, diff: StateDiff) -> None:

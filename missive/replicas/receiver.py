@@ -18,14 +18,14 @@ import trio
 
 from missive.actors.handler import MAX_CODE_SIZE
 from missive.actors.runtime import Runtime
-from missive.cluster import delivery
+from missive.identity import short_id, verify
 from missive.mailbox.diffs import DiffConflict, DiffError, DiffGap, DiffSuperseded, StateDiff
 from missive.mailbox.envelope import EnvelopeError
 from missive.mailbox.records import RecordError
 from missive.mailbox.store import Store
 from missive.mailbox.writer import GroupWriter
 from missive.net import NetError, PeerLink
-from missive.net.identity import short_id, verify
+from missive.replicas import delivery
 from missive.replicas.copies import Copies
 from missive.replicas.execution import WrongResult
 from missive.replicas.execution_trust import ExecutionTrust, NotYetCheckable
@@ -57,7 +57,7 @@ class Receiver:
         self.trace = trace
         #: a transaction queued something (wake the senders and the runtime)
         self.queued = queued
-        self.line = delivery.Line()  # where each peer's deliveries stand (missive/cluster/delivery.py)
+        self.line = delivery.Line()  # where each peer's deliveries stand (missive/replicas/delivery.py)
         self.rolling_back = trio.Lock()
         #: where reconciliations run (set by :meth:`run`)
         self.nursery: trio.Nursery | None = None
@@ -83,7 +83,7 @@ class Receiver:
 
     def deliver(self, peer: bytes, params: Any) -> Awaitable[tuple[int, str | None]]:
         """Messages for actors this node holds, from the node that sent or accepted them, in
-        batches that follow each other (missive/cluster/delivery.py).  A bad record is refused
+        batches that follow each other (missive/replicas/delivery.py).  A bad record is refused
         alone (logged and reported); it is never retried into the queues.
 
         Not ``async``: this part runs in the RPC read loop, in the order the batches arrived,
@@ -197,7 +197,7 @@ class Receiver:
         return ["reconcile", address]  # neither is the executor's: the sender asks the executor
 
     async def act_on(self, peer: bytes, action: Any) -> None:
-        """Do what a holder answered about diffs this node sent it (see :meth:`rpc_apply`): take the
+        """Do what a holder answered about diffs this node sent it (see :meth:`apply`): take the
         executor's copy of the actor named."""
         if action is None:
             return
@@ -264,7 +264,7 @@ class Receiver:
 
     async def snapshot(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any] | None:
         """This node's copy of an actor after its record ``version``, for a holder taking it (see
-        :meth:`_reconcile`)."""
+        :meth:`reconcile`)."""
         self.member(peer, "snapshot")
         address, version = bytes(params["address"]), int(params["version"])
         if len(address) != 20 or version < 0:

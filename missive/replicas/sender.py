@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import trio
 
-from missive.cluster import delivery
+from missive.identity import short_id
 from missive.mailbox.envelope import Envelope
 from missive.mailbox.store import Store
 from missive.mailbox.writer import GroupWriter
 from missive.net import NetError, NodeIdentity, PeerLink
-from missive.net.identity import short_id
 from missive.net.rpc import Refused
+from missive.replicas import delivery
 from missive.replicas.copies import Copies
 from missive.vm.keccak import keccak256
 
@@ -141,7 +141,7 @@ class Sender:
 
     async def release_held(self) -> None:
         """Place the messages this node made for actors it holds itself, once the records that made
-        them are acknowledged (the same rule as for messages leaving: _replicated_prefix).
+        them are acknowledged (the same rule as for messages leaving: replicated_prefix).
 
         Why: a record given up (missive/replicas/epochs.py, rule 4) must not have had its messages
         handled anywhere; handled here at once, a rolled-back admission's message would still
@@ -158,7 +158,7 @@ class Sender:
 
     async def deliver_to(self, node_id: bytes) -> None:
         """Send the messages queued for ``node_id`` (``outbound``) to its ``deliver``, oldest first,
-        several batches in flight (missive/cluster/delivery.py); drop them once acknowledged."""
+        several batches in flight (missive/replicas/delivery.py); drop them once acknowledged."""
 
         async def batch_after(key: bytes | None) -> list[tuple[bytes, bytes]]:
             while True:
@@ -217,7 +217,7 @@ class Sender:
                 acknowledged = keys[-1]
                 drop = functools.partial(self.copies.dequeue, table, keys)
                 if table == "replicate":
-                    await self.writer.write(drop)  # _until_replicated looks at what is left in the table
+                    await self.writer.write(drop)  # until_replicated looks at what is left in the table
                     self.diffs_sent += done
                     self.diffs_acked.set()
                     self.diffs_acked = trio.Event()

@@ -7,6 +7,8 @@ meaning Missive changes (SPEC §3) and ``system`` for the system contract.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from missive.vm.execution import execute
 from missive.vm.host import ForbiddenRead, Host
 from missive.vm.types import (
@@ -34,21 +36,20 @@ __all__ = [
 ]
 
 
-def build_info() -> dict[str, object]:
+def build_info(glue: Iterable[str] = ()) -> dict[str, object]:
     """Whether the VM in use was compiled by mypyc, module by module.
 
-    The VM's modules are named as in this package (``interpreter``); the glue
-    compiled with it (:data:`missive.COMPILED_GLUE`) by its full name.
-    ``MISSIVE_PURE_PYTHON=1`` in the environment (read when ``missive`` is first
-    imported) forces the pure-Python modules even where compiled ones exist.
+    The VM's modules are named as in this package (``interpreter``); ``glue``, modules
+    outside the VM compiled with it, by their full names (:func:`missive.build_info` passes
+    :data:`missive.COMPILED_GLUE`: the VM imports nothing of Missive outside itself).
+    ``MISSIVE_PURE_PYTHON=1`` in the environment (read when ``missive`` is first imported)
+    forces the pure-Python modules even where compiled ones exist.
     """
     import importlib
     import pkgutil
 
-    from missive import COMPILED_GLUE
-
     names = {info.name: f"{__name__}.{info.name}" for info in pkgutil.iter_modules(__path__)}
-    names.update({name: name for name in COMPILED_GLUE})
+    names.update({name: name for name in glue})
     modules: dict[str, bool] = {}
     for name, module_name in names.items():
         module = importlib.import_module(module_name)

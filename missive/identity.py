@@ -1,4 +1,7 @@
-"""A node's long-term identity: one Ed25519 key pair.
+"""Identities and signatures: a node's long-term Ed25519 key pair, and the one Ed25519 check.
+
+Every signature in Missive (messages, seals, handshakes, attestations, state diffs) is checked
+by :func:`verify`; a lower room (the ledger, the trust core) uses it without the network.
 
 A node *is* its key: the node id is the 32-byte Ed25519 verify key, so a peer
 proves who it is by signing the handshake transcript, and no registry or
@@ -20,11 +23,9 @@ import tempfile
 from pathlib import Path
 
 import attrs
+import msgpack
 import nacl.exceptions
 import nacl.signing
-
-from missive.net.errors import NetError
-from missive.net.frames import pack, unpack
 
 #: A node id: the 32 raw bytes of an Ed25519 verify key.
 NodeId = bytes
@@ -34,7 +35,7 @@ SIGNATURE_SIZE = 64
 IDENTITY_FORMAT = 1
 
 
-class IdentityError(NetError):
+class IdentityError(Exception):
     """An identity file is missing, unreadable or not in a format we know."""
 
 
@@ -44,7 +45,8 @@ def short_id(node_id: bytes) -> str:
 
 
 def verify(node_id: NodeId, message: bytes, signature: bytes) -> bool:
-    """Whether ``signature`` is ``node_id``'s Ed25519 signature of ``message``."""
+    """Whether ``signature`` is the Ed25519 signature of ``message`` by the key ``node_id`` (a node id
+    or an account's public key); malformed keys and signatures are simply not valid."""
     if len(node_id) != NODE_ID_SIZE or len(signature) != SIGNATURE_SIZE:
         return False
     try:
@@ -91,7 +93,7 @@ class NodeIdentity:
         """Write the identity to ``path`` atomically (temp file + rename), mode 0600, its directory made 0700."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        data = pack({"format": IDENTITY_FORMAT, "seed": self.seed})
+        data = msgpack.packb({"format": IDENTITY_FORMAT, "seed": self.seed}, use_bin_type=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -115,8 +117,8 @@ class NodeIdentity:
         except OSError as exc:
             raise IdentityError(f"cannot read identity file {path}: {exc.strerror or exc}") from exc
         try:
-            record = unpack(data)
-        except NetError as exc:
+            record = msgpack.unpackb(data, raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise IdentityError(f"{path} is not an identity file: {exc}") from exc
         if not isinstance(record, dict) or "format" not in record:
             raise IdentityError(f"{path} is not an identity file")
