@@ -24,9 +24,12 @@ success).  This module reads a contract's runtime bytecode and names each place:
 Calls to the system contract and the precompiles are synchronous and not
 reported.  A *refused* finding stops ``missive deploy`` unless
 ``--accept-async`` names it (by kind, or ``kind@offset``).  The analysis is
-static and approximate (it follows constant jumps a few dozen instructions past
-each call), so it can miss a read behind a computed jump; the guide says how to
-write code it understands.
+static and approximate (it follows constant jumps, and helper returns to
+addresses pushed before, up to :data:`WINDOW` instructions past each call), so it
+can miss a read behind a jump computed from data or further away; the guide says
+how to write code it understands.  In code without a source map a finding names
+the external function the dispatcher sends to it (by selector, or by name from
+the ABI).
 """
 
 from __future__ import annotations
