@@ -13,6 +13,7 @@ import pytest
 from test_cli_node import REPO, fails, missive, ok
 
 from missive.node import AsyncHazard, Node
+from missive.toolchain.asm import assemble
 from missive.toolchain.check import check_code, check_contract
 from missive.toolchain.compiler import compile_source, embedded_runtime, init_and_runtime, wrap_runtime
 
@@ -102,6 +103,35 @@ def test_system_contract_and_precompile_calls_are_not_findings() -> None:
     # The same to an address from calldata is a query read at once.
     code = bytes.fromhex("5f5f5f5f5f35" "5afa" "3d" "00")
     assert [f.kind for f in check_code(code).findings] == ["return-data-read"]
+
+
+def test_a_read_after_a_helpers_return_is_found() -> None:
+    """solc's internal functions: the code after a call jumps into a helper, which returns to an address its
+    caller pushed before; the return data is read there.  The stack goes along the jumps, so it is found."""
+    code = assemble(
+        """
+        PUSH0 PUSH0 PUSH0 PUSH0 PUSH0 PUSH0 CALLDATALOAD GAS CALL POP
+        PUSH @back PUSH @helper JUMP
+        helper: PUSH 1 POP JUMP
+        back: RETURNDATASIZE PUSH0 MSTORE STOP
+        """
+    )
+    assert [f.kind for f in check_code(code).findings] == ["return-data-read"]
+
+
+def test_findings_in_bare_bytecode_name_their_function(tmp_path: Path) -> None:
+    """Without a source map, a finding names the external function it is in: by selector, or by name
+    when an ABI sits beside the bytecode."""
+    contract = compile_source(READS_BALANCE, name="Reader")
+    runtime = tmp_path / "Reader.runtime.bin"
+    runtime.write_text(contract.runtime_bytecode.hex())
+    (finding,) = check_contract(compile_source(runtime)).findings
+    assert finding.source is None and finding.function == "0x1554ad5d"  # look(address,address)
+    (tmp_path / "Reader.abi").write_text(json.dumps(contract.abi))
+    (finding,) = check_contract(compile_source(runtime)).findings
+    assert finding.function == "look(address,address)"
+    assert finding.line().startswith("return-data-read@")
+    assert "offset " in finding.where and "in look(address,address)" in finding.where
 
 
 def test_init_and_runtime_code_are_told_apart_by_content() -> None:

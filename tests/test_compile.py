@@ -82,6 +82,17 @@ def test_evm_version_pragma_and_option(tmp_path: Path) -> None:
         compile_source(path)
 
 
+def test_prague_compiles_and_osaka_is_refused_naming_the_compiler(tmp_path: Path) -> None:
+    """The VM runs Osaka's additions, but Vyper 0.4.3 cannot target osaka: say so, and what to do instead."""
+    assert compile_source(COUNTER, evm_version="prague").runtime_bytecode
+    with pytest.raises(CompileInputError, match=r"Vyper .* cannot compile for 'osaka' .*\.bin/\.hex"):
+        compile_source(COUNTER, evm_version="osaka")
+    path = tmp_path / "New.vy"
+    path.write_text("# pragma evm-version osaka\n" + COUNTER)
+    with pytest.raises(CompileInputError, match="cannot compile for 'osaka'"):
+        compile_source(path)
+
+
 def test_hex_file_with_prefix_whitespace_and_sibling_abi(tmp_path: Path) -> None:
     abi = [{"type": "function", "name": "f", "inputs": [], "outputs": [], "stateMutability": "view"}]
     (tmp_path / "Token.bin").write_text("0x6001\n  6000 55\n00\n")

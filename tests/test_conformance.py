@@ -9,6 +9,7 @@ expectations and a perturbed VM must be reported as failures, clearly.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import attrs
@@ -18,6 +19,7 @@ from missive.toolchain import rlp
 from missive.toolchain.conformance import (
     EMPTY_LOGS_HASH,
     KNOWN_XFAILS,
+    PRECOMPILE_FILES,
     Account,
     Case,
     ConformanceError,
@@ -27,6 +29,7 @@ from missive.toolchain.conformance import (
     iter_cases,
     logs_hash,
     pick_fork,
+    precompile_of,
     run_case,
     run_paths,
 )
@@ -36,12 +39,14 @@ from missive.vm.types import ExecutionResult, Log
 VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "conformance"
 LEGACY = VECTORS / "legacy_constantinople"
 STATE = VECTORS / "eest_state_tests"
+#: More vector directories, for vectors not (yet) in ../shared: ``tools/prague_osaka_vectors.py --out DIR``
+#: gathers the public Prague/Osaka ones; ``MISSIVE_EXTRA_VECTORS=DIR`` runs them here too.
+EXTRA = [Path(p) for p in os.environ.get("MISSIVE_EXTRA_VECTORS", "").split(os.pathsep) if p]
 
 
 def _vector_files() -> list[Path]:
-    if not VECTORS.is_dir():
-        return []
-    return sorted(VECTORS.rglob("*.json"))
+    roots = ([VECTORS] if VECTORS.is_dir() else []) + [p for p in EXTRA if p.is_dir()]
+    return sorted(path for root in roots for path in root.rglob("*.json"))
 
 
 def _require_vectors() -> None:
@@ -73,6 +78,23 @@ def test_vector_file(path: Path) -> None:
     assert summary.failed == 0, f"{summary.line}\n{report}"
     for result in summary.results:
         assert result.result is not None or result.case.expect_exception, f"{result.name} did not run"
+
+
+def test_prague_and_osaka_vectors_run_when_present() -> None:
+    """The public vectors for the BLS12-381 precompiles and P256VERIFY, wherever they are.
+
+    They are not in ../shared yet; ``python tools/prague_osaka_vectors.py`` gathers them from clones
+    of ethereum/EIPs, ethereum/go-ethereum and fselmo/fixtures_eest (see its docstring).  Hand-checked
+    vectors from the EIPs' texts are in tests/test_clz.py, test_bls12_381.py and test_p256verify.py.
+    """
+    new = {address for address in PRECOMPILE_FILES.values() if address >= 0x0B}
+    files = [p for p in _vector_files() if precompile_of(p) in new]
+    if not files:
+        pytest.skip(f"no Prague/Osaka precompile vectors in {VECTORS} or $MISSIVE_EXTRA_VECTORS "
+                    "(tools/prague_osaka_vectors.py gathers them)")
+    summary = run_paths(files)
+    report = "\n".join(f"{r.name}: {r.explanation}" for r in summary.failures[:10])
+    assert summary.failed == 0, f"{summary.line}\n{report}"
 
 
 def test_difficulty_is_a_known_expected_failure_that_still_runs() -> None:
@@ -273,3 +295,59 @@ def test_account_storage_drops_zeros(tmp_path: Path) -> None:
     case = _legacy_case()
     assert isinstance(case.pre[case.to], Account)
     assert all(v for acc in case.pre.values() for v in acc.storage.values())
+
+
+# --------------------------------------------------------------------------
+# Precompile vector files (go-ethereum's and the EIPs' format)
+
+
+def _g1_double_vectors() -> list[dict[str, object]]:
+    """EIP-2537 G1ADD: G + G = 2G (the generator and its double, computed with py_ecc), and a bad length."""
+    from py_ecc.optimized_bls12_381 import G1, multiply, normalize
+
+    def enc(point: object) -> str:
+        x, y = normalize(point)  # type: ignore[arg-type]
+        return int(x).to_bytes(64, "big").hex() + int(y).to_bytes(64, "big").hex()
+
+    return [
+        {"Input": enc(G1) * 2, "Expected": enc(multiply(G1, 2)), "Name": "g+g", "Gas": 375},
+        {"Input": enc(G1) + enc(G1)[:-2], "ExpectedError": "invalid input length", "Name": "short"},
+    ]
+
+
+def test_precompile_vector_files_are_named_by_precompile(tmp_path: Path) -> None:
+    path = tmp_path / "blsG1Add.json"
+    path.write_text(json.dumps(_g1_double_vectors()))
+    assert precompile_of(path) == 0x0B and precompile_of(tmp_path / "fail-blsPairing.json") == 0x0F
+    assert precompile_of(tmp_path / "eip-7951" / "test-vectors.json") == 0x100
+    summary = run_paths([path])
+    assert [r.outcome for r in summary.results] == [Outcome.PASSED, Outcome.PASSED], summary.failures
+    unnamed = tmp_path / "vectors.json"
+    unnamed.write_text(path.read_text())
+    (result,) = run_paths([unnamed]).results
+    assert result.failed and "does not say which precompile" in result.explanation
+
+
+def test_precompile_vectors_check_output_and_price(tmp_path: Path) -> None:
+    good, bad = _g1_double_vectors()
+    wrong = dict(good, Expected="00" * 128)
+    cheap = dict(good, Gas=374)  # too little: the call fails
+    dear = dict(good, Gas=376)  # too much: it would also succeed with 375
+    fails = dict(good, ExpectedError="x")  # a valid input said to fail
+    path = tmp_path / "blsG1Add.json"
+    path.write_text(json.dumps([wrong, cheap, dear, fails]))
+    results = run_paths([path]).results
+    assert [r.failed for r in results] == [True] * 4
+    assert results[0].differences[0].startswith("out: expected 0x0000")
+    assert results[1].differences == ("outcome: expected success with 374 gas, the call failed",)
+    assert results[2].differences == ("gas: it succeeded with 375 gas, but its price is 376",)
+    assert results[3].differences[0].startswith("outcome: expected the call to fail, it succeeded")
+
+
+def test_p256_vectors_priced_for_rip_7212_are_checked_at_eip_7951_s_price(tmp_path: Path) -> None:
+    (tmp_path / "eip-7951").mkdir()
+    path = tmp_path / "eip-7951" / "test-vectors.json"
+    path.write_text(json.dumps([{"Input": "00" * 160, "Expected": "", "Gas": 3450, "Name": "zeros"}]))
+    (case,) = iter_cases(path)
+    assert case.expected_gas == 6900
+    assert run_case(case).outcome is Outcome.PASSED

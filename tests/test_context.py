@@ -455,3 +455,15 @@ def test_a_format_3_store_is_refused_by_name() -> None:
                                              "CHAINID 1"):
             Store(Path(tmp))
         assert lmdb  # (imported for the store's environment)
+
+
+def test_a_format_4_store_is_refused_by_name() -> None:
+    """Format 4 ledgers were run by a VM without CLZ and the Prague/Osaka precompiles."""
+    import msgpack
+
+    with tempfile.TemporaryDirectory() as tmp:
+        Store(Path(tmp), create=True).close()
+        with Store(Path(tmp)) as store, store.env.begin(write=True) as txn:
+            txn.put(b"format", msgpack.packb(4), db=store.db["meta"])
+        with pytest.raises(StoreError, match="store format 4 .its VM had no CLZ, BLS12-381 or P256VERIFY"):
+            Store(Path(tmp), readonly=True)

@@ -1,5 +1,7 @@
 """Tests for the precompiled contracts 0x01..0x0a (missive.vm.precompiles).
 
+The Prague and Osaka ones are in tests/test_bls12_381.py and tests/test_p256verify.py.
+
 Three kinds of evidence:
 
 * known answers from the EIPs (EIP-152's blake2f vectors, EIP-198's modexp
@@ -133,13 +135,14 @@ def spec_modexp_output(data: bytes) -> bytes:
 
 
 def test_is_precompile_range() -> None:
-    assert [a for a in range(-1, 20) if is_precompile(a)] == list(range(1, 11))
+    # 0x01..0x0a (Cancun), 0x0b..0x11 (Prague's BLS12-381), 0x100 (Osaka's P256VERIFY).
+    assert [a for a in range(-1, 0x200) if is_precompile(a)] == [*range(1, 0x12), 0x100]
     assert not is_precompile(2**160 - 1)
 
 
 def test_unknown_address_is_a_caller_bug() -> None:
     with pytest.raises(ValueError, match="not a precompile"):
-        run_precompile(0x0B, b"", 10**6)
+        run_precompile(0x12, b"", 10**6)
 
 
 @pytest.mark.parametrize(

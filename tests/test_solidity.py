@@ -165,3 +165,15 @@ def test_solidity_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("MISSIVE_SOLC_DIR", str(tmp_path / "nowhere"))  # the subprocess helper copies os.environ
     fails(missive("compile", str(SOL / "Token.sol"), cwd=tmp_path), 2, "solc-js is not installed",
           "missive toolchain install")
+
+
+def test_solidity_for_prague_and_a_clear_refusal_for_osaka(tmp_path: Path) -> None:
+    """solc-js 0.8.28 targets prague; osaka it does not know: the error names the version and the way round."""
+    path = tmp_path / "Plus.sol"
+    path.write_text("// SPDX-License-Identifier: MIT\npragma solidity ^0.8.20;\n"
+                    "contract Plus { function f(uint x) external pure returns (uint) { return x + 1; } }\n")
+    assert compile_source(path, evm_version="prague").runtime_bytecode
+    with pytest.raises(CompileError, match=r"solc-js 0\.8\.28 cannot compile for 'osaka'.*artifact"):
+        compile_source(path, evm_version="osaka")
+    ok(missive("check", str(path), "--evm-version", "prague", cwd=tmp_path))
+    fails(missive("compile", str(path), "--evm-version", "osaka", cwd=tmp_path), 2, "cannot compile for 'osaka'")

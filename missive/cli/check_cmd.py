@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from missive.cli.common import EXIT_FAILED, EXIT_OK, CliError, make_console, print_json
+from missive.toolchain.compiler import SUPPORTED_EVM_VERSIONS
 
 
 def register(subparsers: Any) -> None:
@@ -23,6 +24,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("file", type=Path, metavar="FILE")
     p.add_argument("--name", default=None, help="the contract, when the file defines several")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--evm-version", choices=SUPPORTED_EVM_VERSIONS, help="compile a source for this EVM version, as "
+                   "`missive compile --evm-version` (default: cancun, or a Vyper source's pragma)")
     p.set_defaults(handler=run_check)
 
     toolchain = subparsers.add_parser("toolchain", help="install or show the Solidity compiler (solc-js)")
@@ -36,11 +39,11 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=run_status)
 
 
-def compile_for_check(file: Path, name: str | None) -> Any:
+def compile_for_check(file: Path, name: str | None, evm_version: str | None = None) -> Any:
     from missive.toolchain.compiler import CompileError, CompileInputError, compile_source
 
     try:
-        return compile_source(file, name=name)
+        return compile_source(file, name=name, evm_version=evm_version)
     except CompileInputError as exc:
         raise CliError(str(exc)) from exc
     except CompileError as exc:
@@ -50,7 +53,7 @@ def compile_for_check(file: Path, name: str | None) -> Any:
 def run_check(args: argparse.Namespace) -> int:
     from missive.toolchain.check import FIXES, GUIDE, check_contract
 
-    contract = compile_for_check(args.file, args.name)
+    contract = compile_for_check(args.file, args.name, args.evm_version)
     report = check_contract(contract)
     status = EXIT_FAILED if report.refused else EXIT_OK
     if args.json:

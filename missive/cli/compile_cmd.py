@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
         "compile",
         help="compile a Vyper or Solidity contract (or load an artifact or bytecode)",
         description="Compile a Vyper .vy or Solidity .sol file (solc-js: `missive toolchain install`) for the Cancun "
-        "EVM, or load a Foundry/Hardhat .json artifact or a .hex/.bin file of init or runtime bytecode (told apart by "
+        "EVM (or --evm-version), or load a Foundry/Hardhat .json artifact or a .hex/.bin file of init or runtime bytecode (told apart by "
         "name, X.runtime.bin or .bin-runtime, and by content; its ABI is read from a sibling .abi/.json file).",
     )
     parser.add_argument("file", type=Path, metavar="FILE",
@@ -33,7 +33,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--evm-version",
         choices=SUPPORTED_EVM_VERSIONS,
-        help="target EVM version for Vyper (default: cancun, or the source's pragma); Solidity is compiled for cancun",
+        help="target EVM version (default: cancun, or a Vyper source's pragma); Vyper 0.4.3 and solc-js 0.8.28 know "
+        "up to prague, not osaka (Osaka bytecode from a newer compiler runs: give its .bin or artifact)",
     )
     parser.set_defaults(handler=run)
 

@@ -96,7 +96,10 @@ GIVEN_UP = b"given-up:"
 #: the message's own sender; since 4 block.timestamp is the executing node's clock in seconds,
 #: recorded with each receipt, CHAINID the ledger's own id (meta b"chain_id"), signed messages bound
 #: to it, and envelopes carry their tree's origin: a format-3 ledger's receipts would not replay.
-STORE_FORMAT = 4
+#: 4: the VM ran Cancun alone; since 5 it also runs Prague's BLS12-381 precompiles (0x0b..0x11) and
+#: Osaka's CLZ (0x1e) and P256VERIFY (0x100): code that hit 0x1e halted and a call to those addresses
+#: was a message, so a format-4 ledger with either would not replay (the layout is unchanged).
+STORE_FORMAT = 5
 #: A cluster holder refuses a state diff whose block.timestamp is more than this many seconds ahead
 #: of its own clock (an executor with a clock far ahead would drag its actors' time with it).
 MAX_TIME_AHEAD = 15
@@ -285,7 +288,9 @@ class Store:
             why = {1: " (a ledger without seals, from a Missive before them)",
                    2: " (its replies got gas no message paid for, from a Missive before requests reserved it)",
                    3: " (its block.timestamp was the logical clock and its CHAINID 1, from a Missive before "
-                      "timestamps in seconds and its own chain id)"
+                      "timestamps in seconds and its own chain id)",
+                   4: " (its VM had no CLZ, BLS12-381 or P256VERIFY, from a Missive before the Prague and Osaka "
+                      "additions)",
                    }.get(found, "")
             raise StoreError(f"{self.path} has store format {found}{why}; this Missive reads {STORE_FORMAT}. "
                              "Replay or read it with the Missive that wrote it, or start a new node")

@@ -24,9 +24,12 @@ success).  This module reads a contract's runtime bytecode and names each place:
 Calls to the system contract and the precompiles are synchronous and not
 reported.  A *refused* finding stops ``missive deploy`` unless
 ``--accept-async`` names it (by kind, or ``kind@offset``).  The analysis is
-static and approximate (it follows constant jumps a few dozen instructions past
-each call), so it can miss a read behind a computed jump; the guide says how to
-write code it understands.
+static and approximate (it follows constant jumps, and helper returns to
+addresses pushed before, up to :data:`WINDOW` instructions past each call), so it
+can miss a read behind a jump computed from data or further away; the guide says
+how to write code it understands.  In code without a source map a finding names
+the external function the dispatcher sends to it (by selector, or by name from
+the ABI).
 """
 
 from __future__ import annotations
@@ -37,7 +40,17 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from missive.toolchain.evmcode import SELF, TERMINATORS, Block, Instruction, blocks, disassemble, strip_metadata, walk
+from missive.toolchain.evmcode import (
+    SELF,
+    TERMINATORS,
+    AbstractStack,
+    Block,
+    Instruction,
+    blocks,
+    disassemble,
+    strip_metadata,
+    walk,
+)
 
 if TYPE_CHECKING:
     from missive.toolchain.compiler import CompiledContract
@@ -159,37 +172,131 @@ class _Code:
 
     def window_after(self, block: Block, index: int) -> set[str]:
         """Names of the opcodes reached within :data:`WINDOW` instructions after ``block``'s ``index``-th
-        one, following fall-through and constant jumps, stopping at the next call."""
+        one, following fall-through and constant jumps, stopping at the next call.  What is known of the
+        stack goes along each jump, so a helper's return to an address its caller pushed is followed too
+        (solc's internal functions: the return data is often read after the helper that made the call)."""
         seen: set[str] = set()
-        todo: list[tuple[int, int, int]] = [(block.start, index + 1, 0)]
+        todo: list[tuple[int, int, int, AbstractStack]] = [(block.start, index + 1, 0, AbstractStack())]
         visited: set[int] = set()
         while todo:
-            start, first, budget = todo.pop()
+            start, first, budget, stack = todo.pop()
             current = self.blocks[start]
-            stack_top: int | None = None
+            jump_target: int | None = None
             last: Instruction | None = None
             stopped = False
             names: set[str] = set()
-            for position, (ins, stack) in enumerate(walk(current)):
+            for position, (ins, before) in enumerate(walk(current, stack)):
                 if position < first:
                     continue
                 budget += 1
-                if ins.op in (0xF1, 0xF2, 0xF4, 0xFA) or budget > WINDOW:
+                if ins.op in _CALLS or budget > WINDOW:
                     stopped = True
                     break
                 names.add(ins.name)
-                stack_top = stack.peek()
+                jump_target = before.peek()
                 last = ins
+            # (walk has stepped ``stack`` past the block's last instruction: it is the stack the jump leaves)
             if current.instructions[-1].op == 0xFD:  # a failed call's revert passed on: harmless here
                 names -= {"RETURNDATASIZE", "RETURNDATACOPY"}
             seen |= names
             if stopped or last is None:
                 continue
-            for target in self.successors(current, stack_top, last):
+            for target in self.successors(current, jump_target, last):
                 if target not in visited:
                     visited.add(target)
-                    todo.append((target, 0, budget))
+                    todo.append((target, 0, budget, stack.copy()))
         return seen
+
+    def entries(self) -> dict[int, int]:
+        """The dispatcher's entry points, pc -> selector: ``PUSH4 selector``, then within two instructions
+        ``EQ PUSH dest JUMPI`` (solc, optimized or not: the function is at ``dest``) or ``XOR PUSH dest
+        JUMPI`` (Vyper: ``dest`` is the next candidate, the function follows the JUMPI)."""
+        out: dict[int, int] = {}
+        for block in self.blocks.values():
+            code = block.instructions
+            for i, ins in enumerate(code):
+                if ins.op != 0x63 or ins.arg is None:
+                    continue
+                for j in range(i + 1, min(i + 3, len(code) - 2)):
+                    if code[j].op not in (0x14, 0x18) or not 0x60 <= code[j + 1].op <= 0x7F or code[j + 2].op != 0x57:
+                        continue
+                    dest = code[j + 1].arg if code[j].op == 0x14 else code[j + 2].pc + 1
+                    if dest is not None and (dest in self.jumpdests or dest in self.blocks):
+                        out.setdefault(dest, ins.arg)
+                    break
+        return out
+
+    def reachable(self, entry: int, limit: int = 4000) -> set[int]:
+        """The blocks reached from ``entry``: both ways of each JUMPI, constant jumps and a helper's return
+        (the stack goes along, as in :meth:`window_after`); at most ``limit`` visits."""
+        seen: set[int] = set()
+        # A block is entered again when the return addresses on the stack differ: a helper called from
+        # two places returns to each of them.
+        visits: set[tuple[int, tuple[int, ...]]] = set()
+        todo: list[tuple[int, AbstractStack]] = [(entry, AbstractStack())]
+        while todo and len(visits) < limit:
+            start, stack = todo.pop()
+            key = (start, tuple(v for v in stack.items if v is not None and v in self.jumpdests))
+            if key in visits or start not in self.blocks:
+                continue
+            visits.add(key)
+            seen.add(start)
+            block = self.blocks[start]
+            target: int | None = None
+            for _ins, before in walk(block, stack):
+                target = before.peek()
+            last = block.instructions[-1]
+            for following in self.successors(block, target, last):
+                todo.append((following, stack.copy()))
+        return seen
+
+
+#: CALL, CALLCODE, DELEGATECALL, STATICCALL: where a window after a call stops.
+_CALLS: Final = frozenset({0xF1, 0xF2, 0xF4, 0xFA})
+
+
+def _selector_names(abi: Sequence[dict[str, Any]]) -> dict[int, str]:
+    """selector -> ``name(types)`` for the ABI's functions."""
+    from Crypto.Hash import keccak
+
+    out: dict[int, str] = {}
+    for entry in abi:
+        if entry.get("type", "function") != "function" or "name" not in entry:
+            continue
+        signature = f"{entry['name']}({','.join(_abi_type(i) for i in entry.get('inputs', []))})"
+        digest = keccak.new(digest_bits=256, data=signature.encode()).digest()
+        out[int.from_bytes(digest[:4], "big")] = signature
+    return out
+
+
+def _abi_type(item: dict[str, Any]) -> str:
+    kind = str(item.get("type", ""))
+    if kind.startswith("tuple"):
+        return "(" + ",".join(_abi_type(c) for c in item.get("components", [])) + ")" + kind[len("tuple"):]
+    return kind
+
+
+class _Functions:
+    """Which external function (by selector, or by name from the ABI) each block belongs to, for code
+    without a source map: a finding in bare bytecode then says where it is in the contract's terms."""
+
+    def __init__(self, code: _Code, abi: Sequence[dict[str, Any]]) -> None:
+        self.code = code
+        self.names = _selector_names(abi)
+        self.entries = code.entries()
+        self._reach: dict[int, set[int]] | None = None
+
+    def of(self, offset: int) -> str | None:
+        if not self.entries:
+            return None
+        if self._reach is None:
+            self._reach = {entry: self.code.reachable(entry) for entry in self.entries}
+        block = max((start for start in self.code.starts if start <= offset), default=None)
+        owners = [self.entries[entry] for entry, blocks in sorted(self._reach.items()) if block in blocks]
+        labels = list(dict.fromkeys(self.names.get(sel, f"0x{sel:08x}") for sel in owners))
+        if not labels:
+            return None
+        return " or ".join(labels[:3]) + (f" (and {len(labels) - 3} more)" if len(labels) > 3 else "")
 
 
 def check_code(runtime: bytes, *, name: str = "contract", abi: Sequence[dict[str, Any]] = (),
@@ -200,7 +307,9 @@ def check_code(runtime: bytes, *, name: str = "contract", abi: Sequence[dict[str
     code = _Code(runtime)
     on_reply = any(e.get("type") == "function" and e.get("name") == "onReply" for e in abi) or any(
         i.op == 0x63 and i.arg == ON_REPLY_SELECTOR for i in code.instructions)
-    findings = _scan(code, on_reply, pc_lines, source_name or name, source_text, in_constructor=False)
+    functions = _Functions(code, abi)
+    findings = _scan(code, on_reply, pc_lines, source_name or name, source_text, in_constructor=False,
+                     functions=functions)
     if init:
         embedded = init.find(runtime) if runtime else -1
         constructor = _Code(init[:embedded] if embedded > 0 else init, metadata=embedded <= 0)
@@ -209,10 +318,16 @@ def check_code(runtime: bytes, *, name: str = "contract", abi: Sequence[dict[str
 
 
 def _scan(code: _Code, on_reply: bool, pc_lines: dict[int, int] | None, source_name: str,
-          source_text: str | None, *, in_constructor: bool) -> list[Finding]:
+          source_text: str | None, *, in_constructor: bool, functions: _Functions | None = None) -> list[Finding]:
     findings: list[Finding] = []
 
     def locate(offset: int) -> tuple[str | None, str | None]:
+        source, function = _locate_in_source(offset)
+        if function is None and functions is not None:
+            function = functions.of(offset)
+        return source, function
+
+    def _locate_in_source(offset: int) -> tuple[str | None, str | None]:
         if not pc_lines:
             return None, None
         line = pc_lines.get(offset)

@@ -30,9 +30,11 @@ import attrs
 
 #: EVM version Vyper compiles for unless the source pins one with a pragma.
 DEFAULT_EVM_VERSION: Final = "cancun"
-#: EVM versions whose Vyper output Missive's VM can run: its Cancun instruction
-#: set is a superset of the older ones, and Vyper emits no Prague-only opcode.
-SUPPORTED_EVM_VERSIONS: Final = ("london", "paris", "shanghai", "cancun", "prague")
+#: EVM versions whose compiled code Missive's VM runs: Cancun's instruction set is a superset of
+#: the older ones; Prague added no instruction (its BLS12-381 precompiles run here) and Osaka CLZ
+#: and P256VERIFY, which run here too.  Whether a compiler can target one is its own matter: Vyper
+#: 0.4.3 and solc-js 0.8.28 stop at prague (:func:`compile_source` says so for osaka).
+SUPPORTED_EVM_VERSIONS: Final = ("london", "paris", "shanghai", "cancun", "prague", "osaka")
 
 VYPER_SUFFIXES: Final = (".vy",)
 SOLIDITY_SUFFIXES: Final = (".sol",)
@@ -119,7 +121,8 @@ def compile_source(
     single-line string naming an existing file or ending in a known suffix;
     any other string is source text (Vyper, or hex if ``language="hex"`` or it
     is nothing but hex digits).  ``evm_version`` defaults to Cancun unless the
-    source has an ``# pragma evm-version`` line.
+    source has an ``# pragma evm-version`` line (Vyper); it is passed to solc for
+    Solidity, and ignored for bytecode and artifacts (already compiled).
     """
     if language is not None and language not in LANGUAGES:
         raise CompileInputError(f"unknown language {language!r} (expected one of {', '.join(LANGUAGES)})")
@@ -185,7 +188,7 @@ def _compile_file(path: Path, *, name: str | None, evm_version: str | None, lang
     if language == "vyper":
         return _compile_vyper(text, name=name or path.stem, path=path, evm_version=evm_version)
     if language == "solidity":
-        return _compile_solidity(text, name=name, path=path)
+        return _compile_solidity(text, name=name, path=path, evm_version=evm_version)
     if language == "artifact":
         return _load_artifact(text, name=name, path=path)
     code = parse_hex(text, what=str(path))
@@ -282,11 +285,18 @@ def _load_artifact(text: str, *, name: str | None, path: Path) -> CompiledContra
                             source_path=path, language="artifact")
 
 
-def _compile_solidity(text: str, *, name: str | None, path: Path) -> CompiledContract:
+def _compile_solidity(text: str, *, name: str | None, path: Path, evm_version: str | None = None) -> CompiledContract:
     from missive.toolchain import solidity
 
-    output = solidity.compile_standard_json(path, text)
+    target = evm_version or solidity.EVM_VERSION
+    output = solidity.compile_standard_json(path, text, evm_version=target)
     errors = [e for e in output.get("errors", []) if e.get("severity") == "error"]
+    if any("Invalid EVM version" in str(e.get("message", "")) for e in errors):
+        raise CompileInputError(
+            f"{path}: solc-js {solidity.installed_version() or solidity.SOLC_VERSION} cannot compile for {target!r} "
+            f"(0.8.28 knows up to prague); Missive runs what a newer solc emits for {target} as a .bin/.hex or "
+            "Foundry/Hardhat artifact"
+        )
     if errors:
         first = errors[0]
         location = first.get("sourceLocation") or {}
@@ -347,14 +357,27 @@ def _load_abi(path: Path) -> list[dict[str, Any]]:
     return data
 
 
+def _vyper_version() -> str:
+    import vyper
+
+    return str(getattr(vyper, "__version__", "?"))
+
+
 def _compile_vyper(source: str, *, name: str, path: Path | None, evm_version: str | None) -> CompiledContract:
     # Imported here: vyper takes a while to import and most commands never compile.
     from vyper.compiler import compile_from_file_input
     from vyper.compiler.input_bundle import FilesystemInputBundle
     from vyper.compiler.settings import Settings
+    from vyper.evm.opcodes import EVM_VERSIONS
     from vyper.exceptions import VyperException
 
     pragma = _EVM_PRAGMA.search(source)
+    wanted = pragma.group(1) if pragma is not None else evm_version
+    if wanted in SUPPORTED_EVM_VERSIONS and wanted not in EVM_VERSIONS:
+        raise CompileInputError(
+            f"Vyper {_vyper_version()} cannot compile for {wanted!r} (it knows {', '.join(EVM_VERSIONS)}); Missive "
+            f"runs what a newer Vyper emits for {wanted} as a .bin/.hex file"
+        )
     if pragma is not None:
         pinned = pragma.group(1)
         if pinned not in SUPPORTED_EVM_VERSIONS:

@@ -5,7 +5,7 @@ exactly as in Ethereum (Cancun).  The vectors in ``../shared/conformance``
 (see its README) were written by people outside this project, so they catch
 the mistakes our own tests share with our own code.
 
-Two formats are understood:
+Three formats are understood:
 
 * **legacy VMTests** (``{name: {env, exec, pre, post?, out, logs, gas}}``): one
   message runs ``exec.code``; ``post`` absent means an exceptional halt.  Their
@@ -17,6 +17,14 @@ Two formats are understood:
   EIP-7623 calldata floor on Prague, fee payment to the coinbase) and checks
   balance, nonce and storage of every account in the expected post state,
   which makes the VM's gas accounting visible to the test.
+
+* **precompile vectors** (a JSON list of ``{Input, Expected, Gas, Name}``, or
+  ``{Input, ExpectedError, Name}`` for inputs that must fail), as go-ethereum
+  (``core/vm/testdata/precompiles``) and the EIPs (``assets/eip-2537``,
+  ``assets/eip-7951``) publish them; the file's name (or folder, for the EIP's
+  ``test-vectors.json``) says which precompile (:data:`PRECOMPILE_FILES`).  A
+  contract STATICCALLs the precompile with exactly ``Gas``: it must succeed with
+  ``Expected``, and fail with one gas less; an ``ExpectedError`` input must fail.
 
 Each case ends as passed, failed, or — for the few vectors whose meaning
 changed with a later fork (:data:`KNOWN_XFAILS`) — xfailed, which is reported
@@ -42,6 +50,26 @@ from missive.vm.types import BlockContext, ExecutionResult, Log, Status
 
 LEGACY_FORMAT: Final = "vmtest"
 STATE_FORMAT: Final = "state"
+PRECOMPILE_FORMAT: Final = "precompile"
+
+#: Precompile vector files by the names go-ethereum (``core/vm/testdata/precompiles``) and the EIPs'
+#: assets give them: the precompile each is for.  ``*Mul``/``mul_*`` vectors are one-pair MSMs (EIP-2537
+#: dropped the separate multiplications).  Left out on purpose: geth's ``modexp.json`` (priced before
+#: EIP-2565), ``modexp_eip7883.json`` (Osaka's repricing, which Missive does not apply) and
+#: ``pointEvaluation.json`` (Missive refuses 0x0a: no blobs, no KZG setup).
+PRECOMPILE_FILES: Final[Mapping[str, int]] = {
+    "ecRecover": 0x01, "modexp_eip2565": 0x05, "bn256Add": 0x06, "bn256ScalarMul": 0x07, "bn256Pairing": 0x08,
+    "blake2F": 0x09,
+    "blsG1Add": 0x0B, "blsG1Mul": 0x0C, "blsG1MultiExp": 0x0C, "blsG2Add": 0x0D, "blsG2Mul": 0x0E,
+    "blsG2MultiExp": 0x0E, "blsPairing": 0x0F, "blsMapG1": 0x10, "blsMapG2": 0x11, "p256Verify": 0x100,
+    "add_G1_bls": 0x0B, "mul_G1_bls": 0x0C, "msm_G1_bls": 0x0C, "add_G2_bls": 0x0D, "mul_G2_bls": 0x0E,
+    "msm_G2_bls": 0x0E, "pairing_check_bls": 0x0F, "map_fp_to_G1_bls": 0x10, "map_fp2_to_G2_bls": 0x11,
+    "eip-7951/test-vectors": 0x100,
+}  # fmt: skip
+#: Vectors priced under an earlier rule: (precompile, the vector's ``Gas``) -> (what the VM charges, why).
+REPRICED: Final[Mapping[tuple[int, int], tuple[int, str]]] = {
+    (0x100, 3450): (6900, "written for RIP-7212's 3450 gas; EIP-7951 (Osaka) charges 6900"),
+}
 
 #: keccak256(rlp([])): the logs hash of a run that emitted nothing.
 EMPTY_LOGS_HASH: Final = bytes.fromhex("1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347")
@@ -55,6 +83,22 @@ KNOWN_XFAILS: Final[Mapping[str, str]] = {
         "0x44 is PREVRANDAO, which Missive implements"
     ),
 }
+
+#: The same, for every case whose name starts with the key (a whole parametrized test).
+KNOWN_XFAIL_PREFIXES: Final[Mapping[str, str]] = {
+    "tests/prague/eip2537_bls_12_381_precompiles/test_bls12_precompiles_before_fork.py::": (
+        "checks that the BLS12-381 precompiles are absent before Prague; Missive's VM runs them on every ledger"
+    ),
+}
+
+
+def known_xfail(name: str) -> str | None:
+    """Why the case ``name`` is expected to fail, if it is."""
+    reason = KNOWN_XFAILS.get(name)
+    if reason is None:
+        reason = next((why for prefix, why in KNOWN_XFAIL_PREFIXES.items() if name.startswith(prefix)), None)
+    return reason
+
 
 #: Forks in order; a state test is run under Cancun, or else under the fork
 #: nearest to it (later ones first: their opcode semantics are a superset).
@@ -154,6 +198,9 @@ class Case:
     expect_halt: bool = False
     #: State test ``expectException``: the transaction must be rejected.
     expect_exception: str | None = None
+    #: Precompile vector: its address and price (``Gas``; None when the vector gives none).
+    precompile: int = 0
+    expected_gas: int | None = None
     expected_out: bytes | None = None
     expected_logs_hash: bytes | None = None
     expected_post: Mapping[bytes, Account] | None = attrs.field(default=None, hash=False)
@@ -435,6 +482,9 @@ def _cases_in_file(path: Path) -> Iterator[Case]:
     except json.JSONDecodeError as exc:
         yield Case(name=path.name, path=path, format="?", problem=f"invalid JSON at line {exc.lineno}: {exc.msg}")
         return
+    if isinstance(document, list) and document and all(isinstance(e, dict) and "Input" in e for e in document):
+        yield from _precompile_cases(path, document)
+        return
     if not isinstance(document, dict) or not document:
         yield Case(
             name=path.name, path=path, format="?", problem="not a test vector file (expected a JSON object of tests)"
@@ -452,6 +502,40 @@ def _cases_in_file(path: Path) -> Iterator[Case]:
                 format="?",
                 problem="not a recognised test vector (neither a VMTest with 'exec' nor a state test with 'transaction')",
             )
+
+
+def precompile_of(path: Path) -> int | None:
+    """Which precompile a vector file is for, by its name (``fail-`` prefix aside) or folder and name."""
+    stem = path.stem.removeprefix("fail-")
+    return PRECOMPILE_FILES.get(stem, PRECOMPILE_FILES.get(f"{path.parent.name}/{stem}"))
+
+
+def _precompile_cases(path: Path, entries: list[dict[str, Any]]) -> Iterator[Case]:
+    address = precompile_of(path)
+    for index, entry in enumerate(entries):
+        name = f"{path.parent.name}/{path.name}::{entry.get('Name', index)}"
+        if address is None:
+            yield Case(name=name, path=path, format=PRECOMPILE_FORMAT, problem="precompile vectors, but the file's "
+                       f"name does not say which precompile (known: {', '.join(sorted(PRECOMPILE_FILES))})")
+            return
+        try:
+            gas = _int(entry["Gas"], "Gas") if "Gas" in entry else None
+            if gas is not None and (address, gas) in REPRICED:
+                gas = REPRICED[(address, gas)][0]
+            yield Case(
+                name=name,
+                path=path,
+                format=PRECOMPILE_FORMAT,
+                to=address.to_bytes(20, "big"),
+                data=_bytes(entry["Input"], "Input"),
+                precompile=address,
+                expected_gas=gas,
+                expect_halt="ExpectedError" in entry,
+                expected_out=_bytes(entry["Expected"], "Expected") if "Expected" in entry else None,
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            yield Case(name=name, path=path, format=PRECOMPILE_FORMAT,
+                       problem=f"malformed vector: {_describe_parse_error(exc)}")
 
 
 def _legacy_case(path: Path, test_name: str, test: dict[str, Any]) -> Case:
@@ -480,7 +564,7 @@ def _legacy_case(path: Path, test_name: str, test: dict[str, Any]) -> Case:
             path=path,
             format=LEGACY_FORMAT,
             fork="Constantinople",
-            xfail=KNOWN_XFAILS.get(name),
+            xfail=known_xfail(name),
             pre=pre,
             env=env,
             block=block,
@@ -623,7 +707,7 @@ def _state_case(path: Path, name: str, test: dict[str, Any], fork: str, entry: d
         format=STATE_FORMAT,
         fork=fork,
         problem=problem,
-        xfail=KNOWN_XFAILS.get(name),
+        xfail=known_xfail(name),
         pre=pre,
         env=env,
         block=block,
@@ -680,6 +764,8 @@ def run_case(case: Case, *, execute: ExecuteFn | None = None) -> CaseResult:
         try:
             if case.format == LEGACY_FORMAT:
                 result, differences = _run_legacy(case, run)
+            elif case.format == PRECOMPILE_FORMAT:
+                result, differences = _run_precompile(case, run)
             else:
                 result, differences = _run_state(case, run)
         except ConformanceError:
@@ -805,6 +891,44 @@ def _run_legacy(case: Case, execute: ExecuteFn) -> tuple[ExecutionResult, list[s
         expected = case.expected_post.get(case.to, Account())
         differences.extend(_compare_storage("", expected.storage, storage))
     differences.extend(_check_logs(case, result))
+    return result, differences
+
+
+def precompile_caller(address: int, gas: int) -> bytes:
+    """Code that STATICCALLs ``address`` with its calldata and ``gas``, and returns the success word, then the
+    return data: CALLDATACOPY, STATICCALL, MSTORE the flag at 0, RETURNDATACOPY to 32, RETURN."""
+    return (
+        bytes.fromhex("365f5f37" "5f5f365f") + b"\x61" + address.to_bytes(2, "big") + b"\x67" + gas.to_bytes(8, "big")
+        + bytes.fromhex("fa" "5f52" "3d5f60203e" "3d602001" "5ff3")
+    )  # fmt: skip
+
+
+def _call_precompile(case: Case, execute: ExecuteFn, gas: int) -> tuple[ExecutionResult, bool | None, bytes]:
+    """Run the caller with ``gas`` for the precompile: (result, whether the call succeeded, its output)."""
+    result = execute(precompile_caller(case.precompile, gas), data=case.data, gas=2 * gas + 1_000_000)
+    if not result.success or len(result.output) < 32:
+        return result, None, b""
+    return result, result.output[:32] != bytes(32), result.output[32:]
+
+
+def _run_precompile(case: Case, execute: ExecuteFn) -> tuple[ExecutionResult, list[str]]:
+    gas = case.expected_gas if case.expected_gas is not None else 10_000_000
+    result, ok, output = _call_precompile(case, execute, gas)
+    if ok is None:
+        return result, [f"the calling code itself ended with {_describe_status(result)}"]
+    if case.expect_halt:
+        if ok:
+            return result, [f"outcome: expected the call to fail, it succeeded with output {_short_hex(output)}"]
+        return result, []
+    if not ok:
+        return result, [f"outcome: expected success with {gas} gas, the call failed"]
+    differences = []
+    if case.expected_out is not None and output != case.expected_out:
+        differences.append(f"out: expected {_short_hex(case.expected_out)}, got {_short_hex(output)}")
+    if case.expected_gas:
+        _, cheaper, _ = _call_precompile(case, execute, gas - 1)
+        if cheaper:
+            differences.append(f"gas: it succeeded with {gas - 1} gas, but its price is {gas}")
     return result, differences
 
 
@@ -984,6 +1108,8 @@ __all__: Sequence[str] = (
     "ConformanceError",
     "EthereumHost",
     "KNOWN_XFAILS",
+    "KNOWN_XFAIL_PREFIXES",
+    "PRECOMPILE_FILES",
     "Outcome",
     "Summary",
     "default_vectors_dir",

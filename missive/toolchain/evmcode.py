@@ -149,8 +149,11 @@ def _fold(op: int, args: list[int | None]) -> int | None:
 class AbstractStack:
     """A block's stack as far as it is known: constants, :data:`SELF`, or None (unknown)."""
 
-    def __init__(self) -> None:
-        self.items: list[int | None] = []
+    def __init__(self, items: list[int | None] | None = None) -> None:
+        self.items: list[int | None] = list(items) if items else []
+
+    def copy(self) -> AbstractStack:
+        return AbstractStack(self.items)
 
     def peek(self, depth: int = 0) -> int | None:
         """The item ``depth`` below the top (0 = top); None when unknown."""
@@ -184,9 +187,13 @@ class AbstractStack:
             self.items.append(value)
 
 
-def walk(block: Block) -> Iterator[tuple[Instruction, AbstractStack]]:
-    """Each instruction of ``block`` with the abstract stack just before it."""
-    stack = AbstractStack()
+def walk(block: Block, stack: AbstractStack | None = None) -> Iterator[tuple[Instruction, AbstractStack]]:
+    """Each instruction of ``block`` with the abstract stack just before it.
+
+    ``stack`` is what is known of the stack on entry (changed in place; a new, unknown one if None):
+    passing the stack a jump left lets a helper's return jump, to an address its caller pushed, resolve.
+    """
+    stack = stack if stack is not None else AbstractStack()
     for ins in block.instructions:
         yield ins, stack
         stack.step(ins)

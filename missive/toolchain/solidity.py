@@ -2,7 +2,8 @@
 
 Installed once by ``missive toolchain install`` (``npm install --prefix DIR
 solc@SOLC_VERSION``; DIR is ``$MISSIVE_SOLC_DIR``, else ``~/.cache/missive/solc``).
-Compiling runs ``solcjs --standard-json`` for the Cancun EVM with the source's
+Compiling runs ``solcjs --standard-json`` for the Cancun EVM (or the ``--evm-version`` asked for:
+0.8.28 knows up to prague, not osaka) with the source's
 directory as base path and, as include paths, Missive's Solidity library (so
 ``import "missive/Missive.sol";`` works) and every ``node_modules`` above the
 source (``@openzeppelin/contracts/...``).
@@ -77,7 +78,7 @@ def include_paths(source: Path) -> list[Path]:
     return paths
 
 
-def compile_standard_json(source: Path, text: str) -> dict[str, Any]:
+def compile_standard_json(source: Path, text: str, *, evm_version: str = EVM_VERSION) -> dict[str, Any]:
     """Run solc-js on one file; return its standard-JSON output (errors included, not raised)."""
     from missive.toolchain.compiler import CompileError, CompileInputError
 
@@ -90,7 +91,7 @@ def compile_standard_json(source: Path, text: str) -> dict[str, Any]:
         "language": "Solidity",
         "sources": {unit: {"content": text}},
         "settings": {
-            "evmVersion": EVM_VERSION,
+            "evmVersion": evm_version,
             "optimizer": {"enabled": False},
             "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object",
                                             "evm.deployedBytecode.sourceMap"]}},

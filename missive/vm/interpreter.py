@@ -689,6 +689,8 @@ class Frame:
             regs[base + ops[pc + 1]] = self.account_read(o, _operand(regs, consts, base, ops[pc + 2]))
         elif o == op.BLOCKHASH:
             regs[base + ops[pc + 1]] = self.op_blockhash(_operand(regs, consts, base, ops[pc + 2]))
+        elif o == op.CLZ:
+            regs[base + ops[pc + 1]] = 256 - _operand(regs, consts, base, ops[pc + 2]).bit_length()
         elif o == op.BLOBHASH:
             index = _operand(regs, consts, base, ops[pc + 2])
             hashes = self.state.block.blob_hashes

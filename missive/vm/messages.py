@@ -9,7 +9,7 @@
   whole tree of messages can never burn more gas than its root was given.
 * DELEGATECALL and CALLCODE stay synchronous: they run another account's
   immutable code, fetched through the host, on this actor's own state.
-* Precompiles (0x01..0x0a) and the system contract answer synchronously, to
+* Precompiles (0x01..0x11, 0x100) and the system contract answer synchronously, to
   any of the call instructions.  Value cannot be sent to them: such a call
   fails (pushes 0), since they could never spend it.
 * CREATE/CREATE2 compute the new address at once (EVM rules), push it, and

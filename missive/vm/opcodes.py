@@ -5,7 +5,7 @@ static gas and to track stack heights; nothing here runs per instruction.
 Dynamic costs (memory expansion, cold access, copy words, SSTORE metering)
 are charged by the instruction's own code in the interpreter.
 
-Static gas follows Cancun.  Instructions whose whole cost is dynamic
+Static gas follows Cancun, plus Osaka's CLZ (EIP-7939, 5 gas).  Instructions whose whole cost is dynamic
 (SLOAD, SSTORE, BALANCE, EXT*, CALL family) have static gas 0 here.
 """
 
@@ -39,6 +39,7 @@ BYTE: Final = 0x1A
 SHL: Final = 0x1B
 SHR: Final = 0x1C
 SAR: Final = 0x1D
+CLZ: Final = 0x1E  # EIP-7939 (Osaka)
 KECCAK256: Final = 0x20
 ADDRESS: Final = 0x30
 BALANCE: Final = 0x31
@@ -131,6 +132,7 @@ _TABLE: dict[int, tuple[str, int, int, int]] = {
     SHL: ("SHL", 3, 2, 1),
     SHR: ("SHR", 3, 2, 1),
     SAR: ("SAR", 3, 2, 1),
+    CLZ: ("CLZ", 5, 1, 1),
     KECCAK256: ("KECCAK256", 30, 2, 1),
     ADDRESS: ("ADDRESS", 2, 0, 1),
     BALANCE: ("BALANCE", 0, 1, 1),

@@ -1,4 +1,4 @@
-"""Ethereum's precompiled contracts 0x01..0x0a, with Cancun gas costs.
+"""Ethereum's precompiled contracts: 0x01..0x0a (Cancun), 0x0b..0x11 (Prague), 0x100 (Osaka).
 
 The interpreter calls :func:`run_precompile` when a call targets an address
 for which :func:`is_precompile` is true.  Each precompile is a pure function
@@ -6,18 +6,25 @@ of its input and the gas it is given, so the result carries everything the
 interpreter needs: whether it succeeded, how much gas it used, its output and,
 on failure, a message saying what was wrong.
 
-The behaviour follows the Ethereum execution specification for Cancun
-(``ethereum/execution-specs``, ``src/ethereum/cancun/vm/precompiled_contracts``)
+* 0x01..0x0a: ecrecover, sha256, ripemd160, identity, modexp (EIP-2565
+  pricing), the BN254 operations, blake2f, point evaluation (refused);
+* 0x0b..0x11: the BLS12-381 operations of EIP-2537 (Prague), in
+  :mod:`missive.vm.bls12_381`;
+* 0x100: P256VERIFY, EIP-7951 (Osaka), in :mod:`missive.vm.p256`.
+
+The behaviour follows the Ethereum execution specification
+(``ethereum/execution-specs``, ``src/ethereum/osaka/vm/precompiled_contracts``)
 rather than any one client, including its order of checks.  Two rules from
 there matter everywhere:
 
 * Any failure - too little gas or an input the EIP rejects - consumes all the
-  gas given and produces no output, like an exceptional halt.  The exception
-  is ecrecover, which by Ethereum's rules answers a bad signature with
-  success and empty output.
+  gas given and produces no output, like an exceptional halt.  The exceptions
+  are ecrecover and P256VERIFY, which by their EIPs answer a bad signature (or,
+  for P256VERIFY, any malformed input) with success and empty output.
 * Short inputs are read as if padded with zero bytes to the length the
   precompile expects, and extra trailing bytes are ignored (except where an
-  EIP demands an exact length: blake2f, pairing, point evaluation).
+  EIP demands an exact length: blake2f, pairing, point evaluation, every
+  BLS12-381 operation, P256VERIFY).
 
 Gas is always computed from the input before any expensive work is done, so
 a hostile input (a modexp declaring 2^256-byte operands, say) fails as out
@@ -35,7 +42,12 @@ from missive.vm import blake2
 from missive.vm.keccak import keccak256
 
 FIRST_PRECOMPILE: Final = 0x01
-LAST_PRECOMPILE: Final = 0x0A
+#: The last of the contiguous range 0x01..0x11 (BLS12-381's MAP_FP2_TO_G2).
+LAST_PRECOMPILE: Final = 0x11
+#: P256VERIFY (EIP-7951), outside the contiguous range.
+P256VERIFY: Final = 0x100
+#: Every precompile address, in order.
+PRECOMPILES: Final = (*range(FIRST_PRECOMPILE, LAST_PRECOMPILE + 1), P256VERIFY)
 
 ECRECOVER_GAS: Final = 3000
 SHA256_GAS: Final = 60
@@ -91,8 +103,8 @@ class PrecompileResult:
 
 
 def is_precompile(address: int) -> bool:
-    """Whether ``address`` (as an integer) is one of the precompiles 0x01..0x0a."""
-    return FIRST_PRECOMPILE <= address <= LAST_PRECOMPILE
+    """Whether ``address`` (as an integer) is one of the precompiles 0x01..0x11 or 0x100."""
+    return FIRST_PRECOMPILE <= address <= LAST_PRECOMPILE or address == P256VERIFY
 
 
 def run_precompile(address: int, data: bytes, gas: int) -> PrecompileResult:
@@ -121,6 +133,10 @@ def run_precompile(address: int, data: bytes, gas: int) -> PrecompileResult:
         return _blake2f(data, gas)
     if address == 0x0A:
         return _point_evaluation(data, gas)
+    if 0x0B <= address <= 0x11:
+        return _bls12_381(address, data, gas)
+    if address == P256VERIFY:
+        return _p256verify(data, gas)
     raise ValueError(f"address {address:#x} is not a precompile")
 
 
@@ -397,3 +413,44 @@ def _point_evaluation(data: bytes, gas: int) -> PrecompileResult:
     if gas < POINT_EVALUATION_GAS:
         return _fail(gas, OUT_OF_GAS)
     return _fail(gas, POINT_EVALUATION_UNSUPPORTED)
+
+
+# ---------------------------------------------------------------------------
+# 0x0b..0x11: BLS12-381 (EIP-2537, Prague)
+# ---------------------------------------------------------------------------
+
+
+def _bls12_381(address: int, data: bytes, gas: int) -> PrecompileResult:
+    """G1/G2 addition and MSM, the pairing check and the two maps to the curve.
+
+    As in the specification: an input length the EIP does not allow fails first,
+    then the gas (which depends on the length alone) is checked, then the input's
+    encoding, curve and subgroup membership; every failure consumes all the gas.
+    """
+    from missive.vm import bls12_381  # (imported on first use)
+
+    name = bls12_381.NAMES[address]
+    cost = bls12_381.required_gas(address, len(data))
+    if cost < 0:
+        return _fail(gas, f"{name}: input must be {bls12_381.expected_length(address)}, got {len(data)}")
+    if gas < cost:
+        return _fail(gas, OUT_OF_GAS)
+    try:
+        output = bls12_381.run(address, data)
+    except ValueError as exc:
+        return _fail(gas, f"{name}: {exc}")
+    return _ok(cost, output)
+
+
+# ---------------------------------------------------------------------------
+# 0x100: P256VERIFY (EIP-7951, Osaka)
+# ---------------------------------------------------------------------------
+
+
+def _p256verify(data: bytes, gas: int) -> PrecompileResult:
+    """1 for a valid secp256r1 signature, else empty output; 6900 gas either way."""
+    from missive.vm import p256  # (imported on first use)
+
+    if gas < p256.P256VERIFY_GAS:
+        return _fail(gas, OUT_OF_GAS)
+    return _ok(p256.P256VERIFY_GAS, p256.VALID if p256.verify(data) else b"")

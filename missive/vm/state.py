@@ -26,8 +26,9 @@ SSTORE_SET: Final = 20000
 SSTORE_RESET: Final = 2900  # 5000 - COLD_SLOAD
 SSTORE_CLEAR_REFUND: Final = 4800
 SSTORE_STIPEND: Final = 2300
-#: Warm at the start of every run (EIP-2929): precompiles and the system contract.
-ALWAYS_WARM: Final = frozenset([*range(1, 11), int.from_bytes(SYSTEM_CONTRACT, "big")])
+#: Warm at the start of every run (EIP-2929): the precompiles (0x01..0x11 and 0x100, as
+#: :data:`missive.vm.precompiles.PRECOMPILES`) and the system contract.
+ALWAYS_WARM: Final = frozenset([*range(1, 0x12), 0x100, int.from_bytes(SYSTEM_CONTRACT, "big")])
 
 _STORAGE: Final = 0
 _TRANSIENT: Final = 1

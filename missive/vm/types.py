@@ -19,7 +19,7 @@ ADDRESS_SIZE: Final = 20
 UINT256_MASK: Final = (1 << 256) - 1
 
 #: The reserved address of Missive's system contract (SPEC §3).  Its bytes spell
-#: "missive"; it is outside the precompile range 0x01..0x0a and outside every
+#: "missive"; it is outside the precompiles (0x01..0x11, 0x100) and outside every
 #: range Ethereum has reserved so far, so no EVM deployment can collide with it.
 SYSTEM_CONTRACT: Final = bytes.fromhex("000000000000000000000000006d697373697665")
 
