@@ -19,7 +19,6 @@ from missive.toolchain import rlp
 from missive.toolchain.conformance import (
     EMPTY_LOGS_HASH,
     KNOWN_XFAILS,
-    PRECOMPILE_FILES,
     Account,
     Case,
     ConformanceError,
@@ -78,23 +77,6 @@ def test_vector_file(path: Path) -> None:
     assert summary.failed == 0, f"{summary.line}\n{report}"
     for result in summary.results:
         assert result.result is not None or result.case.expect_exception, f"{result.name} did not run"
-
-
-def test_prague_and_osaka_vectors_run_when_present() -> None:
-    """The public vectors for the BLS12-381 precompiles and P256VERIFY, wherever they are.
-
-    They are not in ../shared yet; ``python tools/prague_osaka_vectors.py`` gathers them from clones
-    of ethereum/EIPs, ethereum/go-ethereum and fselmo/fixtures_eest (see its docstring).  Hand-checked
-    vectors from the EIPs' texts are in tests/test_clz.py, test_bls12_381.py and test_p256verify.py.
-    """
-    new = {address for address in PRECOMPILE_FILES.values() if address >= 0x0B}
-    files = [p for p in _vector_files() if precompile_of(p) in new]
-    if not files:
-        pytest.skip(f"no Prague/Osaka precompile vectors in {VECTORS} or $MISSIVE_EXTRA_VECTORS "
-                    "(tools/prague_osaka_vectors.py gathers them)")
-    summary = run_paths(files)
-    report = "\n".join(f"{r.name}: {r.explanation}" for r in summary.failures[:10])
-    assert summary.failed == 0, f"{summary.line}\n{report}"
 
 
 def test_difficulty_is_a_known_expected_failure_that_still_runs() -> None:
