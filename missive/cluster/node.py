@@ -53,7 +53,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import trio
 
 from missive.actors.runtime import ExecutorLock, Runtime
@@ -68,6 +67,7 @@ from missive.cluster.waiters import MAX_WAIT, Waiters
 from missive.identity import short_id
 from missive.mailbox.admission import check_signatures, checker
 from missive.mailbox.envelope import Envelope, EnvelopeError
+from missive.mailbox.signed import SignedRecord, record_envelope
 from missive.mailbox.store import Accepted, Outcome
 from missive.mailbox.writer import GroupWriter
 from missive.net import Limits, NetError, NodeIdentity, PeerLink, allow_any, serve
@@ -410,13 +410,13 @@ class ClusterNode:
         results: list[dict[str, Any]] = [{} for _ in records]
         for index, raw in enumerate(records):
             try:
-                canonical, public_key, signature = msgpack.unpackb(raw)
-                envelope = Envelope.decode(canonical)
+                record = SignedRecord.decode(raw)
             except (EnvelopeError, ValueError, TypeError) as exc:
                 results[index] = {"error": f"malformed message: {exc}"}
                 parsed.append(None)
                 continue
-            parsed.append((envelope, public_key, signature))
+            envelope = record.envelope
+            parsed.append(record.as_tuple())
             groups.setdefault(self.executor(envelope.sender), []).append(index)
         for node_id, indexes in groups.items():
             if node_id == self.me:
@@ -541,7 +541,7 @@ class ClusterNode:
         (answer,) = await self.rpc_submit(peer, [record])
         if "error" in answer:
             return answer
-        envelope = Envelope.decode(msgpack.unpackb(record)[0])
+        envelope = record_envelope(record, check=True)
         if until == "reply" and not envelope.wants_reply:
             return {**answer, "error": "the message was accepted, but it asks for no reply to wait for"}
         if until == "reply":
