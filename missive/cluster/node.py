@@ -53,19 +53,18 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import trio
 
 from missive.actors.runtime import ExecutorLock, Runtime
 from missive.cluster import door, reads
+from missive.cluster.client_door import ClientDoor
 from missive.cluster.config import ConfigError, NodeConfig, load
 from missive.cluster.epochs import EpochService, load_history
 from missive.cluster.membership import Heard, Membership
 from missive.cluster.placement import replicas
 from missive.cluster.tracing import Tracer
 from missive.cluster.trust import WRONG_DIFFS, TrustService
-from missive.cluster.waiters import MAX_WAIT, Waiters
-from missive.identity import short_id
+from missive.cluster.waiters import Waiters
 from missive.mailbox.admission import check_signatures, checker
 from missive.mailbox.envelope import Envelope, EnvelopeError
 from missive.mailbox.store import Accepted, Outcome
@@ -134,6 +133,10 @@ class ClusterNode:
         self.execution = ExecutionTrust(self.identity, self.store, self.names, self.links, self.membership,
                                         self.trust, config.trust)
         lies = config.trust.fault == WRONG_DIFFS  # tests and simulation only
+        self.door = ClientDoor(config=config, me=self.me, names=self.names, links=self.links, store=self.store,
+                               waiters=self.waiters, trace=self.trace, admit=self._admit, executor=self.executor,
+                               executes=self.executes, until_serving=self._until_serving, port=lambda: self.port,
+                               stop=self._stop_soon)
         # replication (missive/replicas): sending this node's queues, and receiving the others'
         self.receiver = Receiver(me=self.me, names=self.names, links=self.links, copies=self.copies,
                                  writer=self.writer, runtime=self.runtime, membership=self.membership,
@@ -309,31 +312,14 @@ class ClusterNode:
     def handlers(self) -> dict[str, Callable[[bytes, Any], Awaitable[Any]]]:
         """Every RPC method; those that take no parameters refuse any (missive/cluster/door.py)."""
         methods: dict[str, Callable[[bytes, Any], Awaitable[Any]]] = {
+            **self.door.handlers(),  # what clients ask (missive/cluster/client_door.py)
             "status": self.rpc_status,
             "heartbeat": self.rpc_heartbeat,
             "snapshot": self.receiver.snapshot,
-            "submit": self.rpc_submit,
             "deliver": self.receiver.deliver,
-            "create_account": self.rpc_create_account,
-            "account": self.rpc_account,
-            "receipt": self.rpc_receipt,
-            "wait": self.rpc_wait,
-            "wait_reply": self.rpc_wait_reply,
-            "submit_wait": self.rpc_submit_wait,
-            "inbox": self.rpc_inbox,
             "apply": self.receiver.apply,
-            "local_state": self.rpc_local_state,
             "learn_code": self.receiver.learn_code,
-            "shutdown": self.rpc_shutdown,
-            "members": self.rpc_members,
             "progress": self.rpc_progress,
-            "ledger": self.rpc_ledger,
-            "message": self.rpc_message,
-            "resolve": self.rpc_resolve,
-            "mailbox": self.rpc_mailbox,
-            "pending": self.rpc_pending,
-            "accounts": self.rpc_accounts,
-            "replay": self.rpc_replay,
             **self.trust.handlers(),  # trust, trust_view (missive/cluster/trust.py)
             **self.epochs.handlers(),  # epoch_prepare, epoch_accept, epoch_learn, epochs, sync (cluster/epochs.py)
             "trust_view": self.rpc_trust_view,
@@ -343,15 +329,6 @@ class ClusterNode:
         return {name: door.refusing_on_full_disk(door.without_params(name, handler) if name in bare else handler)
                 for name, handler in methods.items()}
 
-    async def _at(self, address: bytes, method: str, params: Any,
-                  local: Callable[[], Awaitable[Any]], *, timeout: float = 10.0) -> Any:
-        """Run ``local`` if this node executes ``address``, else ask the node that does."""
-        node_id = self.executor(address)
-        if node_id == self.me:
-            await self._until_serving()
-            return await local()
-        return await self.links[node_id].call(method, params, timeout=timeout)
-
     async def _until_serving(self) -> None:
         """Wait while this node catches up (its actors' state is not yet current)."""
         if self._serving.is_set():
@@ -360,6 +337,16 @@ class ClusterNode:
             await self._serving.wait()
         if not self._serving.is_set():
             raise NotServing(f"{self.config.name} is still catching up from its peers; try again")
+
+    def _stop_soon(self) -> None:
+        """Stop this node once the answer to ``shutdown`` has left."""
+
+        async def later() -> None:
+            await trio.sleep(0.05)  # let the answer leave first
+            self.stopping.set()
+
+        assert self._nursery is not None
+        self._nursery.start_soon(later)
 
     async def rpc_heartbeat(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any]:
         """A peer is alive, knows epoch ``epoch`` and (if it joins) whether its copies are complete;
@@ -403,278 +390,10 @@ class ClusterNode:
         """This node's view of trust (``missive trust``): the trust layer's, and execution trust's."""
         return {**self.trust.view(), "execution": self.execution.view()}
 
-    async def rpc_submit(self, peer: bytes, records: list[bytes]) -> list[dict[str, Any]]:
-        """Signed external messages: admitted by the node executing their sender's account."""
-        groups: dict[bytes, list[int]] = {}
-        parsed: list[tuple[Envelope, bytes, bytes] | None] = []
-        results: list[dict[str, Any]] = [{} for _ in records]
-        for index, raw in enumerate(records):
-            try:
-                canonical, public_key, signature = msgpack.unpackb(raw)
-                envelope = Envelope.decode(canonical)
-            except (EnvelopeError, ValueError, TypeError) as exc:
-                results[index] = {"error": f"malformed message: {exc}"}
-                parsed.append(None)
-                continue
-            parsed.append((envelope, public_key, signature))
-            groups.setdefault(self.executor(envelope.sender), []).append(index)
-        for node_id, indexes in groups.items():
-            if node_id == self.me:
-                mine = [p for i in indexes if (p := parsed[i]) is not None]  # all are: groups holds parsed ones
-                self.trace.ids("submitted", (envelope.id for envelope, _, _ in mine))
-                await self._until_serving()
-                accepted = await self._admit(mine)
-                self.trace.ids("admitted", (envelope.id for envelope, _, _ in mine))
-                answers = [{"error": str(a)} if isinstance(a, EnvelopeError)
-                           else {"id": a.message_id, "duplicate": a.duplicate} for a in accepted]
-            else:
-                answers = await self.links[node_id].call("submit", [records[i] for i in indexes], timeout=10.0)
-            for i, answer in zip(indexes, answers, strict=True):
-                results[i] = answer
-        return results
-
-    async def rpc_create_account(self, peer: bytes, params: dict[str, Any]) -> bool:
-        """The development faucet: a new external account with a balance minted from nothing.
-
-        The operator's request (or a member's, forwarding it to the account's executor), only
-        in development mode, and checked whole before anything is written: a bad account
-        written here would have its state diff refused by every peer, forever.
-        """
-        if peer not in self.names or peer == self.me:  # members only forward what the operator asked
-            door.require_operator(peer, self.config.operator, "create_account")
-        door.require_development(self.config.development, "create_account")
-        door.table(params, "create_account", ("address", "public_key", "balance"))
-        address = door.address(params["address"], "create_account")
-        public_key = door.public_key(params["public_key"], "create_account")
-        balance = door.u256(params["balance"], "create_account", "balance")
-
-        async def local() -> bool:
-            if self.store.account(address) is not None:
-                raise door.BadRequest(f"create_account: account 0x{address.hex()} already exists")
-            await trio.to_thread.run_sync(self.store.create_account, address, public_key, balance)
-            return True
-
-        return bool(await self._at(address, "create_account", params, local))
-
-    async def rpc_account(self, peer: bytes, address: bytes) -> bytes | None:
-        address = door.address(address, "account")
-
-        async def local() -> bytes | None:
-            account = self.store.account(address)
-            return account.encode() if account is not None else None
-
-        return await self._at(address, "account", address, local)  # type: ignore[no-any-return]
-
-    def _receipt_answer(self, message_id: bytes) -> dict[str, Any] | None:
-        """A handled message's receipt and the messages its handling sent, as clients get them."""
-        receipt = self.store.receipt(message_id)
-        if receipt is None:
-            return None
-        sent = []
-        for out in receipt.outgoing:
-            found = self.store.message(out)
-            if found is not None:
-                sent.append(found[0].canonical())
-        return {"receipt": receipt.encode(), "sent": sent}
-
-    async def rpc_receipt(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any] | None:
-        """A message's receipt, from the node that executes its recipient, with the messages it sent."""
-        door.table(params, "receipt", ("id", "recipient"))
-        message_id = door.message_id(params["id"], "receipt")
-        recipient = door.address(params["recipient"], "receipt", "recipient")
-
-        async def local() -> dict[str, Any] | None:
-            return self._receipt_answer(message_id)
-
-        return await self._at(recipient, "receipt", params, local)  # type: ignore[no-any-return]
-
-    async def rpc_wait(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any] | None:
-        """Like ``receipt``, but the answer waits (up to ``timeout`` s, at most 30) until the message
-        is handled: the commit wakes it (missive/cluster/waiters.py).  None: not handled in time."""
-        door.table(params, "wait", ("id", "recipient"), ("timeout",))
-        message_id = door.message_id(params["id"], "wait")
-        recipient = door.address(params["recipient"], "wait", "recipient")
-        timeout = _wait_timeout(params)
-
-        async def local() -> dict[str, Any] | None:
-            return await self.waiters.receipt(message_id, lambda: self._receipt_answer(message_id), timeout)
-
-        return await self._at(recipient, "wait", params, local, timeout=timeout + 10.0)  # type: ignore[no-any-return]
-
-    async def rpc_wait_reply(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any] | None:
-        """The reply to request ``request`` (sent by account ``sender``) once the sender's node has
-        handled it: {"reply": the reply message, "receipt": its receipt}.  None: not within
-        ``timeout`` s (at most 30), or handled so long ago that it is no longer remembered by
-        request (then ask for the request's receipt and ``wait`` for the reply it names)."""
-        door.table(params, "wait_reply", ("request", "sender"), ("timeout",))
-        request = door.message_id(params["request"], "wait_reply", "request")
-        sender = door.address(params["sender"], "wait_reply", "sender")
-        timeout = _wait_timeout(params)
-
-        async def local() -> dict[str, Any] | None:
-            reply_id = await self.waiters.reply(request, timeout)
-            if reply_id is None:
-                return None
-            found, receipt = self.store.message(reply_id), self.store.receipt(reply_id)
-            if found is None or receipt is None:
-                return None
-            return {"reply": found[0].canonical(), "receipt": receipt.encode()}
-
-        return await self._at(sender, "wait_reply", params, local, timeout=timeout + 10.0)  # type: ignore[no-any-return]
-
-    async def rpc_submit_wait(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any]:
-        """One signed message submitted and waited for in one request (one round trip for a client
-        that wants the outcome, not two): ``{"record", "until", "timeout"}``.
-
-        The answer is ``submit``'s (``{"id", "duplicate"}``, or ``{"error"}`` and
-        nothing else), plus ``"handled"``: what ``wait`` answers for the message
-        (``until="receipt"``, the default) or ``wait_reply`` for its reply
-        (``until="reply"``); None if that did not come within ``timeout`` s.
-        """
-        if not isinstance(params, dict) or not isinstance(params.get("record"), bytes):
-            raise ValueError("submit_wait takes {record: the bytes of one signed message, until, timeout}")
-        until = params.get("until", "receipt")
-        if until not in ("receipt", "reply"):
-            raise ValueError(f'until must be "receipt" or "reply", not {until!r}')
-        timeout = _wait_timeout(params)
-        record = params["record"]
-        (answer,) = await self.rpc_submit(peer, [record])
-        if "error" in answer:
-            return answer
-        envelope = Envelope.decode(msgpack.unpackb(record)[0])
-        if until == "reply" and not envelope.wants_reply:
-            return {**answer, "error": "the message was accepted, but it asks for no reply to wait for"}
-        if until == "reply":
-            handled = await self.rpc_wait_reply(peer, {"request": answer["id"], "sender": envelope.sender,
-                                                       "timeout": timeout})
-        else:
-            handled = await self.rpc_wait(peer, {"id": answer["id"], "recipient": envelope.recipient,
-                                                 "timeout": timeout})
-        return {**answer, "handled": handled}
-
-    async def rpc_inbox(self, peer: bytes, address: bytes) -> list[bytes]:
-        address = door.address(address, "inbox")
-
-        async def local() -> list[bytes]:
-            out = []
-            for _, message_id in self.store.pending(address):
-                found = self.store.message(message_id)
-                if found is not None:
-                    out.append(found[0].canonical())
-            return out
-
-        return await self._at(address, "inbox", address, local)  # type: ignore[no-any-return]
-
-    async def rpc_local_state(self, peer: bytes, address: bytes) -> dict[str, Any] | None:
-        """This node's own copy of an actor (executor or replica): account, storage and mailbox."""
-        address = door.address(address, "local_state")
-        account = self.store.account(address)
-        if account is None:
-            return None
-        storage = self.store.storage(address)
-        return {"account": account.encode(), "storage": [[k.to_bytes(32, "big"), v.to_bytes(32, "big")]
-                                                         for k, v in sorted(storage.items())],
-                "mailbox": self.store.mailbox(address), "executor": self.executes(address)}
-
     # -- reads for clients (see missive.cluster.reads): this node's own store, or the actor's node --
-
-    async def rpc_members(self, peer: bytes, params: Any) -> list[dict[str, Any]]:
-        """Every member (this node included): how a client finds the others and computes placement."""
-        me = {"name": self.config.name, "host": self.config.host, "port": self.port, "id": self.me}
-        return [me] + [{"name": p.name, "host": p.host, "port": p.port, "id": p.node_id}
-                       for p in self.config.peers if p.node_id != self.me]
 
     async def rpc_progress(self, peer: bytes, params: Any) -> dict[str, int]:
         return reads.progress(self.copies)
-
-    async def rpc_ledger(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any]:
-        """This node's ledger (each node keeps its own): a page of records with messages and receipts."""
-        door.table(params, "ledger", (), ("start", "limit", "last"))
-        start = door.count(params.get("start"), "ledger", "start") or 0
-        limit = door.count(params.get("limit"), "ledger", "limit")
-        last = door.count(params.get("last"), "ledger", "last")
-        return await trio.to_thread.run_sync(functools.partial(reads.ledger_page, self.store, start, limit, last))
-
-    async def _everywhere(self, method: str, params: Any) -> list[Any]:
-        """Ask every reachable peer (their answers; an unreachable peer is left out)."""
-        answers: list[Any] = []
-
-        async def ask(link: PeerLink) -> None:
-            try:
-                answers.append(await link.call(method, params, timeout=5.0))
-            except NetError as exc:
-                log.info("%s to %s failed: %s", method, short_id(link.peer_id), exc)
-
-        async with trio.open_nursery() as nursery:
-            for link in self.links.values():
-                nursery.start_soon(ask, link)
-        return answers
-
-    async def rpc_message(self, peer: bytes, params: dict[str, Any]) -> bytes | None:
-        """A message by id: from here, else (``spread``) from whichever peer has it."""
-        door.table(params, "message", ("id",), ("spread",))
-        message_id = door.message_id(params["id"], "message")
-        found = reads.message(self.store, message_id)
-        if found is None and door.flag(params.get("spread"), "message", "spread"):
-            found = next((a for a in await self._everywhere("message", {"id": message_id}) if a), None)
-        return found
-
-    async def rpc_resolve(self, peer: bytes, params: dict[str, Any]) -> list[bytes]:
-        """Message ids starting with a prefix, here and (``spread``) on every peer."""
-        door.table(params, "resolve", ("prefix",), ("spread",))
-        start = door.prefix(params["prefix"], "resolve")
-        matches = set(self.store.message_ids_with_prefix(start))
-        if door.flag(params.get("spread"), "resolve", "spread"):
-            for answer in await self._everywhere("resolve", {"prefix": start}):
-                matches.update(bytes(m) for m in answer)
-        return sorted(matches)[:2]
-
-    async def rpc_mailbox(self, peer: bytes, address: bytes) -> list[list[Any]]:
-        address = door.address(address, "mailbox")
-
-        async def local() -> list[list[Any]]:
-            return reads.mailbox(self.store, address)
-
-        return await self._at(address, "mailbox", address, local)  # type: ignore[no-any-return]
-
-    async def rpc_pending(self, peer: bytes, params: Any) -> list[bytes]:
-        """Every message waiting on this node (``inbox`` asks for one actor's, wherever it lives)."""
-        return reads.pending(self.store)
-
-    async def rpc_accounts(self, peer: bytes, params: Any) -> list[list[bytes]]:
-        return reads.accounts(self.store)
-
-    async def rpc_replay(self, peer: bytes, params: dict[str, Any] | None) -> dict[str, Any]:
-        """Replay this node's ledger on a worker thread (the node keeps serving) and report.
-        The operator's request: a replay re-executes the whole ledger."""
-        door.require_operator(peer, self.config.operator, "replay")
-        params = door.table({} if params is None else params, "replay", (), ("actor", "until"))
-        actor = door.optional_address(params.get("actor") or None, "replay", "actor")
-        until = door.optional_message_id(params.get("until") or None, "replay", "until")
-        started = time.perf_counter()
-        report = await trio.to_thread.run_sync(reads.replay_report, self.store, actor, until)
-        return {**report, "seconds": time.perf_counter() - started, "name": self.config.name}
-
-    async def rpc_shutdown(self, peer: bytes, params: Any) -> bool:
-        """Stop this node (the operator's request: ``missive cluster down``)."""
-        door.require_operator(peer, self.config.operator, "shutdown")
-
-        async def later() -> None:
-            await trio.sleep(0.05)  # let the answer leave first
-            self.stopping.set()
-
-        assert self._nursery is not None
-        self._nursery.start_soon(later)
-        return True
-
-
-def _wait_timeout(params: dict[str, Any]) -> float:
-    """A client's ``timeout`` for a wait, in seconds: from 0 to MAX_WAIT (default MAX_WAIT)."""
-    raw = params.get("timeout", MAX_WAIT)
-    if not isinstance(raw, int | float) or isinstance(raw, bool) or not 0 <= raw <= MAX_WAIT:
-        shown = raw if isinstance(raw, int | float | str) and len(repr(raw)) < 40 else type(raw).__name__
-        raise door.BadRequest(f"timeout must be a number of seconds from 0 to {MAX_WAIT:g}, not {shown!r}")
-    return float(raw)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,9 +31,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
-import msgpack
-
 from missive.mailbox.envelope import Envelope, EnvelopeError
+from missive.mailbox.signed import record_envelope
 
 ENV_VAR = "MISSIVE_TRACE_DIR"
 #: A query's steps and then its reply's, on the asking node (A) and the answering one (B).
@@ -87,7 +86,7 @@ class Tracer:
 def _record_id(raw: bytes) -> bytes:
     """A stored record's message id (b"" if it does not decode: the line is then skipped)."""
     try:
-        return Envelope.decode(msgpack.unpackb(raw)[0], check=False).id
+        return record_envelope(raw).id
     except (EnvelopeError, ValueError, TypeError, IndexError):
         return b""
 

@@ -77,6 +77,7 @@ from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.integrity import Damaged, check_lmdb
 from missive.mailbox.records import Account, Receipt
 from missive.mailbox.seals import GENESIS, KEY_FILE, SealError, chain, load_key, record_bytes, seal_message
+from missive.mailbox.signed import SignedRecord, pack_record
 from missive.vm.keccak import keccak256
 
 TABLES = ("meta", "ledger", "seals", "discarded", "messages", "pending", "standby", "scheduled", "receipts", "mailbox",
@@ -471,11 +472,10 @@ class Store:
         raw = self.get(txn, "messages", message_id)
         if raw is None:
             return None
-        canonical, public_key, signature = msgpack.unpackb(raw)
-        envelope = Envelope.decode(canonical, check=check)
+        record = SignedRecord.decode(raw, check=check)
         if not check:
-            envelope.__dict__["id"] = message_id  # trusted: the key it is stored under is its id
-        return envelope, public_key, signature
+            record.envelope.__dict__["id"] = message_id  # trusted: the key it is stored under is its id
+        return record.as_tuple()
 
     def message_ids_with_prefix(self, prefix: bytes, limit: int = 2) -> list[bytes]:
         """Ids of stored messages starting with ``prefix``, at most ``limit`` (two say "ambiguous")."""
@@ -672,7 +672,7 @@ class Store:
         """Store a message and queue it for every holder of its recipient (here, elsewhere, or when
         due); returns its record.  ``fan_out=False``: a delivery from a peer, which already sent
         it to every holder, so it is queued here only."""
-        record = cast(bytes, msgpack.packb([envelope.canonical(), public_key, signature]))
+        record = pack_record(envelope, public_key, signature)
         txn.put(message_id, record, db=self.db["messages"])
         txn.delete(GIVEN_UP + message_id, db=self.db["meta"])  # admitted (or sent) again: it stands
         if self.replication is None:

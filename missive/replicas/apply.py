@@ -11,6 +11,7 @@ import msgpack
 
 from missive.mailbox.diffs import DiffConflict, DiffError, DiffGap, DiffSuperseded, StateDiff
 from missive.mailbox.records import Account
+from missive.mailbox.signed import record_id
 from missive.mailbox.store import MAX_TIME_AHEAD, u64
 from missive.replicas.records import Records
 from missive.vm.keccak import keccak256
@@ -128,7 +129,7 @@ class Applying(Records):
         if diff.messages:
             known = (self.db["replica_messages"], self.db["messages"])
             return diff.account.nonce <= current.nonce and all(
-                any(txn.get(keccak256(msgpack.unpackb(record)[0]), db=table) is not None for table in known)
+                any(txn.get(record_id(record), db=table) is not None for table in known)
                 for record in diff.messages)
         return self.compare_digests and diff.after == self.store.state_digest(diff.address, txn)
 
@@ -180,7 +181,7 @@ class Applying(Records):
         if diff.code and keccak256(diff.code) != diff.account.code_hash:
             raise DiffError(f"{where}: its code does not hash to the account's code hash")
         try:
-            carried = {keccak256(msgpack.unpackb(record)[0]) for record in diff.messages}
+            carried = {record_id(record) for record in diff.messages}
         except (ValueError, TypeError, IndexError, KeyError) as exc:
             raise DiffError(f"{where}: a message record it carries is malformed ({exc})") from None
         if not {out for r in receipts for out in r.outgoing} <= carried:
@@ -206,7 +207,7 @@ class Applying(Records):
         if handled:
             self._unqueue(txn, diff.address, handled)
         for record in diff.messages:
-            txn.put(keccak256(msgpack.unpackb(record)[0]), record, db=db["replica_messages"])
+            txn.put(record_id(record), record, db=db["replica_messages"])
         txn.put(diff.address, msgpack.packb([executor_id, diff.seq]), db=db["replica"])
         if diff.version:
             self._record_entry(txn, diff, made_here=False)

@@ -26,6 +26,7 @@ import lmdb
 import msgpack
 
 from missive.mailbox.envelope import Envelope, EnvelopeError
+from missive.mailbox.signed import SignedRecord, record_envelope
 from missive.mailbox.store import Store
 from missive.replicas.records import Placement
 from missive.replicas.rollback import RollingBack
@@ -89,11 +90,11 @@ class Copies(RollingBack):
         results: list[bytes | EnvelopeError] = []
         for raw in records:
             try:
-                canonical, public_key, signature = msgpack.unpackb(raw)
-                envelope = Envelope.decode(canonical)
+                record = SignedRecord.decode(raw)
+                envelope = record.envelope
                 message_id = envelope.id
                 if txn.get(message_id, db=self.db["messages"]) is None:
-                    self.store.enqueue(txn, envelope, message_id, public_key, signature, fan_out=False)
+                    self.store.enqueue(txn, envelope, message_id, record.public_key, record.signature, fan_out=False)
                     self.store.advance_clock(txn, envelope.time)
             except EnvelopeError as err:
                 results.append(err)
@@ -114,7 +115,7 @@ class Copies(RollingBack):
             if record is None:
                 continue
             txn.delete(key, db=self.db["outbound"])
-            envelope = Envelope.decode(msgpack.unpackb(record)[0], check=False)
+            envelope = record_envelope(record)
             message_id = envelope.id
             if txn.get(message_id, db=self.db["receipts"]) is None:
                 self.store.place(txn, envelope, message_id, self.placement.executes(envelope.recipient))

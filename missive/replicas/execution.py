@@ -34,6 +34,7 @@ from missive.mailbox import digest
 from missive.mailbox.diffs import DiffError, StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError
 from missive.mailbox.records import Account, Receipt, RecordError
+from missive.mailbox.signed import record_id
 from missive.vm.keccak import keccak256
 
 #: What an accuser signs (so the signature cannot be replayed as anything else).
@@ -134,7 +135,7 @@ def rerun(diff: StateDiff, account: Account, code: bytes, storage: dict[int, int
             theirs = diff.account.fields()[name]
             if value != theirs:
                 out.append(f"account {name}: re-executed {_show(value)}, the diff {_show(theirs)}")
-        listed = [keccak256(msgpack.unpackb(record)[0]) for record in diff.messages]
+        listed = [record_id(record) for record in diff.messages]
         if listed != sent:
             out.append(f"messages sent: re-executed {len(sent)}, the diff lists {len(listed)} that differ")
     return out[:MAX_DIFFERENCES]

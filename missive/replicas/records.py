@@ -38,9 +38,9 @@ import lmdb
 import msgpack
 
 from missive.mailbox.diffs import StateDiff
-from missive.mailbox.envelope import Envelope, Kind
+from missive.mailbox.envelope import Kind
+from missive.mailbox.signed import record_envelope, record_id
 from missive.mailbox.store import GIVEN_UP, Store, u64
-from missive.vm.keccak import keccak256
 
 #: The replication tables (opened in the store's environment by :class:`Records`).
 TABLES = ("outbound", "replicate", "replica", "replica_messages", "announce", "last_diff", "entries")
@@ -61,7 +61,7 @@ def in_transit_value(store: Store) -> int:
     outbound = open_tables(store)["outbound"]
     with store.read() as txn:
         for _, record in txn.cursor(db=outbound):
-            envelope = Envelope.decode(msgpack.unpackb(record)[0], check=False)
+            envelope = record_envelope(record)
             if envelope.id not in seen:
                 seen.add(envelope.id)
                 total += envelope.value
@@ -190,7 +190,7 @@ class Records:
         """Keep ``diff``'s record: [epoch, digest after, handled after, message ids, and the seq it was
         numbered with if this node made it (its accept and receipt ledger records come after that
         seq: where a rollback starts looking for them), else -1]."""
-        ids = [keccak256(msgpack.unpackb(record)[0]) for record in diff.messages]
+        ids = [record_id(record) for record in diff.messages]
         txn.put(diff.address + u64(diff.version),
                 msgpack.packb([diff.epoch, diff.after, diff.account.handled, ids, diff.seq if made_here else -1],
                               use_bin_type=True),
@@ -297,6 +297,6 @@ class Records:
         for message_id in message_ids:
             raw = txn.get(message_id, db=self.db["messages"])
             if raw is not None:
-                envelope = Envelope.decode(msgpack.unpackb(raw)[0], check=False)
+                envelope = record_envelope(raw)
                 if envelope.kind is Kind.SCHEDULED:
                     txn.delete(envelope.not_before.to_bytes(32, "big") + message_id, db=self.db["scheduled"])

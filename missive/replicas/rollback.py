@@ -11,11 +11,10 @@ import msgpack
 
 from missive.mailbox import digest
 from missive.mailbox.diffs import DiffError, StateDiff
-from missive.mailbox.envelope import Envelope
 from missive.mailbox.records import Account, Receipt
+from missive.mailbox.signed import record_envelope, record_id
 from missive.mailbox.store import GIVEN_UP, u64
 from missive.replicas.apply import Applying
-from missive.vm.keccak import keccak256
 
 
 @attrs.frozen
@@ -170,7 +169,7 @@ class RollingBack(Applying):
             # the standing records may carry the very same messages: those stay, wherever they are
             standing = {out for r in receipts for out in r.outgoing} | {m for *_, ids in theirs for m in ids}
             for record in snapshot.get("messages", ()):
-                message_id = keccak256(msgpack.unpackb(bytes(record))[0])
+                message_id = record_id(bytes(record))
                 if message_id in standing and txn.get(message_id, db=db["messages"]) is None:
                     txn.put(message_id, bytes(record), db=db["replica_messages"])
             gone = self._forget_messages(txn, given_up - standing)
@@ -185,7 +184,7 @@ class RollingBack(Applying):
             for message_id in unhandled:
                 found = txn.get(message_id, db=db["messages"])
                 if found is not None:
-                    envelope = Envelope.decode(msgpack.unpackb(found)[0], check=False)
+                    envelope = record_envelope(found)
                     self.store.place(txn, envelope, message_id, self.placement.executes(address))
             discarded = self._records_given_up(txn, {m for _, m in mine}, given_up - standing, made_from)
             rollback = self.store.append(txn, ["rollback", address, since, account.encode(),
@@ -234,7 +233,7 @@ class RollingBack(Applying):
         db = self.db
         waiting: set[bytes] = set()
         for key, record in self.scan("outbound", b"", txn=txn):
-            message_id = keccak256(msgpack.unpackb(record)[0])
+            message_id = record_id(record)
             if message_id in message_ids:
                 waiting.add(message_id)
                 txn.delete(key, db=db["outbound"])
@@ -244,7 +243,7 @@ class RollingBack(Applying):
             raw = txn.get(message_id, db=db["messages"])
             if raw is None:
                 continue
-            recipient = Envelope.decode(msgpack.unpackb(raw)[0], check=False).recipient
+            recipient = record_envelope(raw).recipient
             if any(holder != placement.me for holder in placement.holders(recipient)):
                 gone.append(message_id)
         self._unqueue(txn, b"", message_ids)  # reads their records: before they go

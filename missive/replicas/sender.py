@@ -14,11 +14,10 @@ import logging
 from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any
 
-import msgpack
 import trio
 
 from missive.identity import short_id
-from missive.mailbox.envelope import Envelope
+from missive.mailbox.signed import record_envelope
 from missive.mailbox.store import Store
 from missive.mailbox.writer import GroupWriter
 from missive.net import NetError, NodeIdentity, PeerLink
@@ -250,7 +249,7 @@ class Sender:
         lacking: dict[bytes, int | None] = {}  # per holder: the oldest diff it still lacks
         for index, (key, raw) in enumerate(batch):
             seq = int.from_bytes(key[32:], "big")
-            envelope = Envelope.decode(msgpack.unpackb(raw)[0], check=False)
+            envelope = record_envelope(raw)
             sender = envelope.sender
             if self.copies.placement.executes(sender):
                 epoch = history.epochs[number]
