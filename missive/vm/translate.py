@@ -561,43 +561,23 @@ def _translate_pass(
                     # the jump goes back (a loop's back edge, usually taken), or
                     # the fall-through only reverts (a failed check: solc jumps
                     # over its panic code).
-                    if jump_ok and (not fall_ok or dest <= pc_here or _halts_soon(code, starts, fall, jumpdests)):
-                        # Follow the jump; leave when the condition is false.
+                    on_jump = jump_ok and (not fall_ok or dest <= pc_here or _halts_soon(code, starts, fall, jumpdests))
+                    if on_jump or fall_ok:
+                        # A side exit: the trace goes on one way (the jump's
+                        # when ``on_jump``) and leaves the other way.
                         if fusable:
-                            kind = _FUSED_EXIT_NOT[bb.ops[last] & OP_MASK]
+                            kind = (_FUSED_EXIT_NOT if on_jump else _FUSED_EXIT)[bb.ops[last] & OP_MASK]
                             operands = bb.ops[last + 2 :]
                             del bb.ops[last:]
                         else:
-                            kind = R_XZ
+                            kind = R_XZ if on_jump else R_XNZ
                             operands = [cond]
                         pairs = bb.moves()
                         exit_at = len(bb.ops)
                         second = operands[1] if len(operands) > 1 else 0
-                        bb.ops += [kind, fall, operands[0], second, bb.height, len(pairs) // 2, 0, 0, *pairs]
-                        follow_to = next_block = blk
-                        exited = True
-                    elif fall_ok:
-                        if fusable:
-                            kind = _FUSED_EXIT[bb.ops[last] & OP_MASK]
-                            operands = bb.ops[last + 2 :]
-                            del bb.ops[last:]
-                        else:
-                            kind = R_XNZ
-                            operands = [cond]
-                        pairs = bb.moves()
-                        exit_at = len(bb.ops)
-                        bb.ops += [
-                            kind,
-                            blk,
-                            operands[0],
-                            operands[1] if len(operands) > 1 else 0,
-                            bb.height,
-                            len(pairs) // 2,
-                            0,
-                            0,
-                            *pairs,
-                        ]
-                        follow_to = fall
+                        leave = fall if on_jump else blk
+                        bb.ops += [kind, leave, operands[0], second, bb.height, len(pairs) // 2, 0, 0, *pairs]
+                        follow_to = next_block = blk if on_jump else fall
                         exited = True
                     elif fusable and bb.ops[last] & OP_MASK in _FUSED_BRANCH:
                         # The comparison's result feeds this JUMPI only: fuse them.
