@@ -355,69 +355,6 @@ class Frame:
                         raise self.segment_fault(blk.paths[ins.f7], sp)
                     self.gas = gas
                     ins = ins.nxt
-                elif o == R_JUMPI_S:
-                    x = ins.f2
-                    if (regs[base + x] if x >= 0 else ins.k2) != 0:
-                        nxt = ins.f1
-                        if nxt < 0:
-                            raise Halt(Status.BAD_JUMP, f"JUMPI to a non-JUMPDEST in the block at pc {blk.start_pc}")
-                    ins = ins.nxt
-                elif o == R_END:
-                    break
-                elif o == R_JLT or o == R_JGT or o == R_JEQ:
-                    x = ins.f2
-                    a = regs[base + x] if x >= 0 else ins.k2
-                    x = ins.f3
-                    b = regs[base + x] if x >= 0 else ins.k3
-                    if a < b if o == R_JLT else (a > b if o == R_JGT else a == b):
-                        nxt = ins.f1
-                        if nxt < 0:
-                            raise Halt(Status.BAD_JUMP, f"JUMPI to a non-JUMPDEST in the block at pc {blk.start_pc}")
-                    ins = ins.nxt
-                elif o == R_JZ:
-                    x = ins.f2
-                    if (regs[base + x] if x >= 0 else ins.k2) == 0:
-                        nxt = ins.f1
-                        if nxt < 0:
-                            raise Halt(Status.BAD_JUMP, f"JUMPI to a non-JUMPDEST in the block at pc {blk.start_pc}")
-                    ins = ins.nxt
-                elif o == op.LT or o == op.GT or o == op.EQ or o == op.SUB or o == op.AND or o == op.OR:
-                    x = ins.f2
-                    a = regs[base + x] if x >= 0 else ins.k2
-                    x = ins.f3
-                    b = regs[base + x] if x >= 0 else ins.k3
-                    if o == op.LT:
-                        c = 1 if a < b else 0
-                    elif o == op.GT:
-                        c = 1 if a > b else 0
-                    elif o == op.EQ:
-                        c = 1 if a == b else 0
-                    elif o == op.SUB:
-                        c = a - b
-                        if c < 0:
-                            c &= MASK
-                    elif o == op.AND:
-                        c = a & b
-                    else:
-                        c = a | b
-                    regs[base + ins.f1] = c
-                    ins = ins.nxt
-                elif o == op.ISZERO:
-                    x = ins.f2
-                    regs[base + ins.f1] = 1 if (regs[base + x] if x >= 0 else ins.k2) == 0 else 0
-                    ins = ins.nxt
-                elif o == R_JUMP or o == R_JUMPI:
-                    x = ins.f1
-                    target = regs[base + x] if x >= 0 else ins.k1
-                    taken = True
-                    if o == R_JUMPI:
-                        x = ins.f2
-                        taken = (regs[base + x] if x >= 0 else ins.k2) != 0
-                    if taken:
-                        nxt = jump_table[target] if target < code_size else -1
-                        if nxt < 0:
-                            raise Halt(Status.BAD_JUMP, f"jump to {target}, which is not a JUMPDEST")
-                    ins = ins.nxt
                 elif o == op.MLOAD:
                     x = ins.f2
                     a = regs[base + x] if x >= 0 else ins.k2
@@ -450,6 +387,46 @@ class Frame:
                         b = regs[base + x] if x >= 0 else ins.k2
                         self.mstore_unaligned(a, b)
                     ins = ins.nxt
+                elif o == op.LT or o == op.GT or o == op.EQ or o == op.SUB or o == op.AND or o == op.OR:
+                    x = ins.f2
+                    a = regs[base + x] if x >= 0 else ins.k2
+                    x = ins.f3
+                    b = regs[base + x] if x >= 0 else ins.k3
+                    if o == op.LT:
+                        c = 1 if a < b else 0
+                    elif o == op.GT:
+                        c = 1 if a > b else 0
+                    elif o == op.EQ:
+                        c = 1 if a == b else 0
+                    elif o == op.SUB:
+                        c = a - b
+                        if c < 0:
+                            c &= MASK
+                    elif o == op.AND:
+                        c = a & b
+                    else:
+                        c = a | b
+                    regs[base + ins.f1] = c
+                    ins = ins.nxt
+                elif o == op.SLT or o == op.SGT or o == op.SDIV:
+                    # Signed compares and division, inline: on the sign bits first,
+                    # then as unsigned when the signs allow it.
+                    x = ins.f2
+                    a = regs[base + x] if x >= 0 else ins.k2
+                    x = ins.f3
+                    b = regs[base + x] if x >= 0 else ins.k3
+                    neg_a = a >> 255 != 0
+                    neg_b = b >> 255 != 0
+                    if o == op.SLT:
+                        c = (1 if neg_a else 0) if neg_a != neg_b else (1 if a < b else 0)
+                    elif o == op.SGT:
+                        c = (1 if neg_b else 0) if neg_a != neg_b else (1 if a > b else 0)
+                    elif not neg_a and not neg_b:
+                        c = a // b if b else 0
+                    else:
+                        c = arith.sdiv(a, b)
+                    regs[base + ins.f1] = c
+                    ins = ins.nxt
                 elif o == op.SHR or o == op.SHL or o == op.XOR or o == op.MUL or o == op.DIV or o == op.MOD:
                     x = ins.f2
                     a = regs[base + x] if x >= 0 else ins.k2
@@ -474,24 +451,47 @@ class Frame:
                         c = a % b if b else 0
                     regs[base + ins.f1] = c
                     ins = ins.nxt
-                elif o == op.SLT or o == op.SGT or o == op.SDIV:
-                    # Signed compares and division, inline: on the sign bits first,
-                    # then as unsigned when the signs allow it.
+                elif o == op.ISZERO:
+                    x = ins.f2
+                    regs[base + ins.f1] = 1 if (regs[base + x] if x >= 0 else ins.k2) == 0 else 0
+                    ins = ins.nxt
+                elif o == R_END:
+                    break
+                elif o == R_JUMPI_S:
+                    x = ins.f2
+                    if (regs[base + x] if x >= 0 else ins.k2) != 0:
+                        nxt = ins.f1
+                        if nxt < 0:
+                            raise Halt(Status.BAD_JUMP, f"JUMPI to a non-JUMPDEST in the block at pc {blk.start_pc}")
+                    ins = ins.nxt
+                elif o == R_JLT or o == R_JGT or o == R_JEQ:
                     x = ins.f2
                     a = regs[base + x] if x >= 0 else ins.k2
                     x = ins.f3
                     b = regs[base + x] if x >= 0 else ins.k3
-                    neg_a = a >> 255 != 0
-                    neg_b = b >> 255 != 0
-                    if o == op.SLT:
-                        c = (1 if neg_a else 0) if neg_a != neg_b else (1 if a < b else 0)
-                    elif o == op.SGT:
-                        c = (1 if neg_b else 0) if neg_a != neg_b else (1 if a > b else 0)
-                    elif not neg_a and not neg_b:
-                        c = a // b if b else 0
-                    else:
-                        c = arith.sdiv(a, b)
-                    regs[base + ins.f1] = c
+                    if a < b if o == R_JLT else (a > b if o == R_JGT else a == b):
+                        nxt = ins.f1
+                        if nxt < 0:
+                            raise Halt(Status.BAD_JUMP, f"JUMPI to a non-JUMPDEST in the block at pc {blk.start_pc}")
+                    ins = ins.nxt
+                elif o == R_JZ:
+                    x = ins.f2
+                    if (regs[base + x] if x >= 0 else ins.k2) == 0:
+                        nxt = ins.f1
+                        if nxt < 0:
+                            raise Halt(Status.BAD_JUMP, f"JUMPI to a non-JUMPDEST in the block at pc {blk.start_pc}")
+                    ins = ins.nxt
+                elif o == R_JUMP or o == R_JUMPI:
+                    x = ins.f1
+                    target = regs[base + x] if x >= 0 else ins.k1
+                    taken = True
+                    if o == R_JUMPI:
+                        x = ins.f2
+                        taken = (regs[base + x] if x >= 0 else ins.k2) != 0
+                    if taken:
+                        nxt = jump_table[target] if target < code_size else -1
+                        if nxt < 0:
+                            raise Halt(Status.BAD_JUMP, f"jump to {target}, which is not a JUMPDEST")
                     ins = ins.nxt
                 elif o == op.NOT:
                     x = ins.f2
