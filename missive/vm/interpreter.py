@@ -569,7 +569,7 @@ class Frame:
         first basic block's do not (the trace may leave before), and then that
         basic block runs instead.  Returns the block to run.
         """
-        blk = self.program.blocks[index]
+        blk = self.program.block(index)
         if sp + blk.min_pos < 0 or sp + blk.max_height > STACK_LIMIT or self.gas < blk.gas:
             raise self.block_fault(blk.start_pc, sp)
         if sp + trace.min_pos >= 0 and sp + trace.max_height <= STACK_LIMIT and self.gas >= trace.gas:

@@ -46,7 +46,10 @@ constants among the first three operands, each linked to the next.  Reading a
 field is then a load from a native object instead of a bounds-checked list
 read and an unboxing, and a constant operand needs no second list read.  The
 rarer instructions (``Frame.execute_other``) and a taken side exit's
-moves still read ``ops`` from the instruction's ``at``.
+moves still read ``ops`` from the instruction's ``at``.  Traces are threaded
+when translated, basic blocks when first run (``Program.block``): most never
+run, and the objects (152 bytes each) take about 1.3 times the memory of
+``ops`` (SnailTracer's traces: 5.8 MB against 4.4 MB).
 
 Traces
 ------
@@ -221,7 +224,8 @@ class Block:
         #: register slots the block uses above the entry stack pointer: its
         #: highest stack height and its temporaries above that
         self.reach: i64 = max_height
-        #: ``ops`` as threaded code, the first instruction (made by ``_thread``)
+        #: ``ops`` as threaded code, the first instruction (made by ``_thread``;
+        #: for a basic block, when first run: ``Program.block``)
         self.first = _NO_CODE
 
 
@@ -253,6 +257,13 @@ class Program:
         #: up to MAX_TRACE_INSTRUCTIONS instructions, its entry may pay for one)
         self.trace_budget = TRACE_BUDGET_FACTOR * len(code) + TRACE_BUDGET_BASE
 
+    def block(self, index: int) -> Block:
+        """Basic block ``index``, threaded on first use (most never run: traces stand in)."""
+        block = self.blocks[index]
+        if block.first is _NO_CODE:
+            block.first = _thread(block.ops, block.consts)
+        return block
+
     def trace(self, index: int) -> Block:
         """The trace starting at basic block ``index``, translated on first use.
 
@@ -260,7 +271,7 @@ class Program:
         stands in for the trace (same meaning, only slower).
         """
         if self.trace_budget <= 0:
-            block = self.blocks[index]
+            block = self.block(index)
         else:
             block = _translate(self.code, self.starts, index, self.jumpdests, True)
             n = len(self.code)
@@ -462,7 +473,8 @@ def _translate(code: bytes, starts: list[int], first: int, jumpdests: list[bool]
     """
     _, top = _translate_pass(code, starts, first, jumpdests, follow, STACK_LIMIT * 4)
     block, _ = _translate_pass(code, starts, first, jumpdests, follow, top)
-    block.first = _thread(block.ops, block.consts)
+    if follow:
+        block.first = _thread(block.ops, block.consts)
     return block
 
 
