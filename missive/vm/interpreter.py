@@ -28,12 +28,6 @@ from missive.vm.keccak import EMPTY_KECCAK, keccak256
 from missive.vm.state import RunState
 from missive.vm.translate import (
     BIAS,
-    F1,
-    F2,
-    F3,
-    FIELD,
-    FIELD_BIAS,
-    OP_MASK,
     R_BAD_JUMP,
     R_END,
     R_INVALID,
@@ -263,9 +257,9 @@ class Frame:
         sp: i64 = 0
         bi: i64 = 0
         base: i64 = 0
-        pc: i64 = 0
         o: i64 = 0
         x: i64 = 0
+        y: i64 = 0
         nxt: i64 = 0
         delta: i64 = 0
         k: i64 = 0
@@ -284,36 +278,35 @@ class Frame:
             base = sp - BIAS
             nxt = blk.next_block
             delta = blk.delta
-            pc = 0
+            ins = blk.first
             while True:
-                w = ops[pc]
-                o = w & OP_MASK
+                o = ins.o
                 if o == R_MOV:
-                    x = (w >> F2 & FIELD) - FIELD_BIAS
+                    x = ins.f2
                     # Copied as objects: unboxing and boxing again would make a new int.
-                    regs_o[base + (w >> F1 & FIELD) - FIELD_BIAS] = regs_o[base + x] if x >= 0 else consts_o[~x]
-                    pc += 3
+                    regs_o[base + ins.f1] = regs_o[base + x] if x >= 0 else ins.c2
+                    ins = ins.nxt
                 elif o == op.ADD:
-                    x = (w >> F2 & FIELD) - FIELD_BIAS
-                    a = regs[base + x] if x >= 0 else consts[~x]
-                    x = (w >> F3 & FIELD) - FIELD_BIAS
-                    b = regs[base + x] if x >= 0 else consts[~x]
+                    x = ins.f2
+                    a = regs[base + x] if x >= 0 else ins.k2
+                    x = ins.f3
+                    b = regs[base + x] if x >= 0 else ins.k3
                     c = a + b
                     if c >> 256:
                         c &= MASK
-                    regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = c
-                    pc += 4
+                    regs[base + ins.f1] = c
+                    ins = ins.nxt
                 elif o >= R_XNZ and o <= R_XSLE:
                     # A side exit of a trace: a JUMPI whose other way the trace continues with.
-                    x = ops[pc + 2]
-                    a = regs[base + x] if x >= 0 else consts[~x]
+                    x = ins.f2
+                    a = regs[base + x] if x >= 0 else ins.k2
                     if o == R_XNZ:
                         taken = a != 0
                     elif o == R_XZ:
                         taken = a == 0
                     else:
-                        x = ops[pc + 3]
-                        b = regs[base + x] if x >= 0 else consts[~x]
+                        x = ins.f3
+                        b = regs[base + x] if x >= 0 else ins.k3
                         if o == R_XLT:
                             taken = a < b
                         elif o == R_XGE:
@@ -345,53 +338,60 @@ class Frame:
                             else:
                                 taken = not gt
                     if taken:
-                        nxt = ops[pc + 1]
+                        nxt = ins.f1
                         if nxt < 0:
                             raise Halt(Status.BAD_JUMP, f"JUMPI to a non-JUMPDEST in the trace at pc {blk.start_pc}")
-                        k = pc + 8
-                        x = k + 2 * ops[pc + 5]
+                        # The exit's moves follow its seven fields in ``ops``.
+                        k = ins.at + 8
+                        x = k + 2 * ins.f5
                         while k < x:
-                            o = ops[k + 1]
-                            regs_o[base + ops[k]] = regs_o[base + o] if o >= 0 else consts_o[~o]
+                            y = ops[k + 1]
+                            regs_o[base + ops[k]] = regs_o[base + y] if y >= 0 else consts_o[~y]
                             k += 2
-                        delta = ops[pc + 4]
+                        delta = ins.f4
                         break
-                    gas = self.gas - ops[pc + 6]
+                    gas = self.gas - ins.f6
                     if gas < 0:
-                        raise self.segment_fault(blk.paths[ops[pc + 7]], sp)
+                        raise self.segment_fault(blk.paths[ins.f7], sp)
                     self.gas = gas
-                    pc += 8 + 2 * ops[pc + 5]
-                elif o == R_JUMPI_S:
-                    x = ops[pc + 2]
-                    if (regs[base + x] if x >= 0 else consts[~x]) != 0:
-                        nxt = ops[pc + 1]
-                        if nxt < 0:
-                            raise Halt(Status.BAD_JUMP, f"JUMPI to a non-JUMPDEST in the block at pc {blk.start_pc}")
-                    pc += 3
-                elif o == R_END:
-                    break
-                elif o == R_JLT or o == R_JGT or o == R_JEQ:
-                    x = ops[pc + 2]
-                    a = regs[base + x] if x >= 0 else consts[~x]
-                    x = ops[pc + 3]
-                    b = regs[base + x] if x >= 0 else consts[~x]
-                    if a < b if o == R_JLT else (a > b if o == R_JGT else a == b):
-                        nxt = ops[pc + 1]
-                        if nxt < 0:
-                            raise Halt(Status.BAD_JUMP, f"JUMPI to a non-JUMPDEST in the block at pc {blk.start_pc}")
-                    pc += 4
-                elif o == R_JZ:
-                    x = ops[pc + 2]
-                    if (regs[base + x] if x >= 0 else consts[~x]) == 0:
-                        nxt = ops[pc + 1]
-                        if nxt < 0:
-                            raise Halt(Status.BAD_JUMP, f"JUMPI to a non-JUMPDEST in the block at pc {blk.start_pc}")
-                    pc += 3
+                    ins = ins.nxt
+                elif o == op.MLOAD:
+                    x = ins.f2
+                    a = regs[base + x] if x >= 0 else ins.k2
+                    if a + 32 > (self.memory_words << 5):
+                        self.expand(a, 32)
+                    if a & 31 == 0:
+                        words = self.words
+                        known = words[a >> 5]
+                        if known is None:
+                            b = int_from_bytes(read_word(self.memory, a)[0], "big")
+                            words[a >> 5] = b
+                            regs[base + ins.f1] = b
+                        else:
+                            # Copied as an object: no unboxing and boxing again.
+                            regs_o[base + ins.f1] = known
+                    else:
+                        regs[base + ins.f1] = self.mload_unaligned(a)
+                    ins = ins.nxt
+                elif o == op.MSTORE:
+                    x = ins.f1
+                    a = regs[base + x] if x >= 0 else ins.k1
+                    x = ins.f2
+                    if a + 32 > (self.memory_words << 5):
+                        self.expand(a, 32)
+                    if a & 31 == 0:
+                        # Stored as an object: no unboxing and boxing again.
+                        cast("list[object]", self.words)[a >> 5] = regs_o[base + x] if x >= 0 else ins.c2
+                        self.dirty[a >> 5] = True
+                    else:
+                        b = regs[base + x] if x >= 0 else ins.k2
+                        self.mstore_unaligned(a, b)
+                    ins = ins.nxt
                 elif o == op.LT or o == op.GT or o == op.EQ or o == op.SUB or o == op.AND or o == op.OR:
-                    x = (w >> F2 & FIELD) - FIELD_BIAS
-                    a = regs[base + x] if x >= 0 else consts[~x]
-                    x = (w >> F3 & FIELD) - FIELD_BIAS
-                    b = regs[base + x] if x >= 0 else consts[~x]
+                    x = ins.f2
+                    a = regs[base + x] if x >= 0 else ins.k2
+                    x = ins.f3
+                    b = regs[base + x] if x >= 0 else ins.k3
                     if o == op.LT:
                         c = 1 if a < b else 0
                     elif o == op.GT:
@@ -406,63 +406,32 @@ class Frame:
                         c = a & b
                     else:
                         c = a | b
-                    regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = c
-                    pc += 4
-                elif o == op.ISZERO:
-                    x = (w >> F2 & FIELD) - FIELD_BIAS
-                    regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = (
-                        1 if (regs[base + x] if x >= 0 else consts[~x]) == 0 else 0
-                    )
-                    pc += 3
-                elif o == R_JUMP or o == R_JUMPI:
-                    x = ops[pc + 1]
-                    target = regs[base + x] if x >= 0 else consts[~x]
-                    taken = True
-                    if o == R_JUMPI:
-                        x = ops[pc + 2]
-                        taken = (regs[base + x] if x >= 0 else consts[~x]) != 0
-                    if taken:
-                        nxt = jump_table[target] if target < code_size else -1
-                        if nxt < 0:
-                            raise Halt(Status.BAD_JUMP, f"jump to {target}, which is not a JUMPDEST")
-                    pc += 3 if o == R_JUMPI else 2
-                elif o == op.MLOAD:
-                    x = (w >> F2 & FIELD) - FIELD_BIAS
-                    a = regs[base + x] if x >= 0 else consts[~x]
-                    if a + 32 > (self.memory_words << 5):
-                        self.expand(a, 32)
-                    if a & 31 == 0:
-                        words = self.words
-                        known = words[a >> 5]
-                        if known is None:
-                            b = int_from_bytes(read_word(self.memory, a)[0], "big")
-                            words[a >> 5] = b
-                            regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = b
-                        else:
-                            # Copied as an object: no unboxing and boxing again.
-                            regs_o[base + (w >> F1 & FIELD) - FIELD_BIAS] = known
+                    regs[base + ins.f1] = c
+                    ins = ins.nxt
+                elif o == op.SLT or o == op.SGT or o == op.SDIV:
+                    # Signed compares and division, inline: on the sign bits first,
+                    # then as unsigned when the signs allow it.
+                    x = ins.f2
+                    a = regs[base + x] if x >= 0 else ins.k2
+                    x = ins.f3
+                    b = regs[base + x] if x >= 0 else ins.k3
+                    neg_a = a >> 255 != 0
+                    neg_b = b >> 255 != 0
+                    if o == op.SLT:
+                        c = (1 if neg_a else 0) if neg_a != neg_b else (1 if a < b else 0)
+                    elif o == op.SGT:
+                        c = (1 if neg_b else 0) if neg_a != neg_b else (1 if a > b else 0)
+                    elif not neg_a and not neg_b:
+                        c = a // b if b else 0
                     else:
-                        regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = self.mload_unaligned(a)
-                    pc += 3
-                elif o == op.MSTORE:
-                    x = (w >> F1 & FIELD) - FIELD_BIAS
-                    a = regs[base + x] if x >= 0 else consts[~x]
-                    x = (w >> F2 & FIELD) - FIELD_BIAS
-                    if a + 32 > (self.memory_words << 5):
-                        self.expand(a, 32)
-                    if a & 31 == 0:
-                        # Stored as an object: no unboxing and boxing again.
-                        cast("list[object]", self.words)[a >> 5] = regs_o[base + x] if x >= 0 else consts_o[~x]
-                        self.dirty[a >> 5] = True
-                    else:
-                        b = regs[base + x] if x >= 0 else consts[~x]
-                        self.mstore_unaligned(a, b)
-                    pc += 3
+                        c = arith.sdiv(a, b)
+                    regs[base + ins.f1] = c
+                    ins = ins.nxt
                 elif o == op.SHR or o == op.SHL or o == op.XOR or o == op.MUL or o == op.DIV or o == op.MOD:
-                    x = (w >> F2 & FIELD) - FIELD_BIAS
-                    a = regs[base + x] if x >= 0 else consts[~x]
-                    x = (w >> F3 & FIELD) - FIELD_BIAS
-                    b = regs[base + x] if x >= 0 else consts[~x]
+                    x = ins.f2
+                    a = regs[base + x] if x >= 0 else ins.k2
+                    x = ins.f3
+                    b = regs[base + x] if x >= 0 else ins.k3
                     if o == op.SHR:
                         c = b >> a if a < 256 else 0
                     elif o == op.SHL:
@@ -480,74 +449,96 @@ class Frame:
                         c = a // b if b else 0
                     else:
                         c = a % b if b else 0
-                    regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = c
-                    pc += 4
-                elif o == op.SLT or o == op.SGT or o == op.SDIV:
-                    # Signed compares and division, inline: on the sign bits first,
-                    # then as unsigned when the signs allow it.
-                    x = (w >> F2 & FIELD) - FIELD_BIAS
-                    a = regs[base + x] if x >= 0 else consts[~x]
-                    x = (w >> F3 & FIELD) - FIELD_BIAS
-                    b = regs[base + x] if x >= 0 else consts[~x]
-                    neg_a = a >> 255 != 0
-                    neg_b = b >> 255 != 0
-                    if o == op.SLT:
-                        c = (1 if neg_a else 0) if neg_a != neg_b else (1 if a < b else 0)
-                    elif o == op.SGT:
-                        c = (1 if neg_b else 0) if neg_a != neg_b else (1 if a > b else 0)
-                    elif not neg_a and not neg_b:
-                        c = a // b if b else 0
-                    else:
-                        c = arith.sdiv(a, b)
-                    regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = c
-                    pc += 4
+                    regs[base + ins.f1] = c
+                    ins = ins.nxt
+                elif o == op.ISZERO:
+                    x = ins.f2
+                    regs[base + ins.f1] = 1 if (regs[base + x] if x >= 0 else ins.k2) == 0 else 0
+                    ins = ins.nxt
+                elif o == R_END:
+                    break
+                elif o == R_JUMPI_S:
+                    x = ins.f2
+                    if (regs[base + x] if x >= 0 else ins.k2) != 0:
+                        nxt = ins.f1
+                        if nxt < 0:
+                            raise Halt(Status.BAD_JUMP, f"JUMPI to a non-JUMPDEST in the block at pc {blk.start_pc}")
+                    ins = ins.nxt
+                elif o == R_JLT or o == R_JGT or o == R_JEQ:
+                    x = ins.f2
+                    a = regs[base + x] if x >= 0 else ins.k2
+                    x = ins.f3
+                    b = regs[base + x] if x >= 0 else ins.k3
+                    if a < b if o == R_JLT else (a > b if o == R_JGT else a == b):
+                        nxt = ins.f1
+                        if nxt < 0:
+                            raise Halt(Status.BAD_JUMP, f"JUMPI to a non-JUMPDEST in the block at pc {blk.start_pc}")
+                    ins = ins.nxt
+                elif o == R_JZ:
+                    x = ins.f2
+                    if (regs[base + x] if x >= 0 else ins.k2) == 0:
+                        nxt = ins.f1
+                        if nxt < 0:
+                            raise Halt(Status.BAD_JUMP, f"JUMPI to a non-JUMPDEST in the block at pc {blk.start_pc}")
+                    ins = ins.nxt
+                elif o == R_JUMP or o == R_JUMPI:
+                    x = ins.f1
+                    target = regs[base + x] if x >= 0 else ins.k1
+                    taken = True
+                    if o == R_JUMPI:
+                        x = ins.f2
+                        taken = (regs[base + x] if x >= 0 else ins.k2) != 0
+                    if taken:
+                        nxt = jump_table[target] if target < code_size else -1
+                        if nxt < 0:
+                            raise Halt(Status.BAD_JUMP, f"jump to {target}, which is not a JUMPDEST")
+                    ins = ins.nxt
                 elif o == op.NOT:
-                    x = (w >> F2 & FIELD) - FIELD_BIAS
-                    regs[base + (w >> F1 & FIELD) - FIELD_BIAS] = MASK ^ (regs[base + x] if x >= 0 else consts[~x])
-                    pc += 3
+                    x = ins.f2
+                    regs[base + ins.f1] = MASK ^ (regs[base + x] if x >= 0 else ins.k2)
+                    ins = ins.nxt
                 elif o == op.CALLDATALOAD:
-                    x = ops[pc + 2]
-                    a = regs[base + x] if x >= 0 else consts[~x]
-                    regs[base + ops[pc + 1]] = self.op_calldataload(a)
-                    pc += 3
+                    x = ins.f2
+                    a = regs[base + x] if x >= 0 else ins.k2
+                    regs[base + ins.f1] = self.op_calldataload(a)
+                    ins = ins.nxt
                 elif o == op.SLOAD:
-                    x = ops[pc + 2]
-                    a = regs[base + x] if x >= 0 else consts[~x]
+                    x = ins.f2
+                    a = regs[base + x] if x >= 0 else ins.k2
                     cost, b = state.sload(a)
                     self.charge(cost)
-                    regs[base + ops[pc + 1]] = b
-                    pc += 3
+                    regs[base + ins.f1] = b
+                    ins = ins.nxt
                 elif o == op.SSTORE:
-                    x = ops[pc + 1]
-                    a = regs[base + x] if x >= 0 else consts[~x]
-                    x = ops[pc + 2]
-                    b = regs[base + x] if x >= 0 else consts[~x]
-                    self.op_sstore(a, b, ops[pc + 3])
-                    pc += 4
+                    x = ins.f1
+                    a = regs[base + x] if x >= 0 else ins.k1
+                    x = ins.f2
+                    b = regs[base + x] if x >= 0 else ins.k2
+                    self.op_sstore(a, b, ins.f3)
+                    ins = ins.nxt
                 elif o == op.RETURN or o == op.REVERT:
-                    x = ops[pc + 1]
-                    a = regs[base + x] if x >= 0 else consts[~x]
-                    x = ops[pc + 2]
-                    b = regs[base + x] if x >= 0 else consts[~x]
+                    x = ins.f1
+                    a = regs[base + x] if x >= 0 else ins.k1
+                    x = ins.f2
+                    b = regs[base + x] if x >= 0 else ins.k2
                     output = self.read_memory(a, b)
                     self.reverted = o == op.REVERT
                     return output
                 elif o == op.STOP:
                     return b""
                 elif o == R_INVALID:
-                    raise Halt(Status.INVALID_OPCODE, f"invalid opcode {op.name(ops[pc + 1])}")
+                    raise Halt(Status.INVALID_OPCODE, f"invalid opcode {op.name(ins.f1)}")
                 elif o == R_BAD_JUMP:
-                    x = ops[pc + 1]
-                    raise Halt(Status.BAD_JUMP, f"jump to {consts[~x]}, which is not a JUMPDEST")
+                    raise Halt(Status.BAD_JUMP, f"jump to {ins.k1}, which is not a JUMPDEST")
                 elif o == op.SELFDESTRUCT:
-                    x = ops[pc + 1]
-                    messages.selfdestruct(self, regs[base + x] if x >= 0 else consts[~x])
+                    x = ins.f1
+                    messages.selfdestruct(self, regs[base + x] if x >= 0 else ins.k1)
                     return b""
                 elif o == op.KECCAK256:
-                    x = ops[pc + 2]
-                    a = regs[base + x] if x >= 0 else consts[~x]
-                    x = ops[pc + 3]
-                    b = regs[base + x] if x >= 0 else consts[~x]
+                    x = ins.f2
+                    a = regs[base + x] if x >= 0 else ins.k2
+                    x = ins.f3
+                    b = regs[base + x] if x >= 0 else ins.k3
                     if b == 32 and a & 31 == 0 and a + 32 <= (self.memory_words << 5):
                         # One aligned word in memory (a hash chain, a mapping key):
                         # hashed from ``words`` when it is there.
@@ -557,12 +548,13 @@ class Frame:
                         self.gas = gas
                         known = self.words[a >> 5]
                         c = int_from_bytes(read_word(self.memory, a)[0], "big") if known is None else known
-                        regs[base + ops[pc + 1]] = int_from_bytes(keccak256(c.to_bytes(32, "big")), "big")
+                        regs[base + ins.f1] = int_from_bytes(keccak256(c.to_bytes(32, "big")), "big")
                     else:
-                        regs[base + ops[pc + 1]] = self.op_keccak256(a, b)
-                    pc += 4
+                        regs[base + ins.f1] = self.op_keccak256(a, b)
+                    ins = ins.nxt
                 else:
-                    pc = self.execute_other(o, ops, pc, base, consts)
+                    self.execute_other(o, ops, ins.at, base, consts)
+                    ins = ins.nxt
             sp += delta
             if nxt < 0:
                 return b""
@@ -577,7 +569,7 @@ class Frame:
         first basic block's do not (the trace may leave before), and then that
         basic block runs instead.  Returns the block to run.
         """
-        blk = self.program.blocks[index]
+        blk = self.program.block(index)
         if sp + blk.min_pos < 0 or sp + blk.max_height > STACK_LIMIT or self.gas < blk.gas:
             raise self.block_fault(blk.start_pc, sp)
         if sp + trace.min_pos >= 0 and sp + trace.max_height <= STACK_LIMIT and self.gas >= trace.gas:
