@@ -61,6 +61,7 @@ from missive.mailbox.disk import NoStore, StoreError
 from missive.mailbox.envelope import MAX_GAS, Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
 from missive.mailbox.store import Store, check_whole
+from missive.market.fees import default_bid
 from missive.vm.keccak import keccak256
 from missive.vm.messages import create_address
 
@@ -688,44 +689,45 @@ class ContractFunction:
     # -- sending -------------------------------------------------------------------------------
 
     def send(self, *args: Any, sender: object = None, value: int = 0, gas: int | None = None,
-             wants_reply: bool = False) -> Sent:
-        """Send a ``call`` message (even for a view function); return once it is durable."""
+             wants_reply: bool = False, bid: int | None = None) -> Sent:
+        """Send a ``call`` message (even for a view function); return once it is durable.
+        ``bid``: fee per gas (None: the node's ``default_bid``)."""
         self._check_value(value)
         data = self.encode(*args)
         envelope, duplicate = self.contract._node._submit(Kind.CALL, self.contract._address, data, sender=sender,
-                                                           value=value, gas=gas, wants_reply=wants_reply)
+                                                           value=value, gas=gas, wants_reply=wants_reply, bid=bid)
         return Sent(self.contract._node, envelope, duplicate=duplicate, function=self)
 
     async def asend(self, *args: Any, sender: object = None, value: int = 0, gas: int | None = None,
-                    wants_reply: bool = False) -> Sent:
+                    wants_reply: bool = False, bid: int | None = None) -> Sent:
         self._check_value(value)
         self.encode(*args)  # bad arguments fail here, not in the worker thread
         return await trio.to_thread.run_sync(
-            functools.partial(self.send, *args, sender=sender, value=value, gas=gas, wants_reply=wants_reply)
+            functools.partial(self.send, *args, sender=sender, value=value, gas=gas, wants_reply=wants_reply, bid=bid)
         )
 
-    def query(self, *args: Any, sender: object = None, gas: int | None = None) -> Sent:
+    def query(self, *args: Any, sender: object = None, gas: int | None = None, bid: int | None = None) -> Sent:
         """Send a ``query`` message (read-only run, reply wanted); return once it is durable."""
         data = self.encode(*args)
         envelope, duplicate = self.contract._node._submit(Kind.QUERY, self.contract._address, data, sender=sender,
-                                                           value=0, gas=gas, wants_reply=True)
+                                                           value=0, gas=gas, wants_reply=True, bid=bid)
         return Sent(self.contract._node, envelope, duplicate=duplicate, function=self)
 
-    async def aquery(self, *args: Any, sender: object = None, gas: int | None = None) -> Sent:
+    async def aquery(self, *args: Any, sender: object = None, gas: int | None = None, bid: int | None = None) -> Sent:
         self.encode(*args)
-        return await trio.to_thread.run_sync(functools.partial(self.query, *args, sender=sender, gas=gas))
+        return await trio.to_thread.run_sync(functools.partial(self.query, *args, sender=sender, gas=gas, bid=bid))
 
     def __call__(self, *args: Any, sender: object = None, value: int = 0, gas: int | None = None,
-                 timeout: float | None = None) -> Any:
+                 timeout: float | None = None, bid: int | None = None) -> Any:
         """view/pure: query and return the decoded answer.  Otherwise: send a call and return its Sent."""
         if self.is_view:
             if value:
                 raise ArgumentError(f"{self.signature} is {self.mutability}: a query cannot carry value")
             if _in_trio():  # say so before anything is sent
                 raise NodeError(f"calling {self.signature} waits for its reply; inside trio code use `await ....acall()`")
-            sent = self.query(*args, sender=sender, gas=gas)
+            sent = self.query(*args, sender=sender, gas=gas, bid=bid)
             return sent.reply(timeout)
-        return self.send(*args, sender=sender, value=value, gas=gas)
+        return self.send(*args, sender=sender, value=value, gas=gas, bid=bid)
 
     async def acall(self, *args: Any, sender: object = None, value: int = 0, gas: int | None = None,
                     timeout: float | None = None) -> Any:
@@ -881,6 +883,8 @@ class Node:
         self._submit_lock = threading.Lock()
         self._default: Wallet | None = None
         self._reply_ids: dict[bytes, bytes] = {}
+        #: the fee per gas of messages sent without ``bid=`` (docs/market.md); $MISSIVE_BID, else 0
+        self.default_bid = default_bid()
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -912,7 +916,8 @@ class Node:
             keystore = Keystore(target, create=True, encrypted=encrypted, passphrase=passphrase)
             node = cls(target, store, keystore)
             if default_balance is not None:
-                node.new_account("default", balance=default_balance)
+                default = node.new_account("default", balance=default_balance)
+                store.set_coinbase(default.address)  # the node is its own worker: its fees go there
         except BaseException:  # (Ctrl-C too) no half-made node is left behind
             if store is not None:
                 store.close()
@@ -1082,6 +1087,13 @@ class Node:
     def _key(self, sender: object) -> Key:
         return (self.default if sender is None else self.wallet(sender)).key
 
+    def _check_bid(self, bid: int | None) -> int:
+        """The fee per gas a message offers: ``bid``, or the node's default."""
+        bid = self.default_bid if bid is None else bid
+        if not isinstance(bid, int) or isinstance(bid, bool) or bid < 0 or bid >> 256:
+            raise ArgumentError(f"bid (fee per gas) must be an integer in [0, 2**256), got {bid!r}")
+        return bid
+
     def _check_message(self, kind: Kind, value: int, gas: int | None) -> int:
         """Validate what the caller chose for a message; return its gas."""
         if not isinstance(value, int) or isinstance(value, bool) or value < 0 or value >> 256:
@@ -1092,19 +1104,21 @@ class Node:
         return gas
 
     def _submit(self, kind: Kind, to: bytes | None, payload: bytes, *, sender: object, value: int,
-                gas: int | None, wants_reply: bool) -> tuple[Envelope, bool]:
+                gas: int | None, wants_reply: bool, bid: int | None = None) -> tuple[Envelope, bool]:
         """Sign and accept one external message; (envelope, duplicate) once it is durable."""
         key = self._key(sender)
         self._writable("send messages")
         gas = self._check_message(kind, value, gas)
+        fee = self._check_bid(bid)
         with self._submit_lock:
             for attempt in range(8):
                 account = self.store.account(key.address)
                 nonce = account.nonce if account is not None else 0
                 recipient = create_address(key.address, nonce) if kind is Kind.DEPLOY else to
                 assert recipient is not None
-                envelope = Envelope(kind, key.address, recipient, value=value, payload=payload, gas=gas, nonce=nonce,
-                                    time=self.store.clock(), wants_reply=wants_reply, chain_id=self.store.chain_id)
+                envelope = Envelope(kind, key.address, recipient, value=value, payload=payload, gas=gas, bid=fee,
+                                    nonce=nonce, time=self.store.clock(), wants_reply=wants_reply,
+                                    chain_id=self.store.chain_id)
                 envelope.validate()
                 (result,) = self.store.accept([key.sign(envelope)], self._check)
                 if isinstance(result, EnvelopeError):
@@ -1115,7 +1129,7 @@ class Node:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def send_many(self, calls: Sequence[tuple[object, object, bytes]], *, value: int = 0,
-                  gas: int | None = None) -> list[Sent]:
+                  gas: int | None = None, bid: int | None = None) -> list[Sent]:
         """Send many ``call`` messages, each ``(sender, to, data)``, in one group commit.
 
         One transaction (one fsync) for the lot, which is what makes bulk
@@ -1123,6 +1137,7 @@ class Node:
         message is refused, none is sent and the error names which one.
         """
         gas = self._check_message(Kind.CALL, value, gas)
+        fee = self._check_bid(bid)
         prepared = [(self._key(sender), to_address(to, "recipient"), bytes(data)) for sender, to, data in calls]
         self._writable("send messages")
         with self._submit_lock:
@@ -1133,7 +1148,7 @@ class Node:
                 if key.address not in nonces:
                     account = self.store.account(key.address)
                     nonces[key.address] = account.nonce if account is not None else 0
-                envelope = Envelope(Kind.CALL, key.address, to, value=value, payload=data, gas=gas,
+                envelope = Envelope(Kind.CALL, key.address, to, value=value, payload=data, gas=gas, bid=fee,
                                     nonce=nonces[key.address], time=clock, chain_id=self.store.chain_id)
                 envelope.validate()
                 nonces[key.address] += 1
@@ -1164,10 +1179,11 @@ class Node:
         return stop
 
     def send(self, to: object, data: bytes = b"", *, value: int = 0, sender: object = None, gas: int | None = None,
-             wants_reply: bool = False) -> Sent:
-        """Send a raw ``call`` message (calldata ``data``) to ``to``; return once it is durable."""
+             wants_reply: bool = False, bid: int | None = None) -> Sent:
+        """Send a raw ``call`` message (calldata ``data``) to ``to``; return once it is durable.
+        ``bid``: fee per gas (None: :attr:`default_bid`)."""
         envelope, duplicate = self._submit(Kind.CALL, to_address(to, "recipient"), bytes(data), sender=sender,
-                                           value=value, gas=gas, wants_reply=wants_reply)
+                                           value=value, gas=gas, wants_reply=wants_reply, bid=bid)
         return Sent(self, envelope, duplicate=duplicate)
 
     async def asend(self, to: object, data: bytes = b"", *, value: int = 0, sender: object = None,
@@ -1176,10 +1192,11 @@ class Node:
             functools.partial(self.send, to, data, value=value, sender=sender, gas=gas, wants_reply=wants_reply)
         )
 
-    def query(self, to: object, data: bytes, *, sender: object = None, gas: int | None = None) -> Sent:
+    def query(self, to: object, data: bytes, *, sender: object = None, gas: int | None = None,
+              bid: int | None = None) -> Sent:
         """Send a raw ``query`` message; ``.reply()`` on the result gives the raw answer bytes."""
         envelope, duplicate = self._submit(Kind.QUERY, to_address(to, "recipient"), bytes(data), sender=sender,
-                                           value=0, gas=gas, wants_reply=True)
+                                           value=0, gas=gas, wants_reply=True, bid=bid)
         return Sent(self, envelope, duplicate=duplicate)
 
     async def aquery(self, to: object, data: bytes, *, sender: object = None, gas: int | None = None) -> Sent:
@@ -1225,7 +1242,8 @@ class Node:
 
     def deploy_message(self, source: str | os.PathLike[str] | bytes, *args: Any, sender: object = None,
                        value: int = 0, gas: int | None = None, abi: list[dict[str, Any]] | None = None,
-                       name: str | None = None, accept_async: Sequence[str] | bool = ()) -> tuple[Sent, Contract]:
+                       name: str | None = None, accept_async: Sequence[str] | bool = (),
+                       bid: int | None = None) -> tuple[Sent, Contract]:
         """Compile, check and send a deploy message without waiting: (its Sent, the future contract).
 
         Code that would change meaning silently under message semantics (``missive check``) is refused with
@@ -1234,21 +1252,22 @@ class Node:
         """
         payload, abi, name = self._prepare_deploy(source, args, abi, name, value, accept_async)
         envelope, duplicate = self._submit(Kind.DEPLOY, None, payload, sender=sender, value=value, gas=gas,
-                                           wants_reply=False)
+                                           wants_reply=False, bid=bid)
         sent = Sent(self, envelope, duplicate=duplicate)
         self.register_abi(envelope.recipient, abi, name)
         return sent, Contract(self, envelope.recipient, abi, name, deployment=sent)
 
     def deploy(self, source: str | os.PathLike[str] | bytes, *args: Any, sender: object = None, value: int = 0,
                gas: int | None = None, abi: list[dict[str, Any]] | None = None, name: str | None = None,
-               timeout: float | None = None, accept_async: Sequence[str] | bool = ()) -> Contract:
+               timeout: float | None = None, accept_async: Sequence[str] | bool = (),
+               bid: int | None = None) -> Contract:
         """Deploy a contract (``.vy``/``.sol``/artifact/``.bin`` path, Vyper source text, or init code bytes +
         ``abi=``); ``accept_async`` as in :meth:`deploy_message`.
 
         Runs the node until the deploy is handled; raises :class:`Reverted` if it failed.
         """
         sent, contract = self.deploy_message(source, *args, sender=sender, value=value, gas=gas, abi=abi, name=name,
-                                             accept_async=accept_async)
+                                             accept_async=accept_async, bid=bid)
         _check_deployed(sent, sent.receipt(timeout), contract)
         return contract
 

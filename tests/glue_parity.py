@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import msgpack
 
 from missive.actors.handler import ActorState, handle, next_root
@@ -49,7 +50,7 @@ def sample_envelope() -> Envelope:
 
 def sample_receipt() -> Receipt:
     return Receipt(bytes(32), B, 4, "success", 21_000, b"\x00\x01", b"r" * 32, ((B, (1, 2**255), b"d"),),
-                   (b"o" * 32,), ((A, b"h" * 32),), 9, "", 1_796_000_000)
+                   (b"o" * 32,), ((A, b"h" * 32),), 9, "", 1_796_000_000, 63_000, 2**200, A)
 
 
 def sample_account() -> Account:
@@ -79,12 +80,15 @@ def handled() -> list[object]:
     """One handler run: SSTORE 42 at slot 1, LOG1, a CALL out, STOP; the message asks for a reply."""
     code = bytes.fromhex("602a600155" "60aa6000526001600160a01b" "60206000a1" "6000600060006000600573"
                          + B.hex() + "61fffff1" "00")
-    envelope = sample_envelope()
-    actor = ActorState(A, Account(balance=50, code_hash=b"h" * 32), code)
-    o = handle(actor, envelope, envelope.id, ("pending", b"k"), lambda slot: 0, lambda address: (b"", b""),
-               1_796_000_000, 281_474_976_710_000)
-    return [o.receipt.encode().hex(), o.account.encode().hex(), repr(o.storage_writes),
-            [e.canonical().hex() for e in o.new_messages], repr(actor.storage)]
+    out: list[object] = []
+    for bid in (0, 3):  # free, and paying a fee per gas (its escrow split into fee, refund and forwarded gas)
+        envelope = attrs.evolve(sample_envelope(), bid=bid)
+        actor = ActorState(A, Account(balance=50, code_hash=b"h" * 32), code)
+        o = handle(actor, envelope, envelope.id, ("pending", b"k"), lambda slot: 0, lambda address: (b"", b""),
+                   1_796_000_000, 281_474_976_710_000, B)
+        out += [o.receipt.encode().hex(), o.account.encode().hex(), repr(o.storage_writes),
+                [e.canonical().hex() for e in o.new_messages], repr(actor.storage), o.payer.hex()]
+    return out
 
 
 def main() -> None:

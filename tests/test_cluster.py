@@ -111,7 +111,8 @@ def native_total(cluster: Cluster) -> int:
         store = Store(Path(state["dir"]), readonly=True)
         try:
             total += sum(a.balance for _, a in store.accounts()) + in_transit_value(store)
-            total += sum(store.message(m)[0].value for _, m in store.pending())  # type: ignore[index]
+            total += sum(store.message(m)[0].value + store.message(m)[0].gas * store.message(m)[0].bid  # type: ignore[index]
+                         for _, m in store.pending())
         finally:
             store.close()
     return total
@@ -148,6 +149,44 @@ def test_cross_node_transfers_query_reply_and_conservation(cluster: Cluster) -> 
     assert bob_node != alice_node
     statuses = launcher.status(cluster.root)
     assert sum(s["forwarded"] for s in statuses) > 0 and all(s["up"] for s in statuses)
+
+
+def test_fees_cross_nodes_as_messages_and_are_conserved(cluster: Cluster) -> None:
+    """Pay by bid on a cluster (issue 23): the token's executor records fee and refund in the receipt;
+    since alice's account and its coinbase may be held by other nodes, both travel as messages
+    (bounce-kind, gas 0) sent with the receipt, and every node's ledger replays."""
+    from missive.mailbox.store import Store
+    from missive.market.fees import credit_messages
+
+    alice_node = cluster.home(cluster.alice.address)["name"]
+    token = deploy_token_away_from(cluster, {alice_node})
+    token_node = cluster.home(token)
+    client = cluster.client(0)
+    before = client.account(cluster.alice.address).balance
+    env = client.submit(cluster.alice, Kind.CALL, token, sel("transfer(address,uint256)")
+                        + encode(["address", "uint256"], [cluster.alice.address, 1]), gas=300_000, bid=5)
+    receipt, _ = client.receipt(env)
+    assert receipt.success and receipt.fee == receipt.gas_used * 5 and receipt.refund == (300_000 - receipt.gas_used) * 5
+    (token_dir,) = [n["dir"] for n in launcher.read_cluster(cluster.root)["nodes"] if n["name"] == token_node["name"]]
+    with Store(Path(token_dir), readonly=True) as store:
+        assert receipt.coinbase == store.coinbase()  # the executing node's worker
+    for credit in credit_messages(receipt, cluster.alice.address):
+        client.receipt(credit)  # handled by the node holding the account it pays
+    deadline = time.monotonic() + 10
+    while client.account(cluster.alice.address).balance != before - receipt.fee and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.account(cluster.alice.address).balance == before - receipt.fee
+    assert client.account(receipt.coinbase).balance >= receipt.fee
+    genesis = launcher.DEFAULT_BALANCE
+    while native_total(cluster) != genesis and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert native_total(cluster) == genesis
+    from missive.actors.replay import replay
+
+    for state in launcher.read_cluster(cluster.root)["nodes"]:
+        with Store(Path(state["dir"]), readonly=True) as store:
+            report = replay(store)
+            assert report.ok, report.divergence and report.divergence.describe()
 
 
 def test_waits_are_answered_when_the_receipt_or_the_reply_is_committed(cluster: Cluster) -> None:

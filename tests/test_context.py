@@ -467,3 +467,15 @@ def test_a_format_4_store_is_refused_by_name() -> None:
             txn.put(b"format", msgpack.packb(4), db=store.db["meta"])
         with pytest.raises(StoreError, match="store format 4 .its VM had no CLZ, BLS12-381 or P256VERIFY"):
             Store(Path(tmp), readonly=True)
+
+
+def test_a_format_5_store_is_refused_by_name() -> None:
+    """Format 5 ledgers' messages paid no fees: their receipts record none (issue 23)."""
+    import msgpack
+
+    with tempfile.TemporaryDirectory() as tmp:
+        Store(Path(tmp), create=True).close()
+        with Store(Path(tmp)) as store, store.env.begin(write=True) as txn:
+            txn.put(b"format", msgpack.packb(5), db=store.db["meta"])
+        with pytest.raises(StoreError, match="store format 5 .its messages paid no fees"):
+            Store(Path(tmp), readonly=True)

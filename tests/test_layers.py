@@ -24,6 +24,9 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     # the ledger and mailboxes: below the actors, the network, the cluster and replication
     "mailbox": ("missive.actors", "missive.cluster", "missive.net", "missive.replicas", "missive.node",
                 "missive.cli", "missive.consensus"),
+    # the market's fee rules sit beside the ledger (the store settles them): they know only envelopes and records
+    "market": ("missive.mailbox.store", "missive.mailbox.admission", "missive.actors", "missive.cluster",
+               "missive.net", "missive.replicas", "missive.node", "missive.cli", "missive.consensus"),
     # the actors run handlers over the mailbox: they know nothing of nodes, networks or clusters
     "actors": ("missive.cluster", "missive.net", "missive.replicas", "missive.node", "missive.cli"),
     # the trust and gossip core is network-free: no I/O, no store, no cluster

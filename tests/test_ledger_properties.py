@@ -148,8 +148,10 @@ class Workload(Ledger):
     three vaults.  It runs drawn operations and calls ``invariant`` after every
     submission, every committed round and every restart."""
 
-    def __init__(self, path: Path, batch: int, per_actor: int, invariant: Check) -> None:
+    def __init__(self, path: Path, batch: int, per_actor: int, invariant: Check, bids: tuple[int, ...] = (0,)) -> None:
         super().__init__(path)
+        #: the fee per gas of each message sent, in turn (0: no fees)
+        self.bids = bids
         self.path = path
         self.carol = self.keys.new("carol")
         self.store.create_account(self.carol.address, self.carol.public_key, CAROL_FUNDS)
@@ -170,6 +172,7 @@ class Workload(Ledger):
         self.invariant = invariant
         #: every envelope the node accepted, as signed
         self.accepted: list[tuple[Envelope, bytes, bytes]] = []
+        self.sends = 0
         self.runtime = self.new_runtime()
         self.invariant(self)
 
@@ -186,8 +189,10 @@ class Workload(Ledger):
 
     def send(self, key: Key, to: bytes, payload: bytes, value: int, twice: bool = False, wants_reply: bool = False,
              kind: Kind = Kind.CALL) -> None:
-        signed = key.sign(Envelope(kind, key.address, to, value=value, payload=payload, gas=GAS, nonce=self.nonce(key),
-                                   wants_reply=wants_reply, chain_id=self.store.chain_id))
+        bid = self.bids[self.sends % len(self.bids)]
+        self.sends += 1
+        signed = key.sign(Envelope(kind, key.address, to, value=value, payload=payload, gas=GAS, bid=bid,
+                                   nonce=self.nonce(key), wants_reply=wants_reply, chain_id=self.store.chain_id))
         results = self.store.accept([signed, signed] if twice else [signed], self.check)
         if isinstance(results[0], Accepted):
             assert not results[0].duplicate
@@ -326,10 +331,10 @@ class Crash(Exception):
 
 
 @contextlib.contextmanager
-def workload(runtime: tuple[int, int], invariant: Check) -> Iterator[Workload]:
+def workload(runtime: tuple[int, int], invariant: Check, bids: tuple[int, ...] = (0,)) -> Iterator[Workload]:
     """A fresh node in a temporary directory (hypothesis runs many examples per test function)."""
     with tempfile.TemporaryDirectory(prefix="missive-props-", dir=SCRATCH) as tmp:
-        node = Workload(Path(tmp) / "node", *runtime, invariant)
+        node = Workload(Path(tmp) / "node", *runtime, invariant, bids)
         try:
             yield node
         finally:
@@ -350,12 +355,13 @@ def waiting(store: Store) -> list[bytes]:
 
 
 def total_value(store: Store) -> int:
-    """Every balance plus the value travelling in messages not handled yet."""
+    """Every balance plus the value travelling in messages not handled yet, plus the fees they
+    escrow (gas × bid: their share of their root message's escrow)."""
     in_flight = 0
     for message_id in waiting(store):
         found = store.message(message_id)
         assert found is not None
-        in_flight += found[0].value
+        in_flight += found[0].value + found[0].gas * found[0].bid
     return sum(account.balance for _, account in store.accounts()) + in_flight
 
 
@@ -372,6 +378,32 @@ def check_value_conserved(node: Workload) -> None:
     balances = store.accounts()
     assert all(account.balance >= 0 for _, account in balances)
     assert total_value(store) == node.supply, f"value created or lost: {total_value(store) - node.supply:+}"
+
+
+def check_fees_paid_once(node: Workload) -> None:
+    """Value conserved, and the coinbase holds exactly the fees of the receipts in the ledger (each
+    paid once, whatever crashed, restarted or arrived twice); every receipt splits its message's
+    escrow exactly: fee + refund + the gas its messages carry on, times the bid."""
+    check_value_conserved(node)
+    store = node.store
+    fees = 0
+    for _, record in store.ledger():
+        if record[0] != "receipt":
+            continue
+        receipt = store.receipt(record[1])
+        envelope = store.message(record[1])[0]  # type: ignore[index]
+        assert receipt is not None and receipt.fee >= 0 and receipt.refund >= 0
+        carried = sum(store.message(out)[0].gas for out in receipt.outgoing)  # type: ignore[index]
+        if envelope.bid:
+            assert receipt.fee + receipt.refund + carried * envelope.bid == envelope.gas * envelope.bid, receipt
+            assert all(store.message(out)[0].bid in (0, envelope.bid) for out in receipt.outgoing)  # type: ignore[index]
+        else:
+            assert receipt.fee == receipt.refund == 0 and receipt.coinbase == b""
+        if receipt.fee:
+            assert receipt.coinbase == store.coinbase()
+        fees += receipt.fee
+    coinbase = store.account(store.coinbase())
+    assert (coinbase.balance if coinbase is not None else 0) == fees, "a fee was paid twice, or lost"
 
 
 def check_handled_once(node: Workload) -> None:
@@ -501,6 +533,43 @@ def test_value_is_conserved_at_every_checkpoint(ops: list[Op], runtime: tuple[in
         node.run()
         assert waiting(node.store) == []
         check_value_conserved(node)  # now all of it is in balances
+
+
+#: fee per gas of the messages, in turn: 0 (free), small, and large enough that carol (1,000 coin)
+#: cannot escrow a message's gas and is refused
+BIDS = st.lists(st.sampled_from([0, 1, 3, 1_000]), min_size=1, max_size=4).map(tuple)
+FEE_OPS = st.one_of(SEND, SEND, SPLIT, CHAIN, BURST, QUERY, RUN, RUN, IDLE, FEED, CRASH, REOPEN, DUP)
+
+
+@settings(max_examples=100, deadline=None)
+@given(ops=st.lists(FEE_OPS, min_size=8, max_size=40), runtime=RUNTIMES, bids=BIDS)
+@example(
+    ops=[
+        ("send", 0, 3, 100, True, False, True),  # a deposit to a vault, with a reply
+        ("split", 0, 0, 50, [1, 4, 5, 6], [10, 11, 12, 13]),  # forwarded gas carries the bid on
+        ("query", 1, 2),
+        ("run", 1),
+        ("crash",),  # a handled round lost before its commit: its fees with it
+        ("dup", 0),  # a retry: a duplicate, no second fee
+        ("send", 2, 0, 5, False, False, False),  # carol cannot escrow gas × 1,000: refused
+        ("chain", 1, 1, 40, [5, 1]),
+        ("burst", 0, 2, 3, 4, 0),
+        ("reopen",),
+    ],
+    runtime=(3, 1),
+    bids=(3, 1_000),
+)
+def test_value_and_fees_are_conserved_at_every_checkpoint(ops: list[Op], runtime: tuple[int, int],
+                                                          bids: tuple[int, ...]) -> None:
+    """balances + value in flight + escrowed fees = genesis supply after every acceptance, round,
+    crash and restart; each fee paid once; and replay rebuilds every escrow, fee and refund."""
+    with workload(runtime, check_fees_paid_once, bids) as node:
+        for op in ops:
+            node.apply(op)
+        node.run()
+        assert waiting(node.store) == []
+        check_fees_paid_once(node)  # every escrow is now a fee or a refund
+        check_replay_equals_live(node)
 
 
 ONCE_OPS = st.one_of(SEND, SPLIT, CHAIN, BURST, QUERY, RUN, RUN, IDLE, FEED, CRASH, REOPEN, DUP, DUP)

@@ -149,7 +149,8 @@ def test_non_canonical_receipt_bytes_are_reported(busy: tuple[Ledger, bytes, byt
         # the same values, but the position as a 64-bit integer instead of msgpack's shortest form
         parts = [msgpack.packb(f) for f in fields]
         parts[3] = b"\xcf" + fields[3].to_bytes(8, "big")
-        raw = bytes([0x90 | len(fields)]) + b"".join(parts)
+        header = bytes([0x90 | len(fields)]) if len(fields) < 16 else b"\xdc" + len(fields).to_bytes(2, "big")
+        raw = header + b"".join(parts)
         assert msgpack.unpackb(raw) == fields and raw != msgpack.packb(fields)
         txn.put(victim, raw, db=ledger.store.db["receipts"])
     report = replay(ledger.store)

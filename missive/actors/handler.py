@@ -97,9 +97,10 @@ class _StorageView:
         return value
 
 
-def outgoing_envelope(message: OutgoingMessage, parent: bytes, time: int, origin: bytes) -> Envelope:
+def outgoing_envelope(message: OutgoingMessage, parent: bytes, time: int, origin: bytes, bid: int = 0) -> Envelope:
     """The envelope a VM outbox entry becomes; its id is what the handler was told.
-    ``origin``: the external account at the root of the tree (tx.origin), carried on."""
+    ``origin``: the external account at the root of the tree (tx.origin), carried on; ``bid``:
+    the parent's fee per gas, carried on with the gas it forwards (its escrow travels with it)."""
     return Envelope(
         kind=_KIND_OF[message.kind],
         sender=message.sender,
@@ -107,6 +108,7 @@ def outgoing_envelope(message: OutgoingMessage, parent: bytes, time: int, origin
         value=message.value,
         payload=message.payload,
         gas=message.gas,
+        bid=bid,
         nonce=message.index,
         time=time,
         wants_reply=message.wants_reply,
@@ -119,10 +121,11 @@ def outgoing_envelope(message: OutgoingMessage, parent: bytes, time: int, origin
 class ActorHost(Host):
     """What a handler may see beyond its own state: immutable code, and message ids."""
 
-    def __init__(self, parent: bytes, time: int, origin: bytes, read_code: CodeReader) -> None:
+    def __init__(self, parent: bytes, time: int, origin: bytes, read_code: CodeReader, bid: int = 0) -> None:
         self.parent = parent
         self.time = time
         self.origin = origin
+        self.bid = bid
         self.read_code = read_code
         self.reads: dict[bytes, bytes] = {}
 
@@ -132,7 +135,7 @@ class ActorHost(Host):
         return code
 
     def message_id(self, message: OutgoingMessage, parent_id: bytes) -> bytes:
-        return outgoing_envelope(message, self.parent, self.time, self.origin).id
+        return outgoing_envelope(message, self.parent, self.time, self.origin, self.bid).id
 
 
 def reply_payload_for_contract(envelope: Envelope) -> bytes:
@@ -180,12 +183,14 @@ def handle(
     read_code: CodeReader,
     now: int,
     chain_id: int,
+    coinbase: bytes = b"",
 ) -> Outcome:
-    """Handle ``envelope`` as ``actor``; update ``actor`` in place and return what to commit."""
+    """Handle ``envelope`` as ``actor``; update ``actor`` in place and return what to commit.
+    ``coinbase``: the executing worker's account, paid the run's fee (see :func:`run_handler`)."""
     receipt, writes, new_code, outgoing, balance_delta = run_handler(actor, envelope, message_id, read_slot, read_code,
-                                                                     now, chain_id)
+                                                                     now, chain_id, coinbase)
     return Outcome(message_id, actor.address, queue_key, receipt, actor.account, balance_delta, writes,
-                   new_code if new_code else None, tuple(outgoing))
+                   new_code if new_code else None, tuple(outgoing), envelope.origin or envelope.sender)
 
 
 def run_handler(
@@ -196,6 +201,7 @@ def run_handler(
     read_code: CodeReader,
     now: int,
     chain_id: int,
+    coinbase: bytes = b"",
 ) -> Handled:
     """Handle ``envelope`` as ``actor``; update ``actor`` in place and return what it did.
 
@@ -207,13 +213,22 @@ def run_handler(
     ``read_slot`` reads the committed storage slots ``actor.storage`` does not
     hold yet; ``None`` says it holds them all (replay, which starts from
     nothing), and the VM then reads the dict directly.
+
+    Fees (SPEC §7, docs/market.md): a message escrows ``gas × bid``.  The run
+    pays its own gas (what it used less the gas it forwarded in the messages it
+    sent) times the bid to ``coinbase`` (live: the executing worker's; replay and
+    re-execution: the receipt's); the messages it sends carry their gas, and
+    that much of the escrow, on with the same bid; what nobody used is refunded
+    to the payer (tx.origin).  The receipt records fee, refund and coinbase; the
+    store credits them in the receipt's commit.
     """
     account = actor.account
     # A scheduled message runs no earlier than it was due, so now() >= its due time.
     time = max(account.clock, envelope.time, envelope.not_before) + 1
     timestamp = now if now > account.timestamp else account.timestamp
     origin = envelope.origin or envelope.sender
-    host = ActorHost(message_id, time, origin, read_code)
+    bid = envelope.bid
+    host = ActorHost(message_id, time, origin, read_code, bid)
     kind = envelope.kind
     value = envelope.value if kind in (Kind.CALL, Kind.DEPLOY, Kind.SCHEDULED, Kind.BOUNCE) else 0
     code = actor.code
@@ -270,7 +285,7 @@ def run_handler(
             writes = result.storage_writes
             balance, nonce = result.balance, result.nonce
             if result.outbox:
-                outgoing = [outgoing_envelope(m, message_id, time, origin) for m in result.outbox]
+                outgoing = [outgoing_envelope(m, message_id, time, origin, bid) for m in result.outbox]
             if result.logs:
                 logs = tuple([(log.address, log.topics, log.data) for log in result.logs])
             if kind is Kind.DEPLOY:
@@ -281,6 +296,11 @@ def run_handler(
     succeeded = status == "success"
     if not succeeded:
         balance, nonce = account.balance, account.nonce
+    forwarded = 0  # gas the run's own messages carry on (charged in its gas_used)
+    if bid:
+        for sent in outgoing:
+            forwarded += sent.gas
+    reply_gas = 0
     follow = len(outgoing)
     if not succeeded and value and kind is not Kind.BOUNCE:
         outgoing.append(
@@ -289,11 +309,19 @@ def run_handler(
         )
         follow += 1
     if envelope.wants_reply and kind in (Kind.CALL, Kind.QUERY):
+        reply_gas = envelope.gas - gas_used
         outgoing.append(
             Envelope(kind=Kind.REPLY, sender=actor.address, recipient=envelope.sender, payload=output,
-                     gas=envelope.gas - gas_used, nonce=follow, time=time, request_id=message_id,
+                     gas=reply_gas, bid=bid, nonce=follow, time=time, request_id=message_id,
                      success=succeeded, parent=message_id, origin=origin)
         )
+    fee, refund, paid_to = 0, 0, b""
+    if bid:
+        own = gas_used - forwarded if gas_used > forwarded else 0
+        fee = own * bid
+        refund = (envelope.gas - own - forwarded - reply_gas) * bid
+        if fee:
+            paid_to = coinbase
 
     code_hash = account.code_hash
     if new_code is not None:
@@ -320,5 +348,8 @@ def run_handler(
         time=time,
         error=error,
         timestamp=timestamp,
+        fee=fee,
+        refund=refund,
+        coinbase=paid_to,
     )
     return receipt, writes, new_code, outgoing, balance - account.balance

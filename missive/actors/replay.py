@@ -57,6 +57,7 @@ from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt, RecordError
 from missive.mailbox.seals import GENESIS, LENGTH, chain, verify_seal
 from missive.mailbox.store import Store
+from missive.market.fees import credits, escrow
 from missive.vm.keccak import keccak256
 
 
@@ -100,6 +101,8 @@ CHUNK = 512
 _CODE_READS = 10
 #: index of block.timestamp (seconds) in an encoded receipt
 _TIMESTAMP = 12
+#: index of the coinbase its fee went to in an encoded receipt
+_COINBASE = 16
 
 
 class _Problem(Exception):
@@ -346,6 +349,16 @@ def _recorded_timestamp(raw_receipt: bytes) -> int:
     return timestamp if type(timestamp) is int and timestamp >= 0 else 0
 
 
+def _recorded_coinbase(raw_receipt: bytes) -> bytes:
+    """The coinbase a receipt records: the replayed run pays its fee there again (the comparison of
+    the receipts checks the fee itself)."""
+    try:
+        coinbase = msgpack.unpackb(raw_receipt)[_COINBASE]
+    except (ValueError, TypeError, IndexError):
+        return b""  # a corrupt receipt: the comparison reports it
+    return coinbase if type(coinbase) is bytes and len(coinbase) in (0, 20) else b""
+
+
 def _receipt_differences(raw: bytes, got: Receipt) -> list[str]:
     """Why a reproduced receipt's encoding differs from the recorded bytes, field by field."""
     try:
@@ -427,6 +440,9 @@ def replay(
         with store.read() as txn:
             chain_id = store.chain_id
             public_key = store.seal_public_key(txn)
+            # a node alone credits fees and refunds in the receipt's commit; a cluster node sends
+            # them as messages, which are in its ledger and replayed as any message
+            credited_here = not store.credits_by_message(txn)
             if seal_key is not None and public_key != seal_key:
                 recorded = f"0x{public_key.hex()}" if public_key else "none"
                 return diverged(b"", b"", -1, f"seal key: expected 0x{seal_key.hex()}, the store records {recorded}")
@@ -478,7 +494,7 @@ def replay(
                         if checks is not None and (bad := checks.problem(_seq(key))) is not None:
                             return diverged(message_id, b"", -1, f"ledger record {_seq(key)}: {bad}")
                         sender = state(envelope.sender)
-                        sender.account = sender.account.debited(envelope.value)
+                        sender.account = sender.account.debited(envelope.value + escrow(envelope))
                         accepted[message_id] = envelope
                         continue
                     raw_receipt = cast("bytes | None", txn.get(message_id, db=receipts_db))
@@ -490,7 +506,12 @@ def replay(
                     # read_slot None: replay starts from nothing, so every slot an actor has is in its ActorState
                     receipt, _, new_code, _, _ = run_handler(me, envelope, message_id, None,
                                                              _code_reader(actors, code_by_hash, raw_receipt, other_code),
-                                                             _recorded_timestamp(raw_receipt), chain_id)
+                                                             _recorded_timestamp(raw_receipt), chain_id,
+                                                             _recorded_coinbase(raw_receipt))
+                    if credited_here and (receipt.fee or receipt.refund):
+                        for to, amount in credits(receipt, envelope.origin or envelope.sender):
+                            payee = state(to)
+                            payee.account = payee.account.credited(amount)
                     if envelope.kind is Kind.DEPLOY and receipt.success and new_code:
                         code_by_hash[me.account.code_hash] = new_code
                     if actor is None or envelope.recipient == actor:

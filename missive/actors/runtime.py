@@ -145,6 +145,9 @@ class Runtime:
         self._unconfirmed = False
         self.retry_after = RETRY_AFTER
         self._lost_logged = -math.inf
+        #: the account the fees of the runs here are paid to (the node's worker's coinbase; read
+        #: from the store at each round)
+        self.coinbase = store.coinbase()
 
     # -- reading committed state during a round -----------------------------------
 
@@ -194,10 +197,10 @@ class Runtime:
 
         block.timestamp: this node's clock in seconds as the share starts (the handler keeps it from
         going back for the actor), recorded in each receipt; CHAINID: the ledger's id."""
-        now, chain_id = int(self.store.wall_clock()), self.store.chain_id
+        now, chain_id, coinbase = int(self.store.wall_clock()), self.store.chain_id, self.coinbase
         for queue_key, message_id, envelope in batch:
             outcome = handle(actor.state, envelope, message_id, ("pending", queue_key), read_slot, self._read_code,
-                             now, chain_id)
+                             now, chain_id, coinbase)
             outcomes.append((envelope, outcome))
 
     def _unload_idle(self) -> None:
@@ -265,6 +268,7 @@ class Runtime:
         self._executed_rounds += 1
         with self.store.read() as txn:
             self._txn = txn
+            self.coinbase = self.store.coinbase(txn)  # set by `missive init`, or a worker's registration
             groups = self._grouped(pending, txn)
             self._outcomes = []
             self._remaining = len(groups)
@@ -324,6 +328,7 @@ class Runtime:
             self._unconfirmed = True  # until the transaction is durable: the writer calls what this returns
             outcomes: list[tuple[Envelope, Outcome]] = []
             self._txn = txn
+            self.coinbase = self.store.coinbase(txn)
             try:
                 for address, batch in self._grouped(pending, txn).items():
                     actor = self._load(address)

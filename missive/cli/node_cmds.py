@@ -78,6 +78,9 @@ def register(subparsers: Any) -> None:
     sending = argparse.ArgumentParser(add_help=False)
     sending.add_argument("--from", dest="sender", metavar="NAME", help="sending account: name or address (default: 'default')")
     sending.add_argument("--gas", type=parse_word, default=None, metavar="G", help="gas the message carries")
+    sending.add_argument("--bid", type=parse_word, default=None, metavar="FEE",
+                         help="fee per gas offered: gas × FEE is escrowed, the gas used × FEE paid to the worker, the "
+                              "rest refunded (default: $MISSIVE_BID, else 0; docs/market.md)")
     sending.add_argument("--timeout", type=parse_seconds, default=None, metavar="S",
                          help="give up waiting after S seconds (for the messages it caused too; without it, they are "
                          f"waited for up to {FOLLOW_SECONDS:g} s)")
@@ -479,6 +482,9 @@ def show_outcome(node: Node, receipt: Receipt, fn: ContractFunction | None) -> N
     status = receipt.status + (f" ({receipt.error})" if receipt.error and receipt.error != receipt.status else "")
     console.print(f"status:    {status}", markup=False)
     console.print(f"gas used:  {receipt.gas_used}", markup=False)
+    if receipt.fee or receipt.refund:
+        console.print(f"fee:       {receipt.fee} to {hx(receipt.coinbase) if receipt.fee else '-'}, refund "
+                      f"{receipt.refund}", markup=False)
     if receipt.success:
         if receipt.output:
             if fn is not None and fn.outputs:
@@ -647,7 +653,7 @@ def run_deploy(args: argparse.Namespace) -> int:
         values = parse_text_args(node, [abi_type(i) for i in inputs], [str(i.get("name", "")) for i in inputs],
                                  args.args, f"{compiled.name} constructor")
         sent, contract = node.deploy_message(compiled.bytecode, *values, sender=sender, value=args.value, gas=args.gas,
-                                             abi=compiled.abi, name=compiled.name, accept_async=accepted)
+                                             abi=compiled.abi, name=compiled.name, accept_async=accepted, bid=args.bid)
         console = make_console()
         if not args.quiet:
             console.print(f"message   {sent.hex}", markup=False)
@@ -689,7 +695,7 @@ def run_send(args: argparse.Namespace) -> int:
         address = resolve_address(node, args.address, "ADDR")
         fn, _ = resolve_function(node, address, args.function, len(args.args), view=False)
         values = parse_text_args(node, fn.inputs, fn.input_names, args.args, fn.signature)
-        sent = fn.send(*values, sender=sender, value=args.value, gas=args.gas)
+        sent = fn.send(*values, sender=sender, value=args.value, gas=args.gas, bid=args.bid)
         console = make_console()
         console.print(f"message   {sent.hex}", markup=False)
         console.file.flush()
@@ -714,7 +720,7 @@ def run_query(args: argparse.Namespace) -> int:
         returns = parse_returns(args.returns)
         fn, known = resolve_function(node, address, args.function, len(args.args), view=True, returns=returns)
         values = parse_text_args(node, fn.inputs, fn.input_names, args.args, fn.signature)
-        sent = fn.query(*values, sender=sender, gas=args.gas)
+        sent = fn.query(*values, sender=sender, gas=args.gas, bid=args.bid)
         raw = not known
         if raw:
             sent.function = None  # outputs unknown: print the reply's bytes

@@ -161,7 +161,7 @@ class ClusterClient:
                                      "balance": balance.to_bytes(32, "big")})
 
     def _signed(self, key: Any, kind: Any, to: bytes | None, payload: bytes, value: int, gas: int,
-                wants_reply: bool) -> tuple[Any, bytes]:
+                wants_reply: bool, bid: int = 0) -> tuple[Any, bytes]:
         """(envelope, signed record) of one message from ``key``, with the nonce its node has."""
         import msgpack
 
@@ -176,18 +176,18 @@ class ClusterClient:
             raise EnvelopeError("recipient must be a 20-byte address")  # as envelope.validate() says
         if self._chain_id is None:
             self._chain_id = int(self.call("status")["chain_id"])
-        envelope = Envelope(kind, key.address, recipient, value=value, payload=payload, gas=gas,
+        envelope = Envelope(kind, key.address, recipient, value=value, payload=payload, gas=gas, bid=bid,
                             nonce=account.nonce, wants_reply=wants_reply, chain_id=self._chain_id)
         envelope.validate()
         signed = key.sign(envelope)
         return envelope, msgpack.packb([signed[0].canonical(), signed[1], signed[2]])
 
     def submit(self, key: Any, kind: Any, to: bytes | None, payload: bytes = b"", *, value: int = 0,
-               gas: int = 1_000_000, wants_reply: bool = False) -> Any:
+               gas: int = 1_000_000, wants_reply: bool = False, bid: int = 0) -> Any:
         """Sign one message with ``key`` (nonce from the sender's node) and submit it; its envelope."""
         from missive.mailbox.envelope import EnvelopeError
 
-        envelope, record = self._signed(key, kind, to, payload, value, gas, wants_reply)
+        envelope, record = self._signed(key, kind, to, payload, value, gas, wants_reply, bid)
         (answer,) = self.call("submit", [record])
         if "error" in answer:
             raise EnvelopeError(answer["error"])
@@ -195,13 +195,13 @@ class ClusterClient:
 
     def submit_wait(self, key: Any, kind: Any, to: bytes | None, payload: bytes = b"", *, value: int = 0,
                     gas: int = 1_000_000, wants_reply: bool = False, until: str = "receipt",
-                    timeout: float = 30.0) -> tuple[Any, Any]:
+                    timeout: float = 30.0, bid: int = 0) -> tuple[Any, Any]:
         """Sign, submit and wait in one request: (envelope, the node's ``handled`` answer: the
         receipt and sent messages, or with ``until="reply"`` the reply and its receipt).  Raises
         ClusterError if that did not come within ``timeout`` s (at most 30)."""
         from missive.mailbox.envelope import EnvelopeError
 
-        envelope, record = self._signed(key, kind, to, payload, value, gas, wants_reply)
+        envelope, record = self._signed(key, kind, to, payload, value, gas, wants_reply, bid)
         answer = self.call("submit_wait", {"record": record, "until": until, "timeout": timeout},
                            timeout=timeout + 10.0)
         if "error" in answer:

@@ -57,6 +57,7 @@ from missive.keys import Keystore
 from missive.mailbox.disk import DiskFull
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
+from missive.market.fees import default_bid
 from missive.net import NetError, NodeIdentity, RemoteError
 from missive.node import (
     ArgumentError,
@@ -122,6 +123,7 @@ class RemoteNode(Node):
         self._default: Wallet | None = None
         self._reply_ids: dict[bytes, bytes] = {}
         self._submit_lock = threading.Lock()
+        self.default_bid = default_bid()  # the fee per gas of messages sent without bid=
         self._running = False
         self._served_elsewhere = True  # a cluster's nodes run the actors
         self.cluster_node = False  # writes go through the cluster's door
@@ -317,9 +319,10 @@ class RemoteNode(Node):
     # -- sending -----------------------------------------------------------------------------
 
     def _submit(self, kind: Kind, to: bytes | None, payload: bytes, *, sender: object, value: int,
-                gas: int | None, wants_reply: bool) -> tuple[Envelope, bool]:
+                gas: int | None, wants_reply: bool, bid: int | None = None) -> tuple[Envelope, bool]:
         key = self._key(sender)
         gas = self._check_message(kind, value, gas)
+        fee = self._check_bid(bid)
         if kind is not Kind.DEPLOY and payload:
             # A node admits messages for actors elsewhere without seeing them; check here, as one node would.
             target = self.account(to)
@@ -332,7 +335,7 @@ class RemoteNode(Node):
                     raise NodeError(f"account {hexstr(key.address)} does not exist on this cluster")
                 recipient = create_address(key.address, account.nonce) if kind is Kind.DEPLOY else to
                 assert recipient is not None
-                envelope = Envelope(kind, key.address, recipient, value=value, payload=payload, gas=gas,
+                envelope = Envelope(kind, key.address, recipient, value=value, payload=payload, gas=gas, bid=fee,
                                     nonce=account.nonce, wants_reply=wants_reply, chain_id=self.chain_id)
                 envelope.validate()
                 (answer,) = self._call("submit", [_pack(key.sign(envelope))])
@@ -345,13 +348,14 @@ class RemoteNode(Node):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def send_many(self, calls: Sequence[tuple[object, object, bytes]], *, value: int = 0,
-                  gas: int | None = None) -> list[Sent]:
+                  gas: int | None = None, bid: int | None = None) -> list[Sent]:
         """Sign many ``call`` messages and submit them in a few requests.
 
         Unlike on one node this is not all-or-nothing: each sender's node admits
         its own messages; the first refusal is raised after the others went in.
         """
         gas = self._check_message(Kind.CALL, value, gas)
+        fee = self._check_bid(bid)
         prepared = [(self._key(sender), to_address(to, "recipient"), bytes(data)) for sender, to, data in calls]
         with self._submit_lock:
             nonces: dict[bytes, int] = {}
@@ -363,7 +367,7 @@ class RemoteNode(Node):
                     nonces[key.address] = account.nonce
             envelopes = []
             for key, to, data in prepared:
-                envelope = Envelope(Kind.CALL, key.address, to, value=value, payload=data, gas=gas,
+                envelope = Envelope(Kind.CALL, key.address, to, value=value, payload=data, gas=gas, bid=fee,
                                     nonce=nonces[key.address], chain_id=self.chain_id)
                 envelope.validate()
                 nonces[key.address] += 1

@@ -15,6 +15,7 @@ from missive.identity import verify
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account
 from missive.mailbox.store import Store
+from missive.market.fees import escrow
 from missive.vm.keccak import keccak256
 from missive.vm.messages import create_address
 
@@ -82,7 +83,12 @@ def checker(store: Store, is_local: Callable[[bytes], bool] | None = None, *, si
             raise EnvelopeError(f"0x{envelope.sender.hex()} is a contract; only its own handlers send its messages")
         if envelope.nonce != sender.nonce:
             raise EnvelopeError(f"nonce {envelope.nonce} is wrong for 0x{envelope.sender.hex()}: expected {sender.nonce}")
-        if envelope.value > sender.balance:
+        held = escrow(envelope)
+        if envelope.value + held > sender.balance:
+            if held:
+                raise EnvelopeError(
+                    f"balance too low: 0x{envelope.sender.hex()} has {sender.balance}, the message carries "
+                    f"{envelope.value} and escrows {held} for its fees (gas {envelope.gas} × bid {envelope.bid})")
             raise EnvelopeError(
                 f"balance too low: 0x{envelope.sender.hex()} has {sender.balance}, the message carries {envelope.value}"
             )
@@ -98,6 +104,6 @@ def checker(store: Store, is_local: Callable[[bytes], bool] | None = None, *, si
             target = store.account(envelope.recipient, txn)
             if target is None or not target.is_contract:
                 raise EnvelopeError(f"unknown contract 0x{envelope.recipient.hex()}: no code there to call")
-        return sender.debited(envelope.value)
+        return sender.debited(envelope.value + held)
 
     return check

@@ -41,7 +41,7 @@ def _check_types(fields: list[Any], types: tuple[type, ...], what: str) -> None:
 
 
 _ACCOUNT_TYPES = (bytes, int, bytes, int, int, bytes, bytes, int)
-_RECEIPT_TYPES = (bytes, bytes, int, str, int, bytes, bytes, list, list, list, int, int, str)
+_RECEIPT_TYPES = (bytes, bytes, int, str, int, bytes, bytes, list, list, list, int, int, str, bytes, bytes, bytes)
 
 
 @final
@@ -116,6 +116,12 @@ class Account(ValueFields):
         return Account(self._balance - value, self._nonce + 1, self._code_hash, self._handled, self._clock,
                        self._state_root, self._public_key, self._timestamp)
 
+    def credited(self, amount: int) -> Account:
+        """The account once a fee or a refund of ``amount`` reaches it (the market: see
+        :mod:`missive.market.fees`); nothing else moves."""
+        return Account(self._balance + amount, self._nonce, self._code_hash, self._handled, self._clock,
+                       self._state_root, self._public_key, self._timestamp)
+
     def encode(self) -> bytes:
         return packb([FORMAT_VERSION, int_bytes(self._balance), self._nonce, self._code_hash, self._handled,
                       self._clock, self._state_root, self._public_key, self._timestamp])
@@ -168,6 +174,9 @@ class Receipt(ValueFields):
         time: int,
         error: str = "",
         timestamp: int = 0,
+        fee: int = 0,
+        refund: int = 0,
+        coinbase: bytes = b"",
     ) -> None:
         self._message_id = message_id
         self._recipient = recipient
@@ -182,6 +191,9 @@ class Receipt(ValueFields):
         self._time = time
         self._error = error
         self._timestamp = timestamp
+        self._fee = fee
+        self._refund = refund
+        self._coinbase = coinbase
 
     @property
     def message_id(self) -> bytes:
@@ -240,6 +252,21 @@ class Receipt(ValueFields):
         return self._error
 
     @property
+    def fee(self) -> int:
+        """Coin the run paid the executing worker: its own gas (not what it forwarded) times the bid."""
+        return self._fee
+
+    @property
+    def refund(self) -> int:
+        """Coin of the message's escrow returned to the payer (tx.origin): gas nobody used, times the bid."""
+        return self._refund
+
+    @property
+    def coinbase(self) -> bytes:
+        """The account the fee went to (the executing worker's coinbase); b"" when the fee is 0."""
+        return self._coinbase
+
+    @property
     def success(self) -> bool:
         return self._status == "success"
 
@@ -262,12 +289,15 @@ class Receipt(ValueFields):
                 self._time,
                 self._timestamp,
                 self._error,
+                int_bytes(self._fee),
+                int_bytes(self._refund),
+                self._coinbase,
             ]
         )
 
     @classmethod
     def decode(cls, raw: object) -> Receipt:
-        f = unpack(raw, "receipt", 13)
+        f = unpack(raw, "receipt", 16)
         _check_types(f, _RECEIPT_TYPES, "receipt")
         return Receipt(
             message_id=f[0],
@@ -283,6 +313,9 @@ class Receipt(ValueFields):
             time=f[10],
             timestamp=f[11],
             error=f[12],
+            fee=int.from_bytes(f[13], "big"),
+            refund=int.from_bytes(f[14], "big"),
+            coinbase=f[15],
         )
 
     def fields(self) -> dict[str, object]:
@@ -300,6 +333,9 @@ class Receipt(ValueFields):
             "time": self._time,
             "timestamp": self._timestamp,
             "error": self._error,
+            "fee": self._fee,
+            "refund": self._refund,
+            "coinbase": self._coinbase,
         }
 
 

@@ -10,6 +10,10 @@ meta          b"format", b"seq", b"clock",           store format (STORE_FORMAT)
                                                      the ledger's chain id (CHAINID; chosen at init)
               b"given-up:" + message id              b"": a message whose sending record a rollback
                                                      gave up, kept only for replay (never queued again)
+              b"coinbase"                            the account this node's fees are paid to (see
+                                                     :meth:`Store.coinbase`)
+              b"credits"                             b"by-message" on a cluster node: fees and refunds
+                                                     travel as messages (missive.market.fees)
 ledger        seq (8 bytes, big-endian)              ["genesis", addr, pubkey, balance] |
                                                      ["accept", message id] | ["receipt", message id] |
                                                      ["diff", executor node id, state diff] (applied
@@ -78,6 +82,7 @@ from missive.mailbox.integrity import Damaged, check_lmdb
 from missive.mailbox.records import Account, Receipt
 from missive.mailbox.seals import GENESIS, KEY_FILE, SealError, chain, load_key, record_bytes, seal_message
 from missive.mailbox.signed import SignedRecord, pack_record
+from missive.market.fees import BY_MESSAGE, credit_messages
 from missive.vm.keccak import keccak256
 
 TABLES = ("meta", "ledger", "seals", "discarded", "messages", "pending", "standby", "scheduled", "receipts", "mailbox",
@@ -100,7 +105,10 @@ GIVEN_UP = b"given-up:"
 #: 4: the VM ran Cancun alone; since 5 it also runs Prague's BLS12-381 precompiles (0x0b..0x11) and
 #: Osaka's CLZ (0x1e) and P256VERIFY (0x100): code that hit 0x1e halted and a call to those addresses
 #: was a message, so a format-4 ledger with either would not replay (the layout is unchanged).
-STORE_FORMAT = 5
+#: 5: messages escrowed nothing for their bid and receipts recorded no fee; since 6 admission debits
+#: gas × bid beside the value and every receipt records its fee, refund and coinbase (three more
+#: fields, which a format-5 receipt does not have: it would not decode), credited with the commit.
+STORE_FORMAT = 6
 #: A cluster holder refuses a state diff whose block.timestamp is more than this many seconds ahead
 #: of its own clock (an executor with a clock far ahead would drag its actors' time with it).
 MAX_TIME_AHEAD = 15
@@ -190,6 +198,8 @@ class Outcome:
     storage_writes: dict[int, int]
     code: bytes | None
     new_messages: tuple[Envelope, ...]
+    #: who the receipt's refund goes to: the external account at the root of the message's tree
+    payer: bytes = b""
 
 
 @attrs.frozen
@@ -290,8 +300,9 @@ class Store:
                    2: " (its replies got gas no message paid for, from a Missive before requests reserved it)",
                    3: " (its block.timestamp was the logical clock and its CHAINID 1, from a Missive before "
                       "timestamps in seconds and its own chain id)",
-                   4: " (its VM had no CLZ, BLS12-381 or P256VERIFY, from a Missive before the Prague and Osaka "
-                      "additions)",
+                   4: " (its VM had no CLZ, BLS12-381 or P256VERIFY and its messages paid no fees, from a "
+                      "Missive before the Prague and Osaka additions and the market)",
+                   5: " (its messages paid no fees: its receipts record none, from a Missive before the market)"
                    }.get(found, "")
             raise StoreError(f"{self.path} has store format {found}{why}; this Missive reads {STORE_FORMAT}. "
                              "Replay or read it with the Missive that wrote it, or start a new node")
@@ -659,6 +670,31 @@ class Store:
                 return None
             return int.from_bytes(cursor.key(), "big"), bytes(msgpack.unpackb(cursor.value())[0])
 
+    def coinbase(self, txn: lmdb.Transaction | None = None) -> bytes:
+        """The account the fees of the runs this node executes are paid to: the one set with
+        :meth:`set_coinbase` (``missive init``: the default account), else the address of the
+        seal key (``ledger.key``), so that a fee always has somewhere to go."""
+        chosen = self.get(txn, "meta", b"coinbase")
+        if chosen:
+            return chosen
+        return keccak256(self.seal_public_key(txn) or b"")[12:]
+
+    def set_coinbase(self, address: bytes) -> None:
+        """Pay this node's fees to ``address`` (an external account: a contract's balance must
+        change only by its own handlers and messages, which its loaded state follows)."""
+        if not isinstance(address, bytes) or len(address) != 20:
+            raise StoreError("a coinbase is a 20-byte address")
+        with self.writing() as txn:
+            account = self.account(address, txn)
+            if account is not None and account.is_contract:
+                raise StoreError(f"0x{address.hex()} is a contract: a coinbase is an external account")
+            txn.put(b"coinbase", address, db=self.db["meta"])
+
+    def credits_by_message(self, txn: lmdb.Transaction | None = None) -> bool:
+        """Whether this ledger's fees and refunds travel as messages (a cluster node's) rather than
+        being credited in the receipt's own commit (a node alone)."""
+        return self.get(txn, "meta", b"credits") == BY_MESSAGE
+
     def seal_public_key(self, txn: lmdb.Transaction | None = None) -> bytes | None:
         """The public key the ledger's seals are signed with (from the store's meta table)."""
         return self.get(txn, "meta", b"seal_key")
@@ -695,6 +731,9 @@ class Store:
         """Make this store one node's of a cluster: ``replication`` decides, inside each write
         transaction, where messages are queued and what the other holders are sent."""
         self.replication = replication
+        if self.get(None, "meta", b"credits") != BY_MESSAGE:
+            with self.writing() as txn:
+                txn.put(b"credits", BY_MESSAGE, db=self.db["meta"])
         if not self._keeps_digests:
             self._keeps_digests = True
             with self.writing() as txn:
@@ -810,6 +849,7 @@ class Store:
         clock = 0
         db = self.db
         receipts, mailbox = db["receipts"], db["mailbox"]
+        credits: dict[bytes, int] = {}  # fees and refunds paid in this commit (a node alone)
         for o in outcomes:
             replicated = o.recipient in changes or self._replicated(o.recipient)
             if replicated and o.recipient not in changes:  # the state its diff starts from
@@ -832,6 +872,16 @@ class Store:
             if o.receipt.outgoing != tuple(envelope.id for envelope in o.new_messages):
                 raise StoreError(f"the receipt of 0x{o.message_id.hex()} names other messages than its run sent")
             sent = [self.enqueue(txn, envelope, envelope.id, b"", b"") for envelope in o.new_messages]
+            receipt = o.receipt
+            if receipt.fee or receipt.refund:
+                if self.replication is None:
+                    if receipt.fee:
+                        credits[receipt.coinbase] = credits.get(receipt.coinbase, 0) + receipt.fee
+                    if receipt.refund:
+                        credits[o.payer] = credits.get(o.payer, 0) + receipt.refund
+                else:  # the accounts may be held by other nodes: the credits travel as messages
+                    sent += [self.enqueue(txn, envelope, envelope.id, b"", b"")
+                             for envelope in credit_messages(receipt, o.payer)]
             if replicated:
                 changes[o.recipient].add(o, encoded, sent)
             clock = max(clock, o.account.clock)
@@ -839,7 +889,7 @@ class Store:
             raw = txn.get(address, db=db["accounts"])
             current = Account.decode(raw) if raw is not None else Account()
             merged = account.replace(
-                balance=current.balance + delta,
+                balance=current.balance + delta + (credits.pop(address, 0) if credits else 0),
                 nonce=account.nonce if account.code_hash else current.nonce,
                 public_key=current.public_key,
             )
@@ -847,6 +897,10 @@ class Store:
             if address in changes:
                 changes[address].account = merged
                 changes[address].after = self.state_digest(address, txn)
+        for address, amount in credits.items():  # accounts that handled nothing in this commit
+            raw = txn.get(address, db=db["accounts"])
+            txn.put(address, (Account.decode(raw) if raw is not None else Account()).credited(amount).encode(),
+                    db=db["accounts"])
         if outcomes:
             self.advance_clock(txn, clock)
         if changes:

@@ -35,6 +35,7 @@ from missive.mailbox.diffs import DiffError, StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError
 from missive.mailbox.records import Account, Receipt, RecordError
 from missive.mailbox.signed import record_id
+from missive.market.fees import credit_messages
 from missive.vm.keccak import keccak256
 
 #: What an accuser signs (so the signature cannot be replayed as anything else).
@@ -119,12 +120,15 @@ def rerun(diff: StateDiff, account: Account, code: bytes, storage: dict[int, int
         if envelope.recipient != diff.address:
             return [f"message 0x{recorded.message_id.hex()[:16]} is for 0x{envelope.recipient.hex()}, not this actor"]
         got, written, _, outgoing, _ = run_handler(actor, envelope, recorded.message_id, read_slot,
-                                                   code_reader(recorded, code_by_hash), recorded.timestamp, chain_id)
+                                                   code_reader(recorded, code_by_hash), recorded.timestamp, chain_id,
+                                                   recorded.coinbase)
         if got.encode() != raw:
             found = recorded.differences(got) or ["the receipt is not in canonical form"]
             return [f"receipt at mailbox position {recorded.position}: {d}" for d in found][:MAX_DIFFERENCES]
         writes.update(written)
         sent += [e.id for e in outgoing]
+        # the messages carrying its fee and refund (a cluster's commit sends them; see missive.market.fees)
+        sent += [e.id for e in credit_messages(got, envelope.origin or envelope.sender)]
     out: list[str] = []
     claimed = dict(diff.storage)
     for slot in sorted(set(writes) | set(claimed)):

@@ -54,8 +54,9 @@ def open_tables(store: Store) -> dict[str, Any]:
 
 
 def in_transit_value(store: Store) -> int:
-    """Value carried by messages waiting to leave a node (part of the cluster's value in flight); a
-    message queued for several holders counts once.  Reads only (a stopped node's store too)."""
+    """Value carried by messages waiting to leave a node, and the fees they escrow (gas × bid: part
+    of the cluster's value in flight); a message queued for several holders counts once.  Reads only
+    (a stopped node's store too)."""
     total = 0
     seen: set[bytes] = set()
     outbound = open_tables(store)["outbound"]
@@ -64,7 +65,7 @@ def in_transit_value(store: Store) -> int:
             envelope = record_envelope(record)
             if envelope.id not in seen:
                 seen.add(envelope.id)
-                total += envelope.value
+                total += envelope.value + envelope.gas * envelope.bid
     return total
 
 
