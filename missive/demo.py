@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from missive.errors import MissiveError
 from missive.mailbox.envelope import Envelope, Kind
 from missive.mailbox.records import Receipt
 from missive.node import Contract, Node, Wallet
@@ -40,7 +41,7 @@ TOKEN_SUPPLY = 1_000_000
 NATIVE_GRANT = 10**18
 
 
-class DemoError(Exception):
+class DemoError(MissiveError):
     """The demo cannot run (e.g. the examples folder is missing)."""
 
 

@@ -54,7 +54,7 @@ from eth_abi.exceptions import DecodingError, EncodingError
 from eth_abi.grammar import ABIType, TupleType, normalize, parse
 
 from missive.actors.runtime import ExecutorLock, NodeBusy, Runtime
-from missive.errors import NotFound
+from missive.errors import BadInput, Failed, MissiveError, NotFound
 from missive.keys import Key, Keystore, KeystoreError, ask_passphrase, unencrypted_by_default
 from missive.mailbox.admission import checker
 from missive.mailbox.envelope import MAX_GAS, Envelope, EnvelopeError, Kind
@@ -109,11 +109,11 @@ PANIC_CODES: Final = {
 # -- errors -------------------------------------------------------------------------------
 
 
-class NodeError(Exception):
+class NodeError(MissiveError):
     """The node cannot do what was asked; the text says why."""
 
 
-class ArgumentError(NodeError, TypeError):
+class ArgumentError(NodeError, BadInput, TypeError):
     """Arguments that do not fit the function's ABI (nothing was sent)."""
 
 
@@ -121,11 +121,11 @@ class UnknownMessage(NodeError, NotFound):
     """No message with that id (or prefix) here."""
 
 
-class NotHandled(NodeError):
+class NotHandled(NodeError, Failed):
     """The node went idle and the awaited message was still not handled."""
 
 
-class NodeTimeout(NodeError, TimeoutError):
+class NodeTimeout(NodeError, Failed, TimeoutError):
     """A wait took longer than its ``timeout``."""
 
 
@@ -138,7 +138,7 @@ class AsyncHazard(NodeError):
         self.findings = tuple(findings)
 
 
-class Reverted(NodeError):
+class Reverted(NodeError, Failed):
     """A message's handler failed: revert (with its decoded reason when there is one) or halt."""
 
     def __init__(self, what: str, *, reason: str | None, data: bytes, status: str, error: str = "",

@@ -39,7 +39,6 @@ from missive.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_NOT_FOUND,
     EXIT_OK,
-    EXIT_USAGE,
     CliError,
     exit_code,
     make_console,
@@ -211,27 +210,22 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
     def run(args: argparse.Namespace) -> int:
         import lmdb
 
-        from missive.errors import Damaged
-        from missive.keys import KeystoreError, WrongPassphrase
-        from missive.mailbox.envelope import EnvelopeError
+        from missive.errors import MissiveError
         from missive.mailbox.records import RecordError
-        from missive.mailbox.store import DiskFull, StoreError, disk_full
-        from missive.node import ArgumentError, NodeError, NodeTimeout, NotHandled, Reverted
-        from missive.toolchain.compiler import CompileError, CompileInputError
+        from missive.mailbox.store import disk_full
 
         try:
             return handler(args)
-        except (Reverted, NotHandled, NodeTimeout, CompileError) as exc:
-            code = EXIT_USAGE if isinstance(exc, CompileInputError) else EXIT_FAILED
-            raise CliError(str(exc), code) from exc
-        except DiskFull as exc:  # one line naming the disk; nothing was written
-            raise CliError(str(exc), EXIT_DISK) from exc
-        except WrongPassphrase as exc:
-            raise CliError(str(exc), EXIT_FAILED) from exc
-        except (ArgumentError, NodeError, EnvelopeError, KeystoreError, StoreError, Damaged) as exc:
-            raise CliError(str(exc), exit_code(exc)) from exc  # not found 3, damaged 4 (by kind), else 2
-        except (RecordError, lmdb.Error, OSError) as exc:  # OSError: e.g. a keystore directory that cannot be made
-            full = disk_full(node_dir(args), exc) if not isinstance(exc, RecordError) else None
+        except CliError:
+            raise
+        except MissiveError as exc:
+            if isinstance(exc, RecordError):  # a ledger record that does not decode: the node's data, not the input
+                raise CliError(f"cannot read the node at {node_dir(args)}: {exc}", EXIT_FAILED) from exc
+            # by kind: failed 1 (a revert, a wait given up, a compiler error, a wrong passphrase), not found 3,
+            # damaged 4, a full disk 74 (one line naming it; nothing was written); any other, refused input 2
+            raise CliError(str(exc), exit_code(exc)) from exc
+        except (lmdb.Error, OSError) as exc:  # OSError: e.g. a keystore directory that cannot be made
+            full = disk_full(node_dir(args), exc)
             if full is not None:  # the keystore's own writes, say
                 raise CliError(str(full), EXIT_DISK) from exc
             if isinstance(exc, OSError):

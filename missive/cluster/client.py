@@ -19,6 +19,7 @@ from typing import Any
 
 import trio
 
+from missive.errors import MissiveError
 from missive.net import IdentityError, NodeIdentity, RemoteError, RpcConnection, initiate, open_rpc
 
 CONNECT_TIMEOUT = 5.0
@@ -28,7 +29,7 @@ OPERATOR_FILE = "operator.key"
 ADMIN_METHODS = frozenset({"shutdown", "create_account", "replay"})
 
 
-class ClusterError(Exception):
+class ClusterError(MissiveError):
     """A node could not be reached or refused the request; the text says which and why."""
 
 

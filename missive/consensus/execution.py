@@ -29,6 +29,7 @@ import attrs
 import msgpack
 
 from missive.actors.handler import ActorState, SlotReader, run_handler
+from missive.errors import MissiveError
 from missive.mailbox import digest
 from missive.mailbox.diffs import DiffError, StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError
@@ -47,11 +48,11 @@ CONTRADICTION = ("the diff contradicts itself: its account and storage writes ap
                  "started from do not give the state it signed it ends in")
 
 
-class CannotCheck(Exception):
+class CannotCheck(MissiveError):
     """A message or code a re-run needs is not here (yet): the diff can be neither confirmed nor refuted."""
 
 
-class EvidenceError(ValueError):
+class EvidenceError(MissiveError, ValueError):
     """Evidence that is malformed, not signed by whom it names, or does not start from the signed state."""
 
 

@@ -52,6 +52,7 @@ from pathlib import Path
 import nacl.exceptions
 import nacl.signing
 
+from missive.errors import MissiveError
 from missive.net.identity import IdentityError, NodeIdentity
 
 #: The file in the store directory that holds the seal signing key (a NodeIdentity file, 0600).
@@ -64,7 +65,7 @@ PERSON = b"missive-seal-v1"
 SEAL_DOMAIN = b"missive ledger seal v1\x00"
 
 
-class SealError(Exception):
+class SealError(MissiveError):
     """The seal key cannot be loaded or does not match the store."""
 
 

@@ -77,7 +77,7 @@ import attrs
 import lmdb
 import msgpack
 
-from missive.errors import NotFound
+from missive.errors import DiskFailure, MissiveError, NotFound
 from missive.mailbox import digest
 from missive.mailbox.diffs import DiffConflict, DiffError, DiffGap, DiffSuperseded, StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
@@ -132,7 +132,7 @@ MARKER_TEXT = ("This directory holds a Missive ledger: data.mdb (LMDB) beside th
                "an empty ledger here.\n")
 
 
-class StoreError(Exception):
+class StoreError(MissiveError):
     """The store cannot be used as asked (missing, wrong format, locked)."""
 
 
@@ -151,7 +151,7 @@ class StoreDamaged(StoreError, Damaged):
     """
 
 
-class DiskFull(StoreError):
+class DiskFull(StoreError, DiskFailure):
     """A write transaction met a full (or failing) disk: nothing of it was written.
 
     LMDB writes a transaction's pages, then its meta page; a transaction whose
