@@ -25,13 +25,14 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from missive.errors import MissiveError
 from missive.mailbox.integrity import Damaged, check_lmdb
 
 #: files that belong to the processes using a node, not to its data
 SKIPPED = ("lock.mdb", "executor.lock", "node.log")
 
 
-class BackupError(Exception):
+class BackupError(MissiveError):
     """A backup or restore that cannot be made as asked (one line; nothing was written)."""
 
 

@@ -1,7 +1,7 @@
 """The demo: contract actors messaging each other on a fresh embedded store.
 
 ``missive demo`` runs :func:`run_demo` with a terminal view (``missive/cli/demo_cmd.py``).
-The scenario is written against the public :class:`~missive.node.Node` API only, so it
+The scenario is written against the public node API (:class:`~missive.node.NodeAPI`) only, so it
 doubles as a worked example of that API.  It walks through every kind of message:
 
 1. three ``deploy`` messages: an ERC20 token, an escrow, a ticker (``examples/``);
@@ -30,9 +30,10 @@ from typing import Any, Protocol
 
 import attrs
 
+from missive.errors import MissiveError
 from missive.mailbox.envelope import Envelope, Kind
 from missive.mailbox.records import Receipt
-from missive.node import Contract, Node, Wallet
+from missive.node import Contract, Node, NodeAPI, Wallet
 
 #: Where the example contracts live: the repository's ``examples/`` folder.
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -40,14 +41,14 @@ TOKEN_SUPPLY = 1_000_000
 NATIVE_GRANT = 10**18
 
 
-class DemoError(Exception):
+class DemoError(MissiveError):
     """The demo cannot run (e.g. the examples folder is missing)."""
 
 
 class DemoView(Protocol):
     """What the demo tells its audience; the CLI renders it with rich."""
 
-    def begin(self, node: Node, names: dict[bytes, str]) -> None:
+    def begin(self, node: NodeAPI, names: dict[bytes, str]) -> None:
         """The node the demo runs on, and the names it gives addresses (filled in as it goes)."""
 
     def step(self, number: int, title: str, explanation: str) -> None: ...
@@ -85,7 +86,7 @@ class DemoResult:
 class Cast:
     """The demo's accounts and contracts, and the names the view shows for their addresses."""
 
-    node: Node
+    node: NodeAPI
     alice: Wallet
     bob: Wallet
     carol: Wallet
@@ -103,10 +104,10 @@ def example(name: str) -> Path:
 
 
 def run_demo(path: Path, view: DemoView, *, bulk: int = 2000, senders: int = 20, pace: float = 0.0,
-             seed: int = 7, node: Node | None = None) -> DemoResult:
+             seed: int = 7, node: NodeAPI | None = None) -> DemoResult:
     """Run the whole scenario on a fresh node directory at ``path``, or on ``node`` if given.
 
-    ``node`` is any implementation of the Node API: the cluster demo passes a
+    ``node`` is any implementation of the node API: the cluster demo passes a
     :class:`~missive.cluster.remote.RemoteNode`, so one scenario serves both.
     The demo closes it at the end.
     """
@@ -127,7 +128,7 @@ def run_demo(path: Path, view: DemoView, *, bulk: int = 2000, senders: int = 20,
         node.close()
 
 
-def _deploy(node: Node, view: DemoView, names: dict[bytes, str]) -> Cast:
+def _deploy(node: NodeAPI, view: DemoView, names: dict[bytes, str]) -> Cast:
     view.step(1, "Deploy three contracts",
               "Each deploy is a message; the contract exists once its actor has handled it.")
     alice = node.new_account("alice", balance=NATIVE_GRANT)
@@ -300,7 +301,7 @@ def shown(value: Any, names: dict[bytes, str]) -> str:
     return str(value)
 
 
-def function_namer(node: Node, names: dict[bytes, str]) -> Callable[[bytes, bytes], str | None]:
+def function_namer(node: NodeAPI, names: dict[bytes, str]) -> Callable[[bytes, bytes], str | None]:
     """``transfer(bob, 5000)`` for a payload the recipient's ABI knows."""
     from eth_abi.abi import decode as abi_decode
 

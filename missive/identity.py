@@ -27,6 +27,8 @@ import msgpack
 import nacl.exceptions
 import nacl.signing
 
+from missive.errors import MissiveError
+
 #: A node id: the 32 raw bytes of an Ed25519 verify key.
 NodeId = bytes
 
@@ -35,7 +37,7 @@ SIGNATURE_SIZE = 64
 IDENTITY_FORMAT = 1
 
 
-class IdentityError(Exception):
+class IdentityError(MissiveError):
     """An identity file is missing, unreadable or not in a format we know."""
 
 

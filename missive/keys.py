@@ -34,7 +34,7 @@ import lmdb
 import msgpack
 import nacl.signing
 
-from missive.errors import NotFound
+from missive.errors import Failed, MissiveError, NotFound
 from missive.mailbox.admission import address_of
 from missive.mailbox.envelope import Envelope
 from missive.mailbox.integrity import Damaged, check_lmdb
@@ -49,7 +49,7 @@ _CHECK = b"missive keystore v2"
 _RECORD = 2
 
 
-class KeystoreError(Exception):
+class KeystoreError(MissiveError):
     pass
 
 
@@ -57,7 +57,7 @@ class KeystoreDamaged(KeystoreError, Damaged):
     """The keystore's LMDB file is not whole (see :mod:`missive.mailbox.integrity`)."""
 
 
-class WrongPassphrase(KeystoreError):
+class WrongPassphrase(KeystoreError, Failed):
     pass
 
 

@@ -51,6 +51,7 @@ import attrs
 import msgpack
 
 from missive.actors.handler import ActorState, run_handler
+from missive.errors import MissiveError
 from missive.mailbox.admission import verify_signature
 from missive.mailbox.diffs import StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
@@ -105,11 +106,11 @@ _TIMESTAMP = 12
 _COINBASE = 16
 
 
-class _Problem(Exception):
+class _Problem(MissiveError):
     """A ledger record that cannot be replayed: the divergence is reported at it."""
 
 
-class _Unsealed(Exception):
+class _Unsealed(MissiveError):
     """The ledger records from ``first`` to ``last`` do not match their seal."""
 
     def __init__(self, first: int, last: int, *what: str) -> None:

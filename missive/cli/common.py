@@ -16,6 +16,8 @@ from typing import Any, Final
 
 from rich.console import Console
 
+from missive.errors import MissiveError
+
 #: Exit statuses shared by all commands.
 EXIT_OK: Final = 0
 #: The command ran and the thing it checked failed (revert, halt, failing vectors, bad contract).
@@ -34,17 +36,24 @@ EXIT_DISK: Final = 74
 
 
 def exit_code(exc: BaseException, default: int = EXIT_USAGE) -> int:
-    """The exit code for an error of a room below: by its kind (:mod:`missive.errors`)."""
-    from missive.errors import Damaged, NotFound
+    """The exit code for an error of a room below: by its kind (:mod:`missive.errors`); an error
+    of no kind gets the command's ``default``."""
+    from missive.errors import BadInput, Damaged, DiskFailure, Failed, NotFound
 
     if isinstance(exc, NotFound):
         return EXIT_NOT_FOUND
     if isinstance(exc, Damaged):
         return EXIT_DAMAGED
+    if isinstance(exc, DiskFailure):
+        return EXIT_DISK
+    if isinstance(exc, BadInput):
+        return EXIT_USAGE
+    if isinstance(exc, Failed):
+        return EXIT_FAILED
     return default
 
 
-class CliError(Exception):
+class CliError(MissiveError):
     """A user-facing error: the message is printed as is, then the CLI exits with ``code``."""
 
     def __init__(self, message: str, code: int = EXIT_USAGE) -> None:

@@ -3,8 +3,9 @@
 Each command group is a module with ``register(subparsers)``, which adds its
 parser(s) and sets ``handler`` (a function ``(args) -> exit status``).  To add
 a group (``init``, ``deploy``, ``send``...), write the module and list it in
-:data:`COMMAND_GROUPS`.  Errors a user can cause are :class:`CliError`; they are
-printed as one line and never as a traceback.
+:data:`COMMAND_GROUPS`.  Errors a user can cause are :class:`CliError`, or any
+:class:`~missive.errors.MissiveError` a command does not put in its own words;
+they are printed as one line (exit status by their kind) and never as a traceback.
 """
 
 from __future__ import annotations
@@ -28,7 +29,16 @@ from missive.cli import (
     version,
     vm,
 )
-from missive.cli.common import EXIT_DAMAGED, EXIT_DISK, EXIT_INTERRUPTED, EXIT_USAGE, CliError, make_console
+from missive.cli.common import (
+    EXIT_DISK,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CliError,
+    exit_code,
+    make_console,
+)
+from missive.errors import MissiveError
 
 #: Command-group modules, in the order ``missive --help`` lists them.
 COMMAND_GROUPS: tuple[ModuleType, ...] = (demo_cmd, version, compile_cmd, check_cmd, vm, node_cmds, replay_cmd,
@@ -103,13 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         assert isinstance(first, CliError)
         make_console(stderr=True).print(f"missive: error: {first.message}", markup=False, style="red")
         return first.code
-    except Exception as exc:  # a full disk under a command that does not expect one (demo, say)
-        from missive.mailbox.integrity import Damaged
-
-        if isinstance(exc, Damaged):  # a damaged store met by a command without its own handling
-            make_console(stderr=True).print(f"missive: error: {exc}", markup=False, style="red")
-            return EXIT_DAMAGED
-
+    except MissiveError as exc:  # a room's error met by a command without its own handling (a damaged store, a
+        # full disk): one line, the exit status of its kind (an error of no kind: it ran and failed)
+        make_console(stderr=True).print(f"missive: error: {exc}", markup=False, style="red")
+        return exit_code(exc, EXIT_FAILED)
+    except Exception as exc:  # a full disk under a command that does not expect one (demo, say), as LMDB raises it
         from missive.mailbox.disk import DiskFull, fatal_error
 
         failure = fatal_error(exc, Path(getattr(args, "dir", None) or Path.cwd()))  # (a raw error: where it ran)

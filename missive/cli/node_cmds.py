@@ -29,7 +29,6 @@ import functools
 import os
 import time
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,22 +36,29 @@ from missive.cli.common import (
     EXIT_DISK,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
-    EXIT_NOT_FOUND,
     EXIT_OK,
-    EXIT_USAGE,
     CliError,
     exit_code,
     make_console,
     parse_seconds,
     parse_word,
 )
+from missive.cli.show import (
+    called_function,
+    describe_payload,
+    envelope_line,
+    failed_error,
+    hx,
+    outcome_words,
+    pending_words,
+    short,
+    show_outcome,
+    trace_json,
+    trace_line,
+)
 
 if TYPE_CHECKING:  # the node (and with it the VM) is imported only by the commands that use it
-    from eth_abi.grammar import ABIType
-
-    from missive.mailbox.envelope import Envelope
-    from missive.mailbox.records import Receipt
-    from missive.node import Contract, ContractFunction, Node
+    from missive.node import NodeAPI
 
 DEFAULT_DIR = ".missive"
 #: How long ``deploy``/``send``/``query`` wait, without ``--timeout``, for the messages their message
@@ -180,10 +186,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
     if is_remote(args):
         raise CliError("a cluster's nodes run their actors themselves; `missive serve` is for one node's directory")
+    from missive.node import Node
+
     where = node_dir(args)
-    node = open_node(args)  # refuses, with one line, what is not a node
+    node = Node.open(where)  # refuses, with one line, what is not a node
     try:
-        node._writable("run its actors")
+        node.ensure_writable("run its actors")
     finally:
         node.close()
     console = make_console(stderr=True)
@@ -214,27 +222,22 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
     def run(args: argparse.Namespace) -> int:
         import lmdb
 
-        from missive.errors import Damaged
-        from missive.keys import KeystoreError, WrongPassphrase
-        from missive.mailbox.disk import DiskFull, StoreError, disk_full
-        from missive.mailbox.envelope import EnvelopeError
+        from missive.errors import MissiveError
+        from missive.mailbox.disk import disk_full
         from missive.mailbox.records import RecordError
-        from missive.node import ArgumentError, NodeError, NodeTimeout, NotHandled, Reverted
-        from missive.toolchain.compiler import CompileError, CompileInputError
 
         try:
             return handler(args)
-        except (Reverted, NotHandled, NodeTimeout, CompileError) as exc:
-            code = EXIT_USAGE if isinstance(exc, CompileInputError) else EXIT_FAILED
-            raise CliError(str(exc), code) from exc
-        except DiskFull as exc:  # one line naming the disk; nothing was written
-            raise CliError(str(exc), EXIT_DISK) from exc
-        except WrongPassphrase as exc:
-            raise CliError(str(exc), EXIT_FAILED) from exc
-        except (ArgumentError, NodeError, EnvelopeError, KeystoreError, StoreError, Damaged) as exc:
-            raise CliError(str(exc), exit_code(exc)) from exc  # not found 3, damaged 4 (by kind), else 2
-        except (RecordError, lmdb.Error, OSError) as exc:  # OSError: e.g. a keystore directory that cannot be made
-            full = disk_full(node_dir(args), exc) if not isinstance(exc, RecordError) else None
+        except CliError:
+            raise
+        except MissiveError as exc:
+            if isinstance(exc, RecordError):  # a ledger record that does not decode: the node's data, not the input
+                raise CliError(f"cannot read the node at {node_dir(args)}: {exc}", EXIT_FAILED) from exc
+            # by kind: failed 1 (a revert, a wait given up, a compiler error, a wrong passphrase), not found 3,
+            # damaged 4, a full disk 74 (one line naming it; nothing was written); any other, refused input 2
+            raise CliError(str(exc), exit_code(exc)) from exc
+        except (lmdb.Error, OSError) as exc:  # OSError: e.g. a keystore directory that cannot be made
+            full = disk_full(node_dir(args), exc)
             if full is not None:  # the keystore's own writes, say
                 raise CliError(str(full), EXIT_DISK) from exc
             if isinstance(exc, OSError):
@@ -255,7 +258,7 @@ def is_remote(args: argparse.Namespace) -> bool:
     return getattr(args, "node", None) is not None or getattr(args, "cluster", None) is not None
 
 
-def open_node(args: argparse.Namespace) -> Node:
+def open_node(args: argparse.Namespace) -> NodeAPI:
     """The node directory (``--dir``), or a cluster (``--node``/``--cluster``) behind the same API."""
     from missive.node import Node
 
@@ -267,256 +270,25 @@ def open_node(args: argparse.Namespace) -> Node:
     return Node.open(node_dir(args))
 
 
-def hx(data: bytes) -> str:
-    return "0x" + data.hex()
-
-
-def short(message_id: bytes) -> str:
-    """A message id shortened for tables; ``missive receipt`` takes it back as a prefix."""
-    return "0x" + message_id.hex()[:16]
-
-
-def resolve_address(node: Node, text: str, what: str = "address") -> bytes:
-    """``0x`` + 40 hex digits, or the name of a keystore account."""
-    from missive.node import ArgumentError, to_address
-
-    body = text.strip()
-    if body[:2].lower() == "0x" or (len(body) == 40 and all(c in "0123456789abcdefABCDEF" for c in body)):
-        return to_address(body, what)
-    key = node.keystore.find(body)
-    if key is None:
-        raise ArgumentError(f"{what} {text!r}: not an address (0x + 40 hex digits) nor an account name (see `missive account list`)")
-    return key.address
-
-
-def sender_of(node: Node, args: argparse.Namespace) -> object:
+def sender_of(node: NodeAPI, args: argparse.Namespace) -> object:
     return node.wallet(args.sender) if args.sender else None
 
 
 def parse_amount(text: str) -> int:
     """argparse ``type=`` for amounts: decimal, ``0x`` hex, underscores, ``1e18``; 256 bits, not negative."""
+    from missive.node.errors import ArgumentError
+    from missive.node.values import parse_text_int
+
     try:
         value = parse_text_int(text, "amount")
-    except CliError as exc:
+    except ArgumentError as exc:
         raise argparse.ArgumentTypeError(f"{text!r} is not an amount (decimal, 0x-hex or 1e18)") from exc
     if value < 0 or value >> 256:
         raise argparse.ArgumentTypeError(f"{text!r} is not an amount in [0, 2**256)")
     return value
 
 
-def parse_text_int(text: str, where: str) -> int:
-    cleaned = text.strip().replace("_", "")
-    try:
-        if cleaned.lower().lstrip("-").startswith("0x"):
-            negative = cleaned.startswith("-")
-            value = int(cleaned.lstrip("-")[2:], 16)
-            value = -value if negative else value
-        elif "e" in cleaned.lower() or "." in cleaned:
-            exact = Decimal(cleaned)
-            if exact != exact.to_integral_value():
-                raise ValueError
-            value = int(exact)
-        else:
-            value = int(cleaned, 10)
-    except (ValueError, InvalidOperation):
-        raise CliError(f"{where}: {text!r} is not an integer (decimal, 0x-hex or 1e18)") from None
-    return value
-
-
-def parse_text_value(node: Node, t: ABIType, text: str, where: str) -> Any:
-    """One CLI argument as the Python value for ABI type ``t``."""
-    from eth_abi.grammar import TupleType
-
-    from missive.node import split_top_level, type_str
-
-    text = text.strip()
-    if t.is_array or isinstance(t, TupleType):
-        opening, closing = ("[", "]") if t.is_array else ("(", ")")
-        if not (text.startswith(opening) and text.endswith(closing)):
-            raise CliError(f"{where}: {type_str(t)} is written {opening}a,b,...{closing}, got {text!r}")
-        inner = text[1:-1].strip()
-        items = split_top_level(inner) if inner else []
-        if t.is_array:
-            return [parse_text_value(node, t.item_type, item, where) for item in items]
-        assert isinstance(t, TupleType)
-        if len(items) != len(t.components):
-            raise CliError(f"{where}: {type_str(t)} has {len(t.components)} fields, got {len(items)}")
-        return tuple(parse_text_value(node, c, item, where) for c, item in zip(t.components, items, strict=True))
-    base = getattr(t, "base", "")
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        text = text[1:-1]
-    if base in ("uint", "int"):
-        return parse_text_int(text, where)
-    if base == "address":
-        return resolve_address(node, text, where)
-    if base == "bool":
-        lowered = text.lower()
-        if lowered in ("true", "1", "yes"):
-            return True
-        if lowered in ("false", "0", "no"):
-            return False
-        raise CliError(f"{where}: {text!r} is not a bool (true/false)")
-    if base == "bytes":
-        if text[:2].lower() != "0x":
-            raise CliError(f"{where}: {type_str(t)} is written as 0x-hex, got {text!r}")
-        try:
-            return bytes.fromhex(text[2:])
-        except ValueError:
-            raise CliError(f"{where}: {text!r} is not hex") from None
-    if base == "string":
-        return text
-    raise CliError(f"{where}: arguments of type {type_str(t)} are not supported on the command line")
-
-
-def parse_text_args(node: Node, types: list[str], names: list[str], texts: list[str], what: str) -> list[Any]:
-    from missive.node import parse_type
-
-    if len(texts) != len(types):
-        plural = "s" if len(types) != 1 else ""
-        raise CliError(f"{what}: expected {len(types)} argument{plural} ({', '.join(types) or 'none'}), got {len(texts)}")
-    values = []
-    for i, (t, text) in enumerate(zip(types, texts, strict=True)):
-        label = names[i] if i < len(names) and names[i] else f"#{i + 1}"
-        values.append(parse_text_value(node, parse_type(t), text, f"{what}: argument {label} ({t})"))
-    return values
-
-
-def resolve_function(node: Node, address: bytes, text: str, nargs: int, *, view: bool,
-                     returns: list[str] | None = None) -> tuple[ContractFunction, bool]:
-    """The function to call, from an explicit signature or by name from the registered ABI,
-    and whether its return types are known."""
-    from missive.node import Contract, parse_signature
-
-    name, inputs, sig_returns = parse_signature(text)
-    registered = node.abis().get(address)
-    contract: Contract | None = Contract(node, address, registered[1], registered[0]) if registered else None
-    if "(" in text:
-        signature = f"{name}({','.join(inputs)})"
-        known = contract._by_signature.get(signature) if contract is not None else None
-        if known is not None and returns is None and sig_returns is None:
-            return known, True
-        outputs = returns if returns is not None else sig_returns
-        if outputs is None and known is not None:
-            outputs = known.outputs
-        entry = {
-            "type": "function",
-            "name": name,
-            "inputs": [{"name": "", "type": t} for t in inputs],
-            "outputs": [{"name": "", "type": t} for t in outputs or []],
-            "stateMutability": known.mutability if known is not None else ("view" if view else "payable"),
-        }
-        label = contract._label if contract is not None else "contract"
-        return Contract(node, address, [entry], label).function(signature), outputs is not None
-    if contract is None:
-        raise CliError(f"no ABI known for {hx(address)}: give the signature with types, e.g. '{name}(address,uint256)'",
-                       EXIT_NOT_FOUND)
-    candidates = [f for f in contract._by_signature.values() if f.name == name]
-    if not candidates:
-        raise CliError(f"{contract._label} at {hx(address)} has no function {name!r}; functions: "
-                       f"{', '.join(contract.function_names())}", EXIT_NOT_FOUND)
-    fitting = [f for f in candidates if len(f.inputs) == nargs] or candidates
-    if len(fitting) > 1:
-        raise CliError(f"{name} is overloaded ({', '.join(f.signature for f in fitting)}); give the full signature")
-    fn = fitting[0]
-    if returns is not None:
-        fn.outputs = returns
-    return fn, True
-
-
-def parse_returns(text: str | None) -> list[str] | None:
-    from missive.node import parse_type, split_top_level, type_str
-
-    if text is None:
-        return None
-    body = text.strip()
-    if body.startswith("(") and body.endswith(")") and len(split_top_level(body[1:-1])) > 1:
-        body = body[1:-1]
-    return [type_str(parse_type(t)) for t in split_top_level(body)] if body else []
-
-
-def format_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (bytes, bytearray)):
-        return hx(bytes(value))
-    if isinstance(value, list):
-        return "[" + ", ".join(format_value(v) for v in value) + "]"
-    if isinstance(value, tuple):
-        return "(" + ", ".join(format_value(v) for v in value) + ")"
-    return str(value)
-
-
-def describe_payload(node: Node, envelope: Envelope, abis: dict[bytes, tuple[str, list[dict[str, Any]]]]) -> str:
-    """``transfer(0x.., 10)`` when the recipient's ABI knows the selector, else the payload's size."""
-    from eth_abi.abi import decode as abi_decode
-    from eth_abi.exceptions import DecodingError
-
-    from missive.mailbox.envelope import Kind
-    from missive.node import Contract
-
-    payload = envelope.payload
-    if envelope.kind in (Kind.REPLY, Kind.BOUNCE):
-        ok = "" if envelope.kind is Kind.BOUNCE else ("success, " if envelope.success else "failed, ")
-        return f"answers {short(envelope.request_id)} ({ok}{len(payload)} bytes)"
-    if envelope.kind is Kind.DEPLOY:
-        return f"init code {len(payload)} bytes"
-    registered = abis.get(envelope.recipient)
-    if registered is not None and len(payload) >= 4:
-        for fn in Contract(node, envelope.recipient, registered[1], registered[0])._by_signature.values():
-            if fn.selector == payload[:4]:
-                try:
-                    values = abi_decode(fn.inputs, payload[4:])
-                except (DecodingError, OverflowError, ValueError):
-                    break
-                return f"{fn.name}({', '.join(format_value(v) for v in values)})"
-    if not payload:
-        return "no payload"
-    return f"selector {hx(payload[:4])}, {len(payload)} bytes" if len(payload) >= 4 else f"payload {hx(payload)}"
-
-
-def show_outcome(node: Node, receipt: Receipt, fn: ContractFunction | None) -> None:
-    """Status, gas, decoded result or revert reason, events and sent messages of a receipt."""
-    from missive.node import decode_log
-
-    console = make_console()
-    status = receipt.status + (f" ({receipt.error})" if receipt.error and receipt.error != receipt.status else "")
-    console.print(f"status:    {status}", markup=False)
-    console.print(f"gas used:  {receipt.gas_used}", markup=False)
-    if receipt.fee or receipt.refund:
-        console.print(f"fee:       {receipt.fee} to {hx(receipt.coinbase) if receipt.fee else '-'}, refund "
-                      f"{receipt.refund}", markup=False)
-    if receipt.success:
-        if receipt.output:
-            if fn is not None and fn.outputs:
-                try:
-                    shown = format_value(fn.decode_output(receipt.output))
-                except Exception:
-                    shown = hx(receipt.output)
-            else:
-                shown = hx(receipt.output)
-            console.print(f"result:    {shown}", markup=False)
-    else:
-        reason = node.explain(receipt.output, receipt.recipient)
-        if reason is not None:
-            console.print(f"reason:    {reason}", markup=False)
-        elif receipt.output:
-            console.print(f"revert data: {hx(receipt.output)}", markup=False)
-    abis = node.abis()
-    for address, topics, data in receipt.logs:
-        decoded = decode_log(abis[address][1], topics, data) if address in abis else None
-        if decoded is not None:
-            args = ", ".join(f"{k}={format_value(v)}" for k, v in decoded[1].items())
-            console.print(f"event:     {decoded[0]}({args})", markup=False)
-        else:
-            console.print(f"log:       {hx(address)} topics {[hex(t) for t in topics]} data {hx(data)}", markup=False)
-    for message_id in receipt.outgoing:
-        message = node.message(message_id)
-        if message is not None:
-            console.print(f"sent:      {message.kind.name.lower()} to {hx(message.recipient)} "
-                          f"{describe_payload(node, message, abis)}  id {hx(message_id)}", markup=False)
-
-
-def finish_chain(node: Node, message_id: bytes, args: argparse.Namespace, started: float, *, quiet: bool = False,
+def finish_chain(node: NodeAPI, message_id: bytes, args: argparse.Namespace, started: float, *, quiet: bool = False,
                  stderr: bool = False) -> None:
     """Wait (within the time limit) for the messages ``message_id`` caused; say what they did and,
     plainly, what is still waiting and how to run it."""
@@ -545,32 +317,6 @@ def finish_chain(node: Node, message_id: bytes, args: argparse.Namespace, starte
             f"command on this node, or keep its actors running: `missive serve --dir {node_dir(args)}`", markup=False)
 
 
-def outcome_words(receipt: Receipt, node: Node | None = None) -> str:
-    from missive.node import revert_reason
-
-    reason = node.explain(receipt.output, receipt.recipient) if node is not None else revert_reason(receipt.output)
-    return receipt.status + (f" ({receipt.error})" if receipt.error and receipt.error != receipt.status else "") + (
-        f": {reason}" if reason is not None else "")
-
-
-def pending_words(node: Node, message_id: bytes) -> str:
-    """``scheduled to 0x.. at t=5 (0x1234..)``: a waiting message in a few words."""
-    envelope = node.message(message_id)
-    if envelope is None:
-        return short(message_id)
-    due = f" at t={envelope.not_before}" if envelope.not_before else ""
-    return f"{envelope.kind.name.lower()} to {hx(envelope.recipient)}{due} ({short(message_id)})"
-
-
-def failed_error(fn_label: str, receipt: Receipt, node: Node | None = None) -> CliError:
-    from missive.node import Reverted, revert_reason
-
-    reason = node.explain(receipt.output, receipt.recipient) if node is not None else revert_reason(receipt.output)
-    err = Reverted(fn_label, reason=reason, data=receipt.output, status=receipt.status,
-                   error=receipt.error, receipt=receipt)
-    return CliError(str(err), EXIT_FAILED)
-
-
 # -- init, account --------------------------------------------------------------------------------------
 
 
@@ -594,8 +340,10 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_account_new(args: argparse.Namespace) -> int:
+    from missive.node.values import looks_like_address
+
     name = args.name.strip()
-    if name and (name[:2].lower() == "0x" or len(name) == 40 and all(c in "0123456789abcdefABCDEF" for c in name)):
+    if name and looks_like_address(name):
         raise CliError(f"account name {name!r} looks like an address; pick another")
     if args.name and not name:
         raise CliError("account name is blank")
@@ -640,7 +388,7 @@ def run_account_list(args: argparse.Namespace) -> int:
 
 
 def run_deploy(args: argparse.Namespace) -> int:
-    from missive.node import abi_type
+    from missive.node.abi import abi_type, parse_text_args
     from missive.toolchain.compiler import compile_source
 
     node = open_node(args)
@@ -650,8 +398,8 @@ def run_deploy(args: argparse.Namespace) -> int:
         accepted = check_before_deploy(compiled, args.accept_async, quiet=args.quiet)
         constructor = next((e for e in compiled.abi if e.get("type") == "constructor"), None)
         inputs = constructor.get("inputs", []) if constructor else []
-        values = parse_text_args(node, [abi_type(i) for i in inputs], [str(i.get("name", "")) for i in inputs],
-                                 args.args, f"{compiled.name} constructor")
+        values = parse_text_args([abi_type(i) for i in inputs], [str(i.get("name", "")) for i in inputs],
+                                 args.args, f"{compiled.name} constructor", node.resolve_address)
         sent, contract = node.deploy_message(compiled.bytecode, *values, sender=sender, value=args.value, gas=args.gas,
                                              abi=compiled.abi, name=compiled.name, accept_async=accepted, bid=args.bid)
         console = make_console()
@@ -689,12 +437,15 @@ def check_before_deploy(compiled: Any, accepted: list[str], *, quiet: bool) -> b
 
 
 def run_send(args: argparse.Namespace) -> int:
+    from missive.node.abi import parse_text_args
+    from missive.node.contract import resolve_function
+
     node = open_node(args)
     try:
         sender = sender_of(node, args)
-        address = resolve_address(node, args.address, "ADDR")
+        address = node.resolve_address(args.address, "ADDR")
         fn, _ = resolve_function(node, address, args.function, len(args.args), view=False)
-        values = parse_text_args(node, fn.inputs, fn.input_names, args.args, fn.signature)
+        values = parse_text_args(fn.inputs, fn.input_names, args.args, fn.signature, node.resolve_address)
         sent = fn.send(*values, sender=sender, value=args.value, gas=args.gas, bid=args.bid)
         console = make_console()
         console.print(f"message   {sent.hex}", markup=False)
@@ -713,13 +464,16 @@ def run_send(args: argparse.Namespace) -> int:
 
 
 def run_query(args: argparse.Namespace) -> int:
+    from missive.node.abi import format_value, parse_returns, parse_text_args
+    from missive.node.contract import resolve_function
+
     node = open_node(args)
     try:
         sender = sender_of(node, args)
-        address = resolve_address(node, args.address, "ADDR")
+        address = node.resolve_address(args.address, "ADDR")
         returns = parse_returns(args.returns)
         fn, known = resolve_function(node, address, args.function, len(args.args), view=True, returns=returns)
-        values = parse_text_args(node, fn.inputs, fn.input_names, args.args, fn.signature)
+        values = parse_text_args(fn.inputs, fn.input_names, args.args, fn.signature, node.resolve_address)
         sent = fn.query(*values, sender=sender, gas=args.gas, bid=args.bid)
         raw = not known
         if raw:
@@ -743,18 +497,12 @@ def run_query(args: argparse.Namespace) -> int:
 # -- inbox, ledger, receipt -----------------------------------------------------------------------------
 
 
-def envelope_line(node: Node, envelope: Envelope, abis: dict[bytes, tuple[str, list[dict[str, Any]]]]) -> str:
-    parts = [f"{envelope.kind.name.lower():<9}", f"from {hx(envelope.sender)}", f"to {hx(envelope.recipient)}"]
-    if envelope.value:
-        parts.append(f"value {envelope.value}")
-    parts.append(describe_payload(node, envelope, abis))
-    return "  ".join(parts)
-
-
 def run_inbox(args: argparse.Namespace) -> int:
+    from missive.node import Node
+
     node = open_node(args)
     try:
-        address = resolve_address(node, args.address, "ADDR")
+        address = node.resolve_address(args.address, "ADDR")
         abis = node.abis()
         console = make_console()
         if args.handled:
@@ -769,11 +517,11 @@ def run_inbox(args: argparse.Namespace) -> int:
         console.print(f"{len(pending)} message(s) waiting for {hx(address)}", markup=False)
         for envelope in pending:
             console.print(f"  {short(envelope.id)}  {envelope_line(node, envelope, abis)}  gas {envelope.gas}", markup=False)
-        if not is_remote(args):  # a cluster node lists its own schedule only
+        if isinstance(node, Node):  # (a cluster's nodes do not list their schedules yet)
             scheduled = node.scheduled_for(address)
             if scheduled:
                 console.print(f"{len(scheduled)} scheduled message(s), not due yet (logical time now "
-                              f"{node.store.clock()}):", markup=False)
+                              f"{node.clock()}):", markup=False)
             for due, envelope in scheduled:
                 console.print(f"  {short(envelope.id)}  at t={due}  {envelope_line(node, envelope, abis)}", markup=False)
     finally:
@@ -852,86 +600,35 @@ def run_receipt(args: argparse.Namespace) -> int:
         when = datetime.datetime.fromtimestamp(receipt.timestamp, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         console.print(f"time:      block.timestamp {receipt.timestamp} ({when}), block.number {receipt.time} "
                       "(the actor's logical time)", markup=False)
-        fn = None
-        registered = abis.get(envelope.recipient)
-        if registered is not None and len(envelope.payload) >= 4:
-            from missive.node import Contract
-
-            contract = Contract(node, envelope.recipient, registered[1], registered[0])
-            fn = next((f for f in contract._by_signature.values() if f.selector == envelope.payload[:4]), None)
-        show_outcome(node, receipt, fn)
+        show_outcome(node, receipt, called_function(node, envelope, abis))
         return EXIT_OK if receipt.success else EXIT_FAILED
     finally:
         node.close()
 
 
 def run_trace(args: argparse.Namespace) -> int:
-    from missive.mailbox.envelope import Kind
     from missive.node import Trace
 
     node = open_node(args)
     try:
         root = node.trace(args.id)
         abis = node.abis()
-
-        def outcome(item: Trace) -> str:
-            receipt = item.receipt
-            if receipt is None:
-                due = f", due at t={item.envelope.not_before}" if item.envelope.not_before else ""
-                return f"pending (not handled yet{due})"
-            words = f"{receipt.status}" + (f" ({receipt.error})" if receipt.error and receipt.error != receipt.status
-                                            else "")
-            words += f", gas {receipt.gas_used} of {item.envelope.gas}"
-            if not receipt.success:
-                reason = node.explain(receipt.output, receipt.recipient)
-                if reason is not None:
-                    words += f": {reason}"
-                elif receipt.output:
-                    words += f": revert data {hx(receipt.output)}"
-            return words
-
-        def label(item: Trace) -> str:
-            envelope = item.envelope
-            head = f"{envelope.kind.name.lower()} {short(item.id)}  {hx(envelope.sender)} -> {hx(envelope.recipient)}"
-            if envelope.value:
-                head += f"  value {envelope.value}"
-            payload = describe_payload(node, envelope, abis)
-            if envelope.kind is Kind.REPLY and not envelope.success and envelope.payload:
-                reason = node.explain(envelope.payload, envelope.sender)
-                if reason is not None:
-                    payload += f": {reason}"
-            return f"{head}  {payload}  =>  {outcome(item)}"
-
         items = list(root.walk())
         failed = root.failed
         pending = [t for t in items if t.receipt is None]
         if args.json:
             from missive.cli.common import print_json
 
-            def as_json(item: Trace) -> dict[str, Any]:
-                receipt = item.receipt
-                return {
-                    "id": hx(item.id), "kind": item.envelope.kind.name.lower(), "from": hx(item.envelope.sender),
-                    "to": hx(item.envelope.recipient), "value": item.envelope.value, "gas_limit": item.envelope.gas,
-                    "payload": describe_payload(node, item.envelope, abis),
-                    "status": receipt.status if receipt is not None else "pending",
-                    "gas_used": receipt.gas_used if receipt is not None else None,
-                    "error": receipt.error if receipt is not None else None,
-                    "reason": node.explain(receipt.output, receipt.recipient) if receipt is not None
-                    and not receipt.success else None,
-                    "children": [as_json(c) for c in item.children],
-                }
-
-            print_json({"root": as_json(root), "messages": len(items), "failed": len(failed),
+            print_json({"root": trace_json(node, root, abis), "messages": len(items), "failed": len(failed),
                         "pending": len(pending)})
             return EXIT_FAILED if failed else EXIT_OK
         console = make_console()  # lines drawn by hand: a rich Tree would crop them at the terminal's width
-        console.print(label(root), markup=False, style="red" if root in failed else None)
+        console.print(trace_line(node, root, abis), markup=False, style="red" if root in failed else None)
         todo: list[tuple[Trace, str, bool]] = [(c, "", i == len(root.children) - 1)
                                                for i, c in reversed(list(enumerate(root.children)))]
         while todo:
             item, indent, last = todo.pop()
-            console.print(f"{indent}{'└── ' if last else '├── '}{label(item)}", markup=False,
+            console.print(f"{indent}{'└── ' if last else '├── '}{trace_line(node, item, abis)}", markup=False,
                           style="red" if item in failed else None)
             deeper = indent + ("    " if last else "│   ")
             todo.extend((c, deeper, i == len(item.children) - 1) for i, c in reversed(list(enumerate(item.children))))

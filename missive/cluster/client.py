@@ -19,6 +19,7 @@ from typing import Any
 
 import trio
 
+from missive.errors import MissiveError
 from missive.net import IdentityError, NodeIdentity, RemoteError, RpcConnection, initiate, open_rpc
 
 CONNECT_TIMEOUT = 5.0
@@ -28,7 +29,7 @@ OPERATOR_FILE = "operator.key"
 ADMIN_METHODS = frozenset({"shutdown", "create_account", "replay"})
 
 
-class ClusterError(Exception):
+class ClusterError(MissiveError):
     """A node could not be reached or refused the request; the text says which and why."""
 
 
@@ -163,24 +164,16 @@ class ClusterClient:
     def _signed(self, key: Any, kind: Any, to: bytes | None, payload: bytes, value: int, gas: int,
                 wants_reply: bool, bid: int = 0) -> tuple[Any, bytes]:
         """(envelope, signed record) of one message from ``key``, with the nonce its node has."""
-        import msgpack
-
-        from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
-        from missive.vm.messages import create_address
+        from missive.node.signing import pack_signed, sign_external
 
         account = self.account(key.address)
         if account is None:
             raise ClusterError(f"unknown account 0x{key.address.hex()} on this cluster")
-        recipient = create_address(key.address, account.nonce) if kind is Kind.DEPLOY else to
-        if recipient is None:
-            raise EnvelopeError("recipient must be a 20-byte address")  # as envelope.validate() says
         if self._chain_id is None:
             self._chain_id = int(self.call("status")["chain_id"])
-        envelope = Envelope(kind, key.address, recipient, value=value, payload=payload, gas=gas, bid=bid,
-                            nonce=account.nonce, wants_reply=wants_reply, chain_id=self._chain_id)
-        envelope.validate()
-        signed = key.sign(envelope)
-        return envelope, msgpack.packb([signed[0].canonical(), signed[1], signed[2]])
+        signed = sign_external(key, kind, to, payload, nonce=account.nonce, value=value, gas=gas, bid=bid,
+                               chain_id=self._chain_id, wants_reply=wants_reply)
+        return signed[0], pack_signed(signed)
 
     def submit(self, key: Any, kind: Any, to: bytes | None, payload: bytes = b"", *, value: int = 0,
                gas: int = 1_000_000, wants_reply: bool = False, bid: int = 0) -> Any:

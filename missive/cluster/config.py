@@ -44,10 +44,11 @@ from typing import Any
 import attrs
 
 from missive.cluster.trust import TrustSettings
+from missive.errors import MissiveError
 from missive.net.transport import IDLE_TIMEOUT, MAX_PER_KEY
 
 
-class ConfigError(Exception):
+class ConfigError(MissiveError):
     """The config file is missing, malformed, or names something impossible."""
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import trio
 
 from missive.cluster.membership import Membership
+from missive.cluster.refusals import require_member
 from missive.identity import short_id
 from missive.mailbox.writer import GroupWriter
 from missive.net import NetError, PeerLink
@@ -96,8 +97,7 @@ class EpochService:
             return None
 
     def _member(self, peer: bytes, method: str) -> None:
-        if peer not in self.names or peer == self.me:
-            raise PermissionError(f"{method} is for cluster members; {short_id(peer)} is not one")
+        require_member(self.names, self.me, peer, method)
 
     def handlers(self) -> dict[str, Callable[[bytes, Any], Awaitable[Any]]]:
         return {"epoch_prepare": self.rpc_prepare, "epoch_accept": self.rpc_accept,

@@ -1,10 +1,12 @@
-"""The Node API against a running cluster: :class:`RemoteNode`.
+"""The node API against a running cluster: :class:`RemoteNode`.
 
-Why a remote implementation of :class:`missive.node.Node` rather than separate
+Why a remote implementation of :class:`missive.node.NodeAPI` rather than separate
 cluster commands: the CLI, the demo and user scripts are written once against
-``Node`` (deploy, contract functions, ``Sent.receipt()``/``reply()``, ledger
+the API (deploy, contract functions, ``Sent.receipt()``/``reply()``, ledger
 and inbox reads) and work unchanged on a cluster.  ``Contract``, ``Sent`` and
-``Wallet`` are the very same classes; only the node underneath differs:
+``Wallet`` are the very same classes, and what both implementations share
+(signing and submitting messages among it) is :class:`missive.node.base.BaseNode`'s;
+only the primitives underneath differ:
 
 * messages are signed here with keys from a local keystore (``<dir>/keystore``,
   e.g. the cluster directory the launcher funded ``default`` in) and submitted
@@ -25,19 +27,18 @@ throwaway key.  (The
 benchmark in ``tools/bench/cluster.py`` keeps connections open instead.)
 Blocking methods run their own trio loop, as in ``Node``; the ``a``-prefixed
 waits are trio-native, and observers run on a worker thread so they may call
-the blocking methods.
+the blocking methods.  Two reads have no request yet and are refused, saying so:
+an actor's storage and the scheduled messages.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import trio
 
 from missive.cluster.client import (
@@ -53,28 +54,19 @@ from missive.cluster.door import DISK_FULL
 from missive.cluster.placement import executor
 from missive.cluster.waiters import MAX_WAIT
 from missive.errors import NotFound
-from missive.keys import Keystore
+from missive.keys import Key, Keystore
 from missive.mailbox.disk import DiskFull
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
-from missive.market.fees import default_bid
 from missive.net import NetError, NodeIdentity, RemoteError
-from missive.node import (
-    ArgumentError,
-    Chain,
-    LedgerRecord,
-    Node,
-    NodeError,
-    NodeTimeout,
-    Sent,
-    Wallet,
-    _in_trio,
-    hexstr,
-    special_record,
-    to_address,
-    to_message_id,
-)
-from missive.vm.messages import create_address
+from missive.node.api import NodeAPI, Observer
+from missive.node.base import BaseNode
+from missive.node.errors import ArgumentError, NodeError, NodeTimeout
+from missive.node.records import LedgerRecord, Wallet, special_record
+from missive.node.sent import Chain
+from missive.node.signing import Signed, pack_signed
+from missive.node.twins import in_trio
+from missive.node.values import hexstr, to_address, to_message_id
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +78,10 @@ SUBMIT_CHUNK = 1000
 
 class NodeUnreachable(NodeError):
     """A node did not answer or refused the request; the text names it and says why."""
+
+
+class NotOnCluster(NodeError):
+    """A read the cluster's nodes do not answer yet (an actor's storage, the scheduled messages)."""
 
 
 class UnknownNode(ArgumentError, NotFound):
@@ -100,16 +96,16 @@ class UnknownCluster(NodeError, NotFound):
     """No cluster in the directory given."""
 
 
-class RemoteNode(Node):
-    """A :class:`~missive.node.Node` whose actors run on a cluster, reached through one of its nodes."""
+class RemoteNode(BaseNode):
+    """The node API on a cluster whose nodes run the actors, reached through one of its nodes (the home node)."""
 
     scope = "cluster"
+    atomic_batches = False  # each sender's node admits its own messages
 
     def __init__(self, host: str, port: int, keys_dir: Path | None, *, pinned: bool = False,
                  members: list[dict[str, Any]] | None = None, wait_timeout: float = DEFAULT_WAIT,
                  operator: NodeIdentity | None = None) -> None:
-        # Node.__init__ opens a store and a runtime; a remote node has neither.
-        self.path = Path(keys_dir) if keys_dir is not None else Path()
+        super().__init__(Path(keys_dir) if keys_dir is not None else Path(), abi_dir=keys_dir)
         #: the cluster operator's key, for the administrative requests (None: this client may not make them)
         self.operator = operator
         self._keys_dir = keys_dir
@@ -120,15 +116,9 @@ class RemoteNode(Node):
         self.wait_timeout = wait_timeout
         self._members = members
         self._chain_id: int | None = None
-        self._default: Wallet | None = None
         self._reply_ids: dict[bytes, bytes] = {}
-        self._submit_lock = threading.Lock()
-        self.default_bid = default_bid()  # the fee per gas of messages sent without bid=
-        self._running = False
-        self._served_elsewhere = True  # a cluster's nodes run the actors
-        self.cluster_node = False  # writes go through the cluster's door
         self._known: dict[bytes, Envelope] = {}  # messages seen: ids -> envelopes (to find their recipients)
-        self._observers: list[Callable[[list[tuple[Envelope, Receipt]]], None]] = []
+        self._observers: list[Observer] = []
         self._cursors: dict[str, int] = {}
 
     # -- opening -----------------------------------------------------------------------------
@@ -186,8 +176,11 @@ class RemoteNode(Node):
             self._keystore.close()
             self._keystore = None
 
+    def __enter__(self) -> RemoteNode:
+        return self
+
     @property
-    def keystore(self) -> Keystore:  # type: ignore[override]  # read-only here; Node sets it in __init__
+    def keystore(self) -> Keystore:
         """The local keystore that signs what this client sends (opened on first use)."""
         if self._keystore is None:
             if self._keys_dir is None:
@@ -199,18 +192,6 @@ class RemoteNode(Node):
 
     def __repr__(self) -> str:
         return f"<RemoteNode {self.host}:{self.port}>"
-
-    def abis(self) -> dict[bytes, tuple[str, list[dict[str, Any]]]]:
-        """ABIs registered in the client directory (the cluster's, with ``--cluster``)."""
-        return super().abis() if self._keys_dir is not None else {}
-
-    def register_abi(self, address: object, abi: list[dict[str, Any]], name: str = "contract") -> None:
-        if self._keys_dir is not None:
-            super().register_abi(address, abi, name)
-
-    @property
-    def store(self) -> Any:  # type: ignore[override]
-        raise NodeError("this node is remote: its store is in another process (use the node's methods)")
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -236,7 +217,7 @@ class RemoteNode(Node):
 
     def _call(self, method: str, params: Any = None, *, at: tuple[str, int] | None = None,
               timeout: float = 10.0) -> Any:
-        if _in_trio():
+        if in_trio():
             raise NodeError(f"{method}: a blocking call inside trio code; use the a-prefixed twin")
         return trio.run(lambda: self._acall(method, params, at=at, timeout=timeout))
 
@@ -292,13 +273,12 @@ class RemoteNode(Node):
 
     # -- accounts ---------------------------------------------------------------------------
 
-    def new_account(self, name: str = "", balance: int = 0) -> Wallet:
-        _check_new_account(name, balance)
+    def _create_account(self, name: str, balance: int) -> Key:
         self._operator_for("create_account")  # before a key is made that could not be funded
         key = self.keystore.new(name)
         self._call("create_account", {"address": key.address, "public_key": key.public_key,
                                       "balance": balance.to_bytes(32, "big")})
-        return Wallet(self, key)
+        return key
 
     def wallets(self) -> list[Wallet]:
         return [Wallet(self, key) for key in self.keystore.all()]
@@ -314,79 +294,48 @@ class RemoteNode(Node):
         return out
 
     def storage(self, address: object) -> dict[int, int]:
-        raise NodeError("storage is not readable remotely yet; query the contract's getters")
+        raise NotOnCluster("storage is not readable remotely yet; query the contract's getters")
 
-    # -- sending -----------------------------------------------------------------------------
+    # -- submitting (signing is BaseNode.submit's) -----------------------------------------------
 
-    def _submit(self, kind: Kind, to: bytes | None, payload: bytes, *, sender: object, value: int,
-                gas: int | None, wants_reply: bool, bid: int | None = None) -> tuple[Envelope, bool]:
-        key = self._key(sender)
-        gas = self._check_message(kind, value, gas)
-        fee = self._check_bid(bid)
+    def ensure_writable(self, what: str) -> None:
+        """Nothing here: the cluster's nodes decide what a client may write (the door)."""
+
+    def _check_recipient(self, kind: Kind, to: bytes | None, payload: bytes) -> None:
         if kind is not Kind.DEPLOY and payload:
             # A node admits messages for actors elsewhere without seeing them; check here, as one node would.
             target = self.account(to)
             if target is None or not target.is_contract:
                 raise EnvelopeError(f"unknown contract {hexstr(to or b'')}: no code there to call")
-        with self._submit_lock:
-            for attempt in range(8):
-                account = self.account(key.address)
-                if account is None:
-                    raise NodeError(f"account {hexstr(key.address)} does not exist on this cluster")
-                recipient = create_address(key.address, account.nonce) if kind is Kind.DEPLOY else to
-                assert recipient is not None
-                envelope = Envelope(kind, key.address, recipient, value=value, payload=payload, gas=gas, bid=fee,
-                                    nonce=account.nonce, wants_reply=wants_reply, chain_id=self.chain_id)
-                envelope.validate()
-                (answer,) = self._call("submit", [_pack(key.sign(envelope))])
+
+    def _nonce(self, address: bytes) -> int:
+        account = self.account(address)
+        if account is None:
+            raise NodeError(f"account {hexstr(address)} does not exist on this cluster")
+        return account.nonce
+
+    def _clock(self) -> int:
+        return 0  # the node that handles a message stamps its time
+
+    def _admit(self, signed: list[Signed], *, all_or_nothing: bool) -> list[bool | EnvelopeError]:
+        """``submit`` requests of up to :data:`SUBMIT_CHUNK` messages to the home node, which forwards
+        each to its sender's node; never all-or-nothing (each node admits its own)."""
+        timeout = 10.0 if len(signed) == 1 else 30.0
+        out: list[bool | EnvelopeError] = []
+        for start in range(0, len(signed), SUBMIT_CHUNK):
+            chunk = signed[start:start + SUBMIT_CHUNK]
+            answers = self._call("submit", [pack_signed(one) for one in chunk], timeout=timeout)
+            for (envelope, _, _), answer in zip(chunk, answers, strict=True):
                 if "error" in answer:
-                    if str(answer["error"]).startswith("nonce ") and attempt < 7:
-                        continue  # another client sent from this account meanwhile: take the next nonce
-                    raise EnvelopeError(str(answer["error"]))
-                self._known[envelope.id] = envelope
-                return envelope, bool(answer.get("duplicate"))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def send_many(self, calls: Sequence[tuple[object, object, bytes]], *, value: int = 0,
-                  gas: int | None = None, bid: int | None = None) -> list[Sent]:
-        """Sign many ``call`` messages and submit them in a few requests.
-
-        Unlike on one node this is not all-or-nothing: each sender's node admits
-        its own messages; the first refusal is raised after the others went in.
-        """
-        gas = self._check_message(Kind.CALL, value, gas)
-        fee = self._check_bid(bid)
-        prepared = [(self._key(sender), to_address(to, "recipient"), bytes(data)) for sender, to, data in calls]
-        with self._submit_lock:
-            nonces: dict[bytes, int] = {}
-            for key, _, _ in prepared:
-                if key.address not in nonces:
-                    account = self.account(key.address)
-                    if account is None:
-                        raise NodeError(f"account {hexstr(key.address)} does not exist on this cluster")
-                    nonces[key.address] = account.nonce
-            envelopes = []
-            for key, to, data in prepared:
-                envelope = Envelope(Kind.CALL, key.address, to, value=value, payload=data, gas=gas, bid=fee,
-                                    nonce=nonces[key.address], chain_id=self.chain_id)
-                envelope.validate()
-                nonces[key.address] += 1
-                envelopes.append((envelope, key))
-            answers: list[dict[str, Any]] = []
-            for start in range(0, len(envelopes), SUBMIT_CHUNK):
-                chunk = envelopes[start:start + SUBMIT_CHUNK]
-                answers += self._call("submit", [_pack(key.sign(e)) for e, key in chunk], timeout=30.0)
-        sent = []
-        for index, ((envelope, _), answer) in enumerate(zip(envelopes, answers, strict=True)):
-            if "error" in answer:
-                raise EnvelopeError(f"message {index} of {len(envelopes)} refused: {answer['error']}")
-            self._known[envelope.id] = envelope
-            sent.append(Sent(self, envelope, duplicate=bool(answer.get("duplicate"))))
-        return sent
+                    out.append(EnvelopeError(str(answer["error"])))
+                else:
+                    self._known[envelope.id] = envelope
+                    out.append(bool(answer.get("duplicate")))
+        return out
 
     # -- waiting -----------------------------------------------------------------------------
 
-    def _receipt_of(self, envelope: Envelope) -> Receipt | None:
+    def receipt_of(self, envelope: Envelope) -> Receipt | None:
         found = self._call("receipt", {"id": envelope.id, "recipient": envelope.recipient})
         return self._found_receipt(found)
 
@@ -419,7 +368,7 @@ class RemoteNode(Node):
             await trio.sleep(delay)
             delay = min(delay * 1.5, 0.05)
 
-    async def _await_receipt(self, envelope: Envelope, what: str, timeout: float | None) -> Receipt:
+    async def await_receipt(self, envelope: Envelope, what: str, timeout: float | None) -> Receipt:
         """The receipt, as soon as the node executing the recipient commits it (its ``wait`` request
         stays open until then).  With observers, the ledgers are polled instead, to feed them."""
         self._known[envelope.id] = envelope
@@ -437,9 +386,9 @@ class RemoteNode(Node):
             if time.monotonic() >= deadline:
                 raise NodeTimeout(f"gave up after {limit} s: {what}")
 
-    async def _await_reply(self, request: Envelope, what: str, timeout: float | None) -> tuple[Envelope, Receipt]:
+    async def await_reply(self, request: Envelope, what: str, timeout: float | None) -> tuple[Envelope, Receipt]:
         """The reply is sent by the handling of ``request`` and handled on the requester's node."""
-        receipt = await self._await_receipt(request, f"no reply to {what} arrived", timeout)
+        receipt = await self.await_receipt(request, f"no reply to {what} arrived", timeout)
         reply_id = self._reply_ids.get(request.id)
         if reply_id is None:
             for message_id in reversed(receipt.outgoing):
@@ -450,7 +399,7 @@ class RemoteNode(Node):
             else:
                 raise NodeError(f"message {hexstr(request.id)} was handled but sent no reply")
         reply = self._known[reply_id]
-        await self._await_receipt(reply, f"the reply to {what} is not handled yet", timeout)
+        await self.await_receipt(reply, f"the reply to {what} is not handled yet", timeout)
         return reply, receipt
 
     async def afollow(self, message_id: bytes | str, timeout: float | None = None) -> Chain:
@@ -510,7 +459,7 @@ class RemoteNode(Node):
 
     # -- observing -----------------------------------------------------------------------------
 
-    def observe(self, observer: Callable[[list[tuple[Envelope, Receipt]]], None]) -> Callable[[], None]:
+    def observe(self, observer: Observer) -> Callable[[], None]:
         """Like :meth:`Node.observe`, for the whole cluster: handled messages, as waits poll the ledgers.
 
         Observers run on a worker thread during this node's waits (so they may
@@ -564,7 +513,7 @@ class RemoteNode(Node):
 
     def receipt(self, message_id: bytes | str) -> Receipt | None:
         envelope = self.message(message_id)
-        return self._receipt_of(envelope) if envelope is not None else None
+        return self.receipt_of(envelope) if envelope is not None else None
 
     def _ids_with_prefix(self, prefix: bytes) -> list[bytes]:
         return [bytes(m) for m in self._call("resolve", {"prefix": prefix, "spread": True})]
@@ -581,7 +530,7 @@ class RemoteNode(Node):
         return [Envelope.decode(raw) for _, answer in self._each("pending") for raw in answer]
 
     def scheduled(self) -> list[tuple[int, Envelope]]:
-        raise NodeError("scheduled messages are not listed remotely yet")
+        raise NotOnCluster("scheduled messages are not listed remotely yet")
 
     def ledger_length(self) -> int:
         return sum(int(page["total"]) for _, page in self._each("ledger", {"last": 0}, self._scope()))
@@ -619,9 +568,6 @@ class RemoteNode(Node):
     def _remote_record(self, name: str, item: list[Any]) -> LedgerRecord:
         seq, record, canonical, receipt = item
         kind = str(record[0])
-        if kind == "genesis":
-            return LedgerRecord(int(seq), kind, address=bytes(record[1]), balance=int.from_bytes(record[3], "big"),
-                                node=name)
         special = special_record(int(seq), record, name)
         if special is not None:
             return special
@@ -645,19 +591,6 @@ class RemoteNode(Node):
         return sum(int(r["checked"]) for r in reports), problems[0] if problems else None
 
 
-def _check_new_account(name: str, balance: int) -> None:
-    """The checks :meth:`Node.new_account` makes, before anything is created."""
-    if not isinstance(balance, int) or isinstance(balance, bool) or balance < 0 or balance >> 256:
-        raise ArgumentError(f"balance must be an integer in [0, 2**256), got {balance!r}")
-    body = name.strip().removeprefix("0x").removeprefix("0X")
-    if name.strip()[:2].lower() == "0x" or (len(body) == 40 and all(c in "0123456789abcdefABCDEF" for c in body)):
-        raise ArgumentError(f"account name {name!r} looks like an address; pick another")
-
-
-def _pack(signed: tuple[Envelope, bytes, bytes]) -> bytes:
-    return msgpack.packb([signed[0].canonical(), signed[1], signed[2]])  # type: ignore[no-any-return]
-
-
 def _parse(text: str) -> tuple[str, int]:
     try:
         return parse_node(text)
@@ -672,3 +605,8 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
             return _first(exc)
         return exc
     return group  # pragma: no cover
+
+
+def _implements_the_api(node: RemoteNode) -> NodeAPI:
+    """(For mypy: the cluster client implements :class:`NodeAPI` in full.)"""
+    return node

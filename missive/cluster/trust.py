@@ -49,6 +49,7 @@ import lmdb
 import msgpack
 import trio
 
+from missive.cluster.refusals import require_member
 from missive.consensus import gossip
 from missive.consensus.actors import ATTEST, GOSSIP, AttestationActor, Evidence, GossipActor, Router
 from missive.consensus.direct_trust import DEFAULT_K, TrustHistory, full
@@ -56,6 +57,7 @@ from missive.consensus.gossip import Gossiper
 from missive.consensus.kernel import Attester, Kernel, Statement, Verifier
 from missive.consensus.overlay import Overlay
 from missive.consensus.scores import attestation_graph, conspiracy_scores, transitive_trust
+from missive.errors import MissiveError
 from missive.mailbox.disk import disk_full
 from missive.net import NetError, NodeIdentity, PeerLink, short_id
 from missive.replicas.records import open_tables
@@ -89,7 +91,7 @@ CANDIDATES = 8
 STORE_FORMAT = 1
 
 
-class TrustFrameError(ValueError):
+class TrustFrameError(MissiveError, ValueError):
     """A ``trust`` request that is not one: answered with an error, the connection stays up."""
 
 
@@ -580,8 +582,7 @@ class TrustService:
 
     async def rpc_trust(self, peer: bytes, data: Any) -> bytes | None:
         """A member's trust frame: checked here, then handed to the actor its channel names."""
-        if peer not in self.names or peer == self.me:
-            raise PermissionError(f"trust is for cluster members; {short_id(peer)} is not one")
+        require_member(self.names, self.me, peer, "trust")
         if not isinstance(data, bytes):
             raise TrustFrameError(f"a trust frame is bytes, not {type(data).__name__}")
         if len(data) > MAX_TRUST_FRAME:

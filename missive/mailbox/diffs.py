@@ -23,6 +23,7 @@ from typing import Any, cast
 import attrs
 import msgpack
 
+from missive.errors import MissiveError
 from missive.mailbox.envelope import FORMAT_VERSION, int_bytes
 from missive.mailbox.records import Account, Receipt, RecordError
 
@@ -30,7 +31,7 @@ from missive.mailbox.records import Account, Receipt, RecordError
 MAX_DIFF_BYTES = 1 << 20
 
 
-class DiffError(ValueError):
+class DiffError(MissiveError, ValueError):
     """A state diff that cannot be applied; the text names what is wrong."""
 
 

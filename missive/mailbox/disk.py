@@ -15,11 +15,11 @@ from pathlib import Path
 
 import lmdb
 
-from missive.errors import NotFound
+from missive.errors import DiskFailure, MissiveError, NotFound
 from missive.mailbox.integrity import Damaged
 
 
-class StoreError(Exception):
+class StoreError(MissiveError):
     """The store cannot be used as asked (missing, wrong format, locked)."""
 
 
@@ -38,7 +38,7 @@ class StoreDamaged(StoreError, Damaged):
     """
 
 
-class DiskFull(StoreError):
+class DiskFull(StoreError, DiskFailure):
     """A write transaction met a full (or failing) disk: nothing of it was written.
 
     LMDB writes a transaction's pages, then its meta page; a transaction whose

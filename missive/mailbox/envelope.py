@@ -17,6 +17,7 @@ from typing import Any, Final
 import attrs
 import msgpack
 
+from missive.errors import MissiveError
 from missive.mailbox.packing import packb
 from missive.vm.keccak import keccak256
 
@@ -43,7 +44,7 @@ class Kind(enum.IntEnum):
 _KINDS = {int(kind): kind for kind in Kind}
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(MissiveError, ValueError):
     """A message that cannot be accepted; the text names what is wrong."""
 
 

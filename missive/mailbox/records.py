@@ -6,12 +6,13 @@ from typing import Any, final
 
 import msgpack
 
+from missive.errors import MissiveError
 from missive.mailbox.envelope import FORMAT_VERSION, int_bytes
 from missive.mailbox.packing import packb
 from missive.vm.types import ValueFields
 
 
-class RecordError(ValueError):
+class RecordError(MissiveError, ValueError):
     pass
 
 

@@ -49,6 +49,7 @@ import hashlib
 import struct
 from pathlib import Path
 
+from missive.errors import MissiveError
 from missive.identity import IdentityError, NodeIdentity, verify
 
 #: The file in the store directory that holds the seal signing key (a NodeIdentity file, 0600).
@@ -61,7 +62,7 @@ PERSON = b"missive-seal-v1"
 SEAL_DOMAIN = b"missive ledger seal v1\x00"
 
 
-class SealError(Exception):
+class SealError(MissiveError):
     """The seal key cannot be loaded or does not match the store."""
 
 

@@ -9,8 +9,10 @@ because the reason is what ends up in the log.
 
 from __future__ import annotations
 
+from missive.errors import MissiveError
 
-class NetError(Exception):
+
+class NetError(MissiveError):
     """Base of every error raised by ``missive.net``."""
 
 

@@ -51,6 +51,7 @@ from typing import Any
 
 import trio
 
+from missive.errors import MissiveError
 from missive.identity import NodeId, short_id
 from missive.net.channel import SecureChannel
 from missive.net.errors import (
@@ -126,7 +127,7 @@ class Pending:
             self._forget = None
 
 
-class Refused(Exception):
+class Refused(MissiveError):
     """A handler turns a request away on purpose (bad parameters, a caller not allowed to do this).
 
     The caller gets exactly this text, so write it for them: one line saying

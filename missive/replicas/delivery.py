@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from missive.errors import MissiveError
 from missive.net import NetError, PeerLink
 from missive.net.rpc import Pending
 
@@ -50,7 +51,7 @@ DELIVERY_TIMEOUT = 10.0
 RETRY_AFTER = 0.2
 
 
-class NotInLine(Exception):
+class NotInLine(MissiveError):
     """A delivery that does not follow the one taken last from its sender."""
 
 

@@ -50,6 +50,8 @@ from typing import Any
 import attrs
 import trio
 
+from missive.errors import MissiveError
+
 log = logging.getLogger(__name__)
 
 #: A proposal's ballot: (round, proposer's node id); compared as tuples, so two proposers never tie.
@@ -58,7 +60,7 @@ Ballot = tuple[int, bytes]
 Ask = Callable[[bytes, str, Any], Awaitable[Any]]
 
 
-class EpochError(ValueError):
+class EpochError(MissiveError, ValueError):
     """An epoch record, ballot or answer that is malformed or contradicts what this node knows."""
 
 

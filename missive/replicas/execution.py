@@ -29,6 +29,7 @@ import attrs
 import msgpack
 
 from missive.actors.handler import ActorState, SlotReader, run_handler
+from missive.errors import MissiveError
 from missive.identity import NodeIdentity, verify
 from missive.mailbox import digest
 from missive.mailbox.diffs import DiffError, StateDiff
@@ -49,11 +50,11 @@ CONTRADICTION = ("the diff contradicts itself: its account and storage writes ap
                  "started from do not give the state it signed it ends in")
 
 
-class CannotCheck(Exception):
+class CannotCheck(MissiveError):
     """A message or code a re-run needs is not here (yet): the diff can be neither confirmed nor refuted."""
 
 
-class EvidenceError(ValueError):
+class EvidenceError(MissiveError, ValueError):
     """Evidence that is malformed, not signed by whom it names, or does not start from the signed state."""
 
 

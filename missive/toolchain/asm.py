@@ -12,10 +12,11 @@ Comments start with ``#``.  Errors name the token and its position.
 
 from __future__ import annotations
 
+from missive.errors import MissiveError
 from missive.vm import opcodes as op
 
 
-class AssemblyError(ValueError):
+class AssemblyError(MissiveError, ValueError):
     pass
 
 

@@ -28,6 +28,8 @@ from typing import Any, Final
 
 import attrs
 
+from missive.errors import BadInput, Failed
+
 #: EVM version Vyper compiles for unless the source pins one with a pragma.
 DEFAULT_EVM_VERSION: Final = "cancun"
 #: EVM versions whose compiled code Missive's VM runs: Cancun's instruction set is a superset of
@@ -46,7 +48,7 @@ _EVM_PRAGMA = re.compile(r"^\s*#\s*pragma\s+evm-version\s+(\S+)", re.MULTILINE)
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
-class CompileError(Exception):
+class CompileError(Failed):
     """A contract could not be turned into bytecode; the message says why.
 
     Raised as is when the compiler rejected the source (a user must fix the
@@ -54,7 +56,7 @@ class CompileError(Exception):
     """
 
 
-class CompileInputError(CompileError):
+class CompileInputError(CompileError, BadInput):
     """The input itself is unusable: missing file, unknown extension, malformed hex or ABI.
 
     Kept distinct so a CLI can tell "you pointed me at the wrong thing" (usage,

@@ -44,6 +44,7 @@ from typing import Any, Final, Protocol
 import attrs
 from Crypto.Hash import keccak
 
+from missive.errors import MissiveError
 from missive.toolchain import rlp
 from missive.vm.host import Host
 from missive.vm.types import BlockContext, ExecutionResult, Log, Status
@@ -120,7 +121,7 @@ BLOB_BASE_FEE_UPDATE_FRACTION: Final = {"Cancun": 3_338_477, "Prague": 5_007_716
 MIN_BLOB_BASE_FEE: Final = 1
 
 
-class ConformanceError(Exception):
+class ConformanceError(MissiveError):
     """The runner was pointed at something it cannot read (missing path...)."""
 
 
