@@ -75,7 +75,7 @@ def test_exit_codes_of_the_families_are_as_before() -> None:
 
 def test_a_refusal_to_a_non_member_carries_its_reason() -> None:
     from missive.cluster.door import NotAllowed
-    from missive.cluster.refusals import NotAMember, require_member
+    from missive.replicas.refusals import NotAMember, require_member
 
     me, other, stranger = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
     names = {me: "n1", other: "n2"}

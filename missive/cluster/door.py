@@ -21,7 +21,7 @@ from typing import Any
 
 from missive.identity import short_id
 from missive.mailbox.disk import DiskFull
-from missive.net import Refused
+from missive.net.rpc import NotAllowed, Refused
 
 ADDRESS_SIZE = 20
 ID_SIZE = 32
@@ -32,10 +32,6 @@ MAX_SEQ = 2**63 - 1
 
 class BadRequest(Refused, ValueError):
     """A request whose parameters do not fit the method; the text (one line) says how."""
-
-
-class NotAllowed(Refused, PermissionError):
-    """The caller's key may not make this request."""
 
 
 _KINDS = {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a map"}

@@ -29,12 +29,12 @@ from typing import Any
 import trio
 
 from missive.cluster.membership import Membership
-from missive.cluster.refusals import require_member
 from missive.identity import short_id
 from missive.mailbox.writer import GroupWriter
 from missive.net import NetError, PeerLink
 from missive.replicas.copies import Copies
 from missive.replicas.epochs import Acceptor, AcceptorState, Epoch, EpochError, History, Proposer, parse_request
+from missive.replicas.refusals import require_member
 
 log = logging.getLogger(__name__)
 

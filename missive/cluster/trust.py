@@ -49,7 +49,6 @@ import lmdb
 import msgpack
 import trio
 
-from missive.cluster.refusals import require_member
 from missive.consensus import gossip
 from missive.consensus.actors import ATTEST, GOSSIP, AttestationActor, Evidence, GossipActor, Router
 from missive.consensus.direct_trust import DEFAULT_K, TrustHistory, full
@@ -61,6 +60,7 @@ from missive.errors import MissiveError
 from missive.mailbox.disk import disk_full
 from missive.net import NetError, NodeIdentity, PeerLink, short_id
 from missive.replicas.records import open_tables
+from missive.replicas.refusals import require_member
 
 if TYPE_CHECKING:
     from missive.mailbox.store import Store

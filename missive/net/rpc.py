@@ -136,6 +136,10 @@ class Refused(MissiveError):
     """
 
 
+class NotAllowed(Refused, PermissionError):
+    """The caller's key may not make this request."""
+
+
 class _UnknownMethod(Refused):
     """A request named a method nobody handles (answered with an error, not logged loudly)."""
 

@@ -58,6 +58,7 @@ from missive.replicas.execution import (
     pre_state,
     rerun,
 )
+from missive.replicas.refusals import NotAMember
 
 if TYPE_CHECKING:  # the cluster node hands them in (replication never imports the cluster)
     from missive.cluster.membership import Membership
@@ -183,7 +184,7 @@ class ExecutionTrust:
     async def rpc_evidence(self, peer: bytes, raw: Any) -> dict[str, Any]:
         """A peer's evidence of a wrong diff: checked here by re-executing it, then acted on."""
         if peer not in self.names or peer == self.me:
-            raise PermissionError(f"evidence is for cluster members; {short_id(peer)} is not one")
+            raise NotAMember("evidence", peer)
         try:
             evidence = WrongDiff.decode(raw)
         except EvidenceError as exc:

@@ -18,7 +18,7 @@ import trio
 
 from missive.actors.handler import MAX_CODE_SIZE
 from missive.actors.runtime import Runtime
-from missive.identity import short_id, verify
+from missive.identity import verify
 from missive.mailbox.diffs import DiffConflict, DiffError, DiffGap, DiffSuperseded, StateDiff
 from missive.mailbox.envelope import EnvelopeError
 from missive.mailbox.records import RecordError
@@ -29,6 +29,7 @@ from missive.replicas import delivery
 from missive.replicas.copies import Copies
 from missive.replicas.execution import WrongResult
 from missive.replicas.execution_trust import ExecutionTrust, NotYetCheckable
+from missive.replicas.refusals import NotAHolder, require_member
 from missive.vm.keccak import keccak256
 
 if TYPE_CHECKING:
@@ -76,10 +77,8 @@ class Receiver:
         return list(self.copies.placement.holders(address))
 
     def member(self, peer: bytes, method: str) -> str:
-        """The name of cluster member ``peer`` (the caller of ``method``), or PermissionError."""
-        if peer not in self.names or peer == self.me:
-            raise PermissionError(f"{method} is for cluster members; {short_id(peer)} is not one")
-        return self.names[peer]
+        """The name of cluster member ``peer`` (the caller of ``method``), or :class:`NotAMember`."""
+        return require_member(self.names, self.me, peer, method)
 
     def deliver(self, peer: bytes, params: Any) -> Awaitable[tuple[int, str | None]]:
         """Messages for actors this node holds, from the node that sent or accepted them, in
@@ -270,7 +269,7 @@ class Receiver:
         if len(address) != 20 or version < 0:
             raise ValueError("snapshot takes {address: 20 bytes, version: a record number}")
         if peer not in self.holders(address):
-            raise PermissionError(f"{self.names[peer]} does not hold 0x{address.hex()}")
+            raise NotAHolder(self.names[peer], address)
         return await trio.to_thread.run_sync(self.copies.snapshot, address, version)
 
     async def learn_code(self, peer: bytes, records: list[bytes]) -> tuple[int, str | None]:
