@@ -48,13 +48,6 @@ MAX_CODE_SIZE = 24576  # EIP-170
 #: request's own gas: a tree of messages never burns more than its root had.
 REPLY_GAS_FLOOR = 100_000
 
-_KIND_OF = {
-    MessageKind.CALL: Kind.CALL,
-    MessageKind.QUERY: Kind.QUERY,
-    MessageKind.DEPLOY: Kind.DEPLOY,
-    MessageKind.SCHEDULED: Kind.SCHEDULED,
-}
-
 #: reads another account's code by address: (code, code hash); b"" / b"" when none
 CodeReader = Callable[[bytes], tuple[bytes, bytes]]
 #: reads one committed storage slot of the actor
@@ -102,7 +95,7 @@ def outgoing_envelope(message: OutgoingMessage, parent: bytes, time: int, origin
     ``origin``: the external account at the root of the tree (tx.origin), carried on; ``bid``:
     the parent's fee per gas, carried on with the gas it forwards (its escrow travels with it)."""
     return Envelope(
-        kind=_KIND_OF[message.kind],
+        kind=message.kind,
         sender=message.sender,
         recipient=message.recipient,
         value=message.value,

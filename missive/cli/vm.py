@@ -113,7 +113,7 @@ def log_json(log: Log) -> dict[str, Any]:
 def message_json(msg: OutgoingMessage) -> dict[str, Any]:
     data: dict[str, Any] = {
         "index": msg.index,
-        "kind": msg.kind.value,
+        "kind": msg.kind.name.lower(),
         "sender": "0x" + msg.sender.hex(),
         "recipient": "0x" + msg.recipient.hex(),
         "value": msg.value,
@@ -219,7 +219,7 @@ def show_result(result: ExecutionResult) -> None:
         console.print(f"outgoing messages ({len(result.outbox)}):", markup=False)
         for msg in result.outbox:
             line = (
-                f"  [{msg.index}] {msg.kind.value} to 0x{msg.recipient.hex()} value={msg.value} gas={msg.gas}"
+                f"  [{msg.index}] {msg.kind.name.lower()} to 0x{msg.recipient.hex()} value={msg.value} gas={msg.gas}"
                 f" wants_reply={'yes' if msg.wants_reply else 'no'} id=0x{msg.message_id.hex()}"
             )
             if msg.deploy_address:

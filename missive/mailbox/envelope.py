@@ -10,7 +10,6 @@ vouched for by the receipt of the run that produced them (``parent``).
 
 from __future__ import annotations
 
-import enum
 import functools
 from typing import Any, Final
 
@@ -20,6 +19,7 @@ import msgpack
 from missive.errors import MissiveError
 from missive.mailbox.packing import packb
 from missive.vm.keccak import keccak256
+from missive.vm.types import MessageKind
 
 #: Version of the envelope's canonical encoding (and of the on-disk records).  2: envelopes carry
 #: the chain id an external message is signed for and the origin (the external account at the
@@ -30,15 +30,8 @@ MAX_PAYLOAD: Final = 128 * 1024
 MAX_GAS: Final = 30_000_000
 
 
-class Kind(enum.IntEnum):
-    """SPEC §1 message kinds.  Integers on the wire, names for people."""
-
-    DEPLOY = 1
-    CALL = 2
-    QUERY = 3
-    REPLY = 4
-    BOUNCE = 5
-    SCHEDULED = 6
+#: SPEC §1 message kinds: the VM's enum (one for the VM and the ledger; integers on the wire)
+Kind = MessageKind
 
 
 _KINDS = {int(kind): kind for kind in Kind}

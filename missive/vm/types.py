@@ -89,13 +89,19 @@ class Status(enum.Enum):
         return self is not Status.SUCCESS and self is not Status.REVERT
 
 
-class MessageKind(enum.Enum):
-    """Kinds of message a handler can emit (SPEC §1, §3)."""
+class MessageKind(enum.IntEnum):
+    """SPEC §1 message kinds, the one enum of them: integers on the wire, names for people.
 
-    CALL = "call"
-    QUERY = "query"
-    DEPLOY = "deploy"
-    SCHEDULED = "scheduled"
+    A handler emits CALL, QUERY, DEPLOY and SCHEDULED (SPEC §3); the runtime makes REPLY and
+    BOUNCE.  The ledger's envelopes use it too (:class:`missive.mailbox.envelope.Kind` is this
+    class): the VM imports nothing of Missive, so the enum lives here."""
+
+    DEPLOY = 1
+    CALL = 2
+    QUERY = 3
+    REPLY = 4
+    BOUNCE = 5
+    SCHEDULED = 6
 
 
 @final
