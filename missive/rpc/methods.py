@@ -379,6 +379,8 @@ class EthApi:
                 account = self.store.account(tx.sender)
                 expected = account.nonce if account else 0
                 text = f"nonce too {'low' if tx.nonce < expected else 'high'}: {text}"
+            elif text.startswith("balance too low"):
+                text = f"insufficient funds for transfer: {text}"
             elif text.startswith("unknown account"):
                 text = f"insufficient funds: 0x{tx.sender.hex()} has nothing on this ledger (fund it first)"
             raise RpcError(SERVER_ERROR, text)
