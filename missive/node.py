@@ -990,6 +990,26 @@ class Node:
         self.store.create_account(key.address, key.public_key, balance)
         return Wallet(self, key)
 
+    def new_eth_account(self, name: str = "", balance: int = 0, *, private_key: bytes | None = None) -> Wallet:
+        """A secp256k1 key (``private_key`` imported, else random) for an Ethereum account: it signs
+        Ethereum transactions (``missive rpc``), not envelopes.  Its genesis account holds ``balance``,
+        unless the address is on the ledger already (coins sent to it before its key was imported)."""
+        from missive.keys import EthKey
+
+        if not isinstance(balance, int) or isinstance(balance, bool) or balance < 0 or balance >> 256:
+            raise ArgumentError(f"balance must be an integer in [0, 2**256), got {balance!r}")
+        body = name.strip().removeprefix("0x").removeprefix("0X")
+        if name.strip()[:2].lower() == "0x" or (len(body) == 40 and all(c in "0123456789abcdefABCDEF" for c in body)):
+            raise ArgumentError(f"account name {name!r} looks like an address; pick another")
+        self._writable("create accounts")
+        if private_key is not None and balance and self.store.account(EthKey(name, private_key).address) is not None:
+            raise ArgumentError(f"0x{EthKey(name, private_key).address.hex()} is on the ledger already: fund it by "
+                                "sending it coins")  # (checked before the key is kept)
+        key = self.keystore.new(name, kind="eth", private_key=private_key)
+        if self.store.account(key.address) is None:
+            self.store.create_account(key.address, key.public_key, balance)
+        return Wallet(self, key)
+
     def wallet(self, name_or_address: object) -> Wallet:
         """The keystore account with this name or address (KeystoreError if unknown)."""
         if isinstance(name_or_address, Wallet):

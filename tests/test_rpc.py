@@ -292,3 +292,36 @@ def test_replay_checks_ethereum_signatures(endpoint: dict[str, Any]) -> None:
     done = subprocess.run([sys.executable, "-m", "missive", "replay", "--dir", str(endpoint["dir"]),
                            "--check-signatures"], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_ethereum_accounts_in_the_keystore(tmp_path: Path) -> None:
+    """`account new --kind eth` and `account import`: secp256k1 keys beside the Ed25519 ones, their
+    Ethereum addresses on the ledger; such a key signs Ethereum transactions, never envelopes."""
+    from missive.keys import KeystoreError
+    from missive.node import Node
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "missive", *args, "--dir", str(tmp_path / "n")], input=stdin,
+                              capture_output=True, text=True, env=env, timeout=60)
+
+    assert cli("init").returncode == 0
+    made = cli("account", "new", "eve", "--kind", "eth", "--fund", "1000")
+    assert made.returncode == 0 and "(Ethereum, secp256k1)" in made.stdout
+    known = eth_account.Account.create()
+    imported = cli("account", "import", "imp", "--key-file", "-", "--fund", "7", stdin=known.key.hex())
+    assert imported.returncode == 0 and known.address.lower() in imported.stdout
+    assert cli("account", "import", "again", "--key-file", "-", stdin=known.key.hex()).returncode == 2
+    assert cli("account", "import", "bad", "--key-file", "-", stdin="zz").returncode == 2
+    refused = cli("send", "--from", "eve", "0x" + "01" * 20, "f()")
+    assert refused.returncode == 2 and "signs Ethereum transactions" in refused.stderr
+    with Node.open(tmp_path / "n") as node:
+        eve = node.wallet("eve").key
+        assert eve.kind == "eth" and node.balance(eve.address) == 1000
+        assert node.balance(bytes.fromhex(known.address[2:])) == 7
+        raw = eve.sign_transaction({"chainId": node.chain_id, "nonce": 0, "gas": 21_000, "gasPrice": 10**9,
+                                    "to": bytes(20), "value": 5})
+        assert ethtx.decode(raw).sender == eve.address
+        with pytest.raises(KeystoreError):
+            node.new_eth_account("again", private_key=bytes.fromhex(known.key.hex().removeprefix("0x")))
