@@ -626,13 +626,13 @@ def run_account_import(args: argparse.Namespace) -> int:
     name = args.name.strip()
     if name and (name[:2].lower() == "0x" or len(name) == 40 and all(c in "0123456789abcdefABCDEF" for c in name)):
         raise CliError(f"account name {name!r} looks like an address; pick another")
+    node = Node.open(node_dir(args))  # (no node there: said before a key is asked for)
     try:
-        text = sys.stdin.read() if args.key_file == "-" else Path(args.key_file).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CliError(f"cannot read the key file {args.key_file}: {exc}") from None
-    private_key = eth_private_key(text)
-    node = Node.open(node_dir(args))
-    try:
+        try:
+            text = sys.stdin.read() if args.key_file == "-" else Path(args.key_file).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"cannot read the key file {args.key_file}: {exc}") from None
+        private_key = eth_private_key(text)
         wallet = node.new_eth_account(name, balance=args.fund, private_key=private_key)
         account = node.account(wallet.address)
         make_console().print(f"account {name or '(unnamed)'} {wallet.hex} (Ethereum, secp256k1) imported (balance "
