@@ -152,7 +152,8 @@ class EthApi:
         self.wake = wake
         self.version = version
         self._check = checker(self.store)
-        self._admit_lock = trio.Lock()
+        self._waiting: list[list[Any]] = []
+        self._admitting = False
         self.filters: dict[str, dict[str, Any]] = {}
         self._next_filter = 1
         self.methods: dict[str, Handler] = {
@@ -363,16 +364,14 @@ class EthApi:
         if tx.chain_id != self.store.chain_id:
             raise RpcError(SERVER_ERROR, f"invalid chain id: the transaction is signed for chain id {tx.chain_id}, "
                                          f"not this ledger's ({self.store.chain_id})")
-        async with self._admit_lock:
-            if self.store.eth_transaction(tx.hash) is not None:
-                return h(tx.hash)  # known already: the same answer, nothing changes
-            envelope = tx.envelope(self.store.clock())
-            try:
-                envelope.validate()
-            except EnvelopeError as err:
-                raise RpcError(INVALID_PARAMS, f"invalid transaction: {err}") from None
-            submission = (envelope, tx.public_key, raw)
-            (result,) = await trio.to_thread.run_sync(lambda: self.store.accept([submission], self._check))
+        if self.store.eth_transaction(tx.hash) is not None:
+            return h(tx.hash)  # known already: the same answer, nothing changes
+        envelope = tx.envelope(self.store.clock())
+        try:
+            envelope.validate()
+        except EnvelopeError as err:
+            raise RpcError(INVALID_PARAMS, f"invalid transaction: {err}") from None
+        result = await self._admit((envelope, tx.public_key, raw))
         if isinstance(result, EnvelopeError):
             text = str(result)
             if text.startswith("nonce "):
@@ -386,6 +385,32 @@ class EthApi:
             raise RpcError(SERVER_ERROR, text)
         self.wake()
         return h(tx.hash)
+
+    async def _admit(self, submission: tuple[Envelope, bytes, bytes]) -> Any:
+        """Group admission: the transactions that arrive while one admission's transaction is being
+        written are admitted together in the next (one fsync for the lot, as the node's own group
+        commit); each is checked on its own and a refused one changes nothing."""
+        slot: list[Any] = [submission, None, trio.Event()]
+        self._waiting.append(slot)
+        if not self._admitting:
+            self._admitting = True
+            try:
+                while self._waiting:
+                    batch, self._waiting = self._waiting, []
+                    try:
+                        submissions = [s[0] for s in batch]
+                        results = await trio.to_thread.run_sync(self.store.accept, submissions, self._check)
+                    except Exception as exc:  # (a full disk, say): every waiting request is told
+                        results = [exc] * len(batch)
+                    for waiting, result in zip(batch, results, strict=True):
+                        waiting[1] = result
+                        waiting[2].set()
+            finally:
+                self._admitting = False
+        await slot[2].wait()
+        if isinstance(slot[1], Exception) and not isinstance(slot[1], EnvelopeError):
+            raise slot[1]
+        return slot[1]
 
     def _message_id(self, raw: object) -> bytes:
         """A transaction hash, or a Missive message id (either answers for the message)."""
