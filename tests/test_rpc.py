@@ -283,6 +283,38 @@ def test_flood_is_limited_and_the_server_lives(endpoint: dict[str, Any]) -> None
     assert rpc(url, "eth_chainId")["result"] == hex(endpoint["chain_id"])
 
 
+def test_websocket_subscriptions(endpoint: dict[str, Any]) -> None:
+    """eth_subscribe over WebSocket: newHeads and logs notifications; other methods answer there too."""
+    ws_client = pytest.importorskip("websockets.sync.client")
+    url, alice, chain_id = endpoint["url"], endpoint["alice"], endpoint["chain_id"]
+    with ws_client.connect(url.replace("http://", "ws://")) as ws:
+        def ask(method: str, *params: Any) -> Any:
+            ws.send(json.dumps({"jsonrpc": "2.0", "id": method, "method": method, "params": list(params)}))
+            while True:
+                answer = json.loads(ws.recv(timeout=10))
+                if answer.get("id") == method:
+                    return answer
+
+        assert ask("eth_chainId")["result"] == hex(chain_id)
+        heads = ask("eth_subscribe", "newHeads")["result"]
+        logs = ask("eth_subscribe", "logs", {"address": alice.address})["result"]  # no contract: no logs
+        assert ask("eth_subscribe", "nonsense")["error"]["code"] == -32602
+        ws.send("{broken")
+        assert json.loads(ws.recv(timeout=10))["error"]["code"] == -32700
+        nonce = int(ask("eth_getTransactionCount", alice.address)["result"], 16)
+        tx_hash = ask("eth_sendRawTransaction", "0x" + signed(alice, chain_id, nonce).hex())["result"]
+        seen: set[str] = set()
+        deadline = time.monotonic() + 20
+        while heads not in seen:
+            assert time.monotonic() < deadline
+            note = json.loads(ws.recv(timeout=10))
+            if note.get("method") == "eth_subscription":
+                seen.add(note["params"]["subscription"])
+                assert note["params"]["subscription"] != logs
+        assert ask("eth_unsubscribe", heads)["result"] is True
+        assert tx_hash.startswith("0x")
+
+
 def test_replay_checks_ethereum_signatures(endpoint: dict[str, Any]) -> None:
     """Last in this module: the endpoint is stopped and the ledger replayed, every signature again."""
     proc = endpoint["proc"]

@@ -668,6 +668,37 @@ class EthApi:
             raise bad("not a log filter")
         return self._matching_logs(*self._log_query(entry["spec"]))
 
+    # -- subscriptions (WebSocket) -----------------------------------------------------------------
+
+    def subscription(self, kind: object, spec: object) -> dict[str, Any]:
+        """A new ``eth_subscribe`` entry: ``newHeads``, or ``logs`` with an address/topics filter."""
+        self.index.refresh()
+        if kind == "newHeads":
+            return {"kind": "blocks", "next": self.index.head + 1}
+        if kind == "logs":
+            query = spec if spec is not None else {}
+            if not isinstance(query, dict):
+                raise bad("the logs subscription takes a filter object {address, topics}")
+            _, _, addresses, topics = self._log_query({**query, "fromBlock": "latest", "toBlock": "latest"})
+            return {"kind": "logs", "next": self.index.head + 1, "addresses": addresses, "topics": topics}
+        raise bad(f"unknown subscription {kind!r:.40} (newHeads or logs)")
+
+    def subscription_changes(self, entry: dict[str, Any]) -> list[Any]:
+        """What a subscription has not been told yet: block headers, or matching logs."""
+        self.index.refresh()
+        first, head = entry["next"], self.index.head
+        if first > head:
+            return []
+        entry["next"] = head + 1
+        if entry["kind"] == "blocks":
+            out = []
+            for number in range(first, head + 1):
+                header = self._block(self.index.blocks[number], False)
+                header.pop("transactions")
+                out.append(header)
+            return out
+        return self._matching_logs(max(first, head - MAX_LOG_BLOCKS + 1), head, entry["addresses"], entry["topics"])
+
     # -- Missive's own: the message tree ---------------------------------------------------------
 
     def _tree(self, node: Any) -> dict[str, Any]:

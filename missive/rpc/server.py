@@ -1,4 +1,4 @@
-"""``missive rpc``: Ethereum JSON-RPC 2.0 over HTTP for an embedded node, under trio.
+"""``missive rpc``: Ethereum JSON-RPC 2.0 over HTTP and WebSocket for an embedded node, under trio.
 
 The HTTP server is **hypercorn** (MIT, maintained by the Pallets-adjacent author of Quart) run
 with its trio worker (``hypercorn.trio.serve``): a well-kept HTTP/1.1 and HTTP/2 server built on
@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -32,6 +33,7 @@ import trio
 from missive.mailbox.envelope import EnvelopeError
 from missive.rpc.methods import (
     INTERNAL_ERROR,
+    INVALID_PARAMS,
     INVALID_REQUEST,
     LIMIT_EXCEEDED,
     PARSE_ERROR,
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 MAX_BODY = 1 << 20
 MAX_BATCH = 100
 DEFAULT_RATE = 500.0
+SUBSCRIPTION_POLL = 0.05
+MAX_SUBSCRIPTIONS = 100
 JSON_HEADERS = [(b"content-type", b"application/json")]
 CORS_HEADERS = [(b"access-control-allow-origin", b"*"), (b"access-control-allow-headers", b"content-type"),
                 (b"access-control-allow-methods", b"POST, GET, OPTIONS")]
@@ -116,13 +120,13 @@ class RpcApp:
             response = {"jsonrpc": "2.0", "id": ident, "result": result}
         return None if notification else response
 
-    async def handle_body(self, body: bytes, client: str) -> tuple[int, Any]:
+    async def handle_body(self, body: bytes, client: str, *, limited: bool = True) -> tuple[int, Any]:
         try:
             request = json.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             return 200, error_response(PARSE_ERROR, f"parse error: {str(exc)[:200]}")
         calls = len(request) if isinstance(request, list) else 1
-        if not self.limiter.take(client, max(1, calls)):
+        if limited and not self.limiter.take(client, max(1, calls)):
             return 429, error_response(LIMIT_EXCEEDED, "request rate limit exceeded: slow down")
         self.requests += calls
         if isinstance(request, list):
@@ -144,8 +148,11 @@ class RpcApp:
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+        if scope["type"] == "websocket":
+            await self.websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
-            return  # (WebSocket: not served yet; the handshake is refused)
+            return
         client = (scope.get("client") or ("?", 0))[0]
         method = scope.get("method", "")
         if method == "OPTIONS":
@@ -168,6 +175,78 @@ class RpcApp:
                 break
         status, payload = await self.handle_body(bytes(body), client)
         await self._send(send, status, payload)
+
+    async def websocket(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        """JSON-RPC over a WebSocket: every method, plus ``eth_subscribe`` (``newHeads``, ``logs``)
+        and ``eth_unsubscribe``.  Notifications come from the block index, looked at every
+        ``SUBSCRIPTION_POLL`` seconds while the connection has subscriptions."""
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        client = (scope.get("client") or ("?", 0))[0]
+        subscriptions: dict[str, dict[str, Any]] = {}
+        lock = trio.Lock()
+
+        async def push(payload: Any) -> None:
+            async with lock:
+                await send({"type": "websocket.send", "text": json.dumps(payload, separators=(",", ":"))})
+
+        async def notify() -> None:
+            while True:
+                await trio.sleep(SUBSCRIPTION_POLL)
+                if not subscriptions:
+                    continue
+                for ident, entry in list(subscriptions.items()):
+                    for result in self.api.subscription_changes(entry):
+                        await push({"jsonrpc": "2.0", "method": "eth_subscription",
+                                    "params": {"subscription": ident, "result": result}})
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(notify)
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                if text is None:
+                    text = (message.get("bytes") or b"").decode("utf-8", "replace")
+                if len(text) > self.max_body:
+                    await push(error_response(INVALID_REQUEST, f"message over the {self.max_body}-byte limit"))
+                    continue
+                try:
+                    request = json.loads(text)
+                except (ValueError, RecursionError) as exc:
+                    await push(error_response(PARSE_ERROR, f"parse error: {str(exc)[:200]}"))
+                    continue
+                if not self.limiter.take(client, len(request) if isinstance(request, list) else 1):
+                    await push(error_response(LIMIT_EXCEEDED, "request rate limit exceeded: slow down"))
+                    continue
+                if isinstance(request, dict) and request.get("method") in ("eth_subscribe", "eth_unsubscribe"):
+                    await push(self.subscription_call(request, subscriptions))
+                    continue
+                _, answer = await self.handle_body(text.encode(), client, limited=False)
+                if answer is not None:
+                    await push(answer)
+            nursery.cancel_scope.cancel()
+
+    def subscription_call(self, request: dict[str, Any], subscriptions: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        ident = request.get("id")
+        params = request.get("params") or []
+        try:
+            if not isinstance(params, list) or not params:
+                raise RpcError(INVALID_PARAMS, "expected parameters")
+            if request["method"] == "eth_unsubscribe":
+                return {"jsonrpc": "2.0", "id": ident, "result": subscriptions.pop(str(params[0]), None) is not None}
+            if len(subscriptions) >= MAX_SUBSCRIPTIONS:
+                raise RpcError(LIMIT_EXCEEDED, f"at most {MAX_SUBSCRIPTIONS} subscriptions a connection")
+            entry = self.api.subscription(params[0], params[1] if len(params) > 1 else None)
+        except RpcError as err:
+            return {"jsonrpc": "2.0", "id": ident, "error": err.as_json()}
+        name = "0x" + os.urandom(16).hex()
+        subscriptions[name] = entry
+        return {"jsonrpc": "2.0", "id": ident, "result": name}
 
     @staticmethod
     async def _send(send: Callable[[dict[str, Any]], Awaitable[None]], status: int, payload: Any) -> None:
