@@ -1,4 +1,4 @@
-"""The local keystore: Ed25519 account keys, kept in the node directory.
+"""The local keystore: account keys (Ed25519, and secp256k1 for Ethereum accounts), kept in the node directory.
 
 Keys live in their own LMDB environment (``<node>/keystore``), apart from the
 ledger, so a ledger can be copied or replayed without the secrets.  Each key
@@ -45,8 +45,12 @@ PASSPHRASE_ENV = "MISSIVE_PASSPHRASE"
 UNENCRYPTED_ENV = "MISSIVE_UNENCRYPTED_KEYS"
 #: what an encrypted keystore's check value decrypts to under the right passphrase
 _CHECK = b"missive keystore v2"
-#: record formats: 1 [1, name, seed] (unencrypted, before encryption); 2 [2, name, public key, sealed or plain seed]
+#: record formats: 1 [1, name, seed] (unencrypted, before encryption); 2 [2, name, public key, sealed or plain seed];
+#: 3 [3, name, public key (64 bytes), sealed or plain secp256k1 private key, "secp256k1"]: an Ethereum account's key
 _RECORD = 2
+_ETH_RECORD = 3
+#: the kinds of key ``missive account new --kind`` makes
+KINDS = ("ed25519", "eth")
 
 
 class KeystoreError(MissiveError):
@@ -116,6 +120,62 @@ class Key:
 
     def __repr__(self) -> str:
         return f"Key(name={self.name!r}, address=0x{self.address.hex()})"
+
+    @property
+    def kind(self) -> str:
+        return "ed25519"
+
+
+class EthKey(Key):
+    """An Ethereum account's key: secp256k1; its address is keccak(public key)[12:] as in Ethereum.
+    It signs Ethereum transactions (:func:`missive.mailbox.ethtx.sign_transaction`, or a wallet
+    through ``missive rpc``), not Missive envelopes."""
+
+    __slots__ = ()
+
+    @property
+    def public_key(self) -> bytes:
+        if self._public_key is None:
+            from eth_keys import keys as eth_keys  # type: ignore[attr-defined]
+
+            self._public_key = bytes(eth_keys.PrivateKey(self.seed).public_key.to_bytes())
+        return self._public_key
+
+    @property
+    def kind(self) -> str:
+        return "eth"
+
+    def sign_transaction(self, fields: dict[str, Any]) -> bytes:
+        """A raw signed Ethereum transaction (see :func:`missive.mailbox.ethtx.sign_transaction`)."""
+        from missive.mailbox.ethtx import sign_transaction
+
+        return sign_transaction(self.seed, fields)
+
+    def sign(self, envelope: Envelope) -> tuple[Envelope, bytes, bytes]:
+        raise KeystoreError(f"0x{self.address.hex()} is an Ethereum account: it signs Ethereum transactions "
+                            "(send them with `missive rpc` and a wallet, web3.py or ethers), not Missive messages")
+
+
+def eth_private_key(text: str) -> bytes:
+    """A secp256k1 private key from 64 hex digits (0x optional); KeystoreError if it is not one."""
+    body = text.strip().removeprefix("0x").removeprefix("0X")
+    try:
+        raw = bytes.fromhex(body)
+    except ValueError:
+        raise KeystoreError("an Ethereum private key is 64 hex digits") from None
+    if len(raw) != 32 or not 0 < int.from_bytes(raw, "big") < _SECP256K1_N:
+        raise KeystoreError("an Ethereum private key is 32 bytes, from 1 to the curve order less one")
+    return raw
+
+
+_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def _random_eth_key() -> bytes:
+    while True:
+        raw = os.urandom(32)
+        if 0 < int.from_bytes(raw, "big") < _SECP256K1_N:
+            return raw
 
 
 def _tighten(path: Path, mode: int) -> None:
@@ -245,6 +305,9 @@ class Keystore:
 
     def _record(self, key: Key) -> bytes:
         sealed = bytes(self.unlock().encrypt(key.seed)) if self.encrypted else key.seed
+        if isinstance(key, EthKey):
+            eth: bytes = msgpack.packb([_ETH_RECORD, key.name, key.public_key, sealed, "secp256k1"])
+            return eth
         packed: bytes = msgpack.packb([_RECORD, key.name, key.public_key, sealed])
         return packed
 
@@ -252,15 +315,24 @@ class Keystore:
         record = msgpack.unpackb(value)
         if record[0] == 1:
             return Key(record[1], record[2])
-        _, name, public_key, sealed = record
+        kind = EthKey if record[0] == _ETH_RECORD else Key
+        name, public_key, sealed = record[1], record[2], record[3]
         if not self.encrypted:
-            return Key(name, sealed, public_key=public_key)
-        return Key(name, public_key=public_key, unlock=lambda: bytes(self.unlock().decrypt(sealed)))
+            return kind(name, sealed, public_key=public_key)
+        return kind(name, public_key=public_key, unlock=lambda: bytes(self.unlock().decrypt(sealed)))
 
-    def new(self, name: str = "") -> Key:
+    def new(self, name: str = "", *, kind: str = "ed25519", private_key: bytes | None = None) -> Key:
+        """A new key (``kind`` "eth": secp256k1, ``private_key`` imported, else made at random)."""
         if name and self.find(name) is not None:
             raise KeystoreError(f"a key named {name!r} already exists")
-        key = Key(name, bytes(nacl.signing.SigningKey.generate()))
+        if kind == "eth":
+            key: Key = EthKey(name, private_key if private_key is not None else _random_eth_key())
+            if self.find(key.address.hex()) is not None:
+                raise KeystoreError(f"the key of 0x{key.address.hex()} is in the keystore already")
+        elif kind != "ed25519" or private_key is not None:
+            raise KeystoreError(f"unknown key kind {kind!r} (ed25519 or eth)")
+        else:
+            key = Key(name, bytes(nacl.signing.SigningKey.generate()))
         record = self._record(key)  # (unlocks first: a wrong passphrase writes nothing)
         with self.env.begin(write=True) as txn:
             txn.put(key.address, record, db=self.db)

@@ -25,6 +25,7 @@ from missive.cli import (
     demo_cmd,
     node_cmds,
     replay_cmd,
+    rpc_cmd,
     trust_cmd,
     version,
     vm,
@@ -42,7 +43,7 @@ from missive.errors import MissiveError
 
 #: Command-group modules, in the order ``missive --help`` lists them.
 COMMAND_GROUPS: tuple[ModuleType, ...] = (demo_cmd, version, compile_cmd, check_cmd, vm, node_cmds, replay_cmd,
-                                          backup_cmd, cluster_cmds, trust_cmd)
+                                          backup_cmd, cluster_cmds, trust_cmd, rpc_cmd)
 
 
 class Parser(argparse.ArgumentParser):

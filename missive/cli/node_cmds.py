@@ -107,7 +107,18 @@ def register(subparsers: Any) -> None:
     p = commands.add_parser("new", parents=[common, remote], help="new key and genesis account")
     p.add_argument("name", nargs="?", default="", metavar="NAME", help="a name to refer to it by")
     p.add_argument("--fund", type=parse_amount, default=0, metavar="AMOUNT", help="starting balance (dev faucet; default 0)")
+    p.add_argument("--kind", choices=("ed25519", "eth"), default="ed25519",
+                   help="ed25519 (Missive's own, the default) or eth: a secp256k1 key whose Ethereum transactions "
+                   "`missive rpc` takes")
     p.set_defaults(handler=guarded(run_account_new))
+    p = commands.add_parser("import", parents=[common], help="keep an Ethereum private key (secp256k1) in the keystore",
+                            description="Import an Ethereum account's private key (64 hex digits) read from FILE "
+                            "('-': standard input; never from the command line) into the keystore.")
+    p.add_argument("name", nargs="?", default="", metavar="NAME", help="a name to refer to it by")
+    p.add_argument("--key-file", required=True, metavar="FILE", help="file holding the private key in hex ('-': stdin)")
+    p.add_argument("--fund", type=parse_amount, default=0, metavar="AMOUNT",
+                   help="starting balance of an account new to the ledger (dev faucet; default 0)")
+    p.set_defaults(handler=guarded(run_account_import))
     p = commands.add_parser("list", parents=[common, remote], help="accounts: names, addresses, balances")
     p.add_argument("--contracts", action="store_true", help="list contracts too")
     p.set_defaults(handler=guarded(run_account_list))
@@ -347,10 +358,44 @@ def run_account_new(args: argparse.Namespace) -> int:
         raise CliError(f"account name {name!r} looks like an address; pick another")
     if args.name and not name:
         raise CliError("account name is blank")
+    if getattr(args, "kind", "ed25519") == "eth" and is_remote(args):
+        raise CliError("Ethereum accounts on a cluster are not supported yet: make one on a node directory (--dir)")
     node = open_node(args)
     try:
-        wallet = node.new_account(name, balance=args.fund)
-        make_console().print(f"account {name or '(unnamed)'} {wallet.hex} (balance {args.fund})", markup=False)
+        if getattr(args, "kind", "ed25519") == "ed25519":
+            wallet = node.new_account(name, balance=args.fund)
+        else:
+            from missive.node import Node
+
+            assert isinstance(node, Node)  # (refused on a cluster above)
+            wallet = node.new_eth_account(name, balance=args.fund)
+        kind = " (Ethereum, secp256k1)" if getattr(args, "kind", "ed25519") == "eth" else ""
+        make_console().print(f"account {name or '(unnamed)'} {wallet.hex}{kind} (balance {args.fund})", markup=False)
+    finally:
+        node.close()
+    return EXIT_OK
+
+
+def run_account_import(args: argparse.Namespace) -> int:
+    import sys
+
+    from missive.keys import eth_private_key
+    from missive.node import Node
+
+    name = args.name.strip()
+    if name and (name[:2].lower() == "0x" or len(name) == 40 and all(c in "0123456789abcdefABCDEF" for c in name)):
+        raise CliError(f"account name {name!r} looks like an address; pick another")
+    node = Node.open(node_dir(args))  # (no node there: said before a key is asked for)
+    try:
+        try:
+            text = sys.stdin.read() if args.key_file == "-" else Path(args.key_file).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"cannot read the key file {args.key_file}: {exc}") from None
+        private_key = eth_private_key(text)
+        wallet = node.new_eth_account(name, balance=args.fund, private_key=private_key)
+        account = node.account(wallet.address)
+        make_console().print(f"account {name or '(unnamed)'} {wallet.hex} (Ethereum, secp256k1) imported (balance "
+                             f"{account.balance if account else 0})", markup=False)
     finally:
         node.close()
     return EXIT_OK

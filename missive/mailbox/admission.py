@@ -12,6 +12,7 @@ from collections.abc import Callable
 import lmdb
 
 from missive.identity import verify
+from missive.mailbox import ethtx
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account
 from missive.mailbox.store import Store
@@ -32,12 +33,23 @@ def address_of(public_key: bytes) -> bytes:
 
 
 def verify_signature(envelope: Envelope, public_key: bytes, signature: bytes) -> None:
+    if ethtx.is_eth_public_key(public_key):
+        verify_eth_signed(envelope, public_key, signature)
+        return
     if len(public_key) != 32:
-        raise EnvelopeError("public key must be 32 bytes (Ed25519)")
+        raise EnvelopeError("public key must be 32 bytes (Ed25519), or 64 (secp256k1, an Ethereum transaction)")
     if address_of(public_key) != envelope.sender:
         raise EnvelopeError(f"public key does not belong to sender 0x{envelope.sender.hex()}")
     if not verify(public_key, envelope.id, signature):
         raise EnvelopeError(f"bad signature on message from 0x{envelope.sender.hex()}")
+
+
+def verify_eth_signed(envelope: Envelope, public_key: bytes, raw_transaction: bytes) -> None:
+    """An Ethereum-signed message: its "signature" is the raw signed transaction, which must be
+    signed by ``public_key`` (64 bytes, secp256k1) and be exactly ``envelope`` (:func:`ethtx.verify`)."""
+    tx = ethtx.verify(envelope, public_key, raw_transaction)
+    if tx.sender != envelope.sender:  # (verify rebuilt the envelope from the signer: this cannot differ)
+        raise EnvelopeError(f"public key does not belong to sender 0x{envelope.sender.hex()}")
 
 
 Check = Callable[[lmdb.Transaction, Envelope, bytes, bytes, dict[bytes, Account]], Account]
@@ -92,6 +104,8 @@ def checker(store: Store, is_local: Callable[[bytes], bool] | None = None, *, si
             raise EnvelopeError(
                 f"balance too low: 0x{envelope.sender.hex()} has {sender.balance}, the message carries {envelope.value}"
             )
+        if ethtx.is_eth_public_key(public_key):
+            ethtx.admit(envelope, sender.balance)
         if envelope.kind is Kind.QUERY and envelope.value:
             raise EnvelopeError("a query cannot carry value")
         if envelope.kind is Kind.DEPLOY:

@@ -14,6 +14,8 @@ meta          b"format", b"seq", b"clock",           store format (STORE_FORMAT)
                                                      :meth:`Store.coinbase`)
               b"credits"                             b"by-message" on a cluster node: fees and refunds
                                                      travel as messages (missive.market.fees)
+              b"eth-tx:" + transaction hash          message id: an Ethereum-signed message, by the
+                                                     keccak of its raw transaction (mailbox.ethtx)
 ledger        seq (8 bytes, big-endian)              ["genesis", addr, pubkey, balance] |
                                                      ["accept", message id] | ["receipt", message id] |
                                                      ["diff", executor node id, state diff] (applied
@@ -78,6 +80,7 @@ from missive.mailbox import digest
 from missive.mailbox.diffs import StateDiff
 from missive.mailbox.disk import LOCK_FILE_SIZE, MAX_READERS, NoStore, StoreDamaged, StoreError, disk_errors
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
+from missive.mailbox.ethtx import PUBLIC_KEY_SIZE as ETH_PUBLIC_KEY_SIZE
 from missive.mailbox.integrity import Damaged, check_lmdb
 from missive.mailbox.records import Account, Receipt
 from missive.mailbox.seals import GENESIS, KEY_FILE, SealError, chain, load_key, record_bytes, seal_message
@@ -94,6 +97,10 @@ MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as used
 #: meta key prefix marking a message whose sending record a rollback gave up, but whose body stays
 #: because this node had handled it (replay needs it): a later rollback never queues it again.
 GIVEN_UP = b"given-up:"
+#: meta key prefix of the index from an Ethereum transaction's hash to its message's id, written with
+#: the message (an index only: the raw transaction is the message's stored signature).  In ``meta``
+#: rather than a table of its own so a store of this format made before it opens unchanged.
+ETH_TX = b"eth-tx:"
 #: Version of the store's layout and of the rules its ledger replays under (meta b"format").
 #: 1: before ledger seals (records rewritten by a rollback; no seals).  2: a reply was given at least
 #: 100,000 gas that no message paid for (REPLY_GAS_FLOOR); since 3 the request reserves its reply's
@@ -488,6 +495,10 @@ class Store:
             record.envelope.__dict__["id"] = message_id  # trusted: the key it is stored under is its id
         return record.as_tuple()
 
+    def eth_transaction(self, tx_hash: bytes, txn: lmdb.Transaction | None = None) -> bytes | None:
+        """The id of the message an Ethereum transaction became (by its hash), if it was admitted here."""
+        return self.get(txn, "meta", ETH_TX + tx_hash)
+
     def message_ids_with_prefix(self, prefix: bytes, limit: int = 2) -> list[bytes]:
         """Ids of stored messages starting with ``prefix``, at most ``limit`` (two say "ambiguous")."""
         matches: list[bytes] = []
@@ -710,6 +721,8 @@ class Store:
         it to every holder, so it is queued here only."""
         record = pack_record(envelope, public_key, signature)
         txn.put(message_id, record, db=self.db["messages"])
+        if len(public_key) == ETH_PUBLIC_KEY_SIZE:  # an Ethereum transaction: its hash finds the message
+            txn.put(ETH_TX + keccak256(signature), message_id, db=self.db["meta"])
         txn.delete(GIVEN_UP + message_id, db=self.db["meta"])  # admitted (or sent) again: it stands
         if self.replication is None:
             self.place(txn, envelope, message_id, True)
@@ -754,8 +767,8 @@ class Store:
         if not isinstance(address, bytes) or len(address) != 20:
             shown = f"{len(address)} bytes" if isinstance(address, bytes) else type(address).__name__
             raise StoreError(f"an account address is 20 bytes, not {shown}")
-        if not isinstance(public_key, bytes) or len(public_key) != 32:
-            raise StoreError("an account's public key is 32 bytes (Ed25519)")
+        if not isinstance(public_key, bytes) or len(public_key) not in (32, ETH_PUBLIC_KEY_SIZE):
+            raise StoreError("an account's public key is 32 bytes (Ed25519) or 64 (secp256k1)")
         if not isinstance(balance, int) or isinstance(balance, bool) or not 0 <= balance < 2**256:
             raise StoreError(f"a balance is a whole number from 0 to 2**256 - 1, not {balance!r}")
         with self.writing() as txn:

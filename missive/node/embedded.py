@@ -30,7 +30,7 @@ from missive.mailbox.records import Account, Receipt
 from missive.mailbox.store import Store, check_whole
 from missive.node.api import NodeAPI, Observer
 from missive.node.base import BaseNode
-from missive.node.errors import NodeError, NodeTimeout, NotHandled
+from missive.node.errors import ArgumentError, NodeError, NodeTimeout, NotHandled
 from missive.node.records import LedgerRecord, Wallet, special_record
 from missive.node.sent import Chain
 from missive.node.signing import Signed
@@ -169,6 +169,26 @@ class Node(BaseNode):
         key = self._keystore.new(name)
         self.store.create_account(key.address, key.public_key, balance)
         return key
+
+    def new_eth_account(self, name: str = "", balance: int = 0, *, private_key: bytes | None = None) -> Wallet:
+        """A secp256k1 key (``private_key`` imported, else random) for an Ethereum account: it signs
+        Ethereum transactions (``missive rpc``), not envelopes.  Its genesis account holds ``balance``,
+        unless the address is on the ledger already (coins sent to it before its key was imported)."""
+        from missive.keys import EthKey
+
+        if not isinstance(balance, int) or isinstance(balance, bool) or balance < 0 or balance >> 256:
+            raise ArgumentError(f"balance must be an integer in [0, 2**256), got {balance!r}")
+        body = name.strip().removeprefix("0x").removeprefix("0X")
+        if name.strip()[:2].lower() == "0x" or (len(body) == 40 and all(c in "0123456789abcdefABCDEF" for c in body)):
+            raise ArgumentError(f"account name {name!r} looks like an address; pick another")
+        self.ensure_writable("create accounts")
+        if private_key is not None and balance and self.store.account(EthKey(name, private_key).address) is not None:
+            raise ArgumentError(f"0x{EthKey(name, private_key).address.hex()} is on the ledger already: fund it by "
+                                "sending it coins")  # (checked before the key is kept)
+        key = self._keystore.new(name, kind="eth", private_key=private_key)
+        if self.store.account(key.address) is None:
+            self.store.create_account(key.address, key.public_key, balance)
+        return Wallet(self, key)
 
     def wallets(self) -> list[Wallet]:
         """Keystore accounts, in the order they were created on this node's ledger (then the rest)."""

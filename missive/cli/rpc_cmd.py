@@ -1,0 +1,88 @@
+"""``missive rpc``: serve Ethereum JSON-RPC for a node directory (see :mod:`missive.rpc.server`)."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from pathlib import Path
+from typing import Any
+
+from missive.cli.common import EXIT_INTERRUPTED, EXIT_OK, CliError, make_console
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, not {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, not {port}")
+    return port
+
+
+def _rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a rate is requests per second (a positive number), not {text!r}") from None
+    if not rate > 0:
+        raise argparse.ArgumentTypeError(f"a rate is requests per second (a positive number), not {text!r}")
+    return rate
+
+
+def register(subparsers: Any) -> None:
+    from missive.cli.node_cmds import guarded
+
+    p = subparsers.add_parser(
+        "rpc", help="serve Ethereum JSON-RPC (web3.py, ethers, wallets) for a node",
+        description="Serve Ethereum JSON-RPC 2.0 over HTTP for the node directory: eth_* methods for "
+        "web3.py, ethers and wallets, and missive_* for message trees. Runs the node's actors while it "
+        "serves (as `missive serve`). Listens on loopback unless --host says otherwise.")
+    p.add_argument("--dir", type=Path, default=None, metavar="D",
+                   help="node directory (default: $MISSIVE_DIR or ./.missive)")
+    p.add_argument("--cluster", type=Path, default=None, metavar="DIR",
+                   help="serve a cluster (not supported yet: refused, saying so)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_port, default=8545, help="TCP port (default 8545; 0: any free port)")
+    p.add_argument("--rate", type=_rate, default=500.0, metavar="N",
+                   help="requests a second allowed per client address (bursts of twice that; default 500)")
+    p.add_argument("--max-body", type=_port, default=1 << 20, metavar="BYTES",
+                   help="largest request body taken (default 1 MiB)")
+    p.set_defaults(handler=guarded(run_rpc))
+
+
+def run_rpc(args: argparse.Namespace) -> int:
+    import trio
+
+    from missive.actors.serve import interrupted
+    from missive.cli.node_cmds import node_dir
+    from missive.cli.version import missive_version
+    from missive.node import Node
+    from missive.rpc.server import serve
+
+    if args.cluster is not None:
+        raise CliError("`missive rpc --cluster` is not supported yet: serve one node's directory (--dir)")
+    node = Node.open(node_dir(args))
+    console = make_console(stderr=True)
+    try:
+        node.ensure_writable("serve JSON-RPC")
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                binds = await nursery.start(functools.partial(
+                    serve, node, host=args.host, port=args.port, rate=args.rate, max_body=args.max_body,
+                    version=missive_version()))
+                urls = ", ".join(binds)
+                console.print(f"serving Ethereum JSON-RPC for {node_dir(args)} (chain id {node.chain_id}) on "
+                              f"{urls} (Ctrl-C stops)", markup=False)
+
+        try:
+            trio.run(main)
+        except BaseException as exc:
+            if not interrupted(exc):
+                raise
+            console.print("missive: interrupted; the endpoint stopped (every admitted message is kept)", markup=False)
+            return EXIT_INTERRUPTED
+    finally:
+        node.close()
+    return EXIT_OK

@@ -1,0 +1,765 @@
+"""The Ethereum JSON-RPC methods, over an embedded node (:class:`missive.node.Node`).
+
+What is different from Ethereum, and said so in the answers:
+
+- A transaction is a message.  ``eth_sendRawTransaction`` returns once the message is durable
+  (admitted to the ledger); its receipt appears once *its own* message is handled.  The messages
+  it caused (queries, replies, calls, scheduled ones) are handled later: ``missive_waitForTree``
+  waits for them, ``missive_traceTransaction`` shows the tree; a receipt names the messages its
+  run sent (``missiveCaused``).
+- ``eth_call`` and ``eth_estimateGas`` run one actor's code against its current state.  A run
+  that sends a query or asks for a reply (a view that needs another contract's answer) fails,
+  saying so: the answer would come later, as a message.
+- State is the latest only: a block number other than the head's (or a tag) is refused for state
+  reads (balances, code, storage, calls).
+
+Parameters are checked before anything is read or written; a refused transaction changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from missive.actors.handler import ActorState, run_handler
+from missive.errors import MissiveError
+from missive.mailbox import ethtx
+from missive.mailbox.admission import checker
+from missive.mailbox.envelope import MAX_GAS, Envelope, EnvelopeError, Kind
+from missive.mailbox.records import Account, Receipt
+from missive.rpc.index import Block, Index
+from missive.vm.keccak import keccak256
+from missive.vm.messages import create_address
+
+# JSON-RPC 2.0 and EIP-1474 error codes
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+SERVER_ERROR = -32000  # a transaction refused (nonce, funds, chain id...), as geth says it
+LIMIT_EXCEEDED = -32005
+EXECUTION_REVERTED = 3
+
+GAS_PRICE = ethtx.MIN_GAS_PRICE
+PRIORITY_FEE = ethtx.MIN_GAS_PRICE
+BLOCK_GAS_LIMIT = MAX_GAS
+ZERO32 = bytes(32)
+EMPTY_BLOOM = bytes(256)
+#: the keccak of an empty RLP list (an empty uncles list), as Ethereum blocks carry it
+EMPTY_UNCLES = bytes.fromhex("1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347")
+ESTIMATE_MARGIN = 25_000
+MAX_LOG_BLOCKS = 10_000
+MAX_FILTERS = 1_000
+
+
+class RpcError(MissiveError):
+    def __init__(self, code: int, message: str, data: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def as_json(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+def bad(message: str) -> RpcError:
+    return RpcError(INVALID_PARAMS, message)
+
+
+# -- encoding ------------------------------------------------------------------------------------------
+
+
+def q(n: int) -> str:
+    return hex(n)
+
+
+def h(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+def addr(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+def quantity(value: object, name: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if not isinstance(value, str) or not value.startswith(("0x", "0X")) or len(value) > 66 or len(value) < 3:
+        raise bad(f"{name} must be a hex quantity (0x...), not {value!r:.80}")
+    try:
+        return int(value, 16)
+    except ValueError:
+        raise bad(f"{name} must be a hex quantity (0x...), not {value!r:.80}") from None
+
+
+def data_bytes(value: object, name: str, size: int | None = None) -> bytes:
+    if not isinstance(value, str) or not value.startswith(("0x", "0X")):
+        raise bad(f"{name} must be hex data (0x...), not {value!r:.80}")
+    body = value[2:]
+    if len(body) % 2:
+        raise bad(f"{name} has an odd number of hex digits")
+    try:
+        raw = bytes.fromhex(body)
+    except ValueError:
+        raise bad(f"{name} is not hex: {value!r:.80}") from None
+    if size is not None and len(raw) != size:
+        raise bad(f"{name} must be {size} bytes, not {len(raw)}")
+    return raw
+
+
+def address(value: object, name: str = "address") -> bytes:
+    return data_bytes(value, name, 20)
+
+
+def params_of(params: object, names: tuple[str, ...], required: int) -> list[Any]:
+    if params is None:
+        params = []
+    if not isinstance(params, list):
+        raise bad("params must be an array")
+    if len(params) < required:
+        raise bad(f"expected {required} parameter(s) ({', '.join(names[:required])}), got {len(params)}")
+    if len(params) > len(names):
+        raise bad(f"expected at most {len(names)} parameter(s) ({', '.join(names)}), got {len(params)}")
+    return params + [None] * (len(names) - len(params))
+
+
+def revert_reason(output: bytes) -> str | None:
+    from missive.node import revert_reason as decode
+
+    try:
+        return decode(output)
+    except Exception:  # a reason that does not decode is simply not shown
+        return None
+
+
+Handler = Callable[[list[Any]], Awaitable[Any]]
+
+
+class EthApi:
+    """The methods, for one embedded node.  ``wake``: tell the node's runtime a message is waiting."""
+
+    def __init__(self, node: Any, *, wake: Callable[[], None] = lambda: None, version: str = "") -> None:
+        self.node = node
+        self.store = node.store
+        self.index = Index(self.store)
+        self.wake = wake
+        self.version = version
+        self._check = checker(self.store)
+        self._waiting: list[list[Any]] = []
+        self._admitting = False
+        self.filters: dict[str, dict[str, Any]] = {}
+        self._next_filter = 1
+        self.methods: dict[str, Handler] = {
+            name[4:] if name.startswith("rpc_") else name: getattr(self, name)
+            for name in dir(self) if name.startswith(("eth_", "net_", "web3_", "missive_", "rpc_"))
+        }
+
+    async def call(self, method: str, params: object) -> Any:
+        handler = self.methods.get(method)
+        if handler is None:
+            raise RpcError(METHOD_NOT_FOUND, f"the method {method} does not exist/is not available")
+        if params is not None and not isinstance(params, list):
+            raise bad("params must be an array")
+        return await handler(params or [])
+
+    # -- chain ---------------------------------------------------------------------------------
+
+    async def web3_clientVersion(self, params: list[Any]) -> str:
+        params_of(params, (), 0)
+        return f"Missive/{self.version}/python"
+
+    async def eth_chainId(self, params: list[Any]) -> str:
+        params_of(params, (), 0)
+        return q(self.store.chain_id)
+
+    async def net_version(self, params: list[Any]) -> str:
+        params_of(params, (), 0)
+        return str(self.store.chain_id)
+
+    async def net_listening(self, params: list[Any]) -> bool:
+        return True
+
+    async def net_peerCount(self, params: list[Any]) -> str:
+        return "0x0"
+
+    async def eth_syncing(self, params: list[Any]) -> bool:
+        return False
+
+    async def eth_mining(self, params: list[Any]) -> bool:
+        return False
+
+    async def eth_accounts(self, params: list[Any]) -> list[str]:
+        return []
+
+    async def eth_blockNumber(self, params: list[Any]) -> str:
+        params_of(params, (), 0)
+        self.index.refresh()
+        return q(self.index.head)
+
+    async def eth_gasPrice(self, params: list[Any]) -> str:
+        return q(GAS_PRICE)
+
+    async def eth_maxPriorityFeePerGas(self, params: list[Any]) -> str:
+        return q(PRIORITY_FEE)
+
+    async def eth_feeHistory(self, params: list[Any]) -> dict[str, Any]:
+        count_raw, newest_raw, percentiles = params_of(params, ("blockCount", "newestBlock", "rewardPercentiles"), 2)
+        count = min(quantity(count_raw, "blockCount"), 1024)
+        newest = self.block_number(newest_raw)
+        oldest = max(0, newest - count + 1)
+        n = newest - oldest + 1
+        out: dict[str, Any] = {"oldestBlock": q(oldest), "baseFeePerGas": [q(GAS_PRICE)] * (n + 1),
+                               "gasUsedRatio": [0.0] * n}
+        if percentiles is not None:
+            if not isinstance(percentiles, list) or not all(isinstance(p, (int, float)) for p in percentiles):
+                raise bad("rewardPercentiles must be an array of numbers")
+            out["reward"] = [[q(PRIORITY_FEE)] * len(percentiles) for _ in range(n)]
+        return out
+
+    def block_number(self, tag: object, *, state: bool = False) -> int:
+        """A block tag or number; ``state``: the caller reads state, which is the latest only."""
+        self.index.refresh()
+        head = self.index.head
+        if tag is None or tag in ("latest", "pending", "safe", "finalized"):
+            return head
+        if tag == "earliest":
+            number = 0
+        elif isinstance(tag, dict):  # EIP-1898
+            if "blockHash" in tag:
+                found = self.index.by_hash.get(data_bytes(tag["blockHash"], "blockHash", 32))
+                if found is None:
+                    raise RpcError(SERVER_ERROR, "unknown block hash")
+                number = found
+            else:
+                number = quantity(tag.get("blockNumber"), "blockNumber")
+        else:
+            number = quantity(tag, "block")
+        if number > head:
+            raise RpcError(SERVER_ERROR, f"block {number} is not there yet (the head is {head})")
+        if state and number != head:
+            raise RpcError(SERVER_ERROR, f"this node keeps only the latest state (block {head}), not block {number}'s")
+        return number
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _account(self, raw: object) -> Account | None:
+        account: Account | None = self.store.account(address(raw))
+        return account
+
+    async def eth_getBalance(self, params: list[Any]) -> str:
+        who, tag = params_of(params, ("address", "block"), 1)
+        account = self._account(who)
+        self.block_number(tag, state=True)
+        return q(account.balance if account else 0)
+
+    async def eth_getTransactionCount(self, params: list[Any]) -> str:
+        who, tag = params_of(params, ("address", "block"), 1)
+        account = self._account(who)
+        self.block_number(tag, state=True)
+        return q(account.nonce if account else 0)
+
+    async def eth_getCode(self, params: list[Any]) -> str:
+        who, tag = params_of(params, ("address", "block"), 1)
+        account = self._account(who)
+        self.block_number(tag, state=True)
+        if account is None or not account.code_hash:
+            return "0x"
+        return h(self.store.code(account.code_hash))
+
+    async def eth_getStorageAt(self, params: list[Any]) -> str:
+        who, slot_raw, tag = params_of(params, ("address", "slot", "block"), 2)
+        where = address(who)
+        slot = quantity(slot_raw, "slot") if not (isinstance(slot_raw, str) and len(slot_raw) == 66) else \
+            int.from_bytes(data_bytes(slot_raw, "slot", 32), "big")
+        if slot >> 256:
+            raise bad("slot must be under 2**256")
+        self.block_number(tag, state=True)
+        return h(self.store.slot(where, slot).to_bytes(32, "big"))
+
+    # -- running code read-only ------------------------------------------------------------------
+
+    def _simulate(self, call: object, tag: object) -> tuple[Envelope, Receipt, list[Envelope]]:
+        if not isinstance(call, dict):
+            raise bad("the call must be an object {from, to, gas, value, data}")
+        self.block_number(tag, state=True)
+        sender = address(call["from"], "from") if call.get("from") is not None else bytes(20)
+        data_raw = call.get("data", call.get("input"))
+        data = data_bytes(data_raw, "data") if data_raw is not None else b""
+        value = quantity(call["value"], "value") if call.get("value") is not None else 0
+        gas = quantity(call["gas"], "gas") if call.get("gas") is not None else BLOCK_GAS_LIMIT
+        gas = min(gas, BLOCK_GAS_LIMIT)
+        if call.get("to") is None:
+            nonce_account = self.store.account(sender)
+            target = create_address(sender, nonce_account.nonce if nonce_account else 0)
+            envelope = Envelope(Kind.DEPLOY, sender, target, value=value, payload=data, gas=gas,
+                                time=self.store.clock(), chain_id=self.store.chain_id)
+            account, code = Account(), b""
+        else:
+            target = address(call["to"], "to")
+            envelope = Envelope(Kind.CALL, sender, target, value=value, payload=data, gas=gas,
+                                time=self.store.clock(), chain_id=self.store.chain_id)
+            found = self.store.account(target)
+            account = found if found is not None else Account()
+            code = self.store.code(account.code_hash) if account.code_hash else b""
+        state = ActorState(target, account, code)
+
+        def read_code(who: bytes) -> tuple[bytes, bytes]:
+            other = self.store.account(who)
+            if other is None:
+                known: tuple[bytes, bytes] = self.store.known_code(who)
+                return known
+            return (self.store.code(other.code_hash), other.code_hash) if other.code_hash else (b"", b"")
+
+        receipt, _writes, _code, outgoing, _delta = run_handler(
+            state, envelope, envelope.id, lambda slot: self.store.slot(target, slot), read_code, int(time.time()),
+            self.store.chain_id)
+        asks = [m for m in outgoing if m.kind is Kind.QUERY or m.wants_reply]
+        if asks:
+            first = asks[0]
+            raise RpcError(SERVER_ERROR, (
+                f"0x{target.hex()} asked 0x{first.recipient.hex()} for an answer ({first.kind.name.lower()} message): "
+                "on Missive another contract answers later, by message, so a read-only call cannot run through it; "
+                "send a transaction and follow its message tree (missive_waitForTree), or read that contract "
+                "directly"))
+        return envelope, receipt, outgoing
+
+    def _reverted(self, receipt: Receipt) -> RpcError:
+        if receipt.status == "revert":
+            reason = revert_reason(receipt.output)
+            text = f"execution reverted: {reason}" if reason else "execution reverted"
+            return RpcError(EXECUTION_REVERTED, text, h(receipt.output))
+        return RpcError(SERVER_ERROR, f"execution failed: {receipt.error or receipt.status}")
+
+    async def eth_call(self, params: list[Any]) -> str:
+        call, tag, *_ = params_of(params, ("call", "block", "stateOverrides"), 1)
+        _, receipt, _ = self._simulate(call, tag)
+        if not receipt.success:
+            raise self._reverted(receipt)
+        return h(receipt.output)
+
+    async def eth_estimateGas(self, params: list[Any]) -> str:
+        call, tag, *_ = params_of(params, ("call", "block", "stateOverrides"), 1)
+        envelope, receipt, _ = self._simulate(call, tag)
+        if not receipt.success:
+            raise self._reverted(receipt)
+        estimate = max(ethtx.INTRINSIC_GAS, receipt.gas_used * 5 // 4 + ESTIMATE_MARGIN)
+        return q(min(estimate, BLOCK_GAS_LIMIT))
+
+    # -- transactions ----------------------------------------------------------------------------
+
+    async def eth_sendRawTransaction(self, params: list[Any]) -> str:
+        (raw_hex,) = params_of(params, ("data",), 1)
+        raw = data_bytes(raw_hex, "data")
+        try:
+            tx = ethtx.decode(raw)
+        except EnvelopeError as err:
+            raise RpcError(INVALID_PARAMS, f"invalid transaction: {err}") from None
+        if tx.chain_id != self.store.chain_id:
+            raise RpcError(SERVER_ERROR, f"invalid chain id: the transaction is signed for chain id {tx.chain_id}, "
+                                         f"not this ledger's ({self.store.chain_id})")
+        if self.store.eth_transaction(tx.hash) is not None:
+            return h(tx.hash)  # known already: the same answer, nothing changes
+        envelope = tx.envelope(self.store.clock())
+        try:
+            envelope.validate()
+        except EnvelopeError as err:
+            raise RpcError(INVALID_PARAMS, f"invalid transaction: {err}") from None
+        result = await self._admit((envelope, tx.public_key, raw))
+        if isinstance(result, EnvelopeError):
+            text = str(result)
+            if text.startswith("nonce "):
+                account = self.store.account(tx.sender)
+                expected = account.nonce if account else 0
+                text = f"nonce too {'low' if tx.nonce < expected else 'high'}: {text}"
+            elif text.startswith("balance too low"):
+                text = f"insufficient funds for transfer: {text}"
+            elif text.startswith("unknown account"):
+                text = f"insufficient funds: 0x{tx.sender.hex()} has nothing on this ledger (fund it first)"
+            raise RpcError(SERVER_ERROR, text)
+        self.wake()
+        return h(tx.hash)
+
+    async def _admit(self, submission: tuple[Envelope, bytes, bytes]) -> Any:
+        """Group admission: the transactions that arrive while one admission's transaction is being
+        written are admitted together in the next (one fsync for the lot, as the node's own group
+        commit); each is checked on its own and a refused one changes nothing."""
+        slot: list[Any] = [submission, None, trio.Event()]
+        self._waiting.append(slot)
+        if not self._admitting:
+            self._admitting = True
+            try:
+                while self._waiting:
+                    batch, self._waiting = self._waiting, []
+                    try:
+                        submissions = [s[0] for s in batch]
+                        results = await trio.to_thread.run_sync(self.store.accept, submissions, self._check)
+                    except Exception as exc:  # (a full disk, say): every waiting request is told
+                        results = [exc] * len(batch)
+                    for waiting, result in zip(batch, results, strict=True):
+                        waiting[1] = result
+                        waiting[2].set()
+            finally:
+                self._admitting = False
+        await slot[2].wait()
+        if isinstance(slot[1], Exception) and not isinstance(slot[1], EnvelopeError):
+            raise slot[1]
+        return slot[1]
+
+    def _message_id(self, raw: object) -> bytes:
+        """A transaction hash, or a Missive message id (either answers for the message)."""
+        key = data_bytes(raw, "transaction hash", 32)
+        return self.store.eth_transaction(key) or key
+
+    def _record(self, message_id: bytes) -> tuple[Envelope, bytes, bytes] | None:
+        found: tuple[Envelope, bytes, bytes] | None = self.store.message(message_id)
+        return found
+
+    def tx_hash(self, message_id: bytes, public_key: bytes, signature: bytes) -> bytes:
+        return keccak256(signature) if ethtx.is_eth_public_key(public_key) else message_id
+
+    def _where(self, message_id: bytes) -> tuple[Block | None, int]:
+        self.index.refresh()
+        found = self.index.handled_in.get(message_id)
+        if found is None:
+            return None, 0
+        return self.index.blocks[found[0]], found[1]
+
+    def _transaction(self, message_id: bytes, record: tuple[Envelope, bytes, bytes]) -> dict[str, Any]:
+        envelope, public_key, signature = record
+        block, position = self._where(message_id)
+        out: dict[str, Any] = {
+            "hash": h(self.tx_hash(message_id, public_key, signature)),
+            "nonce": q(envelope.nonce), "from": addr(envelope.sender),
+            "to": None if envelope.kind is Kind.DEPLOY else addr(envelope.recipient),
+            "value": q(envelope.value), "gas": q(envelope.gas), "gasPrice": q(envelope.bid),
+            "input": h(envelope.payload),
+            "blockHash": h(block.hash) if block else None, "blockNumber": q(block.number) if block else None,
+            "transactionIndex": q(position) if block else None,
+            "chainId": q(envelope.chain_id or self.store.chain_id), "type": "0x0",
+            "v": "0x0", "r": "0x0", "s": "0x0",
+            "missiveMessageId": h(message_id), "missiveKind": envelope.kind.name.lower(),
+        }
+        if ethtx.is_eth_public_key(public_key):
+            tx = ethtx.decode(signature)
+            out.update(type=q(tx.type), v=q(tx.v), r=q(tx.r), s=q(tx.s))
+            if tx.type == 2:
+                out.update(maxFeePerGas=q(tx.gas_price), maxPriorityFeePerGas=q(tx.max_priority_fee), yParity=q(tx.v))
+            if tx.type:
+                out["accessList"] = [{"address": addr(a), "storageKeys": [h(k) for k in keys]}
+                                     for a, keys in tx.access_list]
+        return out
+
+    async def eth_getTransactionByHash(self, params: list[Any]) -> dict[str, Any] | None:
+        (raw,) = params_of(params, ("hash",), 1)
+        message_id = self._message_id(raw)
+        record = self._record(message_id)
+        return None if record is None else self._transaction(message_id, record)
+
+    def _logs(self, message_id: bytes, tx_hash: bytes, block: Block, position: int, receipt: Receipt,
+              first_index: int) -> list[dict[str, Any]]:
+        return [{"address": addr(emitter), "topics": [h(t.to_bytes(32, "big")) for t in topics], "data": h(data),
+                 "blockNumber": q(block.number), "blockHash": h(block.hash), "transactionHash": h(tx_hash),
+                 "transactionIndex": q(position), "logIndex": q(first_index + i), "removed": False}
+                for i, (emitter, topics, data) in enumerate(receipt.logs)]
+
+    def _log_offset(self, block: Block, position: int) -> int:
+        offset = 0
+        for message_id in block.handled[:position]:
+            receipt = self.store.receipt(message_id)
+            offset += len(receipt.logs) if receipt else 0
+        return offset
+
+    async def eth_getTransactionReceipt(self, params: list[Any]) -> dict[str, Any] | None:
+        (raw,) = params_of(params, ("hash",), 1)
+        message_id = self._message_id(raw)
+        record = self._record(message_id)
+        receipt = self.store.receipt(message_id)
+        if record is None or receipt is None:
+            return None
+        block, position = self._where(message_id)
+        if block is None:  # handled, but its seal not indexed yet: at the next look
+            return None
+        envelope, public_key, signature = record
+        tx_hash = self.tx_hash(message_id, public_key, signature)
+        logs = self._logs(message_id, tx_hash, block, position, receipt, self._log_offset(block, position))
+        out: dict[str, Any] = {
+            "transactionHash": h(tx_hash), "transactionIndex": q(position), "blockHash": h(block.hash),
+            "blockNumber": q(block.number), "from": addr(envelope.sender),
+            "to": None if envelope.kind is Kind.DEPLOY else addr(envelope.recipient),
+            "cumulativeGasUsed": q(receipt.gas_used), "gasUsed": q(receipt.gas_used),
+            "effectiveGasPrice": q(envelope.bid),
+            "contractAddress": addr(envelope.recipient) if envelope.kind is Kind.DEPLOY and receipt.success else None,
+            "logs": logs, "logsBloom": h(bloom(receipt)), "status": "0x1" if receipt.success else "0x0",
+            "type": q(ethtx.decode(signature).type) if ethtx.is_eth_public_key(public_key) else "0x0",
+            "missiveMessageId": h(message_id), "missiveCaused": [h(m) for m in receipt.outgoing],
+        }
+        if not receipt.success:
+            out["missiveError"] = receipt.error or receipt.status
+            reason = revert_reason(receipt.output) if receipt.status == "revert" else None
+            if reason:
+                out["revertReason"] = reason
+            out["revertData"] = h(receipt.output)
+        return out
+
+    # -- blocks ----------------------------------------------------------------------------------
+
+    def _block(self, block: Block, full: bool) -> dict[str, Any]:
+        txs: list[Any] = []
+        gas_used = 0
+        for message_id in block.handled:
+            record = self._record(message_id)
+            receipt = self.store.receipt(message_id)
+            if record is None or not record[0].is_external:
+                continue
+            gas_used += receipt.gas_used if receipt else 0
+            txs.append(self._transaction(message_id, record) if full else
+                       h(self.tx_hash(message_id, record[1], record[2])))
+        return {
+            "number": q(block.number), "hash": h(block.hash), "parentHash": h(block.parent),
+            "nonce": "0x0000000000000000", "sha3Uncles": h(EMPTY_UNCLES), "logsBloom": h(EMPTY_BLOOM),
+            "transactionsRoot": h(block.hash), "stateRoot": h(ZERO32), "receiptsRoot": h(ZERO32),
+            "miner": addr(bytes(20)), "difficulty": "0x0", "totalDifficulty": "0x0", "extraData": "0x",
+            "size": q(1000), "gasLimit": q(BLOCK_GAS_LIMIT), "gasUsed": q(min(gas_used, BLOCK_GAS_LIMIT)),
+            "timestamp": q(block.timestamp), "transactions": txs, "uncles": [], "baseFeePerGas": q(GAS_PRICE),
+            "mixHash": h(ZERO32), "missiveLedgerSeq": q(block.seq),
+        }
+
+    async def eth_getBlockByNumber(self, params: list[Any]) -> dict[str, Any] | None:
+        tag, full = params_of(params, ("block", "full"), 1)
+        try:
+            number = self.block_number(tag)
+        except RpcError as err:
+            if err.code == SERVER_ERROR:
+                return None
+            raise
+        return self._block(self.index.blocks[number], bool(full))
+
+    async def eth_getBlockByHash(self, params: list[Any]) -> dict[str, Any] | None:
+        raw, full = params_of(params, ("hash", "full"), 1)
+        self.index.refresh()
+        number = self.index.by_hash.get(data_bytes(raw, "hash", 32))
+        return None if number is None else self._block(self.index.blocks[number], bool(full))
+
+    async def eth_getBlockTransactionCountByNumber(self, params: list[Any]) -> str:
+        (tag,) = params_of(params, ("block",), 1)
+        return q(len(self._block(self.index.blocks[self.block_number(tag)], False)["transactions"]))
+
+    # -- logs and filters ------------------------------------------------------------------------
+
+    def _log_query(self, spec: object) -> tuple[int, int, set[bytes] | None, list[set[bytes] | None]]:
+        if not isinstance(spec, dict):
+            raise bad("the filter must be an object {fromBlock, toBlock, address, topics}")
+        if spec.get("blockHash") is not None:
+            number = self.index.by_hash.get(data_bytes(spec["blockHash"], "blockHash", 32))
+            if number is None:
+                raise RpcError(SERVER_ERROR, "unknown block hash")
+            first = last = number
+        else:
+            first = self.block_number(spec.get("fromBlock"))
+            last = self.block_number(spec.get("toBlock"))
+        raw_addresses = spec.get("address")
+        addresses: set[bytes] | None = None
+        if raw_addresses is not None:
+            addresses = {address(a) for a in (raw_addresses if isinstance(raw_addresses, list) else [raw_addresses])}
+        topics: list[set[bytes] | None] = []
+        raw_topics = spec.get("topics") or []
+        if not isinstance(raw_topics, list) or len(raw_topics) > 4:
+            raise bad("topics must be an array of at most 4 entries")
+        for entry in raw_topics:
+            if entry is None:
+                topics.append(None)
+            elif isinstance(entry, list):
+                topics.append({data_bytes(t, "topic", 32) for t in entry} if entry else None)
+            else:
+                topics.append({data_bytes(entry, "topic", 32)})
+        return first, last, addresses, topics
+
+    def _matching_logs(self, first: int, last: int, addresses: set[bytes] | None,
+                       topics: list[set[bytes] | None]) -> list[dict[str, Any]]:
+        if last - first >= MAX_LOG_BLOCKS:
+            raise RpcError(LIMIT_EXCEEDED, f"query returned more than {MAX_LOG_BLOCKS} blocks: ask for fewer")
+        out: list[dict[str, Any]] = []
+        for number in range(first, last + 1):
+            block = self.index.blocks[number]
+            log_index = 0
+            for position, message_id in enumerate(block.handled):
+                receipt = self.store.receipt(message_id)
+                if receipt is None or not receipt.logs:
+                    continue
+                record = self._record(message_id)
+                tx_hash = self.tx_hash(message_id, record[1], record[2]) if record else message_id
+                for entry in self._logs(message_id, tx_hash, block, position, receipt, log_index):
+                    if self._matches(entry, addresses, topics):
+                        out.append(entry)
+                log_index += len(receipt.logs)
+        return out
+
+    @staticmethod
+    def _matches(entry: dict[str, Any], addresses: set[bytes] | None, topics: list[set[bytes] | None]) -> bool:
+        if addresses is not None and bytes.fromhex(entry["address"][2:]) not in addresses:
+            return False
+        have = entry["topics"]
+        for i, wanted in enumerate(topics):
+            if wanted is None:
+                continue
+            if i >= len(have) or bytes.fromhex(have[i][2:]) not in wanted:
+                return False
+        return True
+
+    async def eth_getLogs(self, params: list[Any]) -> list[dict[str, Any]]:
+        (spec,) = params_of(params, ("filter",), 1)
+        return self._matching_logs(*self._log_query(spec))
+
+    def _new_filter(self, entry: dict[str, Any]) -> str:
+        if len(self.filters) >= MAX_FILTERS:
+            raise RpcError(LIMIT_EXCEEDED, f"too many filters ({MAX_FILTERS}): uninstall some")
+        ident = q(self._next_filter)
+        self._next_filter += 1
+        self.filters[ident] = entry
+        return ident
+
+    async def eth_newFilter(self, params: list[Any]) -> str:
+        (spec,) = params_of(params, ("filter",), 1)
+        first, last, addresses, topics = self._log_query(spec)
+        to_latest = not isinstance(spec, dict) or spec.get("toBlock") in (None, "latest", "pending")
+        return self._new_filter({"kind": "logs", "next": first if isinstance(spec, dict) and spec.get("fromBlock")
+                                 not in (None, "latest", "pending") else self.index.head + 1,
+                                 "last": None if to_latest else last, "addresses": addresses, "topics": topics,
+                                 "spec": spec})
+
+    async def eth_newBlockFilter(self, params: list[Any]) -> str:
+        self.index.refresh()
+        return self._new_filter({"kind": "blocks", "next": self.index.head + 1})
+
+    async def eth_uninstallFilter(self, params: list[Any]) -> bool:
+        (ident,) = params_of(params, ("id",), 1)
+        return self.filters.pop(str(ident), None) is not None
+
+    def _filter(self, ident: object) -> dict[str, Any]:
+        entry = self.filters.get(str(ident))
+        if entry is None:
+            raise RpcError(SERVER_ERROR, "filter not found")
+        return entry
+
+    async def eth_getFilterChanges(self, params: list[Any]) -> list[Any]:
+        (ident,) = params_of(params, ("id",), 1)
+        entry = self._filter(ident)
+        self.index.refresh()
+        head = self.index.head if entry.get("last") is None else min(entry["last"], self.index.head)
+        first = entry["next"]
+        if first > head:
+            return []
+        entry["next"] = head + 1
+        if entry["kind"] == "blocks":
+            return [h(self.index.blocks[n].hash) for n in range(first, head + 1)]
+        return self._matching_logs(first, head, entry["addresses"], entry["topics"])
+
+    async def eth_getFilterLogs(self, params: list[Any]) -> list[Any]:
+        (ident,) = params_of(params, ("id",), 1)
+        entry = self._filter(ident)
+        if entry["kind"] != "logs":
+            raise bad("not a log filter")
+        return self._matching_logs(*self._log_query(entry["spec"]))
+
+    # -- subscriptions (WebSocket) -----------------------------------------------------------------
+
+    def subscription(self, kind: object, spec: object) -> dict[str, Any]:
+        """A new ``eth_subscribe`` entry: ``newHeads``, or ``logs`` with an address/topics filter."""
+        self.index.refresh()
+        if kind == "newHeads":
+            return {"kind": "blocks", "next": self.index.head + 1}
+        if kind == "logs":
+            query = spec if spec is not None else {}
+            if not isinstance(query, dict):
+                raise bad("the logs subscription takes a filter object {address, topics}")
+            _, _, addresses, topics = self._log_query({**query, "fromBlock": "latest", "toBlock": "latest"})
+            return {"kind": "logs", "next": self.index.head + 1, "addresses": addresses, "topics": topics}
+        raise bad(f"unknown subscription {kind!r:.40} (newHeads or logs)")
+
+    def subscription_changes(self, entry: dict[str, Any]) -> list[Any]:
+        """What a subscription has not been told yet: block headers, or matching logs."""
+        self.index.refresh()
+        first, head = entry["next"], self.index.head
+        if first > head:
+            return []
+        entry["next"] = head + 1
+        if entry["kind"] == "blocks":
+            out = []
+            for number in range(first, head + 1):
+                header = self._block(self.index.blocks[number], False)
+                header.pop("transactions")
+                out.append(header)
+            return out
+        return self._matching_logs(max(first, head - MAX_LOG_BLOCKS + 1), head, entry["addresses"], entry["topics"])
+
+    # -- Missive's own: the message tree ---------------------------------------------------------
+
+    def _tree(self, node: Any) -> dict[str, Any]:
+        envelope, receipt = node.envelope, node.receipt
+        out: dict[str, Any] = {"messageId": h(node.id), "kind": envelope.kind.name.lower(), "from": addr(envelope.sender),
+                               "to": addr(envelope.recipient), "value": q(envelope.value), "gas": q(envelope.gas),
+                               "status": None if receipt is None else receipt.status,
+                               "gasUsed": None if receipt is None else q(receipt.gas_used)}
+        if receipt is not None and not receipt.success:
+            out["error"] = receipt.error
+            reason = revert_reason(receipt.output) if receipt.status == "revert" else None
+            if reason:
+                out["revertReason"] = reason
+        out["children"] = [self._tree(child) for child in node.children]
+        return out
+
+    async def missive_traceTransaction(self, params: list[Any]) -> dict[str, Any]:
+        (raw,) = params_of(params, ("hash",), 1)
+        message_id = self._message_id(raw)
+        if self._record(message_id) is None:
+            raise RpcError(SERVER_ERROR, "unknown transaction or message")
+        return self._tree(self.node.trace(message_id))
+
+    async def missive_waitForTree(self, params: list[Any]) -> dict[str, Any]:
+        """Wait (at most ``timeout`` seconds, default 10, at most 60) until every message the
+        transaction caused is handled: {done, handled, failed: [...], unfinished: [...]}."""
+        raw, timeout_raw = params_of(params, ("hash", "timeout"), 1)
+        message_id = self._message_id(raw)
+        if self._record(message_id) is None:
+            raise RpcError(SERVER_ERROR, "unknown transaction or message")
+        timeout = 10.0 if timeout_raw is None else timeout_raw
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 <= timeout <= 60:
+            raise bad("timeout must be a number of seconds from 0 to 60")
+        from missive.node import Chain
+
+        chain = Chain(self.store.receipt, message_id)
+        with trio.move_on_after(timeout):
+            while not chain.done():
+                await trio.sleep(0.005)
+        return {"done": not chain.unfinished, "handled": chain.handled,
+                "failed": [{"messageId": h(m), "status": r.status, "error": r.error,
+                            "revertReason": revert_reason(r.output) if r.status == "revert" else None}
+                           for m, r in chain.failed],
+                "unfinished": [h(m) for m in chain.unfinished]}
+
+    async def missive_messageOf(self, params: list[Any]) -> str | None:
+        """The Missive message id a transaction hash became."""
+        (raw,) = params_of(params, ("hash",), 1)
+        found = self.store.eth_transaction(data_bytes(raw, "hash", 32))
+        return None if found is None else h(found)
+
+
+def bloom(receipt: Receipt) -> bytes:
+    if not receipt.logs:
+        return EMPTY_BLOOM
+    from eth_bloom import BloomFilter  # type: ignore[attr-defined]
+
+    b = BloomFilter()
+    for emitter, topics, _ in receipt.logs:
+        b.add(emitter)
+        for t in topics:
+            b.add(t.to_bytes(32, "big"))
+    return int(b).to_bytes(256, "big")

@@ -1,0 +1,308 @@
+"""``missive rpc``: Ethereum JSON-RPC 2.0 over HTTP and WebSocket for an embedded node, under trio.
+
+The HTTP server is **hypercorn** (MIT, maintained by the Pallets-adjacent author of Quart) run
+with its trio worker (``hypercorn.trio.serve``): a well-kept HTTP/1.1 and HTTP/2 server built on
+h11/h2/wsproto that runs inside our own trio loop, so the node's runtime (its actors, rounds and
+group commits are trio tasks) and the endpoint share one event loop with no asyncio underneath.
+The application is a plain ASGI callable here: no web framework.
+
+Limits, all answered with a JSON-RPC error body and never a traceback:
+
+- the request body: at most ``max_body`` bytes (1 MiB) → HTTP 413, code -32600;
+- a batch: at most ``MAX_BATCH`` calls;
+- rate: a token bucket per client address (``rate`` requests a second, bursts of twice that)
+  → HTTP 429, code -32005; each call of a batch counts;
+- malformed JSON → -32700; not a request object → -32600; unknown method → -32601; bad
+  parameters → -32602; a failure inside a method is logged and answered -32603 without detail.
+
+It listens on 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from missive.mailbox.envelope import EnvelopeError
+from missive.rpc.methods import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    LIMIT_EXCEEDED,
+    PARSE_ERROR,
+    SERVER_ERROR,
+    EthApi,
+    RpcError,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1 << 20
+MAX_BATCH = 100
+DEFAULT_RATE = 500.0
+SUBSCRIPTION_POLL = 0.05
+MAX_SUBSCRIPTIONS = 100
+JSON_HEADERS = [(b"content-type", b"application/json")]
+CORS_HEADERS = [(b"access-control-allow-origin", b"*"), (b"access-control-allow-headers", b"content-type"),
+                (b"access-control-allow-methods", b"POST, GET, OPTIONS")]
+
+
+class RateLimiter:
+    """A token bucket per client: ``rate`` a second, at most ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, 2 * rate)
+        self.clock = clock
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, client: str, n: int = 1) -> bool:
+        if math.isinf(self.rate):
+            return True
+        now = self.clock()
+        tokens, last = self.buckets.get(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if len(self.buckets) > 10_000:  # forget idle clients rather than grow without bound
+            self.buckets = {k: v for k, v in self.buckets.items() if now - v[1] < 60}
+        if tokens < n:
+            self.buckets[client] = (tokens, now)
+            return False
+        self.buckets[client] = (tokens - n, now)
+        return True
+
+
+def error_response(code: int, message: str, ident: Any = None, data: str | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "id": ident, "error": error}
+
+
+class RpcApp:
+    """The ASGI application: POST / with a JSON-RPC request or batch."""
+
+    def __init__(self, api: EthApi, *, max_body: int = MAX_BODY, rate: float = DEFAULT_RATE) -> None:
+        self.api = api
+        self.max_body = max_body
+        self.limiter = RateLimiter(rate)
+        self.requests = 0
+
+    async def handle_one(self, request: object) -> dict[str, Any] | None:
+        if not isinstance(request, dict):
+            return error_response(INVALID_REQUEST, "invalid request: expected a JSON object")
+        ident = request.get("id")
+        if not (ident is None or isinstance(ident, (str, int, float)) and not isinstance(ident, bool)):
+            return error_response(INVALID_REQUEST, "invalid request: id must be a string, a number or null")
+        method = request.get("method")
+        if request.get("jsonrpc") != "2.0" or not isinstance(method, str):
+            return error_response(INVALID_REQUEST, 'invalid request: expected {"jsonrpc": "2.0", "method": ...}',
+                                  ident)
+        notification = "id" not in request
+        try:
+            result = await self.api.call(method, request.get("params"))
+        except RpcError as err:
+            response = {"jsonrpc": "2.0", "id": ident, "error": err.as_json()}
+        except EnvelopeError as err:
+            response = error_response(SERVER_ERROR, str(err), ident)
+        except trio.Cancelled:
+            raise
+        except Exception:
+            log.exception("internal error in %s", method)
+            response = error_response(INTERNAL_ERROR, f"internal error in {method} (logged by the node)", ident)
+        else:
+            response = {"jsonrpc": "2.0", "id": ident, "result": result}
+        return None if notification else response
+
+    async def handle_body(self, body: bytes, client: str, *, limited: bool = True) -> tuple[int, Any]:
+        try:
+            request = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            return 200, error_response(PARSE_ERROR, f"parse error: {str(exc)[:200]}")
+        calls = len(request) if isinstance(request, list) else 1
+        if limited and not self.limiter.take(client, max(1, calls)):
+            return 429, error_response(LIMIT_EXCEEDED, "request rate limit exceeded: slow down")
+        self.requests += calls
+        if isinstance(request, list):
+            if not request:
+                return 200, error_response(INVALID_REQUEST, "invalid request: empty batch")
+            if len(request) > MAX_BATCH:
+                return 200, error_response(INVALID_REQUEST, f"invalid request: a batch of more than {MAX_BATCH} calls")
+            responses = [r for r in [await self.handle_one(item) for item in request] if r is not None]
+            return 200, responses if responses else None
+        return 200, await self.handle_one(request)
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] == "websocket":
+            await self.websocket(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        client = (scope.get("client") or ("?", 0))[0]
+        method = scope.get("method", "")
+        if method == "OPTIONS":
+            await self._send(send, 204, None)
+            return
+        if method != "POST":
+            await self._send(send, 405, error_response(INVALID_REQUEST, "JSON-RPC is served by POST"))
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_body:
+                await self._send(send, 413, error_response(INVALID_REQUEST,
+                                                           f"request body over the {self.max_body}-byte limit"))
+                return
+            if not message.get("more_body", False):
+                break
+        status, payload = await self.handle_body(bytes(body), client)
+        await self._send(send, status, payload)
+
+    async def websocket(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        """JSON-RPC over a WebSocket: every method, plus ``eth_subscribe`` (``newHeads``, ``logs``)
+        and ``eth_unsubscribe``.  Notifications come from the block index, looked at every
+        ``SUBSCRIPTION_POLL`` seconds while the connection has subscriptions."""
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        client = (scope.get("client") or ("?", 0))[0]
+        subscriptions: dict[str, dict[str, Any]] = {}
+        lock = trio.Lock()
+
+        async def push(payload: Any) -> None:
+            async with lock:
+                await send({"type": "websocket.send", "text": json.dumps(payload, separators=(",", ":"))})
+
+        async def notify() -> None:
+            while True:
+                await trio.sleep(SUBSCRIPTION_POLL)
+                if not subscriptions:
+                    continue
+                for ident, entry in list(subscriptions.items()):
+                    for result in self.api.subscription_changes(entry):
+                        await push({"jsonrpc": "2.0", "method": "eth_subscription",
+                                    "params": {"subscription": ident, "result": result}})
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(notify)
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                if text is None:
+                    text = (message.get("bytes") or b"").decode("utf-8", "replace")
+                if len(text) > self.max_body:
+                    await push(error_response(INVALID_REQUEST, f"message over the {self.max_body}-byte limit"))
+                    continue
+                try:
+                    request = json.loads(text)
+                except (ValueError, RecursionError) as exc:
+                    await push(error_response(PARSE_ERROR, f"parse error: {str(exc)[:200]}"))
+                    continue
+                if not self.limiter.take(client, len(request) if isinstance(request, list) else 1):
+                    await push(error_response(LIMIT_EXCEEDED, "request rate limit exceeded: slow down"))
+                    continue
+                if isinstance(request, dict) and request.get("method") in ("eth_subscribe", "eth_unsubscribe"):
+                    await push(self.subscription_call(request, subscriptions))
+                    continue
+                _, answer = await self.handle_body(text.encode(), client, limited=False)
+                if answer is not None:
+                    await push(answer)
+            nursery.cancel_scope.cancel()
+
+    def subscription_call(self, request: dict[str, Any], subscriptions: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        ident = request.get("id")
+        params = request.get("params") or []
+        try:
+            if not isinstance(params, list) or not params:
+                raise RpcError(INVALID_PARAMS, "expected parameters")
+            if request["method"] == "eth_unsubscribe":
+                return {"jsonrpc": "2.0", "id": ident, "result": subscriptions.pop(str(params[0]), None) is not None}
+            if len(subscriptions) >= MAX_SUBSCRIPTIONS:
+                raise RpcError(LIMIT_EXCEEDED, f"at most {MAX_SUBSCRIPTIONS} subscriptions a connection")
+            entry = self.api.subscription(params[0], params[1] if len(params) > 1 else None)
+        except RpcError as err:
+            return {"jsonrpc": "2.0", "id": ident, "error": err.as_json()}
+        name = "0x" + os.urandom(16).hex()
+        subscriptions[name] = entry
+        return {"jsonrpc": "2.0", "id": ident, "result": name}
+
+    @staticmethod
+    async def _send(send: Callable[[dict[str, Any]], Awaitable[None]], status: int, payload: Any) -> None:
+        body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*JSON_HEADERS, *CORS_HEADERS, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def run_actors(node: Any, api_wake: list[Callable[[], None]], *, poll_interval: float = 0.005) -> None:
+    """Run the embedded node's actors for as long as the endpoint serves (as ``missive serve``
+    does), or, while another process serves them, just watch the store."""
+    from missive.actors.runtime import ExecutorLock, NodeBusy
+
+    lock = ExecutorLock(node.path)
+    while True:
+        try:
+            lock.acquire()
+        except NodeBusy:
+            await trio.sleep(0.5)  # `missive serve` runs them: receipts appear in the store
+            continue
+        break
+    runtime = node._runtime  # the node's own: its waits (missive_waitForTree) see the same rounds
+    node._running = True
+    api_wake.append(runtime.wake)
+    try:
+        await runtime.run(until_idle=False, poll_interval=poll_interval)
+    finally:
+        node._running = False
+        lock.release()
+
+
+async def serve(node: Any, *, host: str = "127.0.0.1", port: int = 8545, rate: float = DEFAULT_RATE,
+                max_body: int = MAX_BODY, version: str = "",
+                task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``node`` until cancelled; ``task_status.started`` gets the bound addresses."""
+    from hypercorn.config import Config
+    from hypercorn.trio import serve as hypercorn_serve
+
+    wakes: list[Callable[[], None]] = []
+
+    def wake() -> None:
+        for w in wakes:
+            w()
+
+    api = EthApi(node, wake=wake, version=version)
+    app = RpcApp(api, max_body=max_body, rate=rate)
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("missive.rpc.http")
+    config.h11_max_incomplete_size = 64 * 1024  # request line and headers
+    config.keep_alive_timeout = 30
+    config.graceful_timeout = 1
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_actors, node, wakes)
+        binds = await nursery.start(lambda task_status: hypercorn_serve(app, config, task_status=task_status,  # type: ignore[arg-type]
+                                                                       mode="asgi"))
+        task_status.started(binds)
