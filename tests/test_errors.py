@@ -86,3 +86,22 @@ def test_a_refusal_to_a_non_member_carries_its_reason() -> None:
         assert isinstance(refused.value, NotAllowed) and isinstance(refused.value, PermissionError)
         assert (refused.value.method, refused.value.peer) == ("trust", peer)
         assert str(refused.value).startswith("trust is for cluster members; ")
+
+
+def test_an_unreachable_node_exits_1_as_the_readme_says(tmp_path: pytest.TempPathFactory) -> None:
+    """A node that does not answer is a failure (exit 1, the README's table), for every command that
+    asks one: `missive query --node` said 2 (usage or refused input) while `missive trust --node` said 1."""
+    import os
+    import subprocess
+    import sys
+
+    directory = str(tmp_path) + "/.missive"  # type: ignore[operator]
+    env = {**os.environ, "MISSIVE_UNENCRYPTED_KEYS": "1"}
+    subprocess.run([sys.executable, "-m", "missive", "init", "--dir", directory], check=True, capture_output=True,
+                   env=env)
+    for command in (["query", "0x" + "ab" * 20, "balanceOf(address)(uint256)", "default", "--node", "127.0.0.1:1",
+                     "--dir", directory], ["trust", "--node", "127.0.0.1:1"]):
+        run = subprocess.run([sys.executable, "-m", "missive", *command], capture_output=True, text=True, env=env)
+        assert run.returncode == EXIT_FAILED, (command, run.returncode, run.stderr)
+        assert "cannot reach node 127.0.0.1:1" in run.stderr and "Traceback" not in run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1, run.stderr

@@ -53,7 +53,7 @@ from missive.cluster.client import (
 from missive.cluster.door import DISK_FULL
 from missive.cluster.placement import executor
 from missive.cluster.waiters import MAX_WAIT
-from missive.errors import NotFound
+from missive.errors import Failed, NotFound
 from missive.keys import Key, Keystore
 from missive.mailbox.disk import DiskFull
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
@@ -76,7 +76,7 @@ DEFAULT_WAIT = 60.0
 SUBMIT_CHUNK = 1000
 
 
-class NodeUnreachable(NodeError):
+class NodeUnreachable(NodeError, Failed):
     """A node did not answer or refused the request; the text names it and says why."""
 
 
