@@ -33,7 +33,7 @@ import attrs
 from eth.abc import ComputationAPI
 from eth.constants import BLANK_ROOT_HASH, CREATE_CONTRACT_ADDRESS
 from eth.db.atomic import AtomicDB
-from eth.exceptions import Revert
+from eth.exceptions import OutOfGas, Revert, VMError
 from eth.vm.execution_context import ExecutionContext
 from eth.vm.forks.cancun.computation import CancunComputation
 from eth.vm.forks.cancun.state import CancunState
@@ -300,3 +300,43 @@ def run_pyevm(
         is_static=is_static,
         watch_slots=cast(Iterable[int], (storage or {}).keys()),
     )
+
+
+# -- precompiles alone ----------------------------------------------------------------------------
+
+
+class _PrecompileMessage:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.data_as_bytes = data
+
+
+class _PrecompileComputation:
+    """Just enough of py-evm's ComputationAPI for its precompile functions."""
+
+    def __init__(self, data: bytes, gas: int) -> None:
+        self.msg = _PrecompileMessage(data)
+        self.gas_remaining = gas
+        self.output = b""
+
+    def consume_gas(self, amount: int, reason: str) -> None:
+        if amount > self.gas_remaining:
+            raise OutOfGas(reason)
+        self.gas_remaining -= amount
+
+
+def precompile_oracle(computation_class: Any) -> Any:
+    """``(address, data, gas) -> (success, gas_used, output)`` from the precompiles of a py-evm fork's
+    computation class (``CancunComputation``, ``PragueComputation``); a VMError is a failure consuming
+    all gas, as in Missive."""
+    precompiles = {int.from_bytes(address, "big"): fn for address, fn in computation_class.get_precompiles().items()}
+
+    def run(address: int, data: bytes, gas: int) -> tuple[bool, int, bytes]:
+        computation = _PrecompileComputation(data, gas)
+        try:
+            precompiles[address](computation)
+        except VMError:
+            return (False, gas, b"")
+        return (True, gas - computation.gas_remaining, bytes(computation.output))
+
+    return run

@@ -21,7 +21,6 @@ import time
 from typing import Any
 
 import pytest
-from eth.exceptions import OutOfGas, VMError
 from eth.vm.forks.prague.computation import PragueComputation
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -33,6 +32,7 @@ from py_ecc.optimized_bls12_381 import G1, G2, Z1, Z2, add, curve_order, is_inf,
 from missive.toolchain.asm import assemble
 from missive.vm import Status, bls12_381, execute
 from missive.vm.precompiles import PrecompileResult, run_precompile
+from tests.evm_oracle import precompile_oracle
 
 P = bls12_381.P
 R = curve_order
@@ -240,34 +240,7 @@ def test_points_off_the_curve_fail(address: int) -> None:
 # py-evm's Prague precompiles as an oracle
 # ---------------------------------------------------------------------------
 
-_PYEVM = {int.from_bytes(a, "big"): fn for a, fn in PragueComputation.get_precompiles().items()}
-
-
-class _Message:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.data_as_bytes = data
-
-
-class _Computation:
-    def __init__(self, data: bytes, gas: int) -> None:
-        self.msg = _Message(data)
-        self.gas_remaining = gas
-        self.output = b""
-
-    def consume_gas(self, amount: int, reason: str) -> None:
-        if amount > self.gas_remaining:
-            raise OutOfGas(reason)
-        self.gas_remaining -= amount
-
-
-def pyevm(address: int, data: bytes, gas: int) -> tuple[bool, int, bytes]:
-    computation = _Computation(data, gas)
-    try:
-        _PYEVM[address](computation)
-    except VMError:
-        return (False, gas, b"")
-    return (True, gas - computation.gas_remaining, bytes(computation.output))
+pyevm = precompile_oracle(PragueComputation)
 
 
 @st.composite

@@ -25,10 +25,8 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
-from eth.exceptions import OutOfGas, VMError
 from eth.vm.forks.berlin.computation import _compute_modexp_gas_fee_eip_2565
 from eth.vm.forks.cancun.computation import CancunComputation
 from eth_keys.datatypes import PrivateKey
@@ -46,6 +44,7 @@ from missive.vm.precompiles import (
     modexp_gas,
     run_precompile,
 )
+from tests.evm_oracle import precompile_oracle
 
 P = bn254.P
 R = bn254.R
@@ -54,39 +53,8 @@ R = bn254.R
 # py-evm as an oracle
 # ---------------------------------------------------------------------------
 
-_PYEVM_PRECOMPILES: dict[int, Callable[[Any], Any]] = {
-    int.from_bytes(address, "big"): fn for address, fn in CancunComputation.get_precompiles().items()
-}
-
-
-class _Message:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.data_as_bytes = data
-
-
-class _Computation:
-    """Just enough of py-evm's ComputationAPI for its precompile functions."""
-
-    def __init__(self, data: bytes, gas: int) -> None:
-        self.msg = _Message(data)
-        self.gas_remaining = gas
-        self.output = b""
-
-    def consume_gas(self, amount: int, reason: str) -> None:
-        if amount > self.gas_remaining:
-            raise OutOfGas(reason)
-        self.gas_remaining -= amount
-
-
-def pyevm(address: int, data: bytes, gas: int) -> tuple[bool, int, bytes]:
-    """(success, gas_used, output) from py-evm; a VMError is a failure consuming all gas."""
-    computation = _Computation(data, gas)
-    try:
-        _PYEVM_PRECOMPILES[address](computation)
-    except VMError:
-        return (False, gas, b"")
-    return (True, gas - computation.gas_remaining, bytes(computation.output))
+#: (success, gas_used, output) from py-evm; a VMError is a failure consuming all gas
+pyevm = precompile_oracle(CancunComputation)
 
 
 def ours(address: int, data: bytes, gas: int) -> tuple[bool, int, bytes]:
