@@ -73,9 +73,6 @@ class Receiver:
             self.nursery = nursery
             await trio.sleep_forever()
 
-    def holders(self, address: bytes) -> list[bytes]:
-        return list(self.copies.placement.holders(address))
-
     def member(self, peer: bytes, method: str) -> str:
         """The name of cluster member ``peer`` (the caller of ``method``), or :class:`NotAMember`."""
         return require_member(self.names, self.me, peer, method)
@@ -145,7 +142,7 @@ class Receiver:
                 if not verify(peer, keccak256(raw), signature):
                     raise DiffError(f"bad signature from {name} on a state diff")
                 diff = StateDiff.decode(raw)
-                holders = self.holders(diff.address)
+                holders = self.copies.placement.holders(diff.address)
                 if peer not in holders:
                     raise DiffError(f"{name} does not hold 0x{diff.address.hex()}")
                 if self.me not in holders:
@@ -268,7 +265,7 @@ class Receiver:
         address, version = bytes(params["address"]), int(params["version"])
         if len(address) != 20 or version < 0:
             raise ValueError("snapshot takes {address: 20 bytes, version: a record number}")
-        if peer not in self.holders(address):
+        if peer not in self.copies.placement.holders(address):
             raise NotAHolder(self.names[peer], address)
         return await trio.to_thread.run_sync(self.copies.snapshot, address, version)
 
@@ -283,7 +280,7 @@ class Receiver:
                     raise ValueError("expected [20-byte address, code]")
                 if len(code) > MAX_CODE_SIZE:
                     raise ValueError(f"code of {len(code)} bytes exceeds {MAX_CODE_SIZE}")
-                if peer not in self.holders(address):
+                if peer not in self.copies.placement.holders(address):
                     raise ValueError(f"{name} does not hold 0x{address.hex()}")
             except (ValueError, TypeError) as exc:
                 problem = f"bad code announcement: {exc}"

@@ -30,7 +30,7 @@ acceptor's state: :meth:`Records.epochs`.)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -280,9 +280,14 @@ class Records:
     def stands(self, message_id: bytes) -> bool:
         """Whether a message admitted or sent here still stands: stored, and not given up by a
         rollback of the record that made it (kept for replay only: ``GIVEN_UP``)."""
+        return not self.given_up([message_id])
+
+    def given_up(self, message_ids: Iterable[bytes]) -> list[bytes]:
+        """Those of ``message_ids`` that no longer stand (see :meth:`stands`), read in one transaction."""
+        messages, meta = self.db["messages"], self.db["meta"]
         with self.store.read() as txn:
-            return (txn.get(message_id, db=self.db["messages"]) is not None
-                    and txn.get(GIVEN_UP + message_id, db=self.db["meta"]) is None)
+            return [m for m in message_ids
+                    if txn.get(m, db=messages) is None or txn.get(GIVEN_UP + m, db=meta) is not None]
 
     def replica_message(self, message_id: bytes) -> bytes | None:
         """The stored record of a message a replicated actor sent or had accepted."""

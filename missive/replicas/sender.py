@@ -75,9 +75,6 @@ class Sender:
         self.forwarded = 0
         self.diffs_sent = 0
 
-    def holders(self, address: bytes) -> list[bytes]:
-        return list(self.copies.placement.holders(address))
-
     def wake(self) -> None:
         """A transaction committed: every queue's sender looks again."""
         for ready in list(self.ready.values()):
@@ -127,7 +124,7 @@ class Sender:
             behind = [n for n in self.links if n in self.membership.acting
                       and not self.copies.replicated_before(n, seq)]
             if not behind:
-                given_up = [m for m in admitted if not self.copies.stands(m)]
+                given_up = self.copies.given_up(admitted)
                 if given_up:
                     log.warning("a rollback gave up the admission of %d message(s) before it was acknowledged "
                                 "(epoch %d now): the submit is refused", len(given_up), self.membership.number)
@@ -265,7 +262,7 @@ class Sender:
                 if made_in is None:  # its record is gone (given up: the message goes with it) or unknown
                     return batch[:index]
                 epoch = history.epochs[min(made_in, number)]
-            for holder in self.holders(sender):
+            for holder in self.copies.placement.holders(sender):
                 if holder == self.me or not (holder in epoch.serving or holder in epoch.joining):
                     continue
                 if holder not in lacking:
