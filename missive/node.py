@@ -1128,6 +1128,25 @@ class Node:
                 return envelope, result.duplicate
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def raise_bid(self, message_id: bytes | str, new_bid: int, *, sender: object = None) -> int:
+        """Raise the bid (fee per gas) of a message still waiting to ``new_bid``, signed by ``sender``
+        (None: the message's sender if this keystore holds it, else the default account); the
+        escrow is topped up from its balance.  Returns the top-up (gas × the raise).  Refused with
+        one line (EnvelopeError), nothing changed: a bid not above the current one, a signer other
+        than the sender, a message handled or unknown, a balance short of the top-up
+        (:mod:`missive.market.raises`; docs/market.md)."""
+        from missive.market.raises import sign_raise
+
+        self._writable("raise bids")
+        target = self.resolve_id(message_id) if isinstance(message_id, str) else to_message_id(message_id)
+        if sender is None:
+            found = self.store.message(target)
+            if found is not None and self.keystore.find(found[0].sender.hex()) is not None:
+                sender = found[0].sender
+        key = self._key(sender)
+        signature = sign_raise(key.signing_key, self.store.chain_id, target, new_bid)
+        return self.store.raise_bid(target, new_bid, key.public_key, signature)
+
     def send_many(self, calls: Sequence[tuple[object, object, bytes]], *, value: int = 0,
                   gas: int | None = None, bid: int | None = None) -> list[Sent]:
         """Send many ``call`` messages, each ``(sender, to, data)``, in one group commit.

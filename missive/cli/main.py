@@ -22,6 +22,7 @@ from missive.cli import (
     cluster_cmds,
     compile_cmd,
     demo_cmd,
+    market_cmd,
     node_cmds,
     replay_cmd,
     trust_cmd,
@@ -31,8 +32,8 @@ from missive.cli import (
 from missive.cli.common import EXIT_DAMAGED, EXIT_DISK, EXIT_INTERRUPTED, EXIT_USAGE, CliError, make_console
 
 #: Command-group modules, in the order ``missive --help`` lists them.
-COMMAND_GROUPS: tuple[ModuleType, ...] = (demo_cmd, version, compile_cmd, check_cmd, vm, node_cmds, replay_cmd,
-                                          backup_cmd, cluster_cmds, trust_cmd)
+COMMAND_GROUPS: tuple[ModuleType, ...] = (demo_cmd, version, compile_cmd, check_cmd, vm, node_cmds, market_cmd,
+                                          replay_cmd, backup_cmd, cluster_cmds, trust_cmd)
 
 
 class Parser(argparse.ArgumentParser):
