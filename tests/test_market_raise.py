@@ -58,7 +58,9 @@ def test_a_raise_tops_up_the_escrow_and_the_run_pays_with_the_new_bid(ledger: Le
     token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [1000]))
     message = submit(ledger, ledger.alice, Kind.CALL, token, transfer(ledger.bob.address), gas=GAS, bid=2)
     before = balance(ledger, ledger.alice.address)
+    nonce = ledger.nonce(ledger.alice)
     assert raise_bid(ledger, ledger.alice, message, 9) == GAS * 7
+    assert ledger.nonce(ledger.alice) == nonce  # a raise is not one of the account's messages
     assert balance(ledger, ledger.alice.address) == before - GAS * 7
     assert raise_bid(ledger, ledger.alice, message, 10) == GAS  # raised again, from the raised bid
     assert [r[0] for _, r in ledger.store.ledger()][-2:] == ["raise", "raise"]

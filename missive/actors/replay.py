@@ -428,7 +428,7 @@ def _raise(record: list[Any], accepted: dict[bytes, Envelope], raised: dict[byte
         return f"the raise record is refused: {err}"
     assert envelope is not None
     payer = state(envelope.sender)
-    payer.account = payer.account.debited(top_up)
+    payer.account = payer.account.replace(balance=payer.account.balance - top_up)  # the nonce stays
     raised[message_id] = new_bid
     return None
 

@@ -1097,7 +1097,8 @@ class Store:
                                  self.chain_id)
             assert found is not None and sender is not None and key is not None
             envelope = found[0]
-            txn.put(envelope.sender, sender.debited(top_up).encode(), db=self.db["accounts"])
+            # the balance only: a raise is no message of the account's own (its nonce stays)
+            txn.put(envelope.sender, sender.replace(balance=sender.balance - top_up).encode(), db=self.db["accounts"])
             txn.put(RAISED + message_id, encode_raised(new_bid, envelope), db=self.db["meta"])
             if self._ranks:
                 self._unrank(txn, key)

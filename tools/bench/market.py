@@ -1,7 +1,9 @@
 """Benchmark: the market on one node under a saturating mixed load (issue 23).
 
-Many external accounts send ERC20 ``transfer`` messages to a few token actors, each message with
-a bid drawn uniformly from 1..``--max-bid``, offered faster than the node handles them
+Many external accounts send ERC20 ``transfer`` messages to a few token actors, each sender
+bidding around a level of its own drawn uniformly from 1..``--max-bid`` (± 2%; with
+``--per-message-bids`` every message draws its bid afresh, so a high bid usually waits behind
+earlier lower bids of its own pair, which keep their order), offered faster than the node handles them
 (``--overload`` × the handling rate measured in a warm-up), for ``--seconds`` seconds; then the
 backlog drains.  Meanwhile ``--raises`` messages of the lowest bids, each waiting for a while
 already, are raised above every bid (``Store.raise_bid``, signed by their senders).
@@ -57,7 +59,7 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def run(node_dir: Path, *, senders: int, tokens: int, seconds: float, overload: float, max_bid: int,
-        raises: int, chunk: int, seed: int) -> dict[str, Any]:
+        raises: int, chunk: int, seed: int, per_message: bool) -> dict[str, Any]:
     rng = random.Random(seed)
     store = Store(node_dir, create=True)
     keys = Keystore(node_dir, create=True, encrypted=False)
@@ -89,12 +91,22 @@ def run(node_dir: Path, *, senders: int, tokens: int, seconds: float, overload: 
     runtime = Runtime(store)
     trio.run(runtime.run)
 
+    # each sender bids around a level of its own (some are in a hurry, some are not), or, with
+    # ``per_message``, every message draws its bid afresh
+    levels = {k.address: rng.randint(1, max_bid) for k in accounts}
+
+    def bid_for(sender: Any) -> int:
+        if per_message:
+            return rng.randint(1, max_bid)
+        level = levels[sender.address]
+        return min(max_bid, max(1, level + rng.randint(-max_bid // 50, max_bid // 50)))
+
     def random_batch(n: int) -> list[Any]:
         out = []
         for _ in range(n):
             sender, to = rng.sample(accounts, 2)
             out.append(signed(sender, Kind.CALL, rng.choice(token_addresses), transfer(to.address, 1),
-                              rng.randint(1, max_bid)))
+                              bid_for(sender)))
         return out
 
     # warm-up: the handling rate of this node on this load, to overload it by a known factor
@@ -184,6 +196,7 @@ def run(node_dir: Path, *, senders: int, tokens: int, seconds: float, overload: 
     keys.close()
     figures = {
         "messages": produced[0], "senders": senders, "tokens": tokens, "seconds_offered": seconds,
+        "bids_drawn": "per message" if per_message else "per sender (level ± 2%)",
         "capacity_per_s": capacity, "offered_per_s": rate, "overload": overload, "max_bid": max_bid,
         "wall_s": wall, "handled_per_s": produced[0] / wall,
         "high_tenth": {"bids": [bids[ranked[-tenth]], bids[ranked[-1]]], "p50_s": percentile(high, 50),
@@ -206,21 +219,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overload", type=float, default=2.0, help="offered rate / measured handling rate")
     parser.add_argument("--max-bid", type=int, default=1_000)
     parser.add_argument("--raises", type=int, default=20)
-    parser.add_argument("--chunk", type=int, default=500, help="messages per admission transaction, at most")
+    parser.add_argument("--chunk", type=int, default=20_000, help="messages per admission transaction, at most")
     parser.add_argument("--seed", type=int, default=23)
+    parser.add_argument("--per-message-bids", action="store_true",
+                        help="every message draws its bid (default: each sender bids around a level of its own)")
     parser.add_argument("--quick", action="store_true", help="3 s offered, 8 raises (a smoke run)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "market.json")
     args = parser.parse_args(argv)
     seconds, raises = (3.0, 8) if args.quick else (args.seconds, args.raises)
     with tempfile.TemporaryDirectory() as tmp:
         figures = run(Path(tmp) / "node", senders=args.senders, tokens=args.tokens, seconds=seconds,
-                      overload=args.overload, max_bid=args.max_bid, raises=raises, chunk=args.chunk, seed=args.seed)
+                      overload=args.overload, max_bid=args.max_bid, raises=raises, chunk=args.chunk, seed=args.seed,
+                      per_message=args.per_message_bids)
     figures["vm_compiled"] = build_info()["compiled"]
     figures["machine"] = _common.machine_info()
     console = Console()
     table = Table(title=f"{figures['messages']:,} transfers to {args.tokens} tokens from {args.senders} senders, "
                   f"offered at {figures['offered_per_s']:,.0f}/s ({args.overload}× the {figures['capacity_per_s']:,.0f}/s "
-                  f"handled) for {seconds:g} s; bids 1..{args.max_bid} (VM compiled: {figures['vm_compiled']})")
+                  f"handled) for {seconds:g} s; bids 1..{args.max_bid} drawn {figures['bids_drawn']} "
+                  f"(VM compiled: {figures['vm_compiled']})")
     for column in ("messages", "bids", "p50 to handled", "p99 to handled"):
         table.add_column(column)
     for name, key in (("highest-bid tenth", "high_tenth"), ("lowest-bid tenth", "low_tenth")):
