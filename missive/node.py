@@ -1147,6 +1147,21 @@ class Node:
         signature = sign_raise(key.signing_key, self.store.chain_id, target, new_bid)
         return self.store.raise_bid(target, new_bid, key.public_key, signature)
 
+    def worker_op(self, op: str, *, sender: object = None, stake: int = 0, coinbase: object = None,
+                  min_bid: int = 0) -> Any:
+        """A signed operation on the worker registry (:mod:`missive.market.workers`) by ``sender``'s
+        account (None: the default): ``register`` (locks ``stake``; fees to ``coinbase``, default the
+        account; refuses bids below ``min_bid`` here), ``unbond``, ``withdraw`` (after the delay).
+        Returns the worker's registry entry; refused with one line (EnvelopeError), nothing changed."""
+        from missive.market.workers import args_of, digest
+
+        self._writable("change the worker registry")
+        key = self._key(sender)
+        args = args_of(op, stake, key.address if coinbase is None else to_address(coinbase, "coinbase"), min_bid,
+                       self.store.clock())
+        signature = bytes(key.signing_key.sign(digest(self.store.chain_id, op, key.address, args)).signature)
+        return self.store.worker_op(op, key.address, args, key.public_key, signature)
+
     def send_many(self, calls: Sequence[tuple[object, object, bytes]], *, value: int = 0,
                   gas: int | None = None, bid: int | None = None) -> list[Sent]:
         """Send many ``call`` messages, each ``(sender, to, data)``, in one group commit.

@@ -57,6 +57,8 @@ from missive.mailbox.admission import checker
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.store import Accepted, Store
 from missive.market.raises import sign_raise
+from missive.market.workers import args_of
+from missive.market.workers import digest as worker_digest
 from missive.vm.messages import create_address
 
 #: One contract, deployed three times: it keeps value, splits it, forwards it
@@ -141,6 +143,10 @@ DUP = st.tuples(st.just("dup"), st.integers(0, 2**16))
 #: raise the bid of an accepted message (index) by delta (0 or less: refused), signed by its sender
 #: or by someone else (refused); a message already handled is refused too
 RAISE = st.tuples(st.just("raise"), st.integers(0, 2**16), st.sampled_from([-1, 0, 1, 2, 50, 10**15]), st.booleans())
+#: an operation on the worker registry by a user: register (a stake, possibly too small or above the
+#: balance), unbond, withdraw (after the delay, or too soon)
+WORKER_OP = st.tuples(st.just("worker"), st.sampled_from(["register", "register", "unbond", "withdraw"]), users,
+                      st.sampled_from([10, 5_000, 10**17, 10**19]))
 #: as FEED, with raises among the submissions (a raise can land while a round is under way)
 FEED_RAISES = st.tuples(st.just("feed"), st.lists(st.one_of(SEND, SPLIT, BURST, RAISE, RAISE), min_size=1, max_size=5))
 #: the runtime's round size and per-actor share: small, so that work spans rounds
@@ -229,6 +235,20 @@ class Workload(Ledger):
             assert durable_state(self.store) == before
         else:
             assert own and delta > 0
+        self.invariant(self)
+
+    def worker(self, op: str, user: int, stake: int) -> None:
+        """A registry operation (fees keep going to the node's coinbase, minimum bid 0): taken, or
+        refused in one line with nothing changed."""
+        key = self.users[user]
+        args = args_of(op, stake, self.store.coinbase(), 0, self.store.clock())
+        signature = bytes(key.signing_key.sign(worker_digest(self.store.chain_id, op, key.address, args)).signature)
+        before = durable_state(self.store)
+        try:
+            self.store.worker_op(op, key.address, args, key.public_key, signature)
+        except EnvelopeError as refused:
+            assert "\n" not in str(refused)
+            assert durable_state(self.store) == before
         self.invariant(self)
 
     def resubmit(self, index: int) -> None:
@@ -337,6 +357,8 @@ class Workload(Ledger):
             self.resubmit(op[1])
         elif name == "raise":
             self.raise_bid(*op[1:])
+        elif name == "worker":
+            self.worker(*op[1:])
         else:  # pragma: no cover
             raise ValueError(op)
 
@@ -390,7 +412,8 @@ def total_value(store: Store) -> int:
         found = store.message(message_id)
         assert found is not None
         in_flight += found[0].value + found[0].gas * store.bid(message_id, found[0])  # raised or not
-    return sum(account.balance for _, account in store.accounts()) + in_flight
+    locked = sum(worker.stake + worker.unbonding for _, worker in store.workers())  # the registry's stakes
+    return sum(account.balance for _, account in store.accounts()) + in_flight + locked
 
 
 def durable_state(store: Store) -> tuple[Any, ...]:
@@ -568,7 +591,7 @@ def test_value_is_conserved_at_every_checkpoint(ops: list[Op], runtime: tuple[in
 #: cannot escrow a message's gas and is refused
 BIDS = st.lists(st.sampled_from([0, 1, 3, 1_000]), min_size=1, max_size=4).map(tuple)
 FEE_OPS = st.one_of(SEND, SEND, SPLIT, CHAIN, BURST, QUERY, RUN, RUN, IDLE, FEED, CRASH, REOPEN, DUP, RAISE, RAISE,
-                    FEED_RAISES)
+                    FEED_RAISES, WORKER_OP)
 
 
 @settings(max_examples=100, deadline=None)
@@ -603,6 +626,12 @@ FEE_OPS = st.one_of(SEND, SEND, SPLIT, CHAIN, BURST, QUERY, RUN, RUN, IDLE, FEED
         ("feed", [("send", 0, 4, 1, False, False, False), ("raise", 3, 50, True), ("raise", 4, 1, True)]),
         ("crash",),
         ("raise", 5, 2, True),
+        ("worker", "register", 0, 10**17),  # alice locks a stake
+        ("worker", "register", 0, 5_000),  # again: refused
+        ("worker", "register", 2, 10**17),  # carol's stake is above her balance: refused
+        ("worker", "unbond", 0, 0),
+        ("worker", "unbond", 0, 0),  # a second unbond: refused
+        ("worker", "withdraw", 0, 0),  # too soon: refused
         ("reopen",),
     ],
     runtime=(2, 1),

@@ -59,6 +59,8 @@ from missive.mailbox.seals import GENESIS, LENGTH, chain, verify_seal
 from missive.mailbox.store import Store
 from missive.market.fees import credits, escrow
 from missive.market.raises import check_raise
+from missive.market.workers import Worker
+from missive.market.workers import apply as apply_worker_op
 from missive.vm.keccak import keccak256
 
 
@@ -457,6 +459,7 @@ def replay(
     messages_db, receipts_db, ledger_db = db["messages"], db["receipts"], db["ledger"]
     accepted: dict[bytes, Envelope] = {}  # read for their accept record, handled later
     raised: dict[bytes, int] = {}  # bids raised (missive.market.raises) of messages not handled yet
+    workers: dict[bytes, Worker] = {}  # the worker registry (missive.market.workers)
     code_db = db["code"]
     sealed: _Seals | None = None
 
@@ -510,6 +513,16 @@ def replay(
                                             f"discards receipt records {missing}, which replay did not skip (the "
                                             "store's discarded index lacks them)")
                         _NOT_EXECUTED_HERE[tag](record, state, code_by_hash, other_code)
+                        continue
+                    if tag == "worker":
+                        op, address = str(record[1]), bytes(record[2])
+                        try:
+                            account, worker = apply_worker_op(op, address, list(record[3:-2]), bytes(record[-2]),
+                                                              bytes(record[-1]), chain_id, state(address).account,
+                                                              workers.get(address))
+                        except (EnvelopeError, ValueError, TypeError, IndexError) as err:
+                            return diverged(b"", address, -1, f"ledger record {_seq(key)}: the {op} is refused: {err}")
+                        state(address).account, workers[address] = account, worker
                         continue
                     if tag in ("raise", "unraise"):
                         if (problem := _raise(record, accepted, raised, state, chain_id)) is not None:

@@ -16,6 +16,7 @@ from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account
 from missive.mailbox.store import Store
 from missive.market.fees import escrow
+from missive.market.workers import below_minimum
 from missive.vm.keccak import keccak256
 from missive.vm.messages import create_address
 
@@ -92,6 +93,8 @@ def checker(store: Store, is_local: Callable[[bytes], bool] | None = None, *, si
             raise EnvelopeError(
                 f"balance too low: 0x{envelope.sender.hex()} has {sender.balance}, the message carries {envelope.value}"
             )
+        if (too_low := below_minimum(envelope.bid, store.own_worker(txn))) is not None:
+            raise EnvelopeError(too_low)
         if envelope.kind is Kind.QUERY and envelope.value:
             raise EnvelopeError("a query cannot carry value")
         if envelope.kind is Kind.DEPLOY:

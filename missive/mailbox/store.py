@@ -90,6 +90,8 @@ from missive.mailbox.seals import GENESIS, KEY_FILE, SealError, chain, load_key,
 from missive.mailbox.signed import SignedRecord, pack_record
 from missive.market.fees import BY_MESSAGE, credit_messages
 from missive.market.raises import RAISED, check_raise, decode_raised, encode_raised
+from missive.market.workers import SELF, WORKER, Worker
+from missive.market.workers import apply as apply_worker_op
 from missive.vm.keccak import keccak256
 
 TABLES = ("meta", "ledger", "seals", "discarded", "messages", "pending", "standby", "scheduled", "receipts", "mailbox",
@@ -1105,6 +1107,41 @@ class Store:
                 self._rank(txn, key, message_id, envelope.sender, new_bid)
             self.append(txn, ["raise", message_id, word_bytes(new_bid), public_key, signature])
         return top_up
+
+    def worker(self, address: bytes, txn: lmdb.Transaction | None = None) -> Worker | None:
+        """``address``'s entry in the worker registry (:mod:`missive.market.workers`), if any."""
+        raw = self.get(txn, "meta", WORKER + address)
+        return Worker.decode(raw) if raw is not None else None
+
+    def workers(self) -> list[tuple[bytes, Worker]]:
+        return [(key[len(WORKER):], Worker.decode(value)) for key, value in self.scan("meta", WORKER)]
+
+    def own_worker(self, txn: lmdb.Transaction | None = None) -> Worker | None:
+        """The worker this node executes as (registered on it), if any."""
+        address = self.get(txn, "meta", SELF)
+        return self.worker(address, txn) if address else None
+
+    def worker_op(self, op: str, address: bytes, args: list[Any], public_key: bytes, signature: bytes) -> Worker:
+        """Apply a signed registry operation (:func:`missive.market.workers.apply`) and append it to
+        the ledger; a ``register`` makes this node execute as that worker (its fees go to the
+        worker's coinbase).  Refused: EnvelopeError, one line, nothing changed."""
+        if self.replication is not None or self.credits_by_message():
+            raise EnvelopeError("the worker registry works on a node alone for now: not on a cluster node")
+        with self.writing() as txn:
+            if op != "register":
+                args = [self.clock(txn)]
+            account, worker = apply_worker_op(op, address, args, public_key, signature, self.chain_id,
+                                              self.account(address, txn), self.worker(address, txn))
+            if op == "register":
+                coinbase = self.account(worker.coinbase, txn)
+                if coinbase is not None and coinbase.is_contract:
+                    raise EnvelopeError(f"0x{worker.coinbase.hex()} is a contract: a coinbase is an external account")
+                txn.put(b"coinbase", worker.coinbase, db=self.db["meta"])
+                txn.put(SELF, address, db=self.db["meta"])
+            txn.put(address, account.encode(), db=self.db["accounts"])
+            txn.put(WORKER + address, worker.encode(), db=self.db["meta"])
+            self.append(txn, ["worker", op, address, *args, public_key, signature])
+        return worker
 
     def write_storage(self, txn: lmdb.Transaction, address: bytes, writes: Iterable[tuple[int, int]]) -> None:
         """Write storage slots (value 0 deletes), keeping the actor's storage sum on a cluster node."""
