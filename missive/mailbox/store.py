@@ -665,6 +665,9 @@ class Store:
 
             ranked = txn.cursor(db=self.db["ranked"])
             positioned = ranked.first()
+            full = 0  # actors whose share of the round is taken
+            passed = 0  # entries passed over in a row because their actor's share is taken
+            waiting_actors = -1  # how many actors have messages waiting (counted once, when needed)
             while positioned and total < limit:
                 rank_key, value = ranked.item()
                 positioned = ranked.next()
@@ -673,7 +676,18 @@ class Store:
                     continue
                 actor = key[:20]
                 taken = chosen.setdefault(actor, [])
-                if len(taken) >= per_actor or txn.get(key, db=pending_db) is None:
+                if len(taken) >= per_actor:
+                    # one busy actor full and nobody else waiting: do not walk the rest of its queue
+                    passed += 1
+                    if passed >= limit:
+                        if waiting_actors < 0:
+                            waiting_actors = self._waiting_actors(txn)
+                        if full >= waiting_actors:
+                            break
+                        passed = 0
+                    continue
+                passed = 0
+                if txn.get(key, db=pending_db) is None:
                     continue
                 before = earlier(actor, bytes(value[:20]), key)
                 room = min(per_actor - len(taken), limit - total)
@@ -689,10 +703,22 @@ class Store:
                     total += 1
                 else:  # the rest of the pair, and this message, wait: give back what was not taken
                     scans[actor][1].setdefault(bytes(value[:20]), [])[:0] = before[room:] + [key]
+                if len(taken) >= per_actor:
+                    full += 1
         out: list[tuple[bytes, bytes]] = []
         for keys in chosen.values():
             out.extend((key, ids[key]) for key in keys)
         return out
+
+    def _waiting_actors(self, txn: lmdb.Transaction) -> int:
+        """How many actors have messages in ``pending`` (one cursor jump per actor)."""
+        cursor = txn.cursor(db=self.db["pending"])
+        count = 0
+        positioned = cursor.first()
+        while positioned:
+            count += 1
+            positioned = cursor.set_range(bytes(cursor.key()[:20]) + b"\xff" * 8)
+        return count
 
     def scheduled(self) -> list[tuple[int, bytes]]:
         """(due logical time, message id) of scheduled messages not yet due, soonest first."""
