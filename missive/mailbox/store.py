@@ -896,8 +896,8 @@ class Store:
             queue = "pending" if executed_here else "standby"
             key = envelope.recipient + u64(self.take_seq(txn))
             txn.put(key, message_id, db=self.db[queue])
-            if self._ranks and executed_here:
-                self._rank(txn, key, message_id, envelope.sender, self._bid_of(txn, message_id, envelope))
+            if self._ranks and executed_here:  # a message being queued has not been raised (it was not waiting)
+                self._rank(txn, key, message_id, envelope.sender, envelope.bid)
 
     # -- between nodes ---------------------------------------------------------------
 
@@ -1028,6 +1028,7 @@ class Store:
         db = self.db
         receipts, mailbox = db["receipts"], db["mailbox"]
         credits: dict[bytes, int] = {}  # fees and refunds paid in this commit (a node alone)
+        raises = self.any_raised(txn)  # else no run can have met a raise (one look, not one per message)
         for o in outcomes:
             replicated = o.recipient in changes or self._replicated(o.recipient)
             if replicated and o.recipient not in changes:  # the state its diff starts from
@@ -1037,8 +1038,7 @@ class Store:
             txn.delete(key, db=db[table])
             if self._ranks and table == "pending":
                 self._unrank(txn, key)
-            raised = cast("bytes | None", txn.get(RAISED + o.message_id, db=db["meta"]))
-            if raised is not None:
+            if raises and (raised := cast("bytes | None", txn.get(RAISED + o.message_id, db=db["meta"]))):
                 self._late_raise(txn, o, raised, credits)
             encoded = o.receipt.encode()
             txn.put(o.message_id, encoded, db=receipts)
