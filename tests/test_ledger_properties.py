@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import attrs
 import trio
 from eth_abi import encode
 from hypothesis import example, given, settings
@@ -55,6 +56,9 @@ from missive.keys import Key
 from missive.mailbox.admission import checker
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.store import Accepted, Store
+from missive.market.raises import sign_raise
+from missive.market.workers import args_of
+from missive.market.workers import digest as worker_digest
 from missive.vm.messages import create_address
 
 #: One contract, deployed three times: it keeps value, splits it, forwards it
@@ -136,6 +140,15 @@ IDLE = st.just(("idle",))
 CRASH = st.just(("crash",))  # a round is handled but its commit fails: the node goes down
 REOPEN = st.just(("reopen",))
 DUP = st.tuples(st.just("dup"), st.integers(0, 2**16))
+#: raise the bid of an accepted message (index) by delta (0 or less: refused), signed by its sender
+#: or by someone else (refused); a message already handled is refused too
+RAISE = st.tuples(st.just("raise"), st.integers(0, 2**16), st.sampled_from([-1, 0, 1, 2, 50, 10**15]), st.booleans())
+#: an operation on the worker registry by a user: register (a stake, possibly too small or above the
+#: balance), unbond, withdraw (after the delay, or too soon)
+WORKER_OP = st.tuples(st.just("worker"), st.sampled_from(["register", "register", "unbond", "withdraw"]), users,
+                      st.sampled_from([10, 5_000, 10**17, 10**19]))
+#: as FEED, with raises among the submissions (a raise can land while a round is under way)
+FEED_RAISES = st.tuples(st.just("feed"), st.lists(st.one_of(SEND, SPLIT, BURST, RAISE, RAISE), min_size=1, max_size=5))
 #: the runtime's round size and per-actor share: small, so that work spans rounds
 RUNTIMES = st.tuples(st.integers(1, 12), st.integers(1, 4))
 
@@ -203,6 +216,39 @@ class Workload(Ledger):
             assert isinstance(results[0], EnvelopeError)
             if twice:  # refused again, for the same reason
                 assert str(results[1]) == str(results[0])
+        self.invariant(self)
+
+    def raise_bid(self, index: int, delta: int, own: bool) -> None:
+        """Raise the bid of an accepted message: by its sender and upward, taken (the escrow topped up);
+        otherwise refused in one line with nothing changed."""
+        if not self.accepted:
+            return
+        envelope = self.accepted[-1 - index % min(3, len(self.accepted))][0]  # recent ones: likely waiting
+        key = next(k for k in self.users if (k.address == envelope.sender) == own)
+        new_bid = max(0, self.store.bid(envelope.id, envelope) + delta)
+        before = durable_state(self.store)
+        try:
+            self.store.raise_bid(envelope.id, new_bid, key.public_key,
+                                 sign_raise(key.signing_key, self.store.chain_id, envelope.id, new_bid))
+        except EnvelopeError as refused:
+            assert "\n" not in str(refused)
+            assert durable_state(self.store) == before
+        else:
+            assert own and delta > 0
+        self.invariant(self)
+
+    def worker(self, op: str, user: int, stake: int) -> None:
+        """A registry operation (fees keep going to the node's coinbase, minimum bid 0): taken, or
+        refused in one line with nothing changed."""
+        key = self.users[user]
+        args = args_of(op, stake, self.store.coinbase(), 0, self.store.clock())
+        signature = bytes(key.signing_key.sign(worker_digest(self.store.chain_id, op, key.address, args)).signature)
+        before = durable_state(self.store)
+        try:
+            self.store.worker_op(op, key.address, args, key.public_key, signature)
+        except EnvelopeError as refused:
+            assert "\n" not in str(refused)
+            assert durable_state(self.store) == before
         self.invariant(self)
 
     def resubmit(self, index: int) -> None:
@@ -309,6 +355,10 @@ class Workload(Ledger):
             self.reopen()
         elif name == "dup":
             self.resubmit(op[1])
+        elif name == "raise":
+            self.raise_bid(*op[1:])
+        elif name == "worker":
+            self.worker(*op[1:])
         else:  # pragma: no cover
             raise ValueError(op)
 
@@ -361,8 +411,9 @@ def total_value(store: Store) -> int:
     for message_id in waiting(store):
         found = store.message(message_id)
         assert found is not None
-        in_flight += found[0].value + found[0].gas * found[0].bid
-    return sum(account.balance for _, account in store.accounts()) + in_flight
+        in_flight += found[0].value + found[0].gas * store.bid(message_id, found[0])  # raised or not
+    locked = sum(worker.stake + worker.unbonding for _, worker in store.workers())  # the registry's stakes
+    return sum(account.balance for _, account in store.accounts()) + in_flight + locked
 
 
 def durable_state(store: Store) -> tuple[Any, ...]:
@@ -392,6 +443,7 @@ def check_fees_paid_once(node: Workload) -> None:
             continue
         receipt = store.receipt(record[1])
         envelope = store.message(record[1])[0]  # type: ignore[index]
+        envelope = attrs.evolve(envelope, bid=store.bid(record[1], envelope))  # the bid it ran with (raised)
         assert receipt is not None and receipt.fee >= 0 and receipt.refund >= 0
         carried = sum(store.message(out)[0].gas for out in receipt.outgoing)  # type: ignore[index]
         if envelope.bid:
@@ -538,7 +590,8 @@ def test_value_is_conserved_at_every_checkpoint(ops: list[Op], runtime: tuple[in
 #: fee per gas of the messages, in turn: 0 (free), small, and large enough that carol (1,000 coin)
 #: cannot escrow a message's gas and is refused
 BIDS = st.lists(st.sampled_from([0, 1, 3, 1_000]), min_size=1, max_size=4).map(tuple)
-FEE_OPS = st.one_of(SEND, SEND, SPLIT, CHAIN, BURST, QUERY, RUN, RUN, IDLE, FEED, CRASH, REOPEN, DUP)
+FEE_OPS = st.one_of(SEND, SEND, SPLIT, CHAIN, BURST, QUERY, RUN, RUN, IDLE, FEED, CRASH, REOPEN, DUP, RAISE, RAISE,
+                    FEED_RAISES, WORKER_OP)
 
 
 @settings(max_examples=100, deadline=None)
@@ -558,6 +611,31 @@ FEE_OPS = st.one_of(SEND, SEND, SPLIT, CHAIN, BURST, QUERY, RUN, RUN, IDLE, FEED
     ],
     runtime=(3, 1),
     bids=(3, 1_000),
+)
+@example(
+    ops=[
+        ("send", 0, 3, 100, True, False, True),
+        ("send", 1, 2, 5, False, False, False),
+        ("burst", 3, 1, 2, 3, 0),
+        ("raise", 1, 2, True),  # bob raises his message: topped up
+        ("raise", 1, 0, True),  # the same bid again: refused
+        ("raise", 1, 5, False),  # by someone else: refused
+        ("raise", 2, 10**15, True),  # gas × 10**15 more than the sender has: refused
+        ("run", 1),
+        ("raise", 0, 1, True),  # handled (or not yet): refused or taken
+        ("feed", [("send", 0, 4, 1, False, False, False), ("raise", 3, 50, True), ("raise", 4, 1, True)]),
+        ("crash",),
+        ("raise", 5, 2, True),
+        ("worker", "register", 0, 10**17),  # alice locks a stake
+        ("worker", "register", 0, 5_000),  # again: refused
+        ("worker", "register", 2, 10**17),  # carol's stake is above her balance: refused
+        ("worker", "unbond", 0, 0),
+        ("worker", "unbond", 0, 0),  # a second unbond: refused
+        ("worker", "withdraw", 0, 0),  # too soon: refused
+        ("reopen",),
+    ],
+    runtime=(2, 1),
+    bids=(0, 3),
 )
 def test_value_and_fees_are_conserved_at_every_checkpoint(ops: list[Op], runtime: tuple[int, int],
                                                           bids: tuple[int, ...]) -> None:

@@ -183,7 +183,7 @@ def handle(
     receipt, writes, new_code, outgoing, balance_delta = run_handler(actor, envelope, message_id, read_slot, read_code,
                                                                      now, chain_id, coinbase)
     return Outcome(message_id, actor.address, queue_key, receipt, actor.account, balance_delta, writes,
-                   new_code if new_code else None, tuple(outgoing), envelope.origin or envelope.sender)
+                   new_code if new_code else None, tuple(outgoing), envelope.origin or envelope.sender, envelope.bid)
 
 
 def run_handler(

@@ -54,11 +54,14 @@ from missive.actors.handler import ActorState, run_handler
 from missive.errors import MissiveError
 from missive.mailbox.admission import verify_signature
 from missive.mailbox.diffs import StateDiff
-from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
+from missive.mailbox.envelope import Envelope, EnvelopeError, Kind, bytes_int
 from missive.mailbox.records import Account, Receipt, RecordError
 from missive.mailbox.seals import GENESIS, LENGTH, chain, verify_seal
 from missive.mailbox.store import Store
 from missive.market.fees import credits, escrow
+from missive.market.raises import check_raise
+from missive.market.workers import Worker
+from missive.market.workers import apply as apply_worker_op
 from missive.vm.keccak import keccak256
 
 
@@ -399,6 +402,40 @@ _NOT_EXECUTED_HERE: dict[str, Callable[[list[Any], Callable[[bytes], ActorState]
 }
 
 
+def _raise(record: list[Any], accepted: dict[bytes, Envelope], raised: dict[bytes, int],
+           state: Callable[[bytes], ActorState], chain_id: int) -> str | None:
+    """Replay a ``raise`` or ``unraise`` record (:mod:`missive.market.raises`): re-check a raise as
+    the store checked it, against the state rebuilt so far, and move the same top-up; None, or
+    what is wrong with the record."""
+    message_id = bytes(record[1])
+    envelope = accepted.get(message_id)
+    try:
+        if record[0] == "unraise":
+            if envelope is None or message_id not in raised:
+                return f"an unraise of 0x{message_id.hex()}, which has no raise waiting"
+            bid = bytes_int(record[2], "bid")
+            current = raised[message_id]
+            if not envelope.bid <= bid < current:
+                return f"an unraise of 0x{message_id.hex()} to {bid}, not below its raised bid {current}"
+            payer = state(envelope.sender)
+            payer.account = payer.account.credited(envelope.gas * (current - bid))
+            raised[message_id] = bid
+            return None
+        _, _, new_bid, public_key, signature = record
+        new_bid = bytes_int(new_bid, "bid")
+        current = raised.get(message_id, envelope.bid if envelope is not None else 0)
+        sender = state(envelope.sender).account if envelope is not None else None
+        top_up = check_raise(message_id, (envelope, b"", b"") if envelope is not None else None, False, current,
+                             new_bid, bytes(public_key), bytes(signature), sender, chain_id)
+    except (EnvelopeError, ValueError, TypeError) as err:
+        return f"the raise record is refused: {err}"
+    assert envelope is not None
+    payer = state(envelope.sender)
+    payer.account = payer.account.replace(balance=payer.account.balance - top_up)  # the nonce stays
+    raised[message_id] = new_bid
+    return None
+
+
 def replay(
     store: Store,
     *,
@@ -422,6 +459,8 @@ def replay(
     db = store.db
     messages_db, receipts_db, ledger_db = db["messages"], db["receipts"], db["ledger"]
     accepted: dict[bytes, Envelope] = {}  # read for their accept record, handled later
+    raised: dict[bytes, int] = {}  # bids raised (missive.market.raises) of messages not handled yet
+    workers: dict[bytes, Worker] = {}  # the worker registry (missive.market.workers)
     code_db = db["code"]
     sealed: _Seals | None = None
 
@@ -476,6 +515,20 @@ def replay(
                                             "store's discarded index lacks them)")
                         _NOT_EXECUTED_HERE[tag](record, state, code_by_hash, other_code)
                         continue
+                    if tag == "worker":
+                        op, address = str(record[1]), bytes(record[2])
+                        try:
+                            account, worker = apply_worker_op(op, address, list(record[3:-2]), bytes(record[-2]),
+                                                              bytes(record[-1]), chain_id, state(address).account,
+                                                              workers.get(address))
+                        except (EnvelopeError, ValueError, TypeError, IndexError) as err:
+                            return diverged(b"", address, -1, f"ledger record {_seq(key)}: the {op} is refused: {err}")
+                        state(address).account, workers[address] = account, worker
+                        continue
+                    if tag in ("raise", "unraise"):
+                        if (problem := _raise(record, accepted, raised, state, chain_id)) is not None:
+                            return diverged(bytes(record[1]), b"", -1, f"ledger record {_seq(key)}: {problem}")
+                        continue
                     message_id = bytes(record[1])
                     if tag in ("receipt", "accept") and discarded and key in discarded:
                         why = _discard_problem(txn, ledger_db, key, discarded[key])
@@ -501,6 +554,8 @@ def replay(
                     raw_receipt = cast("bytes | None", txn.get(message_id, db=receipts_db))
                     if raw_receipt is None:
                         return diverged(message_id, envelope.recipient, -1, "the receipt is missing")
+                    if raised and (bid := raised.pop(message_id, None)) is not None and bid != envelope.bid:
+                        envelope = attrs.evolve(envelope, bid=bid)  # run with its raised bid
                     me = state(envelope.recipient)
                     if me.account.code_hash and not me.code:
                         me.code = code_by_hash.get(me.account.code_hash, b"")

@@ -215,9 +215,18 @@ class Runtime:
 
     # -- rounds ---------------------------------------------------------------------------
 
+    def _take(self, skip: set[bytes] | frozenset[bytes] = frozenset(),
+              txn: lmdb.Transaction | None = None) -> list[tuple[bytes, bytes]]:
+        """A round's messages: highest bid first on a node alone (:meth:`Store.pending_by_bid`: each
+        (sender, recipient) pair in order), else each actor's oldest in turn from where the last
+        round stopped (:meth:`Store.pending_batch`)."""
+        if self.store.ranks_bids:
+            return self.store.pending_by_bid(self.batch, self.per_actor, skip, txn=txn)
+        return self.store.pending_batch(self.batch, self.per_actor, self._cursor, skip, txn=txn)
+
     async def _due_work(self) -> list[tuple[bytes, bytes]]:
         skip = self._committing_keys
-        pending = self.store.pending_batch(self.batch, self.per_actor, self._cursor, skip)
+        pending = self._take(skip)
         soonest = self.store.next_scheduled()
         if soonest is not None and (not pending or soonest <= self.store.clock()):
             # Releasing is a write: let the round in flight commit first (it moves the clock too).
@@ -226,7 +235,7 @@ class Runtime:
             if soonest <= clock or not pending:
                 # Release what is due; when nothing else waits, logical time jumps to the soonest.
                 self.store.release_scheduled(clock if pending else max(soonest, clock))
-                pending = self.store.pending_batch(self.batch, self.per_actor, self._cursor)
+                pending = self._take()
         if not pending and self._committing is not None:
             # What the round in flight sent becomes visible once it is committed.
             await self._finish_commit()
@@ -320,7 +329,7 @@ class Runtime:
             soonest = self.store.next_scheduled(txn)
             if soonest is not None and soonest <= self.store.clock(txn):
                 return self.wake  # releasing scheduled messages is the runtime's own work
-            pending = self.store.pending_batch(self.batch, self.per_actor, self._cursor, txn=txn)
+            pending = self._take(txn=txn)
             if not pending:
                 return lambda: None
             self._cursor = pending[-1][0][:20]
@@ -345,11 +354,18 @@ class Runtime:
                  txn: lmdb.Transaction) -> dict[bytes, list[tuple[bytes, bytes, Envelope]]]:
         """A round's messages (queue key, message id), read from the ledger and grouped by actor."""
         groups: dict[bytes, list[tuple[bytes, bytes, Envelope]]] = {}
+        raised = self.store.any_raised(txn)
         for queue_key, message_id in pending:
             found = self.store.message(message_id, txn, check=False)
             if found is None:  # pragma: no cover - the store's own invariant
                 raise RuntimeError(f"queued message 0x{message_id.hex()} is missing from the ledger")
-            groups.setdefault(queue_key[:20], []).append((queue_key, message_id, found[0]))
+            envelope = found[0]
+            if raised:
+                bid = self.store.bid(message_id, envelope, txn)
+                if bid != envelope.bid:  # raised (missive.market.raises): run with the new bid
+                    envelope = attrs.evolve(envelope, bid=bid)
+                    envelope.__dict__["id"] = message_id
+            groups.setdefault(queue_key[:20], []).append((queue_key, message_id, envelope))
         return groups
 
     def _start_commit(self, outcomes: list[tuple[Envelope, Outcome]], keys: set[bytes]) -> None:

@@ -17,6 +17,7 @@ from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account
 from missive.mailbox.store import Store
 from missive.market.fees import escrow
+from missive.market.workers import below_minimum
 from missive.vm.keccak import keccak256
 from missive.vm.messages import create_address
 
@@ -106,6 +107,8 @@ def checker(store: Store, is_local: Callable[[bytes], bool] | None = None, *, si
             )
         if ethtx.is_eth_public_key(public_key):
             ethtx.admit(envelope, sender.balance)
+        if (too_low := below_minimum(envelope.bid, store.own_worker(txn))) is not None:
+            raise EnvelopeError(too_low)
         if envelope.kind is Kind.QUERY and envelope.value:
             raise EnvelopeError("a query cannot carry value")
         if envelope.kind is Kind.DEPLOY:

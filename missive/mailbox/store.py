@@ -42,6 +42,12 @@ known_code    address                                code hash   (of an actor an
 digests       address                                the actor's storage sum (missive.mailbox.digest),
                                                      kept by cluster nodes only; b"digests" in meta
                                                      says every sum is current
+ranked        (2**256-1-bid) (32) + seq + recipient  sender + message id: the ``pending`` queue by bid,
+                                                     highest first (a node alone; b"ranked" in meta
+                                                     says it is current; see :meth:`Store.pending_by_bid`)
+queued        recipient + seq (a ``pending`` key)    sender + (2**256-1-bid): the same entries by queue
+                                                     key (to find a pair's earlier messages, and to
+                                                     drop the ``ranked`` entry with the queue entry)
 ============  =====================================  ==========================================
 
 A cluster node's environment also holds the replication tables (the queues to the other
@@ -86,10 +92,17 @@ from missive.mailbox.records import Account, Receipt
 from missive.mailbox.seals import GENESIS, KEY_FILE, SealError, chain, load_key, record_bytes, seal_message
 from missive.mailbox.signed import SignedRecord, pack_record
 from missive.market.fees import BY_MESSAGE, credit_messages
+from missive.market.raises import RAISED, check_raise, decode_raised, encode_raised
+from missive.market.workers import SELF, WORKER, Worker
+from missive.market.workers import apply as apply_worker_op
 from missive.vm.keccak import keccak256
 
 TABLES = ("meta", "ledger", "seals", "discarded", "messages", "pending", "standby", "scheduled", "receipts", "mailbox",
           "accounts", "code", "storage", "known_code", "digests")
+#: the bid-order index of a node alone (:meth:`Store.pending_by_bid`): derived from ``pending``, rebuilt
+#: when missing, so a store without it (an older one, a read-only open) is still read
+RANK_TABLES = ("ranked", "queued")
+TOP_BID = (1 << 256) - 1
 #: LMDB named databases the environment may hold: the store's, and those other rooms open in it
 #: (the replication tables: :mod:`missive.replicas.records`)
 MAX_DBS = 32
@@ -207,6 +220,9 @@ class Outcome:
     new_messages: tuple[Envelope, ...]
     #: who the receipt's refund goes to: the external account at the root of the message's tree
     payer: bytes = b""
+    #: the bid the run used (the message's, or its raise's when the round read it): the commit
+    #: undoes a raise that came after (:mod:`missive.market.raises`)
+    bid: int = 0
 
 
 @attrs.frozen
@@ -314,6 +330,12 @@ class Store:
             raise StoreError(f"{self.path} has store format {found}{why}; this Missive reads {STORE_FORMAT}. "
                              "Replay or read it with the Missive that wrote it, or start a new node")
         self.db = {name: self.env.open_db(name.encode(), create=not readonly) for name in TABLES}
+        for name in RANK_TABLES:
+            with suppress(lmdb.NotFoundError, lmdb.ReadonlyError):
+                self.db[name] = self.env.open_db(name.encode(), create=not readonly)
+        #: whether the bid-order index is kept (a node alone, writable; a cluster node's queues are
+        #: moved by its replication too, which does not keep it)
+        self._ranks = not readonly and not replicated and all(name in self.db for name in RANK_TABLES)
         #: signs the seals (None: read-only use; appending to the ledger raises StoreError)
         self.seal_key: NodeIdentity | None = None
         try:
@@ -358,6 +380,7 @@ class Store:
             try:
                 with disk_errors(self.path), self.env.begin(write=True) as txn:
                     self._start_digests(txn)
+                    self._start_ranks(txn)
             except StoreError:
                 self.env.close()
                 raise
@@ -441,6 +464,48 @@ class Store:
         for address, held in slots.items():
             txn.put(address, digest.sum_bytes(digest.storage_sum(held)), db=self.db["digests"])
         txn.put(b"digests", b"1", db=self.db["meta"])
+
+    def _start_ranks(self, txn: lmdb.Transaction) -> None:
+        """Build the bid-order index from the ``pending`` queues if it is not current (a store made
+        before it, or one a cluster node used)."""
+        if not self._ranks:
+            if "ranked" in self.db:
+                txn.delete(b"ranked", db=self.db["meta"])
+            return
+        if txn.get(b"ranked", db=self.db["meta"]) is not None:
+            return
+        txn.drop(self.db["ranked"], delete=False)
+        txn.drop(self.db["queued"], delete=False)
+        for key, message_id in list(txn.cursor(db=self.db["pending"])):
+            envelope = SignedRecord.decode(cast(bytes, txn.get(message_id, db=self.db["messages"])), check=False).envelope
+            self._rank(txn, bytes(key), bytes(message_id), envelope.sender, self._bid_of(txn, bytes(message_id), envelope))
+        txn.put(b"ranked", b"1", db=self.db["meta"])
+
+    def _rank(self, txn: lmdb.Transaction, key: bytes, message_id: bytes, sender: bytes, bid: int) -> None:
+        inverse = (TOP_BID - bid).to_bytes(32, "big")
+        txn.put(key, sender + inverse, db=self.db["queued"])
+        txn.put(inverse + key[20:] + key[:20], sender + message_id, db=self.db["ranked"])
+
+    def _unrank(self, txn: lmdb.Transaction, key: bytes) -> None:
+        entry = cast("bytes | None", txn.get(key, db=self.db["queued"]))
+        if entry is not None:
+            txn.delete(key, db=self.db["queued"])
+            txn.delete(entry[20:52] + key[20:] + key[:20], db=self.db["ranked"])
+
+    def _bid_of(self, txn: lmdb.Transaction, message_id: bytes, envelope: Envelope) -> int:
+        raw = cast("bytes | None", txn.get(RAISED + message_id, db=self.db["meta"]))
+        return decode_raised(raw)[0] if raw is not None else envelope.bid
+
+    def any_raised(self, txn: lmdb.Transaction | None = None) -> bool:
+        """Whether any bid of this ledger was ever raised (else every message runs with its envelope's)."""
+        with self.reading(txn) as txn:
+            cursor = txn.cursor(db=self.db["meta"])
+            return bool(cursor.set_range(RAISED)) and bytes(cursor.key()).startswith(RAISED)
+
+    def bid(self, message_id: bytes, envelope: Envelope, txn: lmdb.Transaction | None = None) -> int:
+        """The bid ``message_id`` is handled with: its envelope's, or its last raise's."""
+        with self.reading(txn) as txn:
+            return self._bid_of(txn, message_id, envelope)
 
     def close(self) -> None:
         self.env.close()
@@ -559,6 +624,112 @@ class Store:
                 if not positioned:
                     positioned = cursor.first()
         return out
+
+    @property
+    def ranks_bids(self) -> bool:
+        """Whether :meth:`pending_by_bid` can be used (a node alone, writable)."""
+        return self._ranks and self.replication is None
+
+    def pending_by_bid(self, limit: int, per_actor: int, skip: Container[bytes] = frozenset(),
+                       txn: lmdb.Transaction | None = None) -> list[tuple[bytes, bytes]]:
+        """A batch of waiting messages, highest bid first, keeping each (sender, recipient) pair's order.
+
+        Walks the ``ranked`` index (bid descending, then queue seq: equal bids are served oldest
+        first, whichever actor they are for).  A message is taken only with every earlier message
+        of its pair that is still waiting: before it, those are taken (whatever their bids) and
+        the message after them, so a pair's messages always leave its queue as a prefix of it.
+        At most ``per_actor`` per actor (a pair whose earlier messages do not all fit gets the
+        first of them now, and the rest in a later round).  Returned grouped by actor, each
+        actor's in the order taken, which it handles them in (by bid, each pair's in its order).  ``skip``: keys of messages
+        handled already, whose commit is under way (they count as gone)."""
+        chosen: dict[bytes, list[bytes]] = {}
+        ids: dict[bytes, bytes] = {}
+        # per actor: a cursor over its queue (``queued``), and per sender the keys scanned and not taken
+        scans: dict[bytes, tuple[Any, dict[bytes, list[bytes]], list[bool]]] = {}
+        total = 0
+        with self.reading(txn) as txn:
+            queued_db, pending_db = self.db["queued"], self.db["pending"]
+
+            def earlier(actor: bytes, sender: bytes, key: bytes) -> list[bytes]:
+                """The waiting keys of (sender, actor) before ``key``, oldest first (and ``key`` left out)."""
+                found = scans.get(actor)
+                if found is None:
+                    cursor = txn.cursor(db=queued_db)
+                    found = scans[actor] = (cursor, {}, [cursor.set_range(actor)])
+                cursor, by_sender, more = found
+                while more[0]:
+                    at = bytes(cursor.key())
+                    if at[:20] != actor or at > key:
+                        break
+                    if at not in skip:
+                        by_sender.setdefault(bytes(cursor.value()[:20]), []).append(at)
+                    more[0] = cursor.next()
+                waiting = by_sender.get(sender, [])
+                cut = 0
+                while cut < len(waiting) and waiting[cut] < key:
+                    cut += 1
+                before = waiting[:cut]
+                if cut < len(waiting) and waiting[cut] == key:
+                    cut += 1
+                del waiting[:cut]
+                return before
+
+            ranked = txn.cursor(db=self.db["ranked"])
+            positioned = ranked.first()
+            full = 0  # actors whose share of the round is taken
+            passed = 0  # entries passed over in a row because their actor's share is taken
+            waiting_actors = -1  # how many actors have messages waiting (counted once, when needed)
+            while positioned and total < limit:
+                rank_key, value = ranked.item()
+                positioned = ranked.next()
+                key = bytes(rank_key[40:]) + bytes(rank_key[32:40])
+                if key in skip or key in ids:
+                    continue
+                actor = key[:20]
+                taken = chosen.setdefault(actor, [])
+                if len(taken) >= per_actor:
+                    # one busy actor full and nobody else waiting: do not walk the rest of its queue
+                    passed += 1
+                    if passed >= limit:
+                        if waiting_actors < 0:
+                            waiting_actors = self._waiting_actors(txn)
+                        if full >= waiting_actors:
+                            break
+                        passed = 0
+                    continue
+                passed = 0
+                if txn.get(key, db=pending_db) is None:
+                    continue
+                before = earlier(actor, bytes(value[:20]), key)
+                room = min(per_actor - len(taken), limit - total)
+                for pulled in before[:room]:
+                    message_id = txn.get(pulled, db=pending_db)
+                    if message_id is not None:
+                        ids[pulled] = bytes(message_id)
+                        taken.append(pulled)
+                        total += 1
+                if len(before) < room:
+                    ids[key] = bytes(value[20:52])
+                    taken.append(key)
+                    total += 1
+                else:  # the rest of the pair, and this message, wait: give back what was not taken
+                    scans[actor][1].setdefault(bytes(value[:20]), [])[:0] = before[room:] + [key]
+                if len(taken) >= per_actor:
+                    full += 1
+        out: list[tuple[bytes, bytes]] = []
+        for keys in chosen.values():
+            out.extend((key, ids[key]) for key in keys)
+        return out
+
+    def _waiting_actors(self, txn: lmdb.Transaction) -> int:
+        """How many actors have messages in ``pending`` (one cursor jump per actor)."""
+        cursor = txn.cursor(db=self.db["pending"])
+        count = 0
+        positioned = cursor.first()
+        while positioned:
+            count += 1
+            positioned = cursor.set_range(bytes(cursor.key()[:20]) + b"\xff" * 8)
+        return count
 
     def scheduled(self) -> list[tuple[int, bytes]]:
         """(due logical time, message id) of scheduled messages not yet due, soonest first."""
@@ -736,7 +907,10 @@ class Store:
             txn.put(envelope.not_before.to_bytes(32, "big") + message_id, b"", db=self.db["scheduled"])
         else:
             queue = "pending" if executed_here else "standby"
-            txn.put(envelope.recipient + u64(self.take_seq(txn)), message_id, db=self.db[queue])
+            key = envelope.recipient + u64(self.take_seq(txn))
+            txn.put(key, message_id, db=self.db[queue])
+            if self._ranks and executed_here:  # a message being queued has not been raised (it was not waiting)
+                self._rank(txn, key, message_id, envelope.sender, envelope.bid)
 
     # -- between nodes ---------------------------------------------------------------
 
@@ -744,6 +918,10 @@ class Store:
         """Make this store one node's of a cluster: ``replication`` decides, inside each write
         transaction, where messages are queued and what the other holders are sent."""
         self.replication = replication
+        if self._ranks:  # its queues now move by the replication too, which does not keep the index
+            self._ranks = False
+            with self.writing() as txn:
+                txn.delete(b"ranked", db=self.db["meta"])
         if self.get(None, "meta", b"credits") != BY_MESSAGE:
             with self.writing() as txn:
                 txn.put(b"credits", BY_MESSAGE, db=self.db["meta"])
@@ -863,6 +1041,7 @@ class Store:
         db = self.db
         receipts, mailbox = db["receipts"], db["mailbox"]
         credits: dict[bytes, int] = {}  # fees and refunds paid in this commit (a node alone)
+        raises = self.any_raised(txn)  # else no run can have met a raise (one look, not one per message)
         for o in outcomes:
             replicated = o.recipient in changes or self._replicated(o.recipient)
             if replicated and o.recipient not in changes:  # the state its diff starts from
@@ -870,6 +1049,10 @@ class Store:
                 diff_seqs[o.recipient] = self.take_seq(txn)  # numbered before the messages it sends
             table, key = o.queue_key
             txn.delete(key, db=db[table])
+            if self._ranks and table == "pending":
+                self._unrank(txn, key)
+            if raises and (raised := cast("bytes | None", txn.get(RAISED + o.message_id, db=db["meta"]))):
+                self._late_raise(txn, o, raised, credits)
             encoded = o.receipt.encode()
             txn.put(o.message_id, encoded, db=receipts)
             txn.put(o.recipient + u64(o.receipt.position), o.message_id, db=mailbox)
@@ -918,6 +1101,86 @@ class Store:
             self.advance_clock(txn, clock)
         if changes:
             self._changed(txn, [c.diff(address) for address, c in changes.items()], diff_seqs)
+
+    def _late_raise(self, txn: lmdb.Transaction, o: Outcome, raised: bytes, credits: dict[bytes, int]) -> None:
+        """A raise of ``o``'s message committed after its run read the message (the run used a lower
+        bid): the raise came too late, so its top-up goes back to the sender and the ledger says so
+        (``["unraise", id, the run's bid]``, before the receipt record: replay undoes it there)."""
+        bid, gas, sender = decode_raised(raised)
+        if bid == o.bid:
+            return
+        credits[sender] = credits.get(sender, 0) + gas * (bid - o.bid)
+        txn.put(RAISED + o.message_id, msgpack.packb([word_bytes(o.bid), gas, sender], use_bin_type=True),
+                db=self.db["meta"])
+        self.append(txn, ["unraise", o.message_id, word_bytes(o.bid)])
+
+    def raise_bid(self, message_id: bytes, new_bid: int, public_key: bytes, signature: bytes) -> int:
+        """Raise the bid of a waiting message (:mod:`missive.market.raises`): check the signed raise,
+        debit the top-up from the sender, keep the new bid, move the message up the bid order, and
+        append ``["raise", id, new bid, public key, signature]``; return the top-up.  A refused raise
+        raises :class:`EnvelopeError` (one line) and changes nothing."""
+        if self.replication is not None or self.credits_by_message():
+            raise EnvelopeError("raising a bid works on a node alone for now: not on a cluster node")
+        with self.writing() as txn:
+            found = self.message(message_id, txn)
+            current = self._bid_of(txn, message_id, found[0]) if found is not None else 0
+            handled = txn.get(message_id, db=self.db["receipts"]) is not None
+            key = None
+            if found is not None and not handled:
+                recipient = found[0].recipient
+                for queue_key, queued_id in self.scan("pending", recipient, txn=txn):
+                    if queued_id == message_id:
+                        key = queue_key
+                        break
+                handled = key is None  # not waiting: taken by a round, or given up
+            sender = self.account(found[0].sender, txn) if found is not None else None
+            top_up = check_raise(message_id, found, handled, current, new_bid, public_key, signature, sender,
+                                 self.chain_id)
+            assert found is not None and sender is not None and key is not None
+            envelope = found[0]
+            # the balance only: a raise is no message of the account's own (its nonce stays)
+            txn.put(envelope.sender, sender.replace(balance=sender.balance - top_up).encode(), db=self.db["accounts"])
+            txn.put(RAISED + message_id, encode_raised(new_bid, envelope), db=self.db["meta"])
+            if self._ranks:
+                self._unrank(txn, key)
+                self._rank(txn, key, message_id, envelope.sender, new_bid)
+            self.append(txn, ["raise", message_id, word_bytes(new_bid), public_key, signature])
+        return top_up
+
+    def worker(self, address: bytes, txn: lmdb.Transaction | None = None) -> Worker | None:
+        """``address``'s entry in the worker registry (:mod:`missive.market.workers`), if any."""
+        raw = self.get(txn, "meta", WORKER + address)
+        return Worker.decode(raw) if raw is not None else None
+
+    def workers(self) -> list[tuple[bytes, Worker]]:
+        return [(key[len(WORKER):], Worker.decode(value)) for key, value in self.scan("meta", WORKER)]
+
+    def own_worker(self, txn: lmdb.Transaction | None = None) -> Worker | None:
+        """The worker this node executes as (registered on it), if any."""
+        address = self.get(txn, "meta", SELF)
+        return self.worker(address, txn) if address else None
+
+    def worker_op(self, op: str, address: bytes, args: list[Any], public_key: bytes, signature: bytes) -> Worker:
+        """Apply a signed registry operation (:func:`missive.market.workers.apply`) and append it to
+        the ledger; a ``register`` makes this node execute as that worker (its fees go to the
+        worker's coinbase).  Refused: EnvelopeError, one line, nothing changed."""
+        if self.replication is not None or self.credits_by_message():
+            raise EnvelopeError("the worker registry works on a node alone for now: not on a cluster node")
+        with self.writing() as txn:
+            if op != "register":
+                args = [self.clock(txn)]
+            account, worker = apply_worker_op(op, address, args, public_key, signature, self.chain_id,
+                                              self.account(address, txn), self.worker(address, txn))
+            if op == "register":
+                coinbase = self.account(worker.coinbase, txn)
+                if coinbase is not None and coinbase.is_contract:
+                    raise EnvelopeError(f"0x{worker.coinbase.hex()} is a contract: a coinbase is an external account")
+                txn.put(b"coinbase", worker.coinbase, db=self.db["meta"])
+                txn.put(SELF, address, db=self.db["meta"])
+            txn.put(address, account.encode(), db=self.db["accounts"])
+            txn.put(WORKER + address, worker.encode(), db=self.db["meta"])
+            self.append(txn, ["worker", op, address, *args, public_key, signature])
+        return worker
 
     def write_storage(self, txn: lmdb.Transaction, address: bytes, writes: Iterable[tuple[int, int]]) -> None:
         """Write storage slots (value 0 deletes), keeping the actor's storage sum on a cluster node."""
@@ -1004,7 +1267,10 @@ class Store:
                 envelope = Envelope.decode(msgpack.unpackb(txn.get(message_id, db=self.db["messages"]))[0])
                 txn.delete(key, db=self.db["scheduled"])
                 queue = "pending" if self.replication is None or self.replication.executes(envelope.recipient) else "standby"
-                txn.put(envelope.recipient + u64(self.take_seq(txn)), message_id, db=self.db[queue])
+                queue_key = envelope.recipient + u64(self.take_seq(txn))
+                txn.put(queue_key, message_id, db=self.db[queue])
+                if self._ranks and queue == "pending":
+                    self._rank(txn, queue_key, message_id, envelope.sender, envelope.bid)
                 moved += 1
             self.advance_clock(txn, up_to)
         return moved

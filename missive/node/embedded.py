@@ -170,6 +170,40 @@ class Node(BaseNode):
         self.store.create_account(key.address, key.public_key, balance)
         return key
 
+    def raise_bid(self, message_id: bytes | str, new_bid: int, *, sender: object = None) -> int:
+        """Raise the bid (fee per gas) of a message still waiting to ``new_bid``, signed by ``sender``
+        (None: the message's sender if this keystore holds it, else the default account); the
+        escrow is topped up from its balance.  Returns the top-up (gas × the raise).  Refused with
+        one line (EnvelopeError), nothing changed: a bid not above the current one, a signer other
+        than the sender, a message handled or unknown, a balance short of the top-up
+        (:mod:`missive.market.raises`; docs/market.md)."""
+        from missive.market.raises import sign_raise
+
+        self.ensure_writable("raise bids")
+        target = self.resolve_id(message_id) if isinstance(message_id, str) else to_message_id(message_id)
+        if sender is None:
+            found = self.store.message(target)
+            if found is not None and self._keystore.find(found[0].sender.hex()) is not None:
+                sender = found[0].sender
+        key = self._key(sender)
+        signature = sign_raise(key.signing_key, self.store.chain_id, target, new_bid)
+        return self.store.raise_bid(target, new_bid, key.public_key, signature)
+
+    def worker_op(self, op: str, *, sender: object = None, stake: int = 0, coinbase: object = None,
+                  min_bid: int = 0) -> Any:
+        """A signed operation on the worker registry (:mod:`missive.market.workers`) by ``sender``'s
+        account (None: the default): ``register`` (locks ``stake``; fees to ``coinbase``, default the
+        account; refuses bids below ``min_bid`` here), ``unbond``, ``withdraw`` (after the delay).
+        Returns the worker's registry entry; refused with one line (EnvelopeError), nothing changed."""
+        from missive.market.workers import args_of, digest
+
+        self.ensure_writable("change the worker registry")
+        key = self._key(sender)
+        args = args_of(op, stake, key.address if coinbase is None else to_address(coinbase, "coinbase"), min_bid,
+                       self.store.clock())
+        signature = bytes(key.signing_key.sign(digest(self.store.chain_id, op, key.address, args)).signature)
+        return self.store.worker_op(op, key.address, args, key.public_key, signature)
+
     def new_eth_account(self, name: str = "", balance: int = 0, *, private_key: bytes | None = None) -> Wallet:
         """A secp256k1 key (``private_key`` imported, else random) for an Ethereum account: it signs
         Ethereum transactions (``missive rpc``), not envelopes.  Its genesis account holds ``balance``,

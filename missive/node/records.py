@@ -86,6 +86,11 @@ def special_record(seq: int, record: list[Any], node: str = "") -> LedgerRecord 
                             detail=f"state diff of 0x{diff.address.hex()}{version}{epoch} from executor "
                                    f"0x{executor.hex()[:16]}..: {len(diff.receipts)} receipt(s), "
                                    f"{len(diff.messages)} message(s), {len(diff.storage)} slot(s) written")
+    if kind == "worker":  # the worker registry (missive.market.workers)
+        op, address = str(record[1]), bytes(record[2])
+        what = (f"stake {int.from_bytes(record[3], 'big')}, coinbase 0x{bytes(record[4]).hex()}, minimum bid "
+                f"{int.from_bytes(record[5], 'big')}" if op == "register" else f"at logical time {record[3]}")
+        return LedgerRecord(seq, kind, address=address, node=node, detail=f"worker {op} of 0x{address.hex()}: {what}")
     if kind == "rollback":
         address, position, discarded = bytes(record[1]), int(record[2]), record[5]
         return LedgerRecord(seq, kind, address=address, node=node,
