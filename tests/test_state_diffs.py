@@ -423,3 +423,45 @@ def test_a_message_whose_admission_was_given_up_is_not_queued_again_by_its_recip
     assert all(message_id != message for _, message_id in store.pending())
     assert all(message_id != message for _, message_id in store.scan("standby", b""))
     assert store.account(alice) == Account.decode(snapshots[alice]["account"])  # type: ignore[index]
+
+
+def test_a_message_given_up_here_then_sent_again_by_the_standing_record_stands_again(tmp_path: Path) -> None:
+    """Issue 20 (a lost internal message, value destroyed): a node handled a query on its copy of
+    the token, then lost its copy of the asker that sent it to another holder's.  The query has
+    a receipt here, so its body stayed, marked given up (nothing sends it any more).  The holder
+    whose copy stands runs the ask again from the same state and sends the very same query (same
+    id); its delivery here was taken for a copy of what this node already had, so the mark
+    stayed.  When the token's copy was rolled back too, the query was not queued again: a message
+    that a standing receipt sent, and that no node would ever handle."""
+    ledger = Ledger(tmp_path / "executor", placement=ExecutesAll())
+    store = ledger.store
+    token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [1000]))
+    asker = ledger.deploy(ledger.alice, ASKER)
+    ledger.run()
+    with Store(tmp_path / "replica", create=True) as replica:
+        copies_of(replica, Replica())
+        copies_of(replica).receive([raw for _, raw in copies_of(store).queued("outbound", REPLICA, 10**6)])
+        assert copies_of(replica).apply_diffs(EXECUTOR, [StateDiff.decode(raw) for _, raw in
+                                              copies_of(store).queued("replicate", REPLICA, 10**6)])[1] is None
+        versions = {a: copies_of(replica).head(a)[0] for a in (asker, token)}
+        snapshots = {a: copies_of(replica).snapshot(a, versions[a]) for a in (asker, token)}  # before the ask
+    ask = ledger.submit(ledger.alice, Kind.CALL, asker, selector("ask(address,address)")
+                        + encode(["address", "address"], [token, ledger.bob.address]))
+    ledger.run()
+    (query,) = store.receipt(ask).outgoing  # type: ignore[union-attr]
+    assert store.receipt(query) is not None  # the token answered it here
+    record = store.message(query, check=False)
+    assert record is not None
+    copies_of(store).roll_back(REPLICA, asker, versions[asker], snapshots[asker])  # type: ignore[arg-type]
+    assert copies_of(store).given_up([query]) == [query]
+
+    # the holder whose copy of the asker stands runs the ask again and delivers the same query
+    (raw_query,) = [raw for _, raw in copies_of(store).queued("outbound", REPLICA, 10**6)
+                    if keccak256(msgpack.unpackb(raw)[0]) == query] or [store.get(None, "messages", query)]
+    assert copies_of(store).receive([raw_query]) == [query]
+    assert copies_of(store).given_up([query]) == []  # sent by a record that stands: it stands here again
+
+    rolled = copies_of(store).roll_back(REPLICA, token, versions[token], snapshots[token])  # type: ignore[arg-type]
+
+    assert query in rolled.requeued
+    assert query in {m for _, m in store.pending()}  # handled again here, not lost

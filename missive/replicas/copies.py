@@ -27,7 +27,7 @@ import msgpack
 
 from missive.mailbox.envelope import Envelope, EnvelopeError
 from missive.mailbox.signed import SignedRecord, record_envelope
-from missive.mailbox.store import Store
+from missive.mailbox.store import GIVEN_UP, Store
 from missive.replicas.records import Placement
 from missive.replicas.rollback import RollingBack
 
@@ -81,7 +81,9 @@ class Copies(RollingBack):
         (``txn`` if given: a :meth:`write_together` write).
 
         Each is checked (decodes, validates) and deduplicated by id, so a retried
-        delivery is harmless; the Lamport clock moves past each message's time.
+        delivery is harmless; the Lamport clock moves past each message's time.  A message a
+        rollback gave up here (kept for replay only) that arrives again is no duplicate: the
+        holder whose record stands sent it again, so it stands here again.
         Returns the ids (or the error naming what was wrong with a record).
         """
         if txn is None:
@@ -93,7 +95,11 @@ class Copies(RollingBack):
                 record = SignedRecord.decode(raw)
                 envelope = record.envelope
                 message_id = envelope.id
-                if txn.get(message_id, db=self.db["messages"]) is None:
+                if (txn.get(message_id, db=self.db["messages"]) is None
+                        or txn.get(GIVEN_UP + message_id, db=self.db["meta"]) is not None):
+                    # new here, or given up here by a rollback and sent again (same id) by the
+                    # record that stands on another holder: it stands again, so it is queued
+                    # like a new one (unless handled here) and a later rollback queues it again
                     self.store.enqueue(txn, envelope, message_id, record.public_key, record.signature, fan_out=False)
                     self.store.advance_clock(txn, envelope.time)
             except EnvelopeError as err:
