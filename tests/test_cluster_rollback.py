@@ -198,3 +198,89 @@ def test_a_submit_whose_admission_a_rollback_gave_up_is_refused_not_acknowledged
         keys.close()
     finally:
         node.store.close()
+
+
+def test_a_record_made_in_an_epoch_its_maker_did_not_execute_the_actor_is_answered_with_reconcile(
+        tmp_path: Path) -> None:
+    """Found by tools/faults.py (4 nodes, K=3, 30 mixed faults, seed 38: the cluster never settled):
+    a node admitted a message just after the epoch changed, so its record of the sender was made in
+    an epoch where another holder executes it.  Every holder refused the diff, and the node sent it
+    again for ever (outbound and replicate never emptied).  The refusal now tells it to take the
+    executor's copy: that record can never be acknowledged."""
+    from missive.mailbox.diffs import StateDiff
+    from missive.vm.keccak import keccak256
+
+    node, peer = _node(tmp_path)
+    peer_identity = NodeIdentity.load_or_generate(tmp_path / "peer" / IDENTITY_FILE)
+    address = next(a for a in (bytes([i]) * 20 for i in range(256)) if node.holders(a)[0] == node.me)
+    raw = StateDiff(address, 1, Account(balance=5), epoch=0, version=1).encode()
+    try:
+        done, problem, action, epoch = trio.run(node.receiver.apply, peer, {
+            "diffs": [[raw, peer_identity.sign(keccak256(raw))]], "epoch": 0})
+        assert done == 0 and "did not execute" in problem
+        assert action == ["reconcile", address]
+        assert node.store.account(address) is None
+    finally:
+        node.store.close()
+
+
+def test_a_copy_longer_than_the_executors_gives_up_the_records_past_its_end(tmp_path: Path) -> None:
+    """The other half: told to reconcile, the node asks the executor for its copy from its own last
+    record; the executor's copy ends earlier (it never had the stray record), so the node asks
+    again from the executor's last record and gives up what lies past it: the admission goes, the
+    sender's balance and nonce are back, and nothing is left to send."""
+    from missive.keys import Keystore
+    from missive.mailbox.admission import checker
+    from missive.mailbox.diffs import StateDiff
+    from missive.mailbox.envelope import Envelope, Kind
+
+    node, peer = _node(tmp_path)
+    keys = Keystore(tmp_path / "keys", create=True)
+    try:
+        sender = next(k for k in (keys.new(f"s{i}") for i in range(400)) if node.holders(k.address)[0] == peer)
+        assert not node.executes(sender.address)  # the peer does, in epoch 0
+        node.store.create_account(sender.address, sender.public_key, 10**18)
+        before = node.store.account(sender.address)
+        head = node.copies.head(sender.address)[0]
+        executors_copy = node.copies.snapshot(sender.address, head)  # what the executor holds: the same genesis
+        envelope = Envelope(Kind.CALL, sender.address, bytes(20), value=7, nonce=0, chain_id=node.store.chain_id)
+        # admitted as it was before the fix: routed here, the epoch changed before the write
+        (accepted,) = node.store.accept([sender.sign(envelope)], checker(node.store, signatures=False))
+        assert node.copies.head(sender.address)[0] == head + 1
+        with pytest.raises(Exception, match="does not execute"):  # the admission check now refuses it
+            node.store.accept([sender.sign(Envelope(Kind.CALL, sender.address, bytes(20), value=7, nonce=1,
+                                                    chain_id=node.store.chain_id))], _raising(node.check))
+        asked: list[int] = []
+
+        async def answer(method: str, params: Any = None, *, timeout: float | None = None) -> Any:
+            assert method == "snapshot" and params["address"] == sender.address
+            asked.append(params["version"])
+            return executors_copy if params["version"] == head else {"head": head}
+
+        node.links[peer].call = answer  # type: ignore[method-assign]
+
+        async def act() -> None:
+            async with trio.open_nursery() as nursery:
+                node.receiver.nursery = nursery
+                await node.receiver.act_on(peer, ["reconcile", sender.address])
+
+        trio.run(act)
+        assert asked == [head + 1, head]
+        assert node.store.account(sender.address) == before  # the admission is given up
+        left = [StateDiff.decode(raw) for _, raw in node.copies.queued("replicate", peer, 10)]
+        assert [d.version for d in left if d.address == sender.address] == [head]  # the genesis record stands
+        assert node.copies.queued("outbound", peer, 10) == []  # the message given up goes nowhere
+        assert node.copies.given_up([accepted.message_id]) == [accepted.message_id]
+    finally:
+        keys.close()
+        node.store.close()
+
+
+def _raising(check: Any) -> Any:
+    """An admission check that raises what it refuses (the store records a refusal as a result)."""
+    def wrapped(txn: Any, envelope: Any, *args: Any) -> Any:
+        try:
+            return check(txn, envelope, *args)
+        except Exception as exc:
+            raise RuntimeError(str(exc)) from exc
+    return wrapped

@@ -72,11 +72,17 @@ def check_signatures(submissions: list[tuple[Envelope, bytes, bytes]]) -> list[E
 
 def checker(store: Store, is_local: Callable[[bytes], bool] | None = None, *, signatures: bool = True) -> Check:
     """Admission for ``store``.  With ``is_local`` (a cluster node), a recipient whose actor
-    another node executes is not looked up here: its node handles the message.
+    another node executes is not looked up here: its node handles the message, and a sender
+    this node does not execute at the moment of the write is refused: its record would be made
+    in an epoch where another holder executes the sender, so no holder could ever acknowledge
+    it (the submit was routed before the epoch changed; sent again, it goes to the executor).
     ``signatures=False``: the caller has checked them already (:func:`check_signatures`)."""
     def check(txn: lmdb.Transaction, envelope: Envelope, public_key: bytes, signature: bytes,
               updated: dict[bytes, Account]) -> Account:
         envelope.validate()
+        if is_local is not None and not is_local(envelope.sender):
+            raise EnvelopeError(f"this node does not execute 0x{envelope.sender.hex()} now (the cluster changed "
+                                "while the message waited): send it again")
         if envelope.kind not in EXTERNAL_KINDS:
             raise EnvelopeError(f"an external account cannot send a {envelope.kind.name.lower()} message")
         if envelope.parent:
