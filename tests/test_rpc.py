@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rpc_support import erc20_scenario, post, rpc, start_rpc
 
 from missive.mailbox import ethtx
 from missive.mailbox.envelope import EnvelopeError
@@ -29,39 +27,8 @@ web3 = pytest.importorskip("web3", reason="web3.py is a test extra (pip install 
 eth_account = pytest.importorskip("eth_account")
 
 REPO = Path(__file__).resolve().parent.parent
-TOKEN = REPO / "tests" / "solidity" / "OZToken.sol"
 FUND = 10**21
 STANDARD_CODES = {-32700, -32600, -32601, -32602, -32603, -32000, -32005, 3}
-
-
-def start_rpc(node_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "missive", "rpc", "--dir", str(node_dir), "--port", "0", *extra],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
-    assert proc.stderr is not None
-    line = proc.stderr.readline()
-    found = re.search(r"on (http://\S+) ", line)
-    if found is None:
-        proc.kill()
-        raise AssertionError(f"missive rpc did not start: {line}{proc.stderr.read()}")
-    return proc, found.group(1)
-
-
-def post(url: str, body: bytes | str) -> tuple[int, Any]:
-    data = body.encode() if isinstance(body, str) else body
-    request = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-
-
-def rpc(url: str, method: str, *params: Any) -> Any:
-    status, answer = post(url, json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}))
-    assert status == 200, answer
-    return answer
 
 
 @pytest.fixture(scope="module")
@@ -139,60 +106,7 @@ def test_decode_refuses_what_ethereum_nodes_refuse() -> None:
 
 
 def test_web3_erc20_end_to_end(endpoint: dict[str, Any]) -> None:
-    from missive.toolchain import solidity
-
-    if solidity.missing_reason() is not None:
-        pytest.skip(f"{solidity.missing_reason()} (.ci/run installs it)")
-    from missive.toolchain.compiler import compile_source
-
-    compiled = compile_source(TOKEN)
-    w3 = web3.Web3(web3.Web3.HTTPProvider(endpoint["url"]))
-    alice = endpoint["alice"]
-    assert w3.eth.chain_id == endpoint["chain_id"]
-    assert w3.eth.get_balance(alice.address) == FUND
-
-    def send(tx: dict[str, Any]) -> Any:
-        tx = {**tx, "nonce": w3.eth.get_transaction_count(alice.address)}
-        tx_hash = w3.eth.send_raw_transaction(alice.sign_transaction(tx).raw_transaction)
-        return w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30, poll_latency=0.05)
-
-    factory = w3.eth.contract(abi=compiled.abi, bytecode=compiled.bytecode)
-    deployed = send(factory.constructor("Token", "TOK", 10**24).build_transaction({"from": alice.address}))
-    assert deployed.status == 1 and deployed.contractAddress
-    token = w3.eth.contract(address=deployed.contractAddress, abi=compiled.abi)
-    assert w3.eth.get_code(token.address) == compiled.runtime_bytecode
-    assert token.functions.symbol().call() == "TOK"
-    assert token.functions.balanceOf(alice.address).call() == 10**24
-
-    bob = eth_account.Account.create().address
-    log_filter = w3.eth.filter({"address": token.address})
-    receipt = send(token.functions.transfer(bob, 12_345).build_transaction({"from": alice.address}))
-    assert receipt.status == 1 and receipt.gasUsed > 0
-    (event,) = token.events.Transfer().process_receipt(receipt)
-    assert (event.args["from"], event.args["to"], event.args["value"]) == (alice.address, bob, 12_345)
-    assert token.functions.balanceOf(bob).call() == 12_345
-    assert token.functions.balanceOf(alice.address).call() == 10**24 - 12_345
-
-    logs = token.events.Transfer.get_logs(from_block=0, argument_filters={"to": bob})
-    assert [(e.args["value"], e.transactionHash) for e in logs] == [(12_345, receipt.transactionHash)]
-    changes = log_filter.get_new_entries()
-    assert [c["transactionHash"] for c in changes] == [receipt.transactionHash]
-    assert log_filter.get_new_entries() == []
-    block = w3.eth.get_block(receipt.blockNumber)
-    assert receipt.transactionHash in block.transactions and block.hash == receipt.blockHash
-    tx = w3.eth.get_transaction(receipt.transactionHash)
-    assert tx["from"] == alice.address and tx["to"] == token.address and tx["nonce"] == 1
-
-    # a failing transfer: the simulation says why, and so does the receipt of the one sent anyway
-    with pytest.raises(web3.exceptions.ContractLogicError, match="transfer amount exceeds balance"):
-        token.functions.transfer(alice.address, 10**6).call({"from": bob})
-    failed = send(token.functions.transfer(bob, 10**30).build_transaction({"from": alice.address, "gas": 100_000}))
-    assert failed.status == 0
-    assert failed["revertReason"] == "ERC20: transfer amount exceeds balance"
-    tree = rpc(endpoint["url"], "missive_traceTransaction", failed.transactionHash.to_0x_hex())["result"]
-    assert tree["status"] == "revert" and tree["revertReason"] == "ERC20: transfer amount exceeds balance"
-    waited = rpc(endpoint["url"], "missive_waitForTree", receipt.transactionHash.to_0x_hex(), 5)["result"]
-    assert waited["done"] and waited["unfinished"] == []
+    erc20_scenario(endpoint["url"], endpoint["alice"], endpoint["chain_id"], FUND)
 
 
 def test_refusals_change_nothing(endpoint: dict[str, Any]) -> None:

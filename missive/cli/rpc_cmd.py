@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dir", type=Path, default=None, metavar="D",
                    help="node directory (default: $MISSIVE_DIR or ./.missive)")
     p.add_argument("--cluster", type=Path, default=None, metavar="DIR",
-                   help="serve a cluster (not supported yet: refused, saying so)")
+                   help="serve the local cluster in DIR (made by `missive cluster up`) instead of one node")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=_port, default=8545, help="TCP port (default 8545; 0: any free port)")
     p.add_argument("--rate", type=_rate, default=500.0, metavar="N",
@@ -52,37 +52,54 @@ def register(subparsers: Any) -> None:
 
 
 def run_rpc(args: argparse.Namespace) -> int:
+    from missive.cli.node_cmds import node_dir
+    from missive.node import Node
+
+    if args.cluster is not None:
+        if args.dir is not None:
+            raise CliError("give --dir D (one node) or --cluster D (a cluster), not both")
+        return run_cluster_rpc(args)
+    node = Node.open(node_dir(args))
+    try:
+        node.ensure_writable("serve JSON-RPC")
+        return _serve(args, node, None, f"{node_dir(args)} (chain id {node.chain_id})")
+    finally:
+        node.close()
+
+
+def run_cluster_rpc(args: argparse.Namespace) -> int:
+    """``missive rpc --cluster D``: the endpoint reaches the cluster through its nodes' client doors; its
+    block and log index, and the Ethereum transactions it admitted, are kept in ``D/rpc-index``."""
+    from missive.cluster.remote import RemoteNode
+    from missive.rpc.backend import ClusterBackend
+
+    backend = ClusterBackend(RemoteNode.connect(cluster=args.cluster), args.cluster)
+    return _serve(args, None, backend, f"the cluster at {args.cluster} (chain id {backend.chain_id}, "
+                                        f"{len(backend.members)} nodes)")
+
+
+def _serve(args: argparse.Namespace, node: Any, cluster: Any, what: str) -> int:
+    """Serve until Ctrl-C, saying where once listening (the first line on stderr, which tests read)."""
     import trio
 
     from missive.actors.serve import interrupted
-    from missive.cli.node_cmds import node_dir
     from missive.cli.version import missive_version
-    from missive.node import Node
     from missive.rpc.server import serve
 
-    if args.cluster is not None:
-        raise CliError("`missive rpc --cluster` is not supported yet: serve one node's directory (--dir)")
-    node = Node.open(node_dir(args))
     console = make_console(stderr=True)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(functools.partial(
+                serve, node, host=args.host, port=args.port, rate=args.rate, max_body=args.max_body,
+                version=missive_version(), cluster=cluster))
+            console.print(f"serving Ethereum JSON-RPC for {what} on {', '.join(binds)} (Ctrl-C stops)", markup=False)
+
     try:
-        node.ensure_writable("serve JSON-RPC")
-
-        async def main() -> None:
-            async with trio.open_nursery() as nursery:
-                binds = await nursery.start(functools.partial(
-                    serve, node, host=args.host, port=args.port, rate=args.rate, max_body=args.max_body,
-                    version=missive_version()))
-                urls = ", ".join(binds)
-                console.print(f"serving Ethereum JSON-RPC for {node_dir(args)} (chain id {node.chain_id}) on "
-                              f"{urls} (Ctrl-C stops)", markup=False)
-
-        try:
-            trio.run(main)
-        except BaseException as exc:
-            if not interrupted(exc):
-                raise
-            console.print("missive: interrupted; the endpoint stopped (every admitted message is kept)", markup=False)
-            return EXIT_INTERRUPTED
-    finally:
-        node.close()
+        trio.run(main)
+    except BaseException as exc:
+        if not interrupted(exc):
+            raise
+        console.print("missive: interrupted; the endpoint stopped (every admitted message is kept)", markup=False)
+        return EXIT_INTERRUPTED
     return EXIT_OK
