@@ -118,7 +118,7 @@ def test_refusals_change_nothing(endpoint: dict[str, Any]) -> None:
     head = rpc(url, "eth_blockNumber")["result"]
     cases = [
         (signed(alice, chain_id + 1, nonce), "invalid chain id"),
-        (signed(alice, chain_id, nonce + 5), "nonce too high"),
+        (signed(alice, chain_id, nonce + 100), "nonce too high"),  # beyond what waits for earlier nonces
         (signed(alice, chain_id, nonce, maxFeePerGas=10**8, maxPriorityFeePerGas=0), "underpriced"),
         (signed(alice, chain_id, nonce, gas=20_000), "intrinsic gas too low"),
         (signed(alice, chain_id, nonce, value=FUND * 10), "insufficient funds"),
@@ -140,6 +140,50 @@ def test_refusals_change_nothing(endpoint: dict[str, Any]) -> None:
     while rpc(url, "eth_getTransactionReceipt", first)["result"] is None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_transactions_ahead_of_their_nonce_wait_in_a_bounded_queue(endpoint: dict[str, Any]) -> None:
+    """A wallet's transactions arriving out of order: those ahead wait and go in once the gap is filled;
+    "pending" counts what is admitted (handled or not); the queue is bounded and says so."""
+    from missive.rpc.pool import MAX_PER_SENDER
+
+    url, chain_id, alice = endpoint["url"], endpoint["chain_id"], endpoint["alice"]
+    dave = eth_account.Account.create()
+
+    def count(who: Any, tag: str) -> int:
+        return int(rpc(url, "eth_getTransactionCount", who.address, tag)["result"], 16)
+
+    def send(raw: bytes) -> Any:
+        return rpc(url, "eth_sendRawTransaction", "0x" + raw.hex())
+
+    def handled(tx_hash: str) -> None:
+        deadline = time.monotonic() + 20
+        while rpc(url, "eth_getTransactionReceipt", tx_hash)["result"] is None:
+            assert time.monotonic() < deadline, tx_hash
+            time.sleep(0.05)
+
+    handled(send(signed(alice, chain_id, count(alice, "pending"), to=dave.address, value=10**19))["result"])
+    assert count(dave, "pending") == count(dave, "latest") == 0
+    later = [send(signed(dave, chain_id, n))["result"] for n in (2, 1)]  # ahead of nonce 0: they wait
+    queued = rpc(url, "eth_getTransactionByHash", later[0])["result"]
+    assert queued["missiveQueued"] and queued["blockHash"] is None and queued["nonce"] == "0x2"
+    assert count(dave, "pending") == 0 and rpc(url, "eth_getTransactionReceipt", later[0])["result"] is None
+    first = send(signed(dave, chain_id, 0))["result"]
+    assert count(dave, "pending") == 3  # all three admitted by now, handled or not
+    for tx_hash in (first, *later):
+        handled(tx_hash)
+    assert count(dave, "latest") == 3
+
+    ahead = [send(signed(dave, chain_id, n)) for n in range(5, 5 + MAX_PER_SENDER + 1)]  # nonce 3 and 4 missing
+    assert all("result" in answer for answer in ahead[:MAX_PER_SENDER]), ahead
+    assert ahead[-1]["error"]["code"] == -32000 and "txpool is full" in ahead[-1]["error"]["message"]
+    again = send(signed(dave, chain_id, 5, value=2))  # the same nonce at the same fee: not a replacement
+    assert "replacement transaction underpriced" in again["error"]["message"]
+    assert count(dave, "pending") == 3
+    gap = [send(signed(dave, chain_id, n))["result"] for n in (3, 4)]
+    assert count(dave, "pending") == 5 + MAX_PER_SENDER
+    handled(gap[1])
+    handled(ahead[MAX_PER_SENDER - 1]["result"])
 
 
 def test_protocol_errors(endpoint: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ Parameters are checked before anything is read or written; a refused transaction
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,8 +30,11 @@ from missive.mailbox.envelope import MAX_GAS, Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Receipt
 from missive.rpc.backend import Backend, Record
 from missive.rpc.index import Block
+from missive.rpc.pool import Pool, PoolFull
 from missive.vm.keccak import keccak256
 from missive.vm.messages import create_address
+
+log = logging.getLogger(__name__)
 
 # JSON-RPC 2.0 and EIP-1474 error codes
 PARSE_ERROR = -32700
@@ -151,6 +155,11 @@ class EthApi:
         self.version = version
         self._waiting: list[list[Any]] = []
         self._admitting = False
+        #: transactions waiting for earlier nonces, and the admission of those (missive/rpc/pool.py)
+        self.pool = Pool()
+        self._draining = trio.Lock()
+        #: sender -> its transactions admitted through this endpoint and not known handled yet
+        self.unhandled: dict[bytes, set[bytes]] = {}
         self.filters: dict[str, dict[str, Any]] = {}
         self._next_filter = 1
         self.methods: dict[str, Handler] = {
@@ -265,11 +274,23 @@ class EthApi:
         return q(account.balance if account else 0)
 
     async def eth_getTransactionCount(self, params: list[Any]) -> str:
+        """``pending``: the sender's next nonce, counting every admitted transaction (handled or not);
+        otherwise (``latest``): less those admitted through this endpoint and not handled yet, as
+        Ethereum counts only mined ones there.  Queued ones (ahead of a gap) count in neither."""
         who, tag = params_of(params, ("address", "block"), 1)
         where = address(who)
         await self.block_number(tag, state=True)
         account = await self.backend.account(where)
-        return q(account.nonce if account else 0)
+        nonce = account.nonce if account else 0
+        if tag == "pending" or where not in self.unhandled:
+            return q(nonce)
+        waiting = self.unhandled[where]
+        for message_id in list(waiting):
+            if await self.backend.receipt(message_id) is not None:
+                waiting.discard(message_id)
+        if not waiting:
+            del self.unhandled[where]
+        return q(nonce - len(waiting))
 
     async def eth_getCode(self, params: list[Any]) -> str:
         who, tag = params_of(params, ("address", "block"), 1)
@@ -346,6 +367,8 @@ class EthApi:
     # -- transactions ----------------------------------------------------------------------------
 
     async def eth_sendRawTransaction(self, params: list[Any]) -> str:
+        """Admit a signed transaction, or queue it while its nonce is ahead of the sender's next one
+        (:mod:`missive.rpc.pool`); either way its hash answers."""
         (raw_hex,) = params_of(params, ("data",), 1)
         raw = data_bytes(raw_hex, "data")
         try:
@@ -356,27 +379,67 @@ class EthApi:
         if tx.chain_id != chain_id:
             raise RpcError(SERVER_ERROR, f"invalid chain id: the transaction is signed for chain id {tx.chain_id}, "
                                          f"not this ledger's ({chain_id})")
-        if await self.backend.eth_transaction(tx.hash) is not None:
+        if tx.hash in self.pool.by_hash or await self.backend.eth_transaction(tx.hash) is not None:
             return h(tx.hash)  # known already: the same answer, nothing changes
         envelope = tx.envelope(self.backend.clock())
         try:
             envelope.validate()
         except EnvelopeError as err:
             raise RpcError(INVALID_PARAMS, f"invalid transaction: {err}") from None
+        account = await self.backend.account(tx.sender)
+        if account is not None and tx.nonce > account.nonce:
+            try:
+                ethtx.admit(envelope, account.balance)  # what can be checked now is checked now
+            except EnvelopeError as err:
+                raise RpcError(SERVER_ERROR, str(err)) from None
+            try:
+                self.pool.queue(tx, raw, account.nonce)
+            except PoolFull as err:
+                raise RpcError(SERVER_ERROR, str(err)) from None
+            await self._admit_queued(tx.sender)  # its turn may have come meanwhile
+            return h(tx.hash)
         result = await self._admit((envelope, tx.public_key, raw))
         if isinstance(result, EnvelopeError):
-            text = str(result)
-            if text.startswith("nonce "):
-                account = await self.backend.account(tx.sender)
-                expected = account.nonce if account else 0
-                text = f"nonce too {'low' if tx.nonce < expected else 'high'}: {text}"
-            elif text.startswith("balance too low"):
-                text = f"insufficient funds for transfer: {text}"
-            elif text.startswith("unknown account"):
-                text = f"insufficient funds: 0x{tx.sender.hex()} has nothing on this ledger (fund it first)"
-            raise RpcError(SERVER_ERROR, text)
+            raise RpcError(SERVER_ERROR, await self._refusal(tx, result))
+        self._admitted(tx.sender, result.message_id)
+        await self._admit_queued(tx.sender)
         self.wake()
         return h(tx.hash)
+
+    async def _refusal(self, tx: ethtx.EthTransaction, error: EnvelopeError) -> str:
+        """An admission's refusal in the words Ethereum tools look for (geth's)."""
+        text = str(error)
+        if text.startswith("nonce "):
+            account = await self.backend.account(tx.sender)
+            expected = account.nonce if account else 0
+            return f"nonce too {'low' if tx.nonce < expected else 'high'}: {text}"
+        if text.startswith("balance too low"):
+            return f"insufficient funds for transfer: {text}"
+        if text.startswith("unknown account"):
+            return f"insufficient funds: 0x{tx.sender.hex()} has nothing on this ledger (fund it first)"
+        return text
+
+    def _admitted(self, sender: bytes, message_id: bytes) -> None:
+        self.unhandled.setdefault(sender, set()).add(message_id)
+
+    async def _admit_queued(self, sender: bytes) -> None:
+        """Admit ``sender``'s queued transactions whose turn has come, in nonce order (one at a time for
+        the whole endpoint, so a transaction is never taken twice)."""
+        if not self.pool.waiting(sender):
+            return
+        async with self._draining:
+            while self.pool.waiting(sender):
+                account = await self.backend.account(sender)
+                found = self.pool.take(sender, account.nonce if account else 0)
+                if found is None:
+                    return
+                tx, raw = found
+                result = await self._admit((tx.envelope(self.backend.clock()), tx.public_key, raw))
+                if isinstance(result, EnvelopeError):
+                    log.info("queued transaction 0x%s dropped: %s", tx.hash.hex(), result)
+                    continue
+                self._admitted(sender, result.message_id)
+                self.wake()
 
     async def _admit(self, submission: tuple[Envelope, bytes, bytes]) -> Any:
         """Group admission: the transactions that arrive while one admission is being written are
@@ -448,6 +511,12 @@ class EthApi:
 
     async def eth_getTransactionByHash(self, params: list[Any]) -> dict[str, Any] | None:
         (raw,) = params_of(params, ("hash",), 1)
+        queued = self.pool.by_hash.get(data_bytes(raw, "transaction hash", 32))
+        if queued is not None:  # waiting for an earlier nonce: no message yet
+            tx, signed_raw = queued
+            envelope = tx.envelope(0)
+            return {**await self._transaction(envelope.id, (envelope, tx.public_key, signed_raw)),
+                    "missiveMessageId": None, "missiveQueued": True}
         message_id = await self._message_id(raw)
         record = await self._record(message_id)
         return None if record is None else await self._transaction(message_id, record)
