@@ -24,8 +24,13 @@ def start_rpc(node_dir: Path, *extra: str, where: str = "--dir") -> tuple[subpro
     proc = subprocess.Popen([sys.executable, "-m", "missive", "rpc", where, str(node_dir), "--port", "0", *extra],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     assert proc.stderr is not None
-    line = proc.stderr.readline()
-    found = re.search(r"on (http://\S+) ", line)
+    line = seen = ""
+    while line.strip() or not seen:  # warnings (an index rebuilt, say) may come before the line
+        line = proc.stderr.readline()
+        seen += line
+        if (found := re.search(r"serving .* on (http://\S+) ", line)) is not None or not line:
+            break
+    line = seen
     if found is None:
         try:
             rest = proc.communicate(timeout=10)[1]

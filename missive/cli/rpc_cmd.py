@@ -48,6 +48,11 @@ def register(subparsers: Any) -> None:
                    help="requests a second allowed per client address (bursts of twice that; default 500)")
     p.add_argument("--max-body", type=_port, default=1 << 20, metavar="BYTES",
                    help="largest request body taken (default 1 MiB)")
+    p.add_argument("--unlock", action="append", default=[], metavar="NAME",
+                   help="sign eth_sendTransaction for this Ethereum key of the keystore (repeatable; eth_accounts "
+                   "lists them); the keys stay in the endpoint's memory and no method reveals them")
+    p.add_argument("--allow-insecure-unlock", action="store_true",
+                   help="allow --unlock while listening beyond loopback (anyone reaching the endpoint can spend)")
     p.set_defaults(handler=guarded(run_rpc))
 
 
@@ -62,7 +67,8 @@ def run_rpc(args: argparse.Namespace) -> int:
     node = Node.open(node_dir(args))
     try:
         node.ensure_writable("serve JSON-RPC")
-        return _serve(args, node, None, f"{node_dir(args)} (chain id {node.chain_id})")
+        signers = _signers(args, node)
+        return _serve(args, node, None, f"{node_dir(args)} (chain id {node.chain_id})", signers)
     finally:
         node.close()
 
@@ -73,12 +79,26 @@ def run_cluster_rpc(args: argparse.Namespace) -> int:
     from missive.cluster.remote import RemoteNode
     from missive.rpc.backend import ClusterBackend
 
-    backend = ClusterBackend(RemoteNode.connect(cluster=args.cluster), args.cluster)
+    remote = RemoteNode.connect(cluster=args.cluster)
+    signers = _signers(args, remote)
+    backend = ClusterBackend(remote, args.cluster)
     return _serve(args, None, backend, f"the cluster at {args.cluster} (chain id {backend.chain_id}, "
-                                        f"{len(backend.members)} nodes)")
+                                       f"{len(backend.members)} nodes)", signers)
 
 
-def _serve(args: argparse.Namespace, node: Any, cluster: Any, what: str) -> int:
+def _signers(args: argparse.Namespace, holder: Any) -> list[Any]:
+    """The keys ``--unlock`` names, from ``holder``'s keystore (opened only then: it may ask a passphrase)."""
+    from missive.rpc.signer import UnlockRefused, unlocked
+
+    if not args.unlock:
+        return []
+    try:
+        return unlocked(holder.keystore, args.unlock, args.host, args.allow_insecure_unlock)
+    except UnlockRefused as exc:
+        raise CliError(str(exc)) from None
+
+
+def _serve(args: argparse.Namespace, node: Any, cluster: Any, what: str, signers: list[Any]) -> int:
     """Serve until Ctrl-C, saying where once listening (the first line on stderr, which tests read)."""
     import trio
 
@@ -92,7 +112,7 @@ def _serve(args: argparse.Namespace, node: Any, cluster: Any, what: str) -> int:
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(functools.partial(
                 serve, node, host=args.host, port=args.port, rate=args.rate, max_body=args.max_body,
-                version=missive_version(), cluster=cluster))
+                version=missive_version(), cluster=cluster, signers=signers))
             console.print(f"serving Ethereum JSON-RPC for {what} on {', '.join(binds)} (Ctrl-C stops)", markup=False)
 
     try:

@@ -23,6 +23,7 @@ from the ledger; that is the only time the ledger is read from the start.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 from collections.abc import Iterator, Sequence
@@ -36,6 +37,8 @@ import msgpack
 from missive.errors import MissiveError
 from missive.mailbox.records import Receipt
 from missive.vm.keccak import keccak256
+
+log = logging.getLogger(__name__)
 
 #: the index's own format; a file of another is rebuilt (it is derived data, never migrated)
 INDEX_FORMAT = 1
@@ -116,26 +119,41 @@ class Index:
         self._last = self.block(self.head) if self.head >= 0 else None
 
     def _open(self, chain_id: int) -> lmdb.Environment:
+        """The index environment; one of another format or ledger, or one LMDB cannot read (damaged),
+        is removed and started again (it is derived data)."""
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            env = lmdb.open(str(self.path), map_size=MAP_SIZE, max_dbs=len(TABLES) + 1, sync=True)
-        except (OSError, lmdb.Error) as exc:
-            raise RpcIndexError(f"cannot open the RPC index at {self.path}: {exc}") from None
-        meta = env.open_db(b"meta")
-        with env.begin() as txn:
-            written = txn.get(b"format", db=meta), txn.get(b"chain_id", db=meta)
-        wanted = (u32(INDEX_FORMAT), u64(chain_id))
-        if written == wanted:
-            return env
-        if written != (None, None):  # another format or another ledger's: rebuilt from the ledger
-            env.close()
+            try:
+                return self._checked(chain_id)
+            except lmdb.Error as exc:
+                log.warning("the RPC index at %s cannot be read (%s): rebuilding it from the ledger", self.path, exc)
             shutil.rmtree(self.path)
             self.path.mkdir(mode=0o700)
-            env = lmdb.open(str(self.path), map_size=MAP_SIZE, max_dbs=len(TABLES) + 1, sync=True)
+            return self._checked(chain_id)
+        except (OSError, lmdb.Error) as exc:
+            raise RpcIndexError(f"cannot open the RPC index at {self.path}: {exc}") from None
+
+    def _checked(self, chain_id: int) -> lmdb.Environment:
+        env = lmdb.open(str(self.path), map_size=MAP_SIZE, max_dbs=len(TABLES) + 1, sync=True)
+        try:
             meta = env.open_db(b"meta")
-        with env.begin(write=True) as txn:
-            txn.put(b"format", wanted[0], db=meta)
-            txn.put(b"chain_id", wanted[1], db=meta)
+            with env.begin() as txn:
+                written = txn.get(b"format", db=meta), txn.get(b"chain_id", db=meta)
+            wanted = (u32(INDEX_FORMAT), u64(chain_id))
+            if written != wanted and written != (None, None):  # another format or ledger: built again
+                env.close()
+                shutil.rmtree(self.path)
+                self.path.mkdir(mode=0o700)
+                env = lmdb.open(str(self.path), map_size=MAP_SIZE, max_dbs=len(TABLES) + 1, sync=True)
+                meta = env.open_db(b"meta")
+                written = (None, None)
+            if written == (None, None):
+                with env.begin(write=True) as txn:
+                    txn.put(b"format", wanted[0], db=meta)
+                    txn.put(b"chain_id", wanted[1], db=meta)
+        except BaseException:
+            env.close()
+            raise
         return env
 
     @classmethod

@@ -19,8 +19,8 @@ Parameters are checked before anything is read or written; a refused transaction
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -31,8 +31,12 @@ from missive.mailbox.records import Receipt
 from missive.rpc.backend import Backend, Record
 from missive.rpc.index import Block
 from missive.rpc.pool import Pool, PoolFull
+from missive.rpc.signer import transaction_fields
 from missive.vm.keccak import keccak256
 from missive.vm.messages import create_address
+
+if TYPE_CHECKING:
+    from missive.keys import EthKey
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +153,11 @@ class EthApi:
     """The methods, over a node or a cluster (:mod:`missive.rpc.backend`).  ``wake``: tell the node's
     runtime a message is waiting (nothing on a cluster, whose nodes run all the time)."""
 
-    def __init__(self, backend: Backend, *, wake: Callable[[], None] = lambda: None, version: str = "") -> None:
+    def __init__(self, backend: Backend, *, wake: Callable[[], None] = lambda: None, version: str = "",
+                 signers: Sequence[EthKey] = ()) -> None:
         self.backend = backend
+        #: keys the operator unlocked (``missive rpc --unlock``): eth_accounts, eth_sendTransaction
+        self.signers = {key.address: key for key in signers}
         self.wake = wake
         self.version = version
         self._waiting: list[list[Any]] = []
@@ -206,7 +213,7 @@ class EthApi:
         return False
 
     async def eth_accounts(self, params: list[Any]) -> list[str]:
-        return []
+        return [addr(a) for a in self.signers]
 
     async def eth_blockNumber(self, params: list[Any]) -> str:
         params_of(params, (), 0)
@@ -405,6 +412,41 @@ class EthApi:
         await self._admit_queued(tx.sender)
         self.wake()
         return h(tx.hash)
+
+    async def eth_sendTransaction(self, params: list[Any]) -> str:
+        """Sign a transaction with an unlocked key (:mod:`missive.rpc.signer`) and send it as
+        ``eth_sendRawTransaction`` does; nonce, gas and fees filled in when not given."""
+        (call,) = params_of(params, ("transaction",), 1)
+        if not isinstance(call, dict):
+            raise bad("the transaction must be an object {from, to, gas, value, data, nonce, ...}")
+        sender = address(call.get("from"), "from")
+        key = self.signers.get(sender)
+        if key is None:
+            raise RpcError(SERVER_ERROR, f"unknown account 0x{sender.hex()}: this endpoint signs only for the keys "
+                                         "unlocked when it started (`missive rpc --unlock NAME`; see eth_accounts)")
+        to = address(call["to"], "to") if call.get("to") is not None else None
+        data_raw = call.get("data", call.get("input"))
+        data = data_bytes(data_raw, "data") if data_raw is not None else b""
+        value = quantity(call["value"], "value") if call.get("value") is not None else 0
+        fee = {name: quantity(call[name], name) if call.get(name) is not None else None
+               for name in ("gasPrice", "maxFeePerGas", "maxPriorityFeePerGas")}
+        if call.get("nonce") is not None:
+            nonce = quantity(call["nonce"], "nonce")
+        else:
+            account = await self.backend.account(sender)
+            nonce = account.nonce if account else 0
+        if call.get("gas") is not None:
+            gas = quantity(call["gas"], "gas")
+        else:
+            gas = int(await self.eth_estimateGas([{**call, "gas": None}]), 16)
+        fields = transaction_fields(chain_id=self.backend.chain_id, nonce=nonce, gas=gas, to=to, value=value,
+                                    data=data, gas_price=fee["gasPrice"], max_fee=fee["maxFeePerGas"] or GAS_PRICE,
+                                    priority_fee=fee["maxPriorityFeePerGas"] or PRIORITY_FEE)
+        try:
+            raw = key.sign_transaction(fields)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise bad(f"cannot sign that transaction: {exc}") from None
+        return await self.eth_sendRawTransaction([h(raw)])
 
     async def _refusal(self, tx: ethtx.EthTransaction, error: EnvelopeError) -> str:
         """An admission's refusal in the words Ethereum tools look for (geth's)."""

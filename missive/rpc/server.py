@@ -280,7 +280,7 @@ async def run_actors(node: Any, api_wake: list[Callable[[], None]], *, poll_inte
 
 
 async def serve(node: Any, *, host: str = "127.0.0.1", port: int = 8545, rate: float = DEFAULT_RATE,
-                max_body: int = MAX_BODY, version: str = "", cluster: Any = None,
+                max_body: int = MAX_BODY, version: str = "", cluster: Any = None, signers: Any = (),
                 task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve ``node`` (an embedded node, whose actors run here too) or, with ``cluster`` (a
     :class:`~missive.rpc.backend.ClusterBackend`), a cluster, until cancelled;
@@ -297,7 +297,7 @@ async def serve(node: Any, *, host: str = "127.0.0.1", port: int = 8545, rate: f
             w()
 
     backend = cluster if cluster is not None else LocalBackend(node)
-    api = EthApi(backend, wake=wake, version=version)
+    api = EthApi(backend, wake=wake, version=version, signers=signers)
     app = RpcApp(api, max_body=max_body, rate=rate)
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
