@@ -3,7 +3,9 @@
 What is different from Ethereum, and said so in the answers:
 
 - A transaction is a message.  ``eth_sendRawTransaction`` returns once the message is durable
-  (admitted to the ledger); its receipt appears once *its own* message is handled.  The messages
+  (admitted to the ledger) and, as anvil's automine does, handled and in a block (or after
+  :data:`HANDLED_WAIT` seconds, when the receipt comes later); a receipt means *its own*
+  message was handled.  The messages
   it caused (queries, replies, calls, scheduled ones) are handled later: ``missive_waitForTree``
   waits for them, ``missive_traceTransaction`` shows the tree; a receipt names the messages its
   run sent (``missiveCaused``).
@@ -60,6 +62,8 @@ EMPTY_UNCLES = bytes.fromhex("1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0
 ESTIMATE_MARGIN = 25_000
 MAX_LOG_BLOCKS = 10_000
 MAX_FILTERS = 1_000
+#: eth_sendRawTransaction answers once its message is handled and in a block, or after this many seconds
+HANDLED_WAIT = 5.0
 
 
 class RpcError(MissiveError):
@@ -154,8 +158,10 @@ class EthApi:
     runtime a message is waiting (nothing on a cluster, whose nodes run all the time)."""
 
     def __init__(self, backend: Backend, *, wake: Callable[[], None] = lambda: None, version: str = "",
-                 signers: Sequence[EthKey] = ()) -> None:
+                 signers: Sequence[EthKey] = (), handled_wait: float = HANDLED_WAIT) -> None:
         self.backend = backend
+        #: how long eth_sendRawTransaction waits for its message to be handled (see _until_in_block)
+        self.handled_wait = handled_wait
         #: keys the operator unlocked (``missive rpc --unlock``): eth_accounts, eth_sendTransaction
         self.signers = {key.address: key for key in signers}
         self.wake = wake
@@ -411,7 +417,20 @@ class EthApi:
         self._admitted(tx.sender, result.message_id)
         await self._admit_queued(tx.sender)
         self.wake()
+        await self._until_in_block(result.message_id)
         return h(tx.hash)
+
+    async def _until_in_block(self, message_id: bytes) -> None:
+        """Wait, at most ``handled_wait`` seconds, until the message is handled and in a block, as
+        anvil's and Hardhat's automine answer: a tool that takes the block number after asking for
+        the receipt (ethers does) would otherwise wait for a block after the receipt's, which an
+        idle ledger never makes.  After that, the hash answers anyway; the receipt comes later."""
+        with trio.move_on_after(self.handled_wait):
+            while True:
+                await self.backend.refresh()
+                if self.index.where(message_id) is not None:
+                    return
+                await trio.sleep(0.005)
 
     async def eth_sendTransaction(self, params: list[Any]) -> str:
         """Sign a transaction with an unlocked key (:mod:`missive.rpc.signer`) and send it as
