@@ -4,30 +4,30 @@ from __future__ import annotations
 
 import argparse
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from missive.cli.common import EXIT_INTERRUPTED, EXIT_OK, CliError, make_console
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, not {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, not {port}")
-    return port
+def _number(kind: Callable[[str], Any], what: str, ok: Callable[[Any], bool]) -> Callable[[str], Any]:
+    """An argparse type: ``text`` as ``kind``, refused in one line (``what`` it must be) unless ``ok``."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}, not {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{what}, not {text!r}")
+        return value
+
+    return parse
 
 
-def _rate(text: str) -> float:
-    try:
-        rate = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a rate is requests per second (a positive number), not {text!r}") from None
-    if not rate > 0:
-        raise argparse.ArgumentTypeError(f"a rate is requests per second (a positive number), not {text!r}")
-    return rate
+_port = _number(int, "a port is a number from 0 to 65535", lambda n: 0 <= n <= 65535)
+_rate = _number(float, "a rate is requests per second (a positive number)", lambda r: r > 0)
+_seconds = _number(float, "a time is seconds from 0 to 60", lambda t: 0 <= t <= 60)
 
 
 def register(subparsers: Any) -> None:
@@ -48,6 +48,9 @@ def register(subparsers: Any) -> None:
                    help="requests a second allowed per client address (bursts of twice that; default 500)")
     p.add_argument("--max-body", type=_port, default=1 << 20, metavar="BYTES",
                    help="largest request body taken (default 1 MiB)")
+    p.add_argument("--handled-wait", type=_seconds, default=5.0, metavar="S",
+                   help="eth_sendRawTransaction answers once its message is handled, waiting at most S seconds "
+                   "(default 5, as anvil's automine; 0: as soon as it is admitted, for clients that poll receipts)")
     p.add_argument("--unlock", action="append", default=[], metavar="NAME",
                    help="sign eth_sendTransaction for this Ethereum key of the keystore (repeatable; eth_accounts "
                    "lists them); the keys stay in the endpoint's memory and no method reveals them")
@@ -112,7 +115,7 @@ def _serve(args: argparse.Namespace, node: Any, cluster: Any, what: str, signers
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(functools.partial(
                 serve, node, host=args.host, port=args.port, rate=args.rate, max_body=args.max_body,
-                version=missive_version(), cluster=cluster, signers=signers))
+                version=missive_version(), cluster=cluster, signers=signers, handled_wait=args.handled_wait))
             console.print(f"serving Ethereum JSON-RPC for {what} on {', '.join(binds)} (Ctrl-C stops)", markup=False)
 
     try:

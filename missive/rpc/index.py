@@ -16,7 +16,11 @@ block's logs are written beside it, keyed by (block, log index), with a second k
 address, so ``eth_getLogs`` reads the logs of the blocks and addresses asked about and never the
 ledger.  The index is derived data: nothing in the ledger depends on it.  It is written in one
 transaction per look (blocks, logs and the cursor that says how far the ledger was read), so a
-crash leaves it at the last look, and a restart carries on from there instead of rescanning.  If
+crash leaves it at a look, and a restart carries on from there instead of rescanning.  Those
+writes are not flushed to disk one by one (an fsync per block would halve the endpoint's
+throughput): a machine crash may undo the last looks, which the next start redoes from the
+ledger.  What the ledger does not hold (a cluster endpoint's Ethereum transactions) is flushed
+before the request that wrote it is answered.  If
 it was written by another format, or names another ledger (its chain id differs), it is rebuilt
 from the ledger; that is the only time the ledger is read from the start.
 """
@@ -134,7 +138,7 @@ class Index:
             raise RpcIndexError(f"cannot open the RPC index at {self.path}: {exc}") from None
 
     def _checked(self, chain_id: int) -> lmdb.Environment:
-        env = lmdb.open(str(self.path), map_size=MAP_SIZE, max_dbs=len(TABLES) + 1, sync=True)
+        env = lmdb.open(str(self.path), map_size=MAP_SIZE, max_dbs=len(TABLES) + 1, sync=False)
         try:
             meta = env.open_db(b"meta")
             with env.begin() as txn:
@@ -144,7 +148,7 @@ class Index:
                 env.close()
                 shutil.rmtree(self.path)
                 self.path.mkdir(mode=0o700)
-                env = lmdb.open(str(self.path), map_size=MAP_SIZE, max_dbs=len(TABLES) + 1, sync=True)
+                env = lmdb.open(str(self.path), map_size=MAP_SIZE, max_dbs=len(TABLES) + 1, sync=False)
                 meta = env.open_db(b"meta")
                 written = (None, None)
             if written == (None, None):
@@ -255,6 +259,7 @@ class Index:
         with self._lock, self.env.begin(write=True) as txn:
             txn.put(tx_hash, message_id, db=self.db["txs"])
             txn.put(message_id, msgpack.packb(record), db=self.db["records"])
+        self.env.sync(True)  # no ledger holds this: on disk before the hash answers
 
     # -- writing -----------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ import trio
 
 from missive.mailbox.envelope import EnvelopeError
 from missive.rpc.methods import (
+    HANDLED_WAIT,
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -281,6 +282,7 @@ async def run_actors(node: Any, api_wake: list[Callable[[], None]], *, poll_inte
 
 async def serve(node: Any, *, host: str = "127.0.0.1", port: int = 8545, rate: float = DEFAULT_RATE,
                 max_body: int = MAX_BODY, version: str = "", cluster: Any = None, signers: Any = (),
+                handled_wait: float = HANDLED_WAIT,
                 task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve ``node`` (an embedded node, whose actors run here too) or, with ``cluster`` (a
     :class:`~missive.rpc.backend.ClusterBackend`), a cluster, until cancelled;
@@ -297,7 +299,7 @@ async def serve(node: Any, *, host: str = "127.0.0.1", port: int = 8545, rate: f
             w()
 
     backend = cluster if cluster is not None else LocalBackend(node)
-    api = EthApi(backend, wake=wake, version=version, signers=signers)
+    api = EthApi(backend, wake=wake, version=version, signers=signers, handled_wait=handled_wait)
     app = RpcApp(api, max_body=max_body, rate=rate)
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
