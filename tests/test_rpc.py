@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rpc_support import erc20_scenario, post, rpc, start_rpc
 
 from missive.mailbox import ethtx
 from missive.mailbox.envelope import EnvelopeError
@@ -29,39 +27,8 @@ web3 = pytest.importorskip("web3", reason="web3.py is a test extra (pip install 
 eth_account = pytest.importorskip("eth_account")
 
 REPO = Path(__file__).resolve().parent.parent
-TOKEN = REPO / "tests" / "solidity" / "OZToken.sol"
 FUND = 10**21
 STANDARD_CODES = {-32700, -32600, -32601, -32602, -32603, -32000, -32005, 3}
-
-
-def start_rpc(node_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "missive", "rpc", "--dir", str(node_dir), "--port", "0", *extra],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
-    assert proc.stderr is not None
-    line = proc.stderr.readline()
-    found = re.search(r"on (http://\S+) ", line)
-    if found is None:
-        proc.kill()
-        raise AssertionError(f"missive rpc did not start: {line}{proc.stderr.read()}")
-    return proc, found.group(1)
-
-
-def post(url: str, body: bytes | str) -> tuple[int, Any]:
-    data = body.encode() if isinstance(body, str) else body
-    request = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-
-
-def rpc(url: str, method: str, *params: Any) -> Any:
-    status, answer = post(url, json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}))
-    assert status == 200, answer
-    return answer
 
 
 @pytest.fixture(scope="module")
@@ -139,60 +106,7 @@ def test_decode_refuses_what_ethereum_nodes_refuse() -> None:
 
 
 def test_web3_erc20_end_to_end(endpoint: dict[str, Any]) -> None:
-    from missive.toolchain import solidity
-
-    if solidity.missing_reason() is not None:
-        pytest.skip(f"{solidity.missing_reason()} (.ci/run installs it)")
-    from missive.toolchain.compiler import compile_source
-
-    compiled = compile_source(TOKEN)
-    w3 = web3.Web3(web3.Web3.HTTPProvider(endpoint["url"]))
-    alice = endpoint["alice"]
-    assert w3.eth.chain_id == endpoint["chain_id"]
-    assert w3.eth.get_balance(alice.address) == FUND
-
-    def send(tx: dict[str, Any]) -> Any:
-        tx = {**tx, "nonce": w3.eth.get_transaction_count(alice.address)}
-        tx_hash = w3.eth.send_raw_transaction(alice.sign_transaction(tx).raw_transaction)
-        return w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30, poll_latency=0.05)
-
-    factory = w3.eth.contract(abi=compiled.abi, bytecode=compiled.bytecode)
-    deployed = send(factory.constructor("Token", "TOK", 10**24).build_transaction({"from": alice.address}))
-    assert deployed.status == 1 and deployed.contractAddress
-    token = w3.eth.contract(address=deployed.contractAddress, abi=compiled.abi)
-    assert w3.eth.get_code(token.address) == compiled.runtime_bytecode
-    assert token.functions.symbol().call() == "TOK"
-    assert token.functions.balanceOf(alice.address).call() == 10**24
-
-    bob = eth_account.Account.create().address
-    log_filter = w3.eth.filter({"address": token.address})
-    receipt = send(token.functions.transfer(bob, 12_345).build_transaction({"from": alice.address}))
-    assert receipt.status == 1 and receipt.gasUsed > 0
-    (event,) = token.events.Transfer().process_receipt(receipt)
-    assert (event.args["from"], event.args["to"], event.args["value"]) == (alice.address, bob, 12_345)
-    assert token.functions.balanceOf(bob).call() == 12_345
-    assert token.functions.balanceOf(alice.address).call() == 10**24 - 12_345
-
-    logs = token.events.Transfer.get_logs(from_block=0, argument_filters={"to": bob})
-    assert [(e.args["value"], e.transactionHash) for e in logs] == [(12_345, receipt.transactionHash)]
-    changes = log_filter.get_new_entries()
-    assert [c["transactionHash"] for c in changes] == [receipt.transactionHash]
-    assert log_filter.get_new_entries() == []
-    block = w3.eth.get_block(receipt.blockNumber)
-    assert receipt.transactionHash in block.transactions and block.hash == receipt.blockHash
-    tx = w3.eth.get_transaction(receipt.transactionHash)
-    assert tx["from"] == alice.address and tx["to"] == token.address and tx["nonce"] == 1
-
-    # a failing transfer: the simulation says why, and so does the receipt of the one sent anyway
-    with pytest.raises(web3.exceptions.ContractLogicError, match="transfer amount exceeds balance"):
-        token.functions.transfer(alice.address, 10**6).call({"from": bob})
-    failed = send(token.functions.transfer(bob, 10**30).build_transaction({"from": alice.address, "gas": 100_000}))
-    assert failed.status == 0
-    assert failed["revertReason"] == "ERC20: transfer amount exceeds balance"
-    tree = rpc(endpoint["url"], "missive_traceTransaction", failed.transactionHash.to_0x_hex())["result"]
-    assert tree["status"] == "revert" and tree["revertReason"] == "ERC20: transfer amount exceeds balance"
-    waited = rpc(endpoint["url"], "missive_waitForTree", receipt.transactionHash.to_0x_hex(), 5)["result"]
-    assert waited["done"] and waited["unfinished"] == []
+    erc20_scenario(endpoint["url"], endpoint["alice"], endpoint["chain_id"], FUND)
 
 
 def test_refusals_change_nothing(endpoint: dict[str, Any]) -> None:
@@ -204,7 +118,7 @@ def test_refusals_change_nothing(endpoint: dict[str, Any]) -> None:
     head = rpc(url, "eth_blockNumber")["result"]
     cases = [
         (signed(alice, chain_id + 1, nonce), "invalid chain id"),
-        (signed(alice, chain_id, nonce + 5), "nonce too high"),
+        (signed(alice, chain_id, nonce + 100), "nonce too high"),  # beyond what waits for earlier nonces
         (signed(alice, chain_id, nonce, maxFeePerGas=10**8, maxPriorityFeePerGas=0), "underpriced"),
         (signed(alice, chain_id, nonce, gas=20_000), "intrinsic gas too low"),
         (signed(alice, chain_id, nonce, value=FUND * 10), "insufficient funds"),
@@ -226,6 +140,50 @@ def test_refusals_change_nothing(endpoint: dict[str, Any]) -> None:
     while rpc(url, "eth_getTransactionReceipt", first)["result"] is None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_transactions_ahead_of_their_nonce_wait_in_a_bounded_queue(endpoint: dict[str, Any]) -> None:
+    """A wallet's transactions arriving out of order: those ahead wait and go in once the gap is filled;
+    "pending" counts what is admitted (handled or not); the queue is bounded and says so."""
+    from missive.rpc.pool import MAX_PER_SENDER
+
+    url, chain_id, alice = endpoint["url"], endpoint["chain_id"], endpoint["alice"]
+    dave = eth_account.Account.create()
+
+    def count(who: Any, tag: str) -> int:
+        return int(rpc(url, "eth_getTransactionCount", who.address, tag)["result"], 16)
+
+    def send(raw: bytes) -> Any:
+        return rpc(url, "eth_sendRawTransaction", "0x" + raw.hex())
+
+    def handled(tx_hash: str) -> None:
+        deadline = time.monotonic() + 20
+        while rpc(url, "eth_getTransactionReceipt", tx_hash)["result"] is None:
+            assert time.monotonic() < deadline, tx_hash
+            time.sleep(0.05)
+
+    handled(send(signed(alice, chain_id, count(alice, "pending"), to=dave.address, value=10**19))["result"])
+    assert count(dave, "pending") == count(dave, "latest") == 0
+    later = [send(signed(dave, chain_id, n))["result"] for n in (2, 1)]  # ahead of nonce 0: they wait
+    queued = rpc(url, "eth_getTransactionByHash", later[0])["result"]
+    assert queued["missiveQueued"] and queued["blockHash"] is None and queued["nonce"] == "0x2"
+    assert count(dave, "pending") == 0 and rpc(url, "eth_getTransactionReceipt", later[0])["result"] is None
+    first = send(signed(dave, chain_id, 0))["result"]
+    assert count(dave, "pending") == 3  # all three admitted by now, handled or not
+    for tx_hash in (first, *later):
+        handled(tx_hash)
+    assert count(dave, "latest") == 3
+
+    ahead = [send(signed(dave, chain_id, n)) for n in range(5, 5 + MAX_PER_SENDER + 1)]  # nonce 3 and 4 missing
+    assert all("result" in answer for answer in ahead[:MAX_PER_SENDER]), ahead
+    assert ahead[-1]["error"]["code"] == -32000 and "txpool is full" in ahead[-1]["error"]["message"]
+    again = send(signed(dave, chain_id, 5, value=2))  # the same nonce at the same fee: not a replacement
+    assert "replacement transaction underpriced" in again["error"]["message"]
+    assert count(dave, "pending") == 3
+    gap = [send(signed(dave, chain_id, n))["result"] for n in (3, 4)]
+    assert count(dave, "pending") == 5 + MAX_PER_SENDER
+    handled(gap[1])
+    handled(ahead[MAX_PER_SENDER - 1]["result"])
 
 
 def test_protocol_errors(endpoint: dict[str, Any]) -> None:

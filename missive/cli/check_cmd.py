@@ -80,11 +80,12 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_install(args: argparse.Namespace) -> int:
-    from missive.toolchain import solidity
+    from missive.toolchain import ethers, solidity
 
     console = make_console()
     target = solidity.solc_dir()
-    console.print(f"installing solc-js {solidity.SOLC_VERSION} into {target} (npm)", markup=False)
+    console.print(f"installing solc-js {solidity.SOLC_VERSION} and ethers {ethers.ETHERS_VERSION} into {target} (npm)",
+                  markup=False)
     try:
         done = solidity.install(target)
     except FileNotFoundError:
@@ -93,8 +94,10 @@ def run_install(args: argparse.Namespace) -> int:
         raise CliError(f"cannot install into {target}: {exc.strerror or exc}", EXIT_FAILED) from exc
     if done.returncode != 0:
         lines = (done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}").splitlines()
-        raise CliError(f"npm install solc@{solidity.SOLC_VERSION} failed: {lines[-1]}", EXIT_FAILED)
-    console.print(f"solc-js {solidity.installed_version()} ready: `missive compile X.sol` works", markup=False)
+        raise CliError(f"npm install solc@{solidity.SOLC_VERSION} ethers@{ethers.ETHERS_VERSION} failed: {lines[-1]}",
+                       EXIT_FAILED)
+    console.print(f"solc-js {solidity.installed_version()} ready: `missive compile X.sol` works; ethers "
+                  f"{ethers.installed_version()} for JavaScript against `missive rpc`", markup=False)
     return EXIT_OK
 
 

@@ -30,6 +30,9 @@ from missive.net import NetError, PeerLink
 
 log = logging.getLogger(__name__)
 
+#: storage slots one ``read_actor`` request may ask for
+MAX_READ_SLOTS = 256
+
 
 class ClientDoor:
     """The client-facing requests of one node (see the module docstring)."""
@@ -63,7 +66,7 @@ class ClientDoor:
         return {name: getattr(self, name) for name in (
             "submit", "submit_wait", "create_account", "account", "receipt", "wait", "wait_reply", "inbox",
             "local_state", "members", "ledger", "message", "resolve", "mailbox", "pending", "accounts", "replay",
-            "shutdown")}
+            "shutdown", "read_actor")}
 
     async def at(self, address: bytes, method: str, params: Any,
                   local: Callable[[], Awaitable[Any]], *, timeout: float = 10.0) -> Any:
@@ -246,6 +249,27 @@ class ClientDoor:
         return {"account": account.encode(), "storage": [[k.to_bytes(32, "big"), v.to_bytes(32, "big")]
                                                          for k, v in sorted(storage.items())],
                 "mailbox": self.store.mailbox(address), "executor": self.executes(address)}
+
+    async def read_actor(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any] | None:
+        """An actor's account, code and the storage slots asked for, from the node executing it (what
+        ``missive rpc --cluster`` runs a read-only call against): ``{address, slots, code}``."""
+        door.table(params, "read_actor", ("address",), ("slots", "code"))
+        address = door.address(params["address"], "read_actor")
+        slots = params.get("slots") or []
+        if not isinstance(slots, list) or len(slots) > MAX_READ_SLOTS:
+            raise door.BadRequest(f"read_actor: slots must be a list of at most {MAX_READ_SLOTS} 32-byte words")
+        wanted = [int.from_bytes(door.sized(s, 32, "slot", "read_actor"), "big") for s in slots]
+        with_code = door.flag(params.get("code"), "read_actor", "code")
+
+        async def local() -> dict[str, Any] | None:
+            account = self.store.account(address)
+            if account is None:
+                return None
+            code = self.store.code(account.code_hash) if with_code and account.code_hash else b""
+            return {"account": account.encode(), "code": code,
+                    "slots": [self.store.slot(address, s).to_bytes(32, "big") for s in wanted]}
+
+        return await self.at(address, "read_actor", params, local)  # type: ignore[no-any-return]
 
     async def members(self, peer: bytes, params: Any) -> list[dict[str, Any]]:
         """Every member (this node included): how a client finds the others and computes placement."""

@@ -1,9 +1,11 @@
-"""The Ethereum JSON-RPC methods, over an embedded node (:class:`missive.node.Node`).
+"""The Ethereum JSON-RPC methods, over an embedded node or a cluster (:mod:`missive.rpc.backend`).
 
 What is different from Ethereum, and said so in the answers:
 
 - A transaction is a message.  ``eth_sendRawTransaction`` returns once the message is durable
-  (admitted to the ledger); its receipt appears once *its own* message is handled.  The messages
+  (admitted to the ledger) and, as anvil's automine does, handled and in a block (or after
+  :data:`HANDLED_WAIT` seconds, when the receipt comes later); a receipt means *its own*
+  message was handled.  The messages
   it caused (queries, replies, calls, scheduled ones) are handled later: ``missive_waitForTree``
   waits for them, ``missive_traceTransaction`` shows the tree; a receipt names the messages its
   run sent (``missiveCaused``).
@@ -18,21 +20,27 @@ Parameters are checked before anything is read or written; a refused transaction
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from missive.actors.handler import ActorState, run_handler
 from missive.errors import MissiveError
 from missive.mailbox import ethtx
-from missive.mailbox.admission import checker
 from missive.mailbox.envelope import MAX_GAS, Envelope, EnvelopeError, Kind
-from missive.mailbox.records import Account, Receipt
-from missive.rpc.index import Block, Index
+from missive.mailbox.records import Receipt
+from missive.rpc.backend import Backend, Record
+from missive.rpc.index import Block
+from missive.rpc.pool import Pool, PoolFull
+from missive.rpc.signer import transaction_fields
 from missive.vm.keccak import keccak256
 from missive.vm.messages import create_address
+
+if TYPE_CHECKING:
+    from missive.keys import EthKey
+
+log = logging.getLogger(__name__)
 
 # JSON-RPC 2.0 and EIP-1474 error codes
 PARSE_ERROR = -32700
@@ -54,6 +62,8 @@ EMPTY_UNCLES = bytes.fromhex("1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0
 ESTIMATE_MARGIN = 25_000
 MAX_LOG_BLOCKS = 10_000
 MAX_FILTERS = 1_000
+#: eth_sendRawTransaction answers once its message is handled and in a block, or after this many seconds
+HANDLED_WAIT = 5.0
 
 
 class RpcError(MissiveError):
@@ -144,23 +154,35 @@ Handler = Callable[[list[Any]], Awaitable[Any]]
 
 
 class EthApi:
-    """The methods, for one embedded node.  ``wake``: tell the node's runtime a message is waiting."""
+    """The methods, over a node or a cluster (:mod:`missive.rpc.backend`).  ``wake``: tell the node's
+    runtime a message is waiting (nothing on a cluster, whose nodes run all the time)."""
 
-    def __init__(self, node: Any, *, wake: Callable[[], None] = lambda: None, version: str = "") -> None:
-        self.node = node
-        self.store = node.store
-        self.index = Index(self.store)
+    def __init__(self, backend: Backend, *, wake: Callable[[], None] = lambda: None, version: str = "",
+                 signers: Sequence[EthKey] = (), handled_wait: float = HANDLED_WAIT) -> None:
+        self.backend = backend
+        #: how long eth_sendRawTransaction waits for its message to be handled (see _until_in_block)
+        self.handled_wait = handled_wait
+        #: keys the operator unlocked (``missive rpc --unlock``): eth_accounts, eth_sendTransaction
+        self.signers = {key.address: key for key in signers}
         self.wake = wake
         self.version = version
-        self._check = checker(self.store)
         self._waiting: list[list[Any]] = []
         self._admitting = False
+        #: transactions waiting for earlier nonces, and the admission of those (missive/rpc/pool.py)
+        self.pool = Pool()
+        self._draining = trio.Lock()
+        #: sender -> its transactions admitted through this endpoint and not known handled yet
+        self.unhandled: dict[bytes, set[bytes]] = {}
         self.filters: dict[str, dict[str, Any]] = {}
         self._next_filter = 1
         self.methods: dict[str, Handler] = {
             name[4:] if name.startswith("rpc_") else name: getattr(self, name)
             for name in dir(self) if name.startswith(("eth_", "net_", "web3_", "missive_", "rpc_"))
         }
+
+    @property
+    def index(self) -> Any:
+        return self.backend.index
 
     async def call(self, method: str, params: object) -> Any:
         handler = self.methods.get(method)
@@ -178,11 +200,11 @@ class EthApi:
 
     async def eth_chainId(self, params: list[Any]) -> str:
         params_of(params, (), 0)
-        return q(self.store.chain_id)
+        return q(self.backend.chain_id)
 
     async def net_version(self, params: list[Any]) -> str:
         params_of(params, (), 0)
-        return str(self.store.chain_id)
+        return str(self.backend.chain_id)
 
     async def net_listening(self, params: list[Any]) -> bool:
         return True
@@ -197,11 +219,11 @@ class EthApi:
         return False
 
     async def eth_accounts(self, params: list[Any]) -> list[str]:
-        return []
+        return [addr(a) for a in self.signers]
 
     async def eth_blockNumber(self, params: list[Any]) -> str:
         params_of(params, (), 0)
-        self.index.refresh()
+        await self.backend.refresh()
         return q(self.index.head)
 
     async def eth_gasPrice(self, params: list[Any]) -> str:
@@ -213,7 +235,7 @@ class EthApi:
     async def eth_feeHistory(self, params: list[Any]) -> dict[str, Any]:
         count_raw, newest_raw, percentiles = params_of(params, ("blockCount", "newestBlock", "rewardPercentiles"), 2)
         count = min(quantity(count_raw, "blockCount"), 1024)
-        newest = self.block_number(newest_raw)
+        newest = await self.block_number(newest_raw)
         oldest = max(0, newest - count + 1)
         n = newest - oldest + 1
         out: dict[str, Any] = {"oldestBlock": q(oldest), "baseFeePerGas": [q(GAS_PRICE)] * (n + 1),
@@ -224,17 +246,17 @@ class EthApi:
             out["reward"] = [[q(PRIORITY_FEE)] * len(percentiles) for _ in range(n)]
         return out
 
-    def block_number(self, tag: object, *, state: bool = False) -> int:
+    async def block_number(self, tag: object, *, state: bool = False) -> int:
         """A block tag or number; ``state``: the caller reads state, which is the latest only."""
-        self.index.refresh()
+        await self.backend.refresh()
         head = self.index.head
         if tag is None or tag in ("latest", "pending", "safe", "finalized"):
-            return head
+            return int(head)
         if tag == "earliest":
             number = 0
         elif isinstance(tag, dict):  # EIP-1898
             if "blockHash" in tag:
-                found = self.index.by_hash.get(data_bytes(tag["blockHash"], "blockHash", 32))
+                found = self.index.by_hash(data_bytes(tag["blockHash"], "blockHash", 32))
                 if found is None:
                     raise RpcError(SERVER_ERROR, "unknown block hash")
                 number = found
@@ -245,34 +267,49 @@ class EthApi:
         if number > head:
             raise RpcError(SERVER_ERROR, f"block {number} is not there yet (the head is {head})")
         if state and number != head:
-            raise RpcError(SERVER_ERROR, f"this node keeps only the latest state (block {head}), not block {number}'s")
+            raise RpcError(SERVER_ERROR, f"this {self.backend.scope} keeps only the latest state (block {head}), "
+                                         f"not block {number}'s")
         return number
+
+    def _at(self, number: int) -> Block:
+        block: Block | None = self.index.block(number)
+        if block is None:
+            raise RpcError(SERVER_ERROR, f"block {number} is not there yet")
+        return block
 
     # -- state ---------------------------------------------------------------------------------
 
-    def _account(self, raw: object) -> Account | None:
-        account: Account | None = self.store.account(address(raw))
-        return account
-
     async def eth_getBalance(self, params: list[Any]) -> str:
         who, tag = params_of(params, ("address", "block"), 1)
-        account = self._account(who)
-        self.block_number(tag, state=True)
+        where = address(who)
+        await self.block_number(tag, state=True)
+        account = await self.backend.account(where)
         return q(account.balance if account else 0)
 
     async def eth_getTransactionCount(self, params: list[Any]) -> str:
+        """``pending``: the sender's next nonce, counting every admitted transaction (handled or not);
+        otherwise (``latest``): less those admitted through this endpoint and not handled yet, as
+        Ethereum counts only mined ones there.  Queued ones (ahead of a gap) count in neither."""
         who, tag = params_of(params, ("address", "block"), 1)
-        account = self._account(who)
-        self.block_number(tag, state=True)
-        return q(account.nonce if account else 0)
+        where = address(who)
+        await self.block_number(tag, state=True)
+        account = await self.backend.account(where)
+        nonce = account.nonce if account else 0
+        if tag == "pending" or where not in self.unhandled:
+            return q(nonce)
+        waiting = self.unhandled[where]
+        for message_id in list(waiting):
+            if await self.backend.receipt(message_id) is not None:
+                waiting.discard(message_id)
+        if not waiting:
+            del self.unhandled[where]
+        return q(nonce - len(waiting))
 
     async def eth_getCode(self, params: list[Any]) -> str:
         who, tag = params_of(params, ("address", "block"), 1)
-        account = self._account(who)
-        self.block_number(tag, state=True)
-        if account is None or not account.code_hash:
-            return "0x"
-        return h(self.store.code(account.code_hash))
+        where = address(who)
+        await self.block_number(tag, state=True)
+        return h(await self.backend.code(where))
 
     async def eth_getStorageAt(self, params: list[Any]) -> str:
         who, slot_raw, tag = params_of(params, ("address", "slot", "block"), 2)
@@ -281,46 +318,33 @@ class EthApi:
             int.from_bytes(data_bytes(slot_raw, "slot", 32), "big")
         if slot >> 256:
             raise bad("slot must be under 2**256")
-        self.block_number(tag, state=True)
-        return h(self.store.slot(where, slot).to_bytes(32, "big"))
+        await self.block_number(tag, state=True)
+        return h((await self.backend.slot(where, slot)).to_bytes(32, "big"))
 
     # -- running code read-only ------------------------------------------------------------------
 
-    def _simulate(self, call: object, tag: object) -> tuple[Envelope, Receipt, list[Envelope]]:
+    async def _simulate(self, call: object, tag: object) -> tuple[Envelope, Receipt, list[Envelope]]:
         if not isinstance(call, dict):
             raise bad("the call must be an object {from, to, gas, value, data}")
-        self.block_number(tag, state=True)
         sender = address(call["from"], "from") if call.get("from") is not None else bytes(20)
         data_raw = call.get("data", call.get("input"))
         data = data_bytes(data_raw, "data") if data_raw is not None else b""
         value = quantity(call["value"], "value") if call.get("value") is not None else 0
         gas = quantity(call["gas"], "gas") if call.get("gas") is not None else BLOCK_GAS_LIMIT
         gas = min(gas, BLOCK_GAS_LIMIT)
-        if call.get("to") is None:
-            nonce_account = self.store.account(sender)
+        to = address(call["to"], "to") if call.get("to") is not None else None
+        await self.block_number(tag, state=True)
+        backend = self.backend
+        if to is None:
+            nonce_account = await backend.account(sender)
             target = create_address(sender, nonce_account.nonce if nonce_account else 0)
             envelope = Envelope(Kind.DEPLOY, sender, target, value=value, payload=data, gas=gas,
-                                time=self.store.clock(), chain_id=self.store.chain_id)
-            account, code = Account(), b""
+                                time=backend.clock(), chain_id=backend.chain_id)
         else:
-            target = address(call["to"], "to")
+            target = to
             envelope = Envelope(Kind.CALL, sender, target, value=value, payload=data, gas=gas,
-                                time=self.store.clock(), chain_id=self.store.chain_id)
-            found = self.store.account(target)
-            account = found if found is not None else Account()
-            code = self.store.code(account.code_hash) if account.code_hash else b""
-        state = ActorState(target, account, code)
-
-        def read_code(who: bytes) -> tuple[bytes, bytes]:
-            other = self.store.account(who)
-            if other is None:
-                known: tuple[bytes, bytes] = self.store.known_code(who)
-                return known
-            return (self.store.code(other.code_hash), other.code_hash) if other.code_hash else (b"", b"")
-
-        receipt, _writes, _code, outgoing, _delta = run_handler(
-            state, envelope, envelope.id, lambda slot: self.store.slot(target, slot), read_code, int(time.time()),
-            self.store.chain_id)
+                                time=backend.clock(), chain_id=backend.chain_id)
+        receipt, outgoing = await backend.run_call(envelope)
         asks = [m for m in outgoing if m.kind is Kind.QUERY or m.wants_reply]
         if asks:
             first = asks[0]
@@ -340,14 +364,14 @@ class EthApi:
 
     async def eth_call(self, params: list[Any]) -> str:
         call, tag, *_ = params_of(params, ("call", "block", "stateOverrides"), 1)
-        _, receipt, _ = self._simulate(call, tag)
+        _, receipt, _ = await self._simulate(call, tag)
         if not receipt.success:
             raise self._reverted(receipt)
         return h(receipt.output)
 
     async def eth_estimateGas(self, params: list[Any]) -> str:
         call, tag, *_ = params_of(params, ("call", "block", "stateOverrides"), 1)
-        envelope, receipt, _ = self._simulate(call, tag)
+        envelope, receipt, _ = await self._simulate(call, tag)
         if not receipt.success:
             raise self._reverted(receipt)
         estimate = max(ethtx.INTRINSIC_GAS, receipt.gas_used * 5 // 4 + ESTIMATE_MARGIN)
@@ -356,41 +380,132 @@ class EthApi:
     # -- transactions ----------------------------------------------------------------------------
 
     async def eth_sendRawTransaction(self, params: list[Any]) -> str:
+        """Admit a signed transaction, or queue it while its nonce is ahead of the sender's next one
+        (:mod:`missive.rpc.pool`); either way its hash answers."""
         (raw_hex,) = params_of(params, ("data",), 1)
         raw = data_bytes(raw_hex, "data")
         try:
             tx = ethtx.decode(raw)
         except EnvelopeError as err:
             raise RpcError(INVALID_PARAMS, f"invalid transaction: {err}") from None
-        if tx.chain_id != self.store.chain_id:
+        chain_id = self.backend.chain_id
+        if tx.chain_id != chain_id:
             raise RpcError(SERVER_ERROR, f"invalid chain id: the transaction is signed for chain id {tx.chain_id}, "
-                                         f"not this ledger's ({self.store.chain_id})")
-        if self.store.eth_transaction(tx.hash) is not None:
+                                         f"not this ledger's ({chain_id})")
+        if tx.hash in self.pool.by_hash or await self.backend.eth_transaction(tx.hash) is not None:
             return h(tx.hash)  # known already: the same answer, nothing changes
-        envelope = tx.envelope(self.store.clock())
+        envelope = tx.envelope(self.backend.clock())
         try:
             envelope.validate()
         except EnvelopeError as err:
             raise RpcError(INVALID_PARAMS, f"invalid transaction: {err}") from None
+        account = await self.backend.account(tx.sender)
+        if account is not None and tx.nonce > account.nonce:
+            try:
+                ethtx.admit(envelope, account.balance)  # what can be checked now is checked now
+            except EnvelopeError as err:
+                raise RpcError(SERVER_ERROR, str(err)) from None
+            try:
+                self.pool.queue(tx, raw, account.nonce)
+            except PoolFull as err:
+                raise RpcError(SERVER_ERROR, str(err)) from None
+            await self._admit_queued(tx.sender)  # its turn may have come meanwhile
+            return h(tx.hash)
         result = await self._admit((envelope, tx.public_key, raw))
         if isinstance(result, EnvelopeError):
-            text = str(result)
-            if text.startswith("nonce "):
-                account = self.store.account(tx.sender)
-                expected = account.nonce if account else 0
-                text = f"nonce too {'low' if tx.nonce < expected else 'high'}: {text}"
-            elif text.startswith("balance too low"):
-                text = f"insufficient funds for transfer: {text}"
-            elif text.startswith("unknown account"):
-                text = f"insufficient funds: 0x{tx.sender.hex()} has nothing on this ledger (fund it first)"
-            raise RpcError(SERVER_ERROR, text)
+            raise RpcError(SERVER_ERROR, await self._refusal(tx, result))
+        self._admitted(tx.sender, result.message_id)
+        await self._admit_queued(tx.sender)
         self.wake()
+        await self._until_in_block(result.message_id)
         return h(tx.hash)
 
+    async def _until_in_block(self, message_id: bytes) -> None:
+        """Wait, at most ``handled_wait`` seconds, until the message is handled and in a block, as
+        anvil's and Hardhat's automine answer: a tool that takes the block number after asking for
+        the receipt (ethers does) would otherwise wait for a block after the receipt's, which an
+        idle ledger never makes.  After that, the hash answers anyway; the receipt comes later."""
+        with trio.move_on_after(self.handled_wait):
+            while True:
+                await self.backend.refresh()
+                if self.index.where(message_id) is not None:
+                    return
+                await trio.sleep(0.005)
+
+    async def eth_sendTransaction(self, params: list[Any]) -> str:
+        """Sign a transaction with an unlocked key (:mod:`missive.rpc.signer`) and send it as
+        ``eth_sendRawTransaction`` does; nonce, gas and fees filled in when not given."""
+        (call,) = params_of(params, ("transaction",), 1)
+        if not isinstance(call, dict):
+            raise bad("the transaction must be an object {from, to, gas, value, data, nonce, ...}")
+        sender = address(call.get("from"), "from")
+        key = self.signers.get(sender)
+        if key is None:
+            raise RpcError(SERVER_ERROR, f"unknown account 0x{sender.hex()}: this endpoint signs only for the keys "
+                                         "unlocked when it started (`missive rpc --unlock NAME`; see eth_accounts)")
+        to = address(call["to"], "to") if call.get("to") is not None else None
+        data_raw = call.get("data", call.get("input"))
+        data = data_bytes(data_raw, "data") if data_raw is not None else b""
+        value = quantity(call["value"], "value") if call.get("value") is not None else 0
+        fee = {name: quantity(call[name], name) if call.get(name) is not None else None
+               for name in ("gasPrice", "maxFeePerGas", "maxPriorityFeePerGas")}
+        if call.get("nonce") is not None:
+            nonce = quantity(call["nonce"], "nonce")
+        else:
+            account = await self.backend.account(sender)
+            nonce = account.nonce if account else 0
+        if call.get("gas") is not None:
+            gas = quantity(call["gas"], "gas")
+        else:
+            gas = int(await self.eth_estimateGas([{**call, "gas": None}]), 16)
+        fields = transaction_fields(chain_id=self.backend.chain_id, nonce=nonce, gas=gas, to=to, value=value,
+                                    data=data, gas_price=fee["gasPrice"], max_fee=fee["maxFeePerGas"] or GAS_PRICE,
+                                    priority_fee=fee["maxPriorityFeePerGas"] or PRIORITY_FEE)
+        try:
+            raw = key.sign_transaction(fields)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise bad(f"cannot sign that transaction: {exc}") from None
+        return await self.eth_sendRawTransaction([h(raw)])
+
+    async def _refusal(self, tx: ethtx.EthTransaction, error: EnvelopeError) -> str:
+        """An admission's refusal in the words Ethereum tools look for (geth's)."""
+        text = str(error)
+        if text.startswith("nonce "):
+            account = await self.backend.account(tx.sender)
+            expected = account.nonce if account else 0
+            return f"nonce too {'low' if tx.nonce < expected else 'high'}: {text}"
+        if text.startswith("balance too low"):
+            return f"insufficient funds for transfer: {text}"
+        if text.startswith("unknown account"):
+            return f"insufficient funds: 0x{tx.sender.hex()} has nothing on this ledger (fund it first)"
+        return text
+
+    def _admitted(self, sender: bytes, message_id: bytes) -> None:
+        self.unhandled.setdefault(sender, set()).add(message_id)
+
+    async def _admit_queued(self, sender: bytes) -> None:
+        """Admit ``sender``'s queued transactions whose turn has come, in nonce order (one at a time for
+        the whole endpoint, so a transaction is never taken twice)."""
+        if not self.pool.waiting(sender):
+            return
+        async with self._draining:
+            while self.pool.waiting(sender):
+                account = await self.backend.account(sender)
+                found = self.pool.take(sender, account.nonce if account else 0)
+                if found is None:
+                    return
+                tx, raw = found
+                result = await self._admit((tx.envelope(self.backend.clock()), tx.public_key, raw))
+                if isinstance(result, EnvelopeError):
+                    log.info("queued transaction 0x%s dropped: %s", tx.hash.hex(), result)
+                    continue
+                self._admitted(sender, result.message_id)
+                self.wake()
+
     async def _admit(self, submission: tuple[Envelope, bytes, bytes]) -> Any:
-        """Group admission: the transactions that arrive while one admission's transaction is being
-        written are admitted together in the next (one fsync for the lot, as the node's own group
-        commit); each is checked on its own and a refused one changes nothing."""
+        """Group admission: the transactions that arrive while one admission is being written are
+        admitted together in the next (one fsync, or one request to the cluster, for the lot); each is
+        checked on its own and a refused one changes nothing."""
         slot: list[Any] = [submission, None, trio.Event()]
         self._waiting.append(slot)
         if not self._admitting:
@@ -399,8 +514,7 @@ class EthApi:
                 while self._waiting:
                     batch, self._waiting = self._waiting, []
                     try:
-                        submissions = [s[0] for s in batch]
-                        results = await trio.to_thread.run_sync(self.store.accept, submissions, self._check)
+                        results = await self.backend.admit([s[0] for s in batch])
                     except Exception as exc:  # (a full disk, say): every waiting request is told
                         results = [exc] * len(batch)
                     for waiting, result in zip(batch, results, strict=True):
@@ -413,28 +527,27 @@ class EthApi:
             raise slot[1]
         return slot[1]
 
-    def _message_id(self, raw: object) -> bytes:
+    async def _message_id(self, raw: object) -> bytes:
         """A transaction hash, or a Missive message id (either answers for the message)."""
         key = data_bytes(raw, "transaction hash", 32)
-        return self.store.eth_transaction(key) or key
+        return await self.backend.eth_transaction(key) or key
 
-    def _record(self, message_id: bytes) -> tuple[Envelope, bytes, bytes] | None:
-        found: tuple[Envelope, bytes, bytes] | None = self.store.message(message_id)
-        return found
+    async def _record(self, message_id: bytes) -> Record | None:
+        return await self.backend.message(message_id)
 
     def tx_hash(self, message_id: bytes, public_key: bytes, signature: bytes) -> bytes:
         return keccak256(signature) if ethtx.is_eth_public_key(public_key) else message_id
 
-    def _where(self, message_id: bytes) -> tuple[Block | None, int]:
-        self.index.refresh()
-        found = self.index.handled_in.get(message_id)
+    async def _where(self, message_id: bytes) -> tuple[Block | None, int]:
+        await self.backend.refresh()
+        found = self.index.where(message_id)
         if found is None:
             return None, 0
-        return self.index.blocks[found[0]], found[1]
+        return self.index.block(found[0]), found[1]
 
-    def _transaction(self, message_id: bytes, record: tuple[Envelope, bytes, bytes]) -> dict[str, Any]:
+    async def _transaction(self, message_id: bytes, record: Record) -> dict[str, Any]:
         envelope, public_key, signature = record
-        block, position = self._where(message_id)
+        block, position = await self._where(message_id)
         out: dict[str, Any] = {
             "hash": h(self.tx_hash(message_id, public_key, signature)),
             "nonce": q(envelope.nonce), "from": addr(envelope.sender),
@@ -443,7 +556,7 @@ class EthApi:
             "input": h(envelope.payload),
             "blockHash": h(block.hash) if block else None, "blockNumber": q(block.number) if block else None,
             "transactionIndex": q(position) if block else None,
-            "chainId": q(envelope.chain_id or self.store.chain_id), "type": "0x0",
+            "chainId": q(envelope.chain_id or self.backend.chain_id), "type": "0x0",
             "v": "0x0", "r": "0x0", "s": "0x0",
             "missiveMessageId": h(message_id), "missiveKind": envelope.kind.name.lower(),
         }
@@ -459,37 +572,38 @@ class EthApi:
 
     async def eth_getTransactionByHash(self, params: list[Any]) -> dict[str, Any] | None:
         (raw,) = params_of(params, ("hash",), 1)
-        message_id = self._message_id(raw)
-        record = self._record(message_id)
-        return None if record is None else self._transaction(message_id, record)
+        queued = self.pool.by_hash.get(data_bytes(raw, "transaction hash", 32))
+        if queued is not None:  # waiting for an earlier nonce: no message yet
+            tx, signed_raw = queued
+            envelope = tx.envelope(0)
+            return {**await self._transaction(envelope.id, (envelope, tx.public_key, signed_raw)),
+                    "missiveMessageId": None, "missiveQueued": True}
+        message_id = await self._message_id(raw)
+        record = await self._record(message_id)
+        return None if record is None else await self._transaction(message_id, record)
 
-    def _logs(self, message_id: bytes, tx_hash: bytes, block: Block, position: int, receipt: Receipt,
-              first_index: int) -> list[dict[str, Any]]:
-        return [{"address": addr(emitter), "topics": [h(t.to_bytes(32, "big")) for t in topics], "data": h(data),
-                 "blockNumber": q(block.number), "blockHash": h(block.hash), "transactionHash": h(tx_hash),
-                 "transactionIndex": q(position), "logIndex": q(first_index + i), "removed": False}
-                for i, (emitter, topics, data) in enumerate(receipt.logs)]
-
-    def _log_offset(self, block: Block, position: int) -> int:
-        offset = 0
-        for message_id in block.handled[:position]:
-            receipt = self.store.receipt(message_id)
-            offset += len(receipt.logs) if receipt else 0
-        return offset
+    @staticmethod
+    def _log_json(block: Block, tx_hash: bytes, position: int, index: int, emitter: bytes, topics: Any,
+                  data: bytes) -> dict[str, Any]:
+        return {"address": addr(emitter), "topics": [h(t.to_bytes(32, "big")) for t in topics], "data": h(data),
+                "blockNumber": q(block.number), "blockHash": h(block.hash), "transactionHash": h(tx_hash),
+                "transactionIndex": q(position), "logIndex": q(index), "removed": False}
 
     async def eth_getTransactionReceipt(self, params: list[Any]) -> dict[str, Any] | None:
         (raw,) = params_of(params, ("hash",), 1)
-        message_id = self._message_id(raw)
-        record = self._record(message_id)
-        receipt = self.store.receipt(message_id)
-        if record is None or receipt is None:
+        message_id = await self._message_id(raw)
+        block, position = await self._where(message_id)
+        if block is None:  # not handled, or its block not indexed yet: at the next look
             return None
-        block, position = self._where(message_id)
-        if block is None:  # handled, but its seal not indexed yet: at the next look
+        record = await self._record(message_id)
+        receipt = await self.backend.receipt(message_id)
+        if record is None or receipt is None:
             return None
         envelope, public_key, signature = record
         tx_hash = self.tx_hash(message_id, public_key, signature)
-        logs = self._logs(message_id, tx_hash, block, position, receipt, self._log_offset(block, position))
+        first = self.index.block_logs_before(block.number, position) if receipt.logs else 0
+        logs = [self._log_json(block, tx_hash, position, first + i, emitter, topics, data)
+                for i, (emitter, topics, data) in enumerate(receipt.logs)]
         out: dict[str, Any] = {
             "transactionHash": h(tx_hash), "transactionIndex": q(position), "blockHash": h(block.hash),
             "blockNumber": q(block.number), "from": addr(envelope.sender),
@@ -511,16 +625,16 @@ class EthApi:
 
     # -- blocks ----------------------------------------------------------------------------------
 
-    def _block(self, block: Block, full: bool) -> dict[str, Any]:
+    async def _block(self, block: Block, full: bool) -> dict[str, Any]:
         txs: list[Any] = []
         gas_used = 0
         for message_id in block.handled:
-            record = self._record(message_id)
-            receipt = self.store.receipt(message_id)
+            record = await self._record(message_id)
             if record is None or not record[0].is_external:
                 continue
+            receipt = await self.backend.receipt(message_id)
             gas_used += receipt.gas_used if receipt else 0
-            txs.append(self._transaction(message_id, record) if full else
+            txs.append(await self._transaction(message_id, record) if full else
                        h(self.tx_hash(message_id, record[1], record[2])))
         return {
             "number": q(block.number), "hash": h(block.hash), "parentHash": h(block.parent),
@@ -535,36 +649,39 @@ class EthApi:
     async def eth_getBlockByNumber(self, params: list[Any]) -> dict[str, Any] | None:
         tag, full = params_of(params, ("block", "full"), 1)
         try:
-            number = self.block_number(tag)
+            number = await self.block_number(tag)
         except RpcError as err:
             if err.code == SERVER_ERROR:
                 return None
             raise
-        return self._block(self.index.blocks[number], bool(full))
+        block = self.index.block(number)
+        return None if block is None else await self._block(block, bool(full))
 
     async def eth_getBlockByHash(self, params: list[Any]) -> dict[str, Any] | None:
         raw, full = params_of(params, ("hash", "full"), 1)
-        self.index.refresh()
-        number = self.index.by_hash.get(data_bytes(raw, "hash", 32))
-        return None if number is None else self._block(self.index.blocks[number], bool(full))
+        wanted = data_bytes(raw, "hash", 32)
+        await self.backend.refresh()
+        number = self.index.by_hash(wanted)
+        return None if number is None else await self._block(self._at(number), bool(full))
 
     async def eth_getBlockTransactionCountByNumber(self, params: list[Any]) -> str:
         (tag,) = params_of(params, ("block",), 1)
-        return q(len(self._block(self.index.blocks[self.block_number(tag)], False)["transactions"]))
+        block = self._at(await self.block_number(tag))
+        return q(len((await self._block(block, False))["transactions"]))
 
     # -- logs and filters ------------------------------------------------------------------------
 
-    def _log_query(self, spec: object) -> tuple[int, int, set[bytes] | None, list[set[bytes] | None]]:
+    async def _log_query(self, spec: object) -> tuple[int, int, set[bytes] | None, list[set[bytes] | None]]:
         if not isinstance(spec, dict):
             raise bad("the filter must be an object {fromBlock, toBlock, address, topics}")
         if spec.get("blockHash") is not None:
-            number = self.index.by_hash.get(data_bytes(spec["blockHash"], "blockHash", 32))
+            number = self.index.by_hash(data_bytes(spec["blockHash"], "blockHash", 32))
             if number is None:
                 raise RpcError(SERVER_ERROR, "unknown block hash")
             first = last = number
         else:
-            first = self.block_number(spec.get("fromBlock"))
-            last = self.block_number(spec.get("toBlock"))
+            first = await self.block_number(spec.get("fromBlock"))
+            last = await self.block_number(spec.get("toBlock"))
         raw_addresses = spec.get("address")
         addresses: set[bytes] | None = None
         if raw_addresses is not None:
@@ -582,41 +699,32 @@ class EthApi:
                 topics.append({data_bytes(entry, "topic", 32)})
         return first, last, addresses, topics
 
-    def _matching_logs(self, first: int, last: int, addresses: set[bytes] | None,
-                       topics: list[set[bytes] | None]) -> list[dict[str, Any]]:
+    async def _matching_logs(self, first: int, last: int, addresses: set[bytes] | None,
+                             topics: list[set[bytes] | None]) -> list[dict[str, Any]]:
+        """The index's logs of blocks ``first``..``last`` (by address through its address keys) that
+        match the topics; the ledger is not read, except for the transaction hash of each match."""
         if last - first >= MAX_LOG_BLOCKS:
             raise RpcError(LIMIT_EXCEEDED, f"query returned more than {MAX_LOG_BLOCKS} blocks: ask for fewer")
         out: list[dict[str, Any]] = []
-        for number in range(first, last + 1):
-            block = self.index.blocks[number]
-            log_index = 0
-            for position, message_id in enumerate(block.handled):
-                receipt = self.store.receipt(message_id)
-                if receipt is None or not receipt.logs:
-                    continue
-                record = self._record(message_id)
-                tx_hash = self.tx_hash(message_id, record[1], record[2]) if record else message_id
-                for entry in self._logs(message_id, tx_hash, block, position, receipt, log_index):
-                    if self._matches(entry, addresses, topics):
-                        out.append(entry)
-                log_index += len(receipt.logs)
-        return out
-
-    @staticmethod
-    def _matches(entry: dict[str, Any], addresses: set[bytes] | None, topics: list[set[bytes] | None]) -> bool:
-        if addresses is not None and bytes.fromhex(entry["address"][2:]) not in addresses:
-            return False
-        have = entry["topics"]
-        for i, wanted in enumerate(topics):
-            if wanted is None:
+        hashes: dict[bytes, bytes] = {}
+        blocks: dict[int, Block] = {}
+        for entry in self.index.logs(first, last, addresses):
+            if not all(wanted is None or (i < len(entry.topics) and entry.topics[i].to_bytes(32, "big") in wanted)
+                       for i, wanted in enumerate(topics)):
                 continue
-            if i >= len(have) or bytes.fromhex(have[i][2:]) not in wanted:
-                return False
-        return True
+            if entry.message_id not in hashes:
+                record = await self._record(entry.message_id)
+                hashes[entry.message_id] = (self.tx_hash(entry.message_id, record[1], record[2]) if record
+                                            else entry.message_id)
+            if entry.block not in blocks:
+                blocks[entry.block] = self._at(entry.block)
+            out.append(self._log_json(blocks[entry.block], hashes[entry.message_id], entry.position, entry.index,
+                                      entry.emitter, entry.topics, entry.data))
+        return out
 
     async def eth_getLogs(self, params: list[Any]) -> list[dict[str, Any]]:
         (spec,) = params_of(params, ("filter",), 1)
-        return self._matching_logs(*self._log_query(spec))
+        return await self._matching_logs(*await self._log_query(spec))
 
     def _new_filter(self, entry: dict[str, Any]) -> str:
         if len(self.filters) >= MAX_FILTERS:
@@ -628,7 +736,7 @@ class EthApi:
 
     async def eth_newFilter(self, params: list[Any]) -> str:
         (spec,) = params_of(params, ("filter",), 1)
-        first, last, addresses, topics = self._log_query(spec)
+        first, last, addresses, topics = await self._log_query(spec)
         to_latest = not isinstance(spec, dict) or spec.get("toBlock") in (None, "latest", "pending")
         return self._new_filter({"kind": "logs", "next": first if isinstance(spec, dict) and spec.get("fromBlock")
                                  not in (None, "latest", "pending") else self.index.head + 1,
@@ -636,7 +744,7 @@ class EthApi:
                                  "spec": spec})
 
     async def eth_newBlockFilter(self, params: list[Any]) -> str:
-        self.index.refresh()
+        await self.backend.refresh()
         return self._new_filter({"kind": "blocks", "next": self.index.head + 1})
 
     async def eth_uninstallFilter(self, params: list[Any]) -> bool:
@@ -652,41 +760,41 @@ class EthApi:
     async def eth_getFilterChanges(self, params: list[Any]) -> list[Any]:
         (ident,) = params_of(params, ("id",), 1)
         entry = self._filter(ident)
-        self.index.refresh()
+        await self.backend.refresh()
         head = self.index.head if entry.get("last") is None else min(entry["last"], self.index.head)
         first = entry["next"]
         if first > head:
             return []
         entry["next"] = head + 1
         if entry["kind"] == "blocks":
-            return [h(self.index.blocks[n].hash) for n in range(first, head + 1)]
-        return self._matching_logs(first, head, entry["addresses"], entry["topics"])
+            return [h(self._at(n).hash) for n in range(first, head + 1)]
+        return await self._matching_logs(first, head, entry["addresses"], entry["topics"])
 
     async def eth_getFilterLogs(self, params: list[Any]) -> list[Any]:
         (ident,) = params_of(params, ("id",), 1)
         entry = self._filter(ident)
         if entry["kind"] != "logs":
             raise bad("not a log filter")
-        return self._matching_logs(*self._log_query(entry["spec"]))
+        return await self._matching_logs(*await self._log_query(entry["spec"]))
 
     # -- subscriptions (WebSocket) -----------------------------------------------------------------
 
-    def subscription(self, kind: object, spec: object) -> dict[str, Any]:
+    async def subscription(self, kind: object, spec: object) -> dict[str, Any]:
         """A new ``eth_subscribe`` entry: ``newHeads``, or ``logs`` with an address/topics filter."""
-        self.index.refresh()
+        await self.backend.refresh()
         if kind == "newHeads":
             return {"kind": "blocks", "next": self.index.head + 1}
         if kind == "logs":
             query = spec if spec is not None else {}
             if not isinstance(query, dict):
                 raise bad("the logs subscription takes a filter object {address, topics}")
-            _, _, addresses, topics = self._log_query({**query, "fromBlock": "latest", "toBlock": "latest"})
+            _, _, addresses, topics = await self._log_query({**query, "fromBlock": "latest", "toBlock": "latest"})
             return {"kind": "logs", "next": self.index.head + 1, "addresses": addresses, "topics": topics}
         raise bad(f"unknown subscription {kind!r:.40} (newHeads or logs)")
 
-    def subscription_changes(self, entry: dict[str, Any]) -> list[Any]:
+    async def subscription_changes(self, entry: dict[str, Any]) -> list[Any]:
         """What a subscription has not been told yet: block headers, or matching logs."""
-        self.index.refresh()
+        await self.backend.refresh()
         first, head = entry["next"], self.index.head
         if first > head:
             return []
@@ -694,11 +802,12 @@ class EthApi:
         if entry["kind"] == "blocks":
             out = []
             for number in range(first, head + 1):
-                header = self._block(self.index.blocks[number], False)
+                header = await self._block(self._at(number), False)
                 header.pop("transactions")
                 out.append(header)
             return out
-        return self._matching_logs(max(first, head - MAX_LOG_BLOCKS + 1), head, entry["addresses"], entry["topics"])
+        return await self._matching_logs(max(first, head - MAX_LOG_BLOCKS + 1), head, entry["addresses"],
+                                         entry["topics"])
 
     # -- Missive's own: the message tree ---------------------------------------------------------
 
@@ -716,29 +825,26 @@ class EthApi:
         out["children"] = [self._tree(child) for child in node.children]
         return out
 
+    async def _known_message(self, raw: object) -> bytes:
+        message_id = await self._message_id(raw)
+        if await self._record(message_id) is None:
+            raise RpcError(SERVER_ERROR, "unknown transaction or message")
+        return message_id
+
     async def missive_traceTransaction(self, params: list[Any]) -> dict[str, Any]:
         (raw,) = params_of(params, ("hash",), 1)
-        message_id = self._message_id(raw)
-        if self._record(message_id) is None:
-            raise RpcError(SERVER_ERROR, "unknown transaction or message")
-        return self._tree(self.node.trace(message_id))
+        message_id = await self._known_message(raw)
+        return self._tree(await self.backend.trace(message_id))
 
     async def missive_waitForTree(self, params: list[Any]) -> dict[str, Any]:
         """Wait (at most ``timeout`` seconds, default 10, at most 60) until every message the
         transaction caused is handled: {done, handled, failed: [...], unfinished: [...]}."""
         raw, timeout_raw = params_of(params, ("hash", "timeout"), 1)
-        message_id = self._message_id(raw)
-        if self._record(message_id) is None:
-            raise RpcError(SERVER_ERROR, "unknown transaction or message")
         timeout = 10.0 if timeout_raw is None else timeout_raw
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 <= timeout <= 60:
             raise bad("timeout must be a number of seconds from 0 to 60")
-        from missive.node import Chain
-
-        chain = Chain(self.store.receipt, message_id)
-        with trio.move_on_after(timeout):
-            while not chain.done():
-                await trio.sleep(0.005)
+        message_id = await self._known_message(raw)
+        chain = await self.backend.follow(message_id, float(timeout))
         return {"done": not chain.unfinished, "handled": chain.handled,
                 "failed": [{"messageId": h(m), "status": r.status, "error": r.error,
                             "revertReason": revert_reason(r.output) if r.status == "revert" else None}
@@ -748,7 +854,7 @@ class EthApi:
     async def missive_messageOf(self, params: list[Any]) -> str | None:
         """The Missive message id a transaction hash became."""
         (raw,) = params_of(params, ("hash",), 1)
-        found = self.store.eth_transaction(data_bytes(raw, "hash", 32))
+        found = await self.backend.eth_transaction(data_bytes(raw, "hash", 32))
         return None if found is None else h(found)
 
 

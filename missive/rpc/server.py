@@ -1,4 +1,4 @@
-"""``missive rpc``: Ethereum JSON-RPC 2.0 over HTTP and WebSocket for an embedded node, under trio.
+"""``missive rpc``: Ethereum JSON-RPC 2.0 over HTTP and WebSocket for an embedded node or a cluster, under trio.
 
 The HTTP server is **hypercorn** (MIT, maintained by the Pallets-adjacent author of Quart) run
 with its trio worker (``hypercorn.trio.serve``): a well-kept HTTP/1.1 and HTTP/2 server built on
@@ -32,6 +32,7 @@ import trio
 
 from missive.mailbox.envelope import EnvelopeError
 from missive.rpc.methods import (
+    HANDLED_WAIT,
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -199,7 +200,7 @@ class RpcApp:
                 if not subscriptions:
                     continue
                 for ident, entry in list(subscriptions.items()):
-                    for result in self.api.subscription_changes(entry):
+                    for result in await self.api.subscription_changes(entry):
                         await push({"jsonrpc": "2.0", "method": "eth_subscription",
                                     "params": {"subscription": ident, "result": result}})
 
@@ -224,14 +225,14 @@ class RpcApp:
                     await push(error_response(LIMIT_EXCEEDED, "request rate limit exceeded: slow down"))
                     continue
                 if isinstance(request, dict) and request.get("method") in ("eth_subscribe", "eth_unsubscribe"):
-                    await push(self.subscription_call(request, subscriptions))
+                    await push(await self.subscription_call(request, subscriptions))
                     continue
                 _, answer = await self.handle_body(text.encode(), client, limited=False)
                 if answer is not None:
                     await push(answer)
             nursery.cancel_scope.cancel()
 
-    def subscription_call(self, request: dict[str, Any], subscriptions: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    async def subscription_call(self, request: dict[str, Any], subscriptions: dict[str, dict[str, Any]]) -> dict[str, Any]:
         ident = request.get("id")
         params = request.get("params") or []
         try:
@@ -241,7 +242,7 @@ class RpcApp:
                 return {"jsonrpc": "2.0", "id": ident, "result": subscriptions.pop(str(params[0]), None) is not None}
             if len(subscriptions) >= MAX_SUBSCRIPTIONS:
                 raise RpcError(LIMIT_EXCEEDED, f"at most {MAX_SUBSCRIPTIONS} subscriptions a connection")
-            entry = self.api.subscription(params[0], params[1] if len(params) > 1 else None)
+            entry = await self.api.subscription(params[0], params[1] if len(params) > 1 else None)
         except RpcError as err:
             return {"jsonrpc": "2.0", "id": ident, "error": err.as_json()}
         name = "0x" + os.urandom(16).hex()
@@ -280,11 +281,16 @@ async def run_actors(node: Any, api_wake: list[Callable[[], None]], *, poll_inte
 
 
 async def serve(node: Any, *, host: str = "127.0.0.1", port: int = 8545, rate: float = DEFAULT_RATE,
-                max_body: int = MAX_BODY, version: str = "",
+                max_body: int = MAX_BODY, version: str = "", cluster: Any = None, signers: Any = (),
+                handled_wait: float = HANDLED_WAIT,
                 task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve ``node`` until cancelled; ``task_status.started`` gets the bound addresses."""
+    """Serve ``node`` (an embedded node, whose actors run here too) or, with ``cluster`` (a
+    :class:`~missive.rpc.backend.ClusterBackend`), a cluster, until cancelled;
+    ``task_status.started`` gets the bound addresses."""
     from hypercorn.config import Config
     from hypercorn.trio import serve as hypercorn_serve
+
+    from missive.rpc.backend import LocalBackend
 
     wakes: list[Callable[[], None]] = []
 
@@ -292,7 +298,8 @@ async def serve(node: Any, *, host: str = "127.0.0.1", port: int = 8545, rate: f
         for w in wakes:
             w()
 
-    api = EthApi(node, wake=wake, version=version)
+    backend = cluster if cluster is not None else LocalBackend(node)
+    api = EthApi(backend, wake=wake, version=version, signers=signers, handled_wait=handled_wait)
     app = RpcApp(api, max_body=max_body, rate=rate)
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
@@ -301,8 +308,13 @@ async def serve(node: Any, *, host: str = "127.0.0.1", port: int = 8545, rate: f
     config.h11_max_incomplete_size = 64 * 1024  # request line and headers
     config.keep_alive_timeout = 30
     config.graceful_timeout = 1
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run_actors, node, wakes)
-        binds = await nursery.start(lambda task_status: hypercorn_serve(app, config, task_status=task_status,  # type: ignore[arg-type]
-                                                                       mode="asgi"))
-        task_status.started(binds)
+    try:
+        async with trio.open_nursery() as nursery:
+            if cluster is None:
+                nursery.start_soon(run_actors, node, wakes)
+            await backend.refresh()  # the blocks made while no endpoint ran, before the first request
+            binds = await nursery.start(lambda task_status: hypercorn_serve(app, config, task_status=task_status,  # type: ignore[arg-type]
+                                                                           mode="asgi"))
+            task_status.started(binds)
+    finally:
+        backend.close()

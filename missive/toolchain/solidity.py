@@ -1,7 +1,7 @@
 """Solidity through solc-js (the npm ``solc`` package), run with Node.js.
 
 Installed once by ``missive toolchain install`` (``npm install --prefix DIR
-solc@SOLC_VERSION``; DIR is ``$MISSIVE_SOLC_DIR``, else ``~/.cache/missive/solc``).
+solc@SOLC_VERSION ethers@ETHERS_VERSION``; DIR is ``$MISSIVE_SOLC_DIR``, else ``~/.cache/missive/solc``).
 Compiling runs ``solcjs --standard-json`` for the Cancun EVM (or the ``--evm-version`` asked for:
 0.8.28 knows up to prague, not osaka) with the source's
 directory as base path and, as include paths, Missive's Solidity library (so
@@ -49,14 +49,19 @@ def missing_reason() -> str | None:
 
 
 def install(target: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """``npm install --prefix TARGET solc@SOLC_VERSION``; the caller reports failures."""
+    """``npm install --prefix TARGET solc@SOLC_VERSION ethers@ETHERS_VERSION`` (the one npm command:
+    ethers drives ``missive rpc`` from JavaScript, :mod:`missive.toolchain.ethers`); the caller reports
+    failures."""
+    from missive.toolchain.ethers import ETHERS_VERSION
+
     where = target or solc_dir()
     where.mkdir(parents=True, exist_ok=True)
     npm = shutil.which("npm")
     if npm is None:
         raise FileNotFoundError("npm")
     return subprocess.run([npm, "install", "--prefix", str(where), "--no-audit", "--no-fund",
-                           f"solc@{SOLC_VERSION}"], capture_output=True, text=True, check=False)
+                           f"solc@{SOLC_VERSION}", f"ethers@{ETHERS_VERSION}"], capture_output=True, text=True,
+                          check=False)
 
 
 def installed_version() -> str | None:
