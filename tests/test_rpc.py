@@ -41,7 +41,7 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         node.send(bytes.fromhex(alice.address[2:]), b"", value=FUND)
         node.run_until_idle(30)
         chain_id = node.chain_id
-    proc, url = start_rpc(where)
+    proc, url = start_rpc(where, "--nonce-queue", "64")  # as geth's pool: a wallet may send ahead
     try:
         yield {"url": url, "dir": where, "alice": alice, "chain_id": chain_id, "proc": proc}
     finally:

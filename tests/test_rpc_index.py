@@ -64,12 +64,22 @@ def test_unlocked_key_sends_and_the_index_survives_restarts(tmp_path: Path) -> N
         proc.terminate()
         proc.wait(10)
     assert [entry["transactionHash"] for entry in before["logs"]] == sent
+    with Node.open(where) as node:
+        signer = node.keystore.get("alice")
+        nonce = node.store.account(alice.address).nonce  # type: ignore[union-attr]
+        chain_id = node.chain_id
 
     def same_after_restart() -> None:
         proc, url = start_rpc(where)  # nothing unlocked now
         try:
             assert answers(url, emitter, sent) == before
             assert rpc(url, "eth_accounts")["result"] == []
+            # without --nonce-queue a future nonce is a bad request (issue 28): an error, nothing kept
+            ahead = rpc(url, "eth_sendRawTransaction", "0x" + signer.sign_transaction(
+                {"chainId": chain_id, "nonce": nonce + 5, "gas": 100_000, "gasPrice": 10**9, "to": bytes.fromhex(emitter[2:]),
+                 "value": 0}).hex())
+            assert ahead.get("error", {}).get("code") == -32000 and "nonce too high" in ahead["error"]["message"], ahead
+            assert rpc(url, "eth_getTransactionCount", me, "pending")["result"] == hex(nonce)
         finally:
             proc.terminate()
             proc.wait(10)

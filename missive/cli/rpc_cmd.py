@@ -28,6 +28,7 @@ def _number(kind: Callable[[str], Any], what: str, ok: Callable[[Any], bool]) ->
 _port = _number(int, "a port is a number from 0 to 65535", lambda n: 0 <= n <= 65535)
 _rate = _number(float, "a rate is requests per second (a positive number)", lambda r: r > 0)
 _seconds = _number(float, "a time is seconds from 0 to 60", lambda t: 0 <= t <= 60)
+_nonces = _number(int, "a nonce queue is a number of nonces from 0 to 1024", lambda n: 0 <= n <= 1024)
 
 
 def register(subparsers: Any) -> None:
@@ -51,6 +52,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--handled-wait", type=_seconds, default=5.0, metavar="S",
                    help="eth_sendRawTransaction answers once its message is handled, waiting at most S seconds "
                    "(default 5, as anvil's automine; 0: as soon as it is admitted, for clients that poll receipts)")
+    p.add_argument("--nonce-queue", type=_nonces, default=0, metavar="N",
+                   help="let a transaction up to N nonces ahead of its sender's next one wait until the gap is "
+                   "filled, as geth's pool does (64 there); default 0: a future nonce is refused (nonce too high)")
     p.add_argument("--unlock", action="append", default=[], metavar="NAME",
                    help="sign eth_sendTransaction for this Ethereum key of the keystore (repeatable; eth_accounts "
                    "lists them); the keys stay in the endpoint's memory and no method reveals them")
@@ -115,7 +119,8 @@ def _serve(args: argparse.Namespace, node: Any, cluster: Any, what: str, signers
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(functools.partial(
                 serve, node, host=args.host, port=args.port, rate=args.rate, max_body=args.max_body,
-                version=missive_version(), cluster=cluster, signers=signers, handled_wait=args.handled_wait))
+                version=missive_version(), cluster=cluster, signers=signers, handled_wait=args.handled_wait,
+                nonce_queue=args.nonce_queue))
             console.print(f"serving Ethereum JSON-RPC for {what} on {', '.join(binds)} (Ctrl-C stops)", markup=False)
 
     try:

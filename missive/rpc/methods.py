@@ -158,7 +158,7 @@ class EthApi:
     runtime a message is waiting (nothing on a cluster, whose nodes run all the time)."""
 
     def __init__(self, backend: Backend, *, wake: Callable[[], None] = lambda: None, version: str = "",
-                 signers: Sequence[EthKey] = (), handled_wait: float = HANDLED_WAIT) -> None:
+                 signers: Sequence[EthKey] = (), handled_wait: float = HANDLED_WAIT, nonce_queue: int = 0) -> None:
         self.backend = backend
         #: how long eth_sendRawTransaction waits for its message to be handled (see _until_in_block)
         self.handled_wait = handled_wait
@@ -169,7 +169,7 @@ class EthApi:
         self._waiting: list[list[Any]] = []
         self._admitting = False
         #: transactions waiting for earlier nonces, and the admission of those (missive/rpc/pool.py)
-        self.pool = Pool()
+        self.pool = Pool(max_ahead=nonce_queue)
         self._draining = trio.Lock()
         #: sender -> its transactions admitted through this endpoint and not known handled yet
         self.unhandled: dict[bytes, set[bytes]] = {}

@@ -1,5 +1,9 @@
 """Transactions that wait for their nonce: the endpoint's small queue, as geth's and anvil's pools hold them.
 
+Off by default: issue 28 counts a future nonce among the bad requests that get an error and change
+nothing, so a plain ``missive rpc`` refuses one (``nonce too high``).  ``missive rpc --nonce-queue N``
+turns the queue on for wallets that send ahead (geth keeps up to 64 ahead; so does ``N = 64``).
+
 A wallet may send a sender's transactions out of order (nonce 5 reaches the endpoint before
 nonce 4), or several at once without waiting.  Missive admits a message only with its sender's
 next nonce; a transaction whose nonce is *ahead* of that waits here instead of being refused,
@@ -28,7 +32,7 @@ from missive.errors import MissiveError
 from missive.mailbox.ethtx import EthTransaction
 
 MAX_PER_SENDER = 16
-MAX_AHEAD = 64
+MAX_AHEAD = 64  # geth's limit, and the usual choice for --nonce-queue
 MAX_QUEUED = 1024
 
 
@@ -40,6 +44,8 @@ class PoolFull(MissiveError):
 class Pool:
     """Queued transactions: sender -> nonce -> (transaction, raw bytes)."""
 
+    #: how many nonces ahead of a sender's next one a transaction may wait (0: none may)
+    max_ahead: int = 0
     by_sender: dict[bytes, dict[int, tuple[EthTransaction, bytes]]] = attrs.field(factory=dict)
     by_hash: dict[bytes, tuple[EthTransaction, bytes]] = attrs.field(factory=dict)
 
@@ -48,8 +54,12 @@ class Pool:
 
     def queue(self, tx: EthTransaction, raw: bytes, next_nonce: int) -> None:
         """Keep ``tx`` until ``next_nonce`` reaches its nonce (which is ahead of it)."""
-        if tx.nonce - next_nonce > MAX_AHEAD:
-            raise PoolFull(f"nonce too high: nonce {tx.nonce} is more than {MAX_AHEAD} ahead of "
+        if not self.max_ahead:
+            raise PoolFull(f"nonce too high: nonce {tx.nonce} is ahead of 0x{tx.sender.hex()}'s next one "
+                           f"({next_nonce}); send that one first (`missive rpc --nonce-queue N` lets "
+                           "transactions up to N ahead wait)")
+        if tx.nonce - next_nonce > self.max_ahead:
+            raise PoolFull(f"nonce too high: nonce {tx.nonce} is more than {self.max_ahead} ahead of "
                            f"0x{tx.sender.hex()}'s next one ({next_nonce}); transactions further ahead are refused")
         mine = self.by_sender.setdefault(tx.sender, {})
         old = mine.get(tx.nonce)

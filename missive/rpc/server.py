@@ -282,7 +282,7 @@ async def run_actors(node: Any, api_wake: list[Callable[[], None]], *, poll_inte
 
 async def serve(node: Any, *, host: str = "127.0.0.1", port: int = 8545, rate: float = DEFAULT_RATE,
                 max_body: int = MAX_BODY, version: str = "", cluster: Any = None, signers: Any = (),
-                handled_wait: float = HANDLED_WAIT,
+                handled_wait: float = HANDLED_WAIT, nonce_queue: int = 0,
                 task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve ``node`` (an embedded node, whose actors run here too) or, with ``cluster`` (a
     :class:`~missive.rpc.backend.ClusterBackend`), a cluster, until cancelled;
@@ -299,7 +299,8 @@ async def serve(node: Any, *, host: str = "127.0.0.1", port: int = 8545, rate: f
             w()
 
     backend = cluster if cluster is not None else LocalBackend(node)
-    api = EthApi(backend, wake=wake, version=version, signers=signers, handled_wait=handled_wait)
+    api = EthApi(backend, wake=wake, version=version, signers=signers, handled_wait=handled_wait,
+                 nonce_queue=nonce_queue)
     app = RpcApp(api, max_body=max_body, rate=rate)
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
