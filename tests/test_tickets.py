@@ -190,7 +190,8 @@ def funded(ledger: Ledger, deposit: int = 10_000, reserve: int = 1_000, recipien
 
 @pytest.mark.parametrize("case", ["wrong signature", "another chain", "another broker", "wrong recipient",
                                   "wrong commitment", "reused nonce", "expired", "too long", "oversized",
-                                  "above allowance", "payer unlocking", "no payer", "malformed"])
+                                  "above allowance", "payer unlocking", "payer in default", "no payer",
+                                  "malformed"])
 def test_each_bad_ticket_is_refused_off_the_ledger_with_its_reason(ledger: Ledger, case: str) -> None:
     alice, bob = ledger.alice, ledger.bob
     store = ledger.store
@@ -214,7 +215,8 @@ def test_each_bad_ticket_is_refused_off_the_ledger_with_its_reason(ledger: Ledge
         "wrong recipient": "not this recipient", "wrong commitment": "wrong commitment",
         "reused nonce": "not above the last", "expired": "expired at", "too long": "more than 1000 past now",
         "oversized": "more than a ticket's", "above allowance": "above this recipient's allowance",
-        "payer unlocking": "is unlocking", "no payer": "has nothing at the ticket broker", "malformed": "malformed",
+        "payer unlocking": "is unlocking", "payer in default": "overspent",
+        "no payer": "has nothing at the ticket broker", "malformed": "malformed",
     }[case]
     with pytest.raises(TicketError, match=expected) as refused:
         if case == "wrong signature":
@@ -246,6 +248,9 @@ def test_each_bad_ticket_is_refused_off_the_ledger_with_its_reason(ledger: Ledge
             take(issue(face=1_001))
         elif case == "payer unlocking":
             op(ledger, alice, "unlock")
+            take(issue())
+        elif case == "payer in default":  # a winner of 10,500 against a deposit of 10,000 made alice default
+            redeem(ledger, bob, *winning(ledger, alice, bob.address, 10_500, nonce=50))
             take(issue())
         elif case == "no payer":
             me.commitment(ledger.bob.address)
@@ -508,6 +513,51 @@ def test_replay_refuses_a_redemption_the_broker_would_have_refused(ledger: Ledge
     report = replay(store)
     assert not report.ok and report.divergence is not None
     assert "does not win" in report.divergence.describe()
+
+
+# -- the recipient's file --------------------------------------------------------------------------
+
+
+def test_the_recipients_secrets_and_winners_survive_a_restart_in_a_private_file(ledger: Ledger,
+                                                                                 tmp_path: Path) -> None:
+    alice, bob = ledger.alice, ledger.bob
+    store = ledger.store
+    funded(ledger)
+    path = tmp_path / "tickets" / "bob.recipient"
+    me = Recipient(bob.address, path)
+    commitment = me.commitment(alice.address)
+    issuer = Issuer(alice.signing_key, alice.public_key)
+    signed = issuer.issue(bob.address, commitment, 100, ALWAYS, chain_id=store.chain_id, clock=0)
+    assert me.take(signed, chain_id=store.chain_id, clock=0, payer=ledger_broker.payer(store, alice.address)).wins
+    assert path.stat().st_mode & 0o777 == 0o600  # it holds secrets
+    again = Recipient(bob.address, path)
+    assert again.commitment(alice.address) == commitment and again.winners() == me.winners()
+    with pytest.raises(TicketError, match="not above the last"):  # the nonce it took is remembered
+        again.take(signed, chain_id=store.chain_id, clock=0, payer=ledger_broker.payer(store, alice.address))
+    path.write_bytes(b"\x92\x01")  # damaged
+    with pytest.raises(TicketError, match="cannot read the recipient's ticket state") as refused:
+        Recipient(bob.address, path)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_defaulted_payers_leftover_reserve_is_burned_by_a_later_redemption(ledger: Ledger) -> None:
+    alice, bob = ledger.alice, ledger.bob
+    carol = ledger.keys.new("carol")
+    ledger.store.create_account(carol.address, carol.public_key, 0)
+    supply = held(ledger)
+    funded(ledger, 100, 1_000, (bob.address, carol.address))
+    redeem(ledger, bob, *winning(ledger, alice, bob.address, 300))  # 100 + 200 from the reserve: default
+    advance(ledger, MAX_VALIDITY - 1)  # the window is not over: nothing burned yet
+    op(ledger, alice, "fund", deposit=50)
+    assert ledger_broker.burned(ledger.store) == 0
+    advance(ledger, MAX_VALIDITY)
+    late, secret = winning(ledger, alice, carol.address, 50, nonce=7)
+    assert redeem(ledger, carol, late, secret).paid == (50, 0)  # from the new deposit
+    payer = ledger_broker.payer(ledger.store, alice.address)
+    assert payer is not None and not payer.in_default and payer.reserve == 0 and payer.burned == 800
+    assert ledger_broker.burned(ledger.store) == 800 and held(ledger) == supply
+    op(ledger, alice, "fund", reserve=10)  # out of default: a new reserve is taken
+    replays(ledger)
 
 
 # -- the Python API and the CLI --------------------------------------------------------------------

@@ -243,7 +243,8 @@ def main() -> None:
     figures["per_task"] = {"tickets_ms": per_task_tickets_ms, "direct_ms": direct["ms"],
                            "direct_over_tickets": direct["ms"] / per_task_tickets_ms,
                            "ledger_records_per_task_tickets": sim["redemptions"] / sim["tickets"],
-                           "ledger_records_per_task_direct": 2}
+                           "ledger_records_per_task_direct": 2,
+                           "tickets_for_5pct_at_2_sigma": (2 / 0.05) ** 2 * (1 - p) / p}
     table = Table(title=f"{sim['tickets']:,} tickets at p = {p:g}, {sim['payers']} payers → {sim['recipients']} "
                   "recipients")
     table.add_column("figure")
@@ -255,8 +256,10 @@ def main() -> None:
         ("recipients within 5% of expected", f"{sim['recipients_within_5pct']} of {sim['recipients']}"),
         ("recipient deviation: median, max", f"{sim['median_recipient_deviation']:.1%}, "
          f"{sim['max_recipient_deviation']:.1%}"),
+        ("tickets a recipient needs for ±5% at 2σ", f"{(2 / 0.05) ** 2 * (1 - p) / p:,.0f} "
+         f"(each took {sim['tickets_per_recipient']:,.0f} here)"),
         ("one redemption (wall, fsync)", f"{sim['redeem_ms']:.2f} ms, ~{sim['redeem_record_bytes']:.0f} B, no gas"),
-        ("direct payment per task (wall)", f"{direct['ms']:.2f} ms, {direct['gas']:,.0f} gas, 2 ledger records"),
+        ("direct payment per task (wall)", f"{direct['ms']:.2f} ms, {direct['gas']:,.0f} gas (a transfer to an account runs nothing), 2 ledger records"),
         ("one task paid by ticket (issue+check+redeem×p)", f"{per_task_tickets_ms * 1e3:.0f} µs"),
         ("direct ÷ ticket, per task", f"{direct['ms'] / per_task_tickets_ms:.1f}×"),
     ]

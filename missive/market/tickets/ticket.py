@@ -26,8 +26,9 @@ from typing import Any, cast
 import attrs
 import msgpack
 
+from missive.errors import BadInput
 from missive.identity import verify
-from missive.mailbox.envelope import EnvelopeError, int_bytes
+from missive.mailbox.envelope import int_bytes
 from missive.vm.keccak import keccak256
 
 #: The broker's address: a system address, not a contract (docs/tickets.md says why).  Bound into
@@ -44,9 +45,9 @@ ONE = 2**256
 SIGNATURE_SIZE = 64
 
 
-class TicketError(EnvelopeError):
-    """A ticket, or a broker operation, that is refused; the text names what was wrong.  (An
-    :class:`EnvelopeError`, so the CLI answers it with exit 2, refused input.)"""
+class TicketError(BadInput, ValueError):
+    """A ticket, or a broker operation, that is refused; the text names what was wrong (refused
+    input: exit 2 from the CLI)."""
 
 
 def _uint(value: object, bits: int, name: str) -> int:
