@@ -321,7 +321,7 @@ def test_a_payer_cannot_front_run_a_redemption_by_withdrawing(ledger: Ledger) ->
 
 
 @pytest.mark.parametrize("case", ["above balance", "nothing", "reserve without recipients", "forged",
-                                  "copied operation", "recipient twice", "change recipients"])
+                                  "copied operation", "recipient twice", "change recipients", "extra arguments"])
 def test_a_bad_fund_is_refused_and_changes_nothing(ledger: Ledger, case: str) -> None:
     alice, bob = ledger.alice, ledger.bob
     funded(ledger, 10, 10)
@@ -343,6 +343,11 @@ def test_a_bad_fund_is_refused_and_changes_nothing(ledger: Ledger, case: str) ->
             ledger_broker.ticket_op(store, "fund", alice.address, args, alice.public_key, signature)
         elif case == "recipient twice":
             op(ledger, bob, "fund", reserve=5, recipients=(alice.address, alice.address))
+        elif case == "extra arguments":  # a signed unlock carrying more than its operation count
+            args = [1, b"\x01" * 5000]
+            signature = bytes(alice.signing_key.sign(digest(store.chain_id, BROKER, "unlock", alice.address,
+                                                            args)).signature)
+            ledger_broker.ticket_op(store, "unlock", alice.address, args, alice.public_key, signature)
         else:
             op(ledger, alice, "fund", reserve=5, recipients=(alice.address,))
     assert "\n" not in str(refused.value)
@@ -370,7 +375,7 @@ def test_a_winning_ticket_pays_its_recipient_once_and_replay_reproduces_it(ledge
 
 @pytest.mark.parametrize("case", ["replayed", "copy by someone else", "expired", "wrong secret", "not a winner",
                                   "another chain", "another broker", "bad signature", "forged redeem",
-                                  "malformed", "oversized", "no funds", "too long"])
+                                  "malformed", "oversized", "no funds", "too long", "face value 0"])
 def test_each_bad_redemption_is_refused_with_its_reason_and_changes_nothing(ledger: Ledger, case: str) -> None:
     alice, bob = ledger.alice, ledger.bob
     carol = ledger.keys.new("carol")
@@ -387,6 +392,7 @@ def test_each_bad_redemption_is_refused_with_its_reason_and_changes_nothing(ledg
         "another chain": "is for chain", "another broker": "is for broker", "bad signature": "bad signature",
         "forged redeem": "not signed by its account", "malformed": "malformed ticket",
         "oversized": "malformed ticket", "no funds": "nothing left", "too long": "past now",
+        "face value 0": "pays nothing",
     }[case]
     with pytest.raises(TicketError, match=expected) as refused:
         if case == "replayed":
@@ -420,9 +426,11 @@ def test_each_bad_redemption_is_refused_with_its_reason_and_changes_nothing(ledg
         elif case == "no funds":
             poor, poor_secret = winning(ledger, bob, alice.address)  # bob never funded
             redeem(ledger, alice, poor, poor_secret)
-        else:
+        elif case == "too long":
             redeem(ledger, bob, ticket_for(ledger, alice, bob.address, fresh_secret, nonce=3,
                                            expiry=store.clock() + MAX_VALIDITY + 1), fresh_secret)
+        else:
+            redeem(ledger, bob, ticket_for(ledger, alice, bob.address, fresh_secret, face=0, nonce=4), fresh_secret)
     assert "\n" not in str(refused.value)
     assert state(ledger) == before
     replays(ledger)

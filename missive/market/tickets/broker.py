@@ -206,8 +206,11 @@ def apply(op: str, address: bytes, clock: int, args: list[Any], public_key: obje
     if account is None or account.is_contract:
         raise TicketError(f"{shown} is not an external account: only an account can fund tickets")
     payer, burned = settle(view.payer(address) or Payer(), clock)
-    if not args or args[0] != payer.ops:
-        raise TicketError(f"the {op} of {shown} is signed for operation {args[0] if args else None!r}, "
+    if len(args) != (4 if op == "fund" else 1) or not isinstance(args[0], int) or isinstance(args[0], bool):
+        raise TicketError(f"malformed broker record: a {op} carries "
+                          + ("ops, deposit, reserve and recipients" if op == "fund" else "the payer's operation count"))
+    if args[0] != payer.ops:
+        raise TicketError(f"the {op} of {shown} is signed for operation {args[0]}, "
                           f"not its next one ({payer.ops}): a copy of an earlier operation")
     payer = attrs.evolve(payer, ops=payer.ops + 1)
     if op == "fund":
@@ -233,8 +236,8 @@ def apply(op: str, address: bytes, clock: int, args: list[Any], public_key: obje
 
 def _fund(address: bytes, account: Account, payer: Payer, burned: int, args: list[Any]) -> Effect:
     shown = f"0x{address.hex()}"
-    if len(args) != 4 or not isinstance(args[3], list):
-        raise TicketError("malformed broker record: a fund carries ops, deposit, reserve and recipients")
+    if not isinstance(args[3], list):
+        raise TicketError("malformed broker record: a fund's recipients are a list")
     deposit, reserve = _amount(args[1], "the deposit"), _amount(args[2], "the reserve")
     recipients = tuple(args[3])
     if len(recipients) > MAX_RECIPIENTS or any(not isinstance(r, bytes) or len(r) != 20 for r in recipients):

@@ -179,6 +179,8 @@ def verify_ticket(signed: SignedTicket, chain_id: int, broker: bytes, clock: int
         raise TicketError(f"the ticket is for chain {ticket.chain_id}, not this ledger's ({chain_id})")
     if ticket.broker != broker:
         raise TicketError(f"the ticket is for broker 0x{ticket.broker.hex()}, not this ledger's (0x{broker.hex()})")
+    if not ticket.face_value:
+        raise TicketError("the ticket's face value is 0: it pays nothing")
     digest = ticket.hash()
     if not verify(ticket.payer_key, digest, signed.signature):
         raise TicketError(f"bad signature: the ticket is not signed by its payer 0x{ticket.payer.hex()}")
