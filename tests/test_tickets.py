@@ -13,7 +13,7 @@ from typing import Any
 import msgpack
 import nacl.signing
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 from test_ledger_actors import Ledger
 
@@ -628,3 +628,106 @@ def test_missive_tickets_commands(tmp_path: Path) -> None:
     assert "deposit 900  reserve 500  redeemed 1 (100 paid)" in text and "allowance 500" in text
     assert "1000 to go" in text and "tickets redeem by 0x" in text and "Traceback" not in text
     assert all(len(line) < 400 for line in text.splitlines() if line != ticket)  # one line per answer
+
+
+# -- properties ------------------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(flips=st.lists(st.tuples(st.integers(0, 400), st.integers(1, 255)), min_size=1, max_size=3),
+       cut=st.integers(0, 8))
+def test_a_mangled_copy_of_a_redeemed_ticket_pays_nothing(flips: list[tuple[int, int]], cut: int,
+                                                          tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Bytes flipped in (or cut from) a redeemed winning ticket: refused in one line, nothing changed."""
+    ledger = Ledger(tmp_path_factory.mktemp("mangled") / "node")
+    try:
+        alice, bob = ledger.alice, ledger.bob
+        funded(ledger, 1_000, 0)
+        signed, secret = winning(ledger, alice, bob.address)
+        redeem(ledger, bob, signed, secret)
+        raw = bytearray(signed.encode())
+        for position, delta in flips:
+            raw[position % len(raw)] ^= delta
+        mangled = bytes(raw[: len(raw) - cut])
+        before = state(ledger)
+        with pytest.raises(TicketError) as refused:
+            redeem(ledger, bob, mangled, secret)
+        assert "\n" not in str(refused.value)
+        assert state(ledger) == before
+    finally:
+        ledger.store.close()
+        ledger.keys.close()
+
+
+#: what happens next: the honest recipient takes a ticket (kept if it wins, while its check allows it)
+#: or redeems what it holds; a Sybil recipient of the payer's redeems a large winner; the payer funds,
+#: unlocks or withdraws; logical time passes (the honest recipient redeems first: it is diligent)
+TAKE = st.tuples(st.just("take"), st.sampled_from([1, 100, 400]))
+SYBIL = st.tuples(st.just("sybil"), st.sampled_from([50, 700, 3_000]))
+STEPS = st.lists(st.one_of(TAKE, TAKE, TAKE, st.just(("redeem",)), SYBIL, SYBIL,
+                           st.tuples(st.just("fund"), st.integers(0, 600), st.integers(0, 600)),
+                           st.just(("unlock",)), st.just(("withdraw",)),
+                           st.tuples(st.just("time"), st.integers(1, 700))), min_size=5, max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=STEPS, deposit=st.sampled_from([0, 100, 1_000]), reserve=st.sampled_from([2, 900, 3_000]))
+@example(steps=[("take", 400), ("take", 400), ("take", 400), ("sybil", 3_000), ("redeem",), ("take", 400),
+                ("unlock",), ("time", 700), ("withdraw",), ("time", 700), ("withdraw",)], deposit=0, reserve=1_000)
+def test_a_recipient_within_its_allowance_is_always_paid_in_full(steps: list[tuple[Any, ...]], deposit: int,
+                                                                 reserve: int,
+                                                                 tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Whatever the payer does with its deposit (winners paid to a Sybil recipient first, unlocks,
+    withdrawals, more funding) and whenever it happens, every winning ticket the honest recipient
+    took (its check passed) is paid its whole face value when redeemed before it expires; coin is
+    conserved and replay rebuilds it all."""
+    ledger = Ledger(tmp_path_factory.mktemp("allowance") / "node")
+    try:
+        alice, bob = ledger.alice, ledger.bob
+        sybil = ledger.keys.new("sybil")
+        store = ledger.store
+        store.create_account(sybil.address, sybil.public_key, 0)
+        supply = held(ledger)
+        op(ledger, alice, "fund", deposit=deposit, reserve=reserve, recipients=(bob.address, sybil.address))
+        me = Recipient(bob.address)
+        issuer = Issuer(alice.signing_key, alice.public_key)
+        nonce = 10_000
+
+        def redeem_all() -> None:
+            for signed, secret in me.winners():
+                before = balance(ledger, bob.address)
+                effect = redeem(ledger, bob, signed, secret)  # never refused: it was taken within the allowance
+                event("the honest recipient drew on the reserve" if effect.paid[1] else "paid from the deposit")
+                assert balance(ledger, bob.address) == before + signed.ticket.face_value
+                me.forget(signed)
+            me.rotate(alice.address)
+
+        for step in steps:
+            if step[0] in ("redeem", "time"):  # the honest recipient's redemptions are never refused
+                redeem_all()
+                if step[0] == "time":
+                    advance(ledger, store.clock() + step[1])
+                continue
+            try:
+                if step[0] == "take":
+                    signed = issuer.issue(bob.address, me.commitment(alice.address), step[1], ONE // 2,
+                                          chain_id=store.chain_id, clock=store.clock())
+                    me.take(signed, chain_id=store.chain_id, clock=store.clock(),
+                            payer=ledger_broker.payer(store, alice.address))
+                elif step[0] == "sybil":
+                    nonce += 1
+                    redeem(ledger, sybil, *winning(ledger, alice, sybil.address, step[1], nonce=nonce))
+                elif step[0] == "fund":
+                    op(ledger, alice, "fund", deposit=step[1], reserve=step[2])
+                else:
+                    op(ledger, alice, step[0])
+            except TicketError as refused:  # the payer's or the Sybil's, or a ticket the check refused
+                assert "\n" not in str(refused)
+            assert held(ledger) == supply
+        payer = ledger_broker.payer(store, alice.address)
+        event("the payer defaulted" if payer is not None and (payer.in_default or payer.burned) else "no default")
+        redeem_all()
+        replays(ledger)
+    finally:
+        ledger.store.close()
+        ledger.keys.close()
