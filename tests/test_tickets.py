@@ -10,6 +10,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+import attrs
 import msgpack
 import nacl.signing
 import pytest
@@ -566,6 +567,20 @@ def test_a_defaulted_payers_leftover_reserve_is_burned_by_a_later_redemption(led
     assert ledger_broker.burned(ledger.store) == 800 and held(ledger) == supply
     op(ledger, alice, "fund", reserve=10)  # out of default: a new reserve is taken
     replays(ledger)
+
+
+def test_replay_notices_a_broker_state_the_ledger_does_not_explain(ledger: Ledger) -> None:
+    """A payer's record changed in the store behind the ledger's back (a deposit grown by hand)."""
+    alice = ledger.alice
+    funded(ledger, 1_000, 0)
+    store = ledger.store
+    payer = ledger_broker.payer(store, alice.address)
+    assert payer is not None
+    with store.writing() as txn:
+        txn.put(b"tickets:payer:" + alice.address, attrs.evolve(payer, deposit=5_000).encode(), db=store.db["meta"])
+    report = replay(store)
+    assert not report.ok and report.divergence is not None
+    assert f"the ticket broker's record of payer 0x{alice.address.hex()}" in report.divergence.describe()
 
 
 # -- the Python API and the CLI --------------------------------------------------------------------
