@@ -376,7 +376,7 @@ def test_a_winning_ticket_pays_its_recipient_once_and_replay_reproduces_it(ledge
 
 @pytest.mark.parametrize("case", ["replayed", "copy by someone else", "expired", "wrong secret", "not a winner",
                                   "another chain", "another broker", "bad signature", "forged redeem",
-                                  "malformed", "oversized", "no funds", "too long", "face value 0"])
+                                  "malformed", "oversized", "no funds", "too long", "face value 0", "reused nonce"])
 def test_each_bad_redemption_is_refused_with_its_reason_and_changes_nothing(ledger: Ledger, case: str) -> None:
     alice, bob = ledger.alice, ledger.bob
     carol = ledger.keys.new("carol")
@@ -393,7 +393,7 @@ def test_each_bad_redemption_is_refused_with_its_reason_and_changes_nothing(ledg
         "another chain": "is for chain", "another broker": "is for broker", "bad signature": "bad signature",
         "forged redeem": "not signed by its account", "malformed": "malformed ticket",
         "oversized": "malformed ticket", "no funds": "nothing left", "too long": "past now",
-        "face value 0": "pays nothing",
+        "face value 0": "pays nothing", "reused nonce": "reused nonce",
     }[case]
     with pytest.raises(TicketError, match=expected) as refused:
         if case == "replayed":
@@ -430,8 +430,10 @@ def test_each_bad_redemption_is_refused_with_its_reason_and_changes_nothing(ledg
         elif case == "too long":
             redeem(ledger, bob, ticket_for(ledger, alice, bob.address, fresh_secret, nonce=3,
                                            expiry=store.clock() + MAX_VALIDITY + 1), fresh_secret)
-        else:
+        elif case == "face value 0":
             redeem(ledger, bob, ticket_for(ledger, alice, bob.address, fresh_secret, face=0, nonce=4), fresh_secret)
+        else:  # another ticket under the redeemed one's commitment and nonce (0)
+            redeem(ledger, bob, ticket_for(ledger, alice, bob.address, secret, face=99), secret)
     assert "\n" not in str(refused.value)
     assert state(ledger) == before
     replays(ledger)

@@ -2,10 +2,11 @@
 :mod:`missive.market.tickets.broker`'s; this applies their effect in one LMDB transaction with
 the ledger record, and reads the broker's state back.
 
-Meta keys: ``tickets:payer:`` + address (the payer's record), ``tickets:used:`` + expiry (8
-bytes) + ticket hash (the used-ticket set, by expiry so that expired entries are dropped from its
-front at each redemption: a ticket past its expiry is refused as expired, so its hash need not be
-kept), ``tickets:burned`` (coin burned as penalties, in all).
+Meta keys: ``tickets:payer:`` + address (the payer's record), ``tickets:nonce:`` + nonce key
+(the used-ticket set: a redeemed ticket's hash under the key of its payer, commitment and nonce),
+``tickets:used:`` + expiry (8 bytes) + nonce key (the same entries by expiry, so that expired ones
+are dropped from its front at each redemption: a ticket past its expiry is refused as expired, so
+it need not be kept), ``tickets:burned`` (coin burned as penalties, in all).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import lmdb
 
 from missive.mailbox.envelope import int_bytes
 from missive.mailbox.records import Account
-from missive.market.tickets.broker import BURNED, PAYER, USED, Effect, Payer, Rebuilt, View, apply
+from missive.market.tickets.broker import BURNED, NONCES, PAYER, USED, Effect, Payer, Rebuilt, View, apply
 from missive.market.tickets.ticket import BROKER, TicketError
 
 if TYPE_CHECKING:
@@ -48,12 +49,13 @@ def held(store: Store) -> int:
 
 
 def used_count(store: Store) -> int:
-    return len(store.scan("meta", USED))
+    return len(store.scan("meta", NONCES))
 
 
 def view(store: Store, txn: lmdb.Transaction) -> View:
-    def used(ticket_hash: bytes, expiry: int) -> bool:
-        return txn.get(USED + _u64(expiry) + ticket_hash, db=store.db["meta"]) is not None
+    def used(key: bytes) -> bytes | None:
+        found = txn.get(NONCES + key, db=store.db["meta"])
+        return bytes(found) if found is not None else None
 
     return View(lambda a: store.account(a, txn), lambda a: payer(store, a, txn), used)
 
@@ -66,22 +68,27 @@ def write_effect(store: Store, txn: lmdb.Transaction, effect: Effect) -> None:
         txn.put(address, account.replace(balance=account.balance + amount).encode(), db=accounts)
     txn.put(PAYER + effect.payer_address, effect.payer.encode(), db=meta)
     if effect.used is not None:
-        ticket_hash, expiry = effect.used
-        txn.put(USED + _u64(expiry) + ticket_hash, b"", db=meta)
+        key, expiry, ticket_hash = effect.used
+        txn.put(NONCES + key, ticket_hash, db=meta)
+        txn.put(USED + _u64(expiry) + key, b"", db=meta)
     if effect.burned:
         txn.put(BURNED, int_bytes(burned(store, txn) + effect.burned), db=meta)
 
 
 def forget_expired(store: Store, txn: lmdb.Transaction, clock: int) -> int:
     """Drop the used-ticket entries whose tickets have expired (keeps the set bounded)."""
-    dropped = 0
-    cursor = txn.cursor(db=store.db["meta"])
-    limit = USED + _u64(clock + 1)
+    meta, limit = store.db["meta"], USED + _u64(clock + 1)
+    expired: list[bytes] = []  # the front of the expiry index (it is in key order: the oldest first)
+    cursor = txn.cursor(db=meta)
     if cursor.set_range(USED):
-        while cursor.key()[: len(USED)] == USED and bytes(cursor.key()) < limit:
-            cursor.delete()
-            dropped += 1
-    return dropped
+        for key in cursor.iternext(keys=True, values=False):
+            if bytes(key) >= limit:  # USED + the clock + 1 sorts after every expired entry, before the rest
+                break
+            expired.append(bytes(key))
+    for key in expired:
+        txn.delete(key, db=meta)
+        txn.delete(NONCES + key[len(USED) + 8:], db=meta)
+    return len(expired)
 
 
 def ticket_op(store: Store, op: str, address: bytes, args: list[Any], public_key: bytes,

@@ -54,7 +54,9 @@ from missive.vm.keccak import keccak256
 
 #: meta key prefix of a payer's record: b"tickets:payer:" + address -> :meth:`Payer.encode`
 PAYER = b"tickets:payer:"
-#: meta key prefix of the used-ticket set: b"tickets:used:" + expiry (8 bytes) + ticket hash -> b""
+#: meta key prefix of the used-ticket set: b"tickets:nonce:" + :func:`nonce_key` -> the ticket's hash
+NONCES = b"tickets:nonce:"
+#: the same entries by expiry, to drop them once expired: b"tickets:used:" + expiry (8 bytes) + nonce key -> b""
 USED = b"tickets:used:"
 #: meta key of the coin burned as penalties, in all
 BURNED = b"tickets:burned"
@@ -125,6 +127,14 @@ class Payer:
                    number(share), tuple(number(c) for c in claimed), ops, redeemed, number(paid), number(burned))
 
 
+def nonce_key(signed: SignedTicket) -> bytes:
+    """A ticket's entry in the used-ticket set: its payer, commitment and nonce.  A second ticket
+    with the same three (a reused nonce) is refused, as is the same ticket again."""
+    ticket = signed.ticket
+    return keccak256(cast(bytes, msgpack.packb(["used", ticket.payer_key, ticket.commitment, ticket.nonce],
+                                               use_bin_type=True)))
+
+
 def _number(raw: bytes) -> int:
     return int.from_bytes(raw, "big")
 
@@ -159,17 +169,19 @@ class Effect:
     payer_address: bytes
     payer: Payer
     credits: dict[bytes, int]
-    used: tuple[bytes, int] | None = None
+    #: (nonce key, expiry, ticket hash) of a redeemed ticket
+    used: tuple[bytes, int, bytes] | None = None
     burned: int = 0
     #: a redemption: the ticket's hash and what it paid from the deposit and from the reserve
     paid: tuple[int, int] = (0, 0)
 
 
 class View:
-    """What :func:`apply` reads of the ledger: accounts, payer records, the used-ticket set."""
+    """What :func:`apply` reads of the ledger: accounts, payer records, the used-ticket set (the
+    hash of the ticket redeemed under a nonce key, if any)."""
 
     def __init__(self, account: Callable[[bytes], Account | None], payer: Callable[[bytes], Payer | None],
-                 used: Callable[[bytes, int], bool]) -> None:
+                 used: Callable[[bytes], bytes | None]) -> None:
         self.account, self.payer, self.used = account, payer, used
 
 
@@ -273,8 +285,12 @@ def _redeem(address: bytes, clock: int, raw: object, secret: object, chain_id: i
     ticket_hash = verify_ticket(signed, chain_id, broker, clock)
     if not isinstance(secret, bytes) or len(secret) != 32 or commitment_of(secret) != ticket.commitment:
         raise TicketError("wrong secret: it does not hash to the ticket's commitment")
-    if view.used(ticket_hash, ticket.expiry):
+    used = view.used(nonce_key(signed))
+    if used == ticket_hash:
         raise TicketError(f"ticket 0x{ticket_hash.hex()[:16]}.. is redeemed already")
+    if used is not None:
+        raise TicketError(f"reused nonce: ticket 0x{used.hex()[:16]}.. of the same payer and commitment, with nonce "
+                          f"{ticket.nonce} too, is redeemed already")
     if not wins(signed.signature, secret, ticket.win_prob):
         raise TicketError(f"ticket 0x{ticket_hash.hex()[:16]}.. does not win")
     recipient = view.account(address)
@@ -298,7 +314,7 @@ def _redeem(address: bytes, clock: int, raw: object, secret: object, chain_id: i
     paid = from_deposit + from_reserve
     after = attrs.evolve(payer, deposit=payer.deposit - from_deposit, reserve=payer.reserve - from_reserve,
                          claimed=claimed, redeemed=payer.redeemed + 1, paid=payer.paid + paid)
-    return Effect(ticket.payer, after, {address: paid}, used=(ticket_hash, ticket.expiry), burned=burned,
+    return Effect(ticket.payer, after, {address: paid}, used=(nonce_key(signed), ticket.expiry, ticket_hash), burned=burned,
                   paid=(from_deposit, from_reserve))
 
 
@@ -327,7 +343,7 @@ class Rebuilt:
 
     def __init__(self) -> None:
         self.payers: dict[bytes, Payer] = {}
-        self.used: dict[bytes, int] = {}  # ticket hash -> expiry
+        self.used: dict[bytes, tuple[bytes, int]] = {}  # nonce key -> (ticket hash, expiry)
         self.burned = 0
         self.clock = 0
 
@@ -341,7 +357,7 @@ class Rebuilt:
         if not isinstance(clock, int) or clock < self.clock:
             raise TicketError(f"the record's logical time {clock!r} is before the last one's ({self.clock})")
         self.clock = clock
-        view = View(account, self.payers.get, lambda h, _expiry: h in self.used)
+        view = View(account, self.payers.get, lambda key: self.used[key][0] if key in self.used else None)
         effect = apply(op, address, clock, list(record[4:-2]), record[-2], record[-1], chain_id, broker, view)
         for target, amount in effect.credits.items():
             before = account(target)
@@ -349,11 +365,12 @@ class Rebuilt:
         self.payers[effect.payer_address] = effect.payer
         self.burned += effect.burned
         if effect.used is not None:
-            self.used[effect.used[0]] = effect.used[1]
+            key, expiry, ticket_hash = effect.used
+            self.used[key] = (ticket_hash, expiry)
             if len(self.used) > 1024:  # drop the expired ones now and then, as the store does
-                self.used = {h: e for h, e in self.used.items() if e > clock}
+                self.used = {k: v for k, v in self.used.items() if v[1] > clock}
         return effect
 
 
-__all__ = ["BURNED", "Rebuilt", "Unfunded", "describe", "MAX_RECIPIENTS", "OPS", "PAYER", "UNLOCK_DELAY", "USED", "Effect", "Payer", "View", "apply",
+__all__ = ["BURNED", "NONCES", "Rebuilt", "nonce_key", "Unfunded", "describe", "MAX_RECIPIENTS", "OPS", "PAYER", "UNLOCK_DELAY", "USED", "Effect", "Payer", "View", "apply",
            "args_of", "digest", "settle"]
