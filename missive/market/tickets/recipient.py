@@ -119,7 +119,9 @@ class Recipient:
         """Check a ticket and take it (its nonce is then the last one; a winner is kept for
         redemption).  TicketError, and nothing changed, if it is refused."""
         state = self.payers.get(signed.ticket.payer)
-        if state is None:
+        if state is None:  # what is wrong with the ticket itself first: another chain, a bad signature...
+            if signed.ticket.recipient == self.address:
+                verify_ticket(signed, chain_id, BROKER, clock)
             raise TicketError(f"this recipient gave payer 0x{signed.ticket.payer.hex()} no commitment")
         ticket_hash = check(signed, me=self.address, commitment=commitment_of(state.secret),
                             last_nonce=state.last_nonce, chain_id=chain_id, clock=clock, payer=payer,
