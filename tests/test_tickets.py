@@ -585,6 +585,15 @@ def test_replay_notices_a_broker_state_the_ledger_does_not_explain(ledger: Ledge
     assert f"the ticket broker's record of payer 0x{alice.address.hex()}" in report.divergence.describe()
 
 
+def test_missive_ledger_describes_a_malformed_tickets_record_without_failing() -> None:
+    from missive.node import special_record
+
+    for record in (["tickets"], ["tickets", "redeem", b"\x01" * 20, 0, b"junk", b"s", b"k", b"sig"],
+                   ["tickets", "fund", b"\x01" * 20, 0, 0, 5, b"", [], b"k", b"sig"]):
+        shown = special_record(7, record)
+        assert shown is not None and "malformed" in shown.detail
+
+
 # -- the Python API and the CLI --------------------------------------------------------------------
 
 

@@ -94,7 +94,8 @@ def special_record(seq: int, record: list[Any], node: str = "") -> LedgerRecord 
     if kind == "tickets":  # the ticket broker (missive.market.tickets)
         from missive.market.tickets.broker import describe
 
-        return LedgerRecord(seq, kind, address=bytes(record[2]), node=node, detail=describe(record))
+        address = record[2] if len(record) > 2 and isinstance(record[2], bytes) else b""
+        return LedgerRecord(seq, kind, address=address, node=node, detail=describe(record))
     if kind == "rollback":
         address, position, discarded = bytes(record[1]), int(record[2]), record[5]
         return LedgerRecord(seq, kind, address=address, node=node,

@@ -319,21 +319,21 @@ def _redeem(address: bytes, clock: int, raw: object, secret: object, chain_id: i
 
 
 def describe(record: list[Any]) -> str:
-    """A ``tickets`` ledger record in words (``missive ledger``)."""
-    op, address, clock = str(record[1]), bytes(record[2]), record[3]
-    args = record[4:-2]
-    if op == "fund":
-        what = (f"deposit {_number(args[1])}, reserve {_number(args[2])}"
-                + (f" backing {len(args[3])} recipient(s)" if args[3] else ""))
-    elif op == "redeem":
-        try:
+    """A ``tickets`` ledger record in words (``missive ledger``); a malformed one says so."""
+    try:
+        op, address, clock = str(record[1]), bytes(record[2]), record[3]
+        args = record[4:-2]
+        if op == "fund":
+            what = (f"deposit {_number(args[1])}, reserve {_number(args[2])}"
+                    + (f" backing {len(args[3])} recipient(s)" if args[3] else ""))
+        elif op == "redeem":
             ticket = SignedTicket.decode(bytes(args[0])).ticket
             what = (f"a winning ticket of payer 0x{ticket.payer.hex()}, face value {ticket.face_value}, nonce "
                     f"{ticket.nonce}")
-        except TicketError as exc:
-            what = str(exc)
-    else:
-        what = f"operation {args[0]}"
+        else:
+            what = f"operation {args[0]}"
+    except (IndexError, TypeError, ValueError) as exc:  # TicketError is a ValueError
+        return f"tickets record, malformed ({exc})"
     return f"tickets {op} by 0x{address.hex()} at logical time {clock}: {what}"
 
 
