@@ -11,6 +11,7 @@ words and raised by one failing layer each (``net/errors.py`` is the model)::
                       and the cluster client (NodeUnreachable...)
       StoreError      missive.mailbox.store: the ledger store (NoStore, StoreDamaged, DiskFull)
       EnvelopeError, RecordError, DiffError, SealError   the ledger's records
+      TicketError     missive.market.tickets: lottery tickets and the ticket broker's records
       KeystoreError   missive.keys
       NetError        missive.net: frames, handshake, channel, RPC
       Refused         missive.net.rpc: a handler turning a request away (BadRequest, NotAllowed...)

@@ -35,12 +35,14 @@ def leaf_commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ())
 COMMANDS = sorted(leaf_commands(build_parser()))
 #: commands that act on an existing node directory given by --dir
 NODE_COMMANDS = [c for c in COMMANDS if c[0] in {"account", "deploy", "send", "query", "inbox", "ledger", "receipt",
-                                                   "serve", "replay", "trace", "rpc"}]
+                                                   "serve", "replay", "trace", "rpc", "tickets"}]
 #: the arguments each needs besides --dir, so that only the missing node is wrong
 NEEDS = {"deploy": [str(REPO / "examples" / "Token.vy"), "T", "T", "1"], "send": ["0x" + "11" * 20, "f()"],
          "query": ["0x" + "11" * 20, "f()(uint256)"], "inbox": ["0x" + "11" * 20], "receipt": ["0x1234"],
          "trace": ["0x12345678"],
-         "new": ["someone"], "import": ["--key-file", "/nonexistent/key"]}
+         "new": ["someone"], "import": ["--key-file", "/nonexistent/key"],
+         "commitment": ["0x" + "11" * 20], "check": ["00"],
+         "issue": ["--to", "0x" + "11" * 20, "--commitment", "00" * 32, "--face-value", "1", "--win-prob", "1/2"]}
 
 
 def one_error_line(err: str) -> str:

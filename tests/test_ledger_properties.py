@@ -53,12 +53,17 @@ from missive.actors.replay import ReplayReport, replay
 from missive.actors.runtime import Runtime
 from missive.cli.main import main as cli
 from missive.keys import Key
+from missive.mailbox import broker as ticket_broker
 from missive.mailbox.admission import checker
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.store import Accepted, Store
 from missive.market.raises import sign_raise
+from missive.market.tickets import BROKER, MAX_VALIDITY, ONE, Ticket, TicketError, sign
+from missive.market.tickets import args_of as ticket_args
+from missive.market.tickets import digest as ticket_digest
 from missive.market.workers import args_of
 from missive.market.workers import digest as worker_digest
+from missive.vm.keccak import keccak256
 from missive.vm.messages import create_address
 
 #: One contract, deployed three times: it keeps value, splits it, forwards it
@@ -147,6 +152,12 @@ RAISE = st.tuples(st.just("raise"), st.integers(0, 2**16), st.sampled_from([-1, 
 #: balance), unbond, withdraw (after the delay, or too soon)
 WORKER_OP = st.tuples(st.just("worker"), st.sampled_from(["register", "register", "unbond", "withdraw"]), users,
                       st.sampled_from([10, 5_000, 10**17, 10**19]))
+#: a ticket broker operation (missive.market.tickets) by a user: fund a deposit (and half as much reserve, for
+#: every user), unlock, withdraw, a winning ticket to another user redeemed (and again: refused), a copy of
+#: one redeemed by its payer (refused), or logical time passing (unlock delays and penalty windows end)
+TICKET_OP = st.tuples(st.just("tickets"), st.sampled_from(["fund", "fund", "unlock", "withdraw", "redeem", "redeem",
+                                                           "copy", "time"]),
+                      users, users, st.sampled_from([10, 700, 5_000, 10**17]))
 #: as FEED, with raises among the submissions (a raise can land while a round is under way)
 FEED_RAISES = st.tuples(st.just("feed"), st.lists(st.one_of(SEND, SPLIT, BURST, RAISE, RAISE), min_size=1, max_size=5))
 #: the runtime's round size and per-actor share: small, so that work spans rounds
@@ -250,6 +261,40 @@ class Workload(Ledger):
             assert "\n" not in str(refused)
             assert durable_state(self.store) == before
         self.invariant(self)
+
+    def tickets(self, op: str, user: int, other: int, amount: int) -> None:
+        """A ticket broker operation: taken, or refused in one line with nothing changed."""
+        store = self.store
+        payer, recipient = self.users[user], self.users[other]
+        before = durable_state(store), store.scan("meta", b"tickets:")
+        if op == "time":
+            store.release_scheduled(store.clock() + amount % 1_500)
+            self.invariant(self)
+            return
+        try:
+            if op in ("redeem", "copy"):
+                self.tickets_issued = getattr(self, "tickets_issued", 0) + 1
+                secret = keccak256(b"secret %d" % self.tickets_issued)
+                signed = sign(Ticket(payer.public_key, recipient.address, amount, ONE - 1, self.tickets_issued,
+                                     keccak256(secret), store.clock() + MAX_VALIDITY, store.chain_id), payer.signing_key)
+                redeemer = recipient if op == "redeem" else payer  # a copy redeemed by someone else pays no one
+                for attempt in range(2):  # the second time it is used already
+                    before = durable_state(store), store.scan("meta", b"tickets:")
+                    self.ticket_op(redeemer, "redeem", signed=signed.encode(), secret=secret)
+                    assert attempt == 0 and redeemer == recipient
+            else:
+                self.ticket_op(payer, op, deposit=amount, reserve=amount // 2,
+                               recipients=tuple(k.address for k in self.users[:USERS]))
+        except TicketError as refused:
+            assert "\n" not in str(refused)
+            assert (durable_state(store), store.scan("meta", b"tickets:")) == before
+        self.invariant(self)
+
+    def ticket_op(self, key: Key, op: str, **kwargs: Any) -> None:
+        args = ticket_args(op, ticket_broker.payer(self.store, key.address), **kwargs)
+        digest = ticket_digest(self.store.chain_id, BROKER, op, key.address, args)
+        ticket_broker.ticket_op(self.store, op, key.address, args, key.public_key,
+                                bytes(key.signing_key.sign(digest).signature))
 
     def resubmit(self, index: int) -> None:
         """An envelope already accepted arrives again: a duplicate, and nothing changes."""
@@ -359,6 +404,8 @@ class Workload(Ledger):
             self.raise_bid(*op[1:])
         elif name == "worker":
             self.worker(*op[1:])
+        elif name == "tickets":
+            self.tickets(*op[1:])
         else:  # pragma: no cover
             raise ValueError(op)
 
@@ -413,6 +460,7 @@ def total_value(store: Store) -> int:
         assert found is not None
         in_flight += found[0].value + found[0].gas * store.bid(message_id, found[0])  # raised or not
     locked = sum(worker.stake + worker.unbonding for _, worker in store.workers())  # the registry's stakes
+    locked += ticket_broker.held(store)  # the ticket broker's deposits and reserves, and the penalties it burned
     return sum(account.balance for _, account in store.accounts()) + in_flight + locked
 
 
@@ -591,7 +639,7 @@ def test_value_is_conserved_at_every_checkpoint(ops: list[Op], runtime: tuple[in
 #: cannot escrow a message's gas and is refused
 BIDS = st.lists(st.sampled_from([0, 1, 3, 1_000]), min_size=1, max_size=4).map(tuple)
 FEE_OPS = st.one_of(SEND, SEND, SPLIT, CHAIN, BURST, QUERY, RUN, RUN, IDLE, FEED, CRASH, REOPEN, DUP, RAISE, RAISE,
-                    FEED_RAISES, WORKER_OP)
+                    FEED_RAISES, WORKER_OP, TICKET_OP, TICKET_OP)
 
 
 @settings(max_examples=100, deadline=None)
@@ -632,6 +680,16 @@ FEE_OPS = st.one_of(SEND, SEND, SPLIT, CHAIN, BURST, QUERY, RUN, RUN, IDLE, FEED
         ("worker", "unbond", 0, 0),
         ("worker", "unbond", 0, 0),  # a second unbond: refused
         ("worker", "withdraw", 0, 0),  # too soon: refused
+        ("tickets", "fund", 1, 0, 700),  # bob: deposit 700, reserve 350 for alice, bob and carol
+        ("tickets", "redeem", 1, 0, 10),  # alice is paid 10 from the deposit (and again: refused)
+        ("tickets", "copy", 1, 2, 10),  # bob redeems carol's ticket: refused
+        ("tickets", "redeem", 1, 2, 5_000),  # carol: 690 from the deposit, 116 from the reserve: bob defaults
+        ("tickets", "redeem", 1, 0, 700),  # alice: her allowance, 116
+        ("tickets", "fund", 1, 0, 700),  # a reserve while in default: refused
+        ("tickets", "unlock", 1, 0, 0),
+        ("tickets", "time", 0, 0, 1_499),
+        ("tickets", "withdraw", 1, 0, 0),  # the deposit back, what is left of the reserve burned
+        ("tickets", "fund", 2, 0, 5_000),  # carol cannot afford it: refused
         ("reopen",),
     ],
     runtime=(2, 1),

@@ -53,6 +53,7 @@ import msgpack
 from missive.actors.handler import ActorState, run_handler
 from missive.errors import MissiveError
 from missive.mailbox.admission import verify_signature
+from missive.mailbox.broker import differs as broker_differs
 from missive.mailbox.diffs import StateDiff
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind, bytes_int
 from missive.mailbox.records import Account, Receipt, RecordError
@@ -60,6 +61,8 @@ from missive.mailbox.seals import GENESIS, LENGTH, chain, verify_seal
 from missive.mailbox.store import Store
 from missive.market.fees import credits, escrow
 from missive.market.raises import check_raise
+from missive.market.tickets.broker import Rebuilt as RebuiltBroker
+from missive.market.tickets.ticket import BROKER
 from missive.market.workers import Worker
 from missive.market.workers import apply as apply_worker_op
 from missive.vm.keccak import keccak256
@@ -461,6 +464,7 @@ def replay(
     accepted: dict[bytes, Envelope] = {}  # read for their accept record, handled later
     raised: dict[bytes, int] = {}  # bids raised (missive.market.raises) of messages not handled yet
     workers: dict[bytes, Worker] = {}  # the worker registry (missive.market.workers)
+    tickets = RebuiltBroker()  # the ticket broker (missive.market.tickets)
     code_db = db["code"]
     sealed: _Seals | None = None
 
@@ -525,6 +529,14 @@ def replay(
                             return diverged(b"", address, -1, f"ledger record {_seq(key)}: the {op} is refused: {err}")
                         state(address).account, workers[address] = account, worker
                         continue
+                    if tag == "tickets":
+                        try:
+                            tickets.replay(record, chain_id, BROKER, lambda a: state(a).account,
+                                           lambda a, account: setattr(state(a), "account", account))
+                        except (EnvelopeError, ValueError, TypeError, IndexError) as err:
+                            return diverged(b"", b"", -1, f"ledger record {_seq(key)}: the tickets {record[1]!r} is "
+                                            f"refused: {err}")
+                        continue
                     if tag in ("raise", "unraise"):
                         if (problem := _raise(record, accepted, raised, state, chain_id)) is not None:
                             return diverged(bytes(record[1]), b"", -1, f"ledger record {_seq(key)}: {problem}")
@@ -582,6 +594,8 @@ def replay(
                         if broken is not None:
                             raise broken
                         return ReplayReport(checked, None, stopped_at=message_id, sealed=sealed.head)
+                if (why := broker_differs(store, tickets, txn)) is not None:
+                    return diverged(b"", b"", -1, why)
             except _Unsealed as broken:
                 return ReplayReport(checked, Divergence(b"", b"", -1, broken.what, (broken.first, broken.last)),
                                     sealed=sealed.head)

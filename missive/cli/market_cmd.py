@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from missive.cli.common import CliError, make_console
-from missive.cli.node_cmds import DEFAULT_DIR, guarded, open_node, parse_amount
+from missive.cli.node_cmds import DEFAULT_DIR, guarded, open_node, operation_group, parse_amount
 from missive.cli.show import hx
 
 
@@ -45,17 +45,12 @@ def run_bid(args: argparse.Namespace) -> int:
 
 
 def register_workers(subparsers: Any) -> None:
-    worker = subparsers.add_parser(
-        "worker", help="the worker registry: register with a stake, status, unbond, withdraw",
-        description="Workers lock a stake (at least the registry's minimum) in the registry, kept on the ledger as "
+    ops, common = operation_group(
+        subparsers, "worker", "the worker registry: register with a stake, status, unbond, withdraw",
+        "Workers lock a stake (at least the registry's minimum) in the registry, kept on the ledger as "
         "signed records; an unbonded stake can be withdrawn after the unbonding delay (logical time). A node alone "
         "executes as the last worker registered on it: fees go to its coinbase, bids below its minimum are "
         "refused at admission. docs/market.md.")
-    ops = worker.add_subparsers(dest="op", metavar="OP")
-    ops.required = True
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--dir", type=Path, default=None, metavar="D",
-                        help=f"node directory (default: $MISSIVE_DIR or ./{DEFAULT_DIR})")
     signer = argparse.ArgumentParser(add_help=False)
     signer.add_argument("--from", dest="sender", metavar="NAME", help="the worker's account (default: 'default')")
     p = ops.add_parser("register", parents=[common, signer], help="lock a stake and become a worker")

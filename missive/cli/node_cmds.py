@@ -269,6 +269,18 @@ def is_remote(args: argparse.Namespace) -> bool:
     return getattr(args, "node", None) is not None or getattr(args, "cluster", None) is not None
 
 
+def operation_group(subparsers: Any, name: str, help: str, description: str) -> tuple[Any, argparse.ArgumentParser]:
+    """A command with operations (``missive worker register``, ``missive tickets fund``...): its
+    required sub-parsers, and the ``--dir`` option they all take, as a parent parser."""
+    group = subparsers.add_parser(name, help=help, description=description)
+    ops = group.add_subparsers(dest="op", metavar="OP")
+    ops.required = True
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dir", type=Path, default=None, metavar="D",
+                        help=f"node directory (default: $MISSIVE_DIR or ./{DEFAULT_DIR})")
+    return ops, common
+
+
 def open_node(args: argparse.Namespace) -> NodeAPI:
     """The node directory (``--dir``), or a cluster (``--node``/``--cluster``) behind the same API."""
     from missive.node import Node

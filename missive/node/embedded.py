@@ -57,6 +57,7 @@ class Node(BaseNode):
         self._running = False
         #: whether another process (``missive serve``) ran the actors when we last tried to
         self._served_elsewhere = False
+        self._tickets: Any = None
         #: set when ``path`` is a cluster node's directory: only its node process may write there
         self.cluster_node = (path / CLUSTER_NODE_CONFIG).exists()
         self._reply_ids: dict[bytes, bytes] = {}
@@ -203,6 +204,15 @@ class Node(BaseNode):
                        self.store.clock())
         signature = bytes(key.signing_key.sign(digest(self.store.chain_id, op, key.address, args)).signature)
         return self.store.worker_op(op, key.address, args, key.public_key, signature)
+
+    @property
+    def tickets(self) -> Any:
+        """Lottery-ticket payments on this node (:class:`missive.node.tickets.Tickets`; docs/tickets.md)."""
+        from missive.node.tickets import Tickets
+
+        if self._tickets is None:
+            self._tickets = Tickets(self)
+        return self._tickets
 
     def new_eth_account(self, name: str = "", balance: int = 0, *, private_key: bytes | None = None) -> Wallet:
         """A secp256k1 key (``private_key`` imported, else random) for an Ethereum account: it signs

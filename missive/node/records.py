@@ -91,6 +91,11 @@ def special_record(seq: int, record: list[Any], node: str = "") -> LedgerRecord 
         what = (f"stake {int.from_bytes(record[3], 'big')}, coinbase 0x{bytes(record[4]).hex()}, minimum bid "
                 f"{int.from_bytes(record[5], 'big')}" if op == "register" else f"at logical time {record[3]}")
         return LedgerRecord(seq, kind, address=address, node=node, detail=f"worker {op} of 0x{address.hex()}: {what}")
+    if kind == "tickets":  # the ticket broker (missive.market.tickets)
+        from missive.market.tickets.broker import describe
+
+        address = record[2] if len(record) > 2 and isinstance(record[2], bytes) else b""
+        return LedgerRecord(seq, kind, address=address, node=node, detail=describe(record))
     if kind == "rollback":
         address, position, discarded = bytes(record[1]), int(record[2]), record[5]
         return LedgerRecord(seq, kind, address=address, node=node,
