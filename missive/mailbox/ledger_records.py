@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 import attrs
 import msgpack
 
+from missive.errors import MissiveError
 from missive.mailbox.diffs import StateDiff
 from missive.mailbox.envelope import EnvelopeError, bytes_int, int_bytes
 from missive.mailbox.records import Account, RecordError
@@ -199,7 +200,7 @@ Record: TypeAlias = (GenesisRecord | AcceptRecord | ReceiptRecord | DiffRecord |
 MESSAGE_RECORDS = (AcceptRecord, ReceiptRecord, RaiseRecord, UnraiseRecord)
 
 
-class _Bad(Exception):
+class _Bad(MissiveError):
     """A field of the record being decoded is wrong (becomes an UnreadableRecord)."""
 
 
