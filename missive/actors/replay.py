@@ -21,7 +21,7 @@ the seal's hash *before* it replays them, so a changed, added, deleted or
 reordered record, or a forged or missing seal, is the divergence at the first
 broken seal, naming its record range and the expected vs computed hash;
 records after the last seal are reported as unsealed.  The newest seal's
-signature, verified first, vouches for the whole chain (see :class:`_Seals`).
+signature, verified first, vouches for the whole chain (see :class:`~missive.mailbox.sealed.SealedRecords`).
 No Ed25519 verify per message is what lets replay run at 50,000 messages a
 second on two cores.  Receipts and admissions a rollback gave up are
 listed by its (sealed) rollback record and indexed in the store's
@@ -54,10 +54,23 @@ from missive.actors.handler import ActorState, run_handler
 from missive.errors import MissiveError
 from missive.mailbox.admission import verify_signature
 from missive.mailbox.broker import differs as broker_differs
-from missive.mailbox.diffs import StateDiff
-from missive.mailbox.envelope import Envelope, EnvelopeError, Kind, bytes_int
+from missive.mailbox.diffs import DiffError
+from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
+from missive.mailbox.ledger_records import (
+    ACCEPT,
+    DiffRecord,
+    GenesisRecord,
+    MessageRef,
+    RaiseRecord,
+    Record,
+    RollbackRecord,
+    TicketsRecord,
+    UnraiseRecord,
+    WorkerRecord,
+    decode,
+)
 from missive.mailbox.records import Account, Receipt, RecordError
-from missive.mailbox.seals import GENESIS, LENGTH, chain, verify_seal
+from missive.mailbox.sealed import SealedRecords, Unsealed
 from missive.mailbox.store import Store
 from missive.market.fees import credits, escrow
 from missive.market.raises import check_raise
@@ -114,115 +127,6 @@ _COINBASE = 16
 
 class _Problem(MissiveError):
     """A ledger record that cannot be replayed: the divergence is reported at it."""
-
-
-class _Unsealed(MissiveError):
-    """The ledger records from ``first`` to ``last`` do not match their seal."""
-
-    def __init__(self, first: int, last: int, *what: str) -> None:
-        super().__init__(first, last, what)
-        self.first, self.last, self.what = first, last, what
-
-
-def _signed(public_key: bytes | None, key: bytes, raw_seal: bytes) -> bool:
-    """Whether the seal ``raw_seal`` at ledger key ``key`` is signed by ``public_key``."""
-    try:
-        digest, signature = msgpack.unpackb(raw_seal)
-        return public_key is not None and verify_seal(public_key, key, bytes(digest), bytes(signature))
-    except (ValueError, TypeError):
-        return False
-
-
-class _Seals:
-    """The ledger's records, a sealed transaction at a time, each checked against its seal first.
-
-    Iterating yields (key, decoded record) in ledger order, but only records
-    whose seal has been checked: a transaction's records are read ahead to its
-    seal (the next key in the ``seals`` table), the chain recomputed over
-    them and compared with the seal's hash; then they are yielded.  A mismatch
-    raises :class:`_Unsealed` naming the range.
-
-    Signatures.  The newest seal's signature vouches for the whole chain under
-    it, since every earlier seal's hash is recomputed from the records and
-    compared: so only that one is verified, before anything is replayed (one
-    Ed25519 verify, not one per transaction, which would cost about as much
-    as re-running a transfer each).  If it fails, every seal is verified in
-    order to find the first one the store key did not sign, and the walk
-    reports that one at its place.  ``every_signature`` verifies each seal as
-    it is reached instead (``--check-signatures``).  A replay that stops early
-    calls :meth:`stop`, which verifies the last seal it reached.  ``head`` is
-    the last seal checked.
-    """
-
-    def __init__(self, txn: Any, ledger_db: Any, seals_db: Any, public_key: bytes | None,
-                 every_signature: bool = False) -> None:
-        self.txn, self.ledger_db, self.seals_db, self.public_key = txn, ledger_db, seals_db, public_key
-        self.every_signature = every_signature
-        self.head: tuple[int, bytes] | None = None
-        self._last_seal: tuple[bytes, bytes] | None = None  # (key, raw) of the last seal checked
-        #: the first seal whose signature fails (None: the newest one verifies, so all are vouched for)
-        self.unsigned: bytes | None = None
-        if not every_signature:
-            cursor = txn.cursor(db=seals_db)
-            if cursor.last() and not _signed(public_key, cursor.key(), cursor.value()):
-                self.unsigned = next(k for k, v in txn.cursor(db=seals_db) if not _signed(public_key, k, v))
-
-    def _unsigned(self, first: int, last: int) -> _Unsealed:
-        whose = f"0x{self.public_key.hex()}" if self.public_key else "(none recorded)"
-        return _Unsealed(first, last, f"the seal at {last} is not signed by the store's seal key {whose}")
-
-    def stop(self) -> _Unsealed | None:
-        """Stopping before the newest seal: verify the last one reached (it vouches for the rest)."""
-        if self._last_seal is None or self.every_signature:
-            return None
-        key, raw = self._last_seal
-        return None if _signed(self.public_key, key, raw) else self._unsigned(_seq(key), _seq(key))
-
-    def __iter__(self) -> Iterator[tuple[bytes, list[Any]]]:
-        public_key, unsigned, every_signature = self.public_key, self.unsigned, self.every_signature
-        seals = iter(self.txn.cursor(db=self.seals_db))
-        seal = next(seals, None)
-        previous = GENESIS
-        batch: list[tuple[bytes, bytes]] = []
-        unpackb = msgpack.unpackb
-        for key, value in self.txn.cursor(db=self.ledger_db):
-            if seal is None:
-                batch.append((key, value))
-                continue
-            seal_key = seal[0]
-            if seal_key < key:  # a seal whose last record is not there
-                first = _seq(batch[0][0]) if batch else _seq(seal_key)
-                raise _Unsealed(first, _seq(seal_key), f"the seal at {_seq(seal_key)} covers ledger record "
-                                f"{_seq(seal_key)}, which is missing (records deleted, or a seal moved or added)")
-            batch.append((key, value))
-            if seal_key != key:
-                continue
-            first, last = _seq(batch[0][0]), _seq(key)
-            got = chain(previous, b"".join([k + LENGTH(len(v)) + v for k, v in batch]))
-            try:
-                expected, _signature = unpackb(seal[1])
-                expected = bytes(expected)
-            except (ValueError, TypeError) as err:
-                raise _Unsealed(first, last, f"the seal at {last} is unreadable: {err}") from None
-            if got != expected:
-                raise _Unsealed(first, last, f"chain hash: expected 0x{expected.hex()} (sealed), got 0x{got.hex()} "
-                                "(records changed, added, deleted or reordered, or a seal missing or changed)")
-            if key == unsigned or (every_signature and not _signed(public_key, key, seal[1])):
-                raise self._unsigned(first, last)
-            previous = expected
-            self.head = (last, expected)
-            self._last_seal = seal
-            for k, v in batch:
-                yield k, unpackb(v)
-            batch = []
-            seal = next(seals, None)
-        if batch:
-            raise _Unsealed(_seq(batch[0][0]), _seq(batch[-1][0]), "these records have no seal (appended after the "
-                            "last seal, or the seal deleted)")
-        if seal is not None:
-            last = _seq(seal[0])
-            raise _Unsealed(last, last, f"the seal at {last} covers ledger record {last}, which is missing "
-                            "(records deleted at the end of the ledger)")
 
 
 def _message(txn: Any, messages_db: Any, message_id: bytes) -> tuple[Envelope, bytes, bytes]:
@@ -298,13 +202,14 @@ def _seq(key: bytes) -> int:
     return int.from_bytes(key, "big")
 
 
-def _checked_ahead(records: Iterator[tuple[bytes, list[Any]]], txn: Any, messages_db: Any,
-                   accepted: dict[bytes, Envelope], checks: _SignatureChecks) -> Iterator[tuple[bytes, list[Any]]]:
+def _checked_ahead(records: Iterator[tuple[bytes, MessageRef | Record]], txn: Any, messages_db: Any,
+                   accepted: dict[bytes, Envelope],
+                   checks: _SignatureChecks) -> Iterator[tuple[bytes, MessageRef | Record]]:
     """``records``, read two chunks ahead so that accepted messages' signatures are checked before they are needed."""
-    window: deque[tuple[bytes, list[Any]]] = deque()
+    window: deque[tuple[bytes, MessageRef | Record]] = deque()
     for key, record in records:
-        if record[0] == "accept":
-            message_id = bytes(record[1])
+        if isinstance(record, tuple) and record[0] == ACCEPT:
+            message_id = record[1]
             try:
                 envelope, public_key, signature = _message(txn, messages_db, message_id)
             except _Problem:
@@ -375,10 +280,10 @@ def _receipt_differences(raw: bytes, got: Receipt) -> list[str]:
     return recorded.differences(got) or ["the recorded receipt is not in canonical form"]
 
 
-def _apply_diff(record: list[Any], state: Callable[[bytes], ActorState], code_by_hash: dict[bytes, bytes],
+def _apply_diff(record: DiffRecord, state: Callable[[bytes], ActorState], code_by_hash: dict[bytes, bytes],
                 other_code: Callable[[bytes], bytes]) -> None:
     """A state diff this node applied from another holder (a cluster): its state, taken as signed."""
-    diff = StateDiff.decode(bytes(record[2]))
+    diff = record.state_diff()
     actor = state(diff.address)
     actor.account = diff.account
     actor.storage.update(diff.storage)
@@ -386,56 +291,46 @@ def _apply_diff(record: list[Any], state: Callable[[bytes], ActorState], code_by
         code_by_hash[diff.account.code_hash] = actor.code = diff.code
 
 
-def _roll_back(record: list[Any], state: Callable[[bytes], ActorState], code_by_hash: dict[bytes, bytes],
+def _roll_back(record: RollbackRecord, state: Callable[[bytes], ActorState], code_by_hash: dict[bytes, bytes],
                other_code: Callable[[bytes], bytes]) -> None:
     """This node gave up its receipts from a position on for another holder's copy, whole."""
-    _, address, _since, account, storage, _discarded = record
-    actor = state(bytes(address))
-    actor.account = Account.decode(bytes(account))
-    actor.storage = {int.from_bytes(slot, "big"): int.from_bytes(value, "big") for slot, value in storage}
+    actor = state(record.address)
+    actor.account = record.account
+    actor.storage = record.slots()
     code_hash = actor.account.code_hash
     actor.code = code_by_hash.get(code_hash) or other_code(code_hash) if code_hash else b""
 
 
-#: Ledger records of state this node did not execute itself (see missive.mailbox.store): applied, not re-run.
-_NOT_EXECUTED_HERE: dict[str, Callable[[list[Any], Callable[[bytes], ActorState], dict[bytes, bytes],
-                                        Callable[[bytes], bytes]], None]] = {
-    "diff": _apply_diff,
-    "rollback": _roll_back,
-}
-
-
-def _raise(record: list[Any], accepted: dict[bytes, Envelope], raised: dict[bytes, int],
+def _raise(record: RaiseRecord | UnraiseRecord, accepted: dict[bytes, Envelope], raised: dict[bytes, int],
            state: Callable[[bytes], ActorState], chain_id: int) -> str | None:
     """Replay a ``raise`` or ``unraise`` record (:mod:`missive.market.raises`): re-check a raise as
     the store checked it, against the state rebuilt so far, and move the same top-up; None, or
     what is wrong with the record."""
-    message_id = bytes(record[1])
+    message_id = record.message_id
     envelope = accepted.get(message_id)
+    if type(record) is UnraiseRecord:
+        if envelope is None or message_id not in raised:
+            return f"an unraise of 0x{message_id.hex()}, which has no raise waiting"
+        bid = record.bid
+        current = raised[message_id]
+        if not envelope.bid <= bid < current:
+            return f"an unraise of 0x{message_id.hex()} to {bid}, not below its raised bid {current}"
+        payer = state(envelope.sender)
+        payer.account = payer.account.credited(envelope.gas * (current - bid))
+        raised[message_id] = bid
+        return None
+    assert type(record) is RaiseRecord
     try:
-        if record[0] == "unraise":
-            if envelope is None or message_id not in raised:
-                return f"an unraise of 0x{message_id.hex()}, which has no raise waiting"
-            bid = bytes_int(record[2], "bid")
-            current = raised[message_id]
-            if not envelope.bid <= bid < current:
-                return f"an unraise of 0x{message_id.hex()} to {bid}, not below its raised bid {current}"
-            payer = state(envelope.sender)
-            payer.account = payer.account.credited(envelope.gas * (current - bid))
-            raised[message_id] = bid
-            return None
-        _, _, new_bid, public_key, signature = record
-        new_bid = bytes_int(new_bid, "bid")
         current = raised.get(message_id, envelope.bid if envelope is not None else 0)
         sender = state(envelope.sender).account if envelope is not None else None
         top_up = check_raise(message_id, (envelope, b"", b"") if envelope is not None else None, False, current,
-                             new_bid, bytes(public_key), bytes(signature), sender, chain_id)
+                             record.bid, record.public_key, record.signature, sender, chain_id)
     except (EnvelopeError, ValueError, TypeError) as err:
         return f"the raise record is refused: {err}"
     assert envelope is not None
     payer = state(envelope.sender)
     payer.account = payer.account.replace(balance=payer.account.balance - top_up)  # the nonce stays
-    raised[message_id] = new_bid
+    raised[message_id] = record.bid
     return None
 
 
@@ -466,7 +361,7 @@ def replay(
     workers: dict[bytes, Worker] = {}  # the worker registry (missive.market.workers)
     tickets = RebuiltBroker()  # the ticket broker (missive.market.tickets)
     code_db = db["code"]
-    sealed: _Seals | None = None
+    sealed: SealedRecords | None = None
 
     def state(address: bytes) -> ActorState:
         found = actors.get(address)
@@ -501,48 +396,55 @@ def replay(
             discarded = {bytes(k): bytes(v) for k, v in txn.cursor(db=db["discarded"])}
             skipped: set[int] = set()
             # (key, record), seal checked: the seq is decoded from the key only where it is needed
-            sealed = _Seals(txn, ledger_db, db["seals"], public_key, every_signature=check_signatures)
-            records: Iterator[tuple[bytes, list[Any]]] = iter(sealed)
+            sealed = SealedRecords(txn, ledger_db, db["seals"], public_key, every_signature=check_signatures)
+            records: Iterator[tuple[bytes, MessageRef | Record]] = iter(sealed)
             if checks is not None:
                 records = _checked_ahead(records, txn, messages_db, accepted, checks)
             try:
                 for key, record in records:
-                    tag = record[0]
-                    if tag == "genesis":
-                        _, address, public, balance = record
-                        state(address).account = Account(balance=int.from_bytes(balance, "big"), public_key=public)
+                    # the two kinds of every message, (kind, message id) (see decode_lean); the others are rare
+                    if not isinstance(record, tuple):
+                        if type(record) is GenesisRecord:
+                            state(record.address).account = Account(balance=record.balance,
+                                                                    public_key=record.public_key)
+                        elif type(record) is DiffRecord:
+                            try:
+                                _apply_diff(record, state, code_by_hash, other_code)
+                            except DiffError as err:
+                                return diverged(b"", record.executor, -1, f"ledger record {_seq(key)}: {err}")
+                        elif type(record) is RollbackRecord:
+                            if missing := [s for s in record.discarded if s not in skipped]:
+                                return diverged(b"", record.address, -1, f"ledger record {_seq(key)}: the rollback "
+                                                f"discards receipt records {missing}, which replay did not skip (the "
+                                                "store's discarded index lacks them)")
+                            _roll_back(record, state, code_by_hash, other_code)
+                        elif type(record) is WorkerRecord:
+                            address = record.address
+                            try:
+                                account, worker = apply_worker_op(record.op, address, list(record.args),
+                                                                  record.public_key, record.signature, chain_id,
+                                                                  state(address).account, workers.get(address))
+                            except (EnvelopeError, ValueError, TypeError, IndexError) as err:
+                                return diverged(b"", address, -1,
+                                                f"ledger record {_seq(key)}: the {record.op} is refused: {err}")
+                            state(address).account, workers[address] = account, worker
+                        elif type(record) is TicketsRecord:
+                            try:
+                                tickets.replay(record.fields(), chain_id, BROKER, lambda a: state(a).account,
+                                               lambda a, account: setattr(state(a), "account", account))
+                            except (EnvelopeError, ValueError, TypeError, IndexError) as err:
+                                return diverged(b"", b"", -1, f"ledger record {_seq(key)}: the tickets {record.op!r} "
+                                                f"is refused: {err}")
+                        elif type(record) is RaiseRecord or type(record) is UnraiseRecord:
+                            if (problem := _raise(record, accepted, raised, state, chain_id)) is not None:
+                                return diverged(record.message_id, b"", -1, f"ledger record {_seq(key)}: {problem}")
+                        else:  # unreadable, or of a kind this version does not know
+                            what = getattr(record, "problem", f"a record of unknown kind {record.kind!r}")
+                            return diverged(b"", b"", -1, f"ledger record {_seq(key)}: {what}")
                         continue
-                    if tag in _NOT_EXECUTED_HERE:
-                        if tag == "rollback" and (missing := [s for s in record[5] if s not in skipped]):
-                            return diverged(b"", bytes(record[1]), -1, f"ledger record {_seq(key)}: the rollback "
-                                            f"discards receipt records {missing}, which replay did not skip (the "
-                                            "store's discarded index lacks them)")
-                        _NOT_EXECUTED_HERE[tag](record, state, code_by_hash, other_code)
-                        continue
-                    if tag == "worker":
-                        op, address = str(record[1]), bytes(record[2])
-                        try:
-                            account, worker = apply_worker_op(op, address, list(record[3:-2]), bytes(record[-2]),
-                                                              bytes(record[-1]), chain_id, state(address).account,
-                                                              workers.get(address))
-                        except (EnvelopeError, ValueError, TypeError, IndexError) as err:
-                            return diverged(b"", address, -1, f"ledger record {_seq(key)}: the {op} is refused: {err}")
-                        state(address).account, workers[address] = account, worker
-                        continue
-                    if tag == "tickets":
-                        try:
-                            tickets.replay(record, chain_id, BROKER, lambda a: state(a).account,
-                                           lambda a, account: setattr(state(a), "account", account))
-                        except (EnvelopeError, ValueError, TypeError, IndexError) as err:
-                            return diverged(b"", b"", -1, f"ledger record {_seq(key)}: the tickets {record[1]!r} is "
-                                            f"refused: {err}")
-                        continue
-                    if tag in ("raise", "unraise"):
-                        if (problem := _raise(record, accepted, raised, state, chain_id)) is not None:
-                            return diverged(bytes(record[1]), b"", -1, f"ledger record {_seq(key)}: {problem}")
-                        continue
-                    message_id = bytes(record[1])
-                    if tag in ("receipt", "accept") and discarded and key in discarded:
+                    is_accept = record[0] == ACCEPT
+                    message_id = record[1]
+                    if discarded and key in discarded:
                         why = _discard_problem(txn, ledger_db, key, discarded[key])
                         if why is not None:
                             return diverged(message_id, b"", -1, f"ledger record {_seq(key)}: {why}")
@@ -550,13 +452,13 @@ def replay(
                         accepted.pop(message_id, None)
                         continue
                     # an accepted message is read once, for its accept record, and kept for its receipt's
-                    envelope = accepted.get(message_id) if tag == "accept" else accepted.pop(message_id, None)
+                    envelope = accepted.get(message_id) if is_accept else accepted.pop(message_id, None)
                     if envelope is None:
                         try:
                             envelope = _message(txn, messages_db, message_id)[0]
                         except _Problem as problem:
                             return diverged(message_id, b"", -1, f"ledger record {_seq(key)}: {problem}")
-                    if tag == "accept":
+                    if is_accept:
                         if checks is not None and (bad := checks.problem(_seq(key))) is not None:
                             return diverged(message_id, b"", -1, f"ledger record {_seq(key)}: {bad}")
                         sender = state(envelope.sender)
@@ -596,7 +498,7 @@ def replay(
                         return ReplayReport(checked, None, stopped_at=message_id, sealed=sealed.head)
                 if (why := broker_differs(store, tickets, txn)) is not None:
                     return diverged(b"", b"", -1, why)
-            except _Unsealed as broken:
+            except Unsealed as broken:
                 return ReplayReport(checked, Divergence(b"", b"", -1, broken.what, (broken.first, broken.last)),
                                     sealed=sealed.head)
     finally:
@@ -608,11 +510,8 @@ def replay(
 def _discard_problem(txn: Any, ledger_db: Any, key: bytes, rollback_key: bytes) -> str | None:
     """Why the discarded index's entry for receipt record ``key`` is not backed by its rollback record."""
     raw = txn.get(rollback_key, db=ledger_db) if rollback_key > key else None
-    try:
-        record = msgpack.unpackb(raw) if raw is not None else None
-    except (ValueError, TypeError):
-        record = None
-    if record is None or record[0] != "rollback" or len(record) < 6 or _seq(key) not in record[5]:
+    record = decode(raw) if raw is not None else None
+    if type(record) is not RollbackRecord or _seq(key) not in record.discarded:
         return (f"the store's discarded index says rollback record {_seq(rollback_key)} gave this receipt up, "
                 "but that record does not list it")
     return None

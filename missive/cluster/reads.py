@@ -17,10 +17,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack
+import attrs
 
 from missive.actors.replay import replay
-from missive.mailbox.store import Store
+from missive.mailbox import ledger_records
+from missive.mailbox.ledger_records import MESSAGE_RECORDS, ReceiptRecord, wire_fields
+from missive.mailbox.signed import record_canonical
+from missive.mailbox.store import Store, u64
 from missive.replicas.copies import Copies
 
 #: At most this many ledger records per ``ledger`` call (keeps a reply far below the frame limit).
@@ -37,33 +40,16 @@ def ledger_page(store: Store, start: int = 0, limit: int | None = None, last: in
     out: list[list[Any]] = []
     with store.read() as txn:
         total = int(txn.stat(store.db["ledger"])["entries"])
-        cursor = txn.cursor(db=store.db["ledger"])
-        raw: list[tuple[int, bytes | memoryview]] = []
-        if last is not None:
-            wanted = min(max(0, last), limit)
-            if wanted and cursor.last():
-                for key, value in cursor.iterprev():
-                    seq = int.from_bytes(key, "big")
-                    if seq < start or len(raw) >= wanted:
-                        break
-                    raw.append((seq, value))
-            raw.reverse()
-        elif cursor.set_range(start.to_bytes(8, "big")):
-            for key, value in cursor:
-                if len(raw) >= limit:
-                    break
-                raw.append((int.from_bytes(key, "big"), value))
-        for seq, value in raw:
-            record = msgpack.unpackb(value)
-            if record[0] == "receipt" and txn.get(seq.to_bytes(8, "big"), db=store.db["discarded"]) is not None:
-                record = ["discarded", record[1]]  # a receipt a rollback gave up (shown as before seals)
+        for seq, record in ledger_records.page(txn, store.db["ledger"], start, limit, last):
             message = receipt = None
-            if record[0] in ("accept", "receipt", "discarded"):  # (diff and rollback records name no message)
-                stored = txn.get(bytes(record[1]), db=store.db["messages"])
-                message = msgpack.unpackb(stored)[0] if stored is not None else None
-                if record[0] == "receipt":
-                    receipt = txn.get(bytes(record[1]), db=store.db["receipts"])
-            out.append([seq, record, message, receipt])
+            if isinstance(record, MESSAGE_RECORDS):  # (the other kinds name no message)
+                if isinstance(record, ReceiptRecord) and txn.get(u64(seq), db=store.db["discarded"]) is not None:
+                    record = attrs.evolve(record, discarded=True)  # a receipt a rollback gave up
+                stored = txn.get(record.message_id, db=store.db["messages"])
+                message = record_canonical(stored) if stored is not None else None
+                if isinstance(record, ReceiptRecord) and not record.discarded:
+                    receipt = txn.get(record.message_id, db=store.db["receipts"])
+            out.append([seq, wire_fields(record), message, receipt])
     return {"records": out, "total": total, "next": out[-1][0] + 1 if out else start}
 
 

@@ -57,12 +57,13 @@ from missive.errors import Failed, NotFound
 from missive.keys import Key, Keystore
 from missive.mailbox.disk import DiskFull
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
+from missive.mailbox.ledger_records import ReceiptRecord, from_fields
 from missive.mailbox.records import Account, Receipt
 from missive.net import NetError, NodeIdentity, RemoteError
 from missive.node.api import NodeAPI, Observer
 from missive.node.base import BaseNode
 from missive.node.errors import ArgumentError, NodeError, NodeTimeout
-from missive.node.records import LedgerRecord, Wallet, special_record
+from missive.node.records import LedgerRecord, Wallet, ledger_record
 from missive.node.sent import Chain
 from missive.node.signing import Signed, pack_signed
 from missive.node.twins import in_trio
@@ -485,8 +486,10 @@ class RemoteNode(BaseNode):
             name = str(m["name"])
             while True:
                 page = await self._acall("ledger", {"start": self._cursors.get(name, 0)}, at=(m["host"], m["port"]))
-                for _seq, record, canonical, receipt in page["records"]:
-                    if record[0] == "receipt" and canonical is not None and receipt is not None:
+                for _seq, fields, canonical, receipt in page["records"]:
+                    record = from_fields(fields, wire=True)
+                    if (isinstance(record, ReceiptRecord) and not record.discarded and canonical is not None
+                            and receipt is not None):
                         envelope = Envelope.decode(canonical)
                         self._known[envelope.id] = envelope
                         pairs.append((envelope.time, order, envelope, Receipt.decode(receipt)))
@@ -566,17 +569,13 @@ class RemoteNode(BaseNode):
             cursor = int(page["next"])
 
     def _remote_record(self, name: str, item: list[Any]) -> LedgerRecord:
-        seq, record, canonical, receipt = item
-        kind = str(record[0])
-        special = special_record(int(seq), record, name)
-        if special is not None:
-            return special
+        """One record of a ``ledger`` page (:func:`missive.cluster.reads.ledger_page`)."""
+        seq, fields, canonical, receipt = item
         envelope = Envelope.decode(canonical) if canonical is not None else None
         if envelope is not None:
             self._known.setdefault(envelope.id, envelope)
-        return LedgerRecord(int(seq), kind, address=envelope.recipient if envelope else b"",
-                            message_id=bytes(record[1]), envelope=envelope,
-                            receipt=Receipt.decode(receipt) if receipt is not None else None, node=name)
+        return ledger_record(int(seq), from_fields(fields, wire=True), envelope,
+                             Receipt.decode(receipt) if receipt is not None else None, name)
 
     # -- replay --------------------------------------------------------------------------------
 

@@ -11,19 +11,11 @@ node adds to run them for real:
   actor's message) and whose result is the reply bytes or nil.  A peer that is
   down, slow or refuses gives ``None``, which is what the actors expect of a
   lossy network.
-* :class:`ReplicaProver`: the spot check behind an attestation.  The attester
-  picks a receipt it holds as a *replica* of an actor the subject executes
-  (state diffs brought it here, byte for byte as the subject committed it);
-  the subject must answer with its own receipt bytes for that message id; the
-  expected answer is the attester's copy.  When the attester replicates
-  nothing of the subject's (``replicas = 1``, or no actor yet), the challenge
-  carries no receipt and the attestation is only a challenge-response: the
-  subject signs the fresh nonce, which proves it is alive and holds its key,
-  and nothing about its ledger.
-* :class:`TrustStore`: the node's trust state — its step, its attestation
-  histories, its kernel and the evidence it gathered — in an LMDB environment
-  of its own (``<node dir>/trust``), so a restart continues where it stopped
-  and the ledger's store is not touched.
+* :class:`~missive.cluster.spot_checks.ReplicaProver` (in :mod:`missive.cluster.spot_checks`):
+  the spot check behind an attestation, against the receipts this node holds as a replica.
+* :class:`~missive.cluster.trust_store.TrustStore` (in :mod:`missive.cluster.trust_store`): the
+  node's trust state in an LMDB environment of its own (``<node dir>/trust``), so a restart
+  continues where it stopped and the ledger's store is not touched.
 * :class:`TrustService`: builds the actors over the overlay of the cluster's
   members, runs the attestation steps and the gossip rounds, serves ``trust``
   and ``trust_view`` (this node's view: direct trust, kernel, transitive trust,
@@ -35,31 +27,30 @@ and simulation only, a fault to inject (:class:`TrustSettings`).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import lmdb
 import msgpack
 import trio
 
+from missive.cluster.spot_checks import WRONG_ATTESTATIONS, MemberVerifier, ReplicaProver
+from missive.cluster.trust_store import EVIDENCE_KEPT, Saved, TrustStore, pack_evidence, unpack_evidence
 from missive.consensus import gossip
 from missive.consensus.actors import ATTEST, GOSSIP, AttestationActor, Evidence, GossipActor, Router
-from missive.consensus.direct_trust import DEFAULT_K, TrustHistory, full
+from missive.consensus.direct_trust import DEFAULT_K, full
 from missive.consensus.gossip import Gossiper
-from missive.consensus.kernel import Attester, Kernel, Statement, Verifier
+from missive.consensus.kernel import Attester, Kernel, Statement
 from missive.consensus.overlay import Overlay
 from missive.consensus.scores import attestation_graph, conspiracy_scores, transitive_trust
 from missive.errors import MissiveError
 from missive.mailbox.disk import disk_full
 from missive.net import NetError, NodeIdentity, PeerLink, short_id
-from missive.replicas.records import open_tables
 from missive.replicas.refusals import require_member
 
 if TYPE_CHECKING:
@@ -79,16 +70,8 @@ VIEW_METHOD = "trust_view"
 MAX_TRUST_FRAME = 512 * 1024
 #: Faults that can be injected (tests and simulation only): answer every spot check wrongly
 #: (signed); send state diffs whose storage is not what the handlers wrote (signed).
-WRONG_ATTESTATIONS = "wrong-attestations"
 WRONG_DIFFS = "wrong-diffs"
 FAULTS = (WRONG_ATTESTATIONS, WRONG_DIFFS)
-#: Evidence kept per subject (the newest); one piece already proves a lie.
-EVIDENCE_KEPT = 16
-#: Random seeks into the ``replica`` table per step, and entries walked from each.
-PROBES, WALK = 4, 64
-#: Receipts remembered per subject per step to spot-check from.
-CANDIDATES = 8
-STORE_FORMAT = 1
 
 
 class TrustFrameError(MissiveError, ValueError):
@@ -191,225 +174,6 @@ class LinkTransport:
 
     async def send(self, peer: bytes, data: bytes) -> None:
         await self.request(peer, data)
-
-
-# -- the spot check ---------------------------------------------------------------------------------
-
-
-def _corrupt(answer: bytes) -> bytes:
-    """The injected wrong answer: never equal to the right one."""
-    return hashlib.blake2b(answer, digest_size=32, person=b"missive-fault").digest()
-
-
-class ReplicaProver:
-    """Spot checks against the receipts this node holds as a replica (see the module docstring).
-
-    ``sample`` (run on a worker thread before each step) finds, per subject,
-    a few message ids whose receipt this node holds as a replica of an actor
-    the subject executes; ``pick`` draws one of them, or ``b""`` for a plain
-    challenge-response.  The scan is bounded (:data:`PROBES` random seeks of
-    :data:`WALK` entries each), so a node replicating many actors pays the same
-    per step; a subject with few replicated actors may then be missed in a
-    step and get a plain challenge instead.
-    """
-
-    def __init__(self, store: Store, rng: random.Random, fault: str | None = None) -> None:
-        self.store = store
-        #: which executor's diffs made each actor's copy here (missive.replicas.records)
-        self.replica_table = open_tables(store)["replica"]
-        self.rng = rng
-        self.fault = fault
-        self.candidates: dict[bytes, list[bytes]] = {}
-        #: per subject: how many challenges carried a receipt, and how many did not
-        self.checks: dict[bytes, Counter[str]] = {}
-
-    def sample(self, subjects: Iterable[bytes]) -> dict[bytes, list[bytes]]:
-        """Message ids to spot-check each subject on (blocking: LMDB reads)."""
-        wanted = set(subjects)
-        found: dict[bytes, set[bytes]] = {}
-        with self.store.read() as txn:
-            cursor = txn.cursor(db=self.replica_table)
-            if not cursor.first():
-                return {}
-            for _ in range(PROBES):
-                if not cursor.set_range(self.rng.randbytes(20)):
-                    cursor.first()
-                for _ in range(WALK):
-                    address, value = bytes(cursor.key()), cursor.value()
-                    executor_id = bytes(msgpack.unpackb(value)[0])
-                    ids = found.setdefault(executor_id, set()) if executor_id in wanted else None
-                    if ids is not None and len(ids) < CANDIDATES:
-                        message_id = self._receipt_of(txn, address)
-                        if message_id is not None:
-                            ids.add(message_id)
-                    if not cursor.next():
-                        cursor.first()
-        return {subject: sorted(ids) for subject, ids in found.items() if ids}
-
-    def _receipt_of(self, txn: lmdb.Transaction, address: bytes) -> bytes | None:
-        """A random handled message of ``address`` whose receipt is here, or None."""
-        mailbox = txn.cursor(db=self.store.db["mailbox"])
-        positioned = mailbox.set_range(address + b"\xff" * 8)
-        positioned = mailbox.prev() if positioned else mailbox.last()
-        if not positioned or mailbox.key()[:20] != address:
-            return None
-        last = int.from_bytes(mailbox.key()[20:28], "big")
-        message_id = txn.get(address + self.rng.randint(0, last).to_bytes(8, "big"), db=self.store.db["mailbox"])
-        if message_id is None or txn.get(message_id, db=self.store.db["receipts"]) is None:
-            return None
-        return bytes(message_id)
-
-    def pick(self, subject: bytes) -> bytes:
-        ids = self.candidates.get(subject)
-        kind = "receipt" if ids else "challenge"
-        self.checks.setdefault(subject, Counter())[kind] += 1
-        return self.rng.choice(ids) if ids else b""
-
-    def _receipt(self, message_id: bytes) -> bytes:
-        if len(message_id) != 32:
-            return b""
-        with self.store.read() as txn:
-            raw = txn.get(message_id, db=self.store.db["receipts"])
-        return bytes(raw) if raw is not None else b""
-
-    def answer(self, receipt: bytes) -> bytes:
-        """Our own receipt bytes for the message id (``b""`` if we have none, or none was asked)."""
-        right = self._receipt(receipt) if receipt else b""
-        return _corrupt(right) if self.fault == WRONG_ATTESTATIONS else right
-
-    def expected(self, subject: bytes, receipt: bytes) -> bytes:
-        """Our copy, as a replica, of the receipt the subject committed and sent us."""
-        return self._receipt(receipt) if receipt else b""
-
-
-class MemberVerifier(Verifier):
-    """Admits into the kernel only statements signed by a cluster member.
-
-    The consensus kernel takes any correctly signed statement; on a cluster
-    the members are known, and a member gossiping statements of keys it made
-    up could otherwise fill every kernel (and trust store) for free.  The
-    scores would ignore them anyway (no overlay edge is theirs).
-    """
-
-    def __init__(self, members: Iterable[bytes]) -> None:
-        super().__init__()
-        self.members = frozenset(members)
-
-    def ok(self, statement: Statement) -> bool:
-        return statement.attester in self.members and super().ok(statement)
-
-
-# -- durable state ----------------------------------------------------------------------------------
-
-
-def _pack_evidence(e: Evidence) -> bytes:
-    data: bytes = msgpack.packb([e.attester, e.subject, e.step, e.nonce, e.receipt, e.answer, e.signature])
-    return data
-
-
-def _unpack_evidence(raw: bytes) -> Evidence:
-    attester, subject, step, nonce, receipt, answer, signature = msgpack.unpackb(raw)
-    return Evidence(bytes(attester), bytes(subject), int(step), bytes(nonce), bytes(receipt), bytes(answer),
-                    bytes(signature))
-
-
-@attrs.frozen
-class Saved:
-    """What :meth:`TrustStore.load` returns: the state as of the last step saved."""
-
-    step: int = 0
-    saved_at: float = 0.0
-    histories: dict[bytes, TrustHistory] = attrs.Factory(dict)
-    statements: list[bytes] = attrs.Factory(list)
-    evidence: list[Evidence] = attrs.Factory(list)
-
-
-class TrustStore:
-    """``<node dir>/trust``: the trust layer's own LMDB environment.
-
-    ======== ===================== =============================================
-    table    key                   value
-    ======== ===================== =============================================
-    meta     b"format", b"step"    format version; [step, wall time saved]
-    history  subject id            [k, step, successes, failures]
-    kernel   attester id           the statement's signed wire bytes
-    evidence subject id + step     [attester, subject, step, nonce, receipt,
-                                   answer, signature] (newest EVIDENCE_KEPT)
-    wrong_diffs executor id        evidence of a wrong state diff (the first:
-                                   :class:`missive.replicas.execution.WrongDiff`)
-    ======== ===================== =============================================
-
-    Separate from the ledger's store because it is not ledger: losing it costs
-    a node its recent attestation record, nothing anyone else relies on.
-    """
-
-    TABLES = ("meta", "history", "kernel", "evidence", "wrong_diffs")
-
-    def __init__(self, path: Path) -> None:
-        from missive.mailbox.disk import StoreDamaged
-        from missive.mailbox.integrity import Damaged, check_lmdb
-
-        if (path / "data.mdb").exists():
-            try:
-                check_lmdb(path, "the node's trust store")  # refused whole, not crashed on (see integrity)
-            except Damaged as exc:
-                raise StoreDamaged(str(exc)) from None
-        path.mkdir(parents=True, exist_ok=True)
-        self.env = lmdb.open(str(path), map_size=1 << 30, max_dbs=len(self.TABLES), sync=True, metasync=True)
-        self.env.reader_check()  # slots of processes killed while reading (see Store.clear_stale_readers)
-        self.db = {name: self.env.open_db(name.encode()) for name in self.TABLES}
-        with self.env.begin(write=True) as txn:
-            version = txn.get(b"format", db=self.db["meta"])
-            if version is None:
-                txn.put(b"format", msgpack.packb(STORE_FORMAT), db=self.db["meta"])
-            elif msgpack.unpackb(version) != STORE_FORMAT:
-                raise ValueError(f"{path} has trust format {msgpack.unpackb(version)}, this Missive reads {STORE_FORMAT}")
-
-    def close(self) -> None:
-        self.env.close()
-
-    def load(self) -> Saved:
-        with self.env.begin() as txn:
-            raw = txn.get(b"step", db=self.db["meta"])
-            step, saved_at = msgpack.unpackb(raw) if raw is not None else (0, 0.0)
-            histories = {bytes(k): TrustHistory(*msgpack.unpackb(v)) for k, v in txn.cursor(db=self.db["history"])}
-            statements = [bytes(v) for _, v in txn.cursor(db=self.db["kernel"])]
-            evidence = [_unpack_evidence(bytes(v)) for _, v in txn.cursor(db=self.db["evidence"])]
-        return Saved(int(step), float(saved_at), histories, statements, evidence)
-
-    def save(self, step: int, histories: Mapping[bytes, TrustHistory], statements: Mapping[bytes, bytes],
-             evidence: Sequence[Evidence]) -> None:
-        """One step's changes in one transaction (blocking: run it on a worker thread)."""
-        with self.env.begin(write=True) as txn:
-            txn.put(b"step", msgpack.packb([step, time.time()]), db=self.db["meta"])
-            for subject, h in histories.items():
-                txn.put(subject, msgpack.packb([h.k, h.step, h.successes, h.failures]), db=self.db["history"])
-            for attester, wire in statements.items():
-                txn.put(attester, wire, db=self.db["kernel"])
-            for e in evidence:
-                txn.put(e.subject + e.step.to_bytes(8, "big"), _pack_evidence(e), db=self.db["evidence"])
-            for subject in {e.subject for e in evidence}:
-                self._trim(txn, subject)
-
-    def wrong_diffs(self) -> list[bytes]:
-        with self.env.begin() as txn:
-            return [bytes(v) for _, v in txn.cursor(db=self.db["wrong_diffs"])]
-
-    def keep_wrong_diff(self, executor: bytes, raw: bytes) -> None:
-        """Keep the first evidence against ``executor`` (one proves it; the slashing issue reads it)."""
-        with self.env.begin(write=True) as txn:
-            txn.put(executor, raw, db=self.db["wrong_diffs"], overwrite=False)
-
-    def _trim(self, txn: lmdb.Transaction, subject: bytes) -> None:
-        cursor = txn.cursor(db=self.db["evidence"])
-        keys: list[bytes] = []
-        if cursor.set_range(subject):
-            for key in cursor.iternext(keys=True, values=False):
-                if not bytes(key).startswith(subject):
-                    break
-                keys.append(bytes(key))
-        for key in keys[:-EVIDENCE_KEPT]:
-            txn.delete(key, db=self.db["evidence"])
 
 
 # -- the service ------------------------------------------------------------------------------------
@@ -631,7 +395,7 @@ class TrustService:
             "scores": [{"id": m, "transitive": transitive.get(m, 0.0), "conspiracy": conspiracy.get(m, 0)}
                        for m in self.members],
             "edges": [[a, b, d] for a, row in graph.items() for b, d in row.items()],
-            "evidence": [_pack_evidence(e) for e in self.evidence],
+            "evidence": [pack_evidence(e) for e in self.evidence],
         }
 
     def _direct(self, subject: bytes, k: int) -> dict[str, Any]:
@@ -647,4 +411,4 @@ class TrustService:
 
 def evidence_from_view(raw: bytes) -> Evidence:
     """An evidence record from ``trust_view`` (anyone can check it: ``.verify()``)."""
-    return _unpack_evidence(raw)
+    return unpack_evidence(raw)

@@ -48,9 +48,14 @@ def pack_record(envelope: Envelope, public_key: bytes = b"", signature: bytes = 
     return cast(bytes, msgpack.packb([envelope.canonical(), public_key, signature]))
 
 
+def record_canonical(raw: bytes | memoryview) -> bytes:
+    """The canonical envelope of the message in a record (what its id hashes, and what clients are sent)."""
+    return cast(bytes, msgpack.unpackb(raw)[0])
+
+
 def record_id(raw: bytes | memoryview) -> bytes:
     """The id of the message in a record (the keccak of its canonical envelope)."""
-    return keccak256(msgpack.unpackb(raw)[0])
+    return keccak256(record_canonical(raw))
 
 
 def record_envelope(raw: bytes | memoryview, *, check: bool = False) -> Envelope:

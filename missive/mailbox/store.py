@@ -21,7 +21,9 @@ ledger        seq (8 bytes, big-endian)              ["genesis", addr, pubkey, b
                                                      ["diff", executor node id, state diff] (applied
                                                      here) | ["rollback", addr, position, account,
                                                      storage, [seqs of the receipt and accept records
-                                                     it discards]]
+                                                     it discards]] | ["raise", ...] | ["unraise", ...] |
+                                                     ["worker", ...]: read them with
+                                                     :mod:`missive.mailbox.ledger_records`, nowhere else
 seals         seq of the last ledger record covered  [chain hash, Ed25519 signature] (one per write
                                                      transaction that appends records; see
                                                      :mod:`missive.mailbox.seals`)

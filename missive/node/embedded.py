@@ -18,20 +18,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
-import msgpack
+import attrs
 import trio
 
 from missive.actors.runtime import ExecutorLock, NodeBusy, Runtime
 from missive.keys import Key, Keystore, KeystoreError, ask_passphrase, unencrypted_by_default
+from missive.mailbox import ledger_records
 from missive.mailbox.admission import checker
 from missive.mailbox.disk import NoStore
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
+from missive.mailbox.ledger_records import GenesisRecord, ReceiptRecord
 from missive.mailbox.records import Account, Receipt
 from missive.mailbox.store import Store, check_whole
 from missive.node.api import NodeAPI, Observer
 from missive.node.base import BaseNode
 from missive.node.errors import ArgumentError, NodeError, NodeTimeout, NotHandled
-from missive.node.records import LedgerRecord, Wallet, special_record
+from missive.node.records import LedgerRecord, Wallet, ledger_record
 from missive.node.sent import Chain
 from missive.node.signing import Signed
 from missive.node.values import to_address, to_message_id
@@ -238,9 +240,9 @@ class Node(BaseNode):
         """Keystore accounts, in the order they were created on this node's ledger (then the rest)."""
         keys = {k.address: k for k in self._keystore.all()}
         ordered: list[Wallet] = []
-        for _, record in self.store.ledger():
-            if record[0] == "genesis" and record[1] in keys:
-                ordered.append(Wallet(self, keys.pop(record[1])))
+        for _, record in ledger_records.records(self.store):
+            if isinstance(record, GenesisRecord) and record.address in keys:
+                ordered.append(Wallet(self, keys.pop(record.address)))
         ordered.extend(Wallet(self, k) for k in keys.values())
         return ordered
 
@@ -439,22 +441,15 @@ class Node(BaseNode):
             return int(txn.stat(self.store.db["ledger"])["entries"])
 
     def iter_ledger(self, start: int = 0) -> Iterator[LedgerRecord]:
-        for seq, record in self.store.ledger(start):
+        for seq, record in ledger_records.records(self.store, start):
             yield self._record(seq, record)
 
     def ledger(self, start: int = 0, limit: int | None = None, *, last: int | None = None) -> list[LedgerRecord]:
         """Ledger records from sequence number ``start`` (at most ``limit``), or the ``last`` N records."""
         if last is not None:
-            raw: list[tuple[int, list[Any]]] = []
             with self.store.read() as txn:
-                cursor = txn.cursor(db=self.store.db["ledger"])
-                if last > 0 and cursor.last():
-                    for key, value in cursor.iterprev():
-                        seq = int.from_bytes(key, "big")
-                        if seq < start or len(raw) >= last:
-                            break
-                        raw.append((seq, msgpack.unpackb(value)))
-            return [self._record(seq, record) for seq, record in reversed(raw)]
+                found = ledger_records.page(txn, self.store.db["ledger"], start, last=last)
+            return [self._record(seq, record) for seq, record in found]
         out: list[LedgerRecord] = []
         for record in self.iter_ledger(start):
             if limit is not None and len(out) >= limit:
@@ -462,19 +457,16 @@ class Node(BaseNode):
             out.append(record)
         return out
 
-    def _record(self, seq: int, record: list[Any]) -> LedgerRecord:
-        kind = str(record[0])
-        if kind == "receipt" and self.store.discarded(seq):
-            kind = "discarded"  # a receipt a rollback gave up (the sealed record itself stays as written)
-        special = special_record(seq, record)
-        if special is not None:
-            return special
-        message_id = bytes(record[1])
-        found = self.store.message(message_id)
-        envelope = found[0] if found is not None else None
-        receipt = self.store.receipt(message_id) if kind == "receipt" else None
-        return LedgerRecord(seq, kind, address=envelope.recipient if envelope else b"", message_id=message_id,
-                            envelope=envelope, receipt=receipt)
+    def _record(self, seq: int, record: ledger_records.Record) -> LedgerRecord:
+        if not isinstance(record, ledger_records.MESSAGE_RECORDS):
+            return ledger_record(seq, record)
+        if isinstance(record, ReceiptRecord) and self.store.discarded(seq):
+            # a receipt a rollback gave up (the sealed record itself stays as written)
+            record = attrs.evolve(record, discarded=True)
+        found = self.store.message(record.message_id)
+        receipt = (self.store.receipt(record.message_id) if isinstance(record, ReceiptRecord) and not record.discarded
+                   else None)
+        return ledger_record(seq, record, found[0] if found is not None else None, receipt)
 
 
 def _implements_the_api(node: Node) -> NodeAPI:

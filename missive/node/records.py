@@ -8,7 +8,21 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from missive.keys import Key
+from missive.mailbox.diffs import DiffError
 from missive.mailbox.envelope import Envelope
+from missive.mailbox.ledger_records import (
+    DISCARDED,
+    MESSAGE_RECORDS,
+    DiffRecord,
+    GenesisRecord,
+    ReceiptRecord,
+    Record,
+    RollbackRecord,
+    TicketsRecord,
+    UnreadableRecord,
+    WorkerRecord,
+    from_fields,
+)
 from missive.mailbox.records import Receipt
 from missive.node.values import hexstr
 
@@ -50,7 +64,9 @@ class Wallet:
 
 @attrs.frozen
 class LedgerRecord:
-    """One ledger entry: a genesis account, an accepted message, or a receipt."""
+    """One ledger entry as the API shows it (decoded by :mod:`missive.mailbox.ledger_records`): a
+    genesis account, an accepted message, a receipt (``discarded`` if a rollback gave it up), a
+    raise, or one of the records that name no message, in words in :attr:`detail`."""
 
     seq: int
     type: str
@@ -66,18 +82,22 @@ class LedgerRecord:
     detail: str = ""
 
 
-def special_record(seq: int, record: list[Any], node: str = "") -> LedgerRecord | None:
-    """A ``genesis``, ``diff`` or ``rollback`` ledger record as a :class:`LedgerRecord` (with its
-    :attr:`~LedgerRecord.detail` for the last two); None for the other kinds, which name a message."""
-    kind = str(record[0])
-    if kind == "genesis":
-        return LedgerRecord(seq, kind, address=bytes(record[1]), balance=int.from_bytes(record[3], "big"), node=node)
-    if kind == "diff":
-        from missive.mailbox.diffs import DiffError, StateDiff
-
-        executor = bytes(record[1])
+def special_record(seq: int, record: Record | list[Any], node: str = "") -> LedgerRecord | None:
+    """A ledger record that names no message (genesis, diff, rollback, worker, or one that could
+    not be read) as a :class:`LedgerRecord`, with its :attr:`~LedgerRecord.detail` in words; None
+    for the kinds that name a message (see :func:`ledger_record`).  ``record`` may also be its
+    fields, as stored or sent (decoded by :func:`missive.mailbox.ledger_records.from_fields`)."""
+    if isinstance(record, list):
+        record = from_fields(record, wire=True)
+    if isinstance(record, MESSAGE_RECORDS):
+        return None
+    kind = record.kind
+    if isinstance(record, GenesisRecord):
+        return LedgerRecord(seq, kind, address=record.address, balance=record.balance, node=node)
+    if isinstance(record, DiffRecord):
+        executor = record.executor
         try:
-            diff = StateDiff.decode(bytes(record[2]))
+            diff = record.state_diff()
         except DiffError as exc:
             return LedgerRecord(seq, kind, detail=f"state diff from executor 0x{executor.hex()[:16]}.. ({exc})", node=node)
         version = f" version {diff.version}" if diff.version else ""
@@ -86,19 +106,43 @@ def special_record(seq: int, record: list[Any], node: str = "") -> LedgerRecord 
                             detail=f"state diff of 0x{diff.address.hex()}{version}{epoch} from executor "
                                    f"0x{executor.hex()[:16]}..: {len(diff.receipts)} receipt(s), "
                                    f"{len(diff.messages)} message(s), {len(diff.storage)} slot(s) written")
-    if kind == "worker":  # the worker registry (missive.market.workers)
-        op, address = str(record[1]), bytes(record[2])
-        what = (f"stake {int.from_bytes(record[3], 'big')}, coinbase 0x{bytes(record[4]).hex()}, minimum bid "
-                f"{int.from_bytes(record[5], 'big')}" if op == "register" else f"at logical time {record[3]}")
-        return LedgerRecord(seq, kind, address=address, node=node, detail=f"worker {op} of 0x{address.hex()}: {what}")
-    if kind == "tickets":  # the ticket broker (missive.market.tickets)
+    if isinstance(record, WorkerRecord):  # the worker registry (missive.market.workers)
+        return LedgerRecord(seq, kind, address=record.address, node=node,
+                            detail=f"worker {record.op} of 0x{record.address.hex()}: {_worker_args(record)}")
+    if isinstance(record, TicketsRecord):  # the ticket broker (missive.market.tickets)
         from missive.market.tickets.broker import describe
 
-        address = record[2] if len(record) > 2 and isinstance(record[2], bytes) else b""
-        return LedgerRecord(seq, kind, address=address, node=node, detail=describe(record))
-    if kind == "rollback":
-        address, position, discarded = bytes(record[1]), int(record[2]), record[5]
-        return LedgerRecord(seq, kind, address=address, node=node,
-                            detail=f"rollback of 0x{address.hex()} to mailbox position {position}: gives up "
-                                   f"{len(discarded)} record(s) another holder's copy replaced")
-    return None
+        return LedgerRecord(seq, kind, address=record.address, node=node, detail=describe(record.fields()))
+    if isinstance(record, RollbackRecord):
+        return LedgerRecord(seq, kind, address=record.address, node=node,
+                            detail=f"rollback of 0x{record.address.hex()} to mailbox position {record.position}: "
+                                   f"gives up {len(record.discarded)} record(s) another holder's copy replaced")
+    if isinstance(record, UnreadableRecord):
+        return LedgerRecord(seq, kind, node=node, detail=record.problem)
+    return LedgerRecord(seq, kind, node=node, detail=f"a record of kind {kind!r}, unknown to this version")
+
+
+def _worker_args(record: WorkerRecord) -> str:
+    """A registry operation's arguments in words (as signed: see :func:`missive.market.workers.apply`)."""
+    args = record.args
+    try:
+        if record.op == "register":
+            return (f"stake {int.from_bytes(args[0], 'big')}, coinbase 0x{bytes(args[1]).hex()}, minimum bid "
+                    f"{int.from_bytes(args[2], 'big')}")
+        return f"at logical time {args[0]}"
+    except (IndexError, TypeError, ValueError):
+        return f"arguments {list(args)!r}"
+
+
+def ledger_record(seq: int, record: Record, envelope: Envelope | None = None, receipt: Receipt | None = None,
+                  node: str = "") -> LedgerRecord:
+    """``record`` (at ledger ``seq``) as the API shows it: for a record naming a message, with the
+    ``envelope`` and ``receipt`` its node found for it; ``discarded`` for a receipt record a
+    rollback gave up."""
+    special = special_record(seq, record, node)
+    if special is not None:
+        return special
+    assert isinstance(record, MESSAGE_RECORDS)
+    kind = DISCARDED if isinstance(record, ReceiptRecord) and record.discarded else record.kind
+    return LedgerRecord(seq, kind, address=envelope.recipient if envelope else b"", message_id=record.message_id,
+                        envelope=envelope, receipt=receipt, node=node)

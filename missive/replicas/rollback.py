@@ -11,6 +11,7 @@ import msgpack
 
 from missive.mailbox import digest
 from missive.mailbox.diffs import DiffError, StateDiff
+from missive.mailbox.ledger_records import AcceptRecord, ReceiptRecord, decode
 from missive.mailbox.records import Account, Receipt
 from missive.mailbox.signed import record_envelope, record_id
 from missive.mailbox.store import GIVEN_UP, u64
@@ -206,19 +207,20 @@ class RollingBack(Applying):
         this node made; None: it made none, so its ledger has none of them)."""
         if made_from is None:
             return []
-        wanted = {"receipt": set(handled), "accept": set(carried)}
+        wanted = {ReceiptRecord: set(handled), AcceptRecord: set(carried)}
         found_seqs: list[int] = []
         discarded = self.db["discarded"]
         cursor = txn.cursor(db=self.db["ledger"])
         found = cursor.last()
-        while found and (wanted["receipt"] or wanted["accept"]):
+        while found and (wanted[ReceiptRecord] or wanted[AcceptRecord]):
             key, value = cursor.item()
             if int.from_bytes(key, "big") < made_from:
                 break
-            record = msgpack.unpackb(value)
-            left = wanted.get(record[0])
-            if left and bytes(record[1]) in left and txn.get(key, db=discarded) is None:
-                left.discard(bytes(record[1]))
+            record = decode(value)
+            left = wanted.get(type(record))
+            if (left and isinstance(record, (AcceptRecord, ReceiptRecord)) and record.message_id in left
+                    and txn.get(key, db=discarded) is None):
+                left.discard(record.message_id)
                 found_seqs.append(int.from_bytes(key, "big"))
             found = cursor.prev()
         return sorted(found_seqs)
