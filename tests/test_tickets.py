@@ -591,7 +591,8 @@ def test_missive_ledger_describes_a_malformed_tickets_record_without_failing() -
     for record in (["tickets"], ["tickets", "redeem", b"\x01" * 20, 0, b"junk", b"s", b"k", b"sig"],
                    ["tickets", "fund", b"\x01" * 20, 0, 0, 5, b"", [], b"k", b"sig"]):
         shown = special_record(7, record)
-        assert shown is not None and "malformed" in shown.detail
+        # too short to be a tickets record: the ledger decoder says so; the right shape, the wrong fields: describe
+        assert shown is not None and ("malformed" in shown.detail or "corrupt tickets record" in shown.detail)
 
 
 # -- the Python API and the CLI --------------------------------------------------------------------
