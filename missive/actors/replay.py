@@ -59,6 +59,8 @@ from missive.mailbox.records import Account, Receipt, RecordError
 from missive.mailbox.seals import GENESIS, LENGTH, chain, verify_seal
 from missive.mailbox.store import Store
 from missive.market.fees import credits, escrow
+from missive.market.jobs import JOB, MemoryBoard
+from missive.market.jobs import apply as apply_job_op
 from missive.market.raises import check_raise
 from missive.market.workers import Worker
 from missive.market.workers import apply as apply_worker_op
@@ -402,6 +404,26 @@ _NOT_EXECUTED_HERE: dict[str, Callable[[list[Any], Callable[[bytes], ActorState]
 }
 
 
+def _job(record: list[Any], board: MemoryBoard, chain_id: int) -> str | None:
+    """Replay a job board record against the board rebuilt so far; None, or why it is refused."""
+    op = str(record[1])
+    try:
+        apply_job_op(op, bytes(record[2]), list(record[3:-2]), bytes(record[-2]), bytes(record[-1]), chain_id, board)
+    except (EnvelopeError, ValueError, TypeError, IndexError) as err:
+        return f"the job {op} is refused: {err}"
+    return None
+
+
+def _board_differs(board: MemoryBoard, txn: Any, meta: Any) -> str | None:
+    """Whether the job board replay rebuilt is the store's, job by job, bit for bit."""
+    stored = {bytes(k)[len(JOB):]: bytes(v) for k, v in txn.cursor(db=meta) if bytes(k).startswith(JOB)}
+    rebuilt = {job_id: job.encode() for job_id, job in board.jobs.items()}
+    for job_id in sorted(set(stored) | set(rebuilt)):
+        if stored.get(job_id) != rebuilt.get(job_id):
+            return f"job 0x{job_id.hex()}: the store's job board differs from the one its ledger records make"
+    return None
+
+
 def _raise(record: list[Any], accepted: dict[bytes, Envelope], raised: dict[bytes, int],
            state: Callable[[bytes], ActorState], chain_id: int) -> str | None:
     """Replay a ``raise`` or ``unraise`` record (:mod:`missive.market.raises`): re-check a raise as
@@ -463,6 +485,8 @@ def replay(
     workers: dict[bytes, Worker] = {}  # the worker registry (missive.market.workers)
     code_db = db["code"]
     sealed: _Seals | None = None
+    board = MemoryBoard(lambda address: state(address).account if address in actors else None,
+                        lambda address, account: setattr(state(address), "account", account), workers)
 
     def state(address: bytes) -> ActorState:
         found = actors.get(address)
@@ -525,6 +549,10 @@ def replay(
                             return diverged(b"", address, -1, f"ledger record {_seq(key)}: the {op} is refused: {err}")
                         state(address).account, workers[address] = account, worker
                         continue
+                    if tag == "job":  # the job board (missive.market.jobs): the same rules, re-run
+                        if (problem := _job(record, board, chain_id)) is not None:
+                            return diverged(b"", bytes(record[2]), -1, f"ledger record {_seq(key)}: {problem}")
+                        continue
                     if tag in ("raise", "unraise"):
                         if (problem := _raise(record, accepted, raised, state, chain_id)) is not None:
                             return diverged(bytes(record[1]), b"", -1, f"ledger record {_seq(key)}: {problem}")
@@ -585,6 +613,9 @@ def replay(
             except _Unsealed as broken:
                 return ReplayReport(checked, Divergence(b"", b"", -1, broken.what, (broken.first, broken.last)),
                                     sealed=sealed.head)
+            board_problem = _board_differs(board, txn, db["meta"])
+            if board_problem is not None:
+                return diverged(b"", b"", -1, board_problem)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -44,18 +44,24 @@ def run_bid(args: argparse.Namespace) -> int:
         node.close()
 
 
-def register_workers(subparsers: Any) -> None:
-    worker = subparsers.add_parser(
-        "worker", help="the worker registry: register with a stake, status, unbond, withdraw",
-        description="Workers lock a stake (at least the registry's minimum) in the registry, kept on the ledger as "
-        "signed records; an unbonded stake can be withdrawn after the unbonding delay (logical time). A node alone "
-        "executes as the last worker registered on it: fees go to its coinbase, bids below its minimum are "
-        "refused at admission. docs/market.md.")
-    ops = worker.add_subparsers(dest="op", metavar="OP")
+def command_group(subparsers: Any, name: str, text: str, description: str) -> tuple[Any, argparse.ArgumentParser]:
+    """A command with operations (``missive worker OP``), and the ``--dir`` option they share."""
+    group = subparsers.add_parser(name, help=text, description=description)
+    ops = group.add_subparsers(dest="op", metavar="OP")
     ops.required = True
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dir", type=Path, default=None, metavar="D",
                         help=f"node directory (default: $MISSIVE_DIR or ./{DEFAULT_DIR})")
+    return ops, common
+
+
+def register_workers(subparsers: Any) -> None:
+    ops, common = command_group(
+        subparsers, "worker", "the worker registry: register with a stake, status, unbond, withdraw; run jobs",
+        "Workers lock a stake (at least the registry's minimum) in the registry, kept on the ledger as "
+        "signed records; an unbonded stake can be withdrawn after the unbonding delay (logical time). A node alone "
+        "executes as the last worker registered on it: fees go to its coinbase, bids below its minimum are "
+        "refused at admission. docs/market.md. `worker run` works on the job board: docs/jobs.md.")
     signer = argparse.ArgumentParser(add_help=False)
     signer.add_argument("--from", dest="sender", metavar="NAME", help="the worker's account (default: 'default')")
     p = ops.add_parser("register", parents=[common, signer], help="lock a stake and become a worker")
@@ -63,6 +69,9 @@ def register_workers(subparsers: Any) -> None:
     p.add_argument("--coinbase", default=None, metavar="ADDR", help="where fees go (default: the account)")
     p.add_argument("--min-bid", type=parse_amount, default=0, metavar="FEE", help="bids below it are refused")
     p.set_defaults(handler=guarded(run_worker), node=None, cluster=None)
+    from missive.cli.jobs_cmd import register_worker_run
+
+    register_worker_run(ops, [common, signer])  # issue 25: work on the job board
     for name, text in (("status", "the registry: stakes, unbonding, this node's worker"),
                        ("unbond", "stop backing the worker with its stake; it waits the unbonding delay"),
                        ("withdraw", "take an unbonded stake back once its delay has passed")):

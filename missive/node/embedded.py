@@ -204,6 +204,16 @@ class Node(BaseNode):
         signature = bytes(key.signing_key.sign(digest(self.store.chain_id, op, key.address, args)).signature)
         return self.store.worker_op(op, key.address, args, key.public_key, signature)
 
+    def job_op(self, op: str, args: list[Any], *, sender: object = None) -> bytes:
+        """A signed job board operation (:mod:`missive.market.jobs`) by ``sender`` (None: the default
+        account); the job's id.  Refused with one line (EnvelopeError), nothing changed."""
+        from missive.market.jobs import digest
+
+        self.ensure_writable("change the job board")
+        key = self._key(sender)
+        signature = bytes(key.signing_key.sign(digest(self.store.chain_id, op, key.address, args)).signature)
+        return self.store.job_op(op, key.address, args, key.public_key, signature)
+
     def new_eth_account(self, name: str = "", balance: int = 0, *, private_key: bytes | None = None) -> Wallet:
         """A secp256k1 key (``private_key`` imported, else random) for an Ethereum account: it signs
         Ethereum transactions (``missive rpc``), not envelopes.  Its genesis account holds ``balance``,

@@ -106,10 +106,24 @@ def _plain(line: str) -> str:
 
 def compile_circuit(source: Path, out: Path) -> tuple[Path, Path]:
     """circom2 ``source`` → (R1CS file, witness-generator wasm) in ``out``."""
+    r1cs, wasm, _ = compile_circuit_sized(source, out)
+    return r1cs, wasm
+
+
+def compile_circuit_sized(source: Path, out: Path) -> tuple[Path, Path, int]:
+    """As :func:`compile_circuit`, with the smallest powers-of-tau power its setup needs
+    (2^power above its constraints plus public values; 8 at least)."""
     out.mkdir(parents=True, exist_ok=True)
-    run_tool("circom2", source.resolve(), "--r1cs", "--wasm", "-o", out.resolve(), cwd=out)
+    text = _plain(run_tool("circom2", source.resolve(), "--r1cs", "--wasm", "-o", out.resolve(), cwd=out))
+    counts = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and value.strip().isdigit():
+            counts[name.strip()] = int(value)
+    size = sum(counts.get(k, 0) for k in ("non-linear constraints", "linear constraints", "public inputs",
+                                          "public outputs")) + 2
     name = source.stem
-    return out / f"{name}.r1cs", out / f"{name}_js" / f"{name}.wasm"
+    return out / f"{name}.r1cs", out / f"{name}_js" / f"{name}.wasm", max(8, (size - 1).bit_length())
 
 
 def powers_of_tau(power: int, out: Path) -> Path:
@@ -173,6 +187,7 @@ def solidity_verifier(zkey: Path, out: Path) -> Path:
     return target
 
 
-__all__ = ["CIRCOM2_VERSION", "SNARKJS_VERSION", "ZkToolFailed", "ZkToolMissing", "compile_circuit", "install",
+__all__ = ["CIRCOM2_VERSION", "SNARKJS_VERSION", "ZkToolFailed", "ZkToolMissing", "compile_circuit",
+           "compile_circuit_sized", "install",
            "installed_versions", "missing_reason", "powers_of_tau", "prove", "setup", "snarkjs_verify",
            "solidity_verifier", "zk_dir"]
