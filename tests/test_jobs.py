@@ -370,6 +370,22 @@ def test_missive_job_and_worker_run_commands(tmp_path: Path, monkeypatch: pytest
     assert run("replay") == 0
 
 
+def test_missive_demo_jobs_shows_both_scenes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MISSIVE_UNENCRYPTED_KEYS", "1")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        assert cli(["demo", "--jobs", "--dir", str(tmp_path / "d")]) == 0
+    text = out.getvalue()
+    assert text.count("bo rejected (its result differs from the program's)") == 3  # the liar, caught each time
+    for image, label in (("vertical bar", 0), ("horizontal bar", 1), ("diagonal", 2)):
+        assert f"{image} → class {label}" in text
+    if zk.missing_reason() is None:
+        assert "ada accepted (the proof verifies on the ledger)" in text and "proof accepted: outputs ['7']" in text
+    else:
+        assert "skipped: " in text and "missive toolchain install" in text
+    assert "value conserved (balances + stakes + the board's escrow): True; replay of the ledger: ok" in text
+
+
 def test_evm_inputs_from_the_command_line() -> None:
     assert evm_input(["0x0102"]) == b"\x01\x02"
     assert evm_input([]) == b""

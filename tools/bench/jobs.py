@@ -1,7 +1,7 @@
 """Benchmark: verifiable jobs (issue 25).
 
-1. Groth16 verification of the seed's ``a + b`` proof, in one run, four ways: Missive's BN254 in
-   Python (``missive.market.zk.groth16``), the verifier contract on Missive's VM (gas and ms; and
+1. Groth16 verification of the seed's ``a + b`` proof, in one run, four ways: Missive's BN254 off
+   the ledger (``missive.market.zk.groth16`` over ``missive/vm/bn254.py``, mypyc-compiled with the VM), the verifier contract on Missive's VM (gas and ms; and
    the whole board step that runs it: a zk job's answer checked and paid in one store
    transaction), py_ecc (MIT, pure Python; a Groth16 check written here over its optimized
    BN128 pairing, one final exponentiation for the product) and snarkjs (in one Node.js process,
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title=f"Groth16 verification of a + b ({source}; VM compiled: {figures['vm_compiled']})")
     for column in ("verifier", "ms", "× faster than py_ecc"):
         table.add_column(column)
-    rows = [("Missive BN254 in Python", figures["missive_python_ms"]),
+    rows = [("Missive's BN254 off the ledger (missive/vm/bn254.py)", figures["missive_python_ms"]),
             (f"verifier contract on Missive's VM ({figures['on_ledger_contract_gas']:,} gas)",
              figures["on_ledger_contract_ms"]),
             ("a zk job's answer on the board (contract + payment, one transaction)",
