@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import msgpack
 
-from missive.errors import BadInput
+from missive.errors import BadInput, MissiveError
 from missive.mailbox.envelope import EnvelopeError
 from missive.mailbox.jobboard import job as read_job
 from missive.mailbox.jobboard import jobs as read_jobs
@@ -127,6 +127,16 @@ def _salt(node: Node, worker: object, job_id: bytes) -> bytes:
     return keccak256(bytes(key.signing_key.sign(b"missive job salt" + job_id).signature))[:16]
 
 
+#: jobs a worker process has already said it cannot do (said once, not on every pass)
+_told: set[bytes] = set()
+
+
+def zk_missing() -> str | None:
+    from missive.toolchain import zk
+
+    return zk.missing_reason()
+
+
 def work(node: Node, worker: object = None, *, min_bid: int = 0, lie: bool = False, workdir: Path | None = None
          ) -> list[str]:
     """One pass over the board as ``worker``: take, commit, reveal whatever can be done now; what
@@ -147,6 +157,11 @@ def work(node: Node, worker: object = None, *, min_bid: int = 0, lie: bool = Fal
                         own = node.store.worker(me)
                         if (job.status != "open" or job.bid < min_bid or job.poster == me or own is None
                                 or own.stake < job.pledge):
+                            continue
+                        if job.kind == "zk" and (missing := zk_missing()) is not None:
+                            if job_id not in _told:  # once per job, not every pass
+                                _told.add(job_id)
+                                done.append(f"{short}: a zk job, not taken: {missing}")
                             continue
                         node.job_op("take", [job_id], sender=worker)
                         done.append(f"{short}: taken (bid {job.bid}, pledge {job.pledge})")
@@ -176,6 +191,10 @@ def work(node: Node, worker: object = None, *, min_bid: int = 0, lie: bool = Fal
                     progress = True
                 except EnvelopeError as refused:
                     log.info("%s: %s", short, refused)
+                except MissiveError as failed:  # the prover failed on this job: say so, keep working
+                    if job_id not in _told:
+                        _told.add(job_id)
+                        done.append(f"{short}: cannot answer: {failed}")
     return done
 
 
