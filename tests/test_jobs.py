@@ -383,6 +383,10 @@ def test_missive_job_and_worker_run_commands(tmp_path: Path, monkeypatch: pytest
     assert "result: success 0x" + (1).to_bytes(32, "big").hex() in text  # class 1: a horizontal bar
     assert run("job", "check", job_id[:12]) == 0 and "gives the accepted result" in out.getvalue()
     assert run("job", "list") == 0
+    out.truncate(0)
+    assert run("ledger") == 0  # job records are shown as such (they name no message)
+    assert "job post by 0x" in out.getvalue() and "an evm job, program 1630 bytes, bid 500 × 3" in out.getvalue()
+    assert "job reveal by 0x" in out.getvalue() and "Traceback" not in out.getvalue()
     # refusals: one line, the documented exit status
     out.truncate(0)
     assert run("job", "status", "deadbeefdead") == 3

@@ -91,6 +91,14 @@ def special_record(seq: int, record: list[Any], node: str = "") -> LedgerRecord 
         what = (f"stake {int.from_bytes(record[3], 'big')}, coinbase 0x{bytes(record[4]).hex()}, minimum bid "
                 f"{int.from_bytes(record[5], 'big')}" if op == "register" else f"at logical time {record[3]}")
         return LedgerRecord(seq, kind, address=address, node=node, detail=f"worker {op} of 0x{address.hex()}: {what}")
+    if kind == "job":  # the job board (missive.market.jobs)
+        op, signer = str(record[1]), bytes(record[2])
+        if op == "post" and len(record) > 13:
+            what = (f"{'an' if record[4] == 'evm' else 'a'} {record[4]} job, program {len(record[5])} bytes, bid {int.from_bytes(record[8], 'big')} × "
+                    f"{record[11]}, verified by {record[10]}")
+        else:
+            what = f"job 0x{bytes(record[3]).hex()[:16]}.." if len(record) > 5 else "job ?"
+        return LedgerRecord(seq, kind, address=signer, node=node, detail=f"job {op} by 0x{signer.hex()}: {what}")
     if kind == "rollback":
         address, position, discarded = bytes(record[1]), int(record[2]), record[5]
         return LedgerRecord(seq, kind, address=address, node=node,
