@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from missive.mailbox.envelope import EnvelopeError
 from missive.mailbox.jobboard import escrowed, job, jobs
 from missive.market.jobrun import decode_result, run_program
 from missive.market.jobs import JOB, Job, commitment, post_args
+from missive.market.jobs import digest as job_digest
 from missive.market.zk.bundle import make_bundle
 from missive.node import Node
 from missive.node.jobs import evm_input, submit, work
@@ -72,8 +75,9 @@ def stake(node: Node, name: str) -> int:
 
 
 def post(node: Node, program: bytes, data: bytes, verify: str, *, bid: int = 1_000, pledge: int = 500,
-         gas: int = 100_000, kind: str = "evm", sender: object = None) -> bytes:
-    return node.job_op("post", post_args(bytes(16), kind, program, data, gas, bid, pledge, verify), sender=sender)
+         gas: int = 100_000, kind: str = "evm", sender: object = None, window: int = 600) -> bytes:
+    return node.job_op("post", post_args(os.urandom(16), kind, program, data, gas, bid, pledge, verify, window),
+                       sender=sender)
 
 
 def the_job(node: Node, job_id: bytes) -> Job:
@@ -257,6 +261,67 @@ def test_the_seeds_a_plus_b_as_a_zk_job_end_to_end(node: Node) -> None:
                                 f"job {job_id.hex()[:16]}: answered (accepted: the proof verifies on the ledger)"]
     assert the_job(node, job_id).history[-1] == "proof accepted: outputs ['42']"
     assert_replays(node)
+
+
+# -- takers who never answer -------------------------------------------------------------------
+
+
+def test_a_silent_taker_loses_its_pledge_and_the_job_opens_again(node: Node) -> None:
+    supply = held(node)
+    job_id = post(node, DOUBLE, (4).to_bytes(32, "big"), "trust", window=1)
+    node.job_op("take", [job_id], sender="w1")  # and says nothing
+    with pytest.raises(EnvelopeError, match="no taker is past its 1 s to answer"):
+        node.job_op("expire", [job_id])
+    time.sleep(1.1)
+    with pytest.raises(EnvelopeError, match="only the job's poster can expire"):
+        node.job_op("expire", [job_id], sender="w2")
+    node.job_op("expire", [job_id])
+    entry = the_job(node, job_id)
+    assert entry.status == "open" and entry.takers[0].verdict == "rejected: no answer within 1 s"
+    assert stake(node, "w1") == 99_500 and held(node) == supply
+    with pytest.raises(EnvelopeError, match="has taken this job already"):
+        node.job_op("take", [job_id], sender="w1")
+    work(node, "w2")
+    assert the_job(node, job_id).status == "done"
+    assert_replays(node)
+
+
+def test_expiring_a_redundant_job(node: Node) -> None:
+    """Gathering commitments: the silent one is replaced.  Revealing: decided by re-running."""
+    gathering = post(node, DOUBLE, (6).to_bytes(32, "big"), "redundant:2", window=1)
+    work(node, "w1")  # takes and commits
+    node.job_op("take", [gathering], sender="w2")  # takes, never commits
+    revealing = post(node, DOUBLE, (8).to_bytes(32, "big"), "redundant:2", window=1)
+    for name in ("w1", "w2"):
+        node.job_op("take", [revealing], sender=name)
+    work(node, "w1")  # commits to the second job (and reveals nothing: w2 has not committed)
+    w2 = node.wallet("w2").address
+    right = run_program(DOUBLE, (8).to_bytes(32, "big"), 100_000)
+    node.job_op("commit", [revealing, commitment(revealing, w2, right, b"s")], sender="w2")
+    work(node, "w1")  # all committed: w1 reveals; w2 never does
+    time.sleep(1.1)
+    node.job_op("expire", [gathering])
+    entry = the_job(node, gathering)
+    assert entry.status == "open" and [t.verdict for t in entry.takers] == ["", "rejected: no answer within 1 s"]
+    work(node, "w3")  # takes the free slot and commits
+    for name in ("w1", "w3"):
+        work(node, name)
+    assert the_job(node, gathering).status == "done"
+    node.job_op("expire", [revealing])
+    entry = the_job(node, revealing)
+    assert entry.status == "done" and decode_result(entry.outcome or b"")[1] == (16).to_bytes(32, "big")
+    assert [t.verdict for t in entry.takers] == ["accepted: matches the program re-run on the ledger",
+                                                 "rejected: no answer within 1 s"]
+    assert_replays(node)
+
+
+def test_a_take_with_a_time_far_from_the_nodes_clock_is_refused(node: Node) -> None:
+    job_id = post(node, DOUBLE, b"", "trust")
+    key = node.wallet("w1").key
+    args = [job_id, int(time.time()) - 100]
+    signature = bytes(key.signing_key.sign(job_digest(node.store.chain_id, "take", key.address, args)).signature)
+    with pytest.raises(EnvelopeError, match=r"the take's time is -10\d s from this node's clock \(at most 15 s\)"):
+        node.store.job_op("take", key.address, args, key.public_key, signature)
 
 
 # -- refusals ----------------------------------------------------------------------------------

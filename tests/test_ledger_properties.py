@@ -34,6 +34,7 @@ import functools
 import io
 import os
 import tempfile
+import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -285,7 +286,7 @@ class Workload(Ledger):
             else:
                 action, args = "reveal", [job_id, result, b"salt"]
         else:
-            args = [job_id]
+            args = [job_id, int(time.time())] if action == "take" else [job_id]
         signature = bytes(key.signing_key.sign(job_digest(store.chain_id, action, key.address, args)).signature)
         before = durable_state(store)
         try:

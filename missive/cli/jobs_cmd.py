@@ -34,6 +34,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--gas", type=parse_amount, default=None, metavar="G", help="gas for one run (default 1,000,000)")
     p.add_argument("--pledge", type=parse_amount, default=None, metavar="P",
                    help="stake a taker locks, lost on a wrong result (default: the bid)")
+    p.add_argument("--answer-within", type=int, default=600, metavar="S",
+                   help="seconds a taker has to answer before the poster may expire it (default 600)")
     p.add_argument("--from", dest="sender", metavar="NAME", help="the poster's account (default: 'default')")
     p.set_defaults(handler=guarded(run_submit), node=None, cluster=None)
     for name, text in (("status", "a job's life: posted, taken, results, verification, payment, penalties"),
@@ -44,6 +46,14 @@ def register(subparsers: Any) -> None:
         p.set_defaults(handler=guarded(run_job), node=None, cluster=None)
     p = ops.add_parser("list", parents=[common], help="every job on the board, one line each")
     p.set_defaults(handler=guarded(run_job), node=None, cluster=None)
+    for name, text in (("cancel", "take back a job nobody has taken: its escrow returns"),
+                       ("expire", "end the wait for takers silent past their time to answer: they lose their "
+                                  "pledge; the job opens again, or (redundant, results being revealed) is decided "
+                                  "by re-running the program")):
+        p = ops.add_parser(name, parents=[common], help=text)
+        p.add_argument("id", metavar="ID", help="a job id, or a unique prefix of 8+ hex digits")
+        p.add_argument("--from", dest="sender", metavar="NAME", help="the poster's account (default: 'default')")
+        p.set_defaults(handler=guarded(run_poster_op), node=None, cluster=None)
 
 
 def register_worker_run(ops: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -79,7 +89,7 @@ def run_submit(args: argparse.Namespace) -> int:
     try:
         job_id = submit(node, args.program, args.input, bid=args.bid, verify=args.verify,
                         gas=args.gas if args.gas is not None else DEFAULT_JOB_GAS, pledge=args.pledge,
-                        sender=node.wallet(args.sender) if args.sender else None)
+                        sender=node.wallet(args.sender) if args.sender else None, window=args.answer_within)
         console = make_console()
         console.print(f"posted job 0x{job_id.hex()}", markup=False)
         console.print(f"follow it: missive job status {job_id.hex()[:16]}", markup=False)
@@ -110,6 +120,22 @@ def _resolve(node: Any, text: str) -> bytes:
     if len(found) > 1:
         raise CliError(f"{text} names {len(found)} jobs: give more digits")
     return found[0]
+
+
+def run_poster_op(args: argparse.Namespace) -> int:
+    """``missive job cancel|expire ID``, signed by the poster."""
+    from missive.mailbox.jobboard import job
+
+    node = _local(args)
+    try:
+        job_id = _resolve(node, args.id)
+        node.job_op(args.op, [job_id], sender=node.wallet(args.sender) if args.sender else None)
+        found = job(node.store, job_id)
+        assert found is not None
+        make_console().print(f"job {job_id.hex()[:16]}: {_named(found[0].history[-1], _names(node))}", markup=False)
+        return 0
+    finally:
+        node.close()
 
 
 def run_job(args: argparse.Namespace) -> int:

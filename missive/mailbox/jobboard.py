@@ -8,6 +8,7 @@ program and input, written once), ``jobrep:`` + worker (accepted and rejected re
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import lmdb
@@ -19,6 +20,9 @@ from missive.market.workers import WORKER, Worker
 
 if TYPE_CHECKING:
     from missive.mailbox.store import Store
+
+#: how far a take's or an expire's time may be from the node's clock
+MAX_SKEW = 15
 
 
 class StoreBoard:
@@ -92,6 +96,10 @@ def apply_op(store: Store, op: str, signer: bytes, args: list[Any], public_key: 
 
     if store.replication is not None or store.credits_by_message():
         raise EnvelopeError("the job board works on a node alone for now: not on a cluster node")
+    if op in ("take", "expire") and len(args) == 2 and isinstance(args[1], int):
+        skew = args[1] - int(time.time())
+        if abs(skew) > MAX_SKEW:  # replay takes the recorded time; the node checks it once, here
+            raise EnvelopeError(f"the {op}'s time is {skew:+d} s from this node's clock (at most {MAX_SKEW} s)")
     with store.writing() as txn:
         job_id = apply(op, signer, args, public_key, signature, store.chain_id, StoreBoard(store, txn))
         store.append(txn, ["job", op, signer, *args, public_key, signature])

@@ -49,7 +49,7 @@ from missive.vm.keccak import keccak256
 JOB: Final = b"job:"
 JOBCODE: Final = b"jobcode:"
 REPUTATION: Final = b"jobrep:"
-OPS: Final = ("post", "take", "commit", "reveal", "cancel")
+OPS: Final = ("post", "take", "commit", "reveal", "cancel", "expire")
 KINDS: Final = ("evm", "zk")
 MODES: Final = ("redundant", "trust", "zk")
 #: the most workers one job may ask for
@@ -58,6 +58,8 @@ MAX_WORKERS: Final = 9
 SAMPLE: Final = 8
 #: trust mode's default threshold, per mille
 DEFAULT_TRUST: Final = 900
+#: seconds a taker has to answer, unless the poster says otherwise
+DEFAULT_WINDOW: Final = 600
 
 
 @attrs.frozen
@@ -66,6 +68,8 @@ class Taker:
     commitment: bytes = b""
     result: bytes | None = None
     verdict: str = ""
+    #: when it took the job (seconds, the time its take record carries)
+    taken_at: int = 0
 
 
 @attrs.frozen
@@ -84,22 +88,25 @@ class Job:
     takers: tuple[Taker, ...] = ()
     outcome: bytes | None = None
     history: tuple[str, ...] = ()
+    #: seconds each taker has to answer; after it the poster may expire the job (``expire``)
+    window: int = DEFAULT_WINDOW
 
     def encode(self) -> bytes:
-        takers = [[t.worker, t.commitment, t.result, t.verdict] for t in self.takers]
+        takers = [[t.worker, t.commitment, t.result, t.verdict, t.taken_at] for t in self.takers]
         return cast(bytes, msgpack.packb(
             [self.poster, self.kind, self.mode, self.n, self.k, self.threshold, self.gas, int_bytes(self.bid),
-             int_bytes(self.pledge), int_bytes(self.escrow), self.status, takers, self.outcome, list(self.history)],
-            use_bin_type=True))
+             int_bytes(self.pledge), int_bytes(self.escrow), self.status, takers, self.outcome, list(self.history),
+             self.window], use_bin_type=True))
 
     @classmethod
     def decode(cls, raw: bytes) -> Job:
         (poster, kind, mode, n, k, threshold, gas, bid, pledge, escrow, status, takers, outcome,
-         history) = msgpack.unpackb(raw)
+         history, window) = msgpack.unpackb(raw)
         return cls(bytes(poster), kind, mode, n, k, threshold, gas, bytes_int(bid, "bid"), bytes_int(pledge, "pledge"),
                    bytes_int(escrow, "escrow"), status,
-                   tuple(Taker(bytes(w), bytes(c), bytes(r) if r is not None else None, v) for w, c, r, v in takers),
-                   bytes(outcome) if outcome is not None else None, tuple(history))
+                   tuple(Taker(bytes(w), bytes(c), bytes(r) if r is not None else None, v, at)
+                         for w, c, r, v, at in takers),
+                   bytes(outcome) if outcome is not None else None, tuple(history), window)
 
     def taker(self, worker: bytes) -> Taker | None:
         return next((t for t in self.takers if t.worker == worker), None)
@@ -202,10 +209,10 @@ def parse_verify(text: str) -> tuple[str, int, int, int]:
     raise EnvelopeError(f"--verify {text!r}: one of redundant:N, trust, trust:T, zk")
 
 
-def post_args(salt: bytes, kind: str, program: bytes, data: bytes, gas: int, bid: int, pledge: int, verify_mode: str
-              ) -> list[Any]:
+def post_args(salt: bytes, kind: str, program: bytes, data: bytes, gas: int, bid: int, pledge: int, verify_mode: str,
+              window: int = DEFAULT_WINDOW) -> list[Any]:
     mode, n, k, threshold = parse_verify(verify_mode)
-    return [salt, kind, program, data, gas, int_bytes(bid), int_bytes(pledge), mode, n, k, threshold]
+    return [salt, kind, program, data, gas, int_bytes(bid), int_bytes(pledge), mode, n, k, threshold, window]
 
 
 # -- checking and applying one record ----------------------------------------------------------
@@ -266,14 +273,19 @@ def apply(op: str, signer: bytes, args: list[Any], public_key: bytes, signature:
     if op == "cancel":
         if signer != job.poster:
             raise EnvelopeError("only the job's poster can cancel it")
-        if job.takers:
+        if job.active:
             raise EnvelopeError("the job is taken: it can no longer be cancelled (a taker may be working on it)")
         _credit(board, job.poster, job.escrow)
         board.set_job(job_id, attrs.evolve(job, status="cancelled", escrow=0,
                                            history=(*job.history, f"cancelled: {job.escrow} back to the poster")))
         return job_id
     if op == "take":
-        _take(job_id, job, signer, board)
+        _take(job_id, job, signer, _int(args[1] if len(args) == 2 else None, "the take's time"), board)
+        return job_id
+    if op == "expire":
+        if signer != job.poster:
+            raise EnvelopeError("only the job's poster can expire its silent takers")
+        board.set_job(job_id, _expire(job_id, job, _int(args[1] if len(args) == 2 else None, "the time"), board))
         return job_id
     taker = job.taker(signer)
     if taker is None:
@@ -298,15 +310,15 @@ def apply(op: str, signer: bytes, args: list[Any], public_key: bytes, signature:
         if not taker.commitment:
             raise EnvelopeError("commit to the result first: a redundant job's results are revealed after every "
                                 "taker has committed")
-        if len(job.takers) < job.n or any(not t.commitment for t in job.takers):
-            raise EnvelopeError(f"not every taker has committed yet ({sum(bool(t.commitment) for t in job.takers)} "
+        if len(job.active) < job.n or any(not t.commitment for t in job.active):
+            raise EnvelopeError(f"not every taker has committed yet ({sum(bool(t.commitment) for t in job.active)} "
                                 f"of {job.n}): reveal after")
         if commitment(job_id, signer, result, salt) != taker.commitment:
             raise EnvelopeError("the result does not match the worker's commitment (a result is bound to its "
                                 "worker and job)")
     job = _with_taker(job, attrs.evolve(taker, result=result), f"{_shown(signer)} answered")
     if job.mode == "redundant":
-        if all(t.result is not None for t in job.takers):
+        if all(t.result is not None for t in job.active):
             job = _settle_redundant(job_id, job, board)
     elif job.mode == "trust":
         job = _settle_trust(job_id, job, signer, result, board)
@@ -317,8 +329,8 @@ def apply(op: str, signer: bytes, args: list[Any], public_key: bytes, signature:
 
 
 def _post(poster: bytes, args: list[Any], account: Account, chain_id: int, board: Board) -> bytes:
-    if len(args) != 11:
-        raise EnvelopeError("malformed job record: a post has 11 fields")
+    if len(args) != 12:
+        raise EnvelopeError("malformed job record: a post has 12 fields")
     salt, kind, program, data = args[0], args[1], args[2], args[3]
     _bytes(salt, "the salt", 16)
     if kind not in KINDS:
@@ -327,6 +339,9 @@ def _post(poster: bytes, args: list[Any], account: Account, chain_id: int, board
     gas = _int(args[4], "the gas")
     bid, pledge = bytes_int(args[5], "bid"), bytes_int(args[6], "pledge")
     mode, n, k, threshold = args[7], _int(args[8], "N", MAX_WORKERS + 1), _int(args[9], "k"), _int(args[10], "T")
+    window = _int(args[11], "the answer window")
+    if not 1 <= window <= 30 * 86_400:
+        raise EnvelopeError(f"a taker's time to answer is 1 s to 30 days, not {window} s")
     if mode not in MODES:
         raise EnvelopeError(f"no verification {mode!r} (one of {', '.join(MODES)})")
     if (mode == "zk") != (kind == "zk"):
@@ -358,13 +373,13 @@ def _post(poster: bytes, args: list[Any], account: Account, chain_id: int, board
     board.set_account(poster, account.replace(balance=account.balance - escrow))
     board.set_code(job_id, program, data)
     verify_text = f"redundant:{n}" if mode == "redundant" else f"trust:{threshold / 1000:g}" if mode == "trust" else mode
-    board.set_job(job_id, Job(poster, kind, mode, n, k, threshold, gas, bid, pledge, escrow,
+    board.set_job(job_id, Job(poster, kind, mode, n, k, threshold, gas, bid, pledge, escrow, window=window,
                               history=(f"posted by {_shown(poster)}: bid {bid} × {n}, pledge {pledge}, "
-                                       f"--verify {verify_text}",)))
+                                       f"--verify {verify_text}, {window} s to answer",)))
     return job_id
 
 
-def _take(job_id: bytes, job: Job, worker: bytes, board: Board) -> None:
+def _take(job_id: bytes, job: Job, worker: bytes, now: int, board: Board) -> None:
     if job.status != "open":
         raise EnvelopeError(f"job 0x{job_id.hex()[:16]} has all its {job.n} workers")
     if job.taker(worker) is not None:
@@ -377,11 +392,44 @@ def _take(job_id: bytes, job: Job, worker: bytes, board: Board) -> None:
     if entry.stake < job.pledge:
         raise EnvelopeError(f"the job's pledge {job.pledge} is above the stake of {_shown(worker)} ({entry.stake})")
     board.set_worker(worker, attrs.evolve(entry, stake=entry.stake - job.pledge))
-    takers = (*job.takers, Taker(worker))
+    takers = (*job.takers, Taker(worker, taken_at=now))
     board.set_job(job_id, attrs.evolve(job, takers=takers, escrow=job.escrow + job.pledge,
                                        status="running" if len(job.active) + 1 == job.n else "open",
                                        history=(*job.history, f"taken by {_shown(worker)} (pledge {job.pledge} "
                                                 f"locked)")))
+
+
+def _expire(job_id: bytes, job: Job, now: int, board: Board) -> Job:
+    """The poster ends the wait for takers silent past the answer window; each loses its pledge.
+
+    A redundant job still gathering commitments, a trust job and a zk job open again for other
+    workers.  A redundant job whose takers have all committed (its results are being revealed,
+    so a newcomer could copy them) is decided at once by re-running the program: those who
+    revealed its result are paid.  The window runs from a taker's take; in the reveal phase, from
+    the last take (no one can reveal before every taker has committed)."""
+    active = job.active
+    revealing = job.mode == "redundant" and len(active) == job.n and all(t.commitment for t in active)
+    if revealing:
+        start = max(t.taken_at for t in active)
+        silent = [t for t in active if t.result is None and now >= start + job.window]
+    else:
+        silent = [t for t in active if now >= t.taken_at + job.window
+                  and (not t.commitment if job.mode == "redundant" else t.result is None)]
+    if not silent:
+        raise EnvelopeError(f"no taker is past its {job.window} s to answer")
+    for taker in silent:
+        job, _ = _pay(job, taker, board, False, f"no answer within {job.window} s")
+    if not revealing:
+        return attrs.evolve(job, status="open", history=(*job.history, "the job is open again"))
+    answered = [t for t in job.takers if t.result is not None and not t.verdict]
+    if not answered:
+        return _finish(job, board, None, "expired: nobody revealed a result")
+    accepted = _rerun(job_id, job, board)
+    for taker in answered:
+        good = taker.result == accepted
+        job, _ = _pay(job, taker, board, good, "matches the program re-run on the ledger" if good
+                      else "its result differs from the program's")
+    return _finish(job, board, accepted, _accepted(job, accepted, "expired; result by re-running the program"))
 
 
 def _with_taker(job: Job, taker: Taker, event: str) -> Job:
@@ -422,7 +470,7 @@ def _rerun(job_id: bytes, job: Job, board: Board) -> bytes:
 
 
 def _settle_redundant(job_id: bytes, job: Job, board: Board) -> Job:
-    results = [t.result or b"" for t in job.takers]
+    results = [t.result or b"" for t in job.active]
     counts = {r: results.count(r) for r in results}
     best = max(counts, key=lambda r: counts[r])
     if counts[best] == job.n:
@@ -432,7 +480,7 @@ def _settle_redundant(job_id: bytes, job: Job, board: Board) -> Job:
         agreeing = counts.get(accepted, 0)
         how = (f"{agreeing} of {job.n} agree, confirmed by re-running the program" if agreeing >= job.k
                else f"only {agreeing} of {job.n} match the program re-run on the ledger")
-    for taker in job.takers:
+    for taker in job.active:
         good = taker.result == accepted
         job, _ = _pay(job, taker, board, good, how if good else "its result differs from the program's")
     return _finish(job, board, accepted, _accepted(job, accepted, "result accepted"))

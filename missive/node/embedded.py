@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -210,6 +211,8 @@ class Node(BaseNode):
         from missive.market.jobs import digest
 
         self.ensure_writable("change the job board")
+        if op in ("take", "expire") and len(args) == 1:
+            args = [*args, int(time.time())]  # when: the answer window counts from it
         key = self._key(sender)
         signature = bytes(key.signing_key.sign(digest(self.store.chain_id, op, key.address, args)).signature)
         return self.store.job_op(op, key.address, args, key.public_key, signature)

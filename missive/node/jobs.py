@@ -24,7 +24,7 @@ from missive.mailbox.envelope import EnvelopeError
 from missive.mailbox.jobboard import job as read_job
 from missive.mailbox.jobboard import jobs as read_jobs
 from missive.market.jobrun import decode_result, encode_result, run_program
-from missive.market.jobs import Job, commitment, post_args
+from missive.market.jobs import DEFAULT_WINDOW, Job, commitment, post_args
 from missive.vm.keccak import keccak256
 
 if TYPE_CHECKING:
@@ -91,12 +91,12 @@ def program_of(path: Path, workdir: Path) -> tuple[str, bytes]:
 
 
 def submit(node: Node, path: Path, inputs: list[str], *, bid: int, verify: str, gas: int = DEFAULT_JOB_GAS,
-           pledge: int | None = None, sender: object = None) -> bytes:
-    """Post a job; its id.  The pledge defaults to the bid."""
+           pledge: int | None = None, sender: object = None, window: int = DEFAULT_WINDOW) -> bytes:
+    """Post a job; its id.  The pledge defaults to the bid; ``window``: seconds a taker has to answer."""
     with tempfile.TemporaryDirectory(prefix="missive-job-") as tmp:
         kind, program = program_of(path, Path(tmp))
     data = circuit_input(inputs) if kind == "zk" else evm_input(inputs)
-    args = post_args(os.urandom(16), kind, program, data, gas, bid, bid if pledge is None else pledge, verify)
+    args = post_args(os.urandom(16), kind, program, data, gas, bid, bid if pledge is None else pledge, verify, window)
     return node.job_op("post", args, sender=sender)
 
 
@@ -179,8 +179,8 @@ def work(node: Node, worker: object = None, *, min_bid: int = 0, lie: bool = Fal
                         done.append(f"{short}: committed to a result")
                         progress = True
                         continue
-                    if job.mode == "redundant" and (len(job.takers) < job.n
-                                                    or not all(t.commitment for t in job.takers)):
+                    if job.mode == "redundant" and (len(job.active) < job.n
+                                                    or not all(t.commitment for t in job.active)):
                         continue  # the others have not committed yet
                     result = answer(job, program, data, Path(tmp), lie)
                     node.job_op("reveal", [job_id, result, _salt(node, worker, job_id) if job.mode == "redundant"
