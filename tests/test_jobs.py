@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         made.new_account(name, balance=10**6)
         made.worker_op("register", sender=name, stake=100_000)
     made.new_account("idle", balance=10**6)  # an account that is no worker
+    made.new_account("idle2", balance=10**6)
+    made.worker_op("register", sender="idle2", stake=100_000)  # a fourth worker, for the zk test
     yield made
     made.close()
 
@@ -219,19 +222,27 @@ def test_a_zk_proof_is_checked_on_the_ledger_and_a_wrong_one_costs_the_pledge(no
     node.job_op("take", [job_id], sender="w1")
     node.job_op("reveal", [job_id, fixture_result([8]), b""], sender="w1")  # claims 3 + 4 = 8
     entry = the_job(node, job_id)
-    assert entry.status == "open" and entry.takers[0].verdict == ("rejected: the verifier contract rejects the "
-                                                                  "proof (gas 206017)")
+    assert entry.status == "open" and entry.takers[0].verdict == (
+        "rejected: the verifier contract rejects the proof (gas 206017): the proof does not verify: the pairing "
+        "check failed (other public values, another key, or a forged proof)")
     with pytest.raises(EnvelopeError, match="has taken this job already"):
         node.job_op("take", [job_id], sender="w1")
     node.job_op("take", [job_id], sender="w2")
     garbled = fixture_result([7])[:-40] + b"0" * 40
     node.job_op("reveal", [job_id, garbled, b""], sender="w2")
     assert the_job(node, job_id).takers[1].verdict.startswith("rejected: malformed proof")
+    node.job_op("take", [job_id], sender="idle2")
+    proof = json.loads((ZK / "snarkjs_add_proof.json").read_text())
+    proof["pi_a"][1] = str(int(proof["pi_a"][1]) + 1)  # off the curve
+    off_curve = bytes(msgpack.packb([json.dumps(["7"]), json.dumps(proof)], use_bin_type=True))
+    node.job_op("reveal", [job_id, off_curve, b""], sender="idle2")
+    assert re.fullmatch(r"rejected: the verifier contract rejects the proof \(gas \d+\): proof.A is not a G1 point: "
+                        r"point not on curve", the_job(node, job_id).takers[2].verdict)
     node.job_op("take", [job_id], sender="w3")
     node.job_op("reveal", [job_id, fixture_result([7]), b""], sender="w3")
     done = the_job(node, job_id)
-    assert done.status == "done" and done.takers[2].verdict == "accepted: the proof verifies on the ledger"
-    assert stake(node, "w1") == stake(node, "w2") == 99_500 and stake(node, "w3") == 100_000
+    assert done.status == "done" and done.takers[3].verdict == "accepted: the proof verifies on the ledger"
+    assert stake(node, "w1") == stake(node, "w2") == stake(node, "idle2") == 99_500 and stake(node, "w3") == 100_000
     assert held(node) == supply
     assert_replays(node)
 

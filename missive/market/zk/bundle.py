@@ -92,7 +92,15 @@ def check_on_ledger(program: bytes, data: bytes, result: bytes) -> str | None:
     except ProofRejected as exc:
         return f"malformed proof: {exc}"
     verdict = verify_on_ledger(key, proof, public)
-    return None if verdict.valid else f"{verdict.reason} (gas {verdict.gas_used})"
+    if verdict.valid:
+        return None
+    # the contract can only say no; the same check in Python says why (deterministic: replay agrees)
+    try:
+        verify(key, proof, public)
+        why = "the Python check accepts it"  # the two disagree: a bug, shown rather than hidden
+    except ProofRejected as exc:
+        why = str(exc)
+    return f"{verdict.reason} (gas {verdict.gas_used}): {why}"
 
 
 def check_off_ledger(program: bytes, data: bytes, result: bytes) -> None:
