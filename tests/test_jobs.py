@@ -25,6 +25,7 @@ from missive.cli.main import main as cli
 from missive.errors import BadInput
 from missive.mailbox.envelope import EnvelopeError
 from missive.mailbox.jobboard import escrowed, job, jobs
+from missive.mailbox.records import RecordError
 from missive.market.jobrun import decode_result, run_program
 from missive.market.jobs import JOB, Job, commitment, post_args
 from missive.market.jobs import digest as job_digest
@@ -427,6 +428,10 @@ def test_cancel_gives_the_escrow_back_and_replay_catches_a_changed_board(node: N
     report = replay(node.store)
     assert report.divergence is not None
     assert "the store's job board differs from the one its ledger records make" in report.divergence.describe()
+    with node.store.writing() as txn:  # a damaged entry: one line, not a traceback
+        txn.put(JOB + job_id, b"\x93\x01\x02\x03", db=node.store.db["meta"])
+    with pytest.raises(RecordError, match=r"a job board entry does not decode \(not enough values to unpack"):
+        jobs(node.store)
 
 
 # -- the commands --------------------------------------------------------------------------------

@@ -213,6 +213,17 @@ def test_snarkjs_solidity_verifier_on_missives_vm_agrees(add_circuit: dict[str, 
         assert both(key, proof, wrong)[1] is False
 
 
+@needs_prover
+def test_a_circuit_that_does_not_compile_is_one_line_naming_the_error_and_where(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.circom"
+    bad.write_text("pragma circom 2.0.0;\ntemplate X() { signal input a; signal output c; c <== a * ; }\n"
+                   "component main = X();\n")
+    with pytest.raises(zk.ZkToolFailed) as failed:
+        zk.compile_circuit(bad, tmp_path / "out")
+    assert "circom2" in str(failed.value) and "error[P1012]: illegal expression at" in str(failed.value)
+    assert str(failed.value).endswith("bad.circom:2:49") and "\n" not in str(failed.value)
+
+
 def test_without_the_prover_proving_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MISSIVE_ZK_DIR", str(tmp_path / "none"))
     with pytest.raises(zk.ZkToolMissing, match="run `missive toolchain install`"):

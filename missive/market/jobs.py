@@ -41,7 +41,7 @@ import msgpack
 
 from missive.identity import verify
 from missive.mailbox.envelope import EnvelopeError, bytes_int, int_bytes
-from missive.mailbox.records import Account
+from missive.mailbox.records import Account, RecordError
 from missive.market.jobrun import MAX_GAS, MAX_INPUT, MAX_PROGRAM, decode_result, run_program, stateless_refusal
 from missive.market.workers import Worker
 from missive.vm.keccak import keccak256
@@ -100,6 +100,13 @@ class Job:
 
     @classmethod
     def decode(cls, raw: bytes) -> Job:
+        try:
+            return cls._decode(raw)
+        except (ValueError, TypeError, msgpack.ExtraData) as exc:
+            raise RecordError(f"a job board entry does not decode ({exc})") from None
+
+    @classmethod
+    def _decode(cls, raw: bytes) -> Job:
         (poster, kind, mode, n, k, threshold, gas, bid, pledge, escrow, status, takers, outcome,
          history, window) = msgpack.unpackb(raw)
         return cls(bytes(poster), kind, mode, n, k, threshold, gas, bytes_int(bid, "bid"), bytes_int(pledge, "pledge"),

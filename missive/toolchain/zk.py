@@ -88,12 +88,20 @@ def run_tool(name: str, *args: str | Path, cwd: Path) -> str:
         done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=cwd, timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         raise ZkToolFailed(f"{name} {args[0]} took more than {TIMEOUT:g} s") from None
-    text = done.stdout + done.stderr
-    # snarkjs exits 0 on some failures and prints "[ERROR]"; circom prints "error[...]"
-    errors = [line for line in text.splitlines() if "ERROR" in line or line.lstrip().startswith("error")]
+    text = _plain(done.stdout + done.stderr)
+    # snarkjs exits 0 on some failures and prints "[ERROR]"; circom prints "error[P1012]: what" then
+    # where ("┌─ file:line:column"), and ends with "previous errors were found"
+    lines = text.splitlines()
+    errors = [i for i, line in enumerate(lines) if "ERROR" in line or line.lstrip().lower().startswith("error")]
     if done.returncode != 0 or errors:
-        detail = (errors or text.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        raise ZkToolFailed(f"{name} {args[0]} failed: {_plain(detail)}")
+        if errors:
+            first = errors[0]
+            where = next((line.split("─", 1)[1].strip().replace('"', "") for line in lines[first + 1:first + 3]
+                          if "┌─" in line), "")
+            detail = lines[first].strip() + (f" at {where}" if where else "")
+        else:
+            detail = (text.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise ZkToolFailed(f"{name} {args[0]} failed: {detail}")
     return text
 
 
@@ -101,7 +109,7 @@ def _plain(line: str) -> str:
     """A tool's line without its terminal colours."""
     import re
 
-    return re.sub(r"\x1b\[[0-9;]*m", "", line).strip()
+    return re.sub(r"\x1b\[[0-9;]*m", "", line)
 
 
 def compile_circuit(source: Path, out: Path) -> tuple[Path, Path]:
