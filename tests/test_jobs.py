@@ -275,6 +275,32 @@ def test_the_seeds_a_plus_b_as_a_zk_job_end_to_end(node: Node) -> None:
     assert_replays(node)
 
 
+@pytest.mark.skipif(zk.zokrates_missing() is not None, reason=f"{zk.zokrates_missing()} (.ci/run installs it)")
+def test_the_seeds_own_zokrates_a_plus_b_as_a_zk_job(node: Node, tmp_path: Path) -> None:
+    """``def main(field a, field b) -> field { return a + b; }``: set up and proved with zokrates-js,
+    whose public values are the inputs first; checked on the ledger by the same verifier contract."""
+    source = REPO / "examples" / "jobs" / "add.zok"
+    with pytest.raises(EnvelopeError, match="the circuit's inputs are a, b, in that order; the job gives b, a"):
+        submit(node, source, ["b=4", "a=3"], bid=100, verify="zk")
+    job_id = submit(node, source, ["a=3", "b=4"], bid=100, verify="zk")
+    work(node, "w1", lie=True)  # claims 8 with a proof of 7
+    work(node, "w2")
+    done = the_job(node, job_id)
+    assert [t.verdict.split(" (")[0] for t in done.takers] == [
+        "rejected: the verifier contract rejects the proof", "accepted: the proof verifies on the ledger"]
+    assert done.history[-1] == "proof accepted: outputs ['7']"
+    from missive.market.zk.bundle import check_off_ledger
+
+    found = job(node.store, job_id)
+    assert found is not None and found[0].outcome is not None
+    check_off_ledger(found[1], found[2], found[0].outcome)
+    bad = tmp_path / "bad.zok"
+    bad.write_text("def main(field a) -> field { return a + ; }\n")
+    with pytest.raises(zk.ZkToolFailed, match=r"zokrates-js setup failed: main.zok: --> 1:41 .*expected unaried_term"):
+        submit(node, bad, ["a=1"], bid=100, verify="zk")
+    assert_replays(node)
+
+
 # -- takers who never answer -------------------------------------------------------------------
 
 
@@ -348,7 +374,7 @@ def test_a_take_with_a_time_far_from_the_nodes_clock_is_refused(node: Node) -> N
     ("escrow", "the bid escrow 2000000 (1000000 × 2 workers) is above the balance"),
     ("verify", "redundant:N needs N between 2 and 9"),
     ("zk code", "a circuit is verified by its proof"),
-    ("bad bundle", "not a bundle of key, wasm and zkey"),
+    ("bad bundle", "not a bundle of key and prover files"),
 ])
 def test_a_job_that_is_not_stateless_or_too_big_is_refused_with_the_reason(node: Node, case: str, reason: str
                                                                              ) -> None:

@@ -87,8 +87,9 @@ def run_install(args: argparse.Namespace) -> int:
     npm(console, solidity.solc_dir(), f"solc-js {solidity.SOLC_VERSION}", solidity.install)
     console.print(f"solc-js {solidity.installed_version()} ready: `missive compile X.sol` works", markup=False)
     # the zk prover beside it (issue 25): circom2 and snarkjs, run as separate processes
-    npm(console, zk.zk_dir(), f"snarkjs {zk.SNARKJS_VERSION} and circom2 {zk.CIRCOM2_VERSION}", zk.install)
-    console.print("circom2 and snarkjs ready: zk jobs can be proved (`missive job`)", markup=False)
+    npm(console, zk.zk_dir(), f"snarkjs {zk.SNARKJS_VERSION}, circom2 {zk.CIRCOM2_VERSION} and zokrates-js "
+        f"{zk.ZOKRATES_VERSION}", zk.install)
+    console.print("circom2, snarkjs and zokrates-js ready: zk jobs can be proved (`missive job`)", markup=False)
     return EXIT_OK
 
 

@@ -22,7 +22,8 @@ def register(subparsers: Any) -> None:
         "A node alone, for now.")
     p = ops.add_parser("submit", parents=[common], help="post a job",
                        description="Post PROGRAM (Vyper, Solidity or hex: stateless EVM code; or a .circom circuit, "
-                       "compiled and set up with circom2 and snarkjs: `missive toolchain install`) with its input. "
+                       "compiled and set up with circom2 and snarkjs, or a .zok one with zokrates-js: `missive "
+                       "toolchain install`) with its input. "
                        "Code input: 0x calldata, or a signature and its arguments (--input 'f(uint256)' --input 7). "
                        "Circuit input: name=value per public input, in the circuit's order. Refused, nothing "
                        "changed: code that touches storage or sends messages, a program or input too big, a bid "

@@ -85,6 +85,10 @@ def program_of(path: Path, workdir: Path) -> tuple[str, bytes]:
     """(kind, program) for a file: a circuit's bundle, or stateless runtime code."""
     if path.suffix == ".circom":
         return "zk", circuit_bundle(path, workdir)
+    if path.suffix == ".zok":
+        from missive.market.zk.bundle import zokrates_bundle
+
+        return "zk", zokrates_bundle(path)
     from missive.toolchain.compiler import compile_source
 
     return "evm", compile_source(path).runtime_bytecode
@@ -131,10 +135,17 @@ def _salt(node: Node, worker: object, job_id: bytes) -> bytes:
 _told: set[bytes] = set()
 
 
-def zk_missing() -> str | None:
+def zk_missing(program: bytes) -> str | None:
+    """Why this node cannot prove a circuit job's program (its prover is not installed), or None."""
+    from missive.market.zk.bundle import read_bundle
     from missive.toolchain import zk
 
-    return zk.missing_reason()
+    return zk.zokrates_missing() if read_bundle(program)[0] == "zokrates" else zk.missing_reason()
+
+
+def _program(node: Node, job_id: bytes) -> bytes:
+    found = read_job(node.store, job_id)
+    return found[1] if found is not None else b""
 
 
 def work(node: Node, worker: object = None, *, min_bid: int = 0, lie: bool = False, workdir: Path | None = None
@@ -158,7 +169,7 @@ def work(node: Node, worker: object = None, *, min_bid: int = 0, lie: bool = Fal
                         if (job.status != "open" or job.bid < min_bid or job.poster == me or own is None
                                 or own.stake < job.pledge):
                             continue
-                        if job.kind == "zk" and (missing := zk_missing()) is not None:
+                        if job.kind == "zk" and (missing := zk_missing(_program(node, job_id))) is not None:
                             if job_id not in _told:  # once per job, not every pass
                                 _told.add(job_id)
                                 done.append(f"{short}: a zk job, not taken: {missing}")

@@ -17,6 +17,7 @@ snarkjs's Solidity verifier for a key (compiled by solc-js it agrees with ours, 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -27,6 +28,9 @@ from missive.errors import BadInput, Failed
 
 SNARKJS_VERSION: Final = "0.7.6"
 CIRCOM2_VERSION: Final = "0.2.23"
+#: the seed's ZoKrates, as wasm (GPL-3.0, run as a separate process by zk_scripts/zokrates.mjs)
+ZOKRATES_VERSION: Final = "1.1.9"
+ZOKRATES_SCRIPT: Final = Path(__file__).with_name("zk_scripts") / "zokrates.mjs"
 #: seconds a tool may take before it is stopped (a 2^10 setup takes a few seconds here)
 TIMEOUT: Final = 600.0
 
@@ -65,12 +69,45 @@ def install(target: Path | None = None) -> subprocess.CompletedProcess[str]:
     """``npm install --prefix TARGET snarkjs circom2`` at the pinned versions; the caller reports failures."""
     from missive.toolchain.solidity import npm_install
 
-    return npm_install(target or zk_dir(), f"snarkjs@{SNARKJS_VERSION}", f"circom2@{CIRCOM2_VERSION}")
+    return npm_install(target or zk_dir(), f"snarkjs@{SNARKJS_VERSION}", f"circom2@{CIRCOM2_VERSION}",
+                       f"zokrates-js@{ZOKRATES_VERSION}")
+
+
+def zokrates_missing() -> str | None:
+    """Why ZoKrates circuits cannot be set up or proved here, in one line; None when they can."""
+    if shutil.which("node") is None:
+        return "ZoKrates needs Node.js (`node` is not on PATH): install it, then run `missive toolchain install`"
+    if not (zk_dir() / "node_modules" / "zokrates-js" / "index-node.js").is_file():
+        return (f"zokrates-js is not installed (looked in {zk_dir()}): run `missive toolchain install` (npm install "
+                f"of zokrates-js@{ZOKRATES_VERSION}), or set MISSIVE_ZK_DIR")
+    return None
+
+
+def zokrates(request: dict[str, Any]) -> dict[str, Any]:
+    """One request to zokrates-js (``setup`` a source, or ``prove`` with its program and key): its
+    JSON answer, or ZkToolFailed with ZoKrates's own message on one line."""
+    reason = zokrates_missing()
+    if reason is not None:
+        raise ZkToolMissing(reason)
+    try:
+        done = subprocess.run(["node", str(ZOKRATES_SCRIPT)], input=json.dumps(request), capture_output=True,
+                              text=True, check=False, timeout=TIMEOUT,
+                              env={**os.environ, "MISSIVE_ZK_DIR_RESOLVED": str(zk_dir().resolve())})
+    except subprocess.TimeoutExpired:
+        raise ZkToolFailed(f"zokrates-js {request.get('op')} took more than {TIMEOUT:g} s") from None
+    try:
+        answer: dict[str, Any] = json.loads(done.stdout)
+    except ValueError:
+        answer = {"error": (done.stderr.strip() or f"exit status {done.returncode}").splitlines()[-1]}
+    if "error" in answer:
+        detail = " ".join(part.strip() for part in str(answer["error"]).splitlines() if part.strip(" |"))
+        raise ZkToolFailed(f"zokrates-js {request.get('op')} failed: {detail}")
+    return answer
 
 
 def installed_versions() -> dict[str, str]:
     found = {}
-    for name in ("snarkjs", "circom2"):
+    for name in ("snarkjs", "circom2", "zokrates-js"):
         try:
             found[name] = str(json.loads((zk_dir() / "node_modules" / name / "package.json").read_text())["version"])
         except (OSError, ValueError, KeyError):

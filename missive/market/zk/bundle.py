@@ -1,18 +1,24 @@
 """A circuit job's program and result, and their checks (docs/jobs.md, "zk jobs").
 
-The program of a ``zk`` job is a bundle the poster makes once per circuit: the Groth16
-verification key (snarkjs JSON), the witness generator (circom's wasm) and the proving key
-(``.zkey``), as msgpack ``{"vk": text, "wasm": bytes, "zkey": bytes}``.  Its input is a JSON object
-of the circuit's public inputs in declaration order (``{"a": 3, "b": 4}``).  A worker's result is
-msgpack ``[outputs JSON, proof JSON]``; the public values the proof must prove are circom's order,
-outputs first, then the inputs: ``[c, a, b]``.
+The program of a ``zk`` job is a bundle the poster makes once per circuit, msgpack of:
+
+- circom (``scheme`` "circom", or absent): the Groth16 verification key (snarkjs JSON), the
+  witness generator (``wasm``) and the proving key (``zkey``);
+- ZoKrates (``scheme`` "zokrates"): the verification key, the compiled ``program``, its ``abi``
+  (JSON text) and the proving key (``pk``).
+
+Its input is a JSON object of the circuit's public inputs in declaration order
+(``{"a": 3, "b": 4}``).  A worker's result is msgpack ``[outputs JSON, proof JSON]``; the public
+values the proof must prove are the outputs then the inputs for circom (``[c, a, b]``), the inputs
+then the outputs for ZoKrates (``[a, b, c]``).
 
 The board checks a result on the ledger with the verifier contract (:func:`check_on_ledger`);
-anyone can check it off the ledger with Missive's BN254 in Python (:func:`check_off_ledger`).
+anyone can check it off the ledger with Missive's BN254 (:func:`check_off_ledger`).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any, cast
@@ -24,24 +30,43 @@ from missive.mailbox.envelope import EnvelopeError
 from missive.market.zk.groth16 import ProofRejected, VerifyingKey, load_key, load_proof, verify
 from missive.market.zk.onledger import verify_on_ledger
 
+SCHEMES = ("circom", "zokrates")
+
 
 def make_bundle(vk: dict[str, Any], wasm: bytes, zkey: bytes) -> bytes:
-    key = load_key(vk)  # checked before it is posted
-    return cast(bytes, msgpack.packb({"vk": json.dumps(key.to_json(), sort_keys=True), "wasm": wasm, "zkey": zkey},
-                                     use_bin_type=True))
+    """A circom circuit's bundle."""
+    return _pack({"scheme": "circom", "vk": _canonical(vk), "wasm": wasm, "zkey": zkey})
 
 
-def read_bundle(program: bytes) -> tuple[VerifyingKey, bytes, bytes]:
+def make_zokrates_bundle(vk: dict[str, Any], program: bytes, abi: Any, pk: bytes) -> bytes:
+    """A ZoKrates circuit's bundle."""
+    return _pack({"scheme": "zokrates", "vk": _canonical(vk), "program": program, "abi": json.dumps(abi),
+                  "pk": pk})
+
+
+def _canonical(vk: dict[str, Any]) -> str:
+    return json.dumps(load_key(vk).to_json(), sort_keys=True)  # checked before it is posted
+
+
+def _pack(bundle: dict[str, Any]) -> bytes:
+    return cast(bytes, msgpack.packb(bundle, use_bin_type=True))
+
+
+def read_bundle(program: bytes) -> tuple[str, VerifyingKey, dict[str, Any]]:
+    """(scheme, key, the whole bundle)."""
     try:
         bundle = msgpack.unpackb(program)
+        scheme = bundle.get("scheme", "circom")
         key = load_key(bundle["vk"])
-        wasm, zkey = bytes(bundle["wasm"]), bytes(bundle["zkey"])
+        needed = ("wasm", "zkey") if scheme == "circom" else ("program", "abi", "pk")
+        if scheme not in SCHEMES or not all(isinstance(bundle.get(name), (bytes, str)) for name in needed):
+            raise KeyError(scheme)
     except ProofRejected as exc:
         raise EnvelopeError(f"the circuit's verification key is refused: {exc}") from None
-    except (ValueError, TypeError, KeyError, msgpack.ExtraData):
-        raise EnvelopeError("the circuit job's program is not a bundle of key, wasm and zkey "
-                            "(`missive job submit X.circom` makes one)") from None
-    return key, wasm, zkey
+    except (ValueError, TypeError, KeyError, AttributeError, msgpack.ExtraData):
+        raise EnvelopeError("the circuit job's program is not a bundle of key and prover files "
+                            "(`missive job submit X.circom` or `X.zok` makes one)") from None
+    return scheme, key, bundle
 
 
 def read_inputs(data: bytes) -> dict[str, int]:
@@ -56,21 +81,29 @@ def read_inputs(data: bytes) -> dict[str, int]:
 
 
 def check_circuit_job(program: bytes, data: bytes) -> None:
-    key, _, _ = read_bundle(program)
+    scheme, key, bundle = read_bundle(program)
     inputs = read_inputs(data)
     if len(inputs) >= key.public_count:
         raise EnvelopeError(f"the circuit has {key.public_count} public values: {len(inputs)} inputs leave "
                             "no output to compute")
+    if scheme == "zokrates":
+        names = [entry.get("name") for entry in json.loads(bundle["abi"]).get("inputs", [])]
+        if names != list(inputs):
+            raise EnvelopeError(f"the circuit's inputs are {', '.join(map(str, names))}, in that order; the job "
+                                f"gives {', '.join(inputs) or 'none'}")
 
 
 def encode_result(outputs: list[int], proof: dict[str, Any]) -> bytes:
-    return cast(bytes, msgpack.packb([json.dumps([str(o) for o in outputs]), json.dumps(proof, sort_keys=True)],
-                                     use_bin_type=True))
+    return _pack_result([str(o) for o in outputs], proof)
+
+
+def _pack_result(outputs: list[str], proof: dict[str, Any]) -> bytes:
+    return cast(bytes, msgpack.packb([json.dumps(outputs), json.dumps(proof, sort_keys=True)], use_bin_type=True))
 
 
 def _public(program: bytes, data: bytes, result: bytes) -> tuple[VerifyingKey, Any, list[int]]:
-    key, _, _ = read_bundle(program)
-    inputs = read_inputs(data)
+    scheme, key, _ = read_bundle(program)
+    inputs = list(read_inputs(data).values())
     try:
         outputs_text, proof_text = msgpack.unpackb(result)
         outputs = [int(o) for o in json.loads(outputs_text)]
@@ -82,7 +115,7 @@ def _public(program: bytes, data: bytes, result: bytes) -> tuple[VerifyingKey, A
     if len(outputs) + len(inputs) != key.public_count:
         raise ProofRejected(f"{len(outputs)} outputs and {len(inputs)} inputs, the key has {key.public_count} "
                             "public values")
-    return key, proof, outputs + list(inputs.values())
+    return key, proof, (inputs + outputs if scheme == "zokrates" else outputs + inputs)
 
 
 def check_on_ledger(program: bytes, data: bytes, result: bytes) -> str | None:
@@ -114,20 +147,39 @@ def outputs_of(result: bytes) -> list[int]:
 
 
 def prove_job(program: bytes, data: bytes, workdir: Path) -> bytes:
-    """A worker's answer: run the prover (circom's witness generator and snarkjs) on the job."""
+    """A worker's answer: run the prover (circom's witness generator and snarkjs, or zokrates-js)."""
     from missive.toolchain import zk
 
-    key, wasm, zkey = read_bundle(program)
+    scheme, key, bundle = read_bundle(program)
     inputs = read_inputs(data)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "circuit.wasm").write_bytes(wasm)
-    (workdir / "circuit.zkey").write_bytes(zkey)
-    proof, public = zk.prove(workdir / "circuit.wasm", workdir / "circuit.zkey", dict(inputs), workdir)
     count = key.public_count - len(inputs)
+    if scheme == "zokrates":
+        answer = zk.zokrates({"op": "prove", "program": base64.b64encode(bundle["program"]).decode(),
+                              "abi": json.loads(bundle["abi"]), "pk": base64.b64encode(bundle["pk"]).decode(),
+                              "args": [str(v) for v in inputs.values()]})
+        proof = answer["proof"]
+        public = [int(v, 16) if str(v).startswith("0x") else int(v) for v in proof.get("inputs", [])]
+        outputs = public[len(inputs):]
+    else:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "circuit.wasm").write_bytes(bundle["wasm"])
+        (workdir / "circuit.zkey").write_bytes(bundle["zkey"])
+        proof, values = zk.prove(workdir / "circuit.wasm", workdir / "circuit.zkey", dict(inputs), workdir)
+        public = [int(v) for v in values]
+        outputs = public[:count]
     if len(public) != key.public_count:
         raise BadInput(f"the prover gave {len(public)} public values, the key has {key.public_count}")
-    return encode_result([int(v) for v in public[:count]], proof)
+    return encode_result(outputs, proof)
+
+
+def zokrates_bundle(source: Path) -> bytes:
+    """Compile and set up a ZoKrates source with zokrates-js: the job's program."""
+    from missive.toolchain import zk
+
+    answer = zk.zokrates({"op": "setup", "source": source.read_text()})
+    return make_zokrates_bundle(answer["vk"], base64.b64decode(answer["program"]), answer["abi"],
+                                base64.b64decode(answer["pk"]))
 
 
 __all__ = ["check_circuit_job", "check_off_ledger", "check_on_ledger", "encode_result", "make_bundle",
-           "outputs_of", "prove_job", "read_bundle", "read_inputs"]
+           "make_zokrates_bundle", "outputs_of", "prove_job", "read_bundle", "read_inputs", "zokrates_bundle"]
