@@ -34,6 +34,7 @@ import functools
 import io
 import os
 import tempfile
+import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -56,15 +57,23 @@ from missive.keys import Key
 from missive.mailbox import broker as ticket_broker
 from missive.mailbox.admission import checker
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
+from missive.mailbox.jobboard import escrowed, jobs
+from missive.mailbox.jobboard import job as read_job
 from missive.mailbox.store import Accepted, Store
+from missive.market.jobrun import encode_result, run_program
+from missive.market.jobs import commitment, post_args
+from missive.market.jobs import digest as job_digest
 from missive.market.raises import sign_raise
 from missive.market.tickets import BROKER, MAX_VALIDITY, ONE, Ticket, TicketError, sign
 from missive.market.tickets import args_of as ticket_args
 from missive.market.tickets import digest as ticket_digest
-from missive.market.workers import args_of
+from missive.market.workers import Worker, args_of
 from missive.market.workers import digest as worker_digest
 from missive.vm.keccak import keccak256
 from missive.vm.messages import create_address
+
+#: The job board's program (issue 25): twice its input, touching nothing else
+JOB_PROGRAM = bytes.fromhex("6000356002026000526020" + "6000f3")
 
 #: One contract, deployed three times: it keeps value, splits it, forwards it
 #: along a chain of hops, reverts on odd deposits, and sends bursts of calls.
@@ -158,6 +167,11 @@ WORKER_OP = st.tuples(st.just("worker"), st.sampled_from(["register", "register"
 TICKET_OP = st.tuples(st.just("tickets"), st.sampled_from(["fund", "fund", "unlock", "withdraw", "redeem", "redeem",
                                                            "copy", "time"]),
                       users, users, st.sampled_from([10, 700, 5_000, 10**17]))
+#: an operation on the job board (issue 25) by a user on the job at an index (wrapping): post (a bid,
+#: possibly above the balance; redundant:2 or trust), take, answer (commit, then reveal; honest or
+#: not), cancel; refused ones change nothing
+JOB_OP = st.tuples(st.just("job"), st.sampled_from(["post", "take", "take", "answer", "answer", "answer", "cancel"]),
+                   users, st.integers(0, 2**16), st.sampled_from([1, 10**6, 10**30]), st.booleans())
 #: as FEED, with raises among the submissions (a raise can land while a round is under way)
 FEED_RAISES = st.tuples(st.just("feed"), st.lists(st.one_of(SEND, SPLIT, BURST, RAISE, RAISE), min_size=1, max_size=5))
 #: the runtime's round size and per-actor share: small, so that work spans rounds
@@ -296,6 +310,37 @@ class Workload(Ledger):
         ticket_broker.ticket_op(self.store, op, key.address, args, key.public_key,
                                 bytes(key.signing_key.sign(digest).signature))
 
+    def job(self, action: str, user: int, index: int, amount: int, honest: bool) -> None:
+        """A job board operation (the program doubles its input): taken, or refused in one line
+        with nothing changed; bids, pledges and payments stay inside the conservation sum."""
+        key, store = self.users[user], self.store
+        board = jobs(store)
+        job_id = board[index % len(board)][0] if board else bytes(32)
+        if action == "post":
+            args = post_args(index.to_bytes(16, "big"), "evm", JOB_PROGRAM, amount.to_bytes(32, "big"), 50_000, amount,
+                             amount // 2, "redundant:2" if honest else "trust:0.5")
+        elif action == "answer":
+            entry = board[index % len(board)][1] if board else None
+            taker = entry.taker(key.address) if entry is not None else None
+            found = read_job(store, job_id)
+            result = run_program(JOB_PROGRAM, found[2] if found is not None else b"", 50_000)
+            if not honest:
+                result = encode_result("success", b"a wrong answer")
+            if entry is not None and entry.mode == "redundant" and taker is not None and not taker.commitment:
+                action, args = "commit", [job_id, commitment(job_id, key.address, result, b"salt")]
+            else:
+                action, args = "reveal", [job_id, result, b"salt"]
+        else:
+            args = [job_id, int(time.time())] if action == "take" else [job_id]
+        signature = bytes(key.signing_key.sign(job_digest(store.chain_id, action, key.address, args)).signature)
+        before = durable_state(store)
+        try:
+            store.job_op(action, key.address, args, key.public_key, signature)
+        except EnvelopeError as refused:
+            assert "\n" not in str(refused)
+            assert durable_state(store) == before
+        self.invariant(self)
+
     def resubmit(self, index: int) -> None:
         """An envelope already accepted arrives again: a duplicate, and nothing changes."""
         if not self.accepted:
@@ -406,6 +451,8 @@ class Workload(Ledger):
             self.worker(*op[1:])
         elif name == "tickets":
             self.tickets(*op[1:])
+        elif name == "job":
+            self.job(*op[1:])
         else:  # pragma: no cover
             raise ValueError(op)
 
@@ -461,6 +508,7 @@ def total_value(store: Store) -> int:
         in_flight += found[0].value + found[0].gas * store.bid(message_id, found[0])  # raised or not
     locked = sum(worker.stake + worker.unbonding for _, worker in store.workers())  # the registry's stakes
     locked += ticket_broker.held(store)  # the ticket broker's deposits and reserves, and the penalties it burned
+    locked += escrowed(store)  # the job board's bids and pledges (issue 25)
     return sum(account.balance for _, account in store.accounts()) + in_flight + locked
 
 
@@ -502,6 +550,9 @@ def check_fees_paid_once(node: Workload) -> None:
         if receipt.fee:
             assert receipt.coinbase == store.coinbase()
         fees += receipt.fee
+    # the workers here are paid their job bids at the node's coinbase too (issue 25)
+    fees += sum(entry.bid for _, entry in jobs(store) for taker in entry.takers if taker.verdict.startswith("accepted")
+                and (store.worker(taker.worker) or Worker()).coinbase == store.coinbase())
     coinbase = store.account(store.coinbase())
     assert (coinbase.balance if coinbase is not None else 0) == fees, "a fee was paid twice, or lost"
 
@@ -639,7 +690,7 @@ def test_value_is_conserved_at_every_checkpoint(ops: list[Op], runtime: tuple[in
 #: cannot escrow a message's gas and is refused
 BIDS = st.lists(st.sampled_from([0, 1, 3, 1_000]), min_size=1, max_size=4).map(tuple)
 FEE_OPS = st.one_of(SEND, SEND, SPLIT, CHAIN, BURST, QUERY, RUN, RUN, IDLE, FEED, CRASH, REOPEN, DUP, RAISE, RAISE,
-                    FEED_RAISES, WORKER_OP, TICKET_OP, TICKET_OP)
+                    FEED_RAISES, WORKER_OP, TICKET_OP, TICKET_OP, JOB_OP, JOB_OP)
 
 
 @settings(max_examples=100, deadline=None)
@@ -690,6 +741,30 @@ FEE_OPS = st.one_of(SEND, SEND, SPLIT, CHAIN, BURST, QUERY, RUN, RUN, IDLE, FEED
         ("tickets", "time", 0, 0, 1_499),
         ("tickets", "withdraw", 1, 0, 0),  # the deposit back, what is left of the reserve burned
         ("tickets", "fund", 2, 0, 5_000),  # carol cannot afford it: refused
+        ("reopen",),
+    ],
+    runtime=(2, 1),
+    bids=(0, 3),
+)
+@example(
+    ops=[
+        ("worker", "register", 0, 10**17),  # alice and bob become workers
+        ("worker", "register", 1, 10**17),
+        ("job", "post", 3, 0, 10**6, True),  # dave posts a redundant:2 job: 2 × 10**6 escrowed
+        ("job", "post", 2, 1, 10**30, True),  # carol cannot escrow that: refused
+        ("job", "take", 0, 0, 1, True),
+        ("job", "answer", 0, 0, 1, True),  # alice commits (bob has not: her reveal would be refused)
+        ("job", "take", 1, 0, 1, True),
+        ("send", 0, 3, 100, True, False, True),
+        ("job", "answer", 1, 0, 1, False),  # bob commits to a wrong result
+        ("job", "answer", 0, 0, 1, True),  # reveals
+        ("crash",),
+        ("job", "answer", 1, 0, 1, False),  # bob's reveal: re-run on the ledger, his pledge to dave
+        ("job", "post", 3, 5, 10**6, False),  # a trust job
+        ("job", "take", 0, 1, 1, True),
+        ("job", "answer", 0, 1, 1, True),
+        ("job", "post", 3, 7, 10, True),
+        ("job", "cancel", 3, 2, 1, True),
         ("reopen",),
     ],
     runtime=(2, 1),

@@ -60,6 +60,7 @@ from missive.mailbox.ledger_records import (
     ACCEPT,
     DiffRecord,
     GenesisRecord,
+    JobRecord,
     MessageRef,
     RaiseRecord,
     Record,
@@ -73,6 +74,8 @@ from missive.mailbox.records import Account, Receipt, RecordError
 from missive.mailbox.sealed import SealedRecords, Unsealed
 from missive.mailbox.store import Store
 from missive.market.fees import credits, escrow
+from missive.market.jobs import JOB, MemoryBoard
+from missive.market.jobs import apply as apply_job_op
 from missive.market.raises import check_raise
 from missive.market.tickets.broker import Rebuilt as RebuiltBroker
 from missive.market.tickets.ticket import BROKER
@@ -301,6 +304,26 @@ def _roll_back(record: RollbackRecord, state: Callable[[bytes], ActorState], cod
     actor.code = code_by_hash.get(code_hash) or other_code(code_hash) if code_hash else b""
 
 
+def _job(record: JobRecord, board: MemoryBoard, chain_id: int) -> str | None:
+    """Replay a job board record against the board rebuilt so far; None, or why it is refused."""
+    try:
+        apply_job_op(record.op, record.signer, list(record.args), record.public_key, record.signature, chain_id,
+                     board)
+    except (EnvelopeError, ValueError, TypeError, IndexError) as err:
+        return f"the job {record.op} is refused: {err}"
+    return None
+
+
+def _board_differs(board: MemoryBoard, txn: Any, meta: Any) -> str | None:
+    """Whether the job board replay rebuilt is the store's, job by job, bit for bit."""
+    stored = {bytes(k)[len(JOB):]: bytes(v) for k, v in txn.cursor(db=meta) if bytes(k).startswith(JOB)}
+    rebuilt = {job_id: job.encode() for job_id, job in board.jobs.items()}
+    for job_id in sorted(set(stored) | set(rebuilt)):
+        if stored.get(job_id) != rebuilt.get(job_id):
+            return f"job 0x{job_id.hex()}: the store's job board differs from the one its ledger records make"
+    return None
+
+
 def _raise(record: RaiseRecord | UnraiseRecord, accepted: dict[bytes, Envelope], raised: dict[bytes, int],
            state: Callable[[bytes], ActorState], chain_id: int) -> str | None:
     """Replay a ``raise`` or ``unraise`` record (:mod:`missive.market.raises`): re-check a raise as
@@ -362,6 +385,8 @@ def replay(
     tickets = RebuiltBroker()  # the ticket broker (missive.market.tickets)
     code_db = db["code"]
     sealed: SealedRecords | None = None
+    board = MemoryBoard(lambda address: state(address).account if address in actors else None,
+                        lambda address, account: setattr(state(address), "account", account), workers)
 
     def state(address: bytes) -> ActorState:
         found = actors.get(address)
@@ -435,6 +460,9 @@ def replay(
                             except (EnvelopeError, ValueError, TypeError, IndexError) as err:
                                 return diverged(b"", b"", -1, f"ledger record {_seq(key)}: the tickets {record.op!r} "
                                                 f"is refused: {err}")
+                        elif type(record) is JobRecord:  # the job board (missive.market.jobs): the same rules, re-run
+                            if (problem := _job(record, board, chain_id)) is not None:
+                                return diverged(b"", record.signer, -1, f"ledger record {_seq(key)}: {problem}")
                         elif type(record) is RaiseRecord or type(record) is UnraiseRecord:
                             if (problem := _raise(record, accepted, raised, state, chain_id)) is not None:
                                 return diverged(record.message_id, b"", -1, f"ledger record {_seq(key)}: {problem}")
@@ -501,6 +529,9 @@ def replay(
             except Unsealed as broken:
                 return ReplayReport(checked, Divergence(b"", b"", -1, broken.what, (broken.first, broken.last)),
                                     sealed=sealed.head)
+            board_problem = _board_differs(board, txn, db["meta"])
+            if board_problem is not None:
+                return diverged(b"", b"", -1, board_problem)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

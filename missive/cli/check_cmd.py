@@ -28,12 +28,13 @@ def register(subparsers: Any) -> None:
                    "`missive compile --evm-version` (default: cancun, or a Vyper source's pragma)")
     p.set_defaults(handler=run_check)
 
-    toolchain = subparsers.add_parser("toolchain", help="install or show the Solidity compiler (solc-js)")
+    toolchain = subparsers.add_parser("toolchain", help="install or show solc-js and the zk prover (circom2, snarkjs)")
     commands = toolchain.add_subparsers(dest="toolchain_command", metavar="COMMAND")
     commands.required = True
-    p = commands.add_parser("install", help="npm install the pinned solc-js (needs Node.js and npm)",
+    p = commands.add_parser("install", help="npm install the pinned solc-js, circom2 and snarkjs (needs Node.js and npm)",
                             description="Run `npm install --prefix DIR solc@VERSION`, DIR being $MISSIVE_SOLC_DIR or "
-                            "~/.cache/missive/solc.")
+                            "~/.cache/missive/solc, and `npm install --prefix ZK snarkjs@V circom2@V` (the zk prover "
+                            "for `missive job`), ZK being $MISSIVE_ZK_DIR or ~/.cache/missive/zk.")
     p.set_defaults(handler=run_install)
     p = commands.add_parser("status", help="is solc-js installed, where, which version")
     p.set_defaults(handler=run_status)
@@ -80,25 +81,32 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_install(args: argparse.Namespace) -> int:
-    from missive.toolchain import ethers, solidity
+    from missive.toolchain import ethers, solidity, zk
 
     console = make_console()
-    target = solidity.solc_dir()
-    console.print(f"installing solc-js {solidity.SOLC_VERSION} and ethers {ethers.ETHERS_VERSION} into {target} (npm)",
-                  markup=False)
+    npm(console, solidity.solc_dir(), f"solc-js {solidity.SOLC_VERSION} and ethers {ethers.ETHERS_VERSION}",
+        solidity.install)
+    console.print(f"solc-js {solidity.installed_version()} ready: `missive compile X.sol` works; ethers "
+                  f"{ethers.installed_version()} for JavaScript against `missive rpc`", markup=False)
+    # the zk prover beside it (issue 25): circom2 and snarkjs, run as separate processes
+    npm(console, zk.zk_dir(), f"snarkjs {zk.SNARKJS_VERSION}, circom2 {zk.CIRCOM2_VERSION} and zokrates-js "
+        f"{zk.ZOKRATES_VERSION}", zk.install)
+    console.print("circom2, snarkjs and zokrates-js ready: zk jobs can be proved (`missive job`)", markup=False)
+    return EXIT_OK
+
+
+def npm(console: Any, target: Path, what: str, install: Any) -> None:
+    """Run one pinned npm install into ``target``, or fail in one line saying why."""
+    console.print(f"installing {what} into {target} (npm)", markup=False)
     try:
-        done = solidity.install(target)
+        done = install(target)
     except FileNotFoundError:
         raise CliError("npm is not on PATH: install Node.js (with npm) first", EXIT_FAILED) from None
     except OSError as exc:
         raise CliError(f"cannot install into {target}: {exc.strerror or exc}", EXIT_FAILED) from exc
     if done.returncode != 0:
         lines = (done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}").splitlines()
-        raise CliError(f"npm install solc@{solidity.SOLC_VERSION} ethers@{ethers.ETHERS_VERSION} failed: {lines[-1]}",
-                       EXIT_FAILED)
-    console.print(f"solc-js {solidity.installed_version()} ready: `missive compile X.sol` works; ethers "
-                  f"{ethers.installed_version()} for JavaScript against `missive rpc`", markup=False)
-    return EXIT_OK
+        raise CliError(f"npm install of {what} failed: {lines[-1]}", EXIT_FAILED)
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -107,6 +115,14 @@ def run_status(args: argparse.Namespace) -> int:
     reason = solidity.missing_reason()
     if reason is not None:
         raise CliError(reason, EXIT_FAILED)
-    make_console().print(f"solc-js {solidity.installed_version()} in {solidity.solc_dir()} (pinned "
-                         f"{solidity.SOLC_VERSION})", markup=False)
+    console = make_console()
+    console.print(f"solc-js {solidity.installed_version()} in {solidity.solc_dir()} (pinned "
+                  f"{solidity.SOLC_VERSION})", markup=False)
+    from missive.toolchain import zk
+
+    zk_reason = zk.missing_reason()
+    if zk_reason is not None:
+        raise CliError(zk_reason, EXIT_FAILED)
+    versions = ", ".join(f"{name} {version}" for name, version in zk.installed_versions().items())
+    console.print(f"{versions} in {zk.zk_dir()}", markup=False)
     return EXIT_OK

@@ -47,6 +47,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--cluster", action="store_true",
                         help="run on a fresh local cluster of node processes (stopped at the end)")
     parser.add_argument("--nodes", type=int, default=3, help="nodes in the --cluster (default 3)")
+    parser.add_argument("--jobs", action="store_true",
+                        help="the job board's two scenes instead (docs/jobs.md): a + b proved with a zk-SNARK and "
+                        "verified on the ledger; an image classified by three workers, one of which lies")
     parser.set_defaults(handler=run_demo_command)
 
 
@@ -146,6 +149,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
     if args.messages < 0 or args.senders < 2:
         raise CliError("--messages must be >= 0 and --senders >= 2")
+    if args.jobs:
+        return run_jobs_demo_command(args)
     if args.cluster:
         return run_cluster_demo(args)
     if args.dir is not None and args.dir.exists() and any(args.dir.iterdir()):
@@ -167,6 +172,27 @@ def run_demo_command(args: argparse.Namespace) -> int:
                       f"`missive ledger --dir {args.dir}` or `missive inbox --dir {args.dir} ADDR`.")
     ok = result.supply_conserved and result.native_conserved and result.replay_problem is None
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def run_jobs_demo_command(args: argparse.Namespace) -> int:
+    """``missive demo --jobs`` (issue 25): :mod:`missive.node.jobs_demo` on a fresh node."""
+    from missive.errors import MissiveError
+    from missive.node.jobs_demo import run_jobs_demo
+
+    if args.cluster:
+        raise CliError("--jobs runs on a node alone: the job board is not on a cluster yet")
+    if args.dir is not None and args.dir.exists() and any(args.dir.iterdir()):
+        raise CliError(f"{args.dir} is not empty; the demo needs a fresh directory")
+    console = make_console()
+    workdir = args.dir or Path(tempfile.mkdtemp(prefix="missive-demo-jobs-"))
+    try:
+        result = run_jobs_demo(workdir, console.print)
+    except MissiveError as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    finally:
+        if args.dir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return EXIT_OK if result.conserved and result.replay_problem is None else EXIT_FAILED
 
 
 def show_final(console: Console, result: Any) -> None:

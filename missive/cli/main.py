@@ -23,6 +23,7 @@ from missive.cli import (
     cluster_cmds,
     compile_cmd,
     demo_cmd,
+    jobs_cmd,
     market_cmd,
     node_cmds,
     replay_cmd,
@@ -45,7 +46,7 @@ from missive.errors import MissiveError
 
 #: Command-group modules, in the order ``missive --help`` lists them.
 COMMAND_GROUPS: tuple[ModuleType, ...] = (demo_cmd, version, compile_cmd, check_cmd, vm, node_cmds, market_cmd,
-                                          tickets_cmd, replay_cmd, backup_cmd, cluster_cmds, trust_cmd, rpc_cmd)
+                                          tickets_cmd, jobs_cmd, replay_cmd, backup_cmd, cluster_cmds, trust_cmd, rpc_cmd)
 
 
 class Parser(argparse.ArgumentParser):

@@ -46,11 +46,11 @@ def run_bid(args: argparse.Namespace) -> int:
 
 def register_workers(subparsers: Any) -> None:
     ops, common = operation_group(
-        subparsers, "worker", "the worker registry: register with a stake, status, unbond, withdraw",
+        subparsers, "worker", "the worker registry: register with a stake, status, unbond, withdraw; run jobs",
         "Workers lock a stake (at least the registry's minimum) in the registry, kept on the ledger as "
         "signed records; an unbonded stake can be withdrawn after the unbonding delay (logical time). A node alone "
         "executes as the last worker registered on it: fees go to its coinbase, bids below its minimum are "
-        "refused at admission. docs/market.md.")
+        "refused at admission. docs/market.md. `worker run` works on the job board: docs/jobs.md.")
     signer = argparse.ArgumentParser(add_help=False)
     signer.add_argument("--from", dest="sender", metavar="NAME", help="the worker's account (default: 'default')")
     p = ops.add_parser("register", parents=[common, signer], help="lock a stake and become a worker")
@@ -58,6 +58,9 @@ def register_workers(subparsers: Any) -> None:
     p.add_argument("--coinbase", default=None, metavar="ADDR", help="where fees go (default: the account)")
     p.add_argument("--min-bid", type=parse_amount, default=0, metavar="FEE", help="bids below it are refused")
     p.set_defaults(handler=guarded(run_worker), node=None, cluster=None)
+    from missive.cli.jobs_cmd import register_worker_run
+
+    register_worker_run(ops, [common, signer])  # issue 25: work on the job board
     for name, text in (("status", "the registry: stakes, unbonding, this node's worker"),
                        ("unbond", "stop backing the worker with its stake; it waits the unbonding delay"),
                        ("withdraw", "take an unbonded stake back once its delay has passed")):

@@ -189,6 +189,22 @@ class TicketsRecord:
 
 
 @attrs.frozen
+class JobRecord:
+    """A signed operation on the job board (:mod:`missive.market.jobs`): post, take, commit, reveal...;
+    ``args`` exactly as signed by ``signer``."""
+
+    kind: ClassVar[str] = "job"
+    op: str
+    signer: bytes
+    args: tuple[Any, ...]
+    public_key: bytes
+    signature: bytes
+
+    def fields(self) -> list[Any]:
+        return [self.kind, self.op, self.signer, *self.args, self.public_key, self.signature]
+
+
+@attrs.frozen
 class UnknownRecord:
     """A record of a kind this version does not know (written by a newer one)."""
 
@@ -212,7 +228,7 @@ class UnreadableRecord:
 
 #: every record a ledger holds, and the two ways one can fail to be read
 Record: TypeAlias = (GenesisRecord | AcceptRecord | ReceiptRecord | DiffRecord | RollbackRecord | RaiseRecord
-                     | UnraiseRecord | WorkerRecord | TicketsRecord | UnknownRecord | UnreadableRecord)
+                     | UnraiseRecord | WorkerRecord | TicketsRecord | JobRecord | UnknownRecord | UnreadableRecord)
 #: the records that name a message (its body is in the ``messages`` table)
 MESSAGE_RECORDS = (AcceptRecord, ReceiptRecord, RaiseRecord, UnraiseRecord)
 
@@ -309,6 +325,15 @@ def _tickets(f: list[Any]) -> TicketsRecord:
                          _bytes(f[-2], "the public key"), _bytes(f[-1], "the signature"))
 
 
+def _job(f: list[Any]) -> JobRecord:
+    if len(f) < 5:
+        raise _Bad(f"{len(f) - 1} fields, not at least 4")
+    if type(f[1]) is not str:
+        raise _Bad("the operation is not text")
+    return JobRecord(f[1], _bytes(f[2], "the signer", 20), tuple(f[3:-2]), _bytes(f[-2], "the public key"),
+                     _bytes(f[-1], "the signature"))
+
+
 def _unreadable(f: list[Any]) -> UnreadableRecord:
     _size(f, 2)
     return UnreadableRecord(str(f[1]))
@@ -324,6 +349,7 @@ _DECODERS: dict[str, Callable[[list[Any]], Record]] = {
     "unraise": _unraise,
     "worker": _worker,
     "tickets": _tickets,
+    "job": _job,
 }
 _WIRE_DECODERS: dict[str, Callable[[list[Any]], Record]] = {**_DECODERS, DISCARDED: _discarded,
                                                             UNREADABLE: _unreadable}

@@ -1184,6 +1184,13 @@ class Store:
             self.append(txn, ["worker", op, address, *args, public_key, signature])
         return worker
 
+    def job_op(self, op: str, signer: bytes, args: list[Any], public_key: bytes, signature: bytes) -> bytes:
+        """A signed job board operation (issue 25: :mod:`missive.mailbox.jobboard`); the job's id.
+        Refused: EnvelopeError, one line, nothing changed."""
+        from missive.mailbox.jobboard import apply_op
+
+        return apply_op(self, op, signer, args, public_key, signature)
+
     def write_storage(self, txn: lmdb.Transaction, address: bytes, writes: Iterable[tuple[int, int]]) -> None:
         """Write storage slots (value 0 deletes), keeping the actor's storage sum on a cluster node."""
         storage = self.db["storage"]

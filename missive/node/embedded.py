@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -215,6 +216,18 @@ class Node(BaseNode):
         if self._tickets is None:
             self._tickets = Tickets(self)
         return self._tickets
+
+    def job_op(self, op: str, args: list[Any], *, sender: object = None) -> bytes:
+        """A signed job board operation (:mod:`missive.market.jobs`) by ``sender`` (None: the default
+        account); the job's id.  Refused with one line (EnvelopeError), nothing changed."""
+        from missive.market.jobs import digest
+
+        self.ensure_writable("change the job board")
+        if op in ("take", "expire") and len(args) == 1:
+            args = [*args, int(time.time())]  # when: the answer window counts from it
+        key = self._key(sender)
+        signature = bytes(key.signing_key.sign(digest(self.store.chain_id, op, key.address, args)).signature)
+        return self.store.job_op(op, key.address, args, key.public_key, signature)
 
     def new_eth_account(self, name: str = "", balance: int = 0, *, private_key: bytes | None = None) -> Wallet:
         """A secp256k1 key (``private_key`` imported, else random) for an Ethereum account: it signs

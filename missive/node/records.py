@@ -15,6 +15,7 @@ from missive.mailbox.ledger_records import (
     MESSAGE_RECORDS,
     DiffRecord,
     GenesisRecord,
+    JobRecord,
     ReceiptRecord,
     Record,
     RollbackRecord,
@@ -113,6 +114,9 @@ def special_record(seq: int, record: Record | list[Any], node: str = "") -> Ledg
         from missive.market.tickets.broker import describe
 
         return LedgerRecord(seq, kind, address=record.address, node=node, detail=describe(record.fields()))
+    if isinstance(record, JobRecord):  # the job board (missive.market.jobs)
+        return LedgerRecord(seq, kind, address=record.signer, node=node,
+                            detail=f"job {record.op} by 0x{record.signer.hex()}: {_job_args(record)}")
     if isinstance(record, RollbackRecord):
         return LedgerRecord(seq, kind, address=record.address, node=node,
                             detail=f"rollback of 0x{record.address.hex()} to mailbox position {record.position}: "
@@ -146,3 +150,15 @@ def ledger_record(seq: int, record: Record, envelope: Envelope | None = None, re
     kind = DISCARDED if isinstance(record, ReceiptRecord) and record.discarded else record.kind
     return LedgerRecord(seq, kind, address=envelope.recipient if envelope else b"", message_id=record.message_id,
                         envelope=envelope, receipt=receipt, node=node)
+
+
+def _job_args(record: JobRecord) -> str:
+    """A job board operation in words: what a post offers, else which job it is about."""
+    args = record.args
+    try:
+        if record.op == "post" and len(args) > 8:
+            return (f"{'an' if args[1] == 'evm' else 'a'} {args[1]} job, program {len(args[2])} bytes, bid "
+                    f"{int.from_bytes(args[5], 'big')} × {args[8]}, verified by {args[7]}")
+        return f"job 0x{bytes(args[0]).hex()[:16]}.."
+    except (IndexError, TypeError, ValueError):
+        return f"arguments {list(args)!r}"

@@ -26,11 +26,16 @@ EVM_VERSION: Final = "cancun"
 
 
 def solc_dir() -> Path:
-    explicit = os.environ.get("MISSIVE_SOLC_DIR")
+    return tool_dir("MISSIVE_SOLC_DIR", "solc")
+
+
+def tool_dir(variable: str, name: str) -> Path:
+    """Where an npm tool lives: ``$variable``, else ``~/.cache/missive/NAME`` (XDG_CACHE_HOME honoured)."""
+    explicit = os.environ.get(variable)
     if explicit:
         return Path(explicit)
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "missive" / "solc"
+    return Path(cache) / "missive" / name
 
 
 def solcjs_path() -> Path:
@@ -54,14 +59,17 @@ def install(target: Path | None = None) -> subprocess.CompletedProcess[str]:
     failures."""
     from missive.toolchain.ethers import ETHERS_VERSION
 
-    where = target or solc_dir()
+    return npm_install(target or solc_dir(), f"solc@{SOLC_VERSION}", f"ethers@{ETHERS_VERSION}")
+
+
+def npm_install(where: Path, *packages: str) -> subprocess.CompletedProcess[str]:
+    """``npm install --prefix WHERE PACKAGES`` (FileNotFoundError without npm); the caller reports failures."""
     where.mkdir(parents=True, exist_ok=True)
     npm = shutil.which("npm")
     if npm is None:
         raise FileNotFoundError("npm")
-    return subprocess.run([npm, "install", "--prefix", str(where), "--no-audit", "--no-fund",
-                           f"solc@{SOLC_VERSION}", f"ethers@{ETHERS_VERSION}"], capture_output=True, text=True,
-                          check=False)
+    return subprocess.run([npm, "install", "--prefix", str(where), "--no-audit", "--no-fund", *packages],
+                          capture_output=True, text=True, check=False)
 
 
 def installed_version() -> str | None:
