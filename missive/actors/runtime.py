@@ -218,10 +218,10 @@ class Runtime:
     def _take(self, skip: set[bytes] | frozenset[bytes] = frozenset(),
               txn: lmdb.Transaction | None = None) -> list[tuple[bytes, bytes]]:
         """A round's messages: highest bid first on a node alone (:meth:`Store.pending_by_bid`: each
-        (sender, recipient) pair in order), else each actor's oldest in turn from where the last
-        round stopped (:meth:`Store.pending_batch`)."""
+        (sender, recipient) pair in order, then the bids of 0), else each actor's oldest in turn from
+        where the last round stopped (:meth:`Store.pending_batch`; bids of 0 on a node alone too)."""
         if self.store.ranks_bids:
-            return self.store.pending_by_bid(self.batch, self.per_actor, skip, txn=txn)
+            return self.store.pending_by_bid(self.batch, self.per_actor, skip, txn=txn, start_after=self._cursor)
         return self.store.pending_batch(self.batch, self.per_actor, self._cursor, skip, txn=txn)
 
     async def _due_work(self) -> list[tuple[bytes, bytes]]:
