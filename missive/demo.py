@@ -219,6 +219,15 @@ def _bulk_traffic(cast: Cast, view: DemoView, bulk: int, senders: int, rng: rand
     return seconds
 
 
+def _held_by_market(node: NodeAPI) -> int:
+    """Coin the worker registry holds (stakes, unbonding stakes) or burned by slashing: a node
+    alone's (a cluster has no registry yet)."""
+    store = getattr(node, "store", None)
+    if store is None:
+        return 0
+    return int(sum(w.stake + w.unbonding for _, w in store.workers()) + store.burned())
+
+
 def _final_state(cast: Cast, bulk: int, bulk_seconds: float) -> DemoResult:
     node, token, escrow = cast.node, cast.token, cast.escrow
     holders = [a for a in cast.names if a not in (cast.ticker.address,)]
@@ -242,7 +251,7 @@ def _final_state(cast: Cast, bulk: int, bulk_seconds: float) -> DemoResult:
         elif record.type == "receipt" and record.envelope is not None and record.receipt is not None:
             kinds[record.envelope.kind.name.lower()] += 1
             statuses[record.receipt.status] += 1
-    in_flight = sum(e.value for e in node.pending())
+    in_flight = sum(e.value + e.gas * e.bid for e in node.pending()) + _held_by_market(node)
     replay_checked, replay_problem = node.replay_check()
     return DemoResult(
         token_balances=token_balances,

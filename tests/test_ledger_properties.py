@@ -46,6 +46,7 @@ from eth_abi import encode
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_ledger_actors import Ledger, compile_init, selector
+from test_market_slashing import wrong_diff_evidence
 
 import missive.actors.replay as replay_module
 from missive.actors.handler import ActorState
@@ -57,8 +58,9 @@ from missive.mailbox.admission import checker
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.store import Accepted, Store
 from missive.market.raises import sign_raise
-from missive.market.workers import args_of
+from missive.market.workers import MIN_STAKE, args_of
 from missive.market.workers import digest as worker_digest
+from missive.replicas.slashing import check_evidence
 from missive.vm.messages import create_address
 
 #: One contract, deployed three times: it keeps value, splits it, forwards it
@@ -147,6 +149,10 @@ RAISE = st.tuples(st.just("raise"), st.integers(0, 2**16), st.sampled_from([-1, 
 #: balance), unbond, withdraw (after the delay, or too soon)
 WORKER_OP = st.tuples(st.just("worker"), st.sampled_from(["register", "register", "unbond", "withdraw"]), users,
                       st.sampled_from([10, 5_000, 10**17, 10**19]))
+#: a user accuses another of a wrong state diff (evidence number n: the same n again is duplicate
+#: evidence; or evidence that proves nothing): a registered executor forfeits its pledge, a share to
+#: the accuser and the rest burned; anything else is refused in one line
+ACCUSE = st.tuples(st.just("accuse"), users, users, st.integers(0, 2), st.booleans())
 #: as FEED, with raises among the submissions (a raise can land while a round is under way)
 FEED_RAISES = st.tuples(st.just("feed"), st.lists(st.one_of(SEND, SPLIT, BURST, RAISE, RAISE), min_size=1, max_size=5))
 #: the runtime's round size and per-actor share: small, so that work spans rounds
@@ -163,6 +169,7 @@ class Workload(Ledger):
 
     def __init__(self, path: Path, batch: int, per_actor: int, invariant: Check, bids: tuple[int, ...] = (0,)) -> None:
         super().__init__(path)
+        self.store.evidence_check = check_evidence  # the registry re-checks accusations with it
         #: the fee per gas of each message sent, in turn (0: no fees)
         self.bids = bids
         self.path = path
@@ -251,6 +258,33 @@ class Workload(Ledger):
             assert durable_state(self.store) == before
         self.invariant(self)
 
+    def keep_executing(self) -> None:
+        """If the node's worker was unbonded or slashed (it executes nothing then), register a
+        user with the least stake, so that what waits can be handled."""
+        if self.store.idle_reason() is None:
+            return
+        for user in range(len(self.users)):
+            with contextlib.suppress(EnvelopeError):
+                self.worker("register", user, MIN_STAKE)
+            if self.store.idle_reason() is None:
+                return
+        raise AssertionError("no user could register a worker")
+
+    def accuse(self, accuser: int, executor: int, n: int, proves: bool) -> None:
+        """Wrong-diff evidence against a user (its key signs the diff) submitted by another: a
+        slash, or refused in one line with nothing changed."""
+        key = self.users[accuser]
+        evidence = wrong_diff_evidence(self.users[executor], self.store.chain_id, n, proves=proves)
+        signature = bytes(key.signing_key.sign(worker_digest(self.store.chain_id, "accuse", key.address,
+                                                             [evidence])).signature)
+        before = durable_state(self.store)
+        try:
+            self.store.accuse(key.address, evidence, key.public_key, signature)
+        except EnvelopeError as refused:
+            assert "\n" not in str(refused)
+            assert durable_state(self.store) == before
+        self.invariant(self)
+
     def resubmit(self, index: int) -> None:
         """An envelope already accepted arrives again: a duplicate, and nothing changes."""
         if not self.accepted:
@@ -314,6 +348,7 @@ class Workload(Ledger):
         """Restart: a new store handle and a new runtime with no actor loaded."""
         self.store.close()
         self.store = Store(self.path)
+        self.store.evidence_check = check_evidence
         self.check = checker(self.store)
         self.runtime = self.new_runtime()
         self.invariant(self)
@@ -359,6 +394,8 @@ class Workload(Ledger):
             self.raise_bid(*op[1:])
         elif name == "worker":
             self.worker(*op[1:])
+        elif name == "accuse":
+            self.accuse(*op[1:])
         else:  # pragma: no cover
             raise ValueError(op)
 
@@ -413,7 +450,7 @@ def total_value(store: Store) -> int:
         assert found is not None
         in_flight += found[0].value + found[0].gas * store.bid(message_id, found[0])  # raised or not
     locked = sum(worker.stake + worker.unbonding for _, worker in store.workers())  # the registry's stakes
-    return sum(account.balance for _, account in store.accounts()) + in_flight + locked
+    return sum(account.balance for _, account in store.accounts()) + in_flight + locked + store.burned()
 
 
 def durable_state(store: Store) -> tuple[Any, ...]:
@@ -591,7 +628,7 @@ def test_value_is_conserved_at_every_checkpoint(ops: list[Op], runtime: tuple[in
 #: cannot escrow a message's gas and is refused
 BIDS = st.lists(st.sampled_from([0, 1, 3, 1_000]), min_size=1, max_size=4).map(tuple)
 FEE_OPS = st.one_of(SEND, SEND, SPLIT, CHAIN, BURST, QUERY, RUN, RUN, IDLE, FEED, CRASH, REOPEN, DUP, RAISE, RAISE,
-                    FEED_RAISES, WORKER_OP)
+                    FEED_RAISES, WORKER_OP, ACCUSE)
 
 
 @settings(max_examples=100, deadline=None)
@@ -633,6 +670,12 @@ FEE_OPS = st.one_of(SEND, SEND, SPLIT, CHAIN, BURST, QUERY, RUN, RUN, IDLE, FEED
         ("worker", "unbond", 0, 0),  # a second unbond: refused
         ("worker", "withdraw", 0, 0),  # too soon: refused
         ("reopen",),
+        ("accuse", 1, 0, 0, True),  # bob proves alice signed a wrong diff: her unbonding stake is forfeited
+        ("accuse", 3, 0, 0, True),  # the same evidence again: refused
+        ("accuse", 3, 0, 1, False),  # evidence that proves nothing: refused
+        ("accuse", 2, 1, 1, True),  # bob is no worker: refused
+        ("worker", "register", 0, 5_000),  # alice registers again with a fresh stake
+        ("send", 1, 3, 100, True, False, False),
     ],
     runtime=(2, 1),
     bids=(0, 3),
@@ -644,6 +687,7 @@ def test_value_and_fees_are_conserved_at_every_checkpoint(ops: list[Op], runtime
     with workload(runtime, check_fees_paid_once, bids) as node:
         for op in ops:
             node.apply(op)
+        node.keep_executing()  # an unbonded or slashed worker executes nothing: its messages wait
         node.run()
         assert waiting(node.store) == []
         check_fees_paid_once(node)  # every escrow is now a fee or a refund

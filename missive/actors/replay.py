@@ -60,7 +60,7 @@ from missive.mailbox.seals import GENESIS, LENGTH, chain, verify_seal
 from missive.mailbox.store import Store
 from missive.market.fees import credits, escrow
 from missive.market.raises import check_raise
-from missive.market.workers import Worker
+from missive.market.workers import Worker, accuse
 from missive.market.workers import apply as apply_worker_op
 from missive.vm.keccak import keccak256
 
@@ -461,6 +461,8 @@ def replay(
     accepted: dict[bytes, Envelope] = {}  # read for their accept record, handled later
     raised: dict[bytes, int] = {}  # bids raised (missive.market.raises) of messages not handled yet
     workers: dict[bytes, Worker] = {}  # the worker registry (missive.market.workers)
+    used_evidence: set[bytes] = set()  # keccak256 of the evidence that slashed a worker
+    burned = 0  # coin burned by slashing
     code_db = db["code"]
     sealed: _Seals | None = None
 
@@ -518,6 +520,15 @@ def replay(
                     if tag == "worker":
                         op, address = str(record[1]), bytes(record[2])
                         try:
+                            if op == "accuse":  # slashing: the evidence is re-checked, the same pledge forfeited
+                                evidence = bytes(record[3])
+                                slash = accuse(address, evidence, bytes(record[-2]), bytes(record[-1]), chain_id,
+                                               state(address).account, store.evidence_check, workers.get,
+                                               keccak256(evidence) in used_evidence)
+                                used_evidence.add(keccak256(evidence))
+                                state(address).account, workers[slash.executor] = slash.account, slash.worker
+                                burned += slash.burned
+                                continue
                             account, worker = apply_worker_op(op, address, list(record[3:-2]), bytes(record[-2]),
                                                               bytes(record[-1]), chain_id, state(address).account,
                                                               workers.get(address))
@@ -588,6 +599,8 @@ def replay(
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+    if actor is None and burned != store.burned():
+        return diverged(b"", b"", -1, f"burned by slashing: replay burns {burned}, the store holds {store.burned()}")
     return ReplayReport(checked, None, sealed=sealed.head if sealed is not None else None)
 
 

@@ -94,8 +94,22 @@ from missive.mailbox.seals import GENESIS, KEY_FILE, SealError, chain, load_key,
 from missive.mailbox.signed import SignedRecord, pack_record
 from missive.market.fees import BY_MESSAGE, credit_messages
 from missive.market.raises import RAISED, check_raise, decode_raised, encode_raised
-from missive.market.workers import SELF, WORKER, Worker
+from missive.market.workers import (
+    BURNED,
+    OWN_STAKE,
+    SELF,
+    SLASH,
+    WORKER,
+    EvidenceCheck,
+    Slash,
+    Worker,
+    args_of,
+    decode_slash,
+    idle_reason,
+)
+from missive.market.workers import accuse as accuse_worker
 from missive.market.workers import apply as apply_worker_op
+from missive.market.workers import digest as worker_digest
 from missive.vm.keccak import keccak256
 
 TABLES = ("meta", "ledger", "seals", "discarded", "messages", "pending", "standby", "scheduled", "receipts", "mailbox",
@@ -316,6 +330,9 @@ class Store:
         self.wall_clock: Callable[[], float] = time.time
         #: the cluster's hook (None: a node alone); set by :meth:`attach`
         self.replication: Replication | None = None
+        #: re-checks wrong-diff evidence for :meth:`accuse` and replay; attached by the node
+        #: (``missive.replicas.slashing.check_evidence``: the store may not import it)
+        self.evidence_check: EvidenceCheck | None = None
         self._keeps_digests = replicated
         check_whole(self.path)
         data_file = self.path / "data.mdb"
@@ -1249,6 +1266,68 @@ class Store:
             txn.put(WORKER + address, worker.encode(), db=self.db["meta"])
             self.append(txn, ["worker", op, address, *args, public_key, signature])
         return worker
+
+    def accuse(self, address: bytes, evidence: bytes, public_key: bytes, signature: bytes) -> Slash:
+        """Submit wrong-diff evidence to the registry, signed by ``address``'s account
+        (:func:`missive.market.workers.accuse`): re-checked, it forfeits the executor's whole
+        pledge (:data:`ACCUSER_SHARE` percent to the accuser, the rest burned) and deregisters it,
+        with the ledger record ``["worker", "accuse", address, evidence, public key, signature]``.
+        Refused (EnvelopeError, one line, nothing changed): duplicate evidence, evidence that
+        proves nothing, an executor with nothing to forfeit, a forged accusation."""
+        if self.replication is not None or self.credits_by_message():
+            raise EnvelopeError("the worker registry works on a node alone for now: not on a cluster node")
+        with self.writing() as txn:
+            meta = self.db["meta"]
+            key = SLASH + keccak256(evidence) if isinstance(evidence, bytes) else b""
+            slash = accuse_worker(address, evidence, public_key, signature, self.chain_id, self.account(address, txn),
+                                  self.evidence_check, lambda worker: self.worker(worker, txn),
+                                  bool(key) and txn.get(key, db=meta) is not None)
+            txn.put(address, slash.account.encode(), db=self.db["accounts"])
+            txn.put(WORKER + slash.executor, slash.worker.encode(), db=meta)
+            txn.put(key, slash.encode(address), db=meta)
+            txn.put(BURNED, word_bytes(self.burned(txn) + slash.burned), db=meta)
+            self.append(txn, ["worker", "accuse", address, evidence, public_key, signature])
+        return slash
+
+    def burned(self, txn: lmdb.Transaction | None = None) -> int:
+        """Coin burned by slashing, in total."""
+        raw = self.get(txn, "meta", BURNED)
+        return int.from_bytes(raw, "big") if raw else 0
+
+    def slashes(self) -> list[tuple[bytes, tuple[bytes, bytes, int, int, str]]]:
+        """(keccak256 of the evidence, (executor, accuser, reward, burned, finding)) of every slash."""
+        return [(key[len(SLASH):], decode_slash(value)) for key, value in self.scan("meta", SLASH)]
+
+    def register_own_worker(self, coinbase: bytes | None = None) -> bytes:
+        """Make the node its own worker (``missive init``): the account of its ledger key, created
+        at genesis with :data:`OWN_STAKE`, registers with all of it (minimum bid 0, fees to
+        ``coinbase``, default that account), signed by the ledger key.  Returns its address."""
+        if self.seal_key is None:
+            raise StoreError(f"{self.path} is open read-only: it cannot register its worker")
+        public_key = self.seal_key.node_id
+        address = keccak256(public_key)[12:]
+        self.create_account(address, public_key, OWN_STAKE)
+        args = args_of("register", OWN_STAKE, address if coinbase is None else coinbase, 0)
+        self.worker_op("register", address, args, public_key,
+                       self.seal_key.sign(worker_digest(self.chain_id, "register", address, args)))
+        return address
+
+    def own_worker_key(self) -> NodeIdentity | None:
+        """The ledger key, if the worker this node executes as is its account (``missive init``)."""
+        own = self.get(None, "meta", SELF)
+        if self.seal_key is None or own != keccak256(self.seal_key.node_id)[12:]:
+            return None
+        return self.seal_key
+
+    def idle_reason(self, txn: lmdb.Transaction | None = None) -> str | None:
+        """Why this node executes nothing (None: it executes).  A node alone executes only as a
+        registered worker: once it has one of its own (``missive init``, ``missive worker
+        register``), only while that worker has a stake (not unbonding, not slashed).  A store
+        with no worker of its own (made without ``init``) and a cluster node execute as before."""
+        if self.replication is not None:
+            return None
+        address = self.get(txn, "meta", SELF)
+        return idle_reason(address, self.worker(address, txn)) if address else None
 
     def write_storage(self, txn: lmdb.Transaction, address: bytes, writes: Iterable[tuple[int, int]]) -> None:
         """Write storage slots (value 0 deletes), keeping the actor's storage sum on a cluster node."""
