@@ -195,5 +195,8 @@ def test_missive_worker_accuse_and_missive_market(tmp_path: Path, monkeypatch: p
     assert slash["executor"] == "0x" + executor.address.hex() and slash["reward"] + slash["burned"] == 10**17
     assert view["burned"] == slash["burned"] and not view["executes"]
     assert {w["address"]: w["slashed"] for w in view["workers"]}["0x" + executor.address.hex()] == 10**17
-    with contextlib.redirect_stdout(io.StringIO()):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
         assert cli(["replay", "--dir", node_dir]) == 0  # the slash is re-checked
+        assert cli(["ledger", "--dir", node_dir]) == 0
+    assert "accuses a worker of a wrong state diff" in out.getvalue()

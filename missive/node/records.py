@@ -11,6 +11,7 @@ from missive.keys import Key
 from missive.mailbox.envelope import Envelope
 from missive.mailbox.records import Receipt
 from missive.node.values import hexstr
+from missive.vm.keccak import keccak256
 
 if TYPE_CHECKING:
     from missive.node.api import NodeAPI
@@ -88,6 +89,11 @@ def special_record(seq: int, record: list[Any], node: str = "") -> LedgerRecord 
                                    f"{len(diff.messages)} message(s), {len(diff.storage)} slot(s) written")
     if kind == "worker":  # the worker registry (missive.market.workers)
         op, address = str(record[1]), bytes(record[2])
+        if op == "accuse":  # slashing: the evidence is in the record
+            evidence = bytes(record[3])
+            return LedgerRecord(seq, kind, address=address, node=node,
+                                detail=f"0x{address.hex()} accuses a worker of a wrong state diff: evidence "
+                                       f"0x{keccak256(evidence).hex()[:16]}.. ({len(evidence)} bytes)")
         what = (f"stake {int.from_bytes(record[3], 'big')}, coinbase 0x{bytes(record[4]).hex()}, minimum bid "
                 f"{int.from_bytes(record[5], 'big')}" if op == "register" else f"at logical time {record[3]}")
         return LedgerRecord(seq, kind, address=address, node=node, detail=f"worker {op} of 0x{address.hex()}: {what}")
