@@ -13,7 +13,10 @@ doubles as a worked example of that API.  It walks through every kind of message
 6. a settlement: the escrow pays the seller, again by request and reply;
 7. a ``bounce``: a native-coin deal that fails returns its value to the buyer;
 8. ``scheduled`` messages: the ticker wakes itself up three times;
-9. bulk traffic: many senders, many transfers, group-committed;
+9. the market (a node alone): transfers offering different bids wait together, the lowest one's
+   sender raises it, and the round serves them highest bid first, the fees landing in the
+   coinbase of the node's worker;
+10. bulk traffic: many senders, many transfers, group-committed;
 
 then checks what a user should be able to rely on: the token supply and the native
 coin are conserved, and a replay of the ledger alone reproduces every receipt.
@@ -60,6 +63,9 @@ class DemoView(Protocol):
     def bulk_advance(self, handled: int) -> None: ...
 
     def bulk_done(self, handled: int, seconds: float) -> None: ...
+
+    def note(self, text: str) -> None:
+        """A line of plain words after a scene (what it showed that no message says)."""
 
 
 
@@ -121,8 +127,9 @@ def run_demo(path: Path, view: DemoView, *, bulk: int = 2000, senders: int = 20,
     try:
         cast = _deploy(node, view, names)
         _scenes(cast, view, pace)
+        traffic = 10 if _market(cast, view, pace) else 9
         stop_observing()  # from here on, the view shows progress, not each message
-        bulk_seconds = _bulk_traffic(cast, view, bulk, senders, random.Random(seed))
+        bulk_seconds = _bulk_traffic(cast, view, bulk, senders, random.Random(seed), traffic)
         return _final_state(cast, bulk, bulk_seconds)
     finally:
         node.close()
@@ -183,12 +190,46 @@ def _scenes(cast: Cast, view: DemoView, pace: float) -> None:
           lambda: cast.ticker.start(10, 3, sender=alice, gas=2_000_000))
 
 
-def _bulk_traffic(cast: Cast, view: DemoView, bulk: int, senders: int, rng: random.Random) -> float:
+#: the market scene: (sender, bid) of the transfers that wait together, in the order they are sent;
+#: the last one (alice's, the lowest bid, queued last) is then raised to RAISED_BID
+MARKET_BIDS = (("bob", 3), ("carol", 5), ("bob", 3), ("carol", 5), ("alice", 1))
+RAISED_BID = 9
+
+
+def _market(cast: Cast, view: DemoView, pace: float) -> bool:
+    """The market scene, on a node alone (raises are a node alone's for now); False if skipped."""
+    node = cast.node
+    raise_bid = getattr(node, "raise_bid", None)
+    store = getattr(node, "store", None)
+    if raise_bid is None or store is None:
+        return False
+    view.step(9, "The market",
+              "Five transfers wait together, each offering a fee per gas (its bid): bob's 3, carol's 5, and "
+              "alice's 1, sent last. alice raises hers to 9: the round serves the highest bids first (each "
+              "sender's own messages in order), and every run pays its gas used × its bid to the node's worker.")
+    coinbase = store.coinbase()
+    cast.names.setdefault(coinbase, "worker")
+    before = node.balance(coinbase)
+    wallets = {"alice": cast.alice, "bob": cast.bob, "carol": cast.carol}
+    pays = {"alice": cast.bob, "bob": cast.carol, "carol": cast.bob}  # bob and carol pay each other back
+    sent = [cast.token.transfer.send(pays[who].address, 1, sender=wallets[who], bid=bid) for who, bid in MARKET_BIDS]
+    top_up = raise_bid(sent[-1].id, RAISED_BID)
+    view.note(f"alice raised her transfer from bid 1 to {RAISED_BID}: {top_up} more wei escrowed")
+    node.run_until_idle()
+    fees = sum(receipt.fee for s in sent if (receipt := node.receipt(s.id)) is not None)
+    view.note(f"fees: {node.balance(coinbase) - before} wei landed in the worker's coinbase ({fees} from these "
+              "five runs); the unused gas of each escrow went back to its sender")
+    if pace:
+        time.sleep(pace)
+    return True
+
+
+def _bulk_traffic(cast: Cast, view: DemoView, bulk: int, senders: int, rng: random.Random, number: int = 9) -> float:
     """Many senders send token transfers; the runtime handles them in fair, group-committed rounds."""
     if bulk <= 0:
         return 0.0
     node, token = cast.node, cast.token
-    view.step(9, "Traffic",
+    view.step(number, "Traffic",
               f"{senders} accounts send {bulk} token transfers to each other; the runtime handles them "
               "in fair rounds and commits each round in one transaction.")
     crowd = [node.new_account(f"sender{i:02d}") for i in range(senders)]
@@ -219,6 +260,15 @@ def _bulk_traffic(cast: Cast, view: DemoView, bulk: int, senders: int, rng: rand
     return seconds
 
 
+def _held_by_market(node: NodeAPI) -> int:
+    """Coin the worker registry holds (stakes, unbonding stakes) or burned by slashing: a node
+    alone's (a cluster has no registry yet)."""
+    store = getattr(node, "store", None)
+    if store is None:
+        return 0
+    return int(sum(w.stake + w.unbonding for _, w in store.workers()) + store.burned())
+
+
 def _final_state(cast: Cast, bulk: int, bulk_seconds: float) -> DemoResult:
     node, token, escrow = cast.node, cast.token, cast.escrow
     holders = [a for a in cast.names if a not in (cast.ticker.address,)]
@@ -242,7 +292,7 @@ def _final_state(cast: Cast, bulk: int, bulk_seconds: float) -> DemoResult:
         elif record.type == "receipt" and record.envelope is not None and record.receipt is not None:
             kinds[record.envelope.kind.name.lower()] += 1
             statuses[record.receipt.status] += 1
-    in_flight = sum(e.value for e in node.pending())
+    in_flight = sum(e.value + e.gas * e.bid for e in node.pending()) + _held_by_market(node)
     replay_checked, replay_problem = node.replay_check()
     return DemoResult(
         token_balances=token_balances,

@@ -21,6 +21,9 @@ class RecordingView:
         self.names: dict[bytes, str] = {}
         self.progress: list[int] = []
         self.bulk: tuple[int, float] | None = None
+        self.notes: list[str] = []
+        #: per scene, (sender, bid) of each message handled, in the order handled
+        self.bids: dict[str, list[tuple[str, int]]] = {}
 
     def begin(self, node: Node, names: dict[bytes, str]) -> None:
         self.names = names
@@ -33,6 +36,7 @@ class RecordingView:
         for envelope, receipt in pairs:
             self.scenes[self.current].append((envelope.kind.name.lower(), self.names.get(envelope.recipient, "?"),
                                               receipt.status))
+            self.bids.setdefault(self.current, []).append((self.names.get(envelope.sender, "?"), envelope.bid))
 
     def bulk_start(self, total: int) -> None:
         self.progress.clear()
@@ -42,6 +46,9 @@ class RecordingView:
 
     def bulk_done(self, handled: int, seconds: float) -> None:
         self.bulk = (handled, seconds)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
 
 
 def test_demo_shows_each_kind_of_message_and_ends_consistent(tmp_path: Path) -> None:
@@ -55,6 +62,12 @@ def test_demo_shows_each_kind_of_message_and_ends_consistent(tmp_path: Path) -> 
     assert ("call", "Token", "revert") in scenes["A failing callee"]  # transferFrom without approval
     assert scenes["A bounce"] == [("call", "Escrow", "revert"), ("bounce", "carol", "success")]
     assert [k for k, _, _ in scenes["Scheduled messages"]] == ["call", "scheduled", "scheduled", "scheduled"]
+    # the market: alice's transfer, queued last with the lowest bid and then raised, runs first, then
+    # carol's (bid 5) and bob's (bid 3), each sender's in order; the fees land in the worker's coinbase
+    assert view.bids["The market"] == [("alice", 9), ("carol", 5), ("carol", 5), ("bob", 3), ("bob", 3)]
+    assert any(note.startswith("alice raised her transfer") for note in view.notes)
+    landed = next(note for note in view.notes if note.startswith("fees: "))
+    assert int(landed.split()[1]) > 0
     assert view.bulk is not None and view.bulk[0] == 300 and view.progress[-1] == 300
     assert [(d["deal"], d["stage"]) for d in result.deals] == [(1, "RELEASED"), (2, "CANCELLED")]
     assert len(result.ticks) == 3 and result.ticks == sorted(result.ticks)

@@ -47,6 +47,7 @@ from eth_abi import encode
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_ledger_actors import Ledger, compile_init, selector
+from test_market_slashing import wrong_diff_evidence
 
 import missive.actors.replay as replay_module
 from missive.actors.handler import ActorState
@@ -67,8 +68,9 @@ from missive.market.raises import sign_raise
 from missive.market.tickets import BROKER, MAX_VALIDITY, ONE, Ticket, TicketError, sign
 from missive.market.tickets import args_of as ticket_args
 from missive.market.tickets import digest as ticket_digest
-from missive.market.workers import Worker, args_of
+from missive.market.workers import MIN_STAKE, Worker, args_of
 from missive.market.workers import digest as worker_digest
+from missive.replicas.slashing import check_evidence
 from missive.vm.keccak import keccak256
 from missive.vm.messages import create_address
 
@@ -172,6 +174,10 @@ TICKET_OP = st.tuples(st.just("tickets"), st.sampled_from(["fund", "fund", "unlo
 #: not), cancel; refused ones change nothing
 JOB_OP = st.tuples(st.just("job"), st.sampled_from(["post", "take", "take", "answer", "answer", "answer", "cancel"]),
                    users, st.integers(0, 2**16), st.sampled_from([1, 10**6, 10**30]), st.booleans())
+#: a user accuses another of a wrong state diff (evidence number n: the same n again is duplicate
+#: evidence; or evidence that proves nothing): a registered executor forfeits its pledge, a share to
+#: the accuser and the rest burned; anything else is refused in one line
+ACCUSE = st.tuples(st.just("accuse"), users, users, st.integers(0, 2), st.booleans())
 #: as FEED, with raises among the submissions (a raise can land while a round is under way)
 FEED_RAISES = st.tuples(st.just("feed"), st.lists(st.one_of(SEND, SPLIT, BURST, RAISE, RAISE), min_size=1, max_size=5))
 #: the runtime's round size and per-actor share: small, so that work spans rounds
@@ -188,6 +194,7 @@ class Workload(Ledger):
 
     def __init__(self, path: Path, batch: int, per_actor: int, invariant: Check, bids: tuple[int, ...] = (0,)) -> None:
         super().__init__(path)
+        self.store.evidence_check = check_evidence  # the registry re-checks accusations with it
         #: the fee per gas of each message sent, in turn (0: no fees)
         self.bids = bids
         self.path = path
@@ -339,6 +346,31 @@ class Workload(Ledger):
         except EnvelopeError as refused:
             assert "\n" not in str(refused)
             assert durable_state(store) == before
+    def keep_executing(self) -> None:
+        """If the node's worker was unbonded or slashed (it executes nothing then), register a
+        user with the least stake, so that what waits can be handled."""
+        if self.store.idle_reason() is None:
+            return
+        for user in range(len(self.users)):
+            with contextlib.suppress(EnvelopeError):
+                self.worker("register", user, MIN_STAKE)
+            if self.store.idle_reason() is None:
+                return
+        raise AssertionError("no user could register a worker")
+
+    def accuse(self, accuser: int, executor: int, n: int, proves: bool) -> None:
+        """Wrong-diff evidence against a user (its key signs the diff) submitted by another: a
+        slash, or refused in one line with nothing changed."""
+        key = self.users[accuser]
+        evidence = wrong_diff_evidence(self.users[executor], self.store.chain_id, n, proves=proves)
+        signature = bytes(key.signing_key.sign(worker_digest(self.store.chain_id, "accuse", key.address,
+                                                             [evidence])).signature)
+        before = durable_state(self.store)
+        try:
+            self.store.accuse(key.address, evidence, key.public_key, signature)
+        except EnvelopeError as refused:
+            assert "\n" not in str(refused)
+            assert durable_state(self.store) == before
         self.invariant(self)
 
     def resubmit(self, index: int) -> None:
@@ -404,6 +436,7 @@ class Workload(Ledger):
         """Restart: a new store handle and a new runtime with no actor loaded."""
         self.store.close()
         self.store = Store(self.path)
+        self.store.evidence_check = check_evidence
         self.check = checker(self.store)
         self.runtime = self.new_runtime()
         self.invariant(self)
@@ -453,6 +486,8 @@ class Workload(Ledger):
             self.tickets(*op[1:])
         elif name == "job":
             self.job(*op[1:])
+        elif name == "accuse":
+            self.accuse(*op[1:])
         else:  # pragma: no cover
             raise ValueError(op)
 
@@ -509,7 +544,7 @@ def total_value(store: Store) -> int:
     locked = sum(worker.stake + worker.unbonding for _, worker in store.workers())  # the registry's stakes
     locked += ticket_broker.held(store)  # the ticket broker's deposits and reserves, and the penalties it burned
     locked += escrowed(store)  # the job board's bids and pledges (issue 25)
-    return sum(account.balance for _, account in store.accounts()) + in_flight + locked
+    return sum(account.balance for _, account in store.accounts()) + in_flight + locked + store.burned()
 
 
 def durable_state(store: Store) -> tuple[Any, ...]:
@@ -690,7 +725,7 @@ def test_value_is_conserved_at_every_checkpoint(ops: list[Op], runtime: tuple[in
 #: cannot escrow a message's gas and is refused
 BIDS = st.lists(st.sampled_from([0, 1, 3, 1_000]), min_size=1, max_size=4).map(tuple)
 FEE_OPS = st.one_of(SEND, SEND, SPLIT, CHAIN, BURST, QUERY, RUN, RUN, IDLE, FEED, CRASH, REOPEN, DUP, RAISE, RAISE,
-                    FEED_RAISES, WORKER_OP, TICKET_OP, TICKET_OP, JOB_OP, JOB_OP)
+                    FEED_RAISES, WORKER_OP, TICKET_OP, TICKET_OP, JOB_OP, JOB_OP, ACCUSE)
 
 
 @settings(max_examples=100, deadline=None)
@@ -766,6 +801,12 @@ FEE_OPS = st.one_of(SEND, SEND, SPLIT, CHAIN, BURST, QUERY, RUN, RUN, IDLE, FEED
         ("job", "post", 3, 7, 10, True),
         ("job", "cancel", 3, 2, 1, True),
         ("reopen",),
+        ("accuse", 1, 0, 0, True),  # bob proves alice signed a wrong diff: her unbonding stake is forfeited
+        ("accuse", 3, 0, 0, True),  # the same evidence again: refused
+        ("accuse", 3, 0, 1, False),  # evidence that proves nothing: refused
+        ("accuse", 2, 1, 1, True),  # bob is no worker: refused
+        ("worker", "register", 0, 5_000),  # alice registers again with a fresh stake
+        ("send", 1, 3, 100, True, False, False),
     ],
     runtime=(2, 1),
     bids=(0, 3),
@@ -777,6 +818,7 @@ def test_value_and_fees_are_conserved_at_every_checkpoint(ops: list[Op], runtime
     with workload(runtime, check_fees_paid_once, bids) as node:
         for op in ops:
             node.apply(op)
+        node.keep_executing()  # an unbonded or slashed worker executes nothing: its messages wait
         node.run()
         assert waiting(node.store) == []
         check_fees_paid_once(node)  # every escrow is now a fee or a refund

@@ -156,6 +156,34 @@ def test_a_raised_message_overtakes_lower_bids_queued_before_it_and_pulls_its_pa
     assert report.ok, report.divergence and report.divergence.describe()
 
 
+def test_bids_of_0_stay_out_of_the_index_wait_behind_higher_bids_and_are_pulled_along_by_a_raise(
+        ledger: Ledger) -> None:
+    """Messages bidding 0 cost the bid index nothing (they are not in it) and are served in queue
+    order once no higher bid waits; a bid queued after them goes first; a raised bid-0 message
+    pulls its pair's earlier bid-0 messages along with it (rounds of 4)."""
+    token = ledger.deploy(ledger.alice, TOKEN, encode(["uint256"], [10**6]))
+    others = [ledger.keys.new(f"user{i}") for i in range(3)]
+    for key in others:
+        ledger.store.create_account(key.address, key.public_key, 10**18)
+    free = [submit(ledger, others[i % 3], Kind.CALL, token, transfer(ledger.bob.address), gas=GAS, bid=0)
+            for i in range(9)]
+    assert ledger.store.scan("ranked", b"") == [] and ledger.store.scan("queued", b"") == []
+    paid = submit(ledger, ledger.bob, Kind.CALL, token, transfer(ledger.alice.address), gas=GAS, bid=2)
+    mine = [submit(ledger, ledger.alice, Kind.CALL, token, transfer(ledger.bob.address), gas=GAS, bid=0)
+            for _ in range(3)]
+    assert len(ledger.store.scan("ranked", b"")) == 1  # bob's bid of 2 only
+    raise_bid(ledger, ledger.alice, mine[1], 9)
+    ledger.runtime = Runtime(ledger.store, batch=4, per_actor=4)
+    ledger.run()
+    order = handled_order(ledger)[1:]  # after the deploy
+    # alice's first two (her raised second pulling her first), bob's bid of 2, then the bids of 0 in
+    # queue order (alice's third after her others: her pair in order)
+    assert order == [mine[0], mine[1], paid, *free, mine[2]]
+    assert ledger.store.scan("ranked", b"") == [] and ledger.store.scan("queued", b"") == []
+    report = replay(ledger.store)
+    assert report.ok, report.divergence and report.divergence.describe()
+
+
 def test_missive_bid_raises_and_refuses_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MISSIVE_UNENCRYPTED_KEYS", "1")
     node = tmp_path / "n"

@@ -116,7 +116,8 @@ def test_deploy_transfer_and_query(node: mn.Node, token_code: CompiledContract) 
     assert len(replies) == 1 and replies[0].sender == token.address
 
     kinds = [r.type for r in node.ledger()]
-    assert kinds[:2] == ["genesis", "genesis"] and kinds.count("accept") == 10  # external messages only
+    # the node's own worker (its ledger key's account, registered by init), then alice and bob
+    assert kinds[:4] == ["genesis", "worker", "genesis", "genesis"] and kinds.count("accept") == 10
     tail = node.ledger(last=2)
     assert [r.type for r in tail] == ["receipt", "receipt"] and tail[-1].receipt is not None
     assert node.resolve_id(sent.hex[:18]) == sent.id

@@ -79,7 +79,7 @@ from missive.market.jobs import apply as apply_job_op
 from missive.market.raises import check_raise
 from missive.market.tickets.broker import Rebuilt as RebuiltBroker
 from missive.market.tickets.ticket import BROKER
-from missive.market.workers import Worker
+from missive.market.workers import Worker, accuse
 from missive.market.workers import apply as apply_worker_op
 from missive.vm.keccak import keccak256
 
@@ -383,6 +383,8 @@ def replay(
     raised: dict[bytes, int] = {}  # bids raised (missive.market.raises) of messages not handled yet
     workers: dict[bytes, Worker] = {}  # the worker registry (missive.market.workers)
     tickets = RebuiltBroker()  # the ticket broker (missive.market.tickets)
+    used_evidence: set[bytes] = set()  # keccak256 of the evidence that slashed a worker
+    burned = 0  # coin burned by slashing
     code_db = db["code"]
     sealed: SealedRecords | None = None
     board = MemoryBoard(lambda address: state(address).account if address in actors else None,
@@ -443,6 +445,19 @@ def replay(
                                                 f"discards receipt records {missing}, which replay did not skip (the "
                                                 "store's discarded index lacks them)")
                             _roll_back(record, state, code_by_hash, other_code)
+                        elif type(record) is WorkerRecord and record.op == "accuse":
+                            # slashing: the evidence is re-checked, the same pledge forfeited
+                            address, evidence = record.address, bytes(record.args[0]) if record.args else b""
+                            try:
+                                slash = accuse(address, evidence, record.public_key, record.signature, chain_id,
+                                               state(address).account, store.evidence_check, workers.get,
+                                               keccak256(evidence) in used_evidence)
+                            except (EnvelopeError, ValueError, TypeError, IndexError) as err:
+                                return diverged(b"", address, -1,
+                                                f"ledger record {_seq(key)}: the accuse is refused: {err}")
+                            used_evidence.add(keccak256(evidence))
+                            state(address).account, workers[slash.executor] = slash.account, slash.worker
+                            burned += slash.burned
                         elif type(record) is WorkerRecord:
                             address = record.address
                             try:
@@ -535,6 +550,8 @@ def replay(
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+    if actor is None and burned != store.burned():
+        return diverged(b"", b"", -1, f"burned by slashing: replay burns {burned}, the store holds {store.burned()}")
     return ReplayReport(checked, None, sealed=sealed.head if sealed is not None else None)
 
 

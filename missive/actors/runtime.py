@@ -148,8 +148,19 @@ class Runtime:
         #: the account the fees of the runs here are paid to (the node's worker's coinbase; read
         #: from the store at each round)
         self.coinbase = store.coinbase()
+        #: why this node executes nothing, as of the last look (None: it executes)
+        self.idle_reason: str | None = None
 
     # -- reading committed state during a round -----------------------------------
+
+    def _idle(self) -> bool:
+        """Whether this node may execute nothing now (its worker is unbonded or slashed:
+        :meth:`Store.idle_reason`); said once in the log each time it starts."""
+        reason = self.store.idle_reason()
+        if reason != self.idle_reason and reason is not None:
+            log.warning("%s", reason)
+        self.idle_reason = reason
+        return reason is not None
 
     def _slot_reader(self, address: bytes) -> Callable[[int], int]:
         return lambda slot: self.store.slot(address, slot, self._txn)
@@ -218,10 +229,10 @@ class Runtime:
     def _take(self, skip: set[bytes] | frozenset[bytes] = frozenset(),
               txn: lmdb.Transaction | None = None) -> list[tuple[bytes, bytes]]:
         """A round's messages: highest bid first on a node alone (:meth:`Store.pending_by_bid`: each
-        (sender, recipient) pair in order), else each actor's oldest in turn from where the last
-        round stopped (:meth:`Store.pending_batch`)."""
+        (sender, recipient) pair in order, then the bids of 0), else each actor's oldest in turn from
+        where the last round stopped (:meth:`Store.pending_batch`; bids of 0 on a node alone too)."""
         if self.store.ranks_bids:
-            return self.store.pending_by_bid(self.batch, self.per_actor, skip, txn=txn)
+            return self.store.pending_by_bid(self.batch, self.per_actor, skip, txn=txn, start_after=self._cursor)
         return self.store.pending_batch(self.batch, self.per_actor, self._cursor, skip, txn=txn)
 
     async def _due_work(self) -> list[tuple[bytes, bytes]]:
@@ -256,6 +267,8 @@ class Runtime:
         """
         if self.may_run is not None and not self.may_run():
             return self._committing is not None  # step() waits for it: a round held back ends committed
+        if self._idle():
+            return self._committing is not None
         if self.store.next_scheduled() is not None:
             return True
         return bool(self.store.pending_batch(1, 1, skip=self._committing_keys))
@@ -268,7 +281,7 @@ class Runtime:
         if the memory it would run on, or ran on, holds a round that was not written.
         """
         self._check_memory()
-        if self.may_run is not None and not self.may_run():
+        if (self.may_run is not None and not self.may_run()) or self._idle():
             await self._finish_commit()
             return 0
         pending = await self._due_work()

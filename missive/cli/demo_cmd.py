@@ -102,6 +102,9 @@ class TerminalView:
                 self.crossed += here != there
                 hop = f"[bold yellow]{there}⇒{here}[/]" if here != there else f"[dim]   {here}[/]"
                 where = f"{where} {hop:<6}"
+            if envelope.bid:  # the market: what the run paid, and to whom
+                paid = self.names.get(receipt.coinbase, "0x" + receipt.coinbase.hex()[:8])
+                outcome += f"  [dim]bid {envelope.bid}: fee {receipt.fee} → {escape(paid)}[/]"
             self.console.print(f"{where}  [{KIND_STYLE.get(kind, 'white')}]{kind:<9}[/] {escape(line)}  {outcome}")
             for address, topics, data in receipt.logs:
                 decoded = decode_log(abis[address][1], topics, data) if address in abis else None
@@ -115,6 +118,9 @@ class TerminalView:
                     whom = self.names.get(sent.recipient, "0x" + sent.recipient.hex()[:8])
                     what = "reply" if sent.kind.name == "REPLY" else sent.kind.name.lower()
                     self.console.print(f"{'':25}[dim]sends[/] {what} → {escape(whom)}")
+
+    def note(self, text: str) -> None:
+        self.console.print(text, markup=False)
 
     def bulk_start(self, total: int) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

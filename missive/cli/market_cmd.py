@@ -4,6 +4,7 @@ registry): issue 23, docs/market.md."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,17 @@ def register(subparsers: Any) -> None:
                    help=f"node directory (default: $MISSIVE_DIR or ./{DEFAULT_DIR})")
     p.set_defaults(handler=guarded(run_bid), node=None, cluster=None)
     register_workers(subparsers)
+    p = subparsers.add_parser(
+        "market", help="the execution market: pending work by bid, fees per worker, stakes, slashings",
+        description="What the market holds on this node: the messages waiting, by bid (highest first); the fees "
+        "each coinbase earned (from the receipts); the workers' stakes and unbonding stakes, and which one this "
+        "node executes as; the slashings, with the evidence that caused them and what it found; the coin burned. "
+        "docs/market.md.")
+    p.add_argument("--dir", type=Path, default=None, metavar="D",
+                   help=f"node directory (default: $MISSIVE_DIR or ./{DEFAULT_DIR})")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--limit", type=int, default=20, metavar="N", help="waiting messages shown (default 20)")
+    p.set_defaults(handler=guarded(run_market), node=None, cluster=None)
 
 
 def run_bid(args: argparse.Namespace) -> int:
@@ -57,6 +69,11 @@ def register_workers(subparsers: Any) -> None:
     p.add_argument("--stake", type=parse_amount, required=True, metavar="AMOUNT")
     p.add_argument("--coinbase", default=None, metavar="ADDR", help="where fees go (default: the account)")
     p.add_argument("--min-bid", type=parse_amount, default=0, metavar="FEE", help="bids below it are refused")
+    p.set_defaults(handler=guarded(run_worker), node=None, cluster=None)
+    p = ops.add_parser("accuse", parents=[common, signer],
+                       help="submit evidence of a wrong state diff: the executor's pledge is forfeited")
+    p.add_argument("evidence", type=Path, metavar="EVIDENCE_FILE",
+                   help="the evidence's bytes, as the trust store keeps them (binary, or hex text)")
     p.set_defaults(handler=guarded(run_worker), node=None, cluster=None)
     from missive.cli.jobs_cmd import register_worker_run
 
@@ -89,8 +106,17 @@ def run_worker(args: argparse.Namespace) -> int:
                         f"min bid {worker.min_bid}")
                 if worker.unbonding:
                     line += f"  unbonding {worker.unbonding} until logical time {worker.release_at}"
+                if worker.slashed:
+                    line += f"  slashed {worker.slashed}"
                 console.print(line + ("  (this node's worker)" if address == own else ""), markup=False)
             console.print(f"logical time now {store.clock()}", markup=False)
+            idle = store.idle_reason()
+            console.print(idle if idle else "this node executes", markup=False)
+            return 0
+        if args.op == "accuse":
+            slash = node.accuse(read_evidence(args.evidence), sender=sender)
+            console.print(f"slashed {hx(slash.executor)}: {slash.reward + slash.burned} forfeited, {slash.reward} to "
+                          f"the accuser, {slash.burned} burned; it is deregistered ({slash.finding})", markup=False)
             return 0
         if args.op == "register":
             coinbase = node.resolve_address(args.coinbase, "coinbase") if args.coinbase else None
@@ -108,3 +134,107 @@ def run_worker(args: argparse.Namespace) -> int:
         return 0
     finally:
         opened.close()
+
+
+def read_evidence(path: Path) -> bytes:
+    """The bytes of an evidence file: binary as the trust store keeps them, or their hex as text."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read the evidence file {path}: {exc.strerror or exc}") from None
+    text = raw.strip()
+    if text[:2] in (b"0x", b"0X"):
+        text = text[2:]
+    try:
+        return bytes.fromhex(text.decode("ascii")) if text else raw
+    except (UnicodeDecodeError, ValueError):
+        return raw
+
+
+def market_view(node: Any, limit: int) -> dict[str, Any]:
+    """What ``missive market`` shows, as plain data (``--json`` prints it)."""
+    store = node.store
+    waiting = []
+    for _, message_id in store.pending():
+        found = store.message(message_id, check=False)
+        if found is not None:
+            envelope = found[0]
+            waiting.append({"id": "0x" + message_id.hex(), "bid": store.bid(message_id, envelope),
+                            "raised": store.bid(message_id, envelope) != envelope.bid,
+                            "sender": "0x" + envelope.sender.hex(), "recipient": "0x" + envelope.recipient.hex(),
+                            "gas": envelope.gas})
+    waiting.sort(key=lambda m: -m["bid"])  # stable: each bid's oldest first
+    fees: dict[str, dict[str, int]] = {}
+    for _, record in store.ledger():
+        if record[0] == "receipt":
+            receipt = store.receipt(bytes(record[1]))
+            if receipt is not None and receipt.fee:
+                earned = fees.setdefault("0x" + receipt.coinbase.hex(), {"fees": 0, "runs": 0})
+                earned["fees"] += receipt.fee
+                earned["runs"] += 1
+    own = store.get(None, "meta", b"worker")
+    workers = [{"address": "0x" + address.hex(), "stake": w.stake, "unbonding": w.unbonding,
+                "release_at": w.release_at, "coinbase": "0x" + w.coinbase.hex(), "min_bid": w.min_bid,
+                "slashed": w.slashed, "this_node": address == own} for address, w in store.workers()]
+    slashes = [{"evidence": "0x" + evidence.hex(), "executor": "0x" + executor.hex(), "accuser": "0x" + accuser.hex(),
+                "reward": reward, "burned": burned, "finding": finding}
+               for evidence, (executor, accuser, reward, burned, finding) in store.slashes()]
+    return {"waiting": len(waiting), "pending": waiting[:limit], "fees": fees, "workers": workers,
+            "slashes": slashes, "burned": store.burned(), "executes": store.idle_reason() is None,
+            "idle_reason": store.idle_reason(), "clock": store.clock()}
+
+
+def run_market(args: argparse.Namespace) -> int:
+    from missive.node import Node
+
+    opened = open_node(args)
+    try:
+        if not isinstance(opened, Node):
+            raise CliError("the market view works on a node directory (--dir) for now, not on a cluster")
+        view = market_view(opened, max(0, args.limit))
+        if args.json:
+            print(json.dumps(view, indent=2))
+            return 0
+        show_market(view)
+        return 0
+    finally:
+        opened.close()
+
+
+def show_market(view: dict[str, Any]) -> None:
+    from rich.table import Table  # (here: `missive send` and the others start without it)
+
+    console = make_console()
+    pending = Table(title=f"waiting: {view['waiting']} message(s), highest bid first (served so, each sender's "
+                          "messages to one recipient in order)", title_justify="left")
+    for column in ("message", "bid", "gas", "sender", "recipient"):
+        pending.add_column(column, overflow="fold")
+    for m in view["pending"]:
+        pending.add_row(m["id"][:18] + "..", f"{m['bid']}" + (" (raised)" if m["raised"] else ""), str(m["gas"]),
+                        m["sender"][:12] + "..", m["recipient"][:12] + "..")
+    console.print(pending)
+    fees = Table(title="fees earned, per coinbase (from the receipts)", title_justify="left")
+    for column in ("coinbase", "fees", "runs paid"):
+        fees.add_column(column, overflow="fold")
+    for coinbase, earned in sorted(view["fees"].items(), key=lambda item: -item[1]["fees"]):
+        fees.add_row(coinbase, str(earned["fees"]), str(earned["runs"]))
+    console.print(fees)
+    workers = Table(title=f"workers (logical time now {view['clock']})", title_justify="left")
+    for column in ("worker", "stake", "unbonding", "coinbase", "min bid", "slashed", ""):
+        workers.add_column(column, overflow="fold")
+    for w in view["workers"]:
+        unbonding = f"{w['unbonding']} until {w['release_at']}" if w["unbonding"] else "0"
+        workers.add_row(w["address"], str(w["stake"]), unbonding, w["coinbase"], str(w["min_bid"]),
+                        str(w["slashed"]), "this node's" if w["this_node"] else "")
+    console.print(workers)
+    if view["slashes"]:
+        slashes = Table(title=f"slashings (burned in total: {view['burned']})", title_justify="left")
+        for column in ("executor", "accuser", "to the accuser", "burned", "evidence (keccak256)", "what it proved"):
+            slashes.add_column(column, overflow="fold")
+        for s in view["slashes"]:
+            slashes.add_row(s["executor"], s["accuser"], str(s["reward"]), str(s["burned"]), s["evidence"][:18] + "..",
+                            s["finding"])
+        console.print(slashes)
+    else:
+        console.print("slashings: none", markup=False)
+    console.print(view["idle_reason"] or "this node executes (its worker has a stake)", markup=False)

@@ -80,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
         store = Store(args.dir)
     except StoreError as err:
         raise CliError(str(err), EXIT_DISK if isinstance(err, DiskFull) else exit_code(err)) from None
+    from missive.replicas.slashing import check_evidence
+
+    store.evidence_check = check_evidence  # slash records are re-checked, not trusted
 
     def trace(envelope: Envelope, receipt: Receipt) -> None:
         console.print(

@@ -15,11 +15,13 @@ admission, messages bidding below the worker's minimum (:func:`below_minimum`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import attrs
 import msgpack
 
+from missive.errors import MissiveError
 from missive.identity import verify
 from missive.mailbox.envelope import EnvelopeError, bytes_int, int_bytes
 from missive.mailbox.records import Account
@@ -33,7 +35,20 @@ SELF = b"worker"
 MIN_STAKE = 1_000
 #: logical time an unbonded stake waits before it can be withdrawn (long enough for evidence to arrive)
 UNBOND_DELAY = 1_000
+#: the stake of the worker ``missive init`` registers for the node itself: the account of its ledger
+#: key (``ledger.key``), created at genesis holding just that stake, so no other balance moves
+OWN_STAKE = 1_000_000
 OPS = ("register", "unbond", "withdraw")
+#: the share of a slashed pledge (percent) paid to the first valid accuser; the rest is burned
+ACCUSER_SHARE = 10
+#: meta key prefix of evidence that slashed a worker: b"slash:" + keccak256(evidence) -> :meth:`Slash.encode`
+SLASH = b"slash:"
+#: meta key of the coin burned by slashing, in total (a holding of its own: conservation counts it)
+BURNED = b"burned"
+#: re-checks wrong-diff evidence for the ledger ``chain_id``: (the executor's node id, the differences a
+#: re-run finds: none, the evidence proves nothing); raises (a MissiveError or ValueError) for evidence that
+#: is malformed or cannot be checked (``missive.replicas.slashing.check_evidence``)
+EvidenceCheck = Callable[[bytes, int], tuple[bytes, list[str]]]
 
 
 @attrs.frozen
@@ -43,16 +58,82 @@ class Worker:
     min_bid: int = 0
     unbonding: int = 0
     release_at: int = 0
+    #: coin forfeited by slashing, in total (its pledges that evidence took)
+    slashed: int = 0
 
     def encode(self) -> bytes:
         return cast(bytes, msgpack.packb([int_bytes(self.stake), self.coinbase, int_bytes(self.min_bid),
-                                          int_bytes(self.unbonding), self.release_at], use_bin_type=True))
+                                          int_bytes(self.unbonding), self.release_at, int_bytes(self.slashed)],
+                                         use_bin_type=True))
 
     @classmethod
     def decode(cls, raw: bytes) -> Worker:
-        stake, coinbase, min_bid, unbonding, release_at = msgpack.unpackb(raw)
+        fields = msgpack.unpackb(raw)
+        stake, coinbase, min_bid, unbonding, release_at = fields[:5]
+        slashed = bytes_int(fields[5], "slashed") if len(fields) > 5 else 0  # (an entry from before slashing: 5)
         return cls(bytes_int(stake, "stake"), bytes(coinbase), bytes_int(min_bid, "min bid"),
-                   bytes_int(unbonding, "unbonding"), release_at)
+                   bytes_int(unbonding, "unbonding"), release_at, slashed)
+
+
+@attrs.frozen
+class Slash:
+    """What one valid accusation did: the executor's worker loses its whole pledge (stake and
+    unbonding stake); :data:`ACCUSER_SHARE` percent of it goes to the accuser, the rest is burned."""
+
+    executor: bytes  # the slashed worker's address
+    worker: Worker  # its registry entry after: no stake, nothing unbonding
+    account: Account  # the accuser's account after, the reward credited
+    reward: int
+    burned: int
+    finding: str  # the first difference the re-run found
+
+    def encode(self, accuser: bytes) -> bytes:
+        return cast(bytes, msgpack.packb([self.executor, accuser, int_bytes(self.reward), int_bytes(self.burned),
+                                          self.finding], use_bin_type=True))
+
+
+def decode_slash(raw: bytes) -> tuple[bytes, bytes, int, int, str]:
+    """(executor, accuser, reward, burned, finding) of a slash kept in meta (:data:`SLASH`)."""
+    executor, accuser, reward, burned, finding = msgpack.unpackb(raw)
+    return bytes(executor), bytes(accuser), bytes_int(reward, "reward"), bytes_int(burned, "burned"), str(finding)
+
+
+def accuse(address: bytes, evidence: object, public_key: bytes, signature: bytes, chain_id: int,
+           account: Account | None, check: EvidenceCheck | None, worker_of: Callable[[bytes], Worker | None],
+           used: bool) -> Slash:
+    """Check an accusation (``address``'s account submits wrong-diff ``evidence``, signed over
+    :func:`digest` of ``["accuse", evidence]``) against the registry as it stands; what it does, or
+    EnvelopeError (one line, nothing changed).  ``used``: this evidence slashed a worker already."""
+    shown = f"0x{address.hex()}"
+    if not isinstance(evidence, bytes) or not evidence:
+        raise EnvelopeError("malformed accusation: the evidence is not bytes")
+    if account is None or account.is_contract:
+        raise EnvelopeError(f"{shown} is not an external account: only an account can accuse")
+    if (not isinstance(public_key, bytes) or keccak256(public_key)[12:] != address
+            or not verify(public_key, digest(chain_id, "accuse", address, [evidence]), signature)):
+        raise EnvelopeError(f"the accusation by {shown} is not signed by its account")
+    if used:
+        raise EnvelopeError("duplicate evidence: it has slashed its executor already; it changes nothing")
+    if check is None:
+        raise EnvelopeError("this ledger cannot re-check wrong-diff evidence here (no evidence checker)")
+    try:
+        executor_id, differences = check(evidence, chain_id)
+    except (MissiveError, ValueError) as err:
+        raise EnvelopeError(f"the evidence proves nothing: {err}") from None
+    if not differences:
+        raise EnvelopeError("the evidence proves nothing: re-running the diff from the state it started from "
+                            "gives what the executor signed")
+    executor = keccak256(executor_id)[12:]
+    worker = worker_of(executor)
+    if worker is None:
+        raise EnvelopeError(f"the executor 0x{executor.hex()} is not a worker in this registry: nothing to forfeit")
+    pledge = worker.stake + worker.unbonding
+    if not pledge:
+        raise EnvelopeError(f"the worker 0x{executor.hex()} has no pledge left to forfeit (slashed or withdrawn "
+                            "already): the evidence changes nothing")
+    reward = pledge * ACCUSER_SHARE // 100
+    return Slash(executor, attrs.evolve(worker, stake=0, unbonding=0, release_at=0, slashed=worker.slashed + pledge),
+                 account.credited(reward), reward, pledge - reward, differences[0])
 
 
 def digest(chain_id: int, op: str, address: bytes, args: list[Any]) -> bytes:
@@ -110,6 +191,22 @@ def apply(op: str, address: bytes, args: list[Any], public_key: bytes, signature
     return account.replace(balance=account.balance + current.unbonding), attrs.evolve(current, unbonding=0, release_at=0)
 
 
+def idle_reason(address: bytes, worker: Worker | None) -> str | None:
+    """Why a node alone whose own worker is ``address`` executes nothing (None: it executes: the
+    worker has a stake).  A node executes only as a registered worker."""
+    if worker is not None and worker.stake:
+        return None
+    shown = f"0x{address.hex()}"
+    if worker is not None and worker.unbonding:
+        state = f"is unbonding its stake (until logical time {worker.release_at})"
+    elif worker is not None and worker.slashed:
+        state = f"was slashed (it forfeited {worker.slashed} on evidence of a wrong state diff)"
+    else:
+        state = "has no stake (deregistered)"
+    return (f"this node executes nothing: its worker {shown} {state}; register a worker with a stake "
+            "(`missive worker register --stake AMOUNT`)")
+
+
 def below_minimum(bid: int, worker: Worker | None) -> str | None:
     """Why a message bidding ``bid`` is refused by a node executing as ``worker`` (None: it is not)."""
     if worker is not None and worker.stake and bid < worker.min_bid:
@@ -117,5 +214,6 @@ def below_minimum(bid: int, worker: Worker | None) -> str | None:
     return None
 
 
-__all__ = ["MIN_STAKE", "OPS", "SELF", "UNBOND_DELAY", "WORKER", "Worker", "apply", "args_of", "below_minimum",
-           "digest"]
+__all__ = ["ACCUSER_SHARE", "BURNED", "MIN_STAKE", "OPS", "OWN_STAKE", "SELF", "SLASH", "UNBOND_DELAY", "WORKER",
+           "EvidenceCheck", "Slash", "Worker", "accuse", "apply", "args_of", "below_minimum", "decode_slash", "digest",
+           "idle_reason"]

@@ -38,6 +38,8 @@ from missive.node.records import LedgerRecord, Wallet, ledger_record
 from missive.node.sent import Chain
 from missive.node.signing import Signed
 from missive.node.values import to_address, to_message_id
+from missive.replicas.slashing import check_evidence
+from missive.vm.keccak import keccak256
 
 #: How often a waiting call looks at the store while another process runs the actors.
 POLL_INTERVAL: Final = 0.02
@@ -54,6 +56,7 @@ class Node(BaseNode):
     def __init__(self, path: Path, store: Store, keystore: Keystore) -> None:
         super().__init__(path, abi_dir=path)
         self.store = store
+        store.evidence_check = check_evidence  # the registry re-checks wrong-diff evidence with it
         self._keystore = keystore
         self._check = checker(store)
         self._runtime = Runtime(store)
@@ -94,9 +97,9 @@ class Node(BaseNode):
                 raise NodeError(f"cannot create a node at {target}: {exc.strerror or exc}") from None
             keystore = Keystore(target, create=True, encrypted=encrypted, passphrase=passphrase)
             node = cls(target, store, keystore)
-            if default_balance is not None:
-                default = node.new_account("default", balance=default_balance)
-                store.set_coinbase(default.address)  # the node is its own worker: its fees go there
+            default = node.new_account("default", balance=default_balance) if default_balance is not None else None
+            # the node is its own worker (its ledger key's account, with a stake of its own): fees to the default account
+            store.register_own_worker(default.address if default is not None else None)
         except BaseException:  # (Ctrl-C too) no half-made node is left behind
             if store is not None:
                 store.close()
@@ -202,11 +205,33 @@ class Node(BaseNode):
         from missive.market.workers import args_of, digest
 
         self.ensure_writable("change the worker registry")
+        store = self.store
+        own = store.own_worker_key()
+        sign: Callable[[bytes], bytes]
+        if sender is None and op != "register" and own is not None:  # the node's own worker: its ledger key signs
+            address, public_key, sign = keccak256(own.node_id)[12:], own.node_id, own.sign
+        else:
+            key = self._key(sender)
+            address, public_key = key.address, key.public_key
+            sign = lambda digest: bytes(key.signing_key.sign(digest).signature)  # noqa: E731
+        args = args_of(op, stake, address if coinbase is None else to_address(coinbase, "coinbase"), min_bid,
+                       store.clock())
+        return store.worker_op(op, address, args, public_key, sign(digest(store.chain_id, op, address, args)))
+
+    def accuse(self, evidence: bytes, *, sender: object = None) -> Any:
+        """Submit wrong-diff evidence (an encoded :class:`missive.replicas.execution.WrongDiff`, as
+        the trust store keeps it) to the worker registry, signed by ``sender``'s account (None: the
+        default).  Re-checked, it forfeits the executor's pledge: a share to this accuser, the rest
+        burned; the executor is deregistered.  Returns the :class:`missive.market.workers.Slash`;
+        refused with one line (EnvelopeError), nothing changed: duplicate evidence, evidence that
+        proves nothing, an executor with nothing to forfeit."""
+        from missive.market.workers import digest
+
+        self.ensure_writable("accuse a worker")
         key = self._key(sender)
-        args = args_of(op, stake, key.address if coinbase is None else to_address(coinbase, "coinbase"), min_bid,
-                       self.store.clock())
-        signature = bytes(key.signing_key.sign(digest(self.store.chain_id, op, key.address, args)).signature)
-        return self.store.worker_op(op, key.address, args, key.public_key, signature)
+        signature = bytes(key.signing_key.sign(digest(self.store.chain_id, "accuse", key.address,
+                                                      [evidence])).signature)
+        return self.store.accuse(key.address, evidence, key.public_key, signature)
 
     @property
     def tickets(self) -> Any:
@@ -331,7 +356,8 @@ class Node(BaseNode):
                         self._running = False
                         lock.release()
                     if not done() and not until_idle:
-                        raise NotHandled(f"the node is idle and {what}")
+                        idle = self.store.idle_reason()
+                        raise NotHandled(f"the node is idle and {what}" + (f" ({idle})" if idle else ""))
         except trio.TooSlowError:
             raise NodeTimeout(f"gave up after {timeout} s: {what}") from None
         return handled

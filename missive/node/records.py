@@ -26,6 +26,7 @@ from missive.mailbox.ledger_records import (
 )
 from missive.mailbox.records import Receipt
 from missive.node.values import hexstr
+from missive.vm.keccak import keccak256
 
 if TYPE_CHECKING:
     from missive.node.api import NodeAPI
@@ -107,6 +108,11 @@ def special_record(seq: int, record: Record | list[Any], node: str = "") -> Ledg
                             detail=f"state diff of 0x{diff.address.hex()}{version}{epoch} from executor "
                                    f"0x{executor.hex()[:16]}..: {len(diff.receipts)} receipt(s), "
                                    f"{len(diff.messages)} message(s), {len(diff.storage)} slot(s) written")
+    if isinstance(record, WorkerRecord) and record.op == "accuse":  # slashing: the evidence is in the record
+        evidence = bytes(record.args[0]) if record.args and isinstance(record.args[0], bytes) else b""
+        return LedgerRecord(seq, kind, address=record.address, node=node,
+                            detail=f"0x{record.address.hex()} accuses a worker of a wrong state diff: evidence "
+                                   f"0x{keccak256(evidence).hex()[:16]}.. ({len(evidence)} bytes)")
     if isinstance(record, WorkerRecord):  # the worker registry (missive.market.workers)
         return LedgerRecord(seq, kind, address=record.address, node=node,
                             detail=f"worker {record.op} of 0x{record.address.hex()}: {_worker_args(record)}")
