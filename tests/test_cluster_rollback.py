@@ -284,3 +284,36 @@ def _raising(check: Any) -> Any:
         except Exception as exc:
             raise RuntimeError(str(exc)) from exc
     return wrapped
+
+
+def test_a_record_of_an_earlier_epoch_lets_its_message_leave_only_if_this_node_executed_the_sender_since(
+        tmp_path: Path) -> None:
+    """Found by tools/faults.py (4 nodes, K=3, 30 mixed faults, seed 43: 7,947 wei created): a node
+    made records of the relay in one epoch; the other holder never acknowledged them and, executing
+    the relay in the next epoch, made records of its own; then this node executed the relay again
+    (the other holder left) and let the old records' messages leave, judged by the new epoch's
+    ack set alone.  The other executor's records won (the higher epoch), the relay handled the same
+    calls again and forwarded their value a second time.  A record's messages leave by the current
+    ack set only if this node executed the sender in every epoch since the record was made."""
+    from missive.keys import Keystore
+    from missive.mailbox.envelope import Envelope, Kind
+    from missive.replicas.epochs import Epoch
+
+    node, (me, h, z) = _three_nodes(tmp_path)
+    try:
+        keys = Keystore(tmp_path / "keys", create=True)
+        sender = next(k for k in (keys.new(f"s{i}") for i in range(400)) if node.holders(k.address) == [me, h])
+        recipient = next(a for a in (bytes([i]) * 20 for i in range(256)) if z in node.holders(a) and me not in node.holders(a))
+        node.store.create_account(sender.address, sender.public_key, 10**18)
+        envelope = Envelope(Kind.CALL, sender.address, recipient, value=7, nonce=0, chain_id=node.store.chain_id)
+        node.store.accept([sender.sign(envelope)], node.check)  # a record of epoch 0, h lacks it
+        queued = node.copies.queued("outbound", z, 10)
+        assert len(queued) == 1 and node.sender.replicated_prefix(queued) == []
+        # epoch 1: this node is cut off, h executes the sender; epoch 2: h is gone, this node executes it again
+        node.membership.history.extend([Epoch(1, frozenset({h, z}), frozenset()), Epoch(2, frozenset({me, z}))])
+        assert node.membership.adopt() and node.executes(sender.address)
+        assert node.membership.history.executor(sender.address, 1) == h
+        assert node.sender.replicated_prefix(queued) == []  # held: h, of the record's epoch, lacks it
+        keys.close()
+    finally:
+        node.store.close()

@@ -116,7 +116,10 @@ class Sender:
                 raise NotServing(f"{self.name} is distrusted (it sent a wrong state diff): "
                                    "its acceptances are not replicated; submit to another node")
             if self.membership.number != epoch:
-                if not all(self.membership.executes(sender) for sender in senders):
+                # executed in every epoch since (not only now: another node may have executed the
+                # sender in an epoch this loop did not see, and its records win over these)
+                if not all(self.membership.executes(sender) and self.membership.history.executed_throughout(
+                        sender, self.me, epoch, self.membership.number) for sender in senders):
                     raise NotServing(f"the cluster moved to epoch {self.membership.number} and another node "
                                        "executes the sender now: this submit may or may not be handled; ask for "
                                        "its receipt before sending it again")
@@ -238,7 +241,9 @@ class Sender:
         Why the record's epoch and not the current one: a record made before a change of epoch
         and never acknowledged may lose to the new executor's; with the holders of a later epoch
         only (which may leave out the very holder that refused it), its message would leave, and
-        nothing could take it back when the record is given up.
+        nothing could take it back when the record is given up.  "Still executes" means in every
+        epoch since the record's (:meth:`History.executed_throughout`): if another node executed
+        the sender in between, this copy may be the losing one even though it executes now.
         """
         if self.k == 1 or not batch:
             return batch
@@ -248,10 +253,17 @@ class Sender:
             seq = int.from_bytes(key[32:], "big")
             envelope = record_envelope(raw)
             sender = envelope.sender
-            if self.copies.placement.executes(sender):
+            executes = self.copies.placement.executes(sender)
+            made_in = self.copies.epoch_of_record_before(sender, seq)
+            if executes and (made_in is None or history.executed_throughout(sender, self.me, min(made_in, number),
+                                                                            number)):
                 epoch = history.epochs[number]
             else:
-                made_in = self.copies.epoch_of_record_before(sender, seq)
+                # (found by tools/faults.py, 4 nodes, K=3, mixed, seed 43: value created) a record made
+                # in an earlier epoch, then another node executed the sender, then this one again: the
+                # current ack set let its messages leave, although the other executor's records had
+                # won meanwhile at a holder that had acknowledged these; they lost, and their messages
+                # (a relay's forwards) had already been credited
                 if made_in is None and self.store.receipt(envelope.id) is not None:
                     # Handled already (here: so by the recipient's executor's history): the record
                     # that made it stands, in a copy this node took from another (a rollback to the
