@@ -44,6 +44,9 @@ Invariants (keys of ``report["violations"]``; the number is the issue's):
   mailbox), and held by exactly its K holders;
 * ``queues`` (5): nothing left in standby, pending, outbound or replicate once settled;
 * ``replay`` (6): every node's ledger replays;
+* ``gone`` (8): no message left a node with a record that a rollback later gave up (its node logs
+  it: "had already left"); such a message stays credited where it went while the sender's
+  standing copy handles the call again;
 * ``serving`` (7): after the last fault a fresh submit is acknowledged and handled within a
   bound;
 * ``recovery``: after each fault every node serves again within a bound (a wedged cluster
@@ -129,6 +132,7 @@ INVARIANTS = {
     "replay": "6. every node's ledger replays",
     "serving": "7. after the last fault a fresh submit is acknowledged and handled within a bound",
     "recovery": "after each fault every node serves again within a bound",
+    "gone": "8. no message left with a record that a rollback then gave up (it would be credited twice)",
 }
 
 
@@ -679,6 +683,12 @@ class Run:
         started = time.monotonic()
         check_stores(self, executors)
         self.timings["store_checks"] = time.monotonic() - started
+        # 8. a message leaves only with a record that stands: one that left with a record later given
+        # up stays credited where it went while the record's sender runs the call again (issue 20,
+        # seed 43: value created); every node logs such messages, so its log is the witness
+        for name, seen in scan_logs(self.root).items():
+            if seen.get("gone_after_rollback"):
+                self.violations.add("gone", {"node": name, "log_lines": seen["gone_after_rollback"]})
 
     def tracked(self) -> list[bytes]:
         assert self.alice is not None and self.token is not None and self.relay is not None
