@@ -414,8 +414,9 @@ class Workload(Ledger):
             self.runtime.observers.remove(between_rounds)
 
     def crash(self) -> None:
-        """Handle a round but fail its commit, as if the node died before the fsync; then restart."""
-        if not self.store.pending():
+        """Handle a round but fail its commit, as if the node died before the fsync; then restart.
+        (A node whose worker was slashed or unbonded runs no round: nothing to crash in.)"""
+        if not self.store.pending() or self.store.idle_reason() is not None:
             return
         before = durable_state(self.store)
 
@@ -810,6 +811,12 @@ FEE_OPS = st.one_of(SEND, SEND, SPLIT, CHAIN, BURST, QUERY, RUN, RUN, IDLE, FEED
     ],
     runtime=(2, 1),
     bids=(0, 3),
+)
+@example(  # found by the suite after the slashing merge: a crash on a node whose worker was slashed
+    ops=[("send", 0, 0, 0, False, False, False), ("worker", "register", 0, 5000),
+         ("send", 0, 0, 0, False, False, False), ("accuse", 0, 0, 0, True), ("crash",)],
+    runtime=(1, 1),
+    bids=(0,),
 )
 def test_value_and_fees_are_conserved_at_every_checkpoint(ops: list[Op], runtime: tuple[int, int],
                                                           bids: tuple[int, ...]) -> None:
