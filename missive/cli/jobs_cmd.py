@@ -36,8 +36,22 @@ def register(subparsers: Any) -> None:
                    help="stake a taker locks, lost on a wrong result (default: the bid)")
     p.add_argument("--answer-within", type=int, default=600, metavar="S",
                    help="seconds a taker has to answer before the poster may expire it (default 600)")
+    p.add_argument("--pay", choices=("ledger", "tickets"), default="ledger",
+                   help="ledger: the bid escrowed now and paid on the ledger (one-off jobs); tickets: one lottery "
+                   "ticket per accepted result, face value bid × N, from the poster's deposit at the ticket broker "
+                   "(streams of small jobs; `missive job pay` signs them)")
+    p.add_argument("--win-prob", default="1/100", metavar="1/N",
+                   help="with --pay tickets: each ticket wins with probability 1/N (default 1/100)")
     p.add_argument("--from", dest="sender", metavar="NAME", help="the poster's account (default: 'default')")
     p.set_defaults(handler=guarded(run_submit), node=None, cluster=None)
+    p = ops.add_parser("pay", parents=[common], help="sign the lottery tickets owed for accepted ticket-paid results",
+                       description="The poster's side of ticket-paid jobs: for every accepted result of its jobs "
+                       "posted with --pay tickets and not paid yet, sign one ticket (off the ledger, under the "
+                       "commitment the worker named in its take) and drop it for the worker. --watch repeats.")
+    p.add_argument("--from", dest="sender", metavar="NAME", help="the poster's account (default: 'default')")
+    p.add_argument("--watch", action="store_true", help="keep paying as results are accepted (Ctrl-C stops)")
+    p.add_argument("--poll", type=float, default=0.5, metavar="S", help="seconds between passes (default 0.5)")
+    p.set_defaults(handler=guarded(run_pay), node=None, cluster=None)
     for name, text in (("status", "a job's life: posted, taken, results, verification, payment, penalties"),
                        ("check", "re-check a job's accepted result off the ledger (re-run the code, or verify the "
                                  "proof in Python); exit 1 if it does not hold")):
@@ -63,7 +77,13 @@ def register_worker_run(ops: Any, parents: list[argparse.ArgumentParser]) -> Non
                        "--min-bid whose pledge the stake covers, run them off the ledger (the VM for code, the "
                        "prover for circuits) and answer (commit then reveal for redundant jobs). Runs until "
                        "Ctrl-C; --once stops when nothing more can be done now.")
-    p.add_argument("--min-bid", type=parse_amount, default=0, metavar="B")
+    p.add_argument("--min-bid", type=parse_amount, default=0, metavar="B",
+                   help="take no job bidding less (for a ticket-paid job: the ticket's expected value)")
+    p.add_argument("--no-tickets", action="store_true", help="take no job paid by lottery tickets")
+    p.add_argument("--max-unpaid", type=int, default=16, metavar="N",
+                   help="take no more ticket-paid jobs of a poster with N of them unpaid or in hand (default 16)")
+    p.add_argument("--min-win-prob", default="1/1000000", metavar="1/N",
+                   help="take no ticket-paid job whose tickets win less often than this (default 1/1000000)")
     p.add_argument("--once", action="store_true", help="one pass: stop when nothing more can be done now")
     p.add_argument("--poll", type=float, default=0.5, metavar="S", help="seconds between passes (default 0.5)")
     p.add_argument("--lie", action="store_true", help=argparse.SUPPRESS)  # demos and tests: a wrong answer
@@ -85,11 +105,15 @@ def run_submit(args: argparse.Namespace) -> int:
 
     if not args.program.is_file():
         raise CliError(f"{args.program}: no such file", 3)
+    from missive.market.jobpay import parse_odds
+
+    odds = parse_odds(args.win_prob) if args.pay == "tickets" else 0
     node = _local(args)
     try:
         job_id = submit(node, args.program, args.input, bid=args.bid, verify=args.verify,
                         gas=args.gas if args.gas is not None else DEFAULT_JOB_GAS, pledge=args.pledge,
-                        sender=node.wallet(args.sender) if args.sender else None, window=args.answer_within)
+                        sender=node.wallet(args.sender) if args.sender else None, window=args.answer_within,
+                        odds=odds)
         console = make_console()
         console.print(f"posted job 0x{job_id.hex()}", markup=False)
         console.print(f"follow it: missive job status {job_id.hex()[:16]}", markup=False)
@@ -122,6 +146,27 @@ def _resolve(node: Any, text: str) -> bytes:
     return found[0]
 
 
+def run_pay(args: argparse.Namespace) -> int:
+    """``missive job pay``: the poster's node signs the tickets its accepted results are owed."""
+    from missive.node.jobtickets import pay
+
+    node = _local(args)
+    console = make_console()
+    try:
+        names = _names(node)
+        while True:
+            lines = pay(node, node.wallet(args.sender) if args.sender else None)
+            for line in lines:
+                console.print(_named(line, names), markup=False)
+            if not args.watch:
+                if not lines:
+                    console.print("no ticket owed: every accepted ticket-paid result is paid", markup=False)
+                return 0
+            time.sleep(args.poll)
+    finally:
+        node.close()
+
+
 def run_poster_op(args: argparse.Namespace) -> int:
     """``missive job cancel|expire ID``, signed by the poster."""
     from missive.mailbox.jobboard import job
@@ -150,8 +195,9 @@ def run_job(args: argparse.Namespace) -> int:
             if not rows:
                 console.print("no jobs on the board", markup=False)
             for job_id, entry in rows:
+                paid = f" by tickets at 1/{entry.odds}" if entry.by_tickets else ""
                 console.print(f"{job_id.hex()[:16]}  {entry.kind:<3}  {entry.mode:<9}  {entry.status:<9}  bid "
-                              f"{entry.bid} × {entry.n}  takers {len(entry.takers)}  by "
+                              f"{entry.bid} × {entry.n}{paid}  takers {len(entry.takers)}  by "
                               f"{_named(f'0x{entry.poster.hex()}', names)}", markup=False)
             return 0
         job_id = _resolve(node, args.id)
@@ -212,8 +258,11 @@ def _check(console: Any, entry: Any, program: bytes, data: bytes) -> int:
 
 
 def run_worker_run(args: argparse.Namespace) -> int:
+    from missive.market.jobpay import parse_odds
     from missive.node.jobs import work
+    from missive.node.jobtickets import earnings, owed
 
+    max_odds = parse_odds(args.min_win_prob)
     node = _local(args)
     console = make_console()
     try:
@@ -222,13 +271,24 @@ def run_worker_run(args: argparse.Namespace) -> int:
         if entry is None or not entry.stake:
             raise CliError(f"{worker.name or worker.address.hex()} is not a registered worker: run "
                            "`missive worker register --stake AMOUNT` first")
+        tickets = "no ticket-paid jobs" if args.no_tickets else f"tickets winning at least 1/{max_odds}"
         console.print(f"working as {worker.name or '0x' + worker.address.hex()} (stake {entry.stake}, min bid "
-                      f"{args.min_bid})", markup=False)
-        while True:
-            for line in work(node, worker, min_bid=args.min_bid, lie=args.lie):
-                console.print(line, markup=False)
-            if args.once:
-                return 0
-            time.sleep(args.poll)
+                      f"{args.min_bid}, {tickets})", markup=False)
+        names, said = _names(node), earnings(node, worker)
+        try:
+            while True:
+                for line in work(node, worker, min_bid=args.min_bid, lie=args.lie, tickets=not args.no_tickets,
+                                 max_odds=max_odds, max_unpaid=args.max_unpaid):
+                    console.print(_named(line, names), markup=False)
+                if (now := earnings(node, worker)) != said:
+                    said = now
+                    console.print(now.line(), markup=False)
+                if args.once:
+                    return 0
+                time.sleep(args.poll)
+        finally:
+            waiting = owed(node, worker)
+            if said.jobs or waiting:
+                console.print(f"{said.line()}; {waiting} accepted job(s) still owed a ticket", markup=False)
     finally:
         node.close()

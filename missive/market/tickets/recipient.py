@@ -134,6 +134,21 @@ class Recipient:
             self.save()
         return Checked(ticket_hash, won)
 
+    def take_bound(self, signed: SignedTicket, secret: bytes, *, chain_id: int, clock: int,
+                   payer: Payer | None) -> Checked:
+        """Check and take a ticket under a one-use secret of the caller's (a job's ticket,
+        :mod:`missive.market.jobpay`), not the per-payer one: the same checks, the nonce check
+        trivially (one ticket per such commitment).  A winner is kept for :meth:`winners`."""
+        ticket_hash = check(signed, me=self.address, commitment=commitment_of(secret), last_nonce=-1,
+                            chain_id=chain_id, clock=clock, payer=payer,
+                            unredeemed=self.unredeemed(signed.ticket.payer))
+        won = wins(signed.signature, secret, signed.ticket.win_prob)
+        if won:
+            state = self.payers.setdefault(signed.ticket.payer, _PerPayer(os.urandom(32)))
+            state.winners.append((signed.encode(), secret))
+            self.save()
+        return Checked(ticket_hash, won)
+
     def winners(self, payer: bytes | None = None) -> list[tuple[SignedTicket, bytes]]:
         """Winning tickets held (of ``payer``, or all), with their secrets."""
         return [(SignedTicket.decode(raw), secret) for address, state in self.payers.items()
