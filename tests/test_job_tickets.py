@@ -227,6 +227,8 @@ def test_missive_job_pay_and_worker_run_with_tickets(tmp_path: Path, monkeypatch
     assert "ticket earnings: 1 job(s) paid by ticket, expected 100" in out.getvalue()
     out.truncate(0)
     assert run("job", "status", job_id[:12]) == 0 and "owed a ticket of face value 400 at 1/4" in out.getvalue()
+    assert "paid by lottery tickets: face value 400 at 1/4 each (expected value: the bid 100); 1 owed, 1 signed by " \
+           "the poster's node (to w1)" in out.getvalue()
     assert run("job", "list") == 0 and "by tickets at 1/4" in out.getvalue()
     assert run("ledger") == 0 and "paid by lottery tickets at 1/4" in out.getvalue()
     assert run("job", "submit", str(program), "--bid", "1", "--verify", "trust", "--pay", "tickets", "--win-prob",

@@ -209,6 +209,10 @@ def run_job(args: argparse.Namespace) -> int:
         console.print(f"job 0x{job_id.hex()}", markup=False)
         console.print(f"  {entry.kind} program of {len(program)} bytes, input {len(data)} bytes, gas {entry.gas}; "
                       f"status {entry.status}, escrow {entry.escrow}", markup=False)
+        if entry.by_tickets:
+            from missive.node.jobtickets import ticket_status
+
+            console.print(f"  {_named(ticket_status(node, job_id, entry), names)}", markup=False)
         for line in entry.history:
             console.print(f"  - {_named(line, names)}", markup=False)
         if entry.outcome is not None:

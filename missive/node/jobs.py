@@ -158,14 +158,14 @@ def _program(node: Node, job_id: bytes) -> bytes:
 MAX_UNPAID = 16
 
 
-def ticket_job_refusal(node: Node, me: object, job: Job, *, tickets: bool, max_odds: int,
+def ticket_job_refusal(node: Node, me: object, job: Job, *, tickets: bool, max_odds: int, unpaid: int,
                        max_unpaid: int = MAX_UNPAID) -> str | None:
     """Why a worker leaves a ticket-paid job (None: it may take it): it refuses tickets, the odds are
     too long, the poster's reserve would not cover the ticket beside its unredeemed winnings, or
-    the poster owes it too many tickets already."""
+    the poster owes it too many tickets already (``unpaid``: its ticket-paid jobs of this poster
+    unpaid or in hand, :func:`missive.node.jobtickets.unpaid`)."""
     from missive.mailbox.broker import payer as broker_payer
     from missive.market.jobpay import face_value, take_refusal
-    from missive.node.jobtickets import owed
 
     if not tickets:
         return "paid by tickets, and this worker takes none (--no-tickets)"
@@ -180,8 +180,8 @@ def ticket_job_refusal(node: Node, me: object, job: Job, *, tickets: bool, max_o
     if face + node.tickets.recipient(me).unredeemed(job.poster) > payer.allowance(address):
         return (f"its ticket's face value {face} with the winnings unredeemed is above this worker's allowance of "
                 f"the poster's reserve ({payer.allowance(address)})")
-    if (count := owed(node, me, job.poster, working=True)) >= max_unpaid:
-        return f"this worker has {count} of the poster's ticket-paid jobs unpaid or in hand (`missive job pay`)"
+    if unpaid >= max_unpaid:
+        return f"this worker has {unpaid} of the poster's ticket-paid jobs unpaid or in hand (`missive job pay`)"
     return None
 
 
@@ -192,10 +192,11 @@ def work(node: Node, worker: object = None, *, min_bid: int = 0, lie: bool = Fal
     job taken meanwhile) are logged, not raised.  ``tickets=False`` leaves ticket-paid jobs to
     others, as does ``max_odds`` those whose tickets win less often than 1/max_odds, and
     ``max_unpaid`` those of a poster with that many of its ticket-paid jobs unpaid or in hand."""
-    from missive.node.jobtickets import collect, job_commitment
+    from missive.node.jobtickets import collect, job_commitment, unpaid
 
     me = (node.wallet(worker) if worker is not None else node.default).address
     done: list[str] = collect(node, me)
+    credit = unpaid(node, me, working=True)  # by poster, kept up to date as this pass takes jobs
     with tempfile.TemporaryDirectory(prefix="missive-work-") as tmp:
         progress = True
         while progress:
@@ -217,7 +218,7 @@ def work(node: Node, worker: object = None, *, min_bid: int = 0, lie: bool = Fal
                                 done.append(f"{short}: a zk job, not taken: {missing}")
                             continue
                         if job.by_tickets and (why := ticket_job_refusal(node, me, job, tickets=tickets,
-                                                                         max_odds=max_odds,
+                                                                         max_odds=max_odds, unpaid=credit[job.poster],
                                                                          max_unpaid=max_unpaid)) is not None:
                             if (job_id, me, why) not in _left:  # each reason once per job and worker
                                 _left.add((job_id, me, why))
@@ -227,6 +228,8 @@ def work(node: Node, worker: object = None, *, min_bid: int = 0, lie: bool = Fal
                         if job.by_tickets:
                             take.append(job_commitment(node, me, job_id))
                         node.job_op("take", take, sender=worker)
+                        if job.by_tickets:
+                            credit[job.poster] += 1
                         paid = f", paid by a ticket at 1/{job.odds}" if job.by_tickets else ""
                         done.append(f"{short}: taken (bid {job.bid}{paid}, pledge {job.pledge})")
                         progress = True

@@ -24,6 +24,7 @@ the ledger, and counts its earnings in ``tickets/<worker>.jobs``: the bids of th
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -36,6 +37,7 @@ from missive.market.jobpay import SECRET_TAG, face_value, secret_of, ticket_refu
 from missive.market.tickets import Effect, SignedTicket, TicketError, commitment_of
 
 if TYPE_CHECKING:
+    from missive.market.jobs import Job
     from missive.node.embedded import Node
 
 
@@ -103,6 +105,23 @@ def pay(node: Node, poster: object = None) -> list[str]:
     return done
 
 
+def ticket_status(node: Node, job_id: bytes, job: Job) -> str:
+    """A ticket-paid job's payment, as this node knows it: the tickets owed, and (when it holds
+    the poster's record) the ones its poster has signed."""
+    from missive.market.jobpay import face_value
+
+    accepted = [t.worker for t in job.takers if t.verdict.startswith("accepted")]
+    text = (f"paid by lottery tickets: face value {face_value(job.bid, job.odds)} at 1/{job.odds} each "
+            f"(expected value: the bid {job.bid}); {len(accepted)} owed")
+    record = node.path / "tickets" / f"{job.poster.hex()}.jobs-paid"
+    if record.exists():
+        paid = {bytes(entry) for entry in _read(record, [])}
+        signed = [w for w in accepted if job_id + w in paid]
+        text += f", {len(signed)} signed by the poster's node" + (
+            f" (to {', '.join(f'0x{w.hex()}' for w in signed)})" if signed else "")
+    return text
+
+
 # -- the worker's side -------------------------------------------------------------------------
 
 
@@ -144,15 +163,20 @@ def _save(node: Node, worker: bytes, e: Earnings) -> None:
     _write(_earnings_path(node, worker), [list(e.jobs), e.expected, e.won, e.won_value, e.redeemed, list(e.pending)])
 
 
-def owed(node: Node, worker: object, poster: bytes | None = None, *, working: bool = False) -> int:
-    """Ticket-paid jobs that accepted ``worker``'s result (of ``poster``, or any) whose ticket it
-    has not taken yet: the credit it is giving (``working``: with the ones it is still working on)."""
+def unpaid(node: Node, worker: object, *, working: bool = False) -> Counter[bytes]:
+    """By poster: ticket-paid jobs that accepted ``worker``'s result whose ticket it has not taken
+    yet, the credit it is giving (``working``: with the ones it is still working on)."""
     address = node._key(worker).address
     paid = set(earnings(node, address).jobs)
-    return sum(1 for job_id, job in read_jobs(node.store)
-               if job.by_tickets and job_id not in paid and (poster is None or job.poster == poster)
-               and (t := job.taker(address)) is not None
-               and (t.verdict.startswith("accepted") or (working and not t.verdict and job.status != "done")))
+    return Counter(job.poster for job_id, job in read_jobs(node.store)
+                   if job.by_tickets and job_id not in paid and (t := job.taker(address)) is not None
+                   and (t.verdict.startswith("accepted") or (working and not t.verdict and job.status != "done")))
+
+
+def owed(node: Node, worker: object, poster: bytes | None = None) -> int:
+    """Accepted ticket-paid jobs of ``poster`` (or any) still owing ``worker`` its ticket."""
+    counts = unpaid(node, worker)
+    return sum(counts.values()) if poster is None else counts[poster]
 
 
 def _take(node: Node, worker: object, address: bytes, path: Path, mine: Earnings) -> tuple[Earnings, str]:
@@ -232,4 +256,5 @@ def _redeem(node: Node, worker: object, address: bytes, mine: Earnings) -> tuple
     return mine, lines
 
 
-__all__ = ["Earnings", "collect", "drop_box", "earnings", "job_commitment", "job_secret", "owed", "pay"]
+__all__ = ["Earnings", "collect", "drop_box", "earnings", "job_commitment", "job_secret", "owed", "pay", "unpaid",
+           "ticket_status"]
