@@ -235,3 +235,26 @@ def test_missive_job_pay_and_worker_run_with_tickets(tmp_path: Path, monkeypatch
                "0.5") == 2
     assert "Traceback" not in out.getvalue()
     assert run("replay") == 0
+
+
+def test_damaged_tickets_and_files_are_refused_in_one_line(node: Node, tmp_path: Path) -> None:
+    fund(node, deposit=10_000, reserve=4_000)
+    job_id = post(node, 1)
+    work(node, "w1")
+    box = drop_box(node, address(node, "w1"))
+    box.mkdir(parents=True, exist_ok=True)
+    (box / f"{job_id.hex()}.ticket").write_text("not hex at all\n")
+    (box / "nonsense.ticket").write_text("00")
+    (box / f"{bytes(32).hex()}.ticket").write_text("00")
+    lines = work(node, "w1")
+    refused = [line for line in lines if "ticket refused" in line]
+    assert len(refused) == 3, lines
+    assert any("malformed ticket: not hex" in line for line in refused)
+    assert any("not named after a job id" in line for line in refused)
+    assert any("no job 0000000000000000 on this ledger" in line for line in refused)
+    assert earnings(node, "w1").jobs == () and owed(node, "w1") == 1  # still owed: nothing taken
+    pay(node)  # the real ticket comes: taken
+    assert any("ticket taken" in line for line in work(node, "w1"))
+    (node.path / "tickets" / f"{address(node, 'w1').hex()}.jobs").write_bytes(b"\xc1 damaged")
+    with pytest.raises(TicketError, match=r"^cannot read .*\.jobs: "):
+        work(node, "w1")

@@ -23,10 +23,9 @@ the ledger, and counts its earnings in ``tickets/<worker>.jobs``: the bids of th
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import msgpack
@@ -35,22 +34,11 @@ from missive.mailbox import broker as ledger
 from missive.mailbox.jobboard import jobs as read_jobs
 from missive.market.jobpay import SECRET_TAG, face_value, secret_of, ticket_refusal, win_threshold
 from missive.market.tickets import Effect, SignedTicket, TicketError, commitment_of
+from missive.market.tickets.recipient import write_private
 
 if TYPE_CHECKING:
     from missive.market.jobs import Job
     from missive.node.embedded import Node
-
-
-def _write(path: Path, data: object, private: bool = False) -> None:
-    """Whole and renamed into place: a crash leaves the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as out:
-        out.write(cast(bytes, msgpack.packb(data, use_bin_type=True)))
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
 
 
 def _read(path: Path, default: Any) -> Any:
@@ -99,7 +87,7 @@ def pay(node: Node, poster: object = None) -> list[str]:
             box.mkdir(parents=True, exist_ok=True)
             (box / f"{job_id.hex()}.ticket").write_text(signed.encode().hex() + "\n")
             paid.add(job_id + taker.worker)
-            _write(record, sorted(paid))
+            write_private(record, sorted(paid))
             done.append(f"job {job_id.hex()[:16]}: a ticket to 0x{taker.worker.hex()} (face value "
                         f"{signed.ticket.face_value} at 1/{job.odds}, nonce {signed.ticket.nonce})")
     return done
@@ -160,7 +148,7 @@ def earnings(node: Node, worker: object = None) -> Earnings:
 
 
 def _save(node: Node, worker: bytes, e: Earnings) -> None:
-    _write(_earnings_path(node, worker), [list(e.jobs), e.expected, e.won, e.won_value, e.redeemed, list(e.pending)])
+    write_private(_earnings_path(node, worker), [list(e.jobs), e.expected, e.won, e.won_value, e.redeemed, list(e.pending)])
 
 
 def unpaid(node: Node, worker: object, *, working: bool = False) -> Counter[bytes]:

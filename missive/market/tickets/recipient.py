@@ -73,6 +73,19 @@ def check(signed: SignedTicket, *, me: bytes, commitment: bytes, last_nonce: int
     return ticket_hash
 
 
+def write_private(path: Path, data: object) -> None:
+    """``data`` as msgpack in ``path`` (mode 0600), written whole, synced and renamed into place:
+    a crash leaves the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(cast(bytes, msgpack.packb(data, use_bin_type=True)))
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+
+
 @attrs.define
 class _PerPayer:
     secret: bytes
@@ -167,16 +180,8 @@ class Recipient:
     def save(self) -> None:
         if self.path is None:
             return
-        data = [self.address, [[payer, s.secret, s.last_nonce, [list(w) for w in s.winners]]
-                               for payer, s in self.payers.items()]]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(cast(bytes, msgpack.packb(data, use_bin_type=True)))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, self.path)
+        write_private(self.path, [self.address, [[payer, s.secret, s.last_nonce, [list(w) for w in s.winners]]
+                                                 for payer, s in self.payers.items()]])
 
     def _load(self, raw: bytes) -> None:
         try:
@@ -190,4 +195,4 @@ class Recipient:
             raise TicketError(f"{self.path} holds the tickets of 0x{bytes(address).hex()}, not 0x{self.address.hex()}")
 
 
-__all__ = ["Checked", "Recipient", "check"]
+__all__ = ["Checked", "Recipient", "check", "write_private"]
