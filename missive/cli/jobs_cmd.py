@@ -16,7 +16,8 @@ def register(subparsers: Any) -> None:
     ops, common = operation_group(
         subparsers, "job", "the job board: post stateless jobs, follow them, re-check their results",
         "Stateless jobs for registered workers, kept on the ledger as signed records (docs/jobs.md): "
-        "the bid is escrowed for each worker, a taker pledges part of its stake, and the result is verified by "
+        "the bid is escrowed for each worker (or, --pay tickets, paid by a lottery ticket per accepted result from the "
+        "poster's deposit at the ticket broker), a taker pledges part of its stake, and the result is verified by "
         "redundancy (redundant:N), by trust (trust[:T]) or by a Groth16 proof checked on the ledger (zk). "
         "A node alone, for now.")
     p = ops.add_parser("submit", parents=[common], help="post a job",
@@ -26,7 +27,7 @@ def register(subparsers: Any) -> None:
                        "Code input: 0x calldata, or a signature and its arguments (--input 'f(uint256)' --input 7). "
                        "Circuit input: name=value per public input, in the circuit's order. Refused, nothing "
                        "changed: code that touches storage or sends messages, a program or input too big, a bid "
-                       "escrow above the balance.")
+                       "escrow above the balance, a ticket-paid job without a ticket deposit of bid × N.")
     p.add_argument("program", type=Path, metavar="PROGRAM")
     p.add_argument("--input", action="append", default=[], metavar="VALUE", help="the job's input (repeatable)")
     p.add_argument("--bid", type=parse_amount, required=True, metavar="B", help="paid to each accepted worker")
@@ -278,21 +279,28 @@ def run_worker_run(args: argparse.Namespace) -> int:
         tickets = "no ticket-paid jobs" if args.no_tickets else f"tickets winning at least 1/{max_odds}"
         console.print(f"working as {worker.name or '0x' + worker.address.hex()} (stake {entry.stake}, min bid "
                       f"{args.min_bid}, {tickets})", markup=False)
-        names, said = _names(node), earnings(node, worker)
+        names = _names(node)
+
+        def summary() -> tuple[str, bool]:
+            """The worker's ticket earnings and the accepted jobs still owed a ticket; whether any."""
+            mine, waiting = earnings(node, worker), owed(node, worker)
+            return f"{mine.line()}; {waiting} accepted job(s) still owed a ticket", bool(mine.jobs or waiting)
+
+        said = summary()[0]
         try:
             while True:
                 for line in work(node, worker, min_bid=args.min_bid, lie=args.lie, tickets=not args.no_tickets,
                                  max_odds=max_odds, max_unpaid=args.max_unpaid):
                     console.print(_named(line, names), markup=False)
-                if (now := earnings(node, worker)) != said:
-                    said = now
-                    console.print(now.line(), markup=False)
+                line, anything = summary()
+                if line != said and anything:
+                    console.print(line, markup=False)
+                said = line
                 if args.once:
                     return 0
                 time.sleep(args.poll)
         finally:
-            waiting = owed(node, worker)
-            if said.jobs or waiting:
-                console.print(f"{said.line()}; {waiting} accepted job(s) still owed a ticket", markup=False)
+            if not args.once and summary()[1]:  # stopped by Ctrl-C: where the worker stands
+                console.print(summary()[0], markup=False)
     finally:
         node.close()
