@@ -15,15 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from missive.actors.replay import replay
 from missive.cli.main import main as cli
 from missive.mailbox import broker
 from missive.mailbox.envelope import EnvelopeError
 from missive.mailbox.jobboard import escrowed, job, jobs
-from missive.market.jobpay import face_value, parse_odds
+from missive.market.jobpay import MAX_ODDS, face_value, parse_odds, win_threshold
 from missive.market.jobs import post_args
-from missive.market.tickets import TicketError
+from missive.market.tickets import ONE, Ticket, TicketError
 from missive.node import Node
 from missive.node.jobs import work
 from missive.node.jobtickets import drop_box, earnings, owed, pay
@@ -182,6 +184,15 @@ def test_a_poster_that_does_not_pay_gets_no_more_work(node: Node) -> None:
     pay(node)
     lines = work(node, "w1", max_unpaid=4)
     assert sum("ticket taken" in line for line in lines) == 4 and sum(": taken (" in line for line in lines) == 2
+
+
+@given(st.integers(1, 10**30), st.integers(1, MAX_ODDS))
+def test_a_job_ticket_is_worth_its_bid(bid: int, odds: int) -> None:
+    """Face value bid × N at threshold ⌊2**256 / N⌋: the expected value is the bid, short by less
+    than one unit; and the ticket's fields hold those numbers."""
+    face, threshold = face_value(bid, odds), win_threshold(odds)
+    assert 0 <= bid * ONE - face * threshold < ONE  # face × p is the bid, short by less than one unit
+    Ticket(bytes(32), bytes(20), face, threshold, 0, bytes(32), 1, 1)  # both fit a ticket
 
 
 def test_win_probability_text() -> None:
