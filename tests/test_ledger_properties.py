@@ -61,6 +61,7 @@ from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.jobboard import escrowed, jobs
 from missive.mailbox.jobboard import job as read_job
 from missive.mailbox.store import Accepted, Store
+from missive.market.jobpay import face_value, win_threshold
 from missive.market.jobrun import encode_result, run_program
 from missive.market.jobs import commitment, post_args
 from missive.market.jobs import digest as job_digest
@@ -170,9 +171,12 @@ TICKET_OP = st.tuples(st.just("tickets"), st.sampled_from(["fund", "fund", "unlo
                                                            "copy", "time"]),
                       users, users, st.sampled_from([10, 700, 5_000, 10**17]))
 #: an operation on the job board (issue 25) by a user on the job at an index (wrapping): post (a bid,
-#: possibly above the balance; redundant:2 or trust), take, answer (commit, then reveal; honest or
-#: not), cancel; refused ones change nothing
-JOB_OP = st.tuples(st.just("job"), st.sampled_from(["post", "take", "take", "answer", "answer", "answer", "cancel"]),
+#: possibly above the balance; redundant:2 or trust), post paid by lottery tickets (refused without a
+#: deposit at the broker of one winning ticket), take, answer (commit, then reveal; honest or not),
+#: cancel, and the poster's tickets for a ticket-paid job's accepted results, redeemed by their
+#: workers (and again: refused); refused ones change nothing
+JOB_OP = st.tuples(st.just("job"), st.sampled_from(["post", "post-tickets", "take", "take", "answer", "answer",
+                                                    "answer", "cancel", "pay"]),
                    users, st.integers(0, 2**16), st.sampled_from([1, 10**6, 10**30]), st.booleans())
 #: a user accuses another of a wrong state diff (evidence number n: the same n again is duplicate
 #: evidence; or evidence that proves nothing): a registered executor forfeits its pledge, a share to
@@ -311,6 +315,37 @@ class Workload(Ledger):
             assert (durable_state(store), store.scan("meta", b"tickets:")) == before
         self.invariant(self)
 
+    @staticmethod
+    def job_secret(job_id: bytes, worker: bytes) -> bytes:
+        return keccak256(b"job secret" + job_id + worker)
+
+    def pay_job_tickets(self, found: tuple[bytes, Any] | None) -> None:
+        """A ticket-paid job's poster pays each accepted result with a ticket (issue 25: bid × N at
+        1/N, under the commitment of the worker's take); each worker redeems its ticket if it wins,
+        and again (refused: used).  Refused redemptions change nothing."""
+        if found is None or not found[1].by_tickets:
+            return
+        job_id, entry = found
+        poster = next(k for k in self.users if k.address == entry.poster)
+        store = self.store
+        for taker in entry.takers:
+            if not taker.verdict.startswith("accepted"):
+                continue
+            worker = next(k for k in self.users if k.address == taker.worker)
+            self.tickets_issued = getattr(self, "tickets_issued", 0) + 1
+            secret = self.job_secret(job_id, worker.address)
+            signed = sign(Ticket(poster.public_key, worker.address, face_value(entry.bid, entry.odds),
+                                 win_threshold(entry.odds), self.tickets_issued, taker.pay_to,
+                                 store.clock() + MAX_VALIDITY, store.chain_id), poster.signing_key)
+            for _ in range(2):
+                before = durable_state(store), store.scan("meta", b"tickets:")
+                try:
+                    self.ticket_op(worker, "redeem", signed=signed.encode(), secret=secret)
+                except TicketError as refused:
+                    assert "\n" not in str(refused)
+                    assert (durable_state(store), store.scan("meta", b"tickets:")) == before
+        self.invariant(self)
+
     def ticket_op(self, key: Key, op: str, **kwargs: Any) -> None:
         args = ticket_args(op, ticket_broker.payer(self.store, key.address), **kwargs)
         digest = ticket_digest(self.store.chain_id, BROKER, op, key.address, args)
@@ -323,9 +358,13 @@ class Workload(Ledger):
         key, store = self.users[user], self.store
         board = jobs(store)
         job_id = board[index % len(board)][0] if board else bytes(32)
-        if action == "post":
+        if action == "pay":
+            self.pay_job_tickets(board[index % len(board)] if board else None)
+            return
+        if action in ("post", "post-tickets"):
             args = post_args(index.to_bytes(16, "big"), "evm", JOB_PROGRAM, amount.to_bytes(32, "big"), 50_000, amount,
-                             amount // 2, "redundant:2" if honest else "trust:0.5")
+                             amount // 2, "redundant:2" if honest else "trust:0.5", odds=2 if action != "post" else 0)
+            action = "post"
         elif action == "answer":
             entry = board[index % len(board)][1] if board else None
             taker = entry.taker(key.address) if entry is not None else None
@@ -339,6 +378,8 @@ class Workload(Ledger):
                 action, args = "reveal", [job_id, result, b"salt"]
         else:
             args = [job_id, int(time.time())] if action == "take" else [job_id]
+            if action == "take" and board and board[index % len(board)][1].by_tickets:
+                args.append(keccak256(self.job_secret(job_id, key.address)))  # the commitment its ticket carries
         signature = bytes(key.signing_key.sign(job_digest(store.chain_id, action, key.address, args)).signature)
         before = durable_state(store)
         try:
@@ -588,6 +629,7 @@ def check_fees_paid_once(node: Workload) -> None:
         fees += receipt.fee
     # the workers here are paid their job bids at the node's coinbase too (issue 25)
     fees += sum(entry.bid for _, entry in jobs(store) for taker in entry.takers if taker.verdict.startswith("accepted")
+                and not entry.by_tickets  # a ticket-paid job pays by tickets, at the broker
                 and (store.worker(taker.worker) or Worker()).coinbase == store.coinbase())
     coinbase = store.account(store.coinbase())
     assert (coinbase.balance if coinbase is not None else 0) == fees, "a fee was paid twice, or lost"
@@ -817,6 +859,29 @@ FEE_OPS = st.one_of(SEND, SEND, SPLIT, CHAIN, BURST, QUERY, RUN, RUN, IDLE, FEED
          ("send", 0, 0, 0, False, False, False), ("accuse", 0, 0, 0, True), ("crash",)],
     runtime=(1, 1),
     bids=(0,),
+)
+@example(
+    ops=[
+        ("worker", "register", 0, 10**17),  # alice and bob become workers
+        ("worker", "register", 1, 10**17),
+        ("job", "post-tickets", 3, 0, 1, True),  # dave has no deposit at the broker: refused
+        ("tickets", "fund", 3, 0, 700),  # dave: deposit 700, reserve 350 backing every user
+        ("job", "post-tickets", 3, 1, 1, True),  # a redundant:2 job paid by tickets: nothing escrowed but pledges
+        ("job", "take", 0, 0, 1, True),
+        ("job", "take", 1, 0, 1, True),
+        ("job", "answer", 0, 0, 1, True),
+        ("job", "answer", 1, 0, 1, False),  # bob commits to a wrong result
+        ("crash",),
+        ("job", "answer", 0, 0, 1, True),
+        ("job", "answer", 1, 0, 1, False),  # re-run: alice accepted and owed a ticket, bob's pledge to dave
+        ("job", "pay", 3, 0, 1, True),  # dave's ticket to alice: redeemed if it wins (1 in 2), once
+        ("tickets", "unlock", 3, 0, 0),
+        ("tickets", "time", 0, 0, 1_499),
+        ("tickets", "withdraw", 3, 0, 0),
+        ("reopen",),
+    ],
+    runtime=(2, 1),
+    bids=(0, 3),
 )
 def test_value_and_fees_are_conserved_at_every_checkpoint(ops: list[Op], runtime: tuple[int, int],
                                                           bids: tuple[int, ...]) -> None:

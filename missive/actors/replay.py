@@ -388,7 +388,8 @@ def replay(
     code_db = db["code"]
     sealed: SealedRecords | None = None
     board = MemoryBoard(lambda address: state(address).account if address in actors else None,
-                        lambda address, account: setattr(state(address), "account", account), workers)
+                        lambda address, account: setattr(state(address), "account", account), workers,
+                        tickets.payers.get)
 
     def state(address: bytes) -> ActorState:
         found = actors.get(address)

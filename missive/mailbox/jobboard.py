@@ -16,6 +16,7 @@ import msgpack
 
 from missive.mailbox.records import Account
 from missive.market.jobs import JOB, JOBCODE, REPUTATION, Job
+from missive.market.tickets.broker import Payer
 from missive.market.workers import WORKER, Worker
 
 if TYPE_CHECKING:
@@ -66,6 +67,12 @@ class StoreBoard:
     def set_reputation(self, worker: bytes, good: int, bad: int) -> None:
         self.txn.put(REPUTATION + worker, msgpack.packb([good, bad]), db=self.meta)
 
+    def payer(self, address: bytes) -> Payer | None:
+        """The poster's holdings at the ticket broker (a ticket-paid job needs them)."""
+        from missive.mailbox.broker import payer
+
+        return payer(self.store, address, self.txn)
+
 
 def jobs(store: Store) -> list[tuple[bytes, Job]]:
     """Every job on the board, by id."""
@@ -96,7 +103,7 @@ def apply_op(store: Store, op: str, signer: bytes, args: list[Any], public_key: 
 
     if store.replication is not None or store.credits_by_message():
         raise EnvelopeError("the job board works on a node alone for now: not on a cluster node")
-    if op in ("take", "expire") and len(args) == 2 and isinstance(args[1], int):
+    if op in ("take", "expire") and len(args) >= 2 and isinstance(args[1], int):
         skew = args[1] - int(time.time())
         if abs(skew) > MAX_SKEW:  # replay takes the recorded time; the node checks it once, here
             raise EnvelopeError(f"the {op}'s time is {skew:+d} s from this node's clock (at most {MAX_SKEW} s)")

@@ -19,10 +19,17 @@ locks from its registry stake, and how the result is verified:
   job's verification key by the verifier contract on Missive's VM (missive.market.zk.onledger);
   a proof that fails costs the pledge and the job is open again.
 
-The bid is escrowed for every slot when the job is posted; each accepted worker's bid goes to its
-coinbase and its pledge back to its stake; forfeited pledges go to the poster (who paid for a
+The bid is escrowed for every slot when the job is posted (``--pay ledger``); each accepted worker's
+bid goes to its coinbase and its pledge back to its stake; forfeited pledges go to the poster (who paid for a
 wrong answer's re-check); what is left of the escrow returns to the poster when the job ends.
 Every decision is a consequence of records on the ledger, so replay reaches it again.
+
+**Paid by lottery tickets** (``--pay tickets``, win probability 1/N; :mod:`missive.market.jobpay`):
+no bid is escrowed; the poster must hold a deposit of at least one winning ticket's face value
+(bid × N) at the ticket broker, not unlocking and not in default, and a reserve backing the
+workers; a taker must be one of the workers that reserve backs and names, in its take, the
+commitment its job ticket will carry.  An accepted taker gets its pledge back and is *owed* one
+ticket, which the poster's node signs off the ledger (:mod:`missive.node.jobtickets`).
 
 Records: ``["job", op, signer, *args, public key, signature]``, signed over
 ``keccak256(msgpack(["job", op, chain id, signer, *args]))``; ops ``post``, ``take``, ``commit``,
@@ -43,6 +50,7 @@ from missive.identity import verify
 from missive.mailbox.envelope import EnvelopeError, bytes_int, int_bytes
 from missive.mailbox.records import Account, RecordError
 from missive.market.jobrun import MAX_GAS, MAX_INPUT, MAX_PROGRAM, decode_result, run_program, stateless_refusal
+from missive.market.tickets.broker import Payer
 from missive.market.workers import Worker
 from missive.vm.keccak import keccak256
 
@@ -70,6 +78,8 @@ class Taker:
     verdict: str = ""
     #: when it took the job (seconds, the time its take record carries)
     taken_at: int = 0
+    #: a ticket-paid job: the commitment (keccak256 of the worker's secret for this job) its ticket must carry
+    pay_to: bytes = b""
 
 
 @attrs.frozen
@@ -90,13 +100,21 @@ class Job:
     history: tuple[str, ...] = ()
     #: seconds each taker has to answer; after it the poster may expire the job (``expire``)
     window: int = DEFAULT_WINDOW
+    #: 0: paid on the ledger from the escrow; N >= 1: paid by a lottery ticket winning with probability 1/N
+    odds: int = 0
 
     def encode(self) -> bytes:
-        takers = [[t.worker, t.commitment, t.result, t.verdict, t.taken_at] for t in self.takers]
+        # a ledger-paid job keeps the shape it had before tickets (the extra fields only when used)
+        takers = [[t.worker, t.commitment, t.result, t.verdict, t.taken_at, *([t.pay_to] if t.pay_to else [])]
+                  for t in self.takers]
         return cast(bytes, msgpack.packb(
             [self.poster, self.kind, self.mode, self.n, self.k, self.threshold, self.gas, int_bytes(self.bid),
              int_bytes(self.pledge), int_bytes(self.escrow), self.status, takers, self.outcome, list(self.history),
-             self.window], use_bin_type=True))
+             self.window, *([self.odds] if self.odds else [])], use_bin_type=True))
+
+    @property
+    def by_tickets(self) -> bool:
+        return self.odds > 0
 
     @classmethod
     def decode(cls, raw: bytes) -> Job:
@@ -107,13 +125,17 @@ class Job:
 
     @classmethod
     def _decode(cls, raw: bytes) -> Job:
+        fields = msgpack.unpackb(raw)
         (poster, kind, mode, n, k, threshold, gas, bid, pledge, escrow, status, takers, outcome,
-         history, window) = msgpack.unpackb(raw)
+         history, window), odds = fields[:15], (fields[15:] or [0])[0]
+        if len(fields) > 16:
+            raise ValueError(f"{len(fields)} fields")
         return cls(bytes(poster), kind, mode, n, k, threshold, gas, bytes_int(bid, "bid"), bytes_int(pledge, "pledge"),
                    bytes_int(escrow, "escrow"), status,
-                   tuple(Taker(bytes(w), bytes(c), bytes(r) if r is not None else None, v, at)
-                         for w, c, r, v, at in takers),
-                   bytes(outcome) if outcome is not None else None, tuple(history), window)
+                   tuple(Taker(bytes(w), bytes(c), bytes(r) if r is not None else None, v, at,
+                               bytes(rest[0]) if rest else b"")
+                         for w, c, r, v, at, *rest in takers),
+                   bytes(outcome) if outcome is not None else None, tuple(history), window, odds)
 
     def taker(self, worker: bytes) -> Taker | None:
         return next((t for t in self.takers if t.worker == worker), None)
@@ -137,14 +159,16 @@ class Board(Protocol):
     def set_code(self, job_id: bytes, program: bytes, data: bytes) -> None: ...
     def reputation(self, worker: bytes) -> tuple[int, int]: ...
     def set_reputation(self, worker: bytes, good: int, bad: int) -> None: ...
+    def payer(self, address: bytes) -> Payer | None: ...
 
 
 class MemoryBoard:
     """The board over plain dicts, for replay: accounts through the replay's own state."""
 
     def __init__(self, get_account: Callable[[bytes], Account | None], put_account: Callable[[bytes, Account], None],
-                 workers: dict[bytes, Worker]) -> None:
+                 workers: dict[bytes, Worker], payer: Callable[[bytes], Payer | None] = lambda _: None) -> None:
         self.get_account, self.put_account, self.workers = get_account, put_account, workers
+        self._payer = payer  # the ticket broker's payer records, as replay rebuilds them
         self.jobs: dict[bytes, Job] = {}
         self.codes: dict[bytes, tuple[bytes, bytes]] = {}
         self.reputations: dict[bytes, tuple[int, int]] = {}
@@ -175,6 +199,9 @@ class MemoryBoard:
 
     def reputation(self, worker: bytes) -> tuple[int, int]:
         return self.reputations.get(worker, (0, 0))
+
+    def payer(self, address: bytes) -> Payer | None:
+        return self._payer(address)
 
     def set_reputation(self, worker: bytes, good: int, bad: int) -> None:
         self.reputations[worker] = (good, bad)
@@ -217,9 +244,12 @@ def parse_verify(text: str) -> tuple[str, int, int, int]:
 
 
 def post_args(salt: bytes, kind: str, program: bytes, data: bytes, gas: int, bid: int, pledge: int, verify_mode: str,
-              window: int = DEFAULT_WINDOW) -> list[Any]:
+              window: int = DEFAULT_WINDOW, odds: int = 0) -> list[Any]:
+    """A post's signed fields; ``odds`` N >= 1 pays by lottery tickets winning with probability 1/N
+    (a 13th field, absent for a job paid on the ledger)."""
     mode, n, k, threshold = parse_verify(verify_mode)
-    return [salt, kind, program, data, gas, int_bytes(bid), int_bytes(pledge), mode, n, k, threshold, window]
+    return [salt, kind, program, data, gas, int_bytes(bid), int_bytes(pledge), mode, n, k, threshold, window,
+            *([odds] if odds else [])]
 
 
 # -- checking and applying one record ----------------------------------------------------------
@@ -287,7 +317,11 @@ def apply(op: str, signer: bytes, args: list[Any], public_key: bytes, signature:
                                            history=(*job.history, f"cancelled: {job.escrow} back to the poster")))
         return job_id
     if op == "take":
-        _take(job_id, job, signer, _int(args[1] if len(args) == 2 else None, "the take's time"), board)
+        if len(args) != (3 if job.by_tickets else 2):
+            raise EnvelopeError("malformed job record: a take is [job id, time" + (", the ticket commitment]: this job "
+                                "is paid by tickets" if job.by_tickets else "]"))
+        _take(job_id, job, signer, _int(args[1], "the take's time"), board,
+              _bytes(args[2], "the ticket commitment", 32) if job.by_tickets else b"")
         return job_id
     if op == "expire":
         if signer != job.poster:
@@ -336,8 +370,8 @@ def apply(op: str, signer: bytes, args: list[Any], public_key: bytes, signature:
 
 
 def _post(poster: bytes, args: list[Any], account: Account, chain_id: int, board: Board) -> bytes:
-    if len(args) != 12:
-        raise EnvelopeError("malformed job record: a post has 12 fields")
+    if len(args) not in (12, 13):
+        raise EnvelopeError("malformed job record: a post has 12 fields (13 when paid by tickets)")
     salt, kind, program, data = args[0], args[1], args[2], args[3]
     _bytes(salt, "the salt", 16)
     if kind not in KINDS:
@@ -370,7 +404,13 @@ def _post(poster: bytes, args: list[Any], account: Account, chain_id: int, board
         check_circuit_job(program, data)
     if bid <= 0:
         raise EnvelopeError("a job's bid must be above 0")
-    escrow = bid * n
+    odds = _int(args[12], "the ticket odds") if len(args) == 13 else 0
+    if len(args) == 13:
+        from missive.market.jobpay import funding_refusal
+
+        if (why := funding_refusal(board.payer(poster), bid, odds)) is not None:
+            raise EnvelopeError(f"{_shown(poster)} cannot pay this job by tickets: {why}")
+    escrow = 0 if odds else bid * n
     if escrow > account.balance:
         raise EnvelopeError(f"the bid escrow {escrow} ({bid} × {n} workers) is above the balance of "
                             f"{_shown(poster)} ({account.balance})")
@@ -380,13 +420,15 @@ def _post(poster: bytes, args: list[Any], account: Account, chain_id: int, board
     board.set_account(poster, account.replace(balance=account.balance - escrow))
     board.set_code(job_id, program, data)
     verify_text = f"redundant:{n}" if mode == "redundant" else f"trust:{threshold / 1000:g}" if mode == "trust" else mode
-    board.set_job(job_id, Job(poster, kind, mode, n, k, threshold, gas, bid, pledge, escrow, window=window,
-                              history=(f"posted by {_shown(poster)}: bid {bid} × {n}, pledge {pledge}, "
+    paid = (f"paid by lottery tickets: face value {bid * odds} at 1/{odds} each" if odds
+            else f"{escrow} escrowed")
+    board.set_job(job_id, Job(poster, kind, mode, n, k, threshold, gas, bid, pledge, escrow, window=window, odds=odds,
+                              history=(f"posted by {_shown(poster)}: bid {bid} × {n} ({paid}), pledge {pledge}, "
                                        f"--verify {verify_text}, {window} s to answer",)))
     return job_id
 
 
-def _take(job_id: bytes, job: Job, worker: bytes, now: int, board: Board) -> None:
+def _take(job_id: bytes, job: Job, worker: bytes, now: int, board: Board, pay_to: bytes = b"") -> None:
     if job.status != "open":
         raise EnvelopeError(f"job 0x{job_id.hex()[:16]} has all its {job.n} workers")
     if job.taker(worker) is not None:
@@ -398,8 +440,13 @@ def _take(job_id: bytes, job: Job, worker: bytes, now: int, board: Board) -> Non
         raise EnvelopeError(f"{_shown(worker)} is not a registered worker (`missive worker register`)")
     if entry.stake < job.pledge:
         raise EnvelopeError(f"the job's pledge {job.pledge} is above the stake of {_shown(worker)} ({entry.stake})")
+    if job.by_tickets:
+        from missive.market.jobpay import take_refusal
+
+        if (why := take_refusal(board.payer(job.poster), worker)) is not None:
+            raise EnvelopeError(f"{_shown(worker)} cannot take this ticket-paid job: {why}")
     board.set_worker(worker, attrs.evolve(entry, stake=entry.stake - job.pledge))
-    takers = (*job.takers, Taker(worker, taken_at=now))
+    takers = (*job.takers, Taker(worker, taken_at=now, pay_to=pay_to))
     board.set_job(job_id, attrs.evolve(job, takers=takers, escrow=job.escrow + job.pledge,
                                        status="running" if len(job.active) + 1 == job.n else "open",
                                        history=(*job.history, f"taken by {_shown(worker)} (pledge {job.pledge} "
@@ -448,7 +495,13 @@ def _pay(job: Job, taker: Taker, board: Board, good: bool, why: str) -> tuple[Jo
     """One taker's verdict: its bid and pledge back, or its pledge to the poster."""
     score = board.reputation(taker.worker)
     entry = board.worker(taker.worker) or Worker()
-    if good:
+    if good and job.by_tickets:  # paid off the ledger: the poster's node owes it one ticket (docs/jobs.md)
+        _return_pledge(board, taker.worker, job.pledge)
+        board.set_reputation(taker.worker, score[0] + 1, score[1])
+        event = (f"{_shown(taker.worker)} accepted ({why}): owed a ticket of face value {job.bid * job.odds} at "
+                 f"1/{job.odds} (worth the bid {job.bid}) from the poster")
+        job = attrs.evolve(job, escrow=job.escrow - job.pledge)
+    elif good:
         coinbase = entry.coinbase or taker.worker
         _credit(board, coinbase, job.bid)
         _return_pledge(board, taker.worker, job.pledge)

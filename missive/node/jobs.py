@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,12 +96,14 @@ def program_of(path: Path, workdir: Path) -> tuple[str, bytes]:
 
 
 def submit(node: Node, path: Path, inputs: list[str], *, bid: int, verify: str, gas: int = DEFAULT_JOB_GAS,
-           pledge: int | None = None, sender: object = None, window: int = DEFAULT_WINDOW) -> bytes:
-    """Post a job; its id.  The pledge defaults to the bid; ``window``: seconds a taker has to answer."""
+           pledge: int | None = None, sender: object = None, window: int = DEFAULT_WINDOW, odds: int = 0) -> bytes:
+    """Post a job; its id.  The pledge defaults to the bid; ``window``: seconds a taker has to answer;
+    ``odds`` N >= 1: paid by a lottery ticket winning with probability 1/N (0: on the ledger)."""
     with tempfile.TemporaryDirectory(prefix="missive-job-") as tmp:
         kind, program = program_of(path, Path(tmp))
     data = circuit_input(inputs) if kind == "zk" else evm_input(inputs)
-    args = post_args(os.urandom(16), kind, program, data, gas, bid, bid if pledge is None else pledge, verify, window)
+    args = post_args(os.urandom(16), kind, program, data, gas, bid, bid if pledge is None else pledge, verify, window,
+                     odds)
     return node.job_op("post", args, sender=sender)
 
 
@@ -133,6 +136,8 @@ def _salt(node: Node, worker: object, job_id: bytes) -> bytes:
 
 #: jobs a worker process has already said it cannot do (said once, not on every pass)
 _told: set[bytes] = set()
+#: ticket-paid jobs a worker left, and said so (once per job and worker)
+_left: set[tuple[bytes, bytes, str]] = set()
 
 
 def zk_missing(program: bytes) -> str | None:
@@ -148,12 +153,50 @@ def _program(node: Node, job_id: bytes) -> bytes:
     return found[1] if found is not None else b""
 
 
-def work(node: Node, worker: object = None, *, min_bid: int = 0, lie: bool = False, workdir: Path | None = None
-         ) -> list[str]:
-    """One pass over the board as ``worker``: take, commit, reveal whatever can be done now; what
-    it did, one line each.  Refusals by the board (a job taken meanwhile) are logged, not raised."""
+#: by default, the most ticket-paid jobs of one poster a worker holds unpaid (accepted, no ticket yet) or in
+#: hand before it takes no more of that poster's jobs: the credit it gives a poster
+MAX_UNPAID = 16
+
+
+def ticket_job_refusal(node: Node, me: object, job: Job, *, tickets: bool, max_odds: int, unpaid: int,
+                       max_unpaid: int = MAX_UNPAID) -> str | None:
+    """Why a worker leaves a ticket-paid job (None: it may take it): it refuses tickets, the odds are
+    too long, the poster's reserve would not cover the ticket beside its unredeemed winnings, or
+    the poster owes it too many tickets already (``unpaid``: its ticket-paid jobs of this poster
+    unpaid or in hand, :func:`missive.node.jobtickets.unpaid`)."""
+    from missive.mailbox.broker import payer as broker_payer
+    from missive.market.jobpay import face_value, take_refusal
+
+    if not tickets:
+        return "paid by tickets, and this worker takes none (--no-tickets)"
+    if job.odds > max_odds:
+        return f"its ticket wins with probability 1/{job.odds}, less than this worker's 1/{max_odds}"
+    address = node._key(me).address
+    payer = broker_payer(node.store, job.poster)
+    if (why := take_refusal(payer, address)) is not None:
+        return why
+    assert payer is not None
+    face = face_value(job.bid, job.odds)
+    if face + node.tickets.recipient(me).unredeemed(job.poster) > payer.allowance(address):
+        return (f"its ticket's face value {face} with the winnings unredeemed is above this worker's allowance of "
+                f"the poster's reserve ({payer.allowance(address)})")
+    if unpaid >= max_unpaid:
+        return f"this worker has {unpaid} of the poster's ticket-paid jobs unpaid or in hand (`missive job pay`)"
+    return None
+
+
+def work(node: Node, worker: object = None, *, min_bid: int = 0, lie: bool = False, workdir: Path | None = None,
+         tickets: bool = True, max_odds: int = 1_000_000, max_unpaid: int = MAX_UNPAID) -> list[str]:
+    """One pass over the board as ``worker``: collect and redeem the tickets it was paid, then take,
+    commit, reveal whatever can be done now; what it did, one line each.  Refusals by the board (a
+    job taken meanwhile) are logged, not raised.  ``tickets=False`` leaves ticket-paid jobs to
+    others, as does ``max_odds`` those whose tickets win less often than 1/max_odds, and
+    ``max_unpaid`` those of a poster with that many of its ticket-paid jobs unpaid or in hand."""
+    from missive.node.jobtickets import collect, job_commitment, unpaid
+
     me = (node.wallet(worker) if worker is not None else node.default).address
-    done: list[str] = []
+    done: list[str] = collect(node, me)
+    credit = unpaid(node, me, working=True)  # by poster, kept up to date as this pass takes jobs
     with tempfile.TemporaryDirectory(prefix="missive-work-") as tmp:
         progress = True
         while progress:
@@ -174,8 +217,21 @@ def work(node: Node, worker: object = None, *, min_bid: int = 0, lie: bool = Fal
                                 _told.add(job_id)
                                 done.append(f"{short}: a zk job, not taken: {missing}")
                             continue
-                        node.job_op("take", [job_id], sender=worker)
-                        done.append(f"{short}: taken (bid {job.bid}, pledge {job.pledge})")
+                        if job.by_tickets and (why := ticket_job_refusal(node, me, job, tickets=tickets,
+                                                                         max_odds=max_odds, unpaid=credit[job.poster],
+                                                                         max_unpaid=max_unpaid)) is not None:
+                            if (job_id, me, why) not in _left:  # each reason once per job and worker
+                                _left.add((job_id, me, why))
+                                done.append(f"{short}: not taken: {why}")
+                            continue
+                        take = [job_id, int(time.time())]
+                        if job.by_tickets:
+                            take.append(job_commitment(node, me, job_id))
+                        node.job_op("take", take, sender=worker)
+                        if job.by_tickets:
+                            credit[job.poster] += 1
+                        paid = f", paid by a ticket at 1/{job.odds}" if job.by_tickets else ""
+                        done.append(f"{short}: taken (bid {job.bid}{paid}, pledge {job.pledge})")
                         progress = True
                         continue
                     if mine.result is not None:

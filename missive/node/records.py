@@ -164,7 +164,8 @@ def _job_args(record: JobRecord) -> str:
     try:
         if record.op == "post" and len(args) > 8:
             return (f"{'an' if args[1] == 'evm' else 'a'} {args[1]} job, program {len(args[2])} bytes, bid "
-                    f"{int.from_bytes(args[5], 'big')} × {args[8]}, verified by {args[7]}")
+                    f"{int.from_bytes(args[5], 'big')} × {args[8]}, verified by {args[7]}"
+                    + (f", paid by lottery tickets at 1/{args[12]}" if len(args) > 12 else ""))
         return f"job 0x{bytes(args[0]).hex()[:16]}.."
     except (IndexError, TypeError, ValueError):
         return f"arguments {list(args)!r}"

@@ -13,6 +13,12 @@
    commits, three reveals: ten signed ledger records per job), honest workers, and with one
    worker lying (the board then re-runs the program); and the cost of one job against running
    its program once on the VM.  The program is examples/jobs/classify.vy on a bundled image.
+3. The per-job payment cost by lottery ticket against on the ledger (issue 25 item 4): a stream
+   of ``trust:0`` jobs (post, take, answer) by one worker, paid on the ledger (the bid escrowed at
+   posting, credited inside the accepting answer) or by tickets at 1/N (the poster's node signs
+   one ticket per accepted result, the worker checks it and redeems the winners): milliseconds
+   and ledger records per job each way, and the payment steps alone.  ``--payment-only`` runs
+   just this part (no prover needed).
 
 Wall-clock times (best of --repeats); prints a table and writes JSON (default
 tools/bench/results/jobs.json).
@@ -215,15 +221,99 @@ def board_figures(workdir: Path, jobs: int, proof: tuple[dict[str, Any], dict[st
         node.close()
 
 
+#: PUSH1 0 CALLDATALOAD PUSH1 2 MUL PUSH1 0 MSTORE PUSH1 32 PUSH1 0 RETURN: twice its input
+DOUBLE = bytes.fromhex("6000356002026000526020" + "6000f3")
+
+
+def ledger_records(node: Any) -> int:
+    store = node.store
+    with store.read() as txn:
+        return int(txn.stat(store.db["ledger"])["entries"])
+
+
+def payment_figures(workdir: Path, jobs: int, odds: int) -> dict[str, Any]:
+    """A stream of small jobs paid on the ledger, then by tickets at 1/odds; per-job figures."""
+    os.environ.setdefault("MISSIVE_UNENCRYPTED_KEYS", "1")
+    from missive.mailbox import broker
+    from missive.market.jobs import post_args
+    from missive.node import Node
+    from missive.node.jobs import work
+    from missive.node.jobtickets import collect, earnings, pay
+
+    bid = 100
+    figures: dict[str, Any] = {"jobs": jobs, "odds": odds, "bid": bid}
+    for way in ("ledger", "tickets"):  # each on a fresh node, so both meet a board of the same size
+        node = Node.init(workdir / f"pay-{way}", default_balance=10**30)
+        try:
+            worker = node.new_account("w", balance=10**20)
+            node.worker_op("register", sender=worker, stake=10**18)
+            node.tickets.fund(deposit=bid * odds * jobs, reserve=bid * odds * jobs, recipients=[worker.address])
+
+            before, job_s, pay_s = ledger_records(node), 0.0, 0.0
+            for salt in range(1, jobs + 1):
+                start = time.perf_counter()
+                node.job_op("post", post_args(salt.to_bytes(16, "big"), "evm", DOUBLE, salt.to_bytes(32, "big"),
+                                              50_000, bid, 10, "trust:0", 600, odds if way == "tickets" else 0))
+                work(node, worker)  # take and answer: accepted (on the ledger: paid in the same transaction)
+                middle = time.perf_counter()
+                if way == "tickets":
+                    pay(node)  # the poster's node signs the ticket
+                    collect(node, worker)  # the worker checks it and redeems it if it wins
+                end = time.perf_counter()
+                job_s += middle - start
+                pay_s += end - middle
+            figures[way] = {"ms_per_job": (job_s + pay_s) / jobs * 1000, "payment_ms_per_job": pay_s / jobs * 1000,
+                            "ledger_records_per_job": (ledger_records(node) - before) / jobs}
+            if way == "tickets":
+                mine = earnings(node, worker)
+                payer = broker.payer(node.store, node.default.address)
+                figures[way].update(expected=mine.expected, won=mine.won, redeemed=mine.redeemed,
+                                    redemptions=payer.redeemed if payer is not None else 0)
+        finally:
+            node.close()
+    return figures
+
+
+def print_payment(console: Console, pay: dict[str, Any]) -> None:
+    table = Table(title=f"paying {pay['jobs']} small jobs (bid {pay['bid']}; trust:0, one worker)")
+    for column in ("paid", "ms a job (whole job)", "of which payment steps", "ledger records a job"):
+        table.add_column(column)
+    for way, label in (("ledger", "on the ledger (escrow at posting, credit at acceptance)"),
+                       ("tickets", f"by tickets at 1/{pay['odds']} (sign, check, redeem winners)")):
+        part = pay[way]
+        table.add_row(label, f"{part['ms_per_job']:.2f}", f"{part['payment_ms_per_job']:.2f}",
+                      f"{part['ledger_records_per_job']:.3f}")
+    console.print(table)
+    tickets, ledger = pay["tickets"], pay["ledger"]
+    console.print(f"tickets ÷ ledger, whole job: {tickets['ms_per_job'] / ledger['ms_per_job']:.2f}×; "
+                  f"tickets: expected {tickets['expected']}, {tickets['won']} won, {tickets['redeemed']} redeemed "
+                  f"({tickets['redemptions']} redemptions)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=30, help="redundant:3 jobs through the board, each way")
     parser.add_argument("--quick", action="store_true", help="2 repeats, 5 jobs (a smoke run)")
     parser.add_argument("--out", type=Path, default=_common.RESULTS / "jobs.json")
+    parser.add_argument("--payment-only", action="store_true",
+                        help="only the payment comparison, ledger vs tickets (writes jobs-payment.json)")
+    parser.add_argument("--pay-jobs", type=int, default=200, metavar="J", help="jobs paid each way (default 200)")
+    parser.add_argument("--odds", type=int, default=10, metavar="N", help="tickets win 1 in N (default 10)")
     args = parser.parse_args(argv)
     repeats, jobs = (2, 5) if args.quick else (args.repeats, args.jobs)
+    pay_jobs = 20 if args.quick else args.pay_jobs
     console = Console()
+    if args.payment_only:
+        with tempfile.TemporaryDirectory(prefix="missive-bench-pay-") as tmp:
+            pay = payment_figures(Path(tmp), pay_jobs, args.odds)
+        pay["vm_compiled"], pay["machine"] = build_info()["compiled"], _common.machine_info()
+        print_payment(console, pay)
+        out = args.out.with_name("jobs-payment.json") if args.out.name == "jobs.json" else args.out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(pay, indent=2, default=str))
+        console.print(f"wrote {out}")
+        return 0
     with tempfile.TemporaryDirectory(prefix="missive-bench-jobs-") as tmp:
         work = Path(tmp)
         vk, proof, public, source = the_proof(work)
@@ -243,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             "py_ecc_ms": best_ms(py_ecc, max(1, repeats // 2)),
             "snarkjs": snarkjs_times(vk, proof, public, repeats, work),
             "board": board_figures(work, jobs, (vk, proof, public), repeats),
+            "payment": payment_figures(work, pay_jobs, args.odds),
         }
     figures["vm_compiled"] = build_info()["compiled"]
     figures["machine"] = _common.machine_info()
@@ -270,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"redundant:3 through the board, {name.replace('_', ' ')}: {part['jobs_per_s']:.1f} jobs/s, "
                       f"{part['ms_per_job']:.1f} ms a job = {part['cost_vs_one_run']:.0f}× running the program once "
                       f"({board['one_run_ms']:.2f} ms, {board['run_gas']:,} gas)")
+    print_payment(console, figures["payment"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=2, default=str))
     console.print(f"wrote {args.out}")

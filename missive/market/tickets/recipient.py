@@ -73,6 +73,19 @@ def check(signed: SignedTicket, *, me: bytes, commitment: bytes, last_nonce: int
     return ticket_hash
 
 
+def write_private(path: Path, data: object) -> None:
+    """``data`` as msgpack in ``path`` (mode 0600), written whole, synced and renamed into place:
+    a crash leaves the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(cast(bytes, msgpack.packb(data, use_bin_type=True)))
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+
+
 @attrs.define
 class _PerPayer:
     secret: bytes
@@ -134,6 +147,21 @@ class Recipient:
             self.save()
         return Checked(ticket_hash, won)
 
+    def take_bound(self, signed: SignedTicket, secret: bytes, *, chain_id: int, clock: int,
+                   payer: Payer | None) -> Checked:
+        """Check and take a ticket under a one-use secret of the caller's (a job's ticket,
+        :mod:`missive.market.jobpay`), not the per-payer one: the same checks, the nonce check
+        trivially (one ticket per such commitment).  A winner is kept for :meth:`winners`."""
+        ticket_hash = check(signed, me=self.address, commitment=commitment_of(secret), last_nonce=-1,
+                            chain_id=chain_id, clock=clock, payer=payer,
+                            unredeemed=self.unredeemed(signed.ticket.payer))
+        won = wins(signed.signature, secret, signed.ticket.win_prob)
+        if won:
+            state = self.payers.setdefault(signed.ticket.payer, _PerPayer(os.urandom(32)))
+            state.winners.append((signed.encode(), secret))
+            self.save()
+        return Checked(ticket_hash, won)
+
     def winners(self, payer: bytes | None = None) -> list[tuple[SignedTicket, bytes]]:
         """Winning tickets held (of ``payer``, or all), with their secrets."""
         return [(SignedTicket.decode(raw), secret) for address, state in self.payers.items()
@@ -152,16 +180,8 @@ class Recipient:
     def save(self) -> None:
         if self.path is None:
             return
-        data = [self.address, [[payer, s.secret, s.last_nonce, [list(w) for w in s.winners]]
-                               for payer, s in self.payers.items()]]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(cast(bytes, msgpack.packb(data, use_bin_type=True)))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, self.path)
+        write_private(self.path, [self.address, [[payer, s.secret, s.last_nonce, [list(w) for w in s.winners]]
+                                                 for payer, s in self.payers.items()]])
 
     def _load(self, raw: bytes) -> None:
         try:
@@ -175,4 +195,4 @@ class Recipient:
             raise TicketError(f"{self.path} holds the tickets of 0x{bytes(address).hex()}, not 0x{self.address.hex()}")
 
 
-__all__ = ["Checked", "Recipient", "check"]
+__all__ = ["Checked", "Recipient", "check", "write_private"]
