@@ -319,7 +319,7 @@ class ClusterNode:
             **self.node_door.handlers(),
             EVIDENCE_METHOD: self.execution.rpc_evidence,  # missive/replicas/execution_trust.py
         }
-        bare = ("status", "members", "progress", "pending", "accounts", "trust_view")
+        bare = ("status", "members", "progress", "pending", "accounts", "trust_view", "scheduled")
         return {name: door.refusing_on_full_disk(door.without_params(name, handler) if name in bare else handler)
                 for name, handler in methods.items()}
 
