@@ -85,7 +85,7 @@ import lmdb
 import msgpack
 
 from missive.identity import NodeIdentity
-from missive.mailbox import digest
+from missive.mailbox import digest, market_ops
 from missive.mailbox.diffs import StateDiff
 from missive.mailbox.disk import LOCK_FILE_SIZE, MAX_READERS, NoStore, StoreDamaged, StoreError, disk_errors
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
@@ -95,23 +95,8 @@ from missive.mailbox.records import Account, Receipt
 from missive.mailbox.seals import GENESIS, KEY_FILE, SealError, chain, load_key, record_bytes, seal_message
 from missive.mailbox.signed import SignedRecord, pack_record
 from missive.market.fees import BY_MESSAGE, credit_messages
-from missive.market.raises import RAISED, check_raise, decode_raised, encode_raised
-from missive.market.workers import (
-    BURNED,
-    OWN_STAKE,
-    SELF,
-    SLASH,
-    WORKER,
-    EvidenceCheck,
-    Slash,
-    Worker,
-    args_of,
-    decode_slash,
-    idle_reason,
-)
-from missive.market.workers import accuse as accuse_worker
-from missive.market.workers import apply as apply_worker_op
-from missive.market.workers import digest as worker_digest
+from missive.market.raises import RAISED, decode_raised
+from missive.market.workers import EvidenceCheck, Slash, Worker
 from missive.vm.keccak import keccak256
 
 TABLES = ("meta", "ledger", "seals", "discarded", "messages", "pending", "standby", "scheduled", "receipts", "mailbox",
@@ -1202,141 +1187,40 @@ class Store:
         self.append(txn, ["unraise", o.message_id, word_bytes(o.bid)])
 
     def raise_bid(self, message_id: bytes, new_bid: int, public_key: bytes, signature: bytes) -> int:
-        """Raise the bid of a waiting message (:mod:`missive.market.raises`): check the signed raise,
-        debit the top-up from the sender, keep the new bid, move the message up the bid order, and
-        append ``["raise", id, new bid, public key, signature]``; return the top-up.  A refused raise
-        raises :class:`EnvelopeError` (one line) and changes nothing."""
-        if self.replication is not None or self.credits_by_message():
-            raise EnvelopeError("raising a bid works on a node alone for now: not on a cluster node")
-        with self.writing() as txn:
-            found = self.message(message_id, txn)
-            current = self._bid_of(txn, message_id, found[0]) if found is not None else 0
-            handled = txn.get(message_id, db=self.db["receipts"]) is not None
-            key = None
-            if found is not None and not handled:
-                recipient = found[0].recipient
-                for queue_key, queued_id in self.scan("pending", recipient, txn=txn):
-                    if queued_id == message_id:
-                        key = queue_key
-                        break
-                handled = key is None  # not waiting: taken by a round, or given up
-            sender = self.account(found[0].sender, txn) if found is not None else None
-            top_up = check_raise(message_id, found, handled, current, new_bid, public_key, signature, sender,
-                                 self.chain_id)
-            assert found is not None and sender is not None and key is not None
-            envelope = found[0]
-            # the balance only: a raise is no message of the account's own (its nonce stays)
-            txn.put(envelope.sender, sender.replace(balance=sender.balance - top_up).encode(), db=self.db["accounts"])
-            txn.put(RAISED + message_id, encode_raised(new_bid, envelope), db=self.db["meta"])
-            if self._ranks:
-                self._unrank(txn, key)
-                self._rank(txn, key, message_id, envelope.sender, new_bid)
-            self.append(txn, ["raise", message_id, word_bytes(new_bid), public_key, signature])
-        return top_up
+        return market_ops.raise_bid(self, message_id, new_bid, public_key, signature)
 
     def worker(self, address: bytes, txn: lmdb.Transaction | None = None) -> Worker | None:
-        """``address``'s entry in the worker registry (:mod:`missive.market.workers`), if any."""
-        raw = self.get(txn, "meta", WORKER + address)
-        return Worker.decode(raw) if raw is not None else None
+        return market_ops.worker(self, address, txn)
 
     def workers(self) -> list[tuple[bytes, Worker]]:
-        return [(key[len(WORKER):], Worker.decode(value)) for key, value in self.scan("meta", WORKER)]
+        return market_ops.workers(self)
 
     def own_worker(self, txn: lmdb.Transaction | None = None) -> Worker | None:
-        """The worker this node executes as (registered on it), if any."""
-        address = self.get(txn, "meta", SELF)
-        return self.worker(address, txn) if address else None
+        return market_ops.own_worker(self, txn)
 
     def worker_op(self, op: str, address: bytes, args: list[Any], public_key: bytes, signature: bytes) -> Worker:
-        """Apply a signed registry operation (:func:`missive.market.workers.apply`) and append it to
-        the ledger; a ``register`` makes this node execute as that worker (its fees go to the
-        worker's coinbase).  Refused: EnvelopeError, one line, nothing changed."""
-        if self.replication is not None or self.credits_by_message():
-            raise EnvelopeError("the worker registry works on a node alone for now: not on a cluster node")
-        with self.writing() as txn:
-            if op != "register":
-                args = [self.clock(txn)]
-            account, worker = apply_worker_op(op, address, args, public_key, signature, self.chain_id,
-                                              self.account(address, txn), self.worker(address, txn))
-            if op == "register":
-                coinbase = self.account(worker.coinbase, txn)
-                if coinbase is not None and coinbase.is_contract:
-                    raise EnvelopeError(f"0x{worker.coinbase.hex()} is a contract: a coinbase is an external account")
-                txn.put(b"coinbase", worker.coinbase, db=self.db["meta"])
-                txn.put(SELF, address, db=self.db["meta"])
-            txn.put(address, account.encode(), db=self.db["accounts"])
-            txn.put(WORKER + address, worker.encode(), db=self.db["meta"])
-            self.append(txn, ["worker", op, address, *args, public_key, signature])
-        return worker
+        return market_ops.worker_op(self, op, address, args, public_key, signature)
 
     def job_op(self, op: str, signer: bytes, args: list[Any], public_key: bytes, signature: bytes) -> bytes:
-        """A signed job board operation (issue 25: :mod:`missive.mailbox.jobboard`); the job's id.
-        Refused: EnvelopeError, one line, nothing changed."""
-        from missive.mailbox.jobboard import apply_op
-
-        return apply_op(self, op, signer, args, public_key, signature)
+        return market_ops.job_op(self, op, signer, args, public_key, signature)
 
     def accuse(self, address: bytes, evidence: bytes, public_key: bytes, signature: bytes) -> Slash:
-        """Submit wrong-diff evidence to the registry, signed by ``address``'s account
-        (:func:`missive.market.workers.accuse`): re-checked, it forfeits the executor's whole
-        pledge (:data:`ACCUSER_SHARE` percent to the accuser, the rest burned) and deregisters it,
-        with the ledger record ``["worker", "accuse", address, evidence, public key, signature]``.
-        Refused (EnvelopeError, one line, nothing changed): duplicate evidence, evidence that
-        proves nothing, an executor with nothing to forfeit, a forged accusation."""
-        if self.replication is not None or self.credits_by_message():
-            raise EnvelopeError("the worker registry works on a node alone for now: not on a cluster node")
-        with self.writing() as txn:
-            meta = self.db["meta"]
-            key = SLASH + keccak256(evidence) if isinstance(evidence, bytes) else b""
-            slash = accuse_worker(address, evidence, public_key, signature, self.chain_id, self.account(address, txn),
-                                  self.evidence_check, lambda worker: self.worker(worker, txn),
-                                  bool(key) and txn.get(key, db=meta) is not None)
-            txn.put(address, slash.account.encode(), db=self.db["accounts"])
-            txn.put(WORKER + slash.executor, slash.worker.encode(), db=meta)
-            txn.put(key, slash.encode(address), db=meta)
-            txn.put(BURNED, word_bytes(self.burned(txn) + slash.burned), db=meta)
-            self.append(txn, ["worker", "accuse", address, evidence, public_key, signature])
-        return slash
+        return market_ops.accuse(self, address, evidence, public_key, signature)
 
     def burned(self, txn: lmdb.Transaction | None = None) -> int:
-        """Coin burned by slashing, in total."""
-        raw = self.get(txn, "meta", BURNED)
-        return int.from_bytes(raw, "big") if raw else 0
+        return market_ops.burned(self, txn)
 
     def slashes(self) -> list[tuple[bytes, tuple[bytes, bytes, int, int, str]]]:
-        """(keccak256 of the evidence, (executor, accuser, reward, burned, finding)) of every slash."""
-        return [(key[len(SLASH):], decode_slash(value)) for key, value in self.scan("meta", SLASH)]
+        return market_ops.slashes(self)
 
     def register_own_worker(self, coinbase: bytes | None = None) -> bytes:
-        """Make the node its own worker (``missive init``): the account of its ledger key, created
-        at genesis with :data:`OWN_STAKE`, registers with all of it (minimum bid 0, fees to
-        ``coinbase``, default that account), signed by the ledger key.  Returns its address."""
-        if self.seal_key is None:
-            raise StoreError(f"{self.path} is open read-only: it cannot register its worker")
-        public_key = self.seal_key.node_id
-        address = keccak256(public_key)[12:]
-        self.create_account(address, public_key, OWN_STAKE)
-        args = args_of("register", OWN_STAKE, address if coinbase is None else coinbase, 0)
-        self.worker_op("register", address, args, public_key,
-                       self.seal_key.sign(worker_digest(self.chain_id, "register", address, args)))
-        return address
+        return market_ops.register_own_worker(self, coinbase)
 
     def own_worker_key(self) -> NodeIdentity | None:
-        """The ledger key, if the worker this node executes as is its account (``missive init``)."""
-        own = self.get(None, "meta", SELF)
-        if self.seal_key is None or own != keccak256(self.seal_key.node_id)[12:]:
-            return None
-        return self.seal_key
+        return market_ops.own_worker_key(self)
 
     def idle_reason(self, txn: lmdb.Transaction | None = None) -> str | None:
-        """Why this node executes nothing (None: it executes).  A node alone executes only as a
-        registered worker: once it has one of its own (``missive init``, ``missive worker
-        register``), only while that worker has a stake (not unbonding, not slashed).  A store
-        with no worker of its own (made without ``init``) and a cluster node execute as before."""
-        if self.replication is not None:
-            return None
-        address = self.get(txn, "meta", SELF)
-        return idle_reason(address, self.worker(address, txn)) if address else None
+        return market_ops.idle_reason(self, txn)
 
     def write_storage(self, txn: lmdb.Transaction, address: bytes, writes: Iterable[tuple[int, int]]) -> None:
         """Write storage slots (value 0 deletes), keeping the actor's storage sum on a cluster node."""
