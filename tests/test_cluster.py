@@ -21,8 +21,8 @@ from missive.cluster.placement import executor
 from missive.keys import Key, Keystore
 from missive.mailbox.envelope import Kind
 from missive.toolchain.compiler import compile_source
+from missive.vm.creation import create_address
 from missive.vm.keccak import keccak256
-from missive.vm.messages import create_address
 
 TOKEN = Path(__file__).resolve().parents[1] / "examples" / "Token.vy"
 

@@ -93,3 +93,32 @@ def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
     probe.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import lmdb\nimport socket\n")
     tree = ast.parse(probe.read_text())
     assert _type_checking_lines(tree) == {3}
+
+
+#: leaf modules every room may import: they import only these parts of Missive (so using one pulls
+#: in nothing else, and the VM can hold them without importing anything outside ``vm/``)
+LEAVES: dict[str, tuple[str, ...]] = {
+    "vm/creation.py": ("missive.vm.keccak",),
+}
+
+
+@pytest.mark.parametrize("leaf", sorted(LEAVES))
+def test_a_leaf_imports_only_what_it_names(leaf: str) -> None:
+    path = PACKAGE / leaf
+    wrong = [f"{leaf}:{line} imports {name}" for line, name in imports_of(path)
+             if name.startswith("missive") and not any(name == ok or name.startswith(ok + ".") for ok in LEAVES[leaf])]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_create_address_and_the_code_limit_come_from_the_leaf() -> None:
+    """Rooms above the VM take the CREATE address and EIP-170's limit from vm/creation.py, not from the
+    VM's instruction code or the handler (issue 22: one place for each primitive)."""
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.parent.name == "vm":
+            continue
+        for line, name in imports_of(path):
+            if name in ("missive.vm.messages.create_address", "missive.vm.messages.create2_address",
+                        "missive.actors.handler.MAX_CODE_SIZE"):
+                wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {name}")
+    assert not wrong, "\n".join(wrong)

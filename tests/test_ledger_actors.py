@@ -16,8 +16,8 @@ from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.store import Store
 from missive.replicas.records import Placement
 from missive.toolchain.compiler import wrap_runtime
+from missive.vm.creation import create_address
 from missive.vm.keccak import keccak256
-from missive.vm.messages import create_address
 from tests.copies_support import copies_of
 
 TOKEN = """

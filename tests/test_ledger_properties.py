@@ -72,8 +72,8 @@ from missive.market.tickets import digest as ticket_digest
 from missive.market.workers import MIN_STAKE, Worker, args_of
 from missive.market.workers import digest as worker_digest
 from missive.replicas.slashing import check_evidence
+from missive.vm.creation import create_address
 from missive.vm.keccak import keccak256
-from missive.vm.messages import create_address
 
 #: The job board's program (issue 25): twice its input, touching nothing else
 JOB_PROGRAM = bytes.fromhex("6000356002026000526020" + "6000f3")

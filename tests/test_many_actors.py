@@ -17,7 +17,7 @@ from test_ledger_actors import Ledger, selector
 
 from missive.actors.runtime import Runtime
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
-from missive.vm.messages import create_address
+from missive.vm.creation import create_address
 
 CELL = """
 # pragma version ^0.4.0

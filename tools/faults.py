@@ -89,8 +89,8 @@ from missive.mailbox.envelope import Envelope, Kind
 from missive.mailbox.records import Account
 from missive.replicas.records import open_tables
 from missive.toolchain.compiler import compile_source
+from missive.vm.creation import create_address
 from missive.vm.keccak import keccak256
-from missive.vm.messages import create_address
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN_SOURCE = REPO / "examples" / "Token.vy"

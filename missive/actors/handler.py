@@ -38,10 +38,10 @@ from missive.mailbox.packing import packb
 from missive.mailbox.records import Account, Receipt
 from missive.mailbox.store import Outcome
 from missive.vm import BlockContext, ExecutionResult, Host, MessageKind, OutgoingMessage, Status, execute
+from missive.vm.creation import MAX_CODE_SIZE
 from missive.vm.keccak import keccak256
 
 ON_REPLY = keccak256(b"onReply(bytes32,bool,bytes)")[:4]
-MAX_CODE_SIZE = 24576  # EIP-170
 #: Gas kept back from a request that asks for a reply (at most half of what it
 #: carries) so that the reply can run onReply even after the callee halted
 #: exceptionally and used all the gas it ran with.  It comes out of the

@@ -54,7 +54,7 @@ import lmdb
 import trio
 
 from missive.actors.handler import ActorState, handle
-from missive.mailbox.disk import DiskFull, StoreError
+from missive.mailbox.disk import DiskFull, StoreDamaged, StoreError
 from missive.mailbox.envelope import Envelope
 from missive.mailbox.records import Account
 from missive.mailbox.store import Outcome, Store
@@ -71,6 +71,20 @@ LOST_LOG_EVERY = 10.0  # seconds between two log lines while rounds keep being l
 
 class NodeBusy(StoreError):
     """Another process is already running this node's actors (the store is in use: a StoreError)."""
+
+
+class QueuedMessageMissing(StoreDamaged):
+    """A message is queued to run but its body is not in the ledger: the store is not whole.
+
+    The store writes a message and its place in the queue in one transaction, so only a damaged
+    (or hand-edited) store gets here.  Raised before the round runs anything: nothing was handled
+    or written, and the CLI says so in one line with the damaged-data exit code (4).
+    """
+
+    def __init__(self, store_path: Path, message_id: bytes) -> None:
+        super().__init__(f"the store at {store_path} is damaged: queued message 0x{message_id.hex()} is missing "
+                         "from its ledger (nothing was run)")
+        self.message_id = message_id
 
 
 @attrs.define(eq=False)
@@ -370,8 +384,8 @@ class Runtime:
         raised = self.store.any_raised(txn)
         for queue_key, message_id in pending:
             found = self.store.message(message_id, txn, check=False)
-            if found is None:  # pragma: no cover - the store's own invariant
-                raise RuntimeError(f"queued message 0x{message_id.hex()} is missing from the ledger")
+            if found is None:  # the store's own invariant: only a damaged store breaks it
+                raise QueuedMessageMissing(self.store.path, message_id)
             envelope = found[0]
             if raised:
                 bid = self.store.bid(message_id, envelope, txn)
@@ -492,7 +506,7 @@ class Runtime:
         slots of dead processes (:meth:`Store.clear_stale_readers`).
         """
         total = 0
-        failure: DiskFull | None = None
+        failure: StoreError | None = None
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
@@ -513,6 +527,9 @@ class Runtime:
                             failure = exc
                             break
                         continue
+                    except QueuedMessageMissing as exc:  # nothing of the round ran; raised past the nursery,
+                        failure = exc                    # so the caller gets this error, not a group holding it
+                        break
                     total += handled
                     if handled == 0:
                         if until_idle:

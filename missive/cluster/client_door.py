@@ -66,7 +66,7 @@ class ClientDoor:
         return {name: getattr(self, name) for name in (
             "submit", "submit_wait", "create_account", "account", "receipt", "wait", "wait_reply", "inbox",
             "local_state", "members", "ledger", "message", "resolve", "mailbox", "pending", "accounts", "replay",
-            "shutdown", "read_actor")}
+            "shutdown", "read_actor", "storage", "scheduled")}
 
     async def at(self, address: bytes, method: str, params: Any,
                   local: Callable[[], Awaitable[Any]], *, timeout: float = 10.0) -> Any:
@@ -270,6 +270,24 @@ class ClientDoor:
                     "slots": [self.store.slot(address, s).to_bytes(32, "big") for s in wanted]}
 
         return await self.at(address, "read_actor", params, local)  # type: ignore[no-any-return]
+
+    async def storage(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any]:
+        """An actor's non-zero storage slots, a page at a time, from the node executing it:
+        ``{address, after}`` (the last slot of the page before; absent: from the first slot)."""
+        door.table(params, "storage", ("address",), ("after",))
+        address = door.address(params["address"], "storage")
+        after = params.get("after")
+        start = None if after is None else door.sized(after, 32, "after", "storage")
+
+        async def local() -> dict[str, Any]:
+            return reads.storage_page(self.store, address, start)
+
+        return await self.at(address, "storage", params, local)  # type: ignore[no-any-return]
+
+    async def scheduled(self, peer: bytes, params: Any) -> list[list[Any]]:
+        """The scheduled messages not yet due of the actors this node executes (a client asks every node)."""
+        await self.until_serving()
+        return reads.scheduled(self.store, self.executes)
 
     async def members(self, peer: bytes, params: Any) -> list[dict[str, Any]]:
         """Every member (this node included): how a client finds the others and computes placement."""

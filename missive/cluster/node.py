@@ -45,10 +45,8 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import signal
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -56,11 +54,12 @@ from typing import Any
 import trio
 
 from missive.actors.runtime import ExecutorLock, Runtime
-from missive.cluster import door, reads
+from missive.cluster import door
 from missive.cluster.client_door import ClientDoor
 from missive.cluster.config import ConfigError, NodeConfig, load
 from missive.cluster.epochs import EpochService, load_history
 from missive.cluster.membership import Heard, Membership
+from missive.cluster.node_door import NodeDoor
 from missive.cluster.placement import replicas
 from missive.cluster.tracing import Tracer
 from missive.cluster.trust import WRONG_DIFFS, TrustService
@@ -111,8 +110,6 @@ class ClusterNode:
             for p in config.peers if p.node_id != self.me
         }
         self.stopping = trio.Event()
-        self.started = time.monotonic()
-        self.rate = 0.0
         self.port = 0
         self._nursery: trio.Nursery | None = None
         # set once the latest submit to arrive has its place in the writer's line (see _admit)
@@ -149,6 +146,12 @@ class ClusterNode:
         self.epochs = EpochService(self.me, self.names, self.links, self.membership, self.copies, self.writer,
                                    acceptor_state, self.receiver.reconcile, interval=self.heartbeat_interval,
                                    timeout=config.failover_timeout / 2)
+        # what anyone may ask about this node itself, and a member's heartbeat (missive/cluster/node_door.py)
+        self.node_door = NodeDoor(name=config.name, me=self.me, names=self.names, links=self.links, k=self.k,
+                                  store=self.store, copies=self.copies, runtime=self.runtime, writer=self.writer,
+                                  membership=self.membership, epochs=self.epochs, sender=self.sender,
+                                  receiver=self.receiver, trust=self.trust, execution=self.execution,
+                                  executes=self.executes, port=lambda: self.port)
         # the doors (missive/cluster/door.py): the operator alone may shutdown, create_account (only in
         # development mode) and replay; members and the operator are exempt from client connection limits
         self.limits = Limits(max_per_key=config.connections_per_key, idle_timeout=config.idle_timeout,
@@ -208,7 +211,7 @@ class ClusterNode:
                 nursery.start_soon(self.membership.run, self._adopt, self.heartbeat_interval)
                 if self.k > 1 and self.links:
                     nursery.start_soon(self.epochs.run)  # choosing, learning, catching up (cluster/epochs.py)
-                nursery.start_soon(self._measure)
+                nursery.start_soon(self.node_door.measure)  # messages/s, for status
                 nursery.start_soon(self.trust.run)  # trust layer (missive/cluster/trust.py)
                 nursery.start_soon(self.execution.run)  # spreads evidence of wrong diffs
                 print(f"serving {self.config.name} on {self.config.host}:{self.port} id {self.me.hex()}", flush=True)
@@ -221,14 +224,6 @@ class ClusterNode:
 
     async def _run_actors(self) -> None:
         await self.runtime.run(until_idle=False, poll_interval=0.05)  # woken by _queued() meanwhile
-
-    async def _measure(self) -> None:
-        last, then = self.runtime.handled_total, time.monotonic()
-        while True:
-            await trio.sleep(1.0)
-            now = time.monotonic()
-            self.rate = (self.runtime.handled_total - last) / (now - then)
-            last, then = self.runtime.handled_total, now
 
     async def _admit(self, submissions: list[tuple[Envelope, bytes, bytes]]) -> list[Accepted | EnvelopeError]:
         """Admit ``submissions`` (from one ``submit``), in the order submits arrived.
@@ -313,19 +308,18 @@ class ClusterNode:
         """Every RPC method; those that take no parameters refuse any (missive/cluster/door.py)."""
         methods: dict[str, Callable[[bytes, Any], Awaitable[Any]]] = {
             **self.door.handlers(),  # what clients ask (missive/cluster/client_door.py)
-            "status": self.rpc_status,
-            "heartbeat": self.rpc_heartbeat,
             "snapshot": self.receiver.snapshot,
             "deliver": self.receiver.deliver,
             "apply": self.receiver.apply,
             "learn_code": self.receiver.learn_code,
-            "progress": self.rpc_progress,
             **self.trust.handlers(),  # trust, trust_view (missive/cluster/trust.py)
             **self.epochs.handlers(),  # epoch_prepare, epoch_accept, epoch_learn, epochs, sync (cluster/epochs.py)
-            "trust_view": self.rpc_trust_view,
+            # status, heartbeat, progress and trust_view (missive/cluster/node_door.py; after the trust layer's,
+            # whose trust_view it replaces with one that adds execution trust's view)
+            **self.node_door.handlers(),
             EVIDENCE_METHOD: self.execution.rpc_evidence,  # missive/replicas/execution_trust.py
         }
-        bare = ("status", "members", "progress", "pending", "accounts", "trust_view")
+        bare = ("status", "members", "progress", "pending", "accounts", "trust_view", "scheduled")
         return {name: door.refusing_on_full_disk(door.without_params(name, handler) if name in bare else handler)
                 for name, handler in methods.items()}
 
@@ -347,53 +341,6 @@ class ClusterNode:
 
         assert self._nursery is not None
         self._nursery.start_soon(later)
-
-    async def rpc_heartbeat(self, peer: bytes, params: dict[str, Any]) -> dict[str, Any]:
-        """A peer is alive, knows epoch ``epoch`` and (if it joins) whether its copies are complete;
-        the answer says whether this node serves and the newest epoch it knows."""
-        self.receiver.member(peer, "heartbeat")
-        if not isinstance(params, dict):
-            raise ValueError("heartbeat takes {serving, epoch, complete}")
-        epoch = params.get("epoch", -1)
-        if not isinstance(epoch, int) or isinstance(epoch, bool):
-            raise ValueError("a heartbeat's epoch must be a number")
-        await self.membership.observe(Heard(peer, bool(params.get("serving")), epoch, bool(params.get("complete"))))
-        return {"serving": self.membership.serving, "epoch": self.membership.history.latest.number,
-                "complete": self.epochs.complete}
-
-    async def rpc_status(self, peer: bytes, params: Any) -> dict[str, Any]:
-        counts = self.copies.counts("pending", "standby", "outbound", "replicate", "replica")
-        backlog, standby, outbound = counts["pending"], counts["standby"], counts["outbound"]
-        replicating, held = counts["replicate"], counts["replica"]
-        actors = sum(1 for address, account in self.store.accounts() if account.is_contract and self.executes(address))
-        return {
-            "serving": self.membership.may_execute(), "standby": standby, "view_changes": self.membership.changes,
-            "up": sorted(self.names[n] for n in self.membership.acting),
-            "name": self.config.name, "id": self.me, "pid": os.getpid(), "port": self.port,
-            "chain_id": self.store.chain_id,
-            "uptime": time.monotonic() - self.started, "actors": actors, "backlog": backlog,
-            "outbound": outbound, "handled": self.runtime.handled_total, "rate": self.rate,
-            "transactions": self.writer.transactions, "writes": self.writer.writes,
-            "forwarded": self.sender.forwarded, "replicas": self.k, "replicating": replicating, "replicas_held": held,
-            "diffs_sent": self.sender.diffs_sent, "diffs_applied": self.receiver.diffs_applied,
-            "conflicts": self.receiver.conflicts, "rolled_back": self.receiver.rolled_back,
-            "gone_after_rollback": self.receiver.gone_after_rollback,
-            "leases_lost": self.membership.leases_lost,
-            "epoch": self.membership.number, "epochs_known": self.membership.history.latest.number,
-            "joining": self.membership.joining, "complete": self.epochs.complete,
-            "epochs_proposed": self.epochs.proposals, "epochs_chosen": self.epochs.chosen,
-            "distrusted": sorted(self.names[n] for n in self.membership.distrusted),
-            "peers": {self.names[n]: link.connected for n, link in self.links.items()},
-        }
-
-    async def rpc_trust_view(self, peer: bytes, params: Any) -> dict[str, Any]:
-        """This node's view of trust (``missive trust``): the trust layer's, and execution trust's."""
-        return {**self.trust.view(), "execution": self.execution.view()}
-
-    # -- reads for clients (see missive.cluster.reads): this node's own store, or the actor's node --
-
-    async def rpc_progress(self, peer: bytes, params: Any) -> dict[str, int]:
-        return reads.progress(self.copies)
 
 
 def main(argv: list[str] | None = None) -> int:

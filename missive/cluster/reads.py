@@ -1,7 +1,8 @@
 """What a cluster node tells clients about its own store, as plain msgpack-able values.
 
 These are the node-local halves of the read RPCs (``ledger``, ``message``,
-``resolve``, ``mailbox``, ``pending``, ``accounts``, ``progress``, ``replay``).
+``resolve``, ``mailbox``, ``pending``, ``scheduled``, ``storage``, ``accounts``,
+``progress``, ``replay``).
 They live apart from :mod:`missive.cluster.node` because they only read a
 :class:`~missive.mailbox.store.Store`: no networking, so they are easy to test
 and the node module stays about the node process.
@@ -15,6 +16,7 @@ private state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -28,6 +30,8 @@ from missive.replicas.copies import Copies
 
 #: At most this many ledger records per ``ledger`` call (keeps a reply far below the frame limit).
 LEDGER_PAGE = 400
+#: At most this many storage slots per ``storage`` call (about 70 bytes each on the wire).
+STORAGE_PAGE = 1000
 
 
 def ledger_page(store: Store, start: int = 0, limit: int | None = None, last: int | None = None) -> dict[str, Any]:
@@ -78,6 +82,30 @@ def pending(store: Store, address: bytes | None = None) -> list[bytes]:
         if found is not None:
             out.append(found[0].canonical())
     return out
+
+
+def scheduled(store: Store, executes: Callable[[bytes], bool]) -> list[list[Any]]:
+    """``[due logical time, canonical message]`` of the scheduled messages not yet due whose recipient
+    this node executes, soonest first.  Every holder of an actor keeps its scheduled messages, but
+    only the executor releases them (a copy's entry goes when the executor's diff says it ran), so
+    the executor's list is the one that is current."""
+    out: list[list[Any]] = []
+    for due, message_id in store.scheduled():
+        found = store.message(message_id)
+        if found is not None and executes(found[0].recipient):
+            out.append([due, found[0].canonical()])
+    return out
+
+
+def storage_page(store: Store, address: bytes, after: bytes | None = None,
+                 limit: int = STORAGE_PAGE) -> dict[str, Any]:
+    """``address``'s non-zero storage slots after slot ``after`` (32 bytes; None: from the first),
+    at most ``limit``, in slot order: ``{"slots": [[slot, value]...], "next": the last slot, or None
+    if there are no more}`` (a value as stored: big-endian, without leading zeros)."""
+    found = store.scan("storage", address, limit + 1, after=address + after if after is not None else None)
+    more = len(found) > limit
+    slots = [[key[20:], value] for key, value in found[:limit]]
+    return {"slots": slots, "next": slots[-1][0] if more else None}
 
 
 def accounts(store: Store) -> list[list[bytes]]:

@@ -81,10 +81,6 @@ class NodeUnreachable(NodeError, Failed):
     """A node did not answer or refused the request; the text names it and says why."""
 
 
-class NotOnCluster(NodeError):
-    """A read the cluster's nodes do not answer yet (an actor's storage, the scheduled messages)."""
-
-
 class UnknownNode(ArgumentError, NotFound):
     """No node of that name in the cluster."""
 
@@ -295,7 +291,17 @@ class RemoteNode(BaseNode):
         return out
 
     def storage(self, address: object) -> dict[int, int]:
-        raise NotOnCluster("storage is not readable remotely yet; query the contract's getters")
+        """An actor's non-zero storage slots, from the node executing it, a page (1,000 slots) per
+        request: an actor with more may change between two pages (one page is one read)."""
+        target = to_address(address)
+        out: dict[int, int] = {}
+        params: dict[str, Any] = {"address": target}
+        while True:
+            page = self._call("storage", params)
+            out.update((int.from_bytes(slot, "big"), int.from_bytes(value, "big")) for slot, value in page["slots"])
+            if page["next"] is None:
+                return out
+            params = {"address": target, "after": page["next"]}
 
     # -- submitting (signing is BaseNode.submit's) -----------------------------------------------
 
@@ -533,7 +539,13 @@ class RemoteNode(BaseNode):
         return [Envelope.decode(raw) for _, answer in self._each("pending") for raw in answer]
 
     def scheduled(self) -> list[tuple[int, Envelope]]:
-        raise NotOnCluster("scheduled messages are not listed remotely yet")
+        """Every node's scheduled messages for the actors it executes, soonest first (as one node lists them)."""
+        found: dict[bytes, tuple[int, Envelope]] = {}
+        for _, answer in self._each("scheduled"):
+            for due, canonical in answer:
+                envelope = Envelope.decode(canonical)
+                found.setdefault(envelope.id, (int(due), envelope))  # (a change of executor may show one twice)
+        return sorted(found.values(), key=lambda pair: (pair[0], pair[1].id))
 
     def ledger_length(self) -> int:
         return sum(int(page["total"]) for _, page in self._each("ledger", {"last": 0}, self._scope()))

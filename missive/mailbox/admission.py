@@ -18,8 +18,8 @@ from missive.mailbox.records import Account
 from missive.mailbox.store import Store
 from missive.market.fees import escrow
 from missive.market.workers import below_minimum
+from missive.vm.creation import create_address
 from missive.vm.keccak import keccak256
-from missive.vm.messages import create_address
 
 EXTERNAL_KINDS = (Kind.CALL, Kind.QUERY, Kind.DEPLOY)
 #: How far ahead of the node's logical clock an external message may be stamped.

@@ -36,8 +36,8 @@ from typing import Any
 import attrs
 
 from missive.mailbox.envelope import MAX_GAS, Envelope, EnvelopeError, Kind
+from missive.vm.creation import create_address
 from missive.vm.keccak import keccak256
-from missive.vm.messages import create_address
 
 #: the public key slot of an Ethereum-signed message: an uncompressed secp256k1 key without its 0x04
 PUBLIC_KEY_SIZE = 64

@@ -46,8 +46,8 @@ digests       address                                the actor's storage sum (mi
                                                      says every sum is current
 ranked        (2**256-1-bid) (32) + seq + recipient  sender + message id: the ``pending`` messages that
                                                      bid more than 0, highest first (a node alone;
-                                                     b"ranked" = RANKED in meta says it is current; see
-                                                     :meth:`Store.pending_by_bid`)
+                                                     b"ranked" = bids.RANKED in meta: current; see
+                                                     :mod:`missive.mailbox.bids`)
 queued        recipient + seq (a ``pending`` key)    sender + (2**256-1-bid): the same entries by queue
                                                      key (to find a pair's earlier messages, and to
                                                      drop the ``ranked`` entry with the queue entry)
@@ -85,7 +85,7 @@ import lmdb
 import msgpack
 
 from missive.identity import NodeIdentity
-from missive.mailbox import digest
+from missive.mailbox import bids, digest, market_ops
 from missive.mailbox.diffs import StateDiff
 from missive.mailbox.disk import LOCK_FILE_SIZE, MAX_READERS, NoStore, StoreDamaged, StoreError, disk_errors
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
@@ -95,23 +95,8 @@ from missive.mailbox.records import Account, Receipt
 from missive.mailbox.seals import GENESIS, KEY_FILE, SealError, chain, load_key, record_bytes, seal_message
 from missive.mailbox.signed import SignedRecord, pack_record
 from missive.market.fees import BY_MESSAGE, credit_messages
-from missive.market.raises import RAISED, check_raise, decode_raised, encode_raised
-from missive.market.workers import (
-    BURNED,
-    OWN_STAKE,
-    SELF,
-    SLASH,
-    WORKER,
-    EvidenceCheck,
-    Slash,
-    Worker,
-    args_of,
-    decode_slash,
-    idle_reason,
-)
-from missive.market.workers import accuse as accuse_worker
-from missive.market.workers import apply as apply_worker_op
-from missive.market.workers import digest as worker_digest
+from missive.market.raises import RAISED, decode_raised
+from missive.market.workers import EvidenceCheck, Slash, Worker
 from missive.vm.keccak import keccak256
 
 TABLES = ("meta", "ledger", "seals", "discarded", "messages", "pending", "standby", "scheduled", "receipts", "mailbox",
@@ -119,11 +104,6 @@ TABLES = ("meta", "ledger", "seals", "discarded", "messages", "pending", "standb
 #: the bid-order index of a node alone (:meth:`Store.pending_by_bid`): derived from ``pending``, rebuilt
 #: when missing, so a store without it (an older one, a read-only open) is still read
 RANK_TABLES = ("ranked", "queued")
-#: meta b"ranked" of a current bid-order index; "2": it holds the messages bidding more than 0 only
-#: (a bid of 0 is served in queue order after them, :meth:`Store.pending_by_bid`); an index of
-#: another version is rebuilt when the store opens
-RANKED = b"2"
-TOP_BID = (1 << 256) - 1
 #: LMDB named databases the environment may hold: the store's, and those other rooms open in it
 #: (the replication tables: :mod:`missive.replicas.records`)
 MAX_DBS = 32
@@ -220,18 +200,6 @@ def u64(n: int) -> bytes:
 
 def word_bytes(value: int) -> bytes:
     return value.to_bytes((value.bit_length() + 7) // 8, "big")
-
-
-class _Either:
-    """Keys in either of two containers (a round's ``skip``, and the keys it has taken already)."""
-
-    __slots__ = ("first", "second")
-
-    def __init__(self, first: Container[bytes], second: Container[bytes]) -> None:
-        self.first, self.second = first, second
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.first or key in self.second
 
 
 @attrs.frozen
@@ -502,55 +470,22 @@ class Store:
         txn.put(b"digests", b"1", db=self.db["meta"])
 
     def _start_ranks(self, txn: lmdb.Transaction) -> None:
-        """Build the bid-order index from the ``pending`` queues if it is not current (a store made
-        before it, or one a cluster node used)."""
-        if not self._ranks:
-            if "ranked" in self.db:
-                txn.delete(b"ranked", db=self.db["meta"])
-            return
-        if txn.get(b"ranked", db=self.db["meta"]) == RANKED:
-            return
-        txn.drop(self.db["ranked"], delete=False)
-        txn.drop(self.db["queued"], delete=False)
-        for key, message_id in list(txn.cursor(db=self.db["pending"])):
-            envelope = SignedRecord.decode(cast(bytes, txn.get(message_id, db=self.db["messages"])), check=False).envelope
-            self._rank(txn, bytes(key), bytes(message_id), envelope.sender, self._bid_of(txn, bytes(message_id), envelope))
-        txn.put(b"ranked", RANKED, db=self.db["meta"])
+        bids.start_ranks(self, txn)
 
     def _rank(self, txn: lmdb.Transaction, key: bytes, message_id: bytes, sender: bytes, bid: int) -> None:
-        """Index a queued message by its bid; a bid of 0 is not indexed (it costs nothing: bid-0
-        messages are served in queue order, as before the market, once no higher bid waits)."""
-        if not bid:
-            return
-        inverse = (TOP_BID - bid).to_bytes(32, "big")
-        txn.put(key, sender + inverse, db=self.db["queued"])
-        txn.put(inverse + key[20:] + key[:20], sender + message_id, db=self.db["ranked"])
+        bids.rank(self, txn, key, message_id, sender, bid)
 
     def _unrank(self, txn: lmdb.Transaction, key: bytes, bid: int | None = None) -> None:
-        """Drop a queue entry's index entries (``bid``: the bid it is indexed by, if known: saves a read)."""
-        if bid is not None:
-            txn.delete(key, db=self.db["queued"])
-            txn.delete((TOP_BID - bid).to_bytes(32, "big") + key[20:] + key[:20], db=self.db["ranked"])
-            return
-        entry = cast("bytes | None", txn.get(key, db=self.db["queued"]))
-        if entry is not None:
-            txn.delete(key, db=self.db["queued"])
-            txn.delete(entry[20:52] + key[20:] + key[:20], db=self.db["ranked"])
+        bids.unrank(self, txn, key, bid)
 
     def _bid_of(self, txn: lmdb.Transaction, message_id: bytes, envelope: Envelope) -> int:
-        raw = cast("bytes | None", txn.get(RAISED + message_id, db=self.db["meta"]))
-        return decode_raised(raw)[0] if raw is not None else envelope.bid
+        return bids.bid_of(self, txn, message_id, envelope)
 
     def any_raised(self, txn: lmdb.Transaction | None = None) -> bool:
-        """Whether any bid of this ledger was ever raised (else every message runs with its envelope's)."""
-        with self.reading(txn) as txn:
-            cursor = txn.cursor(db=self.db["meta"])
-            return bool(cursor.set_range(RAISED)) and bytes(cursor.key()).startswith(RAISED)
+        return bids.any_raised(self, txn)
 
     def bid(self, message_id: bytes, envelope: Envelope, txn: lmdb.Transaction | None = None) -> int:
-        """The bid ``message_id`` is handled with: its envelope's, or its last raise's."""
-        with self.reading(txn) as txn:
-            return self._bid_of(txn, message_id, envelope)
+        return bids.bid(self, message_id, envelope, txn)
 
     def close(self) -> None:
         self.env.close()
@@ -638,39 +573,7 @@ class Store:
                       skip: Container[bytes] = frozenset(),
                       txn: lmdb.Transaction | None = None,
                       counts: dict[bytes, int] | None = None) -> list[tuple[bytes, bytes]]:
-        """A fair batch of waiting messages: at most ``per_actor`` from each actor's queue
-        (the oldest ones), visiting actors in address order from ``start_after`` and
-        wrapping around, so one busy actor cannot starve the others.  Queue keys in
-        ``skip`` (messages already handled, whose commit is under way) are passed over.
-        ``counts``: how many of an actor's messages the round has taken already (they count
-        towards its ``per_actor``).  Read in ``txn`` if given (a write transaction sees its own writes)."""
-        out: list[tuple[bytes, bytes]] = []
-        with self.reading(txn) as txn:
-            cursor = txn.cursor(db=self.db["pending"])
-            seen: set[bytes] = set()
-            positioned = cursor.set_range(start_after + b"\xff" * 8) if start_after else cursor.first()
-            if not positioned:
-                positioned = cursor.first()
-            while positioned and len(out) < limit:
-                key, value = cursor.item()
-                actor = bytes(key[:20])
-                if actor in seen:
-                    break  # wrapped around to where we started
-                seen.add(actor)
-                taken = counts.get(actor, 0) if counts else 0
-                while positioned and len(out) < limit and taken < per_actor:
-                    key, value = cursor.item()
-                    if key[:20] != actor:
-                        break
-                    if key not in skip:
-                        out.append((bytes(key), bytes(value)))
-                        taken += 1
-                    positioned = cursor.next()
-                if positioned and cursor.key()[:20] == actor:
-                    positioned = cursor.set_range(actor + b"\xff" * 8)
-                if not positioned:
-                    positioned = cursor.first()
-        return out
+        return bids.pending_batch(self, limit, per_actor, start_after, skip, txn, counts)
 
     @property
     def ranks_bids(self) -> bool:
@@ -679,143 +582,10 @@ class Store:
 
     def pending_by_bid(self, limit: int, per_actor: int, skip: Container[bytes] = frozenset(),
                        txn: lmdb.Transaction | None = None, start_after: bytes = b"") -> list[tuple[bytes, bytes]]:
-        """A batch of waiting messages, highest bid first, keeping each (sender, recipient) pair's order.
-
-        First the messages bidding more than 0: it walks the ``ranked`` index (bid descending,
-        then queue seq: equal bids are served oldest first, whichever actor they are for).  A
-        message is taken only with every earlier message of its pair that is still waiting:
-        before it, those are taken (whatever their bids, 0 too) and the message after them, so
-        a pair's messages always leave its queue as a prefix of it.  Then, with the room left,
-        the messages bidding 0, which are not indexed: each actor's oldest in turn from
-        ``start_after``, as :meth:`pending_batch` (an actor's queue prefix never breaks a pair's
-        order).  With no bid above 0 waiting, the round is exactly :meth:`pending_batch`'s, so
-        a ledger whose messages bid 0 pays nothing for the index; nor does a round when every
-        waiting message bids the same (an actor's queue order is then its bid order).
-
-        At most ``per_actor`` per actor (a pair whose earlier messages do not all fit gets the
-        first of them now, and the rest in a later round).  Returned grouped by actor, each
-        actor's in the order taken, which it handles them in (by bid, each pair's in its
-        order).  ``skip``: keys of messages handled already, whose commit is under way (they
-        count as gone)."""
-        chosen: dict[bytes, list[bytes]] = {}
-        ids: dict[bytes, bytes] = {}
-        # per actor: cursors over its queue (``pending``) and its indexed entries (``queued``), and
-        # per sender the keys scanned and not taken
-        scans: dict[bytes, tuple[Any, Any, dict[bytes, list[bytes]], list[bool]]] = {}
-        total = 0
-        with self.reading(txn) as txn:
-            ranked = txn.cursor(db=self.db["ranked"])
-            if not ranked.first():  # no bid above 0 waits
-                return self.pending_batch(limit, per_actor, start_after, skip, txn)
-            top = ranked.key()[:32]
-            if (ranked.last() and ranked.key()[:32] == top
-                    and txn.stat(self.db["pending"])["entries"] == txn.stat(self.db["ranked"])["entries"]):
-                # every waiting message bids the same: there is nothing to order, and each actor's
-                # queue is its bid order (the round is taken as with bids of 0)
-                return self.pending_batch(limit, per_actor, start_after, skip, txn)
-            ranked.first()
-            queued_db, pending_db, messages_db = self.db["queued"], self.db["pending"], self.db["messages"]
-
-            def sender_at(at: bytes, index: Any) -> bytes:
-                """The sender of the message at queue key ``at``: its index entry's, else (a bid of 0,
-                not indexed) its stored message's."""
-                while index[1] and bytes(index[0].key()) < at:
-                    index[1] = index[0].next()
-                if index[1] and bytes(index[0].key()) == at:
-                    return bytes(index[0].value()[:20])
-                raw = cast("bytes | None", txn.get(cast(bytes, txn.get(at, db=pending_db)), db=messages_db))
-                return SignedRecord.decode(raw, check=False).envelope.sender if raw is not None else b""
-
-            queue_ids: dict[bytes, bytes] = {}  # queue key -> message id, of the keys the scans met
-
-            def earlier(actor: bytes, sender: bytes, key: bytes) -> list[bytes] | None:
-                """The waiting keys of (sender, actor) before ``key``, oldest first (and ``key`` left
-                out); None if ``key`` itself is not waiting."""
-                found = scans.get(actor)
-                if found is None:
-                    queue, indexed = txn.cursor(db=pending_db), txn.cursor(db=queued_db)
-                    found = scans[actor] = (queue, [indexed, indexed.set_range(actor)], {}, [queue.set_range(actor)])
-                cursor, index, by_sender, more = found
-                while more[0]:
-                    at, message_id = cursor.item()
-                    at = bytes(at)
-                    if at[:20] != actor or at > key:
-                        break
-                    if at not in skip:  # (the message asked for is ``sender``'s: no look-up)
-                        by_sender.setdefault(sender if at == key else sender_at(at, index), []).append(at)
-                        queue_ids[at] = bytes(message_id)
-                    more[0] = cursor.next()
-                waiting = by_sender.get(sender, [])
-                cut = 0
-                while cut < len(waiting) and waiting[cut] < key:
-                    cut += 1
-                before = waiting[:cut]
-                present = cut < len(waiting) and waiting[cut] == key
-                del waiting[:cut + present]
-                return before if present else None
-
-            full = 0  # actors whose share of the round is taken
-            passed = 0  # entries passed over in a row because their actor's share is taken
-            look_after = 64  # ... before asking whether any actor with room has messages waiting
-            entries = cast("Iterator[tuple[bytes, bytes]]", ranked.iternext())  # (read without buffers: bytes)
-            for rank_key, value in entries:
-                if total >= limit:
-                    break
-                key = rank_key[40:] + rank_key[32:40]
-                if key in skip or key in ids:
-                    continue
-                actor = key[:20]
-                taken = chosen.setdefault(actor, [])
-                if len(taken) >= per_actor:
-                    # busy actors full and nobody else waiting: do not walk the rest of their queues
-                    passed += 1
-                    if passed >= look_after:
-                        if not self._more_actors_waiting(txn, full):
-                            break
-                        passed, look_after = 0, look_after * 2
-                    continue
-                passed = 0
-                before = earlier(actor, value[:20], key)
-                if before is None:  # not waiting (an index entry the queue no longer has)
-                    continue
-                room = min(per_actor - len(taken), limit - total)
-                for pulled in before[:room]:
-                    ids[pulled] = queue_ids[pulled]
-                    taken.append(pulled)
-                    total += 1
-                if len(before) < room:
-                    ids[key] = value[20:52]
-                    taken.append(key)
-                    total += 1
-                else:  # the rest of the pair, and this message, wait: give back what was not taken
-                    scans[actor][2].setdefault(value[:20], [])[:0] = before[room:] + [key]
-                if len(taken) >= per_actor:
-                    full += 1
-            if total < limit:  # the room left: bids of 0, each actor's oldest in turn
-                taken_keys = set(ids)
-                rest = self.pending_batch(limit - total, per_actor, start_after,
-                                          _Either(skip, taken_keys) if skip else taken_keys, txn,
-                                          {actor: len(keys) for actor, keys in chosen.items()})
-                for key, message_id in rest:
-                    ids[key] = message_id
-                    chosen.setdefault(key[:20], []).append(key)
-        out: list[tuple[bytes, bytes]] = []
-        for keys in chosen.values():
-            out.extend((key, ids[key]) for key in keys)
-        return out
+        return bids.pending_by_bid(self, limit, per_actor, skip, txn, start_after)
 
     def _more_actors_waiting(self, txn: lmdb.Transaction, full: int) -> bool:
-        """Whether more than ``full`` actors have messages in ``pending`` (one cursor jump per
-        actor, at most ``full + 1``)."""
-        cursor = txn.cursor(db=self.db["pending"])
-        count = 0
-        positioned = cursor.first()
-        while positioned:
-            count += 1
-            if count > full:
-                return True
-            positioned = cursor.set_range(bytes(cursor.key()[:20]) + b"\xff" * 8)
-        return False
+        return bids.more_actors_waiting(self, txn, full)
 
     def scheduled(self) -> list[tuple[int, bytes]]:
         """(due logical time, message id) of scheduled messages not yet due, soonest first."""
@@ -1202,141 +972,40 @@ class Store:
         self.append(txn, ["unraise", o.message_id, word_bytes(o.bid)])
 
     def raise_bid(self, message_id: bytes, new_bid: int, public_key: bytes, signature: bytes) -> int:
-        """Raise the bid of a waiting message (:mod:`missive.market.raises`): check the signed raise,
-        debit the top-up from the sender, keep the new bid, move the message up the bid order, and
-        append ``["raise", id, new bid, public key, signature]``; return the top-up.  A refused raise
-        raises :class:`EnvelopeError` (one line) and changes nothing."""
-        if self.replication is not None or self.credits_by_message():
-            raise EnvelopeError("raising a bid works on a node alone for now: not on a cluster node")
-        with self.writing() as txn:
-            found = self.message(message_id, txn)
-            current = self._bid_of(txn, message_id, found[0]) if found is not None else 0
-            handled = txn.get(message_id, db=self.db["receipts"]) is not None
-            key = None
-            if found is not None and not handled:
-                recipient = found[0].recipient
-                for queue_key, queued_id in self.scan("pending", recipient, txn=txn):
-                    if queued_id == message_id:
-                        key = queue_key
-                        break
-                handled = key is None  # not waiting: taken by a round, or given up
-            sender = self.account(found[0].sender, txn) if found is not None else None
-            top_up = check_raise(message_id, found, handled, current, new_bid, public_key, signature, sender,
-                                 self.chain_id)
-            assert found is not None and sender is not None and key is not None
-            envelope = found[0]
-            # the balance only: a raise is no message of the account's own (its nonce stays)
-            txn.put(envelope.sender, sender.replace(balance=sender.balance - top_up).encode(), db=self.db["accounts"])
-            txn.put(RAISED + message_id, encode_raised(new_bid, envelope), db=self.db["meta"])
-            if self._ranks:
-                self._unrank(txn, key)
-                self._rank(txn, key, message_id, envelope.sender, new_bid)
-            self.append(txn, ["raise", message_id, word_bytes(new_bid), public_key, signature])
-        return top_up
+        return market_ops.raise_bid(self, message_id, new_bid, public_key, signature)
 
     def worker(self, address: bytes, txn: lmdb.Transaction | None = None) -> Worker | None:
-        """``address``'s entry in the worker registry (:mod:`missive.market.workers`), if any."""
-        raw = self.get(txn, "meta", WORKER + address)
-        return Worker.decode(raw) if raw is not None else None
+        return market_ops.worker(self, address, txn)
 
     def workers(self) -> list[tuple[bytes, Worker]]:
-        return [(key[len(WORKER):], Worker.decode(value)) for key, value in self.scan("meta", WORKER)]
+        return market_ops.workers(self)
 
     def own_worker(self, txn: lmdb.Transaction | None = None) -> Worker | None:
-        """The worker this node executes as (registered on it), if any."""
-        address = self.get(txn, "meta", SELF)
-        return self.worker(address, txn) if address else None
+        return market_ops.own_worker(self, txn)
 
     def worker_op(self, op: str, address: bytes, args: list[Any], public_key: bytes, signature: bytes) -> Worker:
-        """Apply a signed registry operation (:func:`missive.market.workers.apply`) and append it to
-        the ledger; a ``register`` makes this node execute as that worker (its fees go to the
-        worker's coinbase).  Refused: EnvelopeError, one line, nothing changed."""
-        if self.replication is not None or self.credits_by_message():
-            raise EnvelopeError("the worker registry works on a node alone for now: not on a cluster node")
-        with self.writing() as txn:
-            if op != "register":
-                args = [self.clock(txn)]
-            account, worker = apply_worker_op(op, address, args, public_key, signature, self.chain_id,
-                                              self.account(address, txn), self.worker(address, txn))
-            if op == "register":
-                coinbase = self.account(worker.coinbase, txn)
-                if coinbase is not None and coinbase.is_contract:
-                    raise EnvelopeError(f"0x{worker.coinbase.hex()} is a contract: a coinbase is an external account")
-                txn.put(b"coinbase", worker.coinbase, db=self.db["meta"])
-                txn.put(SELF, address, db=self.db["meta"])
-            txn.put(address, account.encode(), db=self.db["accounts"])
-            txn.put(WORKER + address, worker.encode(), db=self.db["meta"])
-            self.append(txn, ["worker", op, address, *args, public_key, signature])
-        return worker
+        return market_ops.worker_op(self, op, address, args, public_key, signature)
 
     def job_op(self, op: str, signer: bytes, args: list[Any], public_key: bytes, signature: bytes) -> bytes:
-        """A signed job board operation (issue 25: :mod:`missive.mailbox.jobboard`); the job's id.
-        Refused: EnvelopeError, one line, nothing changed."""
-        from missive.mailbox.jobboard import apply_op
-
-        return apply_op(self, op, signer, args, public_key, signature)
+        return market_ops.job_op(self, op, signer, args, public_key, signature)
 
     def accuse(self, address: bytes, evidence: bytes, public_key: bytes, signature: bytes) -> Slash:
-        """Submit wrong-diff evidence to the registry, signed by ``address``'s account
-        (:func:`missive.market.workers.accuse`): re-checked, it forfeits the executor's whole
-        pledge (:data:`ACCUSER_SHARE` percent to the accuser, the rest burned) and deregisters it,
-        with the ledger record ``["worker", "accuse", address, evidence, public key, signature]``.
-        Refused (EnvelopeError, one line, nothing changed): duplicate evidence, evidence that
-        proves nothing, an executor with nothing to forfeit, a forged accusation."""
-        if self.replication is not None or self.credits_by_message():
-            raise EnvelopeError("the worker registry works on a node alone for now: not on a cluster node")
-        with self.writing() as txn:
-            meta = self.db["meta"]
-            key = SLASH + keccak256(evidence) if isinstance(evidence, bytes) else b""
-            slash = accuse_worker(address, evidence, public_key, signature, self.chain_id, self.account(address, txn),
-                                  self.evidence_check, lambda worker: self.worker(worker, txn),
-                                  bool(key) and txn.get(key, db=meta) is not None)
-            txn.put(address, slash.account.encode(), db=self.db["accounts"])
-            txn.put(WORKER + slash.executor, slash.worker.encode(), db=meta)
-            txn.put(key, slash.encode(address), db=meta)
-            txn.put(BURNED, word_bytes(self.burned(txn) + slash.burned), db=meta)
-            self.append(txn, ["worker", "accuse", address, evidence, public_key, signature])
-        return slash
+        return market_ops.accuse(self, address, evidence, public_key, signature)
 
     def burned(self, txn: lmdb.Transaction | None = None) -> int:
-        """Coin burned by slashing, in total."""
-        raw = self.get(txn, "meta", BURNED)
-        return int.from_bytes(raw, "big") if raw else 0
+        return market_ops.burned(self, txn)
 
     def slashes(self) -> list[tuple[bytes, tuple[bytes, bytes, int, int, str]]]:
-        """(keccak256 of the evidence, (executor, accuser, reward, burned, finding)) of every slash."""
-        return [(key[len(SLASH):], decode_slash(value)) for key, value in self.scan("meta", SLASH)]
+        return market_ops.slashes(self)
 
     def register_own_worker(self, coinbase: bytes | None = None) -> bytes:
-        """Make the node its own worker (``missive init``): the account of its ledger key, created
-        at genesis with :data:`OWN_STAKE`, registers with all of it (minimum bid 0, fees to
-        ``coinbase``, default that account), signed by the ledger key.  Returns its address."""
-        if self.seal_key is None:
-            raise StoreError(f"{self.path} is open read-only: it cannot register its worker")
-        public_key = self.seal_key.node_id
-        address = keccak256(public_key)[12:]
-        self.create_account(address, public_key, OWN_STAKE)
-        args = args_of("register", OWN_STAKE, address if coinbase is None else coinbase, 0)
-        self.worker_op("register", address, args, public_key,
-                       self.seal_key.sign(worker_digest(self.chain_id, "register", address, args)))
-        return address
+        return market_ops.register_own_worker(self, coinbase)
 
     def own_worker_key(self) -> NodeIdentity | None:
-        """The ledger key, if the worker this node executes as is its account (``missive init``)."""
-        own = self.get(None, "meta", SELF)
-        if self.seal_key is None or own != keccak256(self.seal_key.node_id)[12:]:
-            return None
-        return self.seal_key
+        return market_ops.own_worker_key(self)
 
     def idle_reason(self, txn: lmdb.Transaction | None = None) -> str | None:
-        """Why this node executes nothing (None: it executes).  A node alone executes only as a
-        registered worker: once it has one of its own (``missive init``, ``missive worker
-        register``), only while that worker has a stake (not unbonding, not slashed).  A store
-        with no worker of its own (made without ``init``) and a cluster node execute as before."""
-        if self.replication is not None:
-            return None
-        address = self.get(txn, "meta", SELF)
-        return idle_reason(address, self.worker(address, txn)) if address else None
+        return market_ops.idle_reason(self, txn)
 
     def write_storage(self, txn: lmdb.Transaction, address: bytes, writes: Iterable[tuple[int, int]]) -> None:
         """Write storage slots (value 0 deletes), keeping the actor's storage sum on a cluster node."""

@@ -12,7 +12,7 @@ import msgpack
 
 from missive.keys import Key
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
-from missive.vm.messages import create_address
+from missive.vm.creation import create_address
 
 #: A signed external message as it is submitted: (envelope, public key, signature over its id).
 Signed = tuple[Envelope, bytes, bytes]

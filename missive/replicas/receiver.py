@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import trio
 
-from missive.actors.handler import MAX_CODE_SIZE
 from missive.actors.runtime import Runtime
 from missive.identity import verify
 from missive.mailbox.diffs import DiffConflict, DiffError, DiffGap, DiffSuperseded, StateDiff
@@ -30,6 +29,7 @@ from missive.replicas.copies import Copies
 from missive.replicas.execution import WrongResult
 from missive.replicas.execution_trust import ExecutionTrust, NotYetCheckable
 from missive.replicas.refusals import NotAHolder, require_member
+from missive.vm.creation import MAX_CODE_SIZE
 from missive.vm.keccak import keccak256
 
 if TYPE_CHECKING:

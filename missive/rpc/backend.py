@@ -28,7 +28,7 @@ import msgpack
 import trio
 
 from missive.actors.handler import ActorState, run_handler
-from missive.mailbox import ethtx
+from missive.mailbox import ethtx, ledger_records
 from missive.mailbox.admission import checker
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
@@ -193,23 +193,23 @@ class LocalBackend:
                 return
             start = int.from_bytes(cursor, "big") + 1 if cursor is not None else 0
             last = int.from_bytes(seals[-1][0], "big")
-            records: list[tuple[int, list[Any]]] = []
+            records: list[tuple[int, bytes]] = []
             ledger = txn.cursor(db=store.db["ledger"])
             if ledger.set_range(u64(start)):
                 for key, value in ledger:
                     seq = int.from_bytes(key, "big")
                     if seq > last:
                         break
-                    record = msgpack.unpackb(value)
-                    if record[0] == "receipt":
-                        records.append((seq, record))
+                    record = ledger_records.decode_lean(value)  # a receipt: (kind, id), without msgpack
+                    if type(record) is tuple and record[0] == ledger_records.RECEIPT:
+                        records.append((seq, record[1]))
             blocks: list[NewBlock] = []
             position = 0
             for key, value in seals:
                 seq = int.from_bytes(key, "big")
                 new = NewBlock(seq, [], hash=bytes(msgpack.unpackb(value)[0]))
                 while position < len(records) and records[position][0] <= seq:
-                    message_id = bytes(records[position][1][1])
+                    message_id = bytes(records[position][1])
                     position += 1
                     receipt = store.receipt(message_id, txn)
                     if receipt is not None:
@@ -358,10 +358,12 @@ class ClusterBackend:
             try:
                 while True:
                     page = await self._call("ledger", {"start": start}, at=member)
-                    for _seq, record, canonical, raw_receipt in page["records"]:
-                        if record[0] != "receipt" or canonical is None or raw_receipt is None:
+                    for _seq, fields, canonical, raw_receipt in page["records"]:
+                        record = ledger_records.from_fields(fields, wire=True)
+                        if (type(record) is not ledger_records.ReceiptRecord or record.discarded
+                                or canonical is None or raw_receipt is None):
                             continue
-                        message_id = bytes(record[1])
+                        message_id = record.message_id
                         if message_id in seen or self.index.where(message_id) is not None:
                             continue  # a replica's copy, or a receipt seen through another node
                         seen.add(message_id)

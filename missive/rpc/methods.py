@@ -34,8 +34,8 @@ from missive.rpc.backend import Backend, Record
 from missive.rpc.index import Block
 from missive.rpc.pool import Pool, PoolFull
 from missive.rpc.signer import transaction_fields
+from missive.vm.creation import create_address
 from missive.vm.keccak import keccak256
-from missive.vm.messages import create_address
 
 if TYPE_CHECKING:
     from missive.keys import EthKey

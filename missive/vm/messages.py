@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Final
 import attrs
 
 from missive.vm import opcodes as op
+from missive.vm.creation import MAX_INITCODE_SIZE, create2_address, create_address
 from missive.vm.errors import Halt
 from missive.vm.host import ForbiddenRead
-from missive.vm.keccak import keccak256
 from missive.vm.precompiles import is_precompile, run_precompile
 from missive.vm.state import COLD_ACCOUNT_ACCESS, WARM_ACCESS
 from missive.vm.translate import program_for
@@ -45,7 +45,6 @@ ADDRESS_MASK: Final = (1 << 160) - 1
 SYSTEM_ADDRESS: Final = int.from_bytes(SYSTEM_CONTRACT, "big")
 CALL_VALUE_COST: Final = 9000
 CALL_STIPEND: Final = 2300
-MAX_INITCODE_SIZE: Final = 49152
 MAX_CALL_DEPTH: Final = 1024
 SYSTEM_CALL_COST: Final = 100
 SYSTEM_CODE: Final = b"\xfe"
@@ -245,27 +244,6 @@ def _run_code(
 
 
 # -- CREATE, CREATE2, SELFDESTRUCT ---------------------------------------------------------
-
-
-def _rlp_sender_nonce(sender: bytes, nonce: int) -> bytes:
-    """RLP of [sender, nonce], the preimage of a CREATE address."""
-    if nonce == 0:
-        nonce_rlp = b"\x80"
-    elif nonce < 0x80:
-        nonce_rlp = bytes([nonce])
-    else:
-        raw = nonce.to_bytes((nonce.bit_length() + 7) // 8, "big")
-        nonce_rlp = bytes([0x80 + len(raw)]) + raw
-    body = b"\x94" + sender + nonce_rlp
-    return bytes([0xC0 + len(body)]) + body
-
-
-def create_address(sender: bytes, nonce: int) -> bytes:
-    return keccak256(_rlp_sender_nonce(sender, nonce))[12:]
-
-
-def create2_address(sender: bytes, salt: int, init_code: bytes) -> bytes:
-    return keccak256(b"\xff" + sender + salt.to_bytes(32, "big") + keccak256(init_code))[12:]
 
 
 def create(frame: Frame, o: int, args: list[int], rest: int) -> int:

@@ -64,7 +64,7 @@ from missive.keys import Key  # noqa: E402
 from missive.mailbox.envelope import Envelope, Kind  # noqa: E402
 from missive.net import RpcConnection  # noqa: E402
 from missive.vm import build_info  # noqa: E402
-from missive.vm.messages import create_address  # noqa: E402
+from missive.vm.creation import create_address  # noqa: E402
 
 TRANSFER = bytes.fromhex("a9059cbb")
 BALANCE_OF = bytes.fromhex("70a08231")

@@ -41,7 +41,7 @@ from missive.mailbox.envelope import Envelope, Kind  # noqa: E402
 from missive.mailbox.store import Store  # noqa: E402
 from missive.market.raises import sign_raise  # noqa: E402
 from missive.vm import build_info  # noqa: E402
-from missive.vm.messages import create_address  # noqa: E402
+from missive.vm.creation import create_address  # noqa: E402
 
 TRANSFER = bytes.fromhex("a9059cbb")
 GAS = 200_000
