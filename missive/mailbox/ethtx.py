@@ -196,6 +196,12 @@ def decode(raw: bytes) -> EthTransaction:
                           keccak256(public_key)[12:], public_key, keccak256(raw), raw)
 
 
+def tx_type(raw: bytes) -> int:
+    """The type of a raw transaction :func:`decode` accepted (its first byte; a legacy one starts
+    with an RLP list): what a receipt says, without recovering the signer again."""
+    return raw[0] if raw and raw[0] < 0xC0 else 0
+
+
 def verify(envelope: Envelope, public_key: bytes, raw: bytes) -> EthTransaction:
     """Check an Ethereum-signed message: ``raw`` decodes, is signed by ``public_key``, and is exactly
     ``envelope`` (every field but the node's time).  Admission and replay both run this."""
