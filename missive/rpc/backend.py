@@ -18,7 +18,7 @@ arrive together are admitted in one LMDB transaction on the event loop's thread,
 handle them in that same transaction (:meth:`~missive.actors.runtime.Runtime.round_in_transaction`),
 so a transaction is admitted, handled and sealed with one fsync.  Before, each admission was its
 own transaction on a worker thread and each round's commit another, racing for LMDB's write lock
-and the GIL; ``tools/bench/rpc.py`` measured what the change bought (docs/ethereum.md).
+and the GIL; ``tools/bench/rpc.py`` measures the endpoint (examples/ETHEREUM_TOOLS.md, Speed).
 
 Both run a read-only call (``eth_call``, ``eth_estimateGas``) the same way: one actor's code
 against its current state, here in this process; on a cluster the state is fetched from the
