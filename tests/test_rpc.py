@@ -76,6 +76,7 @@ def test_decode_matches_eth_account(kind: str) -> None:
     assert (tx.chain_id, tx.nonce, tx.gas, tx.value, tx.data, tx.gas_price) == (77_123, 5, 50_000, 7, b"\x12\x34",
                                                                                2 * 10**9)
     assert tx.hash == web3.Web3.keccak(raw)
+    assert ethtx.tx_type(raw) == tx.type == {"legacy": 0, "2930": 1, "1559": 2}[kind]  # (what receipts say)
     envelope = tx.envelope(3)
     assert ethtx.verify(envelope, tx.public_key, raw) == tx
     with pytest.raises(EnvelopeError, match="is not the transaction"):  # a field changed: the raw tx no longer matches

@@ -127,9 +127,53 @@ def _list(raw: bytes, what: str) -> list[Any]:
     return items
 
 
+def _item_ends(encoded: bytes) -> tuple[int, list[int]]:
+    """(where the payload starts, where each item ends) in ``encoded``, one RLP list that
+    ``rlp.decode(strict=True)`` accepted (so every length here is canonical and in range)."""
+    first = encoded[0]
+    position = 1 if first <= 0xF7 else 1 + first - 0xF7
+    start, ends = position, []
+    while position < len(encoded):
+        head = encoded[position]
+        if head < 0x80:
+            position += 1
+        elif head <= 0xB7:  # a short string
+            position += 1 + head - 0x80
+        elif 0xC0 <= head <= 0xF7:  # a short list
+            position += 1 + head - 0xC0
+        else:  # a long string or list: the length's own length, then the length
+            size = head - (0xB7 if head <= 0xBF else 0xF7)
+            position += 1 + size + int.from_bytes(encoded[position + 1:position + 1 + size], "big")
+        ends.append(position)
+    return start, ends
+
+
+def _rlp_list(payload: bytes) -> bytes:
+    if len(payload) < 56:
+        return bytes([0xC0 + len(payload)]) + payload
+    size = len(payload).to_bytes((len(payload).bit_length() + 7) // 8, "big")
+    return bytes([0xF7 + len(size)]) + size + payload
+
+
+def _rlp_int(n: int) -> bytes:
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return body if len(body) == 1 and body[0] < 0x80 else bytes([0x80 + len(body)]) + body
+
+
+def unsigned_payload(encoded: bytes, chain_id: int | None) -> bytes:
+    """The RLP list a transaction's signature covers, cut from its own encoding rather than encoded
+    again (the re-encoding was half of :func:`decode`'s time): the list of its items but the last
+    three (v, r, s), and for a legacy transaction (``chain_id`` given, EIP-155) the first six and
+    then chain id, 0, 0.  ``encoded``: the list (for a typed transaction, without its type byte)."""
+    start, ends = _item_ends(encoded)
+    if chain_id is None:
+        return _rlp_list(encoded[start:ends[-4]])
+    return _rlp_list(encoded[start:ends[5]] + _rlp_int(chain_id) + b"\x80\x80")
+
+
 def decode(raw: bytes) -> EthTransaction:
-    """Decode and check a raw signed transaction; :class:`EnvelopeError` names what is wrong."""
-    import rlp  # (imported when used: the store imports this module, every command imports the store)
+    """Decode and check a raw signed transaction; :class:`EnvelopeError` names what is wrong.
+    (rlp and eth-keys are imported when used: the store imports this module, every command the store.)"""
     from eth_keys import keys as eth_keys  # type: ignore[attr-defined]
     from eth_keys.exceptions import BadSignature, ValidationError  # type: ignore[attr-defined]
 
@@ -152,7 +196,7 @@ def decode(raw: bytes) -> EthTransaction:
         if v < 35:
             raise EnvelopeError(f"malformed legacy transaction: v = {v}")
         chain_id, parity = (v - 35) // 2, (v - 35) % 2
-        unsigned = rlp.encode([items[0], items[1], items[2], items[3], items[4], items[5], chain_id, 0, 0])
+        unsigned = unsigned_payload(raw, chain_id)
         tx_type, tip, access = 0, gas_price, ()
     elif first in (1, 2):
         items = _list(raw[1:], f"type-{first} transaction")
@@ -174,7 +218,7 @@ def decode(raw: bytes) -> EthTransaction:
         if parity > 1:
             raise EnvelopeError(f"malformed type-{first} transaction: yParity = {parity}")
         v = parity
-        unsigned = bytes([first]) + rlp.encode(items[:-3])
+        unsigned = bytes([first]) + unsigned_payload(raw[1:], None)
         tx_type = first
     elif first in (3, 4):
         raise EnvelopeError(f"type-{first} transactions ({'blob' if first == 3 else 'set-code'}) are not supported")
@@ -194,6 +238,12 @@ def decode(raw: bytes) -> EthTransaction:
     public_key = public.to_bytes()
     return EthTransaction(tx_type, chain_id, nonce, gas_price, tip, gas, to, value, data, access, v, r, s,
                           keccak256(public_key)[12:], public_key, keccak256(raw), raw)
+
+
+def tx_type(raw: bytes) -> int:
+    """The type of a raw transaction :func:`decode` accepted (its first byte; a legacy one starts
+    with an RLP list): what a receipt says, without recovering the signer again."""
+    return raw[0] if raw and raw[0] < 0xC0 else 0
 
 
 def verify(envelope: Envelope, public_key: bytes, raw: bytes) -> EthTransaction:

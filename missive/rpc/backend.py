@@ -12,6 +12,14 @@ implement it:
   message's envelope only, so this endpoint keeps the Ethereum transactions it admitted (hash,
   message id, the signed raw transaction) and the receipts it has seen, in its index.
 
+On a node the endpoint's writes go through one :class:`~missive.mailbox.writer.GroupWriter`
+(started by :func:`missive.rpc.server.serve`), as a cluster node's do: the transactions that
+arrive together are admitted in one LMDB transaction on the event loop's thread, and the actors
+handle them in that same transaction (:meth:`~missive.actors.runtime.Runtime.round_in_transaction`),
+so a transaction is admitted, handled and sealed with one fsync.  Before, each admission was its
+own transaction on a worker thread and each round's commit another, racing for LMDB's write lock
+and the GIL; ``tools/bench/rpc.py`` measures the endpoint (examples/ETHEREUM_TOOLS.md, Speed).
+
 Both run a read-only call (``eth_call``, ``eth_estimateGas``) the same way: one actor's code
 against its current state, here in this process; on a cluster the state is fetched from the
 actor's executor first, on a worker thread.
@@ -19,6 +27,7 @@ actor's executor first, on a worker thread.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -33,8 +42,10 @@ from missive.mailbox.admission import checker
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account, Receipt
 from missive.mailbox.store import Accepted, Store, u64
+from missive.mailbox.writer import GroupWriter
 from missive.node.sent import Chain, Trace
 from missive.rpc.index import Index, NewBlock
+from missive.vm.keccak import keccak256
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +53,8 @@ Submission = tuple[Envelope, bytes, bytes]
 Record = tuple[Envelope, bytes, bytes]
 #: how often at most a cluster endpoint looks at the nodes' ledgers for new blocks
 CLUSTER_LOOK = 0.05
+#: how often a wait for a message looks at the store when no round here tells it (the actors run elsewhere)
+POLL = 0.005
 
 
 class Backend(Protocol):
@@ -68,7 +81,13 @@ class Backend(Protocol):
     async def eth_transaction(self, tx_hash: bytes) -> bytes | None:
         """The message an Ethereum transaction became (None: never admitted here)."""
 
-    async def admit(self, submissions: list[Submission]) -> list[Accepted | EnvelopeError | Exception]: ...
+    async def admit(self, submissions: list[Submission]) -> list[Accepted | EnvelopeError | Exception]:
+        """Admit ``(tx.envelope(time), tx.public_key, tx.raw)`` of transactions :func:`ethtx.decode`
+        checked: their signer is the key it recovered (a node need not recover it a second time)."""
+
+    def change(self) -> trio.Event:
+        """An event set when something may have been handled after this call (a round of this
+        process's actors became durable); one that is never set where nothing here can tell."""
 
     async def run_call(self, envelope: Envelope) -> tuple[Receipt, list[Envelope]]:
         """Run ``envelope``'s handler against its recipient's current state, writing nothing."""
@@ -103,7 +122,11 @@ class LocalBackend:
     def __init__(self, node: Any) -> None:
         self.node = node
         self.store: Store = node.store
-        self._check = checker(self.store)
+        # signatures=False: every submission is a transaction ethtx.decode checked (see Backend.admit)
+        self._check = checker(self.store, signatures=False)
+        #: the endpoint's writer, while it runs (see the module docstring); None: each admission writes alone
+        self.writer: GroupWriter | None = None
+        self._round = trio.Event()
         self.index = Index(node.path, self.store.chain_id)
         self._verify_index()
 
@@ -150,9 +173,24 @@ class LocalBackend:
         return found
 
     async def admit(self, submissions: list[Submission]) -> list[Accepted | EnvelopeError | Exception]:
-        results: list[Accepted | EnvelopeError] = await trio.to_thread.run_sync(self.store.accept, submissions,
-                                                                                self._check)
+        results: list[Accepted | EnvelopeError]
+        if self.writer is None:
+            results = await trio.to_thread.run_sync(self.store.accept, submissions, self._check)
+        else:
+            results = await self.writer.write(functools.partial(self._accept_in, submissions))
         return list(results)
+
+    def _accept_in(self, submissions: list[Submission], txn: Any) -> list[Accepted | EnvelopeError]:
+        accepted: list[Accepted | EnvelopeError] = self.store.accept(submissions, self._check, txn=txn)
+        return accepted
+
+    def change(self) -> trio.Event:
+        return self._round
+
+    def rounds_done(self, _outcomes: object = None) -> None:
+        """A runtime observer: a round is durable, so whoever waits for a change looks again."""
+        done, self._round = self._round, trio.Event()
+        done.set()
 
     def _read_code(self, who: bytes) -> tuple[bytes, bytes]:
         other = self.store.account(who)
@@ -176,8 +214,12 @@ class LocalBackend:
     async def follow(self, message_id: bytes, timeout: float) -> Chain:
         chain = Chain(self.store.receipt, message_id)
         with trio.move_on_after(timeout):
-            while not chain.done():
-                await trio.sleep(0.005)
+            while True:
+                change = self._round  # taken before the look: a round that ends after it is not missed
+                if chain.done():
+                    break
+                with trio.move_on_after(POLL):  # (another process may run the actors: no round seen here)
+                    await change.wait()
         return chain
 
     async def refresh(self) -> None:
@@ -296,7 +338,7 @@ class ClusterBackend:
                 out.append(EnvelopeError(str(answer["error"])))
                 continue
             if ethtx.is_eth_public_key(public_key):
-                self.index.remember(ethtx.decode(signature).hash, envelope.id,
+                self.index.remember(keccak256(signature), envelope.id,  # (the transaction's hash)
                                     [envelope.canonical(), public_key, signature])
             out.append(Accepted(envelope.id, bool(answer.get("duplicate"))))
         return out
@@ -327,6 +369,9 @@ class ClusterBackend:
             return codes[who]
 
         return await trio.to_thread.run_sync(simulate, envelope, account, code, read_slot, read_code, self.chain_id)
+
+    def change(self) -> trio.Event:
+        return trio.Event()  # the cluster's rounds are not seen from here: the caller polls
 
     async def trace(self, message_id: bytes) -> Trace:
         found: Trace = await trio.to_thread.run_sync(self.remote.trace, message_id)

@@ -257,9 +257,17 @@ class RpcApp:
         await send({"type": "http.response.body", "body": body})
 
 
-async def run_actors(node: Any, api_wake: list[Callable[[], None]], *, poll_interval: float = 0.005) -> None:
+async def run_actors(node: Any, api_wake: list[Callable[[], None]], backend: Any = None, *,
+                     poll_interval: float = 0.005) -> None:
     """Run the embedded node's actors for as long as the endpoint serves (as ``missive serve``
-    does), or, while another process serves them, just watch the store."""
+    does), or, while another process serves them, just watch the store.
+
+    With ``backend`` (a :class:`~missive.rpc.backend.LocalBackend` whose writer runs), the rounds
+    commit through that writer, and what its transactions admit is handled in them
+    (:meth:`~missive.actors.runtime.Runtime.round_in_transaction`: one fsync admits and handles a
+    transaction); each durable round tells the backend (its waits for a receipt wake at once)."""
+    import functools
+
     from missive.actors.runtime import ExecutorLock, NodeBusy
 
     lock = ExecutorLock(node.path)
@@ -273,9 +281,27 @@ async def run_actors(node: Any, api_wake: list[Callable[[], None]], *, poll_inte
     runtime = node._runtime  # the node's own: its waits (missive_waitForTree) see the same rounds
     node._running = True
     api_wake.append(runtime.wake)
+    writer = backend.writer if backend is not None else None
+    committer = runtime.committer
+
+    def durable(_outcomes: object) -> None:
+        runtime.wake()  # what the round sent may be work here (a round run in a transaction wakes nobody)
+        backend.rounds_done()
+
+    if writer is not None:
+        async def commit(outcomes: list[Any]) -> None:
+            await writer.write(functools.partial(node.store.commit, outcomes))
+
+        runtime.committer = commit
+        writer.last = runtime.round_in_transaction
+        runtime.observers.append(durable)
     try:
         await runtime.run(until_idle=False, poll_interval=poll_interval)
     finally:
+        if writer is not None:
+            writer.last = None
+            runtime.committer = committer
+            runtime.observers.remove(durable)
         node._running = False
         lock.release()
 
@@ -290,6 +316,7 @@ async def serve(node: Any, *, host: str = "127.0.0.1", port: int = 8545, rate: f
     from hypercorn.config import Config
     from hypercorn.trio import serve as hypercorn_serve
 
+    from missive.mailbox.writer import GroupWriter
     from missive.rpc.backend import LocalBackend
 
     wakes: list[Callable[[], None]] = []
@@ -310,12 +337,32 @@ async def serve(node: Any, *, host: str = "127.0.0.1", port: int = 8545, rate: f
     config.keep_alive_timeout = 30
     config.graceful_timeout = 1
     try:
-        async with trio.open_nursery() as nursery:
-            if cluster is None:
-                nursery.start_soon(run_actors, node, wakes)
-            await backend.refresh()  # the blocks made while no endpoint ran, before the first request
-            binds = await nursery.start(lambda task_status: hypercorn_serve(app, config, task_status=task_status,  # type: ignore[arg-type]
-                                                                           mode="asgi"))
-            task_status.started(binds)
+        async with trio.open_nursery() as outer:
+            writer: trio.CancelScope | None = None
+            if isinstance(backend, LocalBackend):
+                # every write of the endpoint's node through one writer (see missive/rpc/backend.py)
+                backend.writer = GroupWriter(node.store)
+                writer = await outer.start(_outlive, backend.writer.run)
+            try:
+                async with trio.open_nursery() as nursery:
+                    if isinstance(backend, LocalBackend):
+                        nursery.start_soon(run_actors, node, wakes, backend)
+                    await backend.refresh()  # the blocks made while no endpoint ran, before the first request
+                    binds = await nursery.start(lambda task_status: hypercorn_serve(
+                        app, config, task_status=task_status, mode="asgi"))  # type: ignore[arg-type]
+                    task_status.started(binds)
+            finally:
+                if writer is not None:
+                    writer.cancel()  # the actors and the requests have stopped: nothing more to write
     finally:
         backend.close()
+
+
+async def _outlive(run: Callable[[], Awaitable[None]],
+                   task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run ``run`` (the writer) shielded until the scope handed back is cancelled: on a stop (Ctrl-C),
+    the round or admission being written still gets its transaction instead of a "writer stopped"
+    error, and the writer ends only once nothing can ask it for one."""
+    with trio.CancelScope(shield=True) as scope:
+        task_status.started(scope)
+        await run()
