@@ -123,6 +123,10 @@ RANK_TABLES = ("ranked", "queued")
 #: (a bid of 0 is served in queue order after them, :meth:`Store.pending_by_bid`); an index of
 #: another version is rebuilt when the store opens
 RANKED = b"2"
+#: meta b"ranked" of a store whose waiting messages all offer one bid above 0, the level that
+#: follows this prefix (32 bytes): the index is then empty, as a pair's queue order is its bid
+#: order (:meth:`Store._place_ranked`); an older Missive reads any other value as "rebuild it"
+UNIFORM = b"2="
 TOP_BID = (1 << 256) - 1
 #: LMDB named databases the environment may hold: the store's, and those other rooms open in it
 #: (the replication tables: :mod:`missive.replicas.records`)
@@ -508,8 +512,13 @@ class Store:
             if "ranked" in self.db:
                 txn.delete(b"ranked", db=self.db["meta"])
             return
-        if txn.get(b"ranked", db=self.db["meta"]) == RANKED:
+        current = cast("bytes | None", txn.get(b"ranked", db=self.db["meta"]))
+        if current is not None and (current == RANKED or current.startswith(UNIFORM)):
             return
+        self._index_pending(txn)
+
+    def _index_pending(self, txn: lmdb.Transaction) -> None:
+        """(Re)build the bid-order index of every waiting message (meta ``ranked`` = RANKED)."""
         txn.drop(self.db["ranked"], delete=False)
         txn.drop(self.db["queued"], delete=False)
         for key, message_id in list(txn.cursor(db=self.db["pending"])):
@@ -525,6 +534,37 @@ class Store:
         inverse = (TOP_BID - bid).to_bytes(32, "big")
         txn.put(key, sender + inverse, db=self.db["queued"])
         txn.put(inverse + key[20:] + key[:20], sender + message_id, db=self.db["ranked"])
+
+    def _level(self, txn: lmdb.Transaction) -> int | None:
+        """The one bid every waiting message offers while the index is left empty (see
+        :meth:`_place_ranked`), else None (the index holds every waiting bid above 0)."""
+        current = cast("bytes | None", txn.get(b"ranked", db=self.db["meta"]))
+        if current is None or not current.startswith(UNIFORM):
+            return None
+        return int.from_bytes(current[len(UNIFORM):], "big")
+
+    def _place_ranked(self, txn: lmdb.Transaction, key: bytes, message_id: bytes, sender: bytes, bid: int) -> None:
+        """Index a message just queued at ``key`` (in ``pending``), or not, by its bid.
+
+        Why not always: an index entry costs two writes at admission and two deletes in the commit,
+        and while every waiting message offers the same bid there is nothing to order (each
+        actor's queue order is then its bid order).  So a message that finds the queues empty sets
+        the *level* (meta ``ranked`` = UNIFORM + its bid) instead of an entry, and messages at that
+        level cost the index nothing; the first message at another bid (0 too), or a raise, indexes
+        the waiting ones (:meth:`_index_pending`) and the index is kept as before until the queues
+        are empty again.  A bid of 0 is never indexed."""
+        level = self._level(txn)
+        if bid == level:
+            return
+        if level is None and not bid:
+            return
+        cursor = txn.cursor(db=self.db["pending"])
+        if cursor.first() and bytes(cursor.key()) == key and not cursor.next():  # nothing else waits
+            txn.put(b"ranked", UNIFORM + bid.to_bytes(32, "big") if bid else RANKED, db=self.db["meta"])
+        elif level is not None:
+            self._index_pending(txn)  # this message with the others
+        else:
+            self._rank(txn, key, message_id, sender, bid)
 
     def _unrank(self, txn: lmdb.Transaction, key: bytes, bid: int | None = None) -> None:
         """Drop a queue entry's index entries (``bid``: the bid it is indexed by, if known: saves a read)."""
@@ -996,7 +1036,7 @@ class Store:
             key = envelope.recipient + u64(self.take_seq(txn))
             txn.put(key, message_id, db=self.db[queue])
             if self._ranks and executed_here:  # a message being queued has not been raised (it was not waiting)
-                self._rank(txn, key, message_id, envelope.sender, envelope.bid)
+                self._place_ranked(txn, key, message_id, envelope.sender, envelope.bid)
 
     # -- between nodes ---------------------------------------------------------------
 
@@ -1128,6 +1168,9 @@ class Store:
         receipts, mailbox = db["receipts"], db["mailbox"]
         credits: dict[bytes, int] = {}  # fees and refunds paid in this commit (a node alone)
         raises = self.any_raised(txn)  # else no run can have met a raise (one look, not one per message)
+        # the one bid every waiting message offers, while the index is left empty: read again only
+        # after this commit queues messages (which may index the waiting ones: _place_ranked)
+        level = self._level(txn) if self._ranks else None
         for o in outcomes:
             replicated = o.recipient in changes or self._replicated(o.recipient)
             if replicated and o.recipient not in changes:  # the state its diff starts from
@@ -1136,7 +1179,8 @@ class Store:
             table, key = o.queue_key
             txn.delete(key, db=db[table])
             raised = cast("bytes | None", txn.get(RAISED + o.message_id, db=db["meta"])) if raises else None
-            if self._ranks and table == "pending" and (o.bid or raised):  # a bid of 0 is not in the index
+            if self._ranks and table == "pending" and (o.bid or raised) and level is None:
+                # (a bid of 0 is not in the index, nor is anything while every waiting bid is one level)
                 self._unrank(txn, key, decode_raised(raised)[0] if raised else o.bid)
             if raised:
                 self._late_raise(txn, o, raised, credits)
@@ -1155,6 +1199,8 @@ class Store:
             if o.receipt.outgoing != tuple(envelope.id for envelope in o.new_messages):
                 raise StoreError(f"the receipt of 0x{o.message_id.hex()} names other messages than its run sent")
             sent = [self.enqueue(txn, envelope, envelope.id, b"", b"") for envelope in o.new_messages]
+            if sent and level is not None:
+                level = self._level(txn)
             receipt = o.receipt
             if receipt.fee or receipt.refund:
                 if self.replication is None:
@@ -1229,6 +1275,8 @@ class Store:
             txn.put(envelope.sender, sender.replace(balance=sender.balance - top_up).encode(), db=self.db["accounts"])
             txn.put(RAISED + message_id, encode_raised(new_bid, envelope), db=self.db["meta"])
             if self._ranks:
+                if self._level(txn) is not None:  # every waiting bid was one level: index them now
+                    self._index_pending(txn)
                 self._unrank(txn, key)
                 self._rank(txn, key, message_id, envelope.sender, new_bid)
             self.append(txn, ["raise", message_id, word_bytes(new_bid), public_key, signature])
@@ -1426,7 +1474,7 @@ class Store:
                 queue_key = envelope.recipient + u64(self.take_seq(txn))
                 txn.put(queue_key, message_id, db=self.db[queue])
                 if self._ranks and queue == "pending":
-                    self._rank(txn, queue_key, message_id, envelope.sender, envelope.bid)
+                    self._place_ranked(txn, queue_key, message_id, envelope.sender, envelope.bid)
                 moved += 1
             self.advance_clock(txn, up_to)
         return moved
