@@ -91,7 +91,7 @@ from missive.mailbox.disk import LOCK_FILE_SIZE, MAX_READERS, NoStore, StoreDama
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.ethtx import PUBLIC_KEY_SIZE as ETH_PUBLIC_KEY_SIZE
 from missive.mailbox.integrity import Damaged, check_lmdb
-from missive.mailbox.records import Account, Receipt
+from missive.mailbox.records import Account, Receipt, credit_encoded
 from missive.mailbox.seals import GENESIS, KEY_FILE, SealError, chain, load_key, record_bytes, seal_message
 from missive.mailbox.signed import SignedRecord, pack_record
 from missive.market.fees import BY_MESSAGE, credit_messages
@@ -1226,10 +1226,11 @@ class Store:
             if address in changes:
                 changes[address].account = merged
                 changes[address].after = self.state_digest(address, txn)
+        accounts_db = db["accounts"]
         for address, amount in credits.items():  # accounts that handled nothing in this commit
-            raw = txn.get(address, db=db["accounts"])
-            txn.put(address, (Account.decode(raw) if raw is not None else Account()).credited(amount).encode(),
-                    db=db["accounts"])
+            raw = txn.get(address, db=accounts_db)
+            txn.put(address, credit_encoded(raw, amount) if raw is not None else Account(balance=amount).encode(),
+                    db=accounts_db)
         if outcomes:
             self.advance_clock(txn, clock)
         if changes:

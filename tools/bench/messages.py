@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                        "replay_per_s": with_fees["replay_per_s"],
                        "loss": 1 - with_fees["handled_per_s"] / figures["handled_per_s"],
                        "handled_per_cpu_s": max(f["handled_per_cpu_s"] for f in runs[args.bid]),
+                       "handled_per_cpu_s_runs": [f["handled_per_cpu_s"] for f in runs[args.bid]],
+                       "handled_per_cpu_s_without_runs": [f["handled_per_cpu_s"] for f in runs[0]],
                        "cpu_loss": 1 - max(f["handled_per_cpu_s"] for f in runs[args.bid])
                        / max(f["handled_per_cpu_s"] for f in runs[0])}
     figures["handled_per_cpu_s"] = max(f["handled_per_cpu_s"] for f in runs[0])
