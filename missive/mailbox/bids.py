@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 #: (a bid of 0 is served in queue order after them, :meth:`Store.pending_by_bid`); an index of
 #: another version is rebuilt when the store opens
 RANKED = b"2"
+#: meta b"ranked" of a store whose waiting messages all offer one bid above 0, the level that
+#: follows this prefix (32 bytes): the index is then empty, as a pair's queue order is its bid
+#: order (:meth:`Store._place_ranked`); an older Missive reads any other value as "rebuild it"
+UNIFORM = b"2="
 TOP_BID = (1 << 256) - 1
 
 
@@ -49,8 +53,14 @@ def start_ranks(store: Store, txn: lmdb.Transaction) -> None:
         if "ranked" in store.db:
             txn.delete(b"ranked", db=store.db["meta"])
         return
-    if txn.get(b"ranked", db=store.db["meta"]) == RANKED:
+    current = cast("bytes | None", txn.get(b"ranked", db=store.db["meta"]))
+    if current is not None and (current == RANKED or current.startswith(UNIFORM)):
         return
+    index_pending(store, txn)
+
+
+def index_pending(store: Store, txn: lmdb.Transaction) -> None:
+    """(Re)build the bid-order index of every waiting message (meta ``ranked`` = RANKED)."""
     txn.drop(store.db["ranked"], delete=False)
     txn.drop(store.db["queued"], delete=False)
     for key, message_id in list(txn.cursor(db=store.db["pending"])):

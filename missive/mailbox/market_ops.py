@@ -69,6 +69,8 @@ def raise_bid(store: Store, message_id: bytes, new_bid: int, public_key: bytes, 
         txn.put(envelope.sender, sender.replace(balance=sender.balance - top_up).encode(), db=store.db["accounts"])
         txn.put(RAISED + message_id, encode_raised(new_bid, envelope), db=store.db["meta"])
         if store._ranks:
+            if store._level(txn) is not None:  # every waiting bid was one level: index them now
+                store._index_pending(txn)
             store._unrank(txn, key)
             store._rank(txn, key, message_id, envelope.sender, new_bid)
         store.append(txn, ["raise", message_id, word_bytes(new_bid), public_key, signature])

@@ -91,7 +91,7 @@ from missive.mailbox.disk import LOCK_FILE_SIZE, MAX_READERS, NoStore, StoreDama
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.ethtx import PUBLIC_KEY_SIZE as ETH_PUBLIC_KEY_SIZE
 from missive.mailbox.integrity import Damaged, check_lmdb
-from missive.mailbox.records import Account, Receipt
+from missive.mailbox.records import Account, Receipt, credit_encoded
 from missive.mailbox.seals import GENESIS, KEY_FILE, SealError, chain, load_key, record_bytes, seal_message
 from missive.mailbox.signed import SignedRecord, pack_record
 from missive.market.fees import BY_MESSAGE, credit_messages
@@ -472,8 +472,42 @@ class Store:
     def _start_ranks(self, txn: lmdb.Transaction) -> None:
         bids.start_ranks(self, txn)
 
+    def _index_pending(self, txn: lmdb.Transaction) -> None:
+        bids.index_pending(self, txn)
+
     def _rank(self, txn: lmdb.Transaction, key: bytes, message_id: bytes, sender: bytes, bid: int) -> None:
         bids.rank(self, txn, key, message_id, sender, bid)
+
+    def _level(self, txn: lmdb.Transaction) -> int | None:
+        """The one bid every waiting message offers while the index is left empty (see
+        :meth:`_place_ranked`), else None (the index holds every waiting bid above 0)."""
+        current = cast("bytes | None", txn.get(b"ranked", db=self.db["meta"]))
+        if current is None or not current.startswith(bids.UNIFORM):
+            return None
+        return int.from_bytes(current[len(bids.UNIFORM):], "big")
+
+    def _place_ranked(self, txn: lmdb.Transaction, key: bytes, message_id: bytes, sender: bytes, bid: int) -> None:
+        """Index a message just queued at ``key`` (in ``pending``), or not, by its bid.
+
+        Why not always: an index entry costs two writes at admission and two deletes in the commit,
+        and while every waiting message offers the same bid there is nothing to order (each
+        actor's queue order is then its bid order).  So a message that finds the queues empty sets
+        the *level* (meta ``ranked`` = UNIFORM + its bid) instead of an entry, and messages at that
+        level cost the index nothing; the first message at another bid (0 too), or a raise, indexes
+        the waiting ones (:meth:`_index_pending`) and the index is kept as before until the queues
+        are empty again.  A bid of 0 is never indexed."""
+        level = self._level(txn)
+        if bid == level:
+            return
+        if level is None and not bid:
+            return
+        cursor = txn.cursor(db=self.db["pending"])
+        if cursor.first() and bytes(cursor.key()) == key and not cursor.next():  # nothing else waits
+            txn.put(b"ranked", bids.UNIFORM + bid.to_bytes(32, "big") if bid else bids.RANKED, db=self.db["meta"])
+        elif level is not None:
+            self._index_pending(txn)  # this message with the others
+        else:
+            self._rank(txn, key, message_id, sender, bid)
 
     def _unrank(self, txn: lmdb.Transaction, key: bytes, bid: int | None = None) -> None:
         bids.unrank(self, txn, key, bid)
@@ -766,7 +800,7 @@ class Store:
             key = envelope.recipient + u64(self.take_seq(txn))
             txn.put(key, message_id, db=self.db[queue])
             if self._ranks and executed_here:  # a message being queued has not been raised (it was not waiting)
-                self._rank(txn, key, message_id, envelope.sender, envelope.bid)
+                self._place_ranked(txn, key, message_id, envelope.sender, envelope.bid)
 
     # -- between nodes ---------------------------------------------------------------
 
@@ -898,6 +932,9 @@ class Store:
         receipts, mailbox = db["receipts"], db["mailbox"]
         credits: dict[bytes, int] = {}  # fees and refunds paid in this commit (a node alone)
         raises = self.any_raised(txn)  # else no run can have met a raise (one look, not one per message)
+        # the one bid every waiting message offers, while the index is left empty: read again only
+        # after this commit queues messages (which may index the waiting ones: _place_ranked)
+        level = self._level(txn) if self._ranks else None
         for o in outcomes:
             replicated = o.recipient in changes or self._replicated(o.recipient)
             if replicated and o.recipient not in changes:  # the state its diff starts from
@@ -906,7 +943,8 @@ class Store:
             table, key = o.queue_key
             txn.delete(key, db=db[table])
             raised = cast("bytes | None", txn.get(RAISED + o.message_id, db=db["meta"])) if raises else None
-            if self._ranks and table == "pending" and (o.bid or raised):  # a bid of 0 is not in the index
+            if self._ranks and table == "pending" and (o.bid or raised) and level is None:
+                # (a bid of 0 is not in the index, nor is anything while every waiting bid is one level)
                 self._unrank(txn, key, decode_raised(raised)[0] if raised else o.bid)
             if raised:
                 self._late_raise(txn, o, raised, credits)
@@ -925,6 +963,8 @@ class Store:
             if o.receipt.outgoing != tuple(envelope.id for envelope in o.new_messages):
                 raise StoreError(f"the receipt of 0x{o.message_id.hex()} names other messages than its run sent")
             sent = [self.enqueue(txn, envelope, envelope.id, b"", b"") for envelope in o.new_messages]
+            if sent and level is not None:
+                level = self._level(txn)
             receipt = o.receipt
             if receipt.fee or receipt.refund:
                 if self.replication is None:
@@ -950,10 +990,11 @@ class Store:
             if address in changes:
                 changes[address].account = merged
                 changes[address].after = self.state_digest(address, txn)
+        accounts_db = db["accounts"]
         for address, amount in credits.items():  # accounts that handled nothing in this commit
-            raw = txn.get(address, db=db["accounts"])
-            txn.put(address, (Account.decode(raw) if raw is not None else Account()).credited(amount).encode(),
-                    db=db["accounts"])
+            raw = txn.get(address, db=accounts_db)
+            txn.put(address, credit_encoded(raw, amount) if raw is not None else Account(balance=amount).encode(),
+                    db=accounts_db)
         if outcomes:
             self.advance_clock(txn, clock)
         if changes:
@@ -1095,7 +1136,7 @@ class Store:
                 queue_key = envelope.recipient + u64(self.take_seq(txn))
                 txn.put(queue_key, message_id, db=self.db[queue])
                 if self._ranks and queue == "pending":
-                    self._rank(txn, queue_key, message_id, envelope.sender, envelope.bid)
+                    self._place_ranked(txn, queue_key, message_id, envelope.sender, envelope.bid)
                 moved += 1
             self.advance_clock(txn, up_to)
         return moved
