@@ -988,8 +988,8 @@ def check_stores(run: Run, live_executors: dict[bytes, list[str]]) -> None:
             for message_id in stores[home].mailbox(address):
                 receipt = stores[home].receipt(message_id)
                 for sent in receipt.outgoing if receipt is not None else ():
-                    sent_found = next((s.message(sent, check=False) for s in stores.values()
-                                       if s.message(sent, check=False) is not None), None)
+                    sent_found = next((found for s in stores.values()
+                                       if (found := s.message(sent, check=False)) is not None), None)
                     if sent_found is None:
                         v.add("lost", {"id": hx(sent), "sent_by": hx(message_id), "sender": hx(address),
                                        "executor": home}, how="internal message stored nowhere")

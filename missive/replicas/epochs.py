@@ -152,8 +152,9 @@ class History:
         epoch = self.latest if number is None else self.epochs[number]
         return next((n for n in self.holders(address) if n in epoch.serving), None)
 
-    def executed_throughout(self, address: bytes, node: bytes, first: int, last: int) -> bool:
-        """Whether ``node`` executed ``address`` in every epoch from ``first`` to ``last``.
+    def executing_since(self, address: bytes, node: bytes, last: int) -> int | None:
+        """The first epoch of the unbroken run of epochs up to ``last`` in which ``node`` executes
+        ``address`` (None: it does not execute it in ``last``).
 
         Why: records a node made in epoch ``first`` and that were not acknowledged then may
         lose only to records another executor made later (rule 4: the higher epoch wins).  If
@@ -161,7 +162,12 @@ class History:
         so its copy stands and the current epoch's ack set decides; if another node executed
         it in between, the node's old records may lose (and a holder that acknowledged them
         may have given them up meanwhile, taking the other executor's copy)."""
-        return all(self.executor(address, number) == node for number in range(first, last + 1))
+        first = None
+        for number in range(last, -1, -1):
+            if self.executor(address, number) != node:
+                break
+            first = number
+        return first
 
     def ack_set(self, address: bytes, number: int | None = None) -> frozenset[bytes]:
         """The holders whose copies must have a record of ``address`` before it is acknowledged."""

@@ -118,8 +118,10 @@ class Sender:
             if self.membership.number != epoch:
                 # executed in every epoch since (not only now: another node may have executed the
                 # sender in an epoch this loop did not see, and its records win over these)
-                if not all(self.membership.executes(sender) and self.membership.history.executed_throughout(
-                        sender, self.me, epoch, self.membership.number) for sender in senders):
+                history, now = self.membership.history, self.membership.number
+                if not all(self.membership.executes(sender)
+                           and (run := history.executing_since(sender, self.me, now)) is not None and run <= epoch
+                           for sender in senders):
                     raise NotServing(f"the cluster moved to epoch {self.membership.number} and another node "
                                        "executes the sender now: this submit may or may not be handled; ask for "
                                        "its receipt before sending it again")
@@ -242,21 +244,25 @@ class Sender:
         and never acknowledged may lose to the new executor's; with the holders of a later epoch
         only (which may leave out the very holder that refused it), its message would leave, and
         nothing could take it back when the record is given up.  "Still executes" means in every
-        epoch since the record's (:meth:`History.executed_throughout`): if another node executed
+        epoch since the record's (:meth:`History.executing_since`): if another node executed
         the sender in between, this copy may be the losing one even though it executes now.
         """
         if self.k == 1 or not batch:
             return batch
         history, number = self.membership.history, self.membership.number
         lacking: dict[bytes, int | None] = {}  # per holder: the oldest diff it still lacks
+        since: dict[bytes, int | None] = {}  # per sender: since which epoch this node executes it unbroken
         for index, (key, raw) in enumerate(batch):
             seq = int.from_bytes(key[32:], "big")
             envelope = record_envelope(raw)
             sender = envelope.sender
-            executes = self.copies.placement.executes(sender)
-            made_in = self.copies.epoch_of_record_before(sender, seq)
-            if executes and (made_in is None or history.executed_throughout(sender, self.me, min(made_in, number),
-                                                                            number)):
+            if sender not in since:
+                executes = self.copies.placement.executes(sender)
+                since[sender] = history.executing_since(sender, self.me, number) if executes else None
+            start = since[sender]
+            # executing since epoch 0 (the usual case): no record here can be older, so no read
+            made_in = None if start == 0 else self.copies.epoch_of_record_before(sender, seq)
+            if start is not None and (made_in is None or made_in >= start):
                 epoch = history.epochs[number]
             else:
                 # (found by tools/faults.py, 4 nodes, K=3, mixed, seed 43: value created) a record made
