@@ -141,7 +141,7 @@ def test_cross_node_transfers_query_reply_and_conservation(cluster: Cluster) -> 
     payment = client.submit(cluster.alice, Kind.CALL, bob.address, value=12345)
     client.receipt(payment)
     assert client.account(bob.address).balance == before + 12345
-    genesis = launcher.DEFAULT_BALANCE + 10**18
+    genesis = launcher.minted(len(cluster.states)) + 10**18
     deadline = time.monotonic() + 10
     while native_total(cluster) != genesis and time.monotonic() < deadline:
         time.sleep(0.05)  # a reply may still be on its way between nodes
@@ -177,7 +177,7 @@ def test_fees_cross_nodes_as_messages_and_are_conserved(cluster: Cluster) -> Non
         time.sleep(0.05)
     assert client.account(cluster.alice.address).balance == before - receipt.fee
     assert client.account(receipt.coinbase).balance >= receipt.fee
-    genesis = launcher.DEFAULT_BALANCE
+    genesis = launcher.minted(len(cluster.states))
     while native_total(cluster) != genesis and time.monotonic() < deadline:
         time.sleep(0.05)
     assert native_total(cluster) == genesis

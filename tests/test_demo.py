@@ -95,3 +95,21 @@ def test_demo_command_keeps_a_node_the_other_commands_can_read(tmp_path: Path) -
     again = subprocess.run([sys.executable, "-m", "missive", "demo", "--dir", str(node_dir)],
                            capture_output=True, text=True, timeout=60)
     assert again.returncode != 0 and "not empty" in again.stderr
+
+
+def test_the_cluster_demo_shows_a_lying_node_caught_and_slashed(tmp_path: Path) -> None:
+    """`missive demo --cluster` (issue 23): its slashing scene restarts a node with the wrong-diffs
+    fault; the holders that re-execute its diffs catch it, the registry forfeits its pledge (a tenth
+    to the accuser, the rest burned), every node distrusts it and its token carries on elsewhere."""
+    env = {**os.environ, "COLUMNS": "200", "MISSIVE_UNENCRYPTED_KEYS": "1"}
+    run = subprocess.run([sys.executable, "-m", "missive", "demo", "--cluster", "--dir", str(tmp_path / "c"),
+                          "--pace", "0", "--messages", "60"], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr + run.stdout
+    out = run.stdout
+    assert 'n3 restarts with [trust] fault = "wrong-diffs"' in out
+    assert "forfeits its whole pledge of 1000000: 100000 (10%) to n" in out and "900000 burned" in out
+    assert "every other node distrusts n3" in out
+    handled_by = out.split("dave's transfer to the token is handled by ")[1].split(" now")[0]
+    assert handled_by in ("n1", "n2")  # not the liar
+    assert "✓ slashing: n3 lost its pledge of 1000000; the registry holds 2900000 = stakes 2000000 + burned 900000" in out
+    assert "✓ native coin conserved" in out and "every receipt matches" in out

@@ -21,6 +21,7 @@ from test_trust_cluster import _restart, missive, restartable
 
 from missive.cluster import launcher
 from missive.cluster.client import call
+from missive.cluster.node import IDENTITY_FILE
 from missive.cluster.trust import WRONG_DIFFS, TrustSettings
 from missive.mailbox.envelope import Kind
 from missive.replicas.execution import WrongDiff
@@ -117,3 +118,75 @@ def test_evidence_that_proves_nothing_is_refused_by_a_node(cluster: Cluster) -> 
         cluster.client(0).call("evidence", b"")
     assert call("127.0.0.1", node["port"], "status")["name"] == node["name"]  # still up
 
+
+
+def test_the_liar_loses_its_pledge_in_the_registry_and_the_node_that_caught_it_is_paid(cluster: Cluster) -> None:
+    """Issue 23, slashing on a cluster: the node that found the evidence accuses the liar in the
+    registry actor by itself; the liar's worker forfeits its whole pledge, a tenth of it to that
+    node's worker, the rest burned; a second accusation with the same evidence changes nothing."""
+    from missive.keys import Key
+    from missive.market import registry_actor
+    from missive.market.workers import ACCUSER_SHARE, OWN_STAKE
+    from missive.net import NodeIdentity
+    from missive.node.signing import pack_signed, sign_external
+
+    def worker_of(state: dict[str, Any]) -> Key:
+        """A node's worker: the account of its node key."""
+        return Key(state["name"], NodeIdentity.load(cluster.root / state["name"] / IDENTITY_FILE).seed)
+
+    def registry() -> dict[str, Any]:
+        client = cluster.client(0)
+        slots: dict[int, int] = {}
+        page: dict[str, Any] = {"slots": [], "next": None}
+        params: dict[str, Any] = {"address": registry_actor.REGISTRY}
+        while True:
+            page = client.call("storage", params)
+            slots.update((int.from_bytes(k, "big"), int.from_bytes(v, "big")) for k, v in page["slots"])
+            if page["next"] is None:
+                break
+            params = {"address": registry_actor.REGISTRY, "after": page["next"]}
+        return registry_actor.view(slots, client.account(registry_actor.REGISTRY).balance)
+
+    views = {s["name"]: call("127.0.0.1", s["port"], "trust_view")["execution"] for s in cluster.states}
+    liar_id = next(bytes(v["distrusted"][0]) for v in views.values() if v["distrusted"])
+    liar = next(s for s in cluster.states if s["id"] == liar_id)
+    finders = [s for s in cluster.states if views[s["name"]].get("accused")]
+
+    def slashed() -> dict[str, Any] | None:
+        shown = registry()
+        return shown if shown["slashes"] else None
+
+    shown = until("the registry slashes the liar", slashed)
+    (slash,) = shown["slashes"]
+    liar_worker = worker_of(liar).address
+    assert slash["executor"] == liar_worker
+    reward = OWN_STAKE * ACCUSER_SHARE // 100
+    assert (slash["reward"], slash["burned"]) == (reward, OWN_STAKE - reward)
+    workers = dict(shown["workers"])
+    assert workers[liar_worker].stake == 0 and workers[liar_worker].slashed == OWN_STAKE
+    honest_workers = {worker_of(s).address: s for s in cluster.states if s is not liar}
+    assert slash["accuser"] in honest_workers  # a node that caught the liar, paid
+    assert cluster.client(0).account(slash["accuser"]).balance == reward
+    assert all(workers[w].stake == OWN_STAKE for w in honest_workers)
+    # the registry's balance is exactly what it holds: the honest stakes and the burned coin
+    assert shown["holdings"] == {"stakes": OWN_STAKE * len(honest_workers), "unbonding": 0,
+                                 "burned": OWN_STAKE - reward}
+    assert shown["balance"] == sum(shown["holdings"].values())
+    assert worker_of(liar).public_key == liar["id"]
+
+    # the same evidence again, from the other honest node: it changes nothing, and says why
+    other = next(s for s in cluster.states if s is not liar and worker_of(s).address != slash["accuser"])
+    key = worker_of(other)
+    (raw,) = views[other["name"]]["wrong_diffs"]
+    client = cluster.client(cluster.states.index(other))
+    chain_id = int(client.call("status")["chain_id"])
+    signed = sign_external(key, Kind.CALL, registry_actor.REGISTRY, registry_actor.payload("accuse", bytes(raw)),
+                           nonce=client.account(key.address).nonce, value=0, gas=300_000, chain_id=chain_id)
+    answer = client.call("submit_wait", {"record": pack_signed(signed), "until": "receipt", "timeout": 20})
+    from missive.mailbox.records import Receipt
+
+    receipt = Receipt.decode(answer["handled"]["receipt"])
+    assert not receipt.success
+    assert "no pledge left" in receipt.error or "duplicate evidence" in receipt.error
+    assert registry()["holdings"] == shown["holdings"]
+    assert finders  # at least one node says, in its trust view, what the registry did with its accusation

@@ -410,7 +410,7 @@ class Run:
         self.keys = Keystore(self.root)  # made unencrypted by launcher.up
         self.alice = self.keys.find("default")
         assert self.alice is not None
-        self.minted = launcher.DEFAULT_BALANCE
+        self.minted = launcher.minted(len(states))  # the default account and the workers' stakes
         client = self.client(0)
         admin = self.admin_client(0)
         for i in range(s.clients):

@@ -37,6 +37,8 @@ from missive.mailbox.envelope import Envelope, Kind, int_bytes
 from missive.mailbox.packing import packb
 from missive.mailbox.records import Account, Receipt
 from missive.mailbox.store import Outcome
+from missive.market.registry_actor import CODE as REGISTRY_CODE
+from missive.market.registry_actor import execute as registry_execute
 from missive.vm import BlockContext, ExecutionResult, Host, MessageKind, OutgoingMessage, Status, execute
 from missive.vm.creation import MAX_CODE_SIZE
 from missive.vm.keccak import keccak256
@@ -252,6 +254,13 @@ def run_handler(
     elif run_code and kind is not Kind.REPLY and data[:4] == ON_REPLY:
         # Only a reply message may run onReply: otherwise anyone could forge an answer.
         status, error, gas_used = "failed", "onReply can only be delivered by a reply message", 0
+    elif run_code == REGISTRY_CODE:
+        # a cluster's worker registry: an actor whose handler is Missive's own (no deploy can make its
+        # 0xEF code; missive.market.registry_actor); what it returns is taken as a contract's run is, below
+        result = registry_execute(caller=envelope.sender, origin=origin, value=value, data=data, gas=run_gas,
+                                  storage=actor.storage if read_slot is None else _StorageView(actor.storage, read_slot),
+                                  balance=balance, nonce=nonce, timestamp=timestamp, chain_id=chain_id, host=host,
+                                  is_static=kind is Kind.QUERY)
     elif run_code:
         result = execute(
             run_code,
@@ -268,6 +277,7 @@ def run_handler(
             is_static=kind is Kind.QUERY,
             message_id=message_id,
         )
+    if result is not None:
         status, output, gas_used, error = result.status.value, result.output, result.gas_used, result.error
         if kind is Kind.DEPLOY and result.status is Status.SUCCESS:
             if len(output) > MAX_CODE_SIZE:

@@ -433,8 +433,13 @@ def replay(
                     # the two kinds of every message, (kind, message id) (see decode_lean); the others are rare
                     if not isinstance(record, tuple):
                         if type(record) is GenesisRecord:
-                            state(record.address).account = Account(balance=record.balance,
-                                                                    public_key=record.public_key)
+                            made = state(record.address)
+                            if record.code:  # a system actor (a cluster's worker registry)
+                                made.account = Account(code_hash=keccak256(record.code))
+                                code_by_hash[made.account.code_hash] = made.code = record.code
+                                made.storage.update(record.storage)
+                            else:
+                                made.account = Account(balance=record.balance, public_key=record.public_key)
                         elif type(record) is DiffRecord:
                             try:
                                 _apply_diff(record, state, code_by_hash, other_code)

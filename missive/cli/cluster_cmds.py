@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from missive.cli.common import EXIT_FAILED, EXIT_OK, CliError, exit_code, make_console, parse_seconds
+from missive.market.registry_actor import DEFAULT_UNBOND_SECONDS
 
 DEFAULT_DIR = Path(".missive-cluster")
 
@@ -23,6 +24,9 @@ def register(subparsers: Any) -> None:
                     "existing cluster keeps its own)")
     up.add_argument("--failover-timeout", type=parse_seconds, default=2.0, metavar="SECONDS",
                     help="silence after which a node counts as down and the next holder of its actors takes over (default 2)")
+    up.add_argument("--unbond-seconds", type=int, default=DEFAULT_UNBOND_SECONDS, metavar="S",
+                    help="a new cluster's worker registry: how long an unbonded stake waits before it can be withdrawn "
+                    f"(default {DEFAULT_UNBOND_SECONDS}; docs/market.md)")
     up.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"cluster directory (default {DEFAULT_DIR})")
     up.set_defaults(handler=run_up)
     start = commands.add_parser("start", help="restart a node that is down; it catches up from its peers before serving")
@@ -54,10 +58,12 @@ def run_up(args: argparse.Namespace) -> int:
     nodes, _ = _guard(lambda: launcher.check_shape(args.dir, args.nodes, args.replicas))
     with console.status(f"starting {nodes} nodes in {args.dir}..."):
         states = _guard(lambda: launcher.up(args.dir, args.nodes, replicas=args.replicas,
-                                            failover_timeout=args.failover_timeout))
+                                            failover_timeout=args.failover_timeout,
+                                            unbond_seconds=args.unbond_seconds))
     show(states)
-    console.print(f"funded account `default` in the keystore at {args.dir}; stop with `missive cluster down --dir {args.dir}`",
-                  markup=False)
+    console.print(f"funded account `default` in the keystore at {args.dir}; each node registered as a worker in the "
+                  f"registry (`missive worker status --cluster {args.dir}`); stop with `missive cluster down --dir "
+                  f"{args.dir}`", markup=False)
     return EXIT_OK
 
 

@@ -257,7 +257,9 @@ def run_cluster_demo(args: argparse.Namespace) -> int:
     started = False
     try:
         with console.status(f"starting {args.nodes} node processes in {workdir}..."):
-            states = launcher.up(workdir, args.nodes, encrypt_keys=False)  # the demo's keys are throw-away
+            # two holders per actor (when there are two nodes): the slashing scene needs a copy that re-executes
+            states = launcher.up(workdir, args.nodes, replicas=min(2, args.nodes),
+                                 encrypt_keys=False)  # the demo's keys are throw-away
             started = True
         nodes = ", ".join(f"{s['name']} (127.0.0.1:{s['port']})" for s in states)
         console.print(f"[bold]Missive demo[/] on a local cluster: {escape(nodes)}")
@@ -265,6 +267,13 @@ def run_cluster_demo(args: argparse.Namespace) -> int:
                       "that crossed from n1 (where its sender runs) to n2.", style="dim")
         result = run_demo(workdir, view, bulk=args.messages, senders=args.senders, pace=args.pace, seed=args.seed,
                           node=RemoteNode.connect(cluster=workdir))
+        slashing = None
+        if args.nodes >= 2:
+            from missive.cli.demo_slashing import slashing_scene
+
+            view.step(11, "Slashing", "A node that lies in its state diffs is caught by the holders that re-execute "
+                      "them, accused in the worker registry, and loses its pledge.")
+            slashing = slashing_scene(workdir, lambda text: console.print(f"  {escape(text)}"), args.pace)
     except (DemoError, NodeError, ClusterError) as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
     finally:
@@ -277,4 +286,12 @@ def run_cluster_demo(args: argparse.Namespace) -> int:
     console.print(f"{view.crossed} of the {view.handled} messages shown crossed between nodes; "
                   f"the cluster is stopped" + (f", its directories kept in {args.dir}" if args.dir else ""))
     ok = result.supply_conserved and result.native_conserved and result.replay_problem is None
+    if slashing is not None:
+        held = slashing["holdings"]
+        fine = (slashing["worker_after"].stake == 0 and slashing["transfer"] and slashing["distrusted"]
+                and slashing["registry_balance"] == held["stakes"] + held["unbonding"] + held["burned"])
+        shown = (f"slashing: {slashing['liar']} lost its pledge of {slashing['stake_before'].stake}; the registry "
+                 f"holds {slashing['registry_balance']} = stakes {held['stakes']} + burned {held['burned']}")
+        console.print(f"[green]✓[/] {escape(shown)}" if fine else f"[red]✗ {escape(shown)}[/]")
+        ok = ok and fine
     return EXIT_OK if ok else EXIT_FAILED

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from missive.cli.common import CliError, make_console
-from missive.cli.node_cmds import DEFAULT_DIR, guarded, open_node, operation_group, parse_amount
+from missive.cli.node_cmds import DEFAULT_DIR, guarded, open_node, operation_group, parse_amount, remote_options
 from missive.cli.show import hx
 
 
@@ -30,16 +30,17 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=guarded(run_bid), node=None, cluster=None)
     register_workers(subparsers)
     p = subparsers.add_parser(
-        "market", help="the execution market: pending work by bid, fees per worker, stakes, slashings",
+        "market", parents=[remote_options()],
+        help="the execution market: pending work by bid, fees per worker, stakes, slashings",
         description="What the market holds on this node: the messages waiting, by bid (highest first); the fees "
         "each coinbase earned (from the receipts); the workers' stakes and unbonding stakes, and which one this "
         "node executes as; the slashings, with the evidence that caused them and what it found; the coin burned. "
-        "docs/market.md.")
+        "On a cluster (--cluster D): its registry actor: workers, stakes, slashings, burned coin. docs/market.md.")
     p.add_argument("--dir", type=Path, default=None, metavar="D",
                    help=f"node directory (default: $MISSIVE_DIR or ./{DEFAULT_DIR})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--limit", type=int, default=20, metavar="N", help="waiting messages shown (default 20)")
-    p.set_defaults(handler=guarded(run_market), node=None, cluster=None)
+    p.set_defaults(handler=guarded(run_market))
 
 
 def run_bid(args: argparse.Namespace) -> int:
@@ -62,27 +63,29 @@ def register_workers(subparsers: Any) -> None:
         "Workers lock a stake (at least the registry's minimum) in the registry, kept on the ledger as "
         "signed records; an unbonded stake can be withdrawn after the unbonding delay (logical time). A node alone "
         "executes as the last worker registered on it: fees go to its coinbase, bids below its minimum are "
-        "refused at admission. docs/market.md. `worker run` works on the job board: docs/jobs.md.")
+        "refused at admission. On a cluster (--cluster D) the registry is an actor: an operation is a message to it, "
+        "the stake its value. docs/market.md. `worker run` works on the job board: docs/jobs.md.")
     signer = argparse.ArgumentParser(add_help=False)
     signer.add_argument("--from", dest="sender", metavar="NAME", help="the worker's account (default: 'default')")
-    p = ops.add_parser("register", parents=[common, signer], help="lock a stake and become a worker")
+    remote = remote_options()
+    p = ops.add_parser("register", parents=[common, remote, signer], help="lock a stake and become a worker")
     p.add_argument("--stake", type=parse_amount, required=True, metavar="AMOUNT")
     p.add_argument("--coinbase", default=None, metavar="ADDR", help="where fees go (default: the account)")
     p.add_argument("--min-bid", type=parse_amount, default=0, metavar="FEE", help="bids below it are refused")
-    p.set_defaults(handler=guarded(run_worker), node=None, cluster=None)
-    p = ops.add_parser("accuse", parents=[common, signer],
+    p.set_defaults(handler=guarded(run_worker))
+    p = ops.add_parser("accuse", parents=[common, remote, signer],
                        help="submit evidence of a wrong state diff: the executor's pledge is forfeited")
     p.add_argument("evidence", type=Path, metavar="EVIDENCE_FILE",
                    help="the evidence's bytes, as the trust store keeps them (binary, or hex text)")
-    p.set_defaults(handler=guarded(run_worker), node=None, cluster=None)
+    p.set_defaults(handler=guarded(run_worker))
     from missive.cli.jobs_cmd import register_worker_run
 
     register_worker_run(ops, [common, signer])  # issue 25: work on the job board
     for name, text in (("status", "the registry: stakes, unbonding, this node's worker"),
                        ("unbond", "stop backing the worker with its stake; it waits the unbonding delay"),
                        ("withdraw", "take an unbonded stake back once its delay has passed")):
-        p = ops.add_parser(name, parents=[common] + ([signer] if name != "status" else []), help=text)
-        p.set_defaults(handler=guarded(run_worker), node=None, cluster=None, sender=None)
+        p = ops.add_parser(name, parents=[common, remote] + ([signer] if name != "status" else []), help=text)
+        p.set_defaults(handler=guarded(run_worker), sender=None)
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -92,7 +95,7 @@ def run_worker(args: argparse.Namespace) -> int:
     console = make_console()
     try:
         if not isinstance(opened, Node):
-            raise CliError("the worker registry works on a node directory (--dir) for now, not on a cluster")
+            return run_cluster_worker(opened, args)
         node = opened
         sender = node.wallet(args.sender) if args.sender else None
         if args.op == "status":
@@ -102,13 +105,8 @@ def run_worker(args: argparse.Namespace) -> int:
             if not rows:
                 console.print("no workers registered", markup=False)
             for address, worker in rows:
-                line = (f"{hx(address)}  stake {worker.stake}  coinbase {hx(worker.coinbase)}  "
-                        f"min bid {worker.min_bid}")
-                if worker.unbonding:
-                    line += f"  unbonding {worker.unbonding} until logical time {worker.release_at}"
-                if worker.slashed:
-                    line += f"  slashed {worker.slashed}"
-                console.print(line + ("  (this node's worker)" if address == own else ""), markup=False)
+                console.print(worker_line(address, worker, "logical time ") +
+                              ("  (this node's worker)" if address == own else ""), markup=False)
             console.print(f"logical time now {store.clock()}", markup=False)
             idle = store.idle_reason()
             console.print(idle if idle else "this node executes", markup=False)
@@ -118,22 +116,77 @@ def run_worker(args: argparse.Namespace) -> int:
             console.print(f"slashed {hx(slash.executor)}: {slash.reward + slash.burned} forfeited, {slash.reward} to "
                           f"the accuser, {slash.burned} burned; it is deregistered ({slash.finding})", markup=False)
             return 0
-        if args.op == "register":
-            coinbase = node.resolve_address(args.coinbase, "coinbase") if args.coinbase else None
-            worker = node.worker_op("register", sender=sender, stake=args.stake, coinbase=coinbase,
-                                    min_bid=args.min_bid)
-            console.print(f"registered: stake {worker.stake} locked, fees to {hx(worker.coinbase)}, "
-                          f"minimum bid {worker.min_bid}", markup=False)
-        elif args.op == "unbond":
-            worker = node.worker_op("unbond", sender=sender)
-            console.print(f"unbonding {worker.unbonding}: withdraw from logical time {worker.release_at}",
-                          markup=False)
-        else:
-            node.worker_op("withdraw", sender=sender)
-            console.print("withdrawn: the stake is back in the balance", markup=False)
-        return 0
+        return change_worker(node, args, sender, "locked", "logical time ", "the stake is back in the balance")
     finally:
         opened.close()
+
+
+def run_cluster_worker(node: Any, args: argparse.Namespace) -> int:
+    """``missive worker ... --cluster D``: the operation as a message to the cluster's registry actor."""
+    console = make_console()
+    sender = node.wallet(args.sender) if getattr(args, "sender", None) else None
+    if args.op == "status":
+        shown = node.registry()
+        show_cluster_workers(shown)
+        return 0
+    if args.op == "accuse":
+        slash = node.accuse(read_evidence(args.evidence), sender=sender)
+        console.print(f"slashed {hx(slash['executor'])}: {slash['reward'] + slash['burned']} forfeited, "
+                      f"{slash['reward']} to the accuser, {slash['burned']} burned; it is deregistered", markup=False)
+        return 0
+    return change_worker(node, args, sender, "locked in the registry", "unix time ",
+                         "the registry sent the stake back")
+
+
+def change_worker(node: Any, args: argparse.Namespace, sender: object, locked: str, clock: str, back: str) -> int:
+    """``register``, ``unbond`` or ``withdraw`` through either registry (``node.worker_op``), said in one line."""
+    console = make_console()
+    if args.op == "register":
+        coinbase = node.resolve_address(args.coinbase, "coinbase") if args.coinbase else None
+        worker = node.worker_op("register", sender=sender, stake=args.stake, coinbase=coinbase, min_bid=args.min_bid)
+        console.print(f"registered: stake {worker.stake} {locked}, fees to {hx(worker.coinbase)}, "
+                      f"minimum bid {worker.min_bid}", markup=False)
+    elif args.op == "unbond":
+        worker = node.worker_op("unbond", sender=sender)
+        console.print(f"unbonding {worker.unbonding}: withdraw from {clock}{worker.release_at}", markup=False)
+    else:
+        node.worker_op("withdraw", sender=sender)
+        console.print(f"withdrawn: {back}", markup=False)
+    return 0
+
+
+def worker_line(address: bytes, worker: Any, clock: str) -> str:
+    """One worker of a registry, as ``missive worker status`` shows it (``clock``: what its times count)."""
+    line = f"{hx(address)}  stake {worker.stake}  coinbase {hx(worker.coinbase)}  min bid {worker.min_bid}"
+    if worker.unbonding:
+        line += f"  unbonding {worker.unbonding} until {clock}{worker.release_at}"
+    if worker.slashed:
+        line += f"  slashed {worker.slashed}"
+    return line
+
+
+def show_cluster_workers(shown: dict[str, Any]) -> None:
+    console = make_console()
+    if not shown["workers"]:
+        console.print("no workers registered", markup=False)
+    for address, worker in shown["workers"]:
+        console.print(worker_line(address, worker, "unix time "), markup=False)
+    held = shown["holdings"]
+    console.print(f"the registry holds {shown['balance']}: stakes {held['stakes']}, unbonding {held['unbonding']}, "
+                  f"burned {held['burned']}; unbonding takes {shown['unbond_seconds']} s", markup=False)
+
+
+def cluster_market_view(node: Any) -> dict[str, Any]:
+    """``missive market --cluster D``: the registry actor (workers, slashings, burned coin)."""
+    shown = node.registry()
+    return {"workers": [{"address": "0x" + a.hex(), "stake": w.stake, "unbonding": w.unbonding,
+                         "release_at": w.release_at, "coinbase": "0x" + w.coinbase.hex(), "min_bid": w.min_bid,
+                         "slashed": w.slashed} for a, w in shown["workers"]],
+            "slashes": [{"executor": "0x" + s["executor"].hex(), "accuser": "0x" + s["accuser"].hex(),
+                         "reward": s["reward"], "burned": s["burned"], "evidence": "0x" + s["evidence"].hex()}
+                        for s in shown["slashes"]],
+            "burned": shown["holdings"]["burned"], "registry_balance": shown["balance"],
+            "unbond_seconds": shown["unbond_seconds"]}
 
 
 def read_evidence(path: Path) -> bytes:
@@ -190,7 +243,12 @@ def run_market(args: argparse.Namespace) -> int:
     opened = open_node(args)
     try:
         if not isinstance(opened, Node):
-            raise CliError("the market view works on a node directory (--dir) for now, not on a cluster")
+            cluster_view = cluster_market_view(opened)
+            if args.json:
+                print(json.dumps(cluster_view, indent=2))
+            else:
+                show_cluster_market(cluster_view)
+            return 0
         view = market_view(opened, max(0, args.limit))
         if args.json:
             print(json.dumps(view, indent=2))
@@ -238,3 +296,28 @@ def show_market(view: dict[str, Any]) -> None:
     else:
         console.print("slashings: none", markup=False)
     console.print(view["idle_reason"] or "this node executes (its worker has a stake)", markup=False)
+
+
+def show_cluster_market(view: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console = make_console()
+    workers = Table(title=f"workers in the cluster's registry (it holds {view['registry_balance']}; unbonding takes "
+                          f"{view['unbond_seconds']} s)", title_justify="left")
+    for column in ("worker", "stake", "unbonding", "coinbase", "min bid", "slashed"):
+        workers.add_column(column, overflow="fold")
+    for w in view["workers"]:
+        unbonding = f"{w['unbonding']} until {w['release_at']}" if w["unbonding"] else "0"
+        workers.add_row(w["address"], str(w["stake"]), unbonding, w["coinbase"], str(w["min_bid"]), str(w["slashed"]))
+    console.print(workers)
+    if view["slashes"]:
+        slashes = Table(title=f"slashings (burned in total: {view['burned']})", title_justify="left")
+        for column in ("executor", "accuser", "to the accuser", "burned", "evidence (keccak256)"):
+            slashes.add_column(column, overflow="fold")
+        for s in view["slashes"]:
+            slashes.add_row(s["executor"], s["accuser"], str(s["reward"]), str(s["burned"]), s["evidence"][:18] + "..")
+        console.print(slashes)
+    else:
+        console.print("slashings: none", markup=False)
+    console.print("a cluster node serves its actors in turn, oldest first: bid order and raises are a node "
+                  "alone's for now (docs/market.md)", markup=False)

@@ -72,15 +72,21 @@ def default_dir() -> Path:
     return Path(os.environ.get("MISSIVE_DIR") or DEFAULT_DIR)
 
 
-def register(subparsers: Any) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--dir", type=Path, default=None, metavar="D",
-                        help=f"node directory (default: $MISSIVE_DIR or ./{DEFAULT_DIR})")
+def remote_options() -> argparse.ArgumentParser:
+    """The ``--node`` and ``--cluster`` options of a command that talks to a cluster too (a parent parser)."""
     remote = argparse.ArgumentParser(add_help=False)
     remote.add_argument("--node", default=None, metavar="HOST:PORT",
                         help="talk to this cluster node (with --cluster: a member's name such as n2 works too)")
     remote.add_argument("--cluster", type=Path, default=None, metavar="DIR",
                         help="talk to the cluster started in DIR (`missive cluster up --dir DIR`); keys from its keystore")
+    return remote
+
+
+def register(subparsers: Any) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dir", type=Path, default=None, metavar="D",
+                        help=f"node directory (default: $MISSIVE_DIR or ./{DEFAULT_DIR})")
+    remote = remote_options()
     sending = argparse.ArgumentParser(add_help=False)
     sending.add_argument("--from", dest="sender", metavar="NAME", help="sending account: name or address (default: 'default')")
     sending.add_argument("--gas", type=parse_word, default=None, metavar="G", help="gas the message carries")

@@ -26,7 +26,7 @@ CONNECT_TIMEOUT = 5.0
 #: The cluster operator's identity, in the cluster directory.
 OPERATOR_FILE = "operator.key"
 #: The requests a node answers only for the operator's key.
-ADMIN_METHODS = frozenset({"shutdown", "create_account", "replay"})
+ADMIN_METHODS = frozenset({"shutdown", "create_account", "create_registry", "replay"})
 
 
 class ClusterError(MissiveError):

@@ -26,6 +26,8 @@ from missive.identity import short_id
 from missive.mailbox.envelope import Envelope, EnvelopeError
 from missive.mailbox.signed import SignedRecord, record_envelope
 from missive.mailbox.store import Accepted, Store
+from missive.market.registry_actor import CODE as REGISTRY_CODE
+from missive.market.registry_actor import REGISTRY, genesis_storage
 from missive.net import NetError, PeerLink
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,7 @@ class ClientDoor:
     def handlers(self) -> dict[str, Callable[[bytes, Any], Awaitable[Any]]]:
         """The door's methods by RPC name."""
         return {name: getattr(self, name) for name in (
-            "submit", "submit_wait", "create_account", "account", "receipt", "wait", "wait_reply", "inbox",
+            "submit", "submit_wait", "create_account", "create_registry", "account", "receipt", "wait", "wait_reply", "inbox",
             "local_state", "members", "ledger", "message", "resolve", "mailbox", "pending", "accounts", "replay",
             "shutdown", "read_actor", "storage", "scheduled")}
 
@@ -129,6 +131,26 @@ class ClientDoor:
             return True
 
         return bool(await self.at(address, "create_account", params, local))
+
+    async def create_registry(self, peer: bytes, params: dict[str, Any]) -> bool:
+        """The cluster's worker registry (:mod:`missive.market.registry_actor`), made once by the
+        operator when the cluster is made: an actor with Missive's own code, at its fixed address,
+        holding no coin yet.  False if it exists already (``missive cluster up`` asks every time)."""
+        if peer not in self.names or peer == self.me:
+            door.require_operator(peer, self.config.operator, "create_registry")
+        door.table(params, "create_registry", ("unbond_seconds",))
+        seconds = params["unbond_seconds"]
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or not 0 <= seconds < 2**32:
+            raise door.BadRequest("create_registry: unbond_seconds must be a whole number of seconds")
+
+        async def local() -> bool:
+            if self.store.account(REGISTRY) is not None:
+                return False
+            await trio.to_thread.run_sync(self.store.create_system_actor, REGISTRY, REGISTRY_CODE,
+                                          genesis_storage(seconds))
+            return True
+
+        return bool(await self.at(REGISTRY, "create_registry", params, local))
 
     async def account(self, peer: bytes, address: bytes) -> bytes | None:
         address = door.address(address, "account")

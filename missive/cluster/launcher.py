@@ -39,6 +39,7 @@ from missive.cluster.config import NodeConfig, Peer
 from missive.cluster.node import IDENTITY_FILE
 from missive.errors import NotFound
 from missive.mailbox.store import new_chain_id
+from missive.market.registry_actor import DEFAULT_UNBOND_SECONDS, REGISTRY
 from missive.net import NetError, NodeIdentity
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ class NoCluster(ClusterError, NotFound):
 
 FORMAT = 1
 DEFAULT_BALANCE = 10**24
+#: gas of a registry operation sent by the launcher (what one costs, with room)
+REGISTRY_GAS = 100_000
 
 
 def _free_port() -> int:
@@ -104,7 +107,8 @@ def check_shape(root: Path, nodes: int | None, replicas: int | None) -> tuple[in
 
 
 def up(root: Path, nodes: int | None = None, *, replicas: int | None = None, failover_timeout: float = 2.0,
-       timeout: float = 30.0, encrypt_keys: bool | None = None) -> list[dict[str, Any]]:
+       timeout: float = 30.0, encrypt_keys: bool | None = None,
+       unbond_seconds: int = DEFAULT_UNBOND_SECONDS) -> list[dict[str, Any]]:
     """Start the cluster at ``root`` (made if new; restarted with its own shape if not) and wait
     until every node serves and sees every other.  The client keystore's passphrase is asked
     for (or refused) before anything starts.
@@ -118,6 +122,8 @@ def up(root: Path, nodes: int | None = None, *, replicas: int | None = None, fai
         raise ClusterError("a cluster needs at least one node")
     if not 1 <= replicas <= nodes:
         raise ClusterError(f"--replicas must be from 1 to the number of nodes ({nodes}), not {replicas}")
+    if not 0 <= unbond_seconds < 2**32:
+        raise ClusterError(f"--unbond-seconds must be from 0 to 2**32 - 1, not {unbond_seconds}")
     if not fresh:
         try:
             states = status(root)
@@ -131,7 +137,7 @@ def up(root: Path, nodes: int | None = None, *, replicas: int | None = None, fai
     try:
         keys = _open_keystore(root, encrypt_keys)  # its passphrase asked for (or refused) before anything starts
         try:
-            return _up(root, keys, nodes, replicas, failover_timeout, timeout, spawned)
+            return _up(root, keys, nodes, replicas, failover_timeout, timeout, spawned, unbond_seconds)
         finally:
             keys.close()
     except BaseException:
@@ -165,7 +171,7 @@ def _open_keystore(root: Path, encrypt_keys: bool | None) -> Keystore:
 
 
 def _up(root: Path, keys: Keystore, nodes: int, replicas: int, failover_timeout: float, timeout: float,
-        spawned: list[int]) -> list[dict[str, Any]]:
+        spawned: list[int], unbond_seconds: int = DEFAULT_UNBOND_SECONDS) -> list[dict[str, Any]]:
     root.mkdir(parents=True, exist_ok=True)
     operator = create_operator(root)
     # the cluster's chain id: chosen when it is made, kept by every restart (each node's store has it)
@@ -202,6 +208,7 @@ def _up(root: Path, keys: Keystore, nodes: int, replicas: int, failover_timeout:
                                f"{', '.join(waiting) or 'none'}; see <dir>/nN/node.log)")
         time.sleep(0.1)
     _ensure_default_account(root, records[0], keys)
+    _ensure_registry(root, records[0], unbond_seconds)
     return states
 
 
@@ -275,6 +282,42 @@ def _ensure_default_account(root: Path, node: dict[str, Any], keystore: Keystore
     client = ClusterClient(node["host"], node["port"], load_operator(root))  # the faucet is the operator's
     if client.account(key.address) is None:
         client.create_account(key, DEFAULT_BALANCE)
+
+
+def minted(nodes: int) -> int:
+    """The coin ``missive cluster up`` mints for a cluster of ``nodes``: the ``default`` account's
+    balance and each node's worker stake (which it sends to the registry)."""
+    from missive.market.workers import OWN_STAKE
+
+    return DEFAULT_BALANCE + nodes * OWN_STAKE
+
+
+def _ensure_registry(root: Path, node: dict[str, Any], unbond_seconds: int) -> None:
+    """The cluster's worker registry, and every node registered in it as a worker (issue 23: a node
+    executes as a worker with a pledge).  Made once, with the cluster: each node's worker is the
+    account of its node key (as slashing names it: keccak256 of the node id), created holding
+    :data:`~missive.market.workers.OWN_STAKE` (new coin of its own, as ``missive init`` gives a node
+    alone) and registered with all of it, signed by that key; a restart finds them and does nothing."""
+    from missive.keys import Key
+    from missive.mailbox.envelope import Kind
+    from missive.market.registry_actor import payload
+    from missive.market.workers import OWN_STAKE
+
+    client = ClusterClient(node["host"], node["port"], load_operator(root))
+    client.call("create_registry", {"unbond_seconds": unbond_seconds})
+    for record in read_cluster(root)["nodes"]:
+        identity = NodeIdentity.load(Path(record["dir"]) / IDENTITY_FILE)
+        key = Key(f"{record['name']}-worker", identity.seed)
+        if client.account(key.address) is not None:
+            continue
+        client.create_account(key, OWN_STAKE)
+        _, handled = client.submit_wait(key, Kind.CALL, REGISTRY, payload("register", b"", 0), value=OWN_STAKE,
+                                        gas=REGISTRY_GAS)
+        from missive.mailbox.records import Receipt
+
+        receipt = Receipt.decode(handled["receipt"])
+        if not receipt.success:
+            raise ClusterError(f"node {record['name']}'s worker could not register: {receipt.error}")
 
 
 def status(root: Path) -> list[dict[str, Any]]:

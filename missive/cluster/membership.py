@@ -92,6 +92,9 @@ class Membership:
         self.changes = 0
         #: members proven to have sent a wrong state diff: never executors again
         self.distrusted: set[bytes] = set()
+        #: members whose worker has no stake in the cluster's registry (unbonded, slashed): they execute
+        #: nothing, so the next epoch leaves them out (issue 23; missive/cluster/stakes.py keeps it)
+        self.unstaked: frozenset[bytes] = frozenset()
         self._inbox_in, self._inbox_out = trio.open_memory_channel[tuple[Heard | None, trio.Event | None]](1024)
 
     def holders(self, address: bytes) -> list[bytes]:
@@ -149,8 +152,26 @@ class Membership:
         return self.clock() - (peer.last_heard if peer.last_heard is not None else self.started) < self.timeout
 
     def current(self) -> frozenset[bytes]:
-        """The members up and not distrusted (what the coordinator proposes epochs from)."""
-        return frozenset(n for n in self.members if self.up(n) and n not in self.distrusted)
+        """The members up, not distrusted and staked (what the coordinator proposes epochs from)."""
+        return frozenset(n for n in self.members if self.up(n) and n not in self.distrusted and n not in self.unstaked)
+
+    def set_unstaked(self, unstaked: frozenset[bytes]) -> None:
+        """The members the registry says have no stake now.  Kept only with two holders or more per
+        actor (with one, an actor has no other copy to move to: its node keeps executing it), and never
+        all of them (a cluster where no worker has a stake would execute nothing: it keeps the last
+        view, and says so)."""
+        unstaked = frozenset(n for n in unstaked if n in self.members) if self.k > 1 else frozenset()
+        if unstaked == self.unstaked:
+            return
+        if len(unstaked) == len(self.members):
+            log.warning("membership: no member's worker has a stake in the registry; keeping the last view")
+            return
+        for node in sorted(unstaked - self.unstaked):
+            log.warning("membership: %s's worker has no stake in the registry: it executes nothing, its actors move "
+                        "to their next holders", node.hex()[:8])
+        for node in sorted(self.unstaked - unstaked):
+            log.warning("membership: %s's worker has a stake again: it may serve", node.hex()[:8])
+        self.unstaked = unstaked
 
     def distrust(self, node_id: bytes) -> None:
         """``node_id`` sent a wrong state diff (the evidence checked): the next epoch leaves it out."""
@@ -187,7 +208,8 @@ class Membership:
     @property
     def serving(self) -> bool:
         """This node executes its actors: it serves in the epoch it acts in (always, with K = 1)."""
-        return self.k == 1 or not self.peers or (self.me in self.epoch.serving and self.me not in self.distrusted)
+        return self.k == 1 or not self.peers or (self.me in self.epoch.serving and self.me not in self.distrusted
+                                                   and self.me not in self.unstaked)
 
     @property
     def joining(self) -> bool:

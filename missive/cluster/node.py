@@ -54,7 +54,8 @@ from typing import Any
 import trio
 
 from missive.actors.runtime import ExecutorLock, Runtime
-from missive.cluster import door
+from missive.cluster import door, stakes
+from missive.cluster.accusations import accuser
 from missive.cluster.client_door import ClientDoor
 from missive.cluster.config import ConfigError, NodeConfig, load
 from missive.cluster.epochs import EpochService, load_history
@@ -68,15 +69,19 @@ from missive.mailbox.admission import check_signatures, checker
 from missive.mailbox.envelope import Envelope, EnvelopeError
 from missive.mailbox.store import Accepted, Outcome
 from missive.mailbox.writer import GroupWriter
+from missive.market.registry_actor import REGISTRY, attach_evidence_check
 from missive.net import Limits, NetError, NodeIdentity, PeerLink, allow_any, serve
 from missive.replicas.copies import Copies
 from missive.replicas.execution_trust import EVIDENCE_METHOD, ExecutionTrust, falsify
 from missive.replicas.receiver import Receiver
 from missive.replicas.sender import NotServing, Sender
+from missive.replicas.slashing import check_evidence
 
 log = logging.getLogger(__name__)
 
 IDENTITY_FILE = "node.key"
+#: seconds a read of the registry's stakes may take before it is given up until the next
+STAKES_READ_TIMEOUT = 5.0
 #: Admissions with at most this many signatures check them on the event loop (about 60 µs each).
 INLINE_SIGNATURES = 4
 #: seconds a thread may hold the GIL while another waits (see main())
@@ -134,6 +139,12 @@ class ClusterNode:
                                waiters=self.waiters, trace=self.trace, admit=self._admit, executor=self.executor,
                                executes=self.executes, until_serving=self._until_serving, port=lambda: self.port,
                                stop=self._stop_soon)
+        # the registry actor re-checks accusations with the same function on every holder (re-executing
+        # its diffs too), so it is attached here, before any handler runs (missive/market/registry_actor.py)
+        attach_evidence_check(check_evidence)
+        self.store.evidence_check = check_evidence
+        # what execution trust catches, the worker registry is told of (missive/cluster/accusations.py)
+        self.execution.submit_accusation = accuser(self.door, self.identity, self.store.chain_id)
         # replication (missive/replicas): sending this node's queues, and receiving the others'
         self.receiver = Receiver(me=self.me, names=self.names, links=self.links, copies=self.copies,
                                  writer=self.writer, runtime=self.runtime, membership=self.membership,
@@ -214,6 +225,8 @@ class ClusterNode:
                 nursery.start_soon(self.node_door.measure)  # messages/s, for status
                 nursery.start_soon(self.trust.run)  # trust layer (missive/cluster/trust.py)
                 nursery.start_soon(self.execution.run)  # spreads evidence of wrong diffs
+                if self.k > 1 and self.links:
+                    nursery.start_soon(self._watch_stakes)  # members without a stake serve nothing
                 print(f"serving {self.config.name} on {self.config.host}:{self.port} id {self.me.hex()}", flush=True)
                 await self.stopping.wait()
                 nursery.cancel_scope.cancel()
@@ -261,6 +274,9 @@ class ClusterNode:
         """The admission check, asked again inside the transaction: a node that lost its lease
         while the submit waited for the writer admits nothing (another holder may serve now)."""
         if not self.membership.may_execute():
+            if self.me in self.membership.unstaked:
+                raise NotServing(f"{self.config.name} executes nothing: its worker has no stake in the registry "
+                                 "(unbonded or slashed); its actors move to their other holders; try another node")
             raise NotServing(f"{self.config.name} has lost touch with most of the cluster and does not serve "
                                "until it has caught up again; try another node")
         return self.check
@@ -286,6 +302,28 @@ class ClusterNode:
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("bad heartbeat answer from %s: %s", self.names[node_id], exc)
             await trio.sleep(self.heartbeat_interval)
+
+    async def _watch_stakes(self) -> None:
+        """Read the registry's stakes now and then (missive/cluster/stakes.py); each read gives up
+        after a few seconds (the registry's executor may be this node, waiting to serve)."""
+        async def read_storage(after: bytes | None) -> dict[str, Any] | None:
+            params: dict[str, Any] = {"address": REGISTRY} if after is None else {"address": REGISTRY, "after": after}
+            with trio.move_on_after(STAKES_READ_TIMEOUT):
+                return await self.door.storage(self.me, params)
+            return None
+
+        async def has_registry() -> bool:
+            with trio.move_on_after(STAKES_READ_TIMEOUT):
+                return await self.door.account(self.me, REGISTRY) is not None
+            return False
+
+        async def pay_to(coinbase: bytes) -> None:
+            if coinbase != self.store.coinbase():
+                log.info("fees go to 0x%s, the coinbase this node's worker registered", coinbase.hex())
+                await trio.to_thread.run_sync(self.store.set_coinbase, coinbase)
+
+        await stakes.watch(self.membership.members, read_storage, has_registry, self.membership.set_unstaked,
+                           self.me, pay_to)
 
     async def _adopt(self) -> None:
         """Act in the newest installed epoch: between rounds, move each actor's waiting messages to

@@ -109,6 +109,7 @@ class NodeDoor:
             "joining": self.membership.joining, "complete": self.epochs.complete,
             "epochs_proposed": self.epochs.proposals, "epochs_chosen": self.epochs.chosen,
             "distrusted": sorted(self.names[n] for n in self.membership.distrusted),
+            "unstaked": sorted(self.names[n] for n in self.membership.unstaked),
             "peers": {self.names[n]: link.connected for n, link in self.links.items()},
         }
 

@@ -60,9 +60,15 @@ class GenesisRecord:
     address: bytes
     public_key: bytes
     balance: int
+    #: a system actor's (a cluster's worker registry): its code and starting storage; b"", () for an account
+    code: bytes = b""
+    storage: tuple[tuple[int, int], ...] = ()
 
     def fields(self) -> list[Any]:
-        return [self.kind, self.address, self.public_key, int_bytes(self.balance)]
+        fields = [self.kind, self.address, self.public_key, int_bytes(self.balance)]
+        if self.code:
+            fields += [self.code, [[int_bytes(k), int_bytes(v)] for k, v in self.storage]]
+        return fields
 
 
 @attrs.frozen
@@ -255,9 +261,18 @@ def _size(fields: list[Any], n: int) -> None:
 
 
 def _genesis(f: list[Any]) -> GenesisRecord:
-    _size(f, 4)
+    if len(f) != 6:  # (six: a system actor's, with its code and storage)
+        _size(f, 4)
+    code: bytes = b""
+    storage: tuple[tuple[int, int], ...] = ()
+    if len(f) == 6:
+        code = _bytes(f[4], "the code")
+        if not isinstance(f[5], list) or not all(isinstance(p, list) and len(p) == 2 for p in f[5]):
+            raise _Bad("the storage is not a list of [slot, value] pairs")
+        storage = tuple((int.from_bytes(_bytes(k, "a slot"), "big"), int.from_bytes(_bytes(v, "a value"), "big"))
+                        for k, v in f[5])
     return GenesisRecord(_bytes(f[1], "the address", 20), _bytes(f[2], "the public key"),
-                         int.from_bytes(_bytes(f[3], "the balance"), "big"))
+                         int.from_bytes(_bytes(f[3], "the balance"), "big"), code, storage)
 
 
 def _accept(f: list[Any]) -> AcceptRecord:

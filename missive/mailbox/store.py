@@ -16,7 +16,7 @@ meta          b"format", b"seq", b"clock",           store format (STORE_FORMAT)
                                                      travel as messages (missive.market.fees)
               b"eth-tx:" + transaction hash          message id: an Ethereum-signed message, by the
                                                      keccak of its raw transaction (mailbox.ethtx)
-ledger        seq (8 bytes, big-endian)              ["genesis", addr, pubkey, balance] |
+ledger        seq (8 bytes, big-endian)              ["genesis", addr, pubkey, balance(, code, storage)] |
                                                      ["accept", message id] | ["receipt", message id] |
                                                      ["diff", executor node id, state diff] (applied
                                                      here) | ["rollback", addr, position, account,
@@ -91,6 +91,7 @@ from missive.mailbox.disk import LOCK_FILE_SIZE, MAX_READERS, NoStore, StoreDama
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.ethtx import PUBLIC_KEY_SIZE as ETH_PUBLIC_KEY_SIZE
 from missive.mailbox.integrity import Damaged, check_lmdb
+from missive.mailbox.ledger_records import GenesisRecord
 from missive.mailbox.records import Account, Receipt, credit_encoded
 from missive.mailbox.seals import GENESIS, KEY_FILE, SealError, chain, load_key, record_bytes, seal_message
 from missive.mailbox.signed import SignedRecord, pack_record
@@ -847,6 +848,25 @@ class Store:
             txn.put(address, account.encode(), db=self.db["accounts"])
             self.append(txn, ["genesis", address, public_key, word_bytes(balance)])
             self._changed(txn, [StateDiff(address, 0, account, before=before,
+                                            after=self.state_digest(address, txn))])
+
+    def create_system_actor(self, address: bytes, code: bytes, storage: dict[int, int]) -> None:
+        """Genesis of a system actor: one whose code is Missive's own, not a deploy's (a cluster's
+        worker registry, :mod:`missive.market.registry_actor`), with its starting storage.  Its
+        record ``["genesis", address, b"", 0, code, storage]`` lets replay rebuild it."""
+        if not isinstance(address, bytes) or len(address) != 20 or not isinstance(code, bytes) or not code:
+            raise StoreError("a system actor needs a 20-byte address and its code")
+        with self.writing() as txn:
+            if txn.get(address, db=self.db["accounts"]) is not None:
+                raise StoreError(f"account 0x{address.hex()} already exists")
+            before = self.state_digest(address, txn)
+            account = Account(code_hash=keccak256(code))
+            txn.put(address, account.encode(), db=self.db["accounts"])
+            txn.put(account.code_hash, code, db=self.db["code"])
+            slots = sorted(storage.items())
+            self.write_storage(txn, address, slots)
+            self.append(txn, GenesisRecord(address, b"", 0, code, tuple(slots)).fields())
+            self._changed(txn, [StateDiff(address, 0, account, tuple(slots), code, before=before,
                                             after=self.state_digest(address, txn))])
 
     def accept(self, submissions: list[tuple[Envelope, bytes, bytes]], check: Any, *,

@@ -21,7 +21,6 @@ from typing import Any, cast
 import attrs
 import msgpack
 
-from missive.errors import MissiveError
 from missive.identity import verify
 from missive.mailbox.envelope import EnvelopeError, bytes_int, int_bytes
 from missive.mailbox.records import Account
@@ -114,11 +113,20 @@ def accuse(address: bytes, evidence: object, public_key: bytes, signature: bytes
         raise EnvelopeError(f"the accusation by {shown} is not signed by its account")
     if used:
         raise EnvelopeError("duplicate evidence: it has slashed its executor already; it changes nothing")
+    executor, worker, reward, burned, finding = judge(evidence, chain_id, check, worker_of)
+    return Slash(executor, worker, account.credited(reward), reward, burned, finding)
+
+
+def judge(evidence: bytes, chain_id: int, check: EvidenceCheck | None,
+          worker_of: Callable[[bytes], Worker | None]) -> tuple[bytes, Worker, int, int, str]:
+    """What wrong-diff ``evidence`` forfeits, by either registry (a node alone's records, a cluster's
+    actor): (the executor's worker address, its entry after, the accuser's reward, the coin burned,
+    the first difference found); EnvelopeError (one line) if it proves nothing or finds nothing to take."""
     if check is None:
         raise EnvelopeError("this ledger cannot re-check wrong-diff evidence here (no evidence checker)")
     try:
         executor_id, differences = check(evidence, chain_id)
-    except (MissiveError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - untrusted bytes: whatever the check refuses, it proves nothing
         raise EnvelopeError(f"the evidence proves nothing: {err}") from None
     if not differences:
         raise EnvelopeError("the evidence proves nothing: re-running the diff from the state it started from "
@@ -132,8 +140,8 @@ def accuse(address: bytes, evidence: object, public_key: bytes, signature: bytes
         raise EnvelopeError(f"the worker 0x{executor.hex()} has no pledge left to forfeit (slashed or withdrawn "
                             "already): the evidence changes nothing")
     reward = pledge * ACCUSER_SHARE // 100
-    return Slash(executor, attrs.evolve(worker, stake=0, unbonding=0, release_at=0, slashed=worker.slashed + pledge),
-                 account.credited(reward), reward, pledge - reward, differences[0])
+    after = attrs.evolve(worker, stake=0, unbonding=0, release_at=0, slashed=worker.slashed + pledge)
+    return executor, after, reward, pledge - reward, differences[0]
 
 
 def digest(chain_id: int, op: str, address: bytes, args: list[Any]) -> bytes:
@@ -216,4 +224,4 @@ def below_minimum(bid: int, worker: Worker | None) -> str | None:
 
 __all__ = ["ACCUSER_SHARE", "BURNED", "MIN_STAKE", "OPS", "OWN_STAKE", "SELF", "SLASH", "UNBOND_DELAY", "WORKER",
            "EvidenceCheck", "Slash", "Worker", "accuse", "apply", "args_of", "below_minimum", "decode_slash", "digest",
-           "idle_reason"]
+           "idle_reason", "judge"]

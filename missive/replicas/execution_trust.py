@@ -37,13 +37,14 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import lmdb
 import trio
 
+from missive.errors import MissiveError
 from missive.mailbox.diffs import DiffError, StateDiff
 from missive.mailbox.envelope import Envelope
 from missive.mailbox.records import Account
@@ -96,6 +97,11 @@ class ExecutionTrust:
         self.waiting: Counter[bytes] = Counter()  # diffs put off: a message they handled is not here yet
         self.evidence: dict[bytes, WrongDiff] = {}  # executor -> the evidence against it
         self._told: dict[bytes, set[bytes]] = {}  # executor -> peers that acknowledged its evidence
+        #: submits evidence this node found to the worker registry (the cluster node sets it: the
+        #: executor's pledge is forfeited and this node's worker paid the accuser's share); it answers
+        #: what the registry did, or raises NetError to be retried
+        self.submit_accusation: Callable[[bytes], Awaitable[str]] | None = None
+        self.accused: dict[bytes, str] = {}  # executor -> what the registry answered this node's accusation
         self._news = trio.Event()
         for raw in trust.state.wrong_diffs():
             try:
@@ -211,9 +217,11 @@ class ExecutionTrust:
         return {"accepted": True, "differences": differences}
 
     async def run(self) -> None:
-        """Hand every piece of evidence to every peer that has not acknowledged it, retrying."""
+        """Hand every piece of evidence to every peer that has not acknowledged it, retrying; submit
+        the evidence this node found to the worker registry, once (retried while it cannot be reached)."""
         while True:
             self._news = trio.Event()
+            await self._accuse_in_registry()
             for executor, evidence in list(self.evidence.items()):
                 for peer, link in self.links.items():
                     told = self._told.setdefault(executor, set())
@@ -231,6 +239,21 @@ class ExecutionTrust:
             with trio.move_on_after(1.0):
                 await self._news.wait()
 
+    async def _accuse_in_registry(self) -> None:
+        if self.submit_accusation is None:
+            return
+        for executor, evidence in list(self.evidence.items()):
+            if evidence.accuser != self.me or executor in self.accused:
+                continue  # only what this node found: a peer's evidence is its own to submit
+            try:
+                self.accused[executor] = answer = await self.submit_accusation(evidence.encode())
+            except NetError as exc:
+                log.info("the accusation of %s waits: %s", self._name(executor), exc)
+                continue
+            except (MissiveError, ValueError) as exc:  # refused where it went: said, not retried
+                self.accused[executor] = answer = f"not sent: {exc}"
+            log.warning("accused %s in the worker registry: %s", self._name(executor), answer)
+
     def view(self) -> dict[str, Any]:
         """For ``trust_view``: the settings, what was checked per executor, the evidence."""
         return {
@@ -240,6 +263,7 @@ class ExecutionTrust:
                         for n in sorted(self.names) if n != self.me],
             "distrusted": sorted(self.evidence),
             "wrong_diffs": [e.encode() for e in self.evidence.values()],
+            "accused": {self._name(n): answer for n, answer in self.accused.items()},
         }
 
 

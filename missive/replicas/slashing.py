@@ -9,6 +9,7 @@ re-checked, not trusted, whenever the ledger is replayed.
 
 from __future__ import annotations
 
+from missive.market.registry_actor import attach_evidence_check
 from missive.replicas.execution import EvidenceError, WrongDiff
 
 
@@ -22,5 +23,8 @@ def check_evidence(raw: bytes, chain_id: int) -> tuple[bytes, list[str]]:
                             f"({chain_id})")
     return evidence.executor, evidence.check()
 
+
+# a cluster's registry actor re-checks accusations with it too, wherever a handler runs in this process
+attach_evidence_check(check_evidence)
 
 __all__ = ["check_evidence"]

@@ -1,0 +1,170 @@
+"""Issue 23 on a cluster: the worker registry is an actor, every node is registered in it as a
+worker by `missive cluster up`, and a node executes only while its worker has a stake.
+
+Three node processes on 127.0.0.1, two holders per actor, a registry whose unbonding takes one
+second.  A node's worker (the account of its node key) unbonds: every node stops counting it, its
+actors move to their other holders and keep working; it withdraws its stake, registers again, and
+serves again.  Bad operations are refused by the registry in one line and change nothing.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_execution_trust_cluster import until
+
+from missive.cluster import launcher
+from missive.cluster.client import ClusterClient, load_operator
+from missive.cluster.node import IDENTITY_FILE
+from missive.keys import Key, Keystore
+from missive.mailbox.envelope import Kind
+from missive.mailbox.records import Receipt
+from missive.market import registry_actor
+from missive.market.registry_actor import REGISTRY, payload
+from missive.market.workers import MIN_STAKE, OWN_STAKE
+from missive.net import NodeIdentity
+
+
+class StakedCluster:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.states = launcher.up(root, 3, replicas=2, unbond_seconds=1, encrypt_keys=False)
+        self.operator = load_operator(root)
+        self.keys = Keystore(root)
+        self.alice = self.keys.find("default")
+        assert self.alice is not None
+
+    def client(self, i: int = 0) -> ClusterClient:
+        return ClusterClient("127.0.0.1", self.states[i]["port"], self.operator)
+
+    def worker(self, name: str) -> Key:
+        return Key(name, NodeIdentity.load(self.root / name / IDENTITY_FILE).seed)
+
+    def registry_op(self, key: Key, op: str, *args: Any, value: int = 0, gas: int = 300_000, via: int = 0,
+                    bid: int = 0) -> Receipt:
+        _, handled = self.client(via).submit_wait(key, Kind.CALL, REGISTRY, payload(op, *args), value=value, gas=gas,
+                                                  bid=bid)
+        return Receipt.decode(handled["receipt"])
+
+    def registry(self) -> dict[str, Any]:
+        client = self.client()
+        slots = {int.from_bytes(k, "big"): int.from_bytes(v, "big")
+                 for k, v in client.call("storage", {"address": REGISTRY})["slots"]}
+        return registry_actor.view(slots, client.account(REGISTRY).balance)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StakedCluster]:
+    root = tmp_path_factory.mktemp("stakes") / "cluster"
+    c = StakedCluster(root)
+    try:
+        yield c
+    finally:
+        launcher.down(root)
+
+
+def test_cluster_up_registers_every_node_as_a_worker_with_a_stake(cluster: StakedCluster) -> None:
+    shown = cluster.registry()
+    workers = dict(shown["workers"])
+    for state in cluster.states:
+        assert workers[cluster.worker(state["name"]).address].stake == OWN_STAKE
+    assert shown["holdings"] == {"stakes": 3 * OWN_STAKE, "unbonding": 0, "burned": 0}
+    assert shown["balance"] == 3 * OWN_STAKE and shown["unbond_seconds"] == 1
+    assert all(s["serving"] and s["unstaked"] == [] for s in launcher.status(cluster.root))
+
+
+def test_bad_registry_operations_are_refused_in_one_line_and_change_nothing(cluster: StakedCluster) -> None:
+    alice = cluster.alice
+    before = cluster.registry()
+    balance = cluster.client().account(alice.address).balance
+    refused = [
+        (cluster.registry_op(alice, "register", b"", 0, value=MIN_STAKE - 1), "below the registry's minimum stake"),
+        (cluster.registry_op(alice, "unbond"), "not a registered worker"),
+        (cluster.registry_op(alice, "withdraw"), "no unbonded stake to withdraw"),
+        (cluster.registry_op(alice, "accuse", b"\x93\x01\x02\x03"), "the evidence proves nothing"),
+        (cluster.registry_op(alice, "accuse", b"\x93\x01\x02\x03", gas=100_000), "accuse costs 200000 gas"),
+        (cluster.registry_op(alice, "steal"), "no registry operation"),
+        (cluster.registry_op(alice, "register", b"\x01" * 7, 0, value=MIN_STAKE), "malformed register"),
+        (cluster.registry_op(alice, "unbond", value=5), "carries no value"),
+    ]
+    for receipt, words in refused:
+        assert not receipt.success and words in receipt.error, receipt.error
+        assert "\n" not in receipt.error
+    raw = cluster.client().call("submit_wait", {"record": b"\x00", "until": "receipt", "timeout": 1})
+    assert "malformed" in raw["error"]
+    # a refused operation still pays for its run: with a bid, its fee goes to the coinbase that the executing
+    # node's worker registered (each node reads it from the registry; the first fee may predate that read)
+    paid: list[Receipt] = []
+
+    def paid_to_a_worker() -> bool:
+        paid.append(cluster.registry_op(alice, "unbond", bid=3))
+        return paid[-1].coinbase in {cluster.worker(s["name"]).address for s in cluster.states}
+    until("the nodes pay their fees to their workers", paid_to_a_worker)
+    assert all(not r.success and r.fee == r.gas_used * 3 > 0 for r in paid)
+
+    def settled() -> bool:  # the refused stakes bounced back; the fees' escrow came back, less the fees paid
+        return cluster.client().account(alice.address).balance == balance - sum(r.fee for r in paid)
+    until("every refused value is back", settled)
+    assert cluster.registry() == before
+
+
+def test_a_node_whose_worker_unbonds_serves_nothing_until_it_registers_again(cluster: StakedCluster) -> None:
+    name = cluster.states[0]["name"]
+    key = cluster.worker(name)
+    receipt = cluster.registry_op(key, "unbond")
+    assert receipt.success, receipt.error
+
+    def left_out() -> bool:
+        states = launcher.status(cluster.root)
+        return all(s["unstaked"] == [name] for s in states) and \
+            not next(s for s in states if s["name"] == name)["serving"] and \
+            all(s["serving"] and s["epoch"] == states[1]["epoch"] for s in states if s["name"] != name)
+    until(f"every node leaves {name} out", left_out)
+    second = cluster.registry_op(key, "unbond", via=1)
+    assert not second.success and second.error.endswith("a second unbond changes nothing")
+
+    # the cluster works on: a transfer between two fresh accounts, wherever they live
+    client = cluster.client(1)
+    bob = cluster.keys.new("bob-stakes")
+    client.create_account(bob, 0)
+    _, handled = client.submit_wait(cluster.alice, Kind.CALL, bob.address, value=777)
+    assert Receipt.decode(handled["receipt"]).success
+    assert client.account(bob.address).balance == 777
+
+    time.sleep(1.2)  # the registry's unbonding delay (seconds of its clock)
+    held = cluster.client(1).account(key.address).balance  # (its node's fees, if any, go there too)
+    assert cluster.registry_op(key, "withdraw", via=1).success
+    until("the stake is back", lambda: cluster.client(1).account(key.address).balance >= held + OWN_STAKE)
+    assert cluster.registry_op(key, "register", b"", 0, value=OWN_STAKE, via=1).success
+    until(f"{name} serves again", lambda: all(s["unstaked"] == [] and s["serving"] for s in launcher.status(cluster.root)))
+    assert cluster.registry()["holdings"] == {"stakes": 3 * OWN_STAKE, "unbonding": 0, "burned": 0}
+
+
+def test_worker_commands_on_a_cluster(cluster: StakedCluster) -> None:
+    def missive(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "missive", *args, "--cluster", str(cluster.root)],
+                              capture_output=True, text=True, timeout=120, env={**__import__("os").environ,
+                                                                                 "COLUMNS": "200"})
+
+    shown = missive("worker", "status")
+    assert shown.returncode == 0 and shown.stdout.count("stake 1000000") == 3, shown.stderr
+    low = missive("worker", "register", "--stake", "5")
+    assert low.returncode == 2 and "below the registry's minimum stake" in low.stderr and "Traceback" not in low.stderr
+    ok = missive("worker", "register", "--stake", "5000", "--min-bid", "2")
+    assert ok.returncode == 0 and "stake 5000 locked" in ok.stdout, ok.stderr
+    again = missive("worker", "register", "--stake", "5000")
+    assert again.returncode == 2 and "registered already" in again.stderr
+    market = missive("market", "--json")
+    assert market.returncode == 0, market.stderr
+    import json
+
+    view = json.loads(market.stdout)
+    mine = next(w for w in view["workers"] if w["address"] == "0x" + cluster.alice.address.hex())
+    assert (mine["stake"], mine["min_bid"]) == (5000, 2)
+    assert view["registry_balance"] == 3 * OWN_STAKE + 5000 and view["slashes"] == []
