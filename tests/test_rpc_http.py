@@ -78,11 +78,14 @@ def call(ident: int, method: str = "eth_chainId", params: Any = None) -> bytes:
     return json.dumps({"jsonrpc": "2.0", "id": ident, "method": method, "params": params or []}).encode()
 
 
-def read_responses(sock: socket.socket, count: int, timeout: float = 10) -> list[tuple[int, dict[str, str], bytes]]:
-    """``count`` responses read with an h11 client (status, headers, body); fewer if the server closes."""
+def read_responses(sock: socket.socket, count: int, timeout: float = 10,
+                   methods: list[str] | None = None) -> list[tuple[int, dict[str, str], bytes]]:
+    """``count`` responses read with an h11 client (status, headers, body); fewer if the server closes.
+    ``methods``: those of the requests answered (POST unless said: a HEAD answer has no body)."""
     sock.settimeout(timeout)
+    methods = methods or ["POST"] * count
     client = h11.Connection(h11.CLIENT)
-    client.send(h11.Request(method="POST", target="/", headers=[("host", "x"), ("content-length", "0")]))
+    client.send(h11.Request(method=methods[0], target="/", headers=[("host", "x"), ("content-length", "0")]))
     client.send(h11.EndOfMessage())
     out: list[tuple[int, dict[str, str], bytes]] = []
     status, headers, body = 0, {}, b""
@@ -105,7 +108,8 @@ def read_responses(sock: socket.socket, count: int, timeout: float = 10) -> list
             if client.our_state is h11.MUST_CLOSE or client.their_state is h11.MUST_CLOSE:
                 break
             client.start_next_cycle()
-            client.send(h11.Request(method="POST", target="/", headers=[("host", "x"), ("content-length", "0")]))
+            method = methods[len(out)] if len(out) < len(methods) else "POST"
+            client.send(h11.Request(method=method, target="/", headers=[("host", "x"), ("content-length", "0")]))
             client.send(h11.EndOfMessage())
     return out
 
@@ -212,7 +216,8 @@ def test_expect_100_continue_is_honoured(server: tuple[str, int]) -> None:
 def test_other_methods(server: tuple[str, int]) -> None:
     with connect(*server) as sock:
         sock.sendall(request(b"", method=b"OPTIONS") + request(b"", method=b"GET") + request(b"", method=b"HEAD"))
-        (options, cors, empty), (get, _, refusal), (head, _, nothing) = read_responses(sock, 3)
+        (options, cors, empty), (get, _, refusal), (head, _, nothing) = read_responses(
+            sock, 3, methods=["OPTIONS", "GET", "HEAD"])
         assert (options, empty, cors["access-control-allow-origin"]) == (204, b"", "*")
         assert get == 405 and json.loads(refusal)["error"]["code"] == -32600
         assert (head, nothing) == (405, b"")
@@ -256,3 +261,18 @@ def test_websocket_calls_fragments_and_oversized_messages(server: tuple[str, int
         ws.ping()
         ws.send(call(3).decode())
         assert json.loads(ws.recv(timeout=10))["id"] == 3
+
+
+def test_a_client_that_says_close_or_speaks_http_1_0_gets_its_answer_then_the_connection_closes(
+        server: tuple[str, int]) -> None:
+    body = call(5)
+    for head in (b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n", b"POST / HTTP/1.0\r\n"):
+        with connect(*server) as sock:
+            sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            sock.settimeout(10)
+            answer = b""
+            while chunk := sock.recv(65536):  # read until the server closes
+                answer += chunk
+            status_line, _, rest = answer.partition(b"\r\n")
+            assert status_line == b"HTTP/1.1 200 OK" and b"connection: close" in rest
+            assert json.loads(rest.split(b"\r\n\r\n", 1)[1])["id"] == 5
