@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Protocol
 
+import attrs
 import h11
 import trio
 import wsproto
@@ -89,42 +90,38 @@ HEAD = (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\naccess-control-all
         b"access-control-allow-headers: content-type\r\naccess-control-allow-methods: POST, GET, OPTIONS\r\n"
         b"content-length: %d\r\n")
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+PHRASES = {int(status): status.phrase.encode() for status in HTTPStatus}
 
 
 def response(status: int, payload: bytes, *, close: bool, head: bool = False) -> bytes:
     """A whole response's bytes.  Written here rather than through h11's ``send``: the status line and
     headers are ours and fixed (nothing to validate), and h11's state machine for them cost about as
     much as parsing the request (22 µs of a 45 µs cycle); see :meth:`Connection.run` for keep-alive."""
-    try:
-        phrase = HTTPStatus(status).phrase.encode()
-    except ValueError:
-        phrase = b""
-    data = HEAD % (status, phrase, len(payload)) + (b"connection: close\r\n\r\n" if close else b"\r\n")
+    data = HEAD % (status, PHRASES.get(status, b""), len(payload)) + (b"connection: close\r\n\r\n" if close else b"\r\n")
     return data if head or status == 204 else data + payload
 
 
-def keep_alive(request: h11.Request) -> bool:
-    """Whether the client lets the connection serve another request (HTTP/1.1, no ``Connection: close``),
-    as h11 decides it."""
-    if request.http_version < b"1.1":
-        return False
-    return not any(name == b"connection" and b"close" in value.lower() for name, value in request.headers)
+@attrs.frozen
+class Head:
+    """What the server needs from a request's headers, read in one pass."""
 
+    size: int  # the target and headers, in bytes
+    length: int | None  # Content-Length (h11 has already refused a malformed or conflicting one)
+    keep_alive: bool  # HTTP/1.1 without Connection: close, as h11 decides it
+    websocket: bool  # GET with Upgrade: websocket
 
-def is_websocket(request: h11.Request) -> bool:
-    return request.method == b"GET" and any(
-        name == b"upgrade" and b"websocket" in value.lower() for name, value in request.headers)
-
-
-def head_size(request: h11.Request) -> int:
-    return len(request.target) + sum(len(name) + len(value) + 4 for name, value in request.headers)
-
-
-def content_length(request: h11.Request) -> int | None:
-    for name, value in request.headers:  # (h11 has already refused a malformed or conflicting one)
-        if name == b"content-length":
-            return int(value)
-    return None
+    @classmethod
+    def of(cls, request: h11.Request) -> Head:
+        size, length, close, upgrade = len(request.target), None, request.http_version < b"1.1", False
+        for name, value in request.headers:
+            size += len(name) + len(value) + 4
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection":
+                close = close or b"close" in value.lower()
+            elif name == b"upgrade":
+                upgrade = b"websocket" in value.lower()
+        return cls(size, length, not close, upgrade and request.method == b"GET")
 
 
 class Connection:
@@ -180,15 +177,15 @@ class Connection:
         if not isinstance(event, h11.Request):
             return False  # the client closed (h11.ConnectionClosed) between requests
         deadline = trio.current_time() + self.limits.request_timeout
-        if head_size(event) > self.limits.max_header:  # (h11 only limits a head that arrives in parts)
+        head = Head.of(event)
+        if head.size > self.limits.max_header:  # (h11 only limits a head that arrives in parts)
             await self._refuse(431, f"request line and headers over the {self.limits.max_header}-byte limit")
             return False
-        if is_websocket(event):
+        if head.websocket:
             await self._websocket(event, deadline)
             return False
-        length = content_length(event)
         limit = self.app.max_body
-        if length is not None and length > limit:
+        if head.length is not None and head.length > limit:
             await self._refuse(413, f"request body over the {limit}-byte limit")
             return False
         if self.h11.they_are_waiting_for_100_continue:
@@ -206,10 +203,9 @@ class Connection:
             else:
                 return False  # the client went away halfway through its body: nothing to answer
         status, payload = await self.app.http(event.method.decode("ascii", "replace"), self.client, bytes(body))
-        again = keep_alive(event)
         self.answering = True
-        await self.stream.send_all(response(status, payload, close=not again, head=event.method == b"HEAD"))
-        return again
+        await self.stream.send_all(response(status, payload, close=not head.keep_alive, head=event.method == b"HEAD"))
+        return head.keep_alive
 
     async def _refuse(self, status: int, message: str) -> None:
         """Answer ``status`` and close: what the client still sends is read and dropped for a moment."""
