@@ -18,6 +18,8 @@ from typing import Any
 import h11
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from missive.rpc.http import Limits, serve_http
 from missive.rpc.server import RpcApp
@@ -276,3 +278,23 @@ def test_a_client_that_says_close_or_speaks_http_1_0_gets_its_answer_then_the_co
             status_line, _, rest = answer.partition(b"\r\n")
             assert status_line == b"HTTP/1.1 200 OK" and b"connection: close" in rest
             assert json.loads(rest.split(b"\r\n\r\n", 1)[1])["id"] == 5
+
+
+HTTPISH = st.lists(st.sampled_from([b"POST / HTTP/1.1\r\n", b"GET / HTTP/1.1\r\n", b"Host: x\r\n", b"\r\n",
+                                    b"Content-Length: 5\r\n", b"Content-Length: -1\r\n", b"Transfer-Encoding: chunked\r\n",
+                                    b"Upgrade: websocket\r\n", b"Connection: upgrade\r\n", b"Expect: 100-continue\r\n",
+                                    b"5\r\nhello\r\n0\r\n\r\n", b'{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}',
+                                    b"\x00\xff", b" \t", b"\n"]), max_size=12).map(b"".join)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.one_of(st.binary(max_size=300), HTTPISH))
+def test_any_bytes_then_a_close_leave_the_server_answering(server: tuple[str, int], data: bytes) -> None:
+    """Whatever a client sends before closing its side, the server answers what it can, closes, and
+    logs no failure (the fixture checks that, and that it still answers, after the examples)."""
+    with connect(*server) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        for status, _, _ in read_responses(sock, 5):
+            assert status in (200, 204, 400, 405, 413, 431)
+        assert closed_by_server(sock, 5)
