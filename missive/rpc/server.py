@@ -1,10 +1,11 @@
 """``missive rpc``: Ethereum JSON-RPC 2.0 over HTTP and WebSocket for an embedded node or a cluster, under trio.
 
-The HTTP server is **hypercorn** (MIT, maintained by the Pallets-adjacent author of Quart) run
-with its trio worker (``hypercorn.trio.serve``): a well-kept HTTP/1.1 and HTTP/2 server built on
-h11/h2/wsproto that runs inside our own trio loop, so the node's runtime (its actors, rounds and
-group commits are trio tasks) and the endpoint share one event loop with no asyncio underneath.
-The application is a plain ASGI callable here: no web framework.
+The HTTP server is :mod:`missive.rpc.http`: h11 (HTTP/1.1) and wsproto (WebSocket), the protocol
+engines hypercorn and other trio/ASGI servers are built on, driven directly by trio tasks in our own
+loop, so the node's runtime (its actors, rounds and group commits are trio tasks) and the endpoint
+share one event loop with no asyncio underneath.  Until issue 28's speed work it was hypercorn's trio
+worker, whose per-request machinery cost more CPU than the Python API's whole message
+(examples/ETHEREUM_TOOLS.md, Speed); :class:`RpcApp` is the application, with no web framework.
 
 Limits, all answered with a JSON-RPC error body and never a traceback:
 
@@ -20,6 +21,7 @@ It listens on 127.0.0.1 unless told otherwise.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -31,6 +33,7 @@ from typing import Any
 import trio
 
 from missive.mailbox.envelope import EnvelopeError
+from missive.rpc.http import serve_http
 from missive.rpc.methods import (
     HANDLED_WAIT,
     INTERNAL_ERROR,
@@ -50,9 +53,6 @@ MAX_BATCH = 100
 DEFAULT_RATE = 500.0
 SUBSCRIPTION_POLL = 0.05
 MAX_SUBSCRIPTIONS = 100
-JSON_HEADERS = [(b"content-type", b"application/json")]
-CORS_HEADERS = [(b"access-control-allow-origin", b"*"), (b"access-control-allow-headers", b"content-type"),
-                (b"access-control-allow-methods", b"POST, GET, OPTIONS")]
 
 
 class RateLimiter:
@@ -79,6 +79,11 @@ class RateLimiter:
         return True
 
 
+def encode(payload: Any) -> bytes:
+    """A JSON-RPC answer's bytes (compact)."""
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
 def error_response(code: int, message: str, ident: Any = None, data: str | None = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
@@ -87,7 +92,7 @@ def error_response(code: int, message: str, ident: Any = None, data: str | None 
 
 
 class RpcApp:
-    """The ASGI application: POST / with a JSON-RPC request or batch."""
+    """The application: POST / with a JSON-RPC request or batch, or a WebSocket (:mod:`missive.rpc.http` serves it)."""
 
     def __init__(self, api: EthApi, *, max_body: int = MAX_BODY, rate: float = DEFAULT_RATE) -> None:
         self.api = api
@@ -139,60 +144,28 @@ class RpcApp:
             return 200, responses if responses else None
         return 200, await self.handle_one(request)
 
-    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
-                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] == "websocket":
-            await self.websocket(scope, receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        client = (scope.get("client") or ("?", 0))[0]
-        method = scope.get("method", "")
-        if method == "OPTIONS":
-            await self._send(send, 204, None)
-            return
-        if method != "POST":
-            await self._send(send, 405, error_response(INVALID_REQUEST, "JSON-RPC is served by POST"))
-            return
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if len(body) > self.max_body:
-                await self._send(send, 413, error_response(INVALID_REQUEST,
-                                                           f"request body over the {self.max_body}-byte limit"))
-                return
-            if not message.get("more_body", False):
-                break
-        status, payload = await self.handle_body(bytes(body), client)
-        await self._send(send, status, payload)
+    def refusal(self, status: int, message: str) -> bytes:
+        """The body of a request the HTTP server refused itself (:mod:`missive.rpc.http`)."""
+        return encode(error_response(LIMIT_EXCEEDED if status == 429 else INVALID_REQUEST, message))
 
-    async def websocket(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
-                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    async def http(self, method: str, client: str, body: bytes) -> tuple[int, bytes]:
+        """One HTTP request: its status and JSON body (an OPTIONS preflight: an empty one)."""
+        if method == "OPTIONS":
+            return 204, b""
+        if method != "POST":
+            return 405, encode(error_response(INVALID_REQUEST, "JSON-RPC is served by POST"))
+        status, payload = await self.handle_body(body, client)
+        return status, b"" if payload is None else encode(payload)
+
+    async def websocket(self, client: str, receive: Callable[[], Awaitable[str | None]],
+                        send: Callable[[str], Awaitable[None]]) -> None:
         """JSON-RPC over a WebSocket: every method, plus ``eth_subscribe`` (``newHeads``, ``logs``)
         and ``eth_unsubscribe``.  Notifications come from the block index, looked at every
         ``SUBSCRIPTION_POLL`` seconds while the connection has subscriptions."""
-        message = await receive()
-        if message["type"] != "websocket.connect":
-            return
-        await send({"type": "websocket.accept"})
-        client = (scope.get("client") or ("?", 0))[0]
         subscriptions: dict[str, dict[str, Any]] = {}
-        lock = trio.Lock()
 
         async def push(payload: Any) -> None:
-            async with lock:
-                await send({"type": "websocket.send", "text": json.dumps(payload, separators=(",", ":"))})
+            await send(encode(payload).decode())
 
         async def notify() -> None:
             while True:
@@ -207,12 +180,9 @@ class RpcApp:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(notify)
             while True:
-                message = await receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                text = message.get("text")
+                text = await receive()
                 if text is None:
-                    text = (message.get("bytes") or b"").decode("utf-8", "replace")
+                    break
                 if len(text) > self.max_body:
                     await push(error_response(INVALID_REQUEST, f"message over the {self.max_body}-byte limit"))
                     continue
@@ -249,13 +219,6 @@ class RpcApp:
         subscriptions[name] = entry
         return {"jsonrpc": "2.0", "id": ident, "result": name}
 
-    @staticmethod
-    async def _send(send: Callable[[dict[str, Any]], Awaitable[None]], status: int, payload: Any) -> None:
-        body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [*JSON_HEADERS, *CORS_HEADERS, (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
 
 async def run_actors(node: Any, api_wake: list[Callable[[], None]], backend: Any = None, *,
                      poll_interval: float = 0.005) -> None:
@@ -266,7 +229,6 @@ async def run_actors(node: Any, api_wake: list[Callable[[], None]], backend: Any
     commit through that writer, and what its transactions admit is handled in them
     (:meth:`~missive.actors.runtime.Runtime.round_in_transaction`: one fsync admits and handles a
     transaction); each durable round tells the backend (its waits for a receipt wake at once)."""
-    import functools
 
     from missive.actors.runtime import ExecutorLock, NodeBusy
 
@@ -313,9 +275,6 @@ async def serve(node: Any, *, host: str = "127.0.0.1", port: int = 8545, rate: f
     """Serve ``node`` (an embedded node, whose actors run here too) or, with ``cluster`` (a
     :class:`~missive.rpc.backend.ClusterBackend`), a cluster, until cancelled;
     ``task_status.started`` gets the bound addresses."""
-    from hypercorn.config import Config
-    from hypercorn.trio import serve as hypercorn_serve
-
     from missive.mailbox.writer import GroupWriter
     from missive.rpc.backend import LocalBackend
 
@@ -329,13 +288,6 @@ async def serve(node: Any, *, host: str = "127.0.0.1", port: int = 8545, rate: f
     api = EthApi(backend, wake=wake, version=version, signers=signers, handled_wait=handled_wait,
                  nonce_queue=nonce_queue)
     app = RpcApp(api, max_body=max_body, rate=rate)
-    config = Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("missive.rpc.http")
-    config.h11_max_incomplete_size = 64 * 1024  # request line and headers
-    config.keep_alive_timeout = 30
-    config.graceful_timeout = 1
     try:
         async with trio.open_nursery() as outer:
             writer: trio.CancelScope | None = None
@@ -348,8 +300,7 @@ async def serve(node: Any, *, host: str = "127.0.0.1", port: int = 8545, rate: f
                     if isinstance(backend, LocalBackend):
                         nursery.start_soon(run_actors, node, wakes, backend)
                     await backend.refresh()  # the blocks made while no endpoint ran, before the first request
-                    binds = await nursery.start(lambda task_status: hypercorn_serve(
-                        app, config, task_status=task_status, mode="asgi"))  # type: ignore[arg-type]
+                    binds = await nursery.start(functools.partial(serve_http, app, host, port))
                     task_status.started(binds)
             finally:
                 if writer is not None:
