@@ -315,6 +315,9 @@ def _withdraw(run: _Run, args: list[Any], value: int, origin: bytes, timestamp: 
 def _accuse(run: _Run, args: list[Any], value: int, origin: bytes, timestamp: int, chain_id: int) -> None:
     if len(args) != 1 or not isinstance(args[0], bytes) or not args[0]:
         raise Refused("malformed accusation: it is [\"accuse\", evidence bytes]")
+    if origin != run.caller:  # its reward is sent as a plain transfer, which only an account takes
+        raise Refused(f"0x{run.caller.hex()} is not an external account sending its own message: only an account "
+                      "can accuse")
     evidence = args[0]
     evidence_hash = keccak256(evidence)
     if run.read(evidence_slot(evidence_hash)):
