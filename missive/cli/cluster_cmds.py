@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from missive.cli.common import EXIT_FAILED, EXIT_OK, CliError, exit_code, make_console, parse_seconds
-from missive.market.registry_actor import DEFAULT_UNBOND_SECONDS
+from missive.market.defaults import DEFAULT_UNBOND_SECONDS
 
 DEFAULT_DIR = Path(".missive-cluster")
 

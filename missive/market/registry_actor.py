@@ -46,6 +46,7 @@ from typing import Any, Protocol, cast
 import msgpack
 
 from missive.mailbox.envelope import EnvelopeError
+from missive.market.defaults import DEFAULT_UNBOND_SECONDS
 from missive.market.workers import MIN_STAKE, EvidenceCheck, Worker, judge
 from missive.vm import ExecutionResult, Host, Log, MessageKind, OutgoingMessage, Status
 from missive.vm.keccak import keccak256
@@ -57,8 +58,6 @@ CODE = b"\xefmissive:worker-registry:1"
 #: gas an operation costs (an accusation re-runs a handler: it costs more)
 OP_GAS = 30_000
 ACCUSE_GAS = 200_000
-#: the unbonding delay a cluster's registry is made with unless told otherwise (seconds)
-DEFAULT_UNBOND_SECONDS = 600
 #: log topics (keccak256 of the event's name) the registry emits
 TOPICS = {name: int.from_bytes(keccak256(name.encode()), "big")
           for name in ("Registered", "Unbonded", "Withdrawn", "Slashed")}
