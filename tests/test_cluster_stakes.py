@@ -168,3 +168,15 @@ def test_worker_commands_on_a_cluster(cluster: StakedCluster) -> None:
     mine = next(w for w in view["workers"] if w["address"] == "0x" + cluster.alice.address.hex())
     assert (mine["stake"], mine["min_bid"]) == (5000, 2)
     assert view["registry_balance"] == 3 * OWN_STAKE + 5000 and view["slashes"] == []
+
+
+def test_only_the_operator_makes_the_registry_and_only_once(cluster: StakedCluster) -> None:
+    from missive.cluster.client import ClusterError
+
+    stranger = ClusterClient("127.0.0.1", cluster.states[1]["port"])
+    with pytest.raises(ClusterError, match="create_registry needs the cluster operator's key"):
+        stranger.call("create_registry", {"unbond_seconds": 0})
+    with pytest.raises(ClusterError, match="unbond_seconds must be a whole number"):
+        cluster.client(1).call("create_registry", {"unbond_seconds": -1})
+    assert cluster.client(1).call("create_registry", {"unbond_seconds": 0}) is False  # there is one: unchanged
+    assert cluster.registry()["unbond_seconds"] == 1
