@@ -45,6 +45,7 @@ from typing import Any, Protocol, cast
 
 import msgpack
 
+from missive.errors import MissiveError
 from missive.mailbox.envelope import EnvelopeError
 from missive.market.defaults import DEFAULT_UNBOND_SECONDS
 from missive.market.workers import MIN_STAKE, EvidenceCheck, Worker, judge
@@ -173,7 +174,7 @@ class Storage(Protocol):
     def get(self, key: int, default: int, /) -> int: ...
 
 
-class Refused(Exception):
+class Refused(MissiveError):
     """An operation the registry refuses: the run reverts with this line."""
 
 

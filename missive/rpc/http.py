@@ -37,6 +37,8 @@ import wsproto
 import wsproto.events as ws_events
 import wsproto.utilities
 
+from missive.errors import MissiveError
+
 log = logging.getLogger(__name__)
 
 #: the request line and headers, in bytes
@@ -71,7 +73,7 @@ class App(Protocol):
         """Serve one WebSocket: ``receive`` gives each text message, None once the peer is gone."""
 
 
-class Timeout(Exception):
+class Timeout(MissiveError):
     """A request did not arrive in time (the connection is closed without an answer)."""
 
 
