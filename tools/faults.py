@@ -115,6 +115,7 @@ def relay(target: address):
 TOKEN_SUPPLY = 10**9
 CLIENT_BALANCE = 10**18  # native value each client account is created with
 CLIENT_TOKENS = 10**5  # token units alice gives each client before the load starts
+BIDS = (0, 1, 1, 3)  # what a client offers per unit of gas with --bids (the gas limit is the client's 1,000,000)
 KINDS = ("kill", "freeze", "double", "mixed")
 #: Every RPC a client thread makes is capped at this many seconds, so that a thread talking to a
 #: frozen node moves on to another one instead of waiting for the default 10 s.
@@ -170,6 +171,9 @@ class Scenario:
     recover_timeout: float = 30.0
     settle_timeout: float = 45.0
     serve_timeout: float = 20.0
+    #: clients offer mixed bids (:data:`BIDS`, per unit of gas), so the executors' rounds are
+    #: taken highest bid first through the bid-order index; False: every bid 0 (served in turn)
+    bids: bool = False
 
     def check(self) -> None:
         if self.kind not in KINDS:
@@ -287,6 +291,8 @@ class ClientThread(threading.Thread):
         super().__init__(name=f"client-{index}", daemon=True)
         self.run_, self.index, self.key, self.peers = run, index, key, peers
         self.rng = random.Random(f"client/{run.scenario.seed}/{index}")
+        #: a stream of its own: the workload's mix and targets are the same with bids or without
+        self.bid_rng = random.Random(f"bids/{run.scenario.seed}/{index}")
         self.node = index % run.scenario.nodes
         self.acked: list[Acked] = []
         self.refused = 0
@@ -307,8 +313,9 @@ class ClientThread(threading.Thread):
             else:
                 what, to, value = "relay", run.relay, self.rng.randint(1, 1000)
                 payload = sel("relay(address)") + encode(["address"], [target.address])
+            bid = self.bid_rng.choice(BIDS) if run.scenario.bids else 0
             try:
-                envelope = run.client(self.node).submit(self.key, Kind.CALL, to, payload, value=value)
+                envelope = run.client(self.node).submit(self.key, Kind.CALL, to, payload, value=value, bid=bid)
             except Exception as exc:  # noqa: BLE001 - an unacknowledged submit may fail in any way
                 self.refused += 1
                 self.errors[_short_error(exc)] += 1
@@ -1046,7 +1053,8 @@ def check_stores(run: Run, live_executors: dict[bytes, list[str]]) -> None:
             home = ex_of.get(recipient, run.executor_by_placement(recipient))
             if stores[home].receipt(message_id) is None:
                 flight[message_id] = envelope
-        in_flight = sum(envelope.value for envelope in flight.values())
+        # (with the fee each escrows, gas x bid, as missive.replicas.records.in_transit_value counts it)
+        in_flight = sum(envelope.value + envelope.gas * envelope.bid for envelope in flight.values())
         total = in_accounts + in_flight
         if total != run.minted:
             v.add("value", {"minted": run.minted, "in_accounts": in_accounts, "in_flight": in_flight,
@@ -1233,11 +1241,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the JSON report here")
     parser.add_argument("--plain", action="store_true", help="plain text instead of rich")
     parser.add_argument("--quiet", action="store_true", help="no event lines while running")
+    parser.add_argument("--bids", action="store_true",
+                        help="clients offer mixed bids (0, 1 or 3 per gas) instead of 0, so executors serve "
+                             "highest bid first (the bid-order index under faults)")
     args = parser.parse_args(argv)
     scenario = Scenario(nodes=args.nodes, replicas=args.replicas, faults=args.faults, kind=args.kind, seed=args.seed,
                         failover_timeout=args.timeout, clients=args.clients, pace=args.pace,
                         settle_timeout=args.settle_timeout, recover_timeout=args.recover_timeout,
-                        serve_timeout=args.serve_timeout)
+                        serve_timeout=args.serve_timeout, bids=args.bids)
     try:
         scenario.check()
     except ValueError as exc:

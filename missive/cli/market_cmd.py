@@ -319,5 +319,5 @@ def show_cluster_market(view: dict[str, Any]) -> None:
         console.print(slashes)
     else:
         console.print("slashings: none", markup=False)
-    console.print("a cluster node serves its actors in turn, oldest first: bid order and raises are a node "
-                  "alone's for now (docs/market.md)", markup=False)
+    console.print("each cluster node serves highest bid first; raising a bid is a node alone's for now "
+                  "(docs/market.md)", markup=False)

@@ -11,7 +11,7 @@ one-line method for each, so callers do not change.  Moved unchanged from ``stor
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterator
+from collections.abc import Container, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 import lmdb
@@ -89,6 +89,28 @@ def unrank(store: Store, txn: lmdb.Transaction, key: bytes, bid: int | None = No
     if entry is not None:
         txn.delete(key, db=store.db["queued"])
         txn.delete(entry[20:52] + key[20:] + key[:20], db=store.db["ranked"])
+
+
+def entered(store: Store, txn: lmdb.Transaction, key: bytes, message_id: bytes,
+            envelope: Envelope | None = None) -> None:
+    """Keep the index for a message just put in ``pending`` at ``key`` (from ``standby``, by a
+    cluster node's change of executor): indexed by its bid now (its last raise's, if any), as a
+    message queued there is (:meth:`Store._place_ranked`).  ``envelope``: read if not given."""
+    if not store._ranks:
+        return
+    if envelope is None:
+        envelope = SignedRecord.decode(cast(bytes, txn.get(message_id, db=store.db["messages"])), check=False).envelope
+    store._place_ranked(txn, key, message_id, envelope.sender, bid_of(store, txn, message_id, envelope))
+
+
+def left(store: Store, txn: lmdb.Transaction, keys: Iterable[bytes]) -> None:
+    """Keep the index for entries just deleted from ``pending`` (another holder handled them, a
+    rollback gave them up, or this node no longer executes their actor): their index entries go
+    with them.  While every waiting message offers one bid the index is empty, and stays so."""
+    if not store._ranks or store._level(txn) is not None:
+        return
+    for key in keys:
+        unrank(store, txn, key)
 
 
 def bid_of(store: Store, txn: lmdb.Transaction, message_id: bytes, envelope: Envelope) -> int:
@@ -222,8 +244,10 @@ def pending_by_bid(store: Store, limit: int, per_actor: int, skip: Container[byt
                 cut += 1
             before = waiting[:cut]
             present = cut < len(waiting) and waiting[cut] == key
-            del waiting[:cut + present]
-            return before if present else None
+            if not present:  # a stale index entry: the pair's waiting keys stay for its next entry
+                return None
+            del waiting[:cut + 1]
+            return before
 
         full = 0  # actors whose share of the round is taken
         passed = 0  # entries passed over in a row because their actor's share is taken

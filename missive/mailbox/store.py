@@ -338,9 +338,9 @@ class Store:
         for name in RANK_TABLES:
             with suppress(lmdb.NotFoundError, lmdb.ReadonlyError):
                 self.db[name] = self.env.open_db(name.encode(), create=not readonly)
-        #: whether the bid-order index is kept (a node alone, writable; a cluster node's queues are
-        #: moved by its replication too, which does not keep it)
-        self._ranks = not readonly and not replicated and all(name in self.db for name in RANK_TABLES)
+        #: whether the bid-order index is kept (writable; on a cluster node its replication keeps it
+        #: too, where it moves queue entries: bids.entered, bids.left)
+        self._ranks = not readonly and all(name in self.db for name in RANK_TABLES)
         #: signs the seals (None: read-only use; appending to the ledger raises StoreError)
         self.seal_key: NodeIdentity | None = None
         try:
@@ -612,8 +612,8 @@ class Store:
 
     @property
     def ranks_bids(self) -> bool:
-        """Whether :meth:`pending_by_bid` can be used (a node alone, writable)."""
-        return self._ranks and self.replication is None
+        """Whether :meth:`pending_by_bid` can be used (writable: a node alone or a cluster node)."""
+        return self._ranks
 
     def pending_by_bid(self, limit: int, per_actor: int, skip: Container[bytes] = frozenset(),
                        txn: lmdb.Transaction | None = None, start_after: bytes = b"") -> list[tuple[bytes, bytes]]:
@@ -809,10 +809,6 @@ class Store:
         """Make this store one node's of a cluster: ``replication`` decides, inside each write
         transaction, where messages are queued and what the other holders are sent."""
         self.replication = replication
-        if self._ranks:  # its queues now move by the replication too, which does not keep the index
-            self._ranks = False
-            with self.writing() as txn:
-                txn.delete(b"ranked", db=self.db["meta"])
         if self.get(None, "meta", b"credits") != BY_MESSAGE:
             with self.writing() as txn:
                 txn.put(b"credits", BY_MESSAGE, db=self.db["meta"])

@@ -37,6 +37,7 @@ import attrs
 import lmdb
 import msgpack
 
+from missive.mailbox import bids
 from missive.mailbox.diffs import StateDiff
 from missive.mailbox.envelope import Kind
 from missive.mailbox.signed import record_envelope, record_id
@@ -300,6 +301,8 @@ class Records:
             done = [key for key, message_id in self.scan(table, address, txn=txn) if message_id in message_ids]
             for key in done:
                 txn.delete(key, db=self.db[table])
+            if table == "pending":
+                bids.left(self.store, txn, done)
         for message_id in message_ids:
             raw = txn.get(message_id, db=self.db["messages"])
             if raw is not None:

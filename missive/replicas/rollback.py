@@ -9,7 +9,7 @@ import attrs
 import lmdb
 import msgpack
 
-from missive.mailbox import digest
+from missive.mailbox import bids, digest
 from missive.mailbox.diffs import DiffError, StateDiff
 from missive.mailbox.ledger_records import AcceptRecord, ReceiptRecord, decode
 from missive.mailbox.records import Account, Receipt
@@ -52,8 +52,12 @@ class RollingBack(Applying):
                     if verdicts[address] != wanted:
                         continue
                     txn.delete(key, db=self.db[source])
+                    if source == "pending":
+                        bids.left(self.store, txn, (key,))
                     if txn.get(message_id, db=self.db["receipts"]) is None:
                         txn.put(key, message_id, db=self.db[target])
+                        if target == "pending":
+                            bids.entered(self.store, txn, key, message_id)
                         moved[target] += 1
         return moved["pending"], moved["standby"]
 

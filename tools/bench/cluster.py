@@ -31,7 +31,7 @@ arrives is then stored and handled in one), up to five when one is.  The table a
 per query.  Target: p99 under 20 ms at 1,000 messages/s (the default: 500
 queries/s and their 500 replies; ``--rate 1000`` offers twice that).
 
-Run: ``PYTHONPATH=. python tools/bench/cluster.py [--quick] [--out FILE]``.
+Run: ``PYTHONPATH=. python tools/bench/cluster.py [--quick] [--bids] [--out FILE]``.
 Prints a table and writes JSON (default tools/bench/results/cluster.json).
 """
 
@@ -70,6 +70,7 @@ TRANSFER = bytes.fromhex("a9059cbb")
 BALANCE_OF = bytes.fromhex("70a08231")
 GAS = 200_000
 CHUNK = 1000
+BIDS = (0, 1, 1, 3)  # with --bids: what the throughput transfers offer per gas, in turn
 
 
 def transfer(to: bytes, amount: int) -> bytes:
@@ -97,11 +98,12 @@ class Bench:
     def home(self, address: bytes) -> bytes:
         return executor(address, self.members)
 
-    def signed(self, key: Key, kind: Kind, to: bytes, payload: bytes, *, wants_reply: bool = False) -> bytes:
+    def signed(self, key: Key, kind: Kind, to: bytes, payload: bytes, *, wants_reply: bool = False,
+               bid: int = 0) -> bytes:
         nonce = self.nonces.get(key.address, 0)
         self.nonces[key.address] = nonce + 1
         envelope = Envelope(kind, key.address, to, payload=payload, gas=GAS if kind is not Kind.DEPLOY else 5_000_000,
-                            nonce=nonce, wants_reply=wants_reply, chain_id=self.chain_id)
+                            nonce=nonce, wants_reply=wants_reply, chain_id=self.chain_id, bid=bid)
         signed = key.sign(envelope)
         return msgpack.packb([signed[0].canonical(), signed[1], signed[2]])  # type: ignore[no-any-return]
 
@@ -180,7 +182,7 @@ async def deploy_tokens(bench: Bench, count: int) -> list[bytes]:
 
 
 async def throughput(root: Path, nodes: int, messages: int, senders: int, token_count: int,
-                     replicas: int = 1) -> dict[str, Any]:
+                     replicas: int = 1, bids: bool = False) -> dict[str, Any]:
     async with cluster(root, nodes, replicas) as bench:
         tokens, owners = await deploy_tokens(bench, token_count)  # type: ignore[misc]
         crowd = [new_key() for _ in range(senders)]
@@ -195,7 +197,8 @@ async def throughput(root: Path, nodes: int, messages: int, senders: int, token_
             sender = crowd[i % senders]
             token = tokens[(i % senders + i // senders) % token_count]
             items.append((sender.address, bench.signed(sender, Kind.CALL, token,
-                                                       transfer(crowd[(i + 1) % senders].address, 1))))
+                                                       transfer(crowd[(i + 1) % senders].address, 1),
+                                                       bid=BIDS[i % len(BIDS)] if bids else 0)))
         crossing = sum(1 for i, (sender, _) in enumerate(items)
                        if bench.home(sender) != bench.home(tokens[(i % senders + i // senders) % token_count]))
         before = await bench.handled()
@@ -207,7 +210,7 @@ async def throughput(root: Path, nodes: int, messages: int, senders: int, token_
         elapsed = time.perf_counter() - started
     rate = messages / elapsed
     cores = min(nodes, os.cpu_count() or 1)
-    return {"nodes": nodes, "replicas": min(replicas, nodes), "messages": messages, "crossing": crossing, "seconds": elapsed,
+    return {"nodes": nodes, "replicas": min(replicas, nodes), "bids": bids, "messages": messages, "crossing": crossing, "seconds": elapsed,
             "submit_seconds": submitted, "per_s": rate, "cores_used": cores, "per_core": rate / cores}
 
 
@@ -294,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the latency run's nodes trace each message's steps; print where the time goes "
                              "(tracing costs CPU: the figures of a traced run are not the headline ones)")
     parser.add_argument("--quick", action="store_true", help="2,000 messages, 1 s of latency (a smoke run)")
+    parser.add_argument("--bids", action="store_true",
+                        help="the throughput transfers offer mixed bids (0, 1, 1, 3 per gas in turn) instead of 0, so "
+                             "the executors take their rounds through the bid-order index")
     parser.add_argument("--out", type=Path, default=_common.RESULTS / "cluster.json")
     args = parser.parse_args(argv)
     messages = 2_000 if args.quick else args.messages
@@ -305,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in sizes:
             console.print(f"throughput: {n} node(s), {messages:,} transfers...")
             runs.append(trio.run(throughput, Path(tmp) / f"c{n}", n, messages, min(args.senders, messages), args.tokens,
-                                 args.replicas))
+                                 args.replicas, args.bids))
         console.print(f"latency: cross-node query -> reply at {args.rate:,.0f}/s for {seconds} s...")
         lat = trio.run(latency, Path(tmp) / "lat", args.rate, seconds, args.askers, args.trace)
     single = next((r for r in runs if r["nodes"] == 1), None)
@@ -316,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                "machine": _common.machine_info()}
 
     table = Table(title=f"{messages:,} ERC20 transfers over {args.tokens} tokens from {args.senders} senders, "
-                        f"K = {args.replicas} (VM compiled: {figures['vm_compiled']}, {os.cpu_count()} CPUs)")
+                        f"K = {args.replicas}{', mixed bids' if args.bids else ''} (VM compiled: {figures['vm_compiled']}, {os.cpu_count()} CPUs)")
     for column in ("nodes", "cross-node", "msg/s", "per core", "vs 1 node", "per core vs 1", "target"):
         table.add_column(column, justify="right")
     for r in runs:
