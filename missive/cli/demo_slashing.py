@@ -89,9 +89,9 @@ def slashing_scene(root: Path, say: Callable[[str], None], pace: float = 0.0) ->
         say(f"{liar}'s worker 0x{slash['executor'].hex()[:12]}.. forfeits its whole pledge of {pledge}: "
             f"{slash['reward']} ({ACCUSER_SHARE}%) to {accuser}'s worker, {slash['burned']} burned")
         time.sleep(pace)
-        distrusted = _until("every node distrusts the liar",
-                            lambda: all(s.get("distrusted") == [liar] for s in launcher.status(root)
-                                        if s["name"] != liar and s.get("up")))
+        distrusted = _until("every node distrusts the liar, in an epoch without it",
+                            lambda: all(s.get("distrusted") == [liar] and liar not in s.get("up", [liar])
+                                        for s in launcher.status(root) if s["name"] != liar))
         say(f"every other node distrusts {liar} on the evidence: it serves no actor, and its actors carry on at "
             "their next holders")
         carol = node.new_account("carol-s", balance=0)
