@@ -1,5 +1,5 @@
 """``missive check FILE``: where a contract expects a synchronous answer (:mod:`missive.toolchain.check`);
-``missive toolchain install|status``: solc-js for Solidity.
+``missive toolchain install|status``: solc-js for Solidity, the zk prover, and anvil for the RPC bench.
 
 ``check`` exits 0 when nothing would be refused at deploy (notes may be listed), 1 when something
 would, 2 for input it cannot read or compile.
@@ -31,12 +31,16 @@ def register(subparsers: Any) -> None:
     toolchain = subparsers.add_parser("toolchain", help="install or show solc-js and the zk prover (circom2, snarkjs)")
     commands = toolchain.add_subparsers(dest="toolchain_command", metavar="COMMAND")
     commands.required = True
-    p = commands.add_parser("install", help="npm install the pinned solc-js, circom2 and snarkjs (needs Node.js and npm)",
+    p = commands.add_parser("install", help="npm install the pinned solc-js, circom2, snarkjs and anvil (needs Node.js "
+                            "and npm)",
                             description="Run `npm install --prefix DIR solc@VERSION`, DIR being $MISSIVE_SOLC_DIR or "
-                            "~/.cache/missive/solc, and `npm install --prefix ZK snarkjs@V circom2@V` (the zk prover "
-                            "for `missive job`), ZK being $MISSIVE_ZK_DIR or ~/.cache/missive/zk.")
+                            "~/.cache/missive/solc, `npm install --prefix ZK snarkjs@V circom2@V` (the zk prover "
+                            "for `missive job`), ZK being $MISSIVE_ZK_DIR or ~/.cache/missive/zk, and `npm install "
+                            "--prefix ANVIL @foundry-rs/anvil@V` (the peer tools/bench/rpc.py compares `missive rpc` "
+                            "with; only a warning if it fails), ANVIL being $MISSIVE_ANVIL_DIR or "
+                            "~/.cache/missive/anvil.")
     p.set_defaults(handler=run_install)
-    p = commands.add_parser("status", help="is solc-js installed, where, which version")
+    p = commands.add_parser("status", help="are solc-js, the zk prover and anvil installed, where, which version")
     p.set_defaults(handler=run_status)
 
 
@@ -92,7 +96,31 @@ def run_install(args: argparse.Namespace) -> int:
     npm(console, zk.zk_dir(), f"snarkjs {zk.SNARKJS_VERSION}, circom2 {zk.CIRCOM2_VERSION} and zokrates-js "
         f"{zk.ZOKRATES_VERSION}", zk.install)
     console.print("circom2, snarkjs and zokrates-js ready: zk jobs can be proved (`missive job`)", markup=False)
+    install_anvil(console)
     return EXIT_OK
+
+
+def install_anvil(console: Any) -> None:
+    """anvil is only the RPC bench's peer: a platform without its binary, or a failed download, is one
+    warning line, and what was installed before stays usable (exit 0)."""
+    from missive.toolchain import anvil
+
+    warn = make_console(stderr=True)
+    if anvil.platform_package() is None:
+        warn.print(f"warning: anvil not installed: {anvil.missing_reason()} (only tools/bench/rpc.py uses it)",
+                      markup=False)
+        return
+    try:
+        npm(console, anvil.anvil_dir(), f"anvil {anvil.ANVIL_VERSION}", anvil.install)
+    except CliError as exc:
+        warn.print(f"warning: {exc} (only tools/bench/rpc.py uses anvil)", markup=False)
+        return
+    reason = anvil.missing_reason()
+    if reason is not None:
+        warn.print(f"warning: {reason}", markup=False)
+        return
+    console.print(f"anvil {anvil.installed_version()} ready: tools/bench/rpc.py compares `missive rpc` with it",
+                  markup=False)
 
 
 def npm(console: Any, target: Path, what: str, install: Any) -> None:
@@ -125,4 +153,10 @@ def run_status(args: argparse.Namespace) -> int:
         raise CliError(zk_reason, EXIT_FAILED)
     versions = ", ".join(f"{name} {version}" for name, version in zk.installed_versions().items())
     console.print(f"{versions} in {zk.zk_dir()}", markup=False)
+    from missive.toolchain import anvil
+
+    # not an error when missing: nothing but the RPC bench runs anvil
+    anvil_reason = anvil.missing_reason()
+    console.print(f"anvil {anvil.installed_version()} in {anvil.binary()}" if anvil_reason is None
+                  else f"anvil: {anvil_reason}", markup=False)
     return EXIT_OK

@@ -43,6 +43,7 @@ Foundry), so no anvil figures.  Prints a table and writes JSON (default tools/be
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import json
 import os
@@ -63,11 +64,14 @@ from eth_abi import encode  # type: ignore[attr-defined]  # noqa: E402
 
 from missive.mailbox import ethtx  # noqa: E402
 from missive.node import Node  # noqa: E402
+from missive.toolchain import anvil  # noqa: E402
 from missive.vm.keccak import keccak256  # noqa: E402
 
 TOKEN = REPO / "examples" / "Token.vy"
 TRANSFER = keccak256(b"transfer(address,uint256)")[:4]
 BALANCE_OF = keccak256(b"balanceOf(address)")[:4]
+#: who every benchmarked transfer pays
+BOB = bytes(range(20))
 
 
 def start_rpc(node_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str, int]:
@@ -140,6 +144,14 @@ def eth_account_address(private_key: bytes) -> str:
     return str(keys.PrivateKey(private_key).public_key.to_canonical_address().hex())
 
 
+def transfers(keys: list[bytes], per_sender: int, chain_id: int, token: bytes) -> list[list[bytes]]:
+    """``per_sender`` EIP-1559 ``transfer(bob, 1)`` transactions from each key, signed before any clock starts."""
+    return [[ethtx.sign_transaction(k, {"chainId": chain_id, "nonce": n, "gas": 100_000, "maxFeePerGas": 2 * 10**9,
+                                        "maxPriorityFeePerGas": 10**9, "to": token,
+                                        "data": TRANSFER + encode(["address", "uint256"], [BOB, 1])})
+             for n in range(per_sender)] for k in keys]
+
+
 def bench_rpc(work: Path, senders: int, per_sender: int, clients: int, calls: int,
               handled_wait: float) -> dict[str, Any]:
     keys = [os.urandom(32) for _ in range(senders)]
@@ -147,73 +159,121 @@ def bench_rpc(work: Path, senders: int, per_sender: int, clients: int, calls: in
     node, token, _ = setup(work, keys, 0)
     chain_id = node.chain_id
     node.close()
-    bob = bytes(range(20))
-    raws = [[ethtx.sign_transaction(k, {"chainId": chain_id, "nonce": n, "gas": 100_000, "maxFeePerGas": 2 * 10**9,
-                                        "maxPriorityFeePerGas": 10**9, "to": token,
-                                        "data": TRANSFER + encode(["address", "uint256"], [bob, 1])})
-             for n in range(per_sender)] for k in keys]
+    raws = transfers(keys, per_sender, chain_id, token)
     proc, host, port = start_rpc(work, "--handled-wait", str(handled_wait))
     try:
-        hashes: list[str] = []
-        last_sent: list[float] = []
-        lock = threading.Lock()
-        # each client thread takes whole senders, so one sender's nonces arrive in order
-        shares = [raws[i::clients] for i in range(clients)]
-
-        def receipt(client: Client, tx_hash: str) -> None:
-            while client.call("eth_getTransactionReceipt", tx_hash) is None:
-                time.sleep(0.002)
-
-        def send(share: list[list[bytes]]) -> None:
-            """One client: by default each transaction's receipt is read as soon as its send answers
-            (as ethers' tx.wait() and web3's wait_for_transaction_receipt do); with --handled-wait 0
-            every send first, then the receipts, polled."""
-            client = Client(host, port)
-            mine = []
-            for round_ in range(per_sender):
-                for sender in share:
-                    mine.append(client.call("eth_sendRawTransaction", "0x" + sender[round_].hex()))
-                    if handled_wait:
-                        receipt(client, mine[-1])
-            sent = time.perf_counter()
-            for tx_hash in mine if not handled_wait else ():
-                receipt(client, tx_hash)
-            with lock:
-                hashes.extend(mine)
-                last_sent.append(sent)
-
-        server_before = process_cpu(proc.pid)
-        client_before = time.process_time()  # the bench process: only its client threads run now
-        start = time.perf_counter()
-        threads = [threading.Thread(target=send, args=(share,)) for share in shares if share]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - start
-        admitted = max(last_sent) - start
-        client = Client(host, port)
-        client_cpu = time.process_time() - client_before
-        server_after = process_cpu(proc.pid)
-        server_cpu = None if server_before is None or server_after is None else server_after - server_before
-        statuses = {client.call("eth_getTransactionReceipt", h_)["status"] for h_ in hashes[-senders:]}
-        assert statuses == {"0x1"}, statuses
-        data = "0x" + (BALANCE_OF + encode(["address"], [bob])).hex()
-        latencies = []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            client.call("eth_call", {"to": "0x" + token.hex(), "data": data}, "latest")
-            latencies.append(time.perf_counter() - t0)
-        floor = http_floor(proc.pid, host, port, clients, 2 * senders * per_sender)  # as many requests as the run made
+        figures = drive(proc.pid, host, port, raws, token, clients, calls, receipt_after_send=bool(handled_wait))
     finally:
         proc.terminate()
         proc.wait(10)
+    return {**figures, "handled_wait": handled_wait}
+
+
+def drive(pid: int, host: str, port: int, raws: list[list[bytes]], token: bytes, clients: int, calls: int, *,
+          receipt_after_send: bool) -> dict[str, Any]:
+    """The client side, the same for the endpoint and anvil: send every transaction in ``raws`` (one
+    list a sender) from ``clients`` keep-alive threads, each reading its own receipts, then ``eth_call``
+    balanceOf ``calls`` times; server ``pid``'s CPU from /proc."""
+    senders, per_sender = len(raws), len(raws[0])
+    hashes: list[str] = []
+    last_sent: list[float] = []
+    lock = threading.Lock()
+    # each client thread takes whole senders, so one sender's nonces arrive in order
+    shares = [raws[i::clients] for i in range(clients)]
+
+    def receipt(client: Client, tx_hash: str) -> None:
+        while client.call("eth_getTransactionReceipt", tx_hash) is None:
+            time.sleep(0.002)
+
+    def send(share: list[list[bytes]]) -> None:
+        """One client: by default each transaction's receipt is read as soon as its send answers
+        (as ethers' tx.wait() and web3's wait_for_transaction_receipt do); with --handled-wait 0
+        every send first, then the receipts, polled."""
+        client = Client(host, port)
+        mine = []
+        for round_ in range(per_sender):
+            for sender in share:
+                mine.append(client.call("eth_sendRawTransaction", "0x" + sender[round_].hex()))
+                if receipt_after_send:
+                    receipt(client, mine[-1])
+        sent = time.perf_counter()
+        for tx_hash in mine if not receipt_after_send else ():
+            receipt(client, tx_hash)
+        with lock:
+            hashes.extend(mine)
+            last_sent.append(sent)
+
+    server_before = process_cpu(pid)
+    client_before = time.process_time()  # the bench process: only its client threads run now
+    start = time.perf_counter()
+    threads = [threading.Thread(target=send, args=(share,)) for share in shares if share]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    admitted = max(last_sent) - start
+    client = Client(host, port)
+    client_cpu = time.process_time() - client_before
+    server_after = process_cpu(pid)
+    server_cpu = None if server_before is None or server_after is None else server_after - server_before
+    statuses = {client.call("eth_getTransactionReceipt", h_)["status"] for h_ in hashes[-senders:]}
+    assert statuses == {"0x1"}, statuses
+    data = "0x" + (BALANCE_OF + encode(["address"], [BOB])).hex()
+    latencies = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        client.call("eth_call", {"to": "0x" + token.hex(), "data": data}, "latest")
+        latencies.append(time.perf_counter() - t0)
+    floor = http_floor(pid, host, port, clients, 2 * senders * per_sender)  # as many requests as the run made
     total = senders * per_sender
-    return {"transactions": total, "handled_wait": handled_wait, "admitted_per_s": round(total / admitted, 1),
+    return {"transactions": total, "admitted_per_s": round(total / admitted, 1),
             "handled_per_s": round(total / elapsed, 1), "seconds": round(elapsed, 3),
             "server_cpu_ms_per_tx": per_message_ms(server_cpu, total),
             "client_cpu_ms_per_tx": per_message_ms(client_cpu, total), "eth_call": percentiles(latencies),
             "http_floor": floor}
+
+
+@functools.cache
+def token_init_code() -> bytes:
+    """Token.vy's init code and constructor arguments, as ``Node.deploy(TOKEN, "Tok", "TOK", 10**30)``
+    sends them: the same bytecode for anvil as for the endpoint."""
+    from missive.toolchain.compiler import compile_source
+
+    compiled = compile_source(TOKEN)
+    constructor = next(e for e in compiled.abi if e.get("type") == "constructor")
+    return compiled.bytecode + encode([i["type"] for i in constructor["inputs"]], ["Tok", "TOK", 10**30])
+
+
+def bench_anvil(senders: int, per_sender: int, clients: int, calls: int) -> dict[str, Any]:
+    """anvil (automine, defaults) on the same work: the senders funded with anvil_setBalance, the same
+    Token.vy deployed and 10**24 of it sent to each, the same transfers signed with anvil's chain id,
+    sent by :func:`drive` as the endpoint's default run is (each receipt read after its send)."""
+    keys = [os.urandom(32) for _ in range(senders)]
+    deployer = os.urandom(32)
+    with anvil.running() as (proc, host, port):
+        client = Client(host, port)
+        chain_id = int(client.call("eth_chainId"), 16)
+        for key in [deployer, *keys]:
+            client.call("anvil_setBalance", "0x" + eth_account_address(key), hex(10**21))
+
+        def setup_tx(nonce: int, to: bytes, data: bytes) -> dict[str, Any]:
+            raw = ethtx.sign_transaction(deployer, {"chainId": chain_id, "nonce": nonce, "gas": 3_000_000,
+                                                    "maxFeePerGas": 2 * 10**9, "maxPriorityFeePerGas": 10**9,
+                                                    "to": to, "data": data})
+            tx_hash = client.call("eth_sendRawTransaction", "0x" + raw.hex())
+            while (receipt := client.call("eth_getTransactionReceipt", tx_hash)) is None:
+                time.sleep(0.002)  # anvil answers the send before its automined block is stored
+            assert receipt["status"] == "0x1", receipt
+            return dict(receipt)
+
+        token = bytes.fromhex(setup_tx(0, b"", token_init_code())["contractAddress"][2:])
+        for nonce, key in enumerate(keys, start=1):
+            who = bytes.fromhex(eth_account_address(key))
+            setup_tx(nonce, token, TRANSFER + encode(["address", "uint256"], [who, 10**24]))
+        raws = transfers(keys, per_sender, chain_id, token)
+        figures = drive(proc.pid, host, port, raws, token, clients, calls, receipt_after_send=True)
+    return {**figures, "version": anvil.installed_version()}
 
 
 def http_floor(pid: int, host: str, port: int, clients: int, requests: int) -> dict[str, Any]:
@@ -244,8 +304,7 @@ def http_floor(pid: int, host: str, port: int, clients: int, requests: int) -> d
 
 def bench_api(work: Path, senders: int, per_sender: int, calls: int) -> dict[str, Any]:
     node, token, wallets = setup(work / "api", [], senders)
-    bob = bytes(range(20))
-    payload = TRANSFER + encode(["address", "uint256"], [bob, 1])
+    payload = TRANSFER + encode(["address", "uint256"], [BOB, 1])
     cpu_before = time.process_time()
     start = time.perf_counter()
     for _ in range(per_sender):
@@ -256,7 +315,7 @@ def bench_api(work: Path, senders: int, per_sender: int, calls: int) -> dict[str
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu_before
     latencies = []
-    query = BALANCE_OF + encode(["address"], [bob])
+    query = BALANCE_OF + encode(["address"], [BOB])
     for _ in range(calls):
         t0 = time.perf_counter()
         node.query(token, query).reply(timeout=30)
@@ -289,9 +348,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-sender", type=int, default=25)
     parser.add_argument("--clients", type=int, default=4, help="HTTP client threads sending at once")
     parser.add_argument("--calls", type=int, default=300, help="eth_call / query samples")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of (API, endpoint, endpoint --handled-wait 0)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of (API, endpoint, endpoint --handled-wait 0, anvil where installed)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "rpc.json")
     args = parser.parse_args(argv)
+    anvil_missing = anvil.missing_reason()
+    if anvil_missing is not None:
+        print(f"no anvil figures: {anvil_missing}", flush=True)
     rounds = []
     for number in range(max(1, args.rounds)):
         load_before = os.getloadavg()[0]
@@ -300,19 +363,29 @@ def main(argv: list[str] | None = None) -> int:
             api = bench_api(work, args.senders, args.per_sender, args.calls)
             rpc = bench_rpc(work, args.senders, args.per_sender, args.clients, args.calls, 5.0)
             rpc_nowait = bench_rpc(work, args.senders, args.per_sender, args.clients, args.calls, 0.0)
+        peer = None if anvil_missing else bench_anvil(args.senders, args.per_sender, args.clients, args.calls)
         rounds.append({"api": api, "rpc": rpc, "rpc_handled_wait_0": rpc_nowait, "load_before": load_before,
                        "rpc_over_api": round(rpc["handled_per_s"] / api["handled_per_s"], 3),
                        "rpc_handled_wait_0_over_api": round(rpc_nowait["handled_per_s"] / api["handled_per_s"], 3)})
-        print(f"round {number + 1}: load {load_before:.1f}; API {api['handled_per_s']} msg/s, endpoint "
-              f"{rpc['handled_per_s']} tx/s ({rounds[-1]['rpc_over_api']:.2f}), --handled-wait 0 "
-              f"{rpc_nowait['handled_per_s']} tx/s ({rounds[-1]['rpc_handled_wait_0_over_api']:.2f})", flush=True)
+        line = (f"round {number + 1}: load {load_before:.1f}; API {api['handled_per_s']} msg/s, endpoint "
+                f"{rpc['handled_per_s']} tx/s ({rounds[-1]['rpc_over_api']:.2f}), --handled-wait 0 "
+                f"{rpc_nowait['handled_per_s']} tx/s ({rounds[-1]['rpc_handled_wait_0_over_api']:.2f})")
+        if peer is not None:
+            rounds[-1].update(anvil=peer, rpc_over_anvil=round(rpc["handled_per_s"] / peer["handled_per_s"], 3))
+            line += f", anvil {peer['handled_per_s']} tx/s (endpoint / anvil {rounds[-1]['rpc_over_anvil']:.2f})"
+        print(line, flush=True)
     figures: dict[str, Any] = {
-        "rounds": rounds, "target": ">= 0.5", "anvil": "not installed here", "args": {**vars(args), "out": str(args.out)},
+        "rounds": rounds, "target": ">= 0.5", "args": {**vars(args), "out": str(args.out)},
+        "anvil": anvil_missing or f"anvil {anvil.installed_version()} (automine, defaults), no target named",
         "rpc_over_api": median_of(rounds, "rpc_over_api"),
         "rpc_handled_wait_0_over_api": median_of(rounds, "rpc_handled_wait_0_over_api")}
-    for side, key in (("api", "handled_per_s"), ("rpc", "handled_per_s"), ("rpc_handled_wait_0", "handled_per_s"),
-                      ("api", "cpu_ms_per_msg"), ("rpc", "server_cpu_ms_per_tx"), ("rpc", "client_cpu_ms_per_tx"),
-                      ("rpc_handled_wait_0", "server_cpu_ms_per_tx"), ("rpc_handled_wait_0", "client_cpu_ms_per_tx")):
+    sides = [("api", "handled_per_s"), ("rpc", "handled_per_s"), ("rpc_handled_wait_0", "handled_per_s"),
+             ("api", "cpu_ms_per_msg"), ("rpc", "server_cpu_ms_per_tx"), ("rpc", "client_cpu_ms_per_tx"),
+             ("rpc_handled_wait_0", "server_cpu_ms_per_tx"), ("rpc_handled_wait_0", "client_cpu_ms_per_tx")]
+    if anvil_missing is None:
+        sides += [("anvil", "handled_per_s"), ("anvil", "server_cpu_ms_per_tx"), ("anvil", "client_cpu_ms_per_tx")]
+        figures["rpc_over_anvil"] = median_of(rounds, "rpc_over_anvil")
+    for side, key in sides:
         figures[f"median_{side}_{key}"] = median_of([r[side] for r in rounds], key)
     for label, side, ratio in (("default (answers once handled)", "rpc", "rpc_over_api"),
                                ("--handled-wait 0 (answers once admitted)", "rpc_handled_wait_0",
@@ -333,6 +406,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"API   query balanceOf and wait for the reply: p50 "
           f"{median_of([r['api'] for r in rounds], 'query_reply', 'p50_ms')} ms, p99 "
           f"{median_of([r['api'] for r in rounds], 'query_reply', 'p99_ms')} ms (medians)")
+    if anvil_missing is None:
+        peers = [r["anvil"] for r in rounds]
+        per_round = ", ".join(f"{r['rpc_over_anvil']:.2f}" for r in rounds)
+        print(f"ANVIL eth_sendRawTransaction -> receipt (automine): {figures['median_anvil_handled_per_s']} tx/s "
+              f"(median, same transactions and clients); endpoint (default) / anvil {figures['rpc_over_anvil']:.2f} "
+              f"(rounds: {per_round}; no target); CPU a tx: server "
+              f"{cpu_text(figures['median_anvil_server_cpu_ms_per_tx'])}, client "
+              f"{cpu_text(figures['median_anvil_client_cpu_ms_per_tx'])}")
+        print(f"ANVIL eth_call balanceOf: p50 {median_of(peers, 'eth_call', 'p50_ms')} ms, p99 "
+              f"{median_of(peers, 'eth_call', 'p99_ms')} ms (medians)")
+    else:
+        print(f"ANVIL no figures: {anvil_missing}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=2))
     return 0
