@@ -36,8 +36,21 @@ One asymmetry is left as it is: ``Node.send`` signs each message (Ed25519, about
 timed loop, because the API has no way to send a message signed beforehand, while the endpoint's
 transactions are signed before the clock starts, as a wallet signs before it sends (eth-keys takes
 about 230 us a transaction here, on the client).  It favours the endpoint, by about a tenth of the
-API's CPU a message.  Anvil is not installed here (no
-Foundry), so no anvil figures.  Prints a table and writes JSON (default tools/bench/results/rpc.json).
+API's CPU a message.
+
+* **anvil** (Foundry's local node, 1.7.1 from npm: ``missive toolchain install`` puts it in
+  ~/.cache/missive/anvil, :mod:`missive.toolchain.anvil`), the fourth run of each round where it is
+  installed: started on a free 127.0.0.1 port (automine, default settings, ``--silent``, always stopped),
+  the same number of senders funded with ``anvil_setBalance``, the same Token.vy init code deployed and
+  10**24 of it sent to each, the same transfers pre-signed with anvil's chain id by the same eth-keys
+  code, sent by the same client code as the endpoint's default run (each receipt read after its
+  send; anvil answers once the transaction is mined), then ``eth_call`` balanceOf p50/p99.  Its server
+  CPU a transaction comes from /proc as the endpoint's does (the native binary is run, not npm's
+  Node.js wrapper).  Printed: anvil tx/s, endpoint / anvil (median and each round), its eth_call
+  latency and CPU.  The issue names no target against anvil.  Where anvil is not installed the bench
+  says so in one line and prints the other figures.
+
+Prints a table and writes JSON (default tools/bench/results/rpc.json).
 """
 
 from __future__ import annotations
