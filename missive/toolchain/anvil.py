@@ -127,13 +127,15 @@ def _answers(host: str, port: int) -> bool:
 def running(*extra: str, host: str = "127.0.0.1") -> Iterator[tuple[subprocess.Popen[bytes], str, int]]:
     """Run anvil (automine, default settings, ``--silent``) on a free port of ``host`` until the block
     ends: ``(process, host, port)``, once it answers ``eth_chainId``.  The process is stopped however
-    the block ends (an exception, Ctrl-C's KeyboardInterrupt): SIGTERM, then SIGKILL after 5 s."""
+    the block ends (an exception, Ctrl-C's KeyboardInterrupt): SIGTERM, then SIGKILL after 5 s; on
+    Linux also when the caller's process dies without unwinding."""
     path = binary()
     if path is None:
         raise AnvilMissing(missing_reason() or "anvil is not installed")
     port = free_port(host)
     proc = subprocess.Popen([str(path), "--host", host, "--port", str(port), "--silent", *extra],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while not _answers(host, port):
@@ -147,6 +149,15 @@ def running(*extra: str, host: str = "127.0.0.1") -> Iterator[tuple[subprocess.P
         yield proc, host, port
     finally:
         stop(proc)
+
+
+def _die_with_parent() -> None:
+    """In the child, before anvil runs: SIGTERM it when the process that started it dies, even by
+    SIGKILL, where no ``finally`` runs (Linux's PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

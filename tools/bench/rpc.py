@@ -61,6 +61,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -365,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="rounds of (API, endpoint, endpoint --handled-wait 0, anvil where installed)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "rpc.json")
     args = parser.parse_args(argv)
+    # a SIGTERM unwinds like Ctrl-C, so the servers' finally blocks stop them
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
     anvil_missing = anvil.missing_reason()
     if anvil_missing is not None:
         print(f"no anvil figures: {anvil_missing}", flush=True)
