@@ -190,3 +190,13 @@ def test_the_liar_loses_its_pledge_in_the_registry_and_the_node_that_caught_it_i
     assert "no pledge left" in receipt.error or "duplicate evidence" in receipt.error
     assert registry()["holdings"] == shown["holdings"]
     assert finders  # at least one node says, in its trust view, what the registry did with its accusation
+
+    # the same from the command line: the evidence file as the trust store keeps it (hex text), exit 2, one line
+    evidence_file = cluster.root / "evidence.hex"
+    evidence_file.write_text(bytes(raw).hex())
+    shown_cli = missive("worker", "accuse", str(evidence_file), "--cluster", str(cluster.root))
+    assert shown_cli.returncode == 2, shown_cli.stdout + shown_cli.stderr
+    assert "no pledge left" in shown_cli.stderr or "duplicate evidence" in shown_cli.stderr
+    assert "Traceback" not in shown_cli.stderr and len(shown_cli.stderr.strip().splitlines()) == 1
+    status = missive("worker", "status", "--cluster", str(cluster.root))
+    assert status.returncode == 0 and f"slashed {OWN_STAKE}" in status.stdout and "burned" in status.stdout
