@@ -43,6 +43,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
+import attrs
 import msgpack
 
 from missive.errors import MissiveError
@@ -218,8 +219,7 @@ class _Run:
 
 
 def _stamped(message: OutgoingMessage, host: Host) -> OutgoingMessage:
-    import attrs
-
+    """The message with the id the ledger will give it (as the VM stamps its outbox)."""
     return attrs.evolve(message, message_id=host.message_id(message, b""))
 
 
