@@ -180,3 +180,44 @@ def test_only_the_operator_makes_the_registry_and_only_once(cluster: StakedClust
         cluster.client(1).call("create_registry", {"unbond_seconds": -1})
     assert cluster.client(1).call("create_registry", {"unbond_seconds": 0}) is False  # there is one: unchanged
     assert cluster.registry()["unbond_seconds"] == 1
+
+
+def test_a_message_bidding_below_the_executing_workers_minimum_is_refused(cluster: StakedCluster) -> None:
+    """Each node reads every worker's minimum bid from the registry; admission refuses a message
+    whose recipient is executed by a node whose worker asks more, naming the minimum (nothing changes)."""
+    from missive.cluster.placement import executor
+
+    name = cluster.states[1]["name"]
+    key = cluster.worker(name)
+    assert cluster.registry_op(key, "unbond", via=2).success
+    until(f"{name} is left out", lambda: all(name not in s["up"] for s in launcher.status(cluster.root)
+                                             if s["name"] != name))
+    time.sleep(1.2)
+    assert cluster.registry_op(key, "withdraw", via=2).success
+    until("the stake is back", lambda: cluster.client(2).account(key.address).balance >= OWN_STAKE)
+    assert cluster.registry_op(key, "register", b"", 5, value=OWN_STAKE, via=2).success
+    until(f"{name} serves again", lambda: all(s["unstaked"] == [] and s["serving"]
+                                              for s in launcher.status(cluster.root)))
+    members = sorted(s["id"] for s in cluster.states)
+    target = next(k for k in (cluster.keys.new(f"carol{i}") for i in range(60))
+                  if executor(k.address, members) == cluster.states[1]["id"])
+    client = cluster.client(0)
+    client.create_account(target, 0)
+    balance = client.account(cluster.alice.address).balance
+    from missive.mailbox.envelope import EnvelopeError
+
+    def refused() -> str | None:
+        try:
+            client.submit(cluster.alice, Kind.CALL, target.address, value=1, bid=1)
+        except EnvelopeError as exc:
+            return str(exc)
+        return None
+    said = until("the minimum is known everywhere", refused)
+    assert said == (f"bid 1 is below the minimum bid 5 of {name}'s worker, which executes 0x{target.address.hex()} "
+                    "(`missive worker status --cluster`)")
+    for _ in range(3):  # and stays refused: nothing admitted, nothing debited
+        assert refused() is not None
+    _, handled = client.submit_wait(cluster.alice, Kind.CALL, target.address, value=1, bid=5)
+    receipt = Receipt.decode(handled["receipt"])
+    assert receipt.success and client.account(target.address).balance == 1
+    assert client.account(cluster.alice.address).balance <= balance - 1

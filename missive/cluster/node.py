@@ -104,7 +104,9 @@ class ClusterNode:
         self.membership = Membership(self.me, self.members, self.k, timeout=config.failover_timeout,
                                      history=history)
         # signatures are checked before the admission's transaction (see _admit)
-        self.check = checker(self.store, self.executes, signatures=False)
+        #: each member's worker's minimum bid, as this node last read the registry (cluster/stakes.py)
+        self.min_bids: dict[bytes, int] = {}
+        self.check = checker(self.store, self.executes, signatures=False, minimum=self._below_minimum)
         self.writer = GroupWriter(self.store)  # every write of this node: one transaction per turn
         # rounds run only while this node holds its lease (see missive/cluster/membership.py, Quorum)
         self.runtime = Runtime(self.store, committer=self._commit_round, may_run=self.membership.may_execute)
@@ -322,8 +324,20 @@ class ClusterNode:
                 log.info("fees go to 0x%s, the coinbase this node's worker registered", coinbase.hex())
                 await trio.to_thread.run_sync(self.store.set_coinbase, coinbase)
 
-        await stakes.watch(self.membership.members, read_storage, has_registry, self.membership.set_unstaked,
-                           self.me, pay_to)
+        def update(unstaked: frozenset[bytes], min_bids: dict[bytes, int]) -> None:
+            self.membership.set_unstaked(unstaked)
+            self.min_bids = min_bids
+
+        await stakes.watch(self.membership.members, read_storage, has_registry, update, self.me, pay_to)
+
+    def _below_minimum(self, envelope: Envelope) -> str | None:
+        """Why ``envelope`` bids too little for the worker of the node that executes its recipient."""
+        executor = self.membership.executor(envelope.recipient)
+        floor = self.min_bids.get(executor, 0)
+        if envelope.bid >= floor:
+            return None
+        return (f"bid {envelope.bid} is below the minimum bid {floor} of {self.names.get(executor, 'its executor')}'s "
+                f"worker, which executes 0x{envelope.recipient.hex()} (`missive worker status --cluster`)")
 
     async def _adopt(self) -> None:
         """Act in the newest installed epoch: between rounds, move each actor's waiting messages to

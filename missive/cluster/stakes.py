@@ -10,7 +10,9 @@ without them (as it does without a distrusted member), and the member itself sto
 once.  A worker that registers again with a fresh stake is counted back in (a member distrusted on
 evidence of a wrong diff stays out: distrust is execution trust's, and it does not end).  The
 node's own fees go to the coinbase its worker registered (each receipt records the coinbase it
-paid, so a holder re-executing it, or replay, pays the same whenever the choice changed).
+paid, so a holder re-executing it, or replay, pays the same whenever the choice changed), and
+admission refuses a message bidding below the minimum of the worker whose node executes its
+recipient (as this node last read it: a change takes up to a poll to be seen).
 
 What it does not do: keep the registry's view agreed between nodes (each reads it for itself,
 seconds apart, as each hears heartbeats for itself), or act while the registry cannot be read
@@ -48,15 +50,26 @@ def unstaked(members: Sequence[bytes], slots: dict[int, int]) -> frozenset[bytes
     return frozenset(out)
 
 
+def minimum_bids(members: Sequence[bytes], slots: dict[int, int]) -> dict[bytes, int]:
+    """Each member's worker's minimum bid (members without a worker entry: none, so 0)."""
+    out = {}
+    for node_id in members:
+        worker = read_worker(_reader(slots), keccak256(node_id)[12:])
+        out[node_id] = worker.min_bid if worker is not None else 0
+    return out
+
+
 def _reader(slots: dict[int, int]) -> Callable[[int], int]:
     return lambda slot: slots.get(slot, 0)
 
 
 async def watch(members: Sequence[bytes], read_storage: Callable[[bytes | None], Awaitable[dict[str, Any] | None]],
-                has_registry: Callable[[], Awaitable[bool]], update: Callable[[frozenset[bytes]], None],
+                has_registry: Callable[[], Awaitable[bool]],
+                update: Callable[[frozenset[bytes], dict[bytes, int]], None],
                 me: bytes = b"", pay_to: Callable[[bytes], Awaitable[None]] | None = None, poll: float = POLL) -> None:
-    """Read the registry every ``poll`` s and tell ``update`` who has no stake, and ``pay_to`` the
-    coinbase this node's worker (``me``'s) registered (forever)."""
+    """Read the registry every ``poll`` s and tell ``update`` who has no stake and each member's
+    worker's minimum bid, and ``pay_to`` the coinbase this node's worker (``me``'s) registered
+    (forever)."""
     while True:
         await trio.sleep(poll)
         try:
@@ -75,10 +88,10 @@ async def watch(members: Sequence[bytes], read_storage: Callable[[bytes | None],
         except (NetError, MissiveError, KeyError, TypeError, ValueError) as exc:
             log.debug("the registry could not be read now: %s; the last view stands", exc)
             continue
-        update(unstaked(members, slots))
+        update(unstaked(members, slots), minimum_bids(members, slots))
         own = read_worker(_reader(slots), keccak256(me)[12:]) if me else None
         if own is not None and pay_to is not None:
             await pay_to(own.coinbase)
 
 
-__all__ = ["POLL", "unstaked", "watch"]
+__all__ = ["POLL", "minimum_bids", "unstaked", "watch"]

@@ -70,13 +70,16 @@ def check_signatures(submissions: list[tuple[Envelope, bytes, bytes]]) -> list[E
     return problems
 
 
-def checker(store: Store, is_local: Callable[[bytes], bool] | None = None, *, signatures: bool = True) -> Check:
+def checker(store: Store, is_local: Callable[[bytes], bool] | None = None, *, signatures: bool = True,
+            minimum: Callable[[Envelope], str | None] | None = None) -> Check:
     """Admission for ``store``.  With ``is_local`` (a cluster node), a recipient whose actor
     another node executes is not looked up here: its node handles the message, and a sender
     this node does not execute at the moment of the write is refused: its record would be made
     in an epoch where another holder executes the sender, so no holder could ever acknowledge
     it (the submit was routed before the epoch changed; sent again, it goes to the executor).
-    ``signatures=False``: the caller has checked them already (:func:`check_signatures`)."""
+    ``signatures=False``: the caller has checked them already (:func:`check_signatures`).
+    ``minimum``: why a message bids too little for the worker that will execute it (None: it does
+    not); without it, this node's own worker's minimum (a node alone)."""
     def check(txn: lmdb.Transaction, envelope: Envelope, public_key: bytes, signature: bytes,
               updated: dict[bytes, Account]) -> Account:
         envelope.validate()
@@ -113,7 +116,8 @@ def checker(store: Store, is_local: Callable[[bytes], bool] | None = None, *, si
             )
         if ethtx.is_eth_public_key(public_key):
             ethtx.admit(envelope, sender.balance)
-        if (too_low := below_minimum(envelope.bid, store.own_worker(txn))) is not None:
+        too_low = below_minimum(envelope.bid, store.own_worker(txn)) if minimum is None else minimum(envelope)
+        if too_low is not None:
             raise EnvelopeError(too_low)
         if envelope.kind is Kind.QUERY and envelope.value:
             raise EnvelopeError("a query cannot carry value")
