@@ -168,6 +168,14 @@ def test_worker_commands_on_a_cluster(cluster: StakedCluster) -> None:
     mine = next(w for w in view["workers"] if w["address"] == "0x" + cluster.alice.address.hex())
     assert (mine["stake"], mine["min_bid"]) == (5000, 2)
     assert view["registry_balance"] == 3 * OWN_STAKE + 5000 and view["slashes"] == []
+    # the fees the bid-3 registry runs paid (test above), per coinbase, each run once: a node's worker's
+    # (the first may have gone to the node's ledger key's account, before the node read the registry)
+    workers = {"0x" + cluster.worker(s["name"]).address.hex() for s in cluster.states}
+    assert set(view["fees"]) & workers
+    assert all(earned["fees"] == earned["runs"] * registry_actor.OP_GAS * 3 for earned in view["fees"].values())
+    assert view["waiting"] == len(view["pending"])
+    shown = missive("market")
+    assert shown.returncode == 0 and "fees earned, per coinbase" in shown.stdout and "highest bid first" in shown.stdout
 
 
 def test_only_the_operator_makes_the_registry_and_only_once(cluster: StakedCluster) -> None:

@@ -176,10 +176,27 @@ def show_cluster_workers(shown: dict[str, Any]) -> None:
                   f"burned {held['burned']}; unbonding takes {shown['unbond_seconds']} s", markup=False)
 
 
-def cluster_market_view(node: Any) -> dict[str, Any]:
-    """``missive market --cluster D``: the registry actor (workers, slashings, burned coin)."""
+def cluster_market_view(node: Any, limit: int) -> dict[str, Any]:
+    """``missive market --cluster D``: the messages waiting on every node, highest bid first; the
+    fees each coinbase earned, from the receipt records of every node's ledger (each message once:
+    a run a rollback gave up and another holder redid counts by its last receipt); the registry
+    actor (workers, slashings, burned coin)."""
     shown = node.registry()
-    return {"workers": [{"address": "0x" + a.hex(), "stake": w.stake, "unbonding": w.unbonding,
+    waiting = sorted(node.pending(), key=lambda envelope: -envelope.bid)  # stable: each bid's oldest first
+    pending = [{"id": "0x" + e.id.hex(), "bid": e.bid, "raised": False, "sender": "0x" + e.sender.hex(),
+                "recipient": "0x" + e.recipient.hex(), "gas": e.gas} for e in waiting[:limit]]
+    last: dict[bytes, Any] = {}
+    for record in node.iter_ledger():
+        if record.type == "receipt" and record.receipt is not None:
+            last[record.receipt.message_id] = record.receipt
+    fees: dict[str, dict[str, int]] = {}
+    for receipt in last.values():
+        if receipt.fee:
+            earned = fees.setdefault("0x" + receipt.coinbase.hex(), {"fees": 0, "runs": 0})
+            earned["fees"] += receipt.fee
+            earned["runs"] += 1
+    return {"waiting": len(waiting), "pending": pending, "fees": fees,
+            "workers": [{"address": "0x" + a.hex(), "stake": w.stake, "unbonding": w.unbonding,
                          "release_at": w.release_at, "coinbase": "0x" + w.coinbase.hex(), "min_bid": w.min_bid,
                          "slashed": w.slashed} for a, w in shown["workers"]],
             "slashes": [{"executor": "0x" + s["executor"].hex(), "accuser": "0x" + s["accuser"].hex(),
@@ -243,7 +260,7 @@ def run_market(args: argparse.Namespace) -> int:
     opened = open_node(args)
     try:
         if not isinstance(opened, Node):
-            cluster_view = cluster_market_view(opened)
+            cluster_view = cluster_market_view(opened, max(0, args.limit))
             if args.json:
                 print(json.dumps(cluster_view, indent=2))
             else:
@@ -259,8 +276,9 @@ def run_market(args: argparse.Namespace) -> int:
         opened.close()
 
 
-def show_market(view: dict[str, Any]) -> None:
-    from rich.table import Table  # (here: `missive send` and the others start without it)
+def show_work_and_fees(view: dict[str, Any]) -> None:
+    """The waiting messages by bid and the fees per coinbase (a node alone's view or a cluster's)."""
+    from rich.table import Table
 
     console = make_console()
     pending = Table(title=f"waiting: {view['waiting']} message(s), highest bid first (served so, each sender's "
@@ -277,6 +295,13 @@ def show_market(view: dict[str, Any]) -> None:
     for coinbase, earned in sorted(view["fees"].items(), key=lambda item: -item[1]["fees"]):
         fees.add_row(coinbase, str(earned["fees"]), str(earned["runs"]))
     console.print(fees)
+
+
+def show_market(view: dict[str, Any]) -> None:
+    from rich.table import Table  # (here: `missive send` and the others start without it)
+
+    console = make_console()
+    show_work_and_fees(view)
     workers = Table(title=f"workers (logical time now {view['clock']})", title_justify="left")
     for column in ("worker", "stake", "unbonding", "coinbase", "min bid", "slashed", ""):
         workers.add_column(column, overflow="fold")
@@ -302,6 +327,7 @@ def show_cluster_market(view: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = make_console()
+    show_work_and_fees(view)
     workers = Table(title=f"workers in the cluster's registry (it holds {view['registry_balance']}; unbonding takes "
                           f"{view['unbond_seconds']} s)", title_justify="left")
     for column in ("worker", "stake", "unbonding", "coinbase", "min bid", "slashed"):
