@@ -39,6 +39,26 @@ def _three_nodes(tmp_path: Path) -> tuple[ClusterNode, tuple[bytes, bytes, bytes
     return node, (ids[0].node_id, ids[1].node_id, ids[2].node_id)
 
 
+def _waiting_for_z(node: ClusterNode, tmp_path: Path, ids: tuple[bytes, bytes, bytes],
+                   count: int = 1) -> tuple[Any, list[Any], bytes]:
+    """``count`` senders that this node and h hold, each with one call (value 7) admitted here to a
+    recipient that z holds and this node does not: (their keystore, the senders, the recipient).
+    Each message waits in this node's outbound queue for z."""
+    from missive.keys import Keystore
+    from missive.mailbox.envelope import Envelope, Kind
+
+    me, h, z = ids
+    keys = Keystore(tmp_path / "keys", create=True)
+    senders = [k for k in (keys.new(f"s{i}") for i in range(400)) if node.holders(k.address) == [me, h]][:count]
+    recipient = next(a for a in (bytes([i]) * 20 for i in range(256)) if z in node.holders(a) and me not in node.holders(a))
+    for sender in senders:
+        node.store.create_account(sender.address, sender.public_key, 10**18)
+        envelope = Envelope(Kind.CALL, sender.address, recipient, value=7, nonce=0, chain_id=node.store.chain_id)
+        (accepted,) = node.store.accept([sender.sign(envelope)], node.check)
+        assert not isinstance(accepted, Exception), accepted
+    return keys, senders, recipient
+
+
 @pytest.mark.parametrize("answer", [CallTimeout("snapshot", 10.0), {"account": b"\x01junk", "storage": [],
                                                                      "receipts": [], "seq": 0, "since": 0,
                                                                      "base": None, "entries": []}])
@@ -97,19 +117,11 @@ def test_a_message_waits_for_its_record_to_be_acknowledged_in_the_epoch_it_was_m
     then lost to the other holder's, and the message stood.  A message waits for the holders
     of the epoch its record was made in (or, while this node executes the sender, of the
     current one)."""
-    from missive.keys import Keystore
-    from missive.mailbox.envelope import Envelope, Kind
     from missive.replicas.epochs import Epoch
 
     node, (me, h, z) = _three_nodes(tmp_path)
     try:
-        keys = Keystore(tmp_path / "keys", create=True)
-        sender = next(k for k in (keys.new(f"s{i}") for i in range(400)) if node.holders(k.address) == [me, h])
-        recipient = next(a for a in (bytes([i]) * 20 for i in range(256)) if z in node.holders(a) and me not in node.holders(a))
-        node.store.create_account(sender.address, sender.public_key, 10**18)
-        envelope = Envelope(Kind.CALL, sender.address, recipient, value=7, nonce=0,
-                            chain_id=node.store.chain_id)
-        (accepted,) = node.store.accept([sender.sign(envelope)], node.check)
+        keys, (sender,), _ = _waiting_for_z(node, tmp_path, (me, h, z))
         queued = node.copies.queued("outbound", z, 10)
         assert len(queued) == 1 and node.sender.replicated_prefix(queued) == []  # h has not acknowledged the record
         # h is killed and left out; this node no longer serves (it joins): z alone serves
@@ -128,19 +140,12 @@ def test_a_handled_message_whose_record_was_taken_from_another_copy_does_not_hol
     admission; the record stood but was no longer "made here", so the queued message found no
     epoch to wait for and held back the 93 messages queued behind it for ever (the cluster never
     settled).  Already handled, it may go (every holder drops it as a duplicate)."""
-    from missive.keys import Keystore
-    from missive.mailbox.envelope import Envelope, Kind
+    from missive.mailbox.envelope import Envelope
     from missive.replicas.epochs import Epoch
 
     node, (me, h, z) = _three_nodes(tmp_path)
     try:
-        keys = Keystore(tmp_path / "keys", create=True)
-        senders = [k for k in (keys.new(f"s{i}") for i in range(400)) if node.holders(k.address) == [me, h]][:2]
-        recipient = next(a for a in (bytes([i]) * 20 for i in range(256)) if z in node.holders(a) and me not in node.holders(a))
-        for sender in senders:
-            node.store.create_account(sender.address, sender.public_key, 10**18)
-            node.store.accept([sender.sign(Envelope(Kind.CALL, sender.address, recipient, value=7, nonce=0,
-                                                    chain_id=node.store.chain_id))], node.check)
+        keys, senders, recipient = _waiting_for_z(node, tmp_path, (me, h, z), count=2)
         queued = node.copies.queued("outbound", z, 10)
         assert len(queued) == 2
         first = Envelope.decode(msgpack.unpackb(queued[0][1])[0], check=False)
@@ -295,18 +300,11 @@ def test_a_record_of_an_earlier_epoch_lets_its_message_leave_only_if_this_node_e
     ack set alone.  The other executor's records won (the higher epoch), the relay handled the same
     calls again and forwarded their value a second time.  A record's messages leave by the current
     ack set only if this node executed the sender in every epoch since the record was made."""
-    from missive.keys import Keystore
-    from missive.mailbox.envelope import Envelope, Kind
     from missive.replicas.epochs import Epoch
 
     node, (me, h, z) = _three_nodes(tmp_path)
     try:
-        keys = Keystore(tmp_path / "keys", create=True)
-        sender = next(k for k in (keys.new(f"s{i}") for i in range(400)) if node.holders(k.address) == [me, h])
-        recipient = next(a for a in (bytes([i]) * 20 for i in range(256)) if z in node.holders(a) and me not in node.holders(a))
-        node.store.create_account(sender.address, sender.public_key, 10**18)
-        envelope = Envelope(Kind.CALL, sender.address, recipient, value=7, nonce=0, chain_id=node.store.chain_id)
-        node.store.accept([sender.sign(envelope)], node.check)  # a record of epoch 0, h lacks it
+        keys, (sender,), _ = _waiting_for_z(node, tmp_path, (me, h, z))  # a record of epoch 0, h lacks it
         queued = node.copies.queued("outbound", z, 10)
         assert len(queued) == 1 and node.sender.replicated_prefix(queued) == []
         # epoch 1: this node is cut off, h executes the sender; epoch 2: h is gone, this node executes it again

@@ -21,14 +21,12 @@ from test_execution_trust_cluster import until
 
 from missive.cluster import launcher
 from missive.cluster.client import ClusterClient, load_operator
-from missive.cluster.node import IDENTITY_FILE
 from missive.keys import Key, Keystore
 from missive.mailbox.envelope import Kind
 from missive.mailbox.records import Receipt
 from missive.market import registry_actor
 from missive.market.registry_actor import REGISTRY, payload
 from missive.market.workers import MIN_STAKE, OWN_STAKE
-from missive.net import NodeIdentity
 
 
 class StakedCluster:
@@ -44,7 +42,7 @@ class StakedCluster:
         return ClusterClient("127.0.0.1", self.states[i]["port"], self.operator)
 
     def worker(self, name: str) -> Key:
-        return Key(name, NodeIdentity.load(self.root / name / IDENTITY_FILE).seed)
+        return launcher.worker_key(self.root, name)
 
     def registry_op(self, key: Key, op: str, *args: Any, value: int = 0, gas: int = 300_000, via: int = 0,
                     bid: int = 0) -> Receipt:

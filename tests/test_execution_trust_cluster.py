@@ -21,7 +21,6 @@ from test_trust_cluster import _restart, missive, restartable
 
 from missive.cluster import launcher
 from missive.cluster.client import call
-from missive.cluster.node import IDENTITY_FILE
 from missive.cluster.trust import WRONG_DIFFS, TrustSettings
 from missive.mailbox.envelope import Kind
 from missive.replicas.execution import WrongDiff
@@ -127,12 +126,11 @@ def test_the_liar_loses_its_pledge_in_the_registry_and_the_node_that_caught_it_i
     from missive.keys import Key
     from missive.market import registry_actor
     from missive.market.workers import ACCUSER_SHARE, OWN_STAKE
-    from missive.net import NodeIdentity
     from missive.node.signing import pack_signed, sign_external
 
     def worker_of(state: dict[str, Any]) -> Key:
         """A node's worker: the account of its node key."""
-        return Key(state["name"], NodeIdentity.load(cluster.root / state["name"] / IDENTITY_FILE).seed)
+        return launcher.worker_key(cluster.root, state["name"])
 
     def registry() -> dict[str, Any]:
         client = cluster.client(0)

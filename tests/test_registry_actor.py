@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from missive.market import registry_actor
-from missive.market.registry_actor import ACCUSE_GAS, execute, genesis_storage, holdings, payload, read_worker
+from missive.market.registry_actor import ACCUSE_GAS, execute, genesis_storage, holdings, payload, read_worker, reader
 from missive.market.workers import ACCUSER_SHARE, MIN_STAKE
 from missive.vm import Host
 from missive.vm.keccak import keccak256
@@ -82,7 +82,7 @@ class Registry:
         return ""
 
     def held(self) -> dict[str, int]:
-        return holdings(lambda slot: self.storage.get(slot, 0))
+        return holdings(reader(self.storage))
 
 
 OPERATION = st.one_of(
@@ -124,7 +124,7 @@ def test_slashing_takes_the_whole_pledge_once() -> None:
     before = registry.accounts[accuser]
     assert registry.run(accuser, "accuse", b"lie:" + NODES[0]) == ""
     assert registry.accounts[accuser] == before + 10_000 * ACCUSER_SHARE // 100
-    worker = read_worker(lambda slot: registry.storage.get(slot, 0), liar)
+    worker = read_worker(reader(registry.storage), liar)
     assert worker is not None and (worker.stake, worker.unbonding, worker.slashed) == (0, 0, 10_000)
     assert registry.held() == {"stakes": 0, "unbonding": 0, "burned": 9_000}
     assert "duplicate evidence" in registry.run(OTHERS[1], "accuse", b"lie:" + NODES[0])

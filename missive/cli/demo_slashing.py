@@ -82,7 +82,7 @@ def slashing_scene(root: Path, say: Callable[[str], None], pace: float = 0.0) ->
         after = _until("the registry slashes the liar", slashed)
         slash = after["slashes"][-1]
         accuser = next((s["name"] for s in launcher.status(root)
-                        if s["name"] != liar and _worker_of(root, s["name"]) == slash["accuser"]), "a node")
+                        if s["name"] != liar and launcher.worker_key(root, s["name"]).address == slash["accuser"]), "a node")
         pledge = slash["reward"] + slash["burned"]
         say(f"{accuser} re-executed {liar}'s diff, found it wrong, signed the evidence and accused {liar} in the "
             "worker registry, which re-checked the evidence itself")
@@ -116,15 +116,6 @@ def _executor_now(root: Path, address: bytes) -> str | None:
             if copy is not None and copy["executor"]:
                 return str(state["name"])
     return None
-
-
-def _worker_of(root: Path, name: str) -> bytes:
-    from missive.cluster.node import IDENTITY_FILE
-    from missive.keys import Key
-    from missive.net import NodeIdentity
-
-    node = next(n for n in launcher.read_cluster(root)["nodes"] if n["name"] == name)
-    return Key(name, NodeIdentity.load(Path(node["dir"]) / IDENTITY_FILE).seed).address
 
 
 def _until(what: str, done: Callable[[], Any]) -> Any:

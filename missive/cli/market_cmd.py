@@ -113,9 +113,7 @@ def run_worker(args: argparse.Namespace) -> int:
             return 0
         if args.op == "accuse":
             slash = node.accuse(read_evidence(args.evidence), sender=sender)
-            console.print(f"slashed {hx(slash.executor)}: {slash.reward + slash.burned} forfeited, {slash.reward} to "
-                          f"the accuser, {slash.burned} burned; it is deregistered ({slash.finding})", markup=False)
-            return 0
+            return say_slashed(slash.executor, slash.reward, slash.burned, f" ({slash.finding})")
         return change_worker(node, args, sender, "locked", "logical time ", "the stake is back in the balance")
     finally:
         opened.close()
@@ -123,19 +121,22 @@ def run_worker(args: argparse.Namespace) -> int:
 
 def run_cluster_worker(node: Any, args: argparse.Namespace) -> int:
     """``missive worker ... --cluster D``: the operation as a message to the cluster's registry actor."""
-    console = make_console()
     sender = node.wallet(args.sender) if getattr(args, "sender", None) else None
     if args.op == "status":
-        shown = node.registry()
-        show_cluster_workers(shown)
+        show_cluster_workers(node.registry())
         return 0
     if args.op == "accuse":
         slash = node.accuse(read_evidence(args.evidence), sender=sender)
-        console.print(f"slashed {hx(slash['executor'])}: {slash['reward'] + slash['burned']} forfeited, "
-                      f"{slash['reward']} to the accuser, {slash['burned']} burned; it is deregistered", markup=False)
-        return 0
+        return say_slashed(slash["executor"], slash["reward"], slash["burned"])
     return change_worker(node, args, sender, "locked in the registry", "unix time ",
                          "the registry sent the stake back")
+
+
+def say_slashed(executor: bytes, reward: int, burned: int, finding: str = "") -> int:
+    """What an accusation did, in one line (either registry)."""
+    make_console().print(f"slashed {hx(executor)}: {reward + burned} forfeited, {reward} to the accuser, {burned} "
+                         f"burned; it is deregistered{finding}", markup=False)
+    return 0
 
 
 def change_worker(node: Any, args: argparse.Namespace, sender: object, locked: str, clock: str, back: str) -> int:

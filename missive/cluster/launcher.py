@@ -43,7 +43,7 @@ from missive.market.registry_actor import DEFAULT_UNBOND_SECONDS, REGISTRY
 from missive.net import NetError, NodeIdentity
 
 if TYPE_CHECKING:
-    from missive.keys import Keystore
+    from missive.keys import Key, Keystore
 
 log = logging.getLogger(__name__)
 
@@ -292,29 +292,35 @@ def minted(nodes: int) -> int:
     return DEFAULT_BALANCE + nodes * OWN_STAKE
 
 
+def worker_key(root: Path, name: str) -> Key:
+    """The key of node ``name``'s worker: its node key, as an account key (slashing names an executor's
+    worker by it: keccak256 of the node id)."""
+    from missive.keys import Key
+
+    node = next(n for n in read_cluster(root)["nodes"] if n["name"] == name)
+    return Key(name, NodeIdentity.load(Path(node["dir"]) / IDENTITY_FILE).seed)
+
+
 def _ensure_registry(root: Path, node: dict[str, Any], unbond_seconds: int) -> None:
     """The cluster's worker registry, and every node registered in it as a worker (issue 23: a node
     executes as a worker with a pledge).  Made once, with the cluster: each node's worker is the
     account of its node key (as slashing names it: keccak256 of the node id), created holding
     :data:`~missive.market.workers.OWN_STAKE` (new coin of its own, as ``missive init`` gives a node
     alone) and registered with all of it, signed by that key; a restart finds them and does nothing."""
-    from missive.keys import Key
     from missive.mailbox.envelope import Kind
+    from missive.mailbox.records import Receipt
     from missive.market.registry_actor import payload
     from missive.market.workers import OWN_STAKE
 
     client = ClusterClient(node["host"], node["port"], load_operator(root))
     client.call("create_registry", {"unbond_seconds": unbond_seconds})
     for record in read_cluster(root)["nodes"]:
-        identity = NodeIdentity.load(Path(record["dir"]) / IDENTITY_FILE)
-        key = Key(f"{record['name']}-worker", identity.seed)
+        key = worker_key(root, record["name"])
         if client.account(key.address) is not None:
             continue
         client.create_account(key, OWN_STAKE)
         _, handled = client.submit_wait(key, Kind.CALL, REGISTRY, payload("register", b"", 0), value=OWN_STAKE,
                                         gas=REGISTRY_GAS)
-        from missive.mailbox.records import Receipt
-
         receipt = Receipt.decode(handled["receipt"])
         if not receipt.success:
             raise ClusterError(f"node {record['name']}'s worker could not register: {receipt.error}")

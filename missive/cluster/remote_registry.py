@@ -15,7 +15,7 @@ from typing import Any
 
 from missive.mailbox.envelope import EnvelopeError
 from missive.mailbox.records import Receipt
-from missive.market.registry_actor import ACCUSE_GAS, OP_GAS, REGISTRY, payload, read_worker, view
+from missive.market.registry_actor import ACCUSE_GAS, OP_GAS, REGISTRY, payload, read_worker, reader, view
 from missive.market.workers import Worker
 from missive.node.errors import NodeError
 
@@ -31,14 +31,17 @@ class RegistryClient:
     def registry(self) -> dict[str, Any]:
         """The registry as it stands: workers (address, :class:`Worker`), slashings, holdings
         (stakes, unbonding, burned), its balance, its unbonding delay in seconds."""
+        return view(self.storage(REGISTRY), self._registry_account().balance)  # type: ignore[attr-defined]
+
+    def _registry_account(self) -> Any:
         account = self.account(REGISTRY)  # type: ignore[attr-defined]
         if account is None:
             raise NoRegistry("this cluster has no worker registry (`missive cluster up` makes one with a new "
                              "cluster; a cluster made before it has none)")
-        return view(self.storage(REGISTRY), account.balance)  # type: ignore[attr-defined]
+        return account
 
     def _registry_call(self, op: str, args: list[Any], *, value: int = 0, sender: object = None) -> Receipt:
-        self.registry()  # one clear line if there is none
+        self._registry_account()  # one clear line if there is none
         sent = self.send(REGISTRY, payload(op, *args), value=value, sender=sender,  # type: ignore[attr-defined]
                          gas=(ACCUSE_GAS if op == "accuse" else OP_GAS) + 50_000, bid=0)
         receipt: Receipt = sent.receipt()
@@ -61,8 +64,7 @@ class RegistryClient:
             self._registry_call(op, [to, min_bid], value=stake, sender=sender)
         else:
             self._registry_call(op, [], sender=sender)
-        storage = self.storage(REGISTRY)  # type: ignore[attr-defined]
-        worker = read_worker(lambda slot: storage.get(slot, 0), address)
+        worker = read_worker(reader(self.storage(REGISTRY)), address)  # type: ignore[attr-defined]
         assert worker is not None  # the registry just handled its operation
         return worker
 

@@ -29,7 +29,8 @@ from typing import Any
 import trio
 
 from missive.errors import MissiveError
-from missive.market.registry_actor import read_worker
+from missive.market.registry_actor import read_worker, reader
+from missive.market.workers import Worker
 from missive.net import NetError
 from missive.vm.keccak import keccak256
 
@@ -39,28 +40,21 @@ log = logging.getLogger(__name__)
 POLL = 1.0
 
 
-def unstaked(members: Sequence[bytes], slots: dict[int, int]) -> frozenset[bytes]:
-    """The members whose worker (keccak256 of the node id, last 20 bytes) has no stake in the
-    registry whose storage is ``slots``."""
-    out = set()
-    for node_id in members:
-        worker = read_worker(_reader(slots), keccak256(node_id)[12:])
-        if worker is None or not worker.stake:
-            out.add(node_id)
-    return frozenset(out)
+def entries(members: Sequence[bytes], slots: dict[int, int]) -> dict[bytes, Worker | None]:
+    """Each member's worker entry (keccak256 of its node id, last 20 bytes) in the registry whose
+    storage is ``slots``; None: never registered."""
+    read = reader(slots)
+    return {node_id: read_worker(read, keccak256(node_id)[12:]) for node_id in members}
 
 
-def minimum_bids(members: Sequence[bytes], slots: dict[int, int]) -> dict[bytes, int]:
-    """Each member's worker's minimum bid (members without a worker entry: none, so 0)."""
-    out = {}
-    for node_id in members:
-        worker = read_worker(_reader(slots), keccak256(node_id)[12:])
-        out[node_id] = worker.min_bid if worker is not None else 0
-    return out
+def unstaked(workers: dict[bytes, Worker | None]) -> frozenset[bytes]:
+    """The members whose worker has no stake."""
+    return frozenset(node_id for node_id, worker in workers.items() if worker is None or not worker.stake)
 
 
-def _reader(slots: dict[int, int]) -> Callable[[int], int]:
-    return lambda slot: slots.get(slot, 0)
+def minimum_bids(workers: dict[bytes, Worker | None]) -> dict[bytes, int]:
+    """Each member's worker's minimum bid (a member without a worker entry: 0)."""
+    return {node_id: worker.min_bid if worker is not None else 0 for node_id, worker in workers.items()}
 
 
 async def watch(members: Sequence[bytes], read_storage: Callable[[bytes | None], Awaitable[dict[str, Any] | None]],
@@ -88,10 +82,11 @@ async def watch(members: Sequence[bytes], read_storage: Callable[[bytes | None],
         except (NetError, MissiveError, KeyError, TypeError, ValueError) as exc:
             log.debug("the registry could not be read now: %s; the last view stands", exc)
             continue
-        update(unstaked(members, slots), minimum_bids(members, slots))
-        own = read_worker(_reader(slots), keccak256(me)[12:]) if me else None
+        workers = entries(members, slots)
+        update(unstaked(workers), minimum_bids(workers))
+        own = workers.get(me) if me else None
         if own is not None and pay_to is not None:
             await pay_to(own.coinbase)
 
 
-__all__ = ["POLL", "minimum_bids", "unstaked", "watch"]
+__all__ = ["POLL", "entries", "minimum_bids", "unstaked", "watch"]

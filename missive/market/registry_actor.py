@@ -122,6 +122,11 @@ def attach_evidence_check(check: EvidenceCheck) -> None:
 Reader = Callable[[int], int]
 
 
+def reader(slots: dict[int, int]) -> Reader:
+    """Reads of the registry's storage as a client holds it (a slot absent is 0)."""
+    return lambda slot: slots.get(slot, 0)
+
+
 def read_worker(read: Reader, address: bytes) -> Worker | None:
     values = {field: read(worker_slot(address, field)) for field in _FIELDS}
     if not values["listed"]:
@@ -162,10 +167,9 @@ def holdings(read: Reader) -> dict[str, int]:
 def view(storage: dict[int, int], balance: int) -> dict[str, Any]:
     """The registry as ``missive market`` and ``missive worker status`` show it on a cluster: its
     workers, slashings, holdings, and its balance (which the holdings add up to)."""
-    read = storage.get
-    return {"workers": read_workers(lambda slot: read(slot, 0)), "slashes": read_slashes(lambda slot: read(slot, 0)),
-            "holdings": holdings(lambda slot: read(slot, 0)), "balance": balance,
-            "unbond_seconds": read(UNBOND_DELAY_SLOT, 0)}
+    read = reader(storage)
+    return {"workers": read_workers(read), "slashes": read_slashes(read), "holdings": holdings(read),
+            "balance": balance, "unbond_seconds": read(UNBOND_DELAY_SLOT)}
 
 
 # -- the handler ----------------------------------------------------------------------------------
@@ -351,4 +355,4 @@ def payload(op: str, *args: Any) -> bytes:
 
 __all__ = ["ACCUSE_GAS", "BURNED_SLOT", "CODE", "DEFAULT_UNBOND_SECONDS", "OP_GAS", "REGISTRY", "TOPICS",
            "attach_evidence_check", "execute", "genesis_storage", "holdings", "payload", "read_slashes", "read_worker",
-           "read_workers", "view"]
+           "read_workers", "reader", "view"]
