@@ -198,3 +198,10 @@ def test_the_liar_loses_its_pledge_in_the_registry_and_the_node_that_caught_it_i
     assert "Traceback" not in shown_cli.stderr and len(shown_cli.stderr.strip().splitlines()) == 1
     status = missive("worker", "status", "--cluster", str(cluster.root))
     assert status.returncode == 0 and f"slashed {OWN_STAKE}" in status.stdout and "burned" in status.stdout
+    # every node's ledger replays, the registry's runs (the accusation's re-check among them) included
+    replayed = missive("replay", "--cluster", str(cluster.root))
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    registry_runs = missive("replay", "--cluster", str(cluster.root), "--actor", "0x" + registry_actor.REGISTRY.hex())
+    assert registry_runs.returncode == 0, registry_runs.stdout + registry_runs.stderr
+    # three registrations, the slashing accusation and the refused one above, at least, re-run from the ledgers
+    assert int(registry_runs.stdout.split("replay ok on all 3 nodes: ")[1].split(" receipts")[0]) >= 5
