@@ -87,6 +87,7 @@ from missive.cluster.placement import ranking, replicas
 from missive.keys import Key, Keystore
 from missive.mailbox.envelope import Envelope, Kind
 from missive.mailbox.records import Account
+from missive.market.raises import raise_payload
 from missive.replicas.records import open_tables
 from missive.toolchain.compiler import compile_source
 from missive.vm.creation import create_address
@@ -115,6 +116,8 @@ def relay(target: address):
 TOKEN_SUPPLY = 10**9
 CLIENT_BALANCE = 10**18  # native value each client account is created with
 CLIENT_TOKENS = 10**5  # token units alice gives each client before the load starts
+#: with --bids, the share of a client's messages whose bid it then raises (by a raise message)
+RAISES = 0.15
 BIDS = (0, 1, 1, 3)  # what a client offers per unit of gas with --bids (the gas limit is the client's 1,000,000)
 KINDS = ("kill", "freeze", "double", "mixed")
 #: Every RPC a client thread makes is capped at this many seconds, so that a thread talking to a
@@ -324,7 +327,24 @@ class ClientThread(threading.Thread):
                 continue
             self.acked.append(Acked(bytes(envelope.id), bytes(envelope.sender), envelope.nonce,
                                     bytes(envelope.recipient), what, value, run.now()))
+            if run.scenario.bids and self.bid_rng.random() < RAISES:
+                self._raise(envelope)
             self.stop.wait(run.scenario.pace)
+
+    def _raise(self, envelope: Envelope) -> None:
+        """Raise the bid of the message just sent by 2 (a raise message, docs/market.md): applied if it
+        meets the message before it runs, refunded whole if not; either way, one more message."""
+        run = self.run_
+        new_bid = envelope.bid + 2
+        try:
+            raised = run.client(self.node).submit(self.key, Kind.RAISE, envelope.recipient,
+                                                  raise_payload(envelope.id, new_bid), gas=envelope.gas, bid=2)
+        except Exception as exc:  # noqa: BLE001 - as for any submit
+            self.refused += 1
+            self.errors[_short_error(exc)] += 1
+            return
+        self.acked.append(Acked(bytes(raised.id), bytes(raised.sender), raised.nonce, bytes(raised.recipient), "raise",
+                                0, run.now()))
 
 
 def _short_error(exc: BaseException) -> str:
@@ -1243,7 +1263,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no event lines while running")
     parser.add_argument("--bids", action="store_true",
                         help="clients offer mixed bids (0, 1 or 3 per gas) instead of 0, so executors serve "
-                             "highest bid first (the bid-order index under faults)")
+                             "highest bid first (the bid-order index under faults), and raise the bid of about "
+                             "one message in seven by a raise message")
     args = parser.parse_args(argv)
     scenario = Scenario(nodes=args.nodes, replicas=args.replicas, faults=args.faults, kind=args.kind, seed=args.seed,
                         failover_timeout=args.timeout, clients=args.clients, pace=args.pace,

@@ -236,7 +236,7 @@ def run_handler(
         if code:
             run_code = code
             data = reply_payload_for_contract(envelope)
-    elif kind is not Kind.BOUNCE:
+    elif kind is not Kind.BOUNCE and kind is not Kind.RAISE:  # a raise runs nothing (missive.market.raises)
         run_code = code
 
     result: ExecutionResult | None = None

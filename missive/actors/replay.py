@@ -76,7 +76,7 @@ from missive.mailbox.store import Store
 from missive.market.fees import credits, escrow
 from missive.market.jobs import JOB, MemoryBoard
 from missive.market.jobs import apply as apply_job_op
-from missive.market.raises import check_raise
+from missive.market.raises import check_raise, raise_misfit, raise_target, running_with
 from missive.market.tickets.broker import Rebuilt as RebuiltBroker
 from missive.market.tickets.ticket import BROKER
 from missive.market.workers import Worker, accuse
@@ -357,6 +357,39 @@ def _raise(record: RaiseRecord | UnraiseRecord, accepted: dict[bytes, Envelope],
     return None
 
 
+def _settle_raise(envelope: Envelope, message_id: bytes, raw_receipt: bytes, raising: dict[bytes, tuple[bytes, int]],
+                  message: Callable[[bytes], Envelope]) -> Envelope | str:
+    """The envelope a cluster's raise message, or the message after it, ran with; or what is wrong.
+
+    Live, the rule is :func:`missive.market.raises.effective_bids` over the messages an actor
+    handled in one commit.  The ledger does not mark where a commit ends, so replay takes each
+    raise's receipt at its word (a refund of its whole escrow, or less: it was applied) and checks
+    the claim: an applied raise must fit its message at the bid it had so far, and the next
+    message its actor handles must be that message, which then runs with the raised bid.  The
+    re-run receipts are compared as usual, so a wrong claim is a divergence either way."""
+    recipient = envelope.recipient
+    if envelope.kind is not Kind.RAISE:
+        named, bid = raising.pop(recipient)
+        if named != message_id:
+            return (f"a raise of 0x{named.hex()} was applied, but the next message 0x{recipient.hex()} "
+                    f"handled is 0x{message_id.hex()}")
+        return envelope if bid == envelope.bid else running_with(envelope, message_id, bid)
+    refund = Receipt.decode(raw_receipt).refund
+    if refund == envelope.gas * envelope.bid:
+        return envelope  # refunded whole: raised nothing
+    try:
+        named, new_bid = raise_target(envelope)
+        target = message(named)
+    except (EnvelopeError, _Problem) as err:
+        return f"the raise 0x{message_id.hex()} was applied, but {err}"
+    so_far = raising.get(recipient)
+    current = so_far[1] if so_far is not None and so_far[0] == named else target.bid
+    if (misfit := raise_misfit(envelope, named, target, current)) is not None:
+        return f"the raise 0x{message_id.hex()} was applied, but {misfit}"
+    raising[recipient] = (named, new_bid)
+    return running_with(envelope, message_id, current - target.bid)
+
+
 def replay(
     store: Store,
     *,
@@ -381,6 +414,7 @@ def replay(
     messages_db, receipts_db, ledger_db = db["messages"], db["receipts"], db["ledger"]
     accepted: dict[bytes, Envelope] = {}  # read for their accept record, handled later
     raised: dict[bytes, int] = {}  # bids raised (missive.market.raises) of messages not handled yet
+    raising: dict[bytes, tuple[bytes, int]] = {}  # actor -> (message, bid so far) its raise messages raised
     workers: dict[bytes, Worker] = {}  # the worker registry (missive.market.workers)
     tickets = RebuiltBroker()  # the ticket broker (missive.market.tickets)
     used_evidence: set[bytes] = set()  # keccak256 of the evidence that slashed a worker
@@ -519,6 +553,12 @@ def replay(
                         return diverged(message_id, envelope.recipient, -1, "the receipt is missing")
                     if raised and (bid := raised.pop(message_id, None)) is not None and bid != envelope.bid:
                         envelope = attrs.evolve(envelope, bid=bid)  # run with its raised bid
+                    if envelope.kind is Kind.RAISE or envelope.recipient in raising:  # a cluster's raise messages
+                        settled = _settle_raise(envelope, message_id, raw_receipt, raising,
+                                                lambda named: _message(txn, messages_db, named)[0])
+                        if isinstance(settled, str):
+                            return diverged(message_id, envelope.recipient, -1, f"ledger record {_seq(key)}: {settled}")
+                        envelope = settled
                     me = state(envelope.recipient)
                     if me.account.code_hash and not me.code:
                         me.code = code_by_hash.get(me.account.code_hash, b"")

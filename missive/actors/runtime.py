@@ -55,9 +55,10 @@ import trio
 
 from missive.actors.handler import ActorState, handle
 from missive.mailbox.disk import DiskFull, StoreDamaged, StoreError
-from missive.mailbox.envelope import Envelope
+from missive.mailbox.envelope import Envelope, Kind
 from missive.mailbox.records import Account
 from missive.mailbox.store import Outcome, Store
+from missive.market.raises import arrange, rank_bid, running_with
 
 Observer = Callable[[list[tuple[Envelope, Outcome]]], None]
 Committer = Callable[[list[Outcome]], Awaitable[None]]
@@ -135,6 +136,8 @@ class Runtime:
         self.batch = batch
         self.per_actor = per_actor
         self._cursor = b""  # the last actor of the previous round: the next round starts after it
+        #: messages whose raise this round settled, by the bid the bid index holds them by (_arranged)
+        self._index_bids: dict[bytes, int] = {}
         self.max_live = max_live
         self.live: OrderedDict[bytes, Actor] = OrderedDict()
         self.observers: list[Observer] = []
@@ -226,6 +229,8 @@ class Runtime:
         for queue_key, message_id, envelope in batch:
             outcome = handle(actor.state, envelope, message_id, ("pending", queue_key), read_slot, self._read_code,
                              now, chain_id, coinbase)
+            if self._index_bids and (indexed := self._index_bids.pop(message_id, None)) is not None:
+                outcome = attrs.evolve(outcome, bid=indexed)  # a raise settled: see _arranged
             outcomes.append((envelope, outcome))
 
     def _unload_idle(self) -> None:
@@ -382,6 +387,7 @@ class Runtime:
         """A round's messages (queue key, message id), read from the ledger and grouped by actor."""
         groups: dict[bytes, list[tuple[bytes, bytes, Envelope]]] = {}
         raised = self.store.any_raised(txn)
+        raising: set[bytes] = set()  # actors with a raise message in this round (a cluster node's)
         for queue_key, message_id in pending:
             found = self.store.message(message_id, txn, check=False)
             if found is None:  # the store's own invariant: only a damaged store breaks it
@@ -390,10 +396,25 @@ class Runtime:
             if raised:
                 bid = self.store.bid(message_id, envelope, txn)
                 if bid != envelope.bid:  # raised (missive.market.raises): run with the new bid
-                    envelope = attrs.evolve(envelope, bid=bid)
-                    envelope.__dict__["id"] = message_id
+                    envelope = running_with(envelope, message_id, bid)
+            if envelope.kind is Kind.RAISE:
+                raising.add(queue_key[:20])
             groups.setdefault(queue_key[:20], []).append((queue_key, message_id, envelope))
+        for address in raising:  # raises go right before their message, which runs with their bid
+            groups[address] = self._arranged(groups[address])
         return groups
+
+    def _arranged(self, batch: list[tuple[bytes, bytes, Envelope]]) -> list[tuple[bytes, bytes, Envelope]]:
+        """``batch`` with its raise messages settled (:func:`missive.market.raises.arrange`); the
+        messages whose bid that changed are remembered with the bid the index holds them by, which
+        their outcomes carry to the commit (it takes them out of the index by it)."""
+        arranged = arrange(batch)
+        originals = {message_id: envelope for _, message_id, envelope in batch}
+        for _, message_id, envelope in arranged:
+            original = originals[message_id]
+            if envelope.bid != original.bid or envelope.kind is Kind.RAISE:
+                self._index_bids[message_id] = rank_bid(original)
+        return arranged
 
     def _start_commit(self, outcomes: list[tuple[Envelope, Outcome]], keys: set[bytes]) -> None:
         done = trio.Event()

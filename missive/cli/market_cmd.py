@@ -11,23 +11,29 @@ from typing import Any
 from missive.cli.common import CliError, make_console
 from missive.cli.node_cmds import DEFAULT_DIR, guarded, open_node, operation_group, parse_amount, remote_options
 from missive.cli.show import hx
+from missive.mailbox.envelope import Kind
+from missive.market.raises import raised_bids
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "bid", help="raise the bid (fee per gas) of a message still waiting",
+        "bid", parents=[remote_options()], help="raise the bid (fee per gas) of a message still waiting",
         description="Raise the bid of message ID (an id or a unique prefix of 8+ hex digits) to FEE per gas, signed "
         "by its sender: the escrow grows by gas × the raise, taken from the sender's balance, and the message moves "
         "up the node's queue (highest bid first, each sender's messages to one recipient still in order). Refused, "
         "nothing changed: a bid not above the current one, a signer other than the sender, a message handled or "
-        "unknown, a balance short of the top-up. A node alone only, for now.")
+        "unknown, a balance short of the top-up. On a cluster (--cluster D) the raise is a message to the holders "
+        "of the message's recipient: it applies when the message runs, or is refunded whole if the message ran "
+        "first (--wait says which). docs/market.md.")
     p.add_argument("id", metavar="MSG_ID")
     p.add_argument("fee", type=parse_amount, metavar="NEW_FEE", help="the new fee per gas")
     p.add_argument("--from", dest="sender", metavar="NAME",
                    help="signing account (default: the message's sender if the keystore holds it)")
     p.add_argument("--dir", type=Path, default=None, metavar="D",
                    help=f"node directory (default: $MISSIVE_DIR or ./{DEFAULT_DIR})")
-    p.set_defaults(handler=guarded(run_bid), node=None, cluster=None)
+    p.add_argument("--wait", action="store_true",
+                   help="on a cluster: wait until the raise is settled (the message ran), and say how")
+    p.set_defaults(handler=guarded(run_bid))
     register_workers(subparsers)
     p = subparsers.add_parser(
         "market", parents=[remote_options()],
@@ -44,14 +50,27 @@ def register(subparsers: Any) -> None:
 
 
 def run_bid(args: argparse.Namespace) -> int:
+    from missive.node import Node
+
     node = open_node(args)
     try:
         raise_bid = getattr(node, "raise_bid", None)
         if raise_bid is None:  # pragma: no cover - every local Node has it
             raise CliError("raising a bid works on a node alone for now")
         message_id = node.resolve_id(args.id)
-        top_up = raise_bid(message_id, args.fee, sender=node.wallet(args.sender) if args.sender else None)
-        make_console().print(f"raised {hx(message_id)} to bid {args.fee}: escrow topped up by {top_up}", markup=False)
+        sender = node.wallet(args.sender) if args.sender else None
+        if isinstance(node, Node):
+            top_up = raise_bid(message_id, args.fee, sender=sender)
+            make_console().print(f"raised {hx(message_id)} to bid {args.fee}: escrow topped up by {top_up}",
+                                 markup=False)
+            return 0
+        escrowed = raise_bid(message_id, args.fee, sender=sender, wait=args.wait)
+        if args.wait:
+            make_console().print(f"raised {hx(message_id)} to bid {args.fee}: it ran with it ({escrowed} escrowed)",
+                                 markup=False)
+        else:
+            make_console().print(f"raise of {hx(message_id)} to bid {args.fee} sent: {escrowed} escrowed; it applies "
+                                 "when the message runs, or is refunded if the message ran first", markup=False)
         return 0
     finally:
         node.close()
@@ -183,9 +202,13 @@ def cluster_market_view(node: Any, limit: int) -> dict[str, Any]:
     a run a rollback gave up and another holder redid counts by its last receipt); the registry
     actor (workers, slashings, burned coin)."""
     shown = node.registry()
-    waiting = sorted(node.pending(), key=lambda envelope: -envelope.bid)  # stable: each bid's oldest first
-    pending = [{"id": "0x" + e.id.hex(), "bid": e.bid, "raised": False, "sender": "0x" + e.sender.hex(),
-                "recipient": "0x" + e.recipient.hex(), "gas": e.gas} for e in waiting[:limit]]
+    everything = node.pending()
+    raised = raised_bids(everything)  # raise messages (a cluster's) count in the bid of what they raise
+    waiting = sorted((e for e in everything if e.kind is not Kind.RAISE),
+                     key=lambda envelope: -raised.get(envelope.id, envelope.bid))  # stable: each bid's oldest first
+    pending = [{"id": "0x" + e.id.hex(), "bid": raised.get(e.id, e.bid), "raised": e.id in raised,
+                "sender": "0x" + e.sender.hex(), "recipient": "0x" + e.recipient.hex(), "gas": e.gas}
+               for e in waiting[:limit]]
     last: dict[bytes, Any] = {}
     for record in node.iter_ledger():
         if record.type == "receipt" and record.receipt is not None:
@@ -346,5 +369,5 @@ def show_cluster_market(view: dict[str, Any]) -> None:
         console.print(slashes)
     else:
         console.print("slashings: none", markup=False)
-    console.print("each cluster node serves highest bid first; raising a bid is a node alone's for now "
+    console.print("each cluster node serves highest bid first; `missive bid ID FEE --cluster D` raises a bid "
                   "(docs/market.md)", markup=False)

@@ -52,6 +52,7 @@ from missive.cluster.client import (
 )
 from missive.cluster.door import DISK_FULL
 from missive.cluster.placement import executor
+from missive.cluster.remote_raise import RaiseClient
 from missive.cluster.remote_registry import RegistryClient
 from missive.cluster.waiters import MAX_WAIT
 from missive.errors import Failed, NotFound
@@ -94,7 +95,7 @@ class UnknownCluster(NodeError, NotFound):
     """No cluster in the directory given."""
 
 
-class RemoteNode(RegistryClient, BaseNode):
+class RemoteNode(RaiseClient, RegistryClient, BaseNode):
     """The node API on a cluster whose nodes run the actors, reached through one of its nodes (the home node)."""
 
     scope = "cluster"

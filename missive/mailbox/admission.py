@@ -15,8 +15,10 @@ from missive.identity import verify
 from missive.mailbox import ethtx
 from missive.mailbox.envelope import Envelope, EnvelopeError, Kind
 from missive.mailbox.records import Account
+from missive.mailbox.signed import SignedRecord
 from missive.mailbox.store import Store
 from missive.market.fees import escrow
+from missive.market.raises import raise_misfit, raise_target
 from missive.market.workers import below_minimum
 from missive.vm.creation import create_address
 from missive.vm.keccak import keccak256
@@ -86,7 +88,10 @@ def checker(store: Store, is_local: Callable[[bytes], bool] | None = None, *, si
         if is_local is not None and not is_local(envelope.sender):
             raise EnvelopeError(f"this node does not execute 0x{envelope.sender.hex()} now (the cluster changed "
                                 "while the message waited): send it again")
-        if envelope.kind not in EXTERNAL_KINDS:
+        if envelope.kind is Kind.RAISE and is_local is None:
+            raise EnvelopeError("on a node alone a bid is raised by a raise record (`missive bid`, Node.raise_bid), "
+                                "not by a raise message: those are a cluster's")
+        if envelope.kind not in EXTERNAL_KINDS and envelope.kind is not Kind.RAISE:
             raise EnvelopeError(f"an external account cannot send a {envelope.kind.name.lower()} message")
         if envelope.parent:
             raise EnvelopeError("an external message cannot name a parent message")
@@ -106,6 +111,9 @@ def checker(store: Store, is_local: Callable[[bytes], bool] | None = None, *, si
         if envelope.nonce != sender.nonce:
             raise EnvelopeError(f"nonce {envelope.nonce} is wrong for 0x{envelope.sender.hex()}: expected {sender.nonce}")
         held = escrow(envelope)
+        if envelope.kind is Kind.RAISE:
+            check_raise_message(store, txn, envelope, sender)
+            return sender.debited(held)
         if envelope.value + held > sender.balance:
             if held:
                 raise EnvelopeError(
@@ -134,3 +142,28 @@ def checker(store: Store, is_local: Callable[[bytes], bool] | None = None, *, si
         return sender.debited(envelope.value + held)
 
     return check
+
+
+def check_raise_message(store: Store, txn: lmdb.Transaction, envelope: Envelope, sender: Account) -> None:
+    """A cluster's raise message (:mod:`missive.market.raises`), checked where its sender is executed:
+    what this node knows of the message it raises (its sender's executor admitted it, so its
+    record is here, or in the copy of the sender's actor); EnvelopeError (one line) if it cannot
+    raise it.  Whether the message is still waiting is known at its recipient's holders: a raise
+    that arrives after the message ran refunds its whole escrow there."""
+    named, new_bid = raise_target(envelope)
+    shown = f"0x{named.hex()}"
+    raw = store.get(txn, "messages", named)
+    if raw is None and "replica_messages" in store.db:
+        raw = store.get(txn, "replica_messages", named)
+    if raw is None:
+        raise EnvelopeError(f"unknown message {shown}: nothing to raise")
+    target = SignedRecord.decode(raw, check=False).envelope
+    if (misfit := raise_misfit(envelope, named, target, target.bid)) is not None:
+        raise EnvelopeError(misfit)
+    if store.get(txn, "receipts", named) is not None:
+        raise EnvelopeError(f"message {shown} is already handled: its bid can no longer be raised")
+    top_up = escrow(envelope)
+    if top_up > sender.balance:
+        raise EnvelopeError(f"balance too low: 0x{envelope.sender.hex()} has {sender.balance}, raising the bid of "
+                            f"{shown} from {target.bid} to {new_bid} escrows {top_up} more "
+                            f"(gas {envelope.gas} × {envelope.bid})")

@@ -18,7 +18,7 @@ import lmdb
 
 from missive.mailbox.envelope import Envelope
 from missive.mailbox.signed import SignedRecord
-from missive.market.raises import RAISED, decode_raised
+from missive.market.raises import RAISED, decode_raised, rank_bid
 
 if TYPE_CHECKING:
     from missive.mailbox.store import Store
@@ -114,8 +114,9 @@ def left(store: Store, txn: lmdb.Transaction, keys: Iterable[bytes]) -> None:
 
 
 def bid_of(store: Store, txn: lmdb.Transaction, message_id: bytes, envelope: Envelope) -> int:
+    """The bid ``message_id`` is indexed by: its last raise's, a raise message's new bid, or its own."""
     raw = cast("bytes | None", txn.get(RAISED + message_id, db=store.db["meta"]))
-    return decode_raised(raw)[0] if raw is not None else envelope.bid
+    return decode_raised(raw)[0] if raw is not None else rank_bid(envelope)
 
 
 def any_raised(store: Store, txn: lmdb.Transaction | None = None) -> bool:
@@ -128,7 +129,8 @@ def any_raised(store: Store, txn: lmdb.Transaction | None = None) -> bool:
 def bid(store: Store, message_id: bytes, envelope: Envelope, txn: lmdb.Transaction | None = None) -> int:
     """The bid ``message_id`` is handled with: its envelope's, or its last raise's."""
     with store.reading(txn) as txn:
-        return bid_of(store, txn, message_id, envelope)
+        raw = cast("bytes | None", txn.get(RAISED + message_id, db=store.db["meta"]))
+        return decode_raised(raw)[0] if raw is not None else envelope.bid
 
 
 def pending_batch(store: Store, limit: int, per_actor: int, start_after: bytes = b"",

@@ -190,5 +190,7 @@ class Envelope:
             raise EnvelopeError("an external message names no origin (its sender is the origin)")
         if not isinstance(self.success, bool) or not isinstance(self.wants_reply, bool):
             raise EnvelopeError("success and wants_reply must be booleans")
+        if self.kind is Kind.RAISE and (self.parent or self.value or self.wants_reply):
+            raise EnvelopeError("a raise is an account's own message and carries no value and asks for no reply")
         if self.kind in (Kind.REPLY, Kind.BOUNCE) and len(self.request_id) != 32:
             raise EnvelopeError(f"a {self.kind.name.lower()} must name the request it answers")

@@ -47,7 +47,8 @@ def raise_bid(store: Store, message_id: bytes, new_bid: int, public_key: bytes, 
     append ``["raise", id, new bid, public key, signature]``; return the top-up.  A refused raise
     raises :class:`EnvelopeError` (one line) and changes nothing."""
     if store.replication is not None or store.credits_by_message():
-        raise EnvelopeError("raising a bid works on a node alone for now: not on a cluster node")
+        raise EnvelopeError("on a cluster node a bid is raised by a raise message (`missive bid --cluster D`, "
+                            "RemoteNode.raise_bid), not by a raise record")
     with store.writing() as txn:
         found = store.message(message_id, txn)
         current = store._bid_of(txn, message_id, found[0]) if found is not None else 0

@@ -96,7 +96,7 @@ from missive.mailbox.records import Account, Receipt, credit_encoded
 from missive.mailbox.seals import GENESIS, KEY_FILE, SealError, chain, load_key, record_bytes, seal_message
 from missive.mailbox.signed import SignedRecord, pack_record
 from missive.market.fees import BY_MESSAGE, credit_messages
-from missive.market.raises import RAISED, decode_raised
+from missive.market.raises import RAISED, decode_raised, rank_bid
 from missive.market.workers import EvidenceCheck, Slash, Worker
 from missive.vm.keccak import keccak256
 
@@ -801,7 +801,7 @@ class Store:
             key = envelope.recipient + u64(self.take_seq(txn))
             txn.put(key, message_id, db=self.db[queue])
             if self._ranks and executed_here:  # a message being queued has not been raised (it was not waiting)
-                self._place_ranked(txn, key, message_id, envelope.sender, envelope.bid)
+                self._place_ranked(txn, key, message_id, envelope.sender, rank_bid(envelope))
 
     # -- between nodes ---------------------------------------------------------------
 

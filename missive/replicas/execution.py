@@ -37,6 +37,7 @@ from missive.mailbox.envelope import Envelope, EnvelopeError
 from missive.mailbox.records import Account, Receipt, RecordError
 from missive.mailbox.signed import record_id
 from missive.market.fees import credit_messages
+from missive.market.raises import with_effective_bids
 from missive.vm.keccak import keccak256
 
 #: What an accuser signs (so the signature cannot be replayed as anything else).
@@ -110,6 +111,7 @@ def rerun(diff: StateDiff, account: Account, code: bytes, storage: dict[int, int
     actor = ActorState(diff.address, account, code, storage)
     writes: dict[int, int] = {}
     sent: list[bytes] = []
+    handled: list[tuple[Receipt, bytes, Envelope]] = []
     for raw in diff.receipts:
         try:
             recorded = Receipt.decode(raw)
@@ -120,6 +122,10 @@ def rerun(diff: StateDiff, account: Account, code: bytes, storage: dict[int, int
             raise CannotCheck(f"message 0x{recorded.message_id.hex()[:16]} is not here")
         if envelope.recipient != diff.address:
             return [f"message 0x{recorded.message_id.hex()[:16]} is for 0x{envelope.recipient.hex()}, not this actor"]
+        handled.append((recorded, raw, envelope))
+    # raises settle by the order the messages were handled in (missive.market.raises), as they did live
+    running = with_effective_bids([(recorded.message_id, envelope) for recorded, _, envelope in handled])
+    for (recorded, raw, _), envelope in zip(handled, running, strict=True):
         got, written, _, outgoing, _ = run_handler(actor, envelope, recorded.message_id, read_slot,
                                                    code_reader(recorded, code_by_hash), recorded.timestamp, chain_id,
                                                    recorded.coinbase)

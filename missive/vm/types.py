@@ -93,7 +93,8 @@ class MessageKind(enum.IntEnum):
     """SPEC §1 message kinds, the one enum of them: integers on the wire, names for people.
 
     A handler emits CALL, QUERY, DEPLOY and SCHEDULED (SPEC §3); the runtime makes REPLY and
-    BOUNCE.  The ledger's envelopes use it too (:class:`missive.mailbox.envelope.Kind` is this
+    BOUNCE.  RAISE is an account's raise of the bid of one of its waiting messages on a cluster
+    (``missive.market.raises``): it runs no code.  The ledger's envelopes use it too (:class:`missive.mailbox.envelope.Kind` is this
     class): the VM imports nothing of Missive, so the enum lives here."""
 
     DEPLOY = 1
@@ -102,6 +103,7 @@ class MessageKind(enum.IntEnum):
     REPLY = 4
     BOUNCE = 5
     SCHEDULED = 6
+    RAISE = 7
 
 
 @final
