@@ -65,6 +65,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def write_cluster(root: Path, data: dict[str, Any]) -> None:
+    """Write the cluster file whole or not at all: clients read it (to find the nodes) while a
+    restart rewrites it, and a reader that met a half-written file failed to decode it."""
+    path = root / CLUSTER_FILE
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(msgpack.packb(data))
+    os.replace(partial, path)
+
+
 def read_cluster(root: Path) -> dict[str, Any]:
     path = root / CLUSTER_FILE
     try:
@@ -195,8 +204,7 @@ def _up(root: Path, keys: Keystore, nodes: int, replicas: int, failover_timeout:
         spawned.append(pid)
         records.append({"name": peer.name, "host": peer.host, "port": peer.port, "id": peer.node_id,
                         "pid": pid, "started": _start_time(pid), "dir": str(node_dir)})
-    (root / CLUSTER_FILE).write_bytes(msgpack.packb({"format": FORMAT, "replicas": replicas, "nodes": records,
-                                                      "chain_id": chain_id}))
+    write_cluster(root, {"format": FORMAT, "replicas": replicas, "nodes": records, "chain_id": chain_id})
     deadline = time.monotonic() + timeout
     while True:
         states = status(root)
@@ -264,7 +272,7 @@ def start(root: Path, name: str, timeout: float = 30.0) -> dict[str, Any]:
         raise ClusterError(f"node {name} is already running (pid {record['pid']})")
     record["pid"] = _spawn(Path(record["dir"]))
     record["started"] = _start_time(record["pid"])
-    (root / CLUSTER_FILE).write_bytes(msgpack.packb(data))
+    write_cluster(root, data)
     deadline = time.monotonic() + timeout
     while True:
         (state,) = [s for s in status(root) if s["name"] == name]
