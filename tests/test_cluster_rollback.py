@@ -15,6 +15,7 @@ from typing import Any
 import msgpack
 import pytest
 import trio
+import trio.testing
 
 from missive.cluster.config import NodeConfig, Peer
 from missive.cluster.node import IDENTITY_FILE, ClusterNode
@@ -153,9 +154,9 @@ def test_a_handled_message_whose_record_was_taken_from_another_copy_does_not_hol
         node.membership.history.extend([Epoch(1, frozenset({me, h, z}), frozenset())])
         node.membership.adopt()
         monkeypatch.setattr(node, "executes", lambda address: False)
-        monkeypatch.setattr(node.copies, "oldest_unreplicated", lambda holder: None)  # h has every diff
+        monkeypatch.setattr(node.copies, "oldest_unreplicated", lambda holder, txn=None: None)  # h has every diff
         made_here = {senders[1].address: 1}  # the first sender's record now comes from another's copy
-        monkeypatch.setattr(node.copies, "epoch_of_record_before", lambda address, seq: made_here.get(address))
+        monkeypatch.setattr(node.copies, "epoch_of_record_before", lambda address, seq, txn=None: made_here.get(address))
         assert node.sender.replicated_prefix(queued) == []  # not handled anywhere yet: it still waits
         handled = object()
         real_receipt = node.store.receipt
@@ -238,6 +239,7 @@ def test_a_copy_longer_than_the_executors_gives_up_the_records_past_its_end(tmp_
     from missive.mailbox.admission import checker
     from missive.mailbox.diffs import StateDiff
     from missive.mailbox.envelope import Envelope, Kind
+    from missive.mailbox.store import Accepted
 
     node, peer = _node(tmp_path)
     keys = Keystore(tmp_path / "keys", create=True)
@@ -251,6 +253,7 @@ def test_a_copy_longer_than_the_executors_gives_up_the_records_past_its_end(tmp_
         envelope = Envelope(Kind.CALL, sender.address, bytes(20), value=7, nonce=0, chain_id=node.store.chain_id)
         # admitted as it was before the fix: routed here, the epoch changed before the write
         (accepted,) = node.store.accept([sender.sign(envelope)], checker(node.store, signatures=False))
+        assert isinstance(accepted, Accepted), accepted
         assert node.copies.head(sender.address)[0] == head + 1
         with pytest.raises(Exception, match="does not execute"):  # the admission check now refuses it
             node.store.accept([sender.sign(Envelope(Kind.CALL, sender.address, bytes(20), value=7, nonce=1,
@@ -312,6 +315,87 @@ def test_a_record_of_an_earlier_epoch_lets_its_message_leave_only_if_this_node_e
         assert node.membership.adopt() and node.executes(sender.address)
         assert node.membership.history.executor(sender.address, 1) == h
         assert node.sender.replicated_prefix(queued) == []  # held: h, of the record's epoch, lacks it
+        keys.close()
+    finally:
+        node.store.close()
+
+
+def test_a_message_judged_while_a_rollback_commits_is_judged_on_one_state_of_the_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by tests/test_cluster_faults.py [k3-3nodes-kill] in CI (invariant 8, "had already left"):
+    n2 admitted a client's message in epoch 2, while n1 joined; n1 was made to serve in epoch 3 without
+    that record (rightly: a record of epoch 2 needs n1 to be acknowledged), so the message waited in n2's
+    outbound queues.  n2 then took n1's copy, giving the record up, in a worker thread, while its
+    sender task was judging the waiting message: it read the queue before the rollback committed and
+    the records and diffs after it (the record's diff, which n1 lacked, was gone with the record), so
+    the message left for n3, which later gave up the same record and logged that its message had
+    already left.  The queue and what decides whether its messages may leave are now read in one
+    transaction."""
+    from missive.keys import Keystore
+    from missive.mailbox.envelope import Envelope, Kind
+    from missive.net.rpc import Pending
+    from missive.replicas.epochs import Epoch
+
+    ids = [NodeIdentity.load_or_generate(tmp_path / name / IDENTITY_FILE) for name in ("me", "h", "z")]
+    me, h, z = (i.node_id for i in ids)
+    members = tuple(Peer(name, "127.0.0.1", 1 + n, i.node_id) for n, (name, i) in enumerate(zip(("me", "h", "z"), ids,
+                                                                                                 strict=True)))
+    node = ClusterNode(NodeConfig("me", tmp_path / "me", "127.0.0.1", 0, members, replicas=3))
+    keys = Keystore(tmp_path / "keys", create=True)
+    try:
+        # a sender that h executes when it serves, this node when h only joins (n1 and n2 of the failure)
+        sender = next(k for k in (keys.new(f"s{i}") for i in range(400)) if node.holders(k.address) == [h, me, z])
+        node.store.create_account(sender.address, sender.public_key, 10**18)
+        version = node.copies.head(sender.address)[0]
+        before = node.copies.snapshot(sender.address, version)  # h's copy: it never gets the admission
+        assert before is not None
+        for peer in (h, z):  # both hold the genesis
+            with node.store.env.begin(write=True) as txn:
+                node.copies.dequeue("replicate", [key for key, _ in node.copies.queued("replicate", peer, 10)], txn)
+        # epoch 1: h was killed and came back: it joins, this node executes the sender and admits a call
+        node.membership.history.extend([Epoch(1, frozenset({me, z}), frozenset({h}))])
+        assert node.membership.adopt() and node.executes(sender.address)
+        envelope = Envelope(Kind.CALL, sender.address, bytes([7]) * 20, value=7, nonce=0, chain_id=node.store.chain_id)
+        (accepted,) = node.store.accept([sender.sign(envelope)], node.check)
+        assert not isinstance(accepted, Exception), accepted
+        with node.store.env.begin(write=True) as txn:  # z has the record; h (joining) never gets it
+            node.copies.dequeue("replicate", [key for key, _ in node.copies.queued("replicate", z, 10)], txn)
+        queued = node.copies.queued("outbound", z, 10)
+        assert len(queued) == 1 and node.sender.replicated_prefix(queued) == []  # h lacks the record
+        # epoch 2: h reported complete and serves: it executes the sender, and this node takes its copy
+        node.membership.history.extend([Epoch(2, frozenset({me, h, z}))])
+        assert node.membership.adopt() and not node.executes(sender.address)
+        assert node.sender.replicated_prefix(queued) == []  # still held: h, of the record's epoch, lacks it
+
+        real_queued = node.copies.queued
+        rolled: list[Any] = []
+
+        def queued_then_rolled_back(table: str, node_id: bytes, *args: Any, **kwargs: Any) -> Any:
+            """The rollback's transaction commits (in the worker thread) just after the queue was read."""
+            found = real_queued(table, node_id, *args, **kwargs)
+            if table == "outbound" and node_id == z and not rolled:
+                rolled.append(node.copies.roll_back(h, sender.address, version, before))
+            return found
+
+        monkeypatch.setattr(node.copies, "queued", queued_then_rolled_back)
+        delivered: list[bytes] = []
+
+        async def start(method: str, params: Any = None) -> Pending:
+            assert method == "deliver"
+            delivered.extend(params["records"])
+            return Pending(method, params)  # never answered
+
+        node.links[z].start = start  # type: ignore[method-assign]
+
+        async def deliver_for_a_while() -> None:
+            with trio.move_on_after(1.0):
+                await node.sender.deliver_to(z)
+
+        trio.run(deliver_for_a_while, clock=trio.testing.MockClock(autojump_threshold=0))
+        assert rolled and rolled[0].discarded  # the record was given up meanwhile
+        assert node.copies.given_up([accepted.message_id]) == [accepted.message_id]
+        assert delivered == []  # its message never left for z
+        assert real_queued("outbound", z, 10) == []
         keys.close()
     finally:
         node.store.close()

@@ -166,11 +166,11 @@ class Records:
         with self.store.reading(txn) as t:
             return self._head(t, address)
 
-    def epoch_of_record_before(self, address: bytes, seq: int) -> int | None:
+    def epoch_of_record_before(self, address: bytes, seq: int, txn: lmdb.Transaction | None = None) -> int | None:
         """The epoch of the last record of ``address`` this node made numbered below ``seq`` (the record
         that made a message queued at ``seq``); None if it has none (it was given up, or made elsewhere)."""
-        with self.store.read() as txn:
-            cursor = txn.cursor(db=self.db["entries"])
+        with self.store.reading(txn) as t:
+            cursor = t.cursor(db=self.db["entries"])
             found = cursor.prev() if cursor.set_range(address + b"\xff" * 8) else cursor.last()
             while found and cursor.key()[:20] == address:
                 entry = msgpack.unpackb(cursor.value())
@@ -257,11 +257,12 @@ class Records:
         for node_id in node_ids:
             txn.put(node_id + key, raw, db=self.db[table])
 
-    def queued(self, table: str, node_id: bytes, limit: int, after: bytes | None = None) -> list[tuple[bytes, bytes]]:
+    def queued(self, table: str, node_id: bytes, limit: int, after: bytes | None = None,
+               txn: lmdb.Transaction | None = None) -> list[tuple[bytes, bytes]]:
         """(queue key, record) waiting in ``table`` ("replicate", "outbound" or "announce") for
         ``node_id``, oldest first; only those queued after the key ``after``, if given (records
         acknowledged but not yet dropped are skipped so)."""
-        return self.scan(table, node_id, limit, after=after)
+        return self.scan(table, node_id, limit, txn=txn, after=after)
 
     def dequeue(self, table: str, keys: list[bytes], txn: lmdb.Transaction) -> None:
         """The peer has these records durably: drop them from ``table`` (a :meth:`write_together` write)."""
@@ -273,9 +274,9 @@ class Records:
         oldest = self.oldest_unreplicated(node_id)
         return oldest is None or oldest >= seq
 
-    def oldest_unreplicated(self, node_id: bytes) -> int | None:
+    def oldest_unreplicated(self, node_id: bytes, txn: lmdb.Transaction | None = None) -> int | None:
         """The seq of the oldest diff queued for ``node_id`` that it has not acknowledged (None: none)."""
-        head = self.scan("replicate", node_id, 1)
+        head = self.scan("replicate", node_id, 1, txn=txn)
         return int.from_bytes(head[0][0][32:], "big") if head else None
 
     def stands(self, message_id: bytes) -> bool:

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any
 
+import lmdb
 import trio
 
 from missive.identity import short_id
@@ -149,7 +150,7 @@ class Sender:
         move value and spend its nonce."""
         while True:
             ready = self.ready[self.me, "outbound"] = trio.Event()
-            batch = self.replicated_prefix(self.copies.queued("outbound", self.me, SEND_BATCH))
+            batch = self.releasable(self.me)
             if batch:
                 await self.writer.write(functools.partial(self.copies.release_held, [key for key, _ in batch]))
                 self.queued()
@@ -164,7 +165,7 @@ class Sender:
         async def batch_after(key: bytes | None) -> list[tuple[bytes, bytes]]:
             while True:
                 ready = self.ready[node_id, "outbound"] = trio.Event()
-                batch = self.replicated_prefix(self.copies.queued("outbound", node_id, SEND_BATCH, after=key))
+                batch = self.releasable(node_id, after=key)
                 if batch:
                     self.trace.records("forwarded", [raw for _, raw in batch])
                     return batch
@@ -233,7 +234,23 @@ class Sender:
             elif not done:  # the peer puts it off (a diff it re-executes waits for a message): later
                 await trio.sleep(0.05)
 
-    def replicated_prefix(self, batch: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    def releasable(self, node_id: bytes, after: bytes | None = None) -> list[tuple[bytes, bytes]]:
+        """The messages queued for ``node_id`` (after the key ``after``) that may leave now, oldest
+        first (:meth:`replicated_prefix`): the queue and everything that judges it read in one
+        read transaction, so from one state of the store.
+
+        Why: a rollback (:meth:`Copies.roll_back`) commits from a worker thread while this runs.
+        Read in several transactions, a message could be read from the queue before the rollback
+        gave its record up and deleted it, and its record's entry and diffs after (the diff that a
+        holder of the record's epoch lacked gone with the record): nothing held it any more, and
+        a message whose record was given up left (tests/test_cluster_faults.py [k3-3nodes-kill] in
+        CI: n3 gave up the record later and logged that its message had already left)."""
+        with self.store.read() as txn:
+            return self.replicated_prefix(self.copies.queued("outbound", node_id, SEND_BATCH, after=after, txn=txn),
+                                          txn)
+
+    def replicated_prefix(self, batch: list[tuple[bytes, bytes]],
+                          txn: lmdb.Transaction | None = None) -> list[tuple[bytes, bytes]]:
         """The messages of ``batch`` (outbound, oldest first) that may leave now: with K > 1, a
         message leaves once the record that made it (its sender's diff numbered below it:
         Copies.changed) is acknowledged (missive/replicas/epochs.py, rule 2): every holder of
@@ -246,9 +263,15 @@ class Sender:
         nothing could take it back when the record is given up.  "Still executes" means in every
         epoch since the record's (:meth:`History.executing_since`): if another node executed
         the sender in between, this copy may be the losing one even though it executes now.
+
+        ``txn``: the read transaction ``batch`` was read in (:meth:`releasable`); without it, one of
+        its own (the batch must then be read from the same state by the caller's own means).
         """
         if self.k == 1 or not batch:
             return batch
+        if txn is None:
+            with self.store.read() as own:
+                return self.replicated_prefix(batch, own)
         history, number = self.membership.history, self.membership.number
         lacking: dict[bytes, int | None] = {}  # per holder: the oldest diff it still lacks
         since: dict[bytes, int | None] = {}  # per sender: since which epoch this node executes it unbroken
@@ -261,7 +284,7 @@ class Sender:
                 since[sender] = history.executing_since(sender, self.me, number) if executes else None
             start = since[sender]
             # executing since epoch 0 (the usual case): no record here can be older, so no read
-            made_in = None if start == 0 else self.copies.epoch_of_record_before(sender, seq)
+            made_in = None if start == 0 else self.copies.epoch_of_record_before(sender, seq, txn)
             if start is not None and (made_in is None or made_in >= start):
                 epoch = history.epochs[number]
             else:
@@ -270,7 +293,7 @@ class Sender:
                 # current ack set let its messages leave, although the other executor's records had
                 # won meanwhile at a holder that had acknowledged these; they lost, and their messages
                 # (a relay's forwards) had already been credited
-                if made_in is None and self.store.receipt(envelope.id) is not None:
+                if made_in is None and self.store.receipt(envelope.id, txn) is not None:
                     # Handled already (here: so by the recipient's executor's history): the record
                     # that made it stands, in a copy this node took from another (a rollback to the
                     # executor's copy keeps the entry queued, but the record is no longer "made
@@ -284,7 +307,7 @@ class Sender:
                 if holder == self.me or not (holder in epoch.serving or holder in epoch.joining):
                     continue
                 if holder not in lacking:
-                    lacking[holder] = self.copies.oldest_unreplicated(holder)
+                    lacking[holder] = self.copies.oldest_unreplicated(holder, txn)
                 oldest = lacking[holder]
                 if oldest is not None and oldest < seq:
                     return batch[:index]
