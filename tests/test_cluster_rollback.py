@@ -399,3 +399,45 @@ def test_a_message_judged_while_a_rollback_commits_is_judged_on_one_state_of_the
         keys.close()
     finally:
         node.store.close()
+
+
+def test_messages_a_rollback_unhandles_wait_ahead_of_later_messages_of_their_pair(tmp_path: Path) -> None:
+    """Per-pair order across a rollback (found by a helper in the session that built bid order on a
+    cluster, left then): a copy that handled m1 and then takes a copy that did not gives m1 up, and
+    m1 waits again; it used to be queued behind m2 and m3 of the same sender, which arrived after it
+    and waited, so they would have run before it.  It now waits ahead of them."""
+    from missive.actors.runtime import Runtime
+    from missive.keys import Keystore
+    from missive.mailbox.envelope import Envelope, Kind
+    from missive.node.signing import pack_signed
+
+    node, peer = _node(tmp_path)
+    keys = Keystore(tmp_path / "keys", create=True)
+    try:
+        sender = keys.new("sender")
+        held = next(k for k in (keys.new(f"r{i}") for i in range(400)) if node.executes(k.address))
+        recipient = held.address
+        node.store.create_account(recipient, held.public_key, 0)
+        version = node.copies.head(recipient)[0]
+        before = node.copies.snapshot(recipient, version)  # the other copy: it never handles m1
+        assert before is not None
+
+        def delivered(nonce: int) -> bytes:
+            signed = sender.sign(Envelope(Kind.CALL, sender.address, recipient, nonce=nonce,
+                                          chain_id=node.store.chain_id))
+            (message_id,) = node.copies.receive([pack_signed(signed)])
+            assert isinstance(message_id, bytes), message_id
+            return message_id
+
+        m1 = delivered(0)
+        runtime = Runtime(node.store)
+        trio.run(runtime.run)  # handles m1: its record follows `version` here
+        assert node.store.receipt(m1) is not None
+        m2, m3 = delivered(1), delivered(2)
+        rolled = node.copies.roll_back(peer, recipient, version, before)
+        assert rolled.requeued == (m1,)
+        assert node.store.receipt(m1) is None
+        assert [message_id for _, message_id in node.store.pending(recipient)] == [m1, m2, m3]
+    finally:
+        keys.close()
+        node.store.close()

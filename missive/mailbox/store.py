@@ -803,6 +803,34 @@ class Store:
             if self._ranks and executed_here:  # a message being queued has not been raised (it was not waiting)
                 self._place_ranked(txn, key, message_id, envelope.sender, rank_bid(envelope))
 
+    def place_ahead(self, txn: lmdb.Transaction, address: bytes, messages: list[tuple[Envelope, bytes]],
+                    executed_here: bool) -> None:
+        """Queue ``messages`` (in their order) ahead of everything waiting for ``address``: what a
+        rollback un-handled.  Why ahead: this copy had taken them from the queue before anything
+        still in it of their (sender, recipient) pairs, so queued behind, a pair's later messages
+        would run first.  Keys just below the queue's first (in both queues, so a move between
+        them meets no key in use); at the end, as :meth:`place` queues, if there is no room."""
+        due = [(envelope, message_id) for envelope, message_id in messages if envelope.kind is not Kind.SCHEDULED]
+        heads = []
+        for table in ("pending", "standby"):
+            cursor = txn.cursor(db=self.db[table])
+            if cursor.set_range(address) and bytes(cursor.key())[:20] == address:
+                heads.append(int.from_bytes(bytes(cursor.key())[20:], "big"))
+        head = min(heads) if heads else None
+        if head is None or head < len(due):
+            for envelope, message_id in messages:
+                self.place(txn, envelope, message_id, executed_here)
+            return
+        for envelope, message_id in messages:
+            if envelope.kind is Kind.SCHEDULED:
+                self.place(txn, envelope, message_id, executed_here)
+        queue = "pending" if executed_here else "standby"
+        for i, (envelope, message_id) in enumerate(due):
+            key = address + u64(head - len(due) + i)
+            txn.put(key, message_id, db=self.db[queue])
+            if self._ranks and executed_here:
+                self._place_ranked(txn, key, message_id, envelope.sender, rank_bid(envelope))
+
     # -- between nodes ---------------------------------------------------------------
 
     def attach(self, replication: Replication) -> None:

@@ -186,11 +186,13 @@ class RollingBack(Applying):
             # what this copy had handled there waits again, unless the record that sent it was given
             # up meanwhile (its body stayed only for replay): queued, it would be handled twice
             unhandled = [m for _, m in mine if m not in handled and txn.get(GIVEN_UP + m, db=db["meta"]) is None]
+            requeue = []
             for message_id in unhandled:
                 found = txn.get(message_id, db=db["messages"])
                 if found is not None:
-                    envelope = record_envelope(found)
-                    self.store.place(txn, envelope, message_id, self.placement.executes(address))
+                    requeue.append((record_envelope(found), message_id))
+            # ahead of what waits: this copy took them before any later message of their pairs
+            self.store.place_ahead(txn, address, requeue, self.placement.executes(address))
             discarded = self._records_given_up(txn, {m for _, m in mine}, given_up - standing, made_from)
             rollback = self.store.append(txn, ["rollback", address, since, account.encode(),
                                           [[bytes(slot), bytes(value)] for slot, value in snapshot["storage"]],
