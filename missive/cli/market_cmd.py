@@ -11,8 +11,6 @@ from typing import Any
 from missive.cli.common import CliError, make_console
 from missive.cli.node_cmds import DEFAULT_DIR, guarded, open_node, operation_group, parse_amount, remote_options
 from missive.cli.show import hx
-from missive.mailbox.envelope import Kind
-from missive.market.raises import raised_bids
 
 
 def register(subparsers: Any) -> None:
@@ -202,6 +200,9 @@ def cluster_market_view(node: Any, limit: int) -> dict[str, Any]:
     a run a rollback gave up and another holder redid counts by its last receipt); the registry
     actor (workers, slashings, burned coin)."""
     shown = node.registry()
+    from missive.mailbox.envelope import Kind  # here: `missive --help` imports no VM
+    from missive.market.raises import raised_bids
+
     everything = node.pending()
     raised = raised_bids(everything)  # raise messages (a cluster's) count in the bid of what they raise
     waiting = sorted((e for e in everything if e.kind is not Kind.RAISE),
