@@ -197,7 +197,8 @@ RAISED_BID = 9
 
 
 def _market(cast: Cast, view: DemoView, pace: float) -> bool:
-    """The market scene, on a node alone (raises are a node alone's for now); False if skipped."""
+    """The market scene, on a node alone (its messages wait together until the round; a cluster node
+    handles each as it arrives, so the scene would show nothing there); False if skipped."""
     node = cast.node
     raise_bid = getattr(node, "raise_bid", None)
     store = getattr(node, "store", None)
@@ -261,8 +262,8 @@ def _bulk_traffic(cast: Cast, view: DemoView, bulk: int, senders: int, rng: rand
 
 
 def _held_by_market(node: NodeAPI) -> int:
-    """Coin the worker registry holds (stakes, unbonding stakes) or burned by slashing: a node
-    alone's (a cluster has no registry yet)."""
+    """Coin the worker registry holds (stakes, unbonding stakes) or burned by slashing, on a node
+    alone (on a cluster the registry is an actor: its coin is its account's balance)."""
     store = getattr(node, "store", None)
     if store is None:
         return 0
