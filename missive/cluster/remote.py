@@ -77,6 +77,13 @@ log = logging.getLogger(__name__)
 DEFAULT_WAIT = 60.0
 #: Signed messages per ``submit`` request (well under the frame limit).
 SUBMIT_CHUNK = 1000
+#: How long a submit the sender's node turned away before admitting anything (it lost touch with
+#: the cluster, is catching up, or its worker lost its stake: "...; try another node" / "try
+#: again") is sent again, the same signed messages, while the cluster moves the sender's actor to
+#: another holder.  Other refusals are final: some may follow an admission (a resend would then
+#: meet a moved nonce), and the rest are about the message itself.
+SUBMIT_RETRY = 10.0
+RETRIED = ("; try another node", "; try again")
 
 
 class NodeUnreachable(NodeError, Failed):
@@ -113,6 +120,8 @@ class RemoteNode(RaiseClient, RegistryClient, BaseNode):
         #: the home node was named by the user: ledger reads and replay are about it alone
         self.pinned = pinned
         self.wait_timeout = wait_timeout
+        #: how long a submit turned away by a node that does not serve now is tried again (:data:`SUBMIT_RETRY`)
+        self.submit_retry = SUBMIT_RETRY
         self._members = members
         self._chain_id: int | None = None
         self._reply_ids: dict[bytes, bytes] = {}
@@ -333,7 +342,7 @@ class RemoteNode(RaiseClient, RegistryClient, BaseNode):
         out: list[bool | EnvelopeError] = []
         for start in range(0, len(signed), SUBMIT_CHUNK):
             chunk = signed[start:start + SUBMIT_CHUNK]
-            answers = self._call("submit", [pack_signed(one) for one in chunk], timeout=timeout)
+            answers = self._submit_chunk(chunk, timeout)
             for (envelope, _, _), answer in zip(chunk, answers, strict=True):
                 if "error" in answer:
                     out.append(EnvelopeError(str(answer["error"])))
@@ -341,6 +350,28 @@ class RemoteNode(RaiseClient, RegistryClient, BaseNode):
                     self._known[envelope.id] = envelope
                     out.append(bool(answer.get("duplicate")))
         return out
+
+    def _submit_chunk(self, chunk: list[Signed], timeout: float) -> list[dict[str, Any]]:
+        """One ``submit`` request's answers, the messages a node turned away before admitting them
+        (:data:`RETRIED`) sent again, backing off, for up to :attr:`submit_retry` seconds."""
+        answers: list[dict[str, Any]] = [{} for _ in chunk]
+        todo = list(range(len(chunk)))
+        deadline = time.monotonic() + self.submit_retry
+        delay = 0.1
+        while True:
+            got = self._call("submit", [pack_signed(chunk[i]) for i in todo], timeout=timeout)
+            again = []
+            for i, answer in zip(todo, got, strict=True):
+                answers[i] = answer
+                if "error" in answer and str(answer["error"]).endswith(RETRIED):
+                    again.append(i)
+            if not again or time.monotonic() + delay > deadline:
+                return answers
+            log.info("%d message(s) turned away (%s): sent again in %.1f s", len(again),
+                     answers[again[0]]["error"], delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            todo = again
 
     # -- waiting -----------------------------------------------------------------------------
 
