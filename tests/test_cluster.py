@@ -76,20 +76,34 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         c.stop()
 
 
-def deploy_token_away_from(cluster: Cluster, avoid: set[str]) -> bytes:
-    """Deploy tokens from alice until one lands on a node not in ``avoid``; its address."""
-    code = compile_source(TOKEN)
+def deploy_away_from(cluster: Cluster, init_code: bytes, avoid: set[str], gas: int = 1_000_000) -> bytes:
+    """Deploy ``init_code`` from alice until it lands on a node not in ``avoid``; its address."""
     client = cluster.client()
     for _ in range(30):
         nonce = client.account(cluster.alice.address).nonce
         if cluster.home(create_address(cluster.alice.address, nonce))["name"] not in avoid:
-            env = client.submit(cluster.alice, Kind.DEPLOY, None,
-                                code.bytecode + encode(["string", "string", "uint256"], ["T", "T", 10**6]), gas=5_000_000)
+            env = client.submit(cluster.alice, Kind.DEPLOY, None, init_code, gas=gas)
             receipt, _ = client.receipt(env)
             assert receipt.success, receipt.error
             return bytes(env.recipient)
         client.submit(cluster.alice, Kind.CALL, cluster.alice.address)  # spend a nonce
     raise AssertionError("no deploy address left the avoided nodes")
+
+
+def deploy_token_away_from(cluster: Cluster, avoid: set[str]) -> bytes:
+    """Deploy tokens from alice until one lands on a node not in ``avoid``; its address."""
+    code = compile_source(TOKEN)
+    return deploy_away_from(cluster, code.bytecode + encode(["string", "string", "uint256"], ["T", "T", 10**6]),
+                            avoid, gas=5_000_000)
+
+
+#: runtime code that counts down from 20,000 (about 520,000 gas, a millisecond or more a run): a
+#: backlog of its messages takes longer to handle than to arrive, so the queue stays saturated
+#: whatever the machine's speed (a backlog of plain transfers was handled as fast as it arrived)
+BURNER = bytes.fromhex("614e205b600190038060035700")
+BURNER_INIT = bytes([0x60, len(BURNER), 0x60, 12, 0x60, 0, 0x39, 0x60, len(BURNER), 0x60, 0, 0xF3]) + BURNER
+#: enough gas for a run of BURNER
+BURN_GAS = 600_000
 
 
 def query_balance(client: ClusterClient, asker: Key, token: bytes, who: bytes) -> int:

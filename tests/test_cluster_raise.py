@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from eth_abi import encode
-from test_cluster import Cluster, deploy_token_away_from, sel
+from test_cluster import BURN_GAS, BURNER_INIT, Cluster, deploy_away_from, deploy_token_away_from, sel
 from test_execution_trust_cluster import until
 
 from missive.actors.replay import replay
@@ -32,9 +32,8 @@ from missive.mailbox.signed import SignedRecord
 from missive.mailbox.store import Store
 from missive.market.raises import raise_payload
 from missive.node.signing import pack_signed, sign_external
-from missive.vm.creation import create_address
 
-LOW, RAISED, GAS, BURN_GAS = 1, 9, 100_000, 600_000
+LOW, RAISED, GAS = 1, 9, 100_000
 BACKLOG = 1000
 
 
@@ -107,25 +106,6 @@ def settled(cluster: Cluster, client: ClusterClient, created: int) -> None:
         assert not registry["slashes"]  # the re-executing holders agreed with every raised run
     statuses = launcher.status(cluster.root)
     assert all(s["up"] for s in statuses)
-
-
-def deploy_away_from(cluster: Cluster, init_code: bytes, avoid: set[str]) -> bytes:
-    """Deploy ``init_code`` from alice until it lands on a node not in ``avoid``; its address."""
-    client = cluster.client()
-    for _ in range(30):
-        nonce = client.account(cluster.alice.address).nonce
-        if cluster.home(create_address(cluster.alice.address, nonce))["name"] not in avoid:
-            sent = client.submit(cluster.alice, Kind.DEPLOY, None, init_code, gas=1_000_000)
-            assert receipt_of(client, sent).success
-            return bytes(sent.recipient)
-        client.submit(cluster.alice, Kind.CALL, cluster.alice.address)  # spend a nonce
-    raise AssertionError("no deploy address left the avoided nodes")
-
-
-#: runtime code that counts down from 20,000 (about 520,000 gas, a millisecond or more a run): a
-#: backlog of its messages takes longer to handle than to arrive, so the queue is saturated
-BURNER = bytes.fromhex("614e205b600190038060035700")
-BURNER_INIT = bytes([0x60, len(BURNER), 0x60, 12, 0x60, 0, 0x39, 0x60, len(BURNER), 0x60, 0, 0xF3]) + BURNER
 
 
 def test_a_raised_message_overtakes_a_backlog_and_its_run_pays_the_new_bid_everywhere(cluster: Cluster) -> None:
