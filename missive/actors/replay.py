@@ -552,7 +552,7 @@ def replay(
                     if raw_receipt is None:
                         return diverged(message_id, envelope.recipient, -1, "the receipt is missing")
                     if raised and (bid := raised.pop(message_id, None)) is not None and bid != envelope.bid:
-                        envelope = attrs.evolve(envelope, bid=bid)  # run with its raised bid
+                        envelope = running_with(envelope, message_id, bid)  # run with its raised bid
                     if envelope.kind is Kind.RAISE or envelope.recipient in raising:  # a cluster's raise messages
                         settled = _settle_raise(envelope, message_id, raw_receipt, raising,
                                                 lambda named: _message(txn, messages_db, named)[0])

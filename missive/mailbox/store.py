@@ -797,11 +797,14 @@ class Store:
         if envelope.kind is Kind.SCHEDULED:
             txn.put(envelope.not_before.to_bytes(32, "big") + message_id, b"", db=self.db["scheduled"])
         else:
-            queue = "pending" if executed_here else "standby"
-            key = envelope.recipient + u64(self.take_seq(txn))
-            txn.put(key, message_id, db=self.db[queue])
-            if self._ranks and executed_here:  # a message being queued has not been raised (it was not waiting)
-                self._place_ranked(txn, key, message_id, envelope.sender, rank_bid(envelope))
+            self._queue_at(txn, envelope.recipient + u64(self.take_seq(txn)), envelope, message_id, executed_here)
+
+    def _queue_at(self, txn: lmdb.Transaction, key: bytes, envelope: Envelope, message_id: bytes,
+                  executed_here: bool) -> None:
+        """Put a message in the live queue (indexed by its bid) or the standby queue at ``key``."""
+        txn.put(key, message_id, db=self.db["pending" if executed_here else "standby"])
+        if self._ranks and executed_here:  # a message being queued has not been raised (it was not waiting)
+            self._place_ranked(txn, key, message_id, envelope.sender, rank_bid(envelope))
 
     def place_ahead(self, txn: lmdb.Transaction, address: bytes, messages: list[tuple[Envelope, bytes]],
                     executed_here: bool) -> None:
@@ -810,26 +813,23 @@ class Store:
         still in it of their (sender, recipient) pairs, so queued behind, a pair's later messages
         would run first.  Keys just below the queue's first (in both queues, so a move between
         them meets no key in use); at the end, as :meth:`place` queues, if there is no room."""
-        due = [(envelope, message_id) for envelope, message_id in messages if envelope.kind is not Kind.SCHEDULED]
+        due = []
+        for envelope, message_id in messages:
+            if envelope.kind is Kind.SCHEDULED:  # waits for its time, not in a queue
+                self.place(txn, envelope, message_id, executed_here)
+            else:
+                due.append((envelope, message_id))
         heads = []
         for table in ("pending", "standby"):
             cursor = txn.cursor(db=self.db[table])
             if cursor.set_range(address) and bytes(cursor.key())[:20] == address:
                 heads.append(int.from_bytes(bytes(cursor.key())[20:], "big"))
-        head = min(heads) if heads else None
-        if head is None or head < len(due):
-            for envelope, message_id in messages:
-                self.place(txn, envelope, message_id, executed_here)
-            return
-        for envelope, message_id in messages:
-            if envelope.kind is Kind.SCHEDULED:
-                self.place(txn, envelope, message_id, executed_here)
-        queue = "pending" if executed_here else "standby"
+        first = min(heads) if heads else None
         for i, (envelope, message_id) in enumerate(due):
-            key = address + u64(head - len(due) + i)
-            txn.put(key, message_id, db=self.db[queue])
-            if self._ranks and executed_here:
-                self._place_ranked(txn, key, message_id, envelope.sender, rank_bid(envelope))
+            if first is not None and first >= len(due):  # room below the first key
+                self._queue_at(txn, address + u64(first - len(due) + i), envelope, message_id, executed_here)
+            else:
+                self.place(txn, envelope, message_id, executed_here)
 
     # -- between nodes ---------------------------------------------------------------
 

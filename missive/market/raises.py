@@ -227,9 +227,8 @@ def arrange(batch: list[tuple[bytes, bytes, Envelope]]) -> list[tuple[bytes, byt
             continue
         arranged += raises_of.get(entry[1], [])
         arranged.append(entry)
-    bids = effective_bids([(message_id, envelope) for _, message_id, envelope in arranged])
-    return [(key, message_id, running_with(envelope, message_id, bids[message_id]) if message_id in bids else envelope)
-            for key, message_id, envelope in arranged]
+    running = with_effective_bids([(message_id, envelope) for _, message_id, envelope in arranged])
+    return [(key, message_id, envelope) for (key, message_id, _), envelope in zip(arranged, running, strict=True)]
 
 
 def running_with(envelope: Envelope, message_id: bytes, bid: int) -> Envelope:
